@@ -1,0 +1,250 @@
+//! What a conduit reports: events for the driver, reasons for dropped links and ended
+//! sessions, and the errors of its inputs and commands.
+
+use crate::wire::WireError;
+
+/// Names one link in the life of a conduit. Returned by `link_up`; inputs from any other link
+/// are stale and ignored. Never reused within a conduit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
+pub struct LinkId(pub u64);
+
+/// Which side of the handshake a conduit plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[repr(u8)]
+pub enum Role {
+    /// Attaches links and sends the ClientHello; resumes by key.
+    Initiator,
+    /// Answers ClientHellos; issues keys.
+    Acceptor,
+}
+
+/// A peer behaviour the protocol forbids. The link carrying it is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[repr(u8)]
+pub enum Violation {
+    /// Bytes that do not decode as a frame (or a hello where one is due).
+    Malformed(WireError),
+    /// An ack for a frame never sent.
+    AckBeyondSent,
+    /// A duplicate older than `duplicate_window` behind the receive position.
+    StaleBeyondWindow,
+    /// A hello on an established link, or the wrong kind of hello.
+    UnexpectedHello,
+    /// A ServerHello for a fresh session that claims a receive position.
+    FreshWithPosition,
+}
+
+/// Why the conduit asks the driver to drop a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[repr(u8)]
+pub enum LinkDropReason {
+    /// The handshake did not finish within `handshake_timeout`.
+    HandshakeTimeout,
+    /// The peer's hello was bad (H3, H4, H5, H6).
+    HandshakeFailed(WireError),
+    /// The acceptor refused the presented key or a fresh session; a REJECTED ServerHello
+    /// was sent.
+    Rejected,
+    /// The peer broke the protocol on this link.
+    Violation(Violation),
+    /// A frame arrived past a hole; resume refills the hole.
+    Gap,
+    /// Nothing arrived for `pong_timeout` after a PING: the link is silent (half-open).
+    KeepaliveTimeout,
+    /// Base form only: the replay ring filled with no ack in sight; a resume handshake carries
+    /// the peer's position and trims it.
+    AckStarved,
+    /// A newer link replaced this one.
+    Superseded,
+    /// The session is over; its last frame (if any) has been handed out.
+    SessionEnded,
+}
+
+/// Why a session ended. Reported once, through [`Event::Ended`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[repr(u8)]
+pub enum SessionEnd {
+    /// Detached for longer than `recovery_timeout` / `resume_window`.
+    RecoveryTimeout,
+    /// The acceptor answered REJECTED: unknown or expired key (the session is lost).
+    Rejected,
+    /// The peer's resume position contradicts ours (behind what we trimmed, or ahead of what
+    /// we sent). Data is never skipped: the session is lost instead.
+    ResumeInconsistent,
+    /// The peer sent PINGs faster than `min_ping_interval` too often.
+    TooManyPings,
+    /// We closed it with [`close`](super::Conduit::close).
+    LocalClose {
+        /// The code we sent.
+        code: u32,
+    },
+    /// The peer sent GOODBYE; its reason is in [`peer_goodbye`](super::Conduit::peer_goodbye).
+    PeerGoodbye {
+        /// The peer's code.
+        code: u32,
+    },
+    /// The owner (an endpoint evicting detached sessions) ended it.
+    Evicted,
+}
+
+impl SessionEnd {
+    /// Whether this is a loss (the application did not ask for it) rather than a close.
+    #[must_use]
+    pub fn is_lost(&self) -> bool {
+        !matches!(self, Self::LocalClose { .. } | Self::PeerGoodbye { .. })
+    }
+}
+
+/// GOODBYE codes sotto itself sends. Application codes should start at 0x100.
+pub mod goodbye_code {
+    /// Normal close.
+    pub const NORMAL: u32 = 0;
+    /// Resume positions contradict.
+    pub const RESUME_INCONSISTENT: u32 = 1;
+    /// Too many pings.
+    pub const TOO_MANY_PINGS: u32 = 2;
+    /// Session-layer protocol error.
+    pub const PROTOCOL_ERROR: u32 = 3;
+}
+
+/// Something the driver must act on or may show. Drain with `poll_event` after every input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[repr(u8)]
+pub enum Event {
+    /// The handshake on `link` finished: frames flow.
+    Attached {
+        /// The link.
+        link: LinkId,
+        /// This is a resume of an existing session (not its first link).
+        resumed: bool,
+        /// Extensions are in force on this link.
+        ext: bool,
+        /// Frames that will be replayed before any new one.
+        replaying: u64,
+    },
+    /// Close `link` now: every frame for it has already been handed out by `poll_transmit`.
+    DropLink {
+        /// The link.
+        link: LinkId,
+        /// Why.
+        reason: LinkDropReason,
+    },
+    /// The replay ring has room again after `send` returned [`SendError::WouldBlock`].
+    Writable,
+    /// The session is over; no further link will be accepted.
+    Ended(SessionEnd),
+}
+
+/// Why `send` refused an item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[repr(u8)]
+pub enum SendError {
+    /// The replay ring is full; wait for [`Event::Writable`]. No seq was assigned.
+    WouldBlock,
+    /// The item exceeds `max_item_len`.
+    TooLarge {
+        /// The item's length.
+        len: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// The session is closing or over.
+    Ended,
+}
+
+/// What an input did besides (possibly) delivering an item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[repr(u8)]
+pub enum InputError {
+    /// The input came from a link that is not current; it was ignored.
+    StaleLink,
+    /// The input made the conduit drop the link (an [`Event::DropLink`] follows).
+    LinkDropped(LinkDropReason),
+    /// The input ended the session (an [`Event::Ended`] follows).
+    SessionEnded(SessionEnd),
+    /// The session was already over; the input was ignored.
+    AlreadyEnded,
+}
+
+impl core::fmt::Display for InputError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::StaleLink => f.write_str("input from a stale link"),
+            Self::LinkDropped(r) => write!(f, "link dropped: {r:?}"),
+            Self::SessionEnded(r) => write!(f, "session ended: {r:?}"),
+            Self::AlreadyEnded => f.write_str("session already ended"),
+        }
+    }
+}
+
+impl core::fmt::Display for SendError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::WouldBlock => f.write_str("replay ring full"),
+            Self::TooLarge { len, max } => write!(f, "item of {len} bytes exceeds {max}"),
+            Self::Ended => f.write_str("session closing or over"),
+        }
+    }
+}
+
+/// Fixed-capacity FIFO of events. Overflow (only possible if the driver ignores the
+/// drain-after-every-input contract) drops the oldest and is counted.
+#[derive(Debug)]
+pub(crate) struct EventQueue {
+    slots: [Option<Event>; 8],
+    head: usize,
+    len: usize,
+    pub(crate) overflowed: u64,
+}
+
+impl EventQueue {
+    pub(crate) const fn new() -> Self {
+        Self { slots: [None; 8], head: 0, len: 0, overflowed: 0 }
+    }
+    pub(crate) fn push(&mut self, e: Event) {
+        if self.len == self.slots.len() {
+            self.head = (self.head + 1) % self.slots.len();
+            self.len -= 1;
+            self.overflowed += 1;
+        }
+        let idx = (self.head + self.len) % self.slots.len();
+        self.slots[idx] = Some(e);
+        self.len += 1;
+    }
+    pub(crate) fn pop(&mut self) -> Option<Event> {
+        if self.len == 0 {
+            return None;
+        }
+        let e = self.slots[self.head].take();
+        self.head = (self.head + 1) % self.slots.len();
+        self.len -= 1;
+        e
+    }
+    pub(crate) fn peek(&self) -> Option<&Event> {
+        if self.len == 0 {
+            None
+        } else {
+            self.slots[self.head].as_ref()
+        }
+    }
+    /// Remove queued events matching `f` (used when a link goes away before its DropLink
+    /// was read).
+    pub(crate) fn retain(&mut self, mut f: impl FnMut(&Event) -> bool) {
+        let n = self.len;
+        for _ in 0..n {
+            if let Some(e) = self.pop() {
+                if f(&e) {
+                    self.push(e);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,607 @@
+//! The stable conduit: one session's sequenced, acked, replayed item stream over a succession
+//! of links. See [`Conduit`] for the contract.
+
+mod config;
+mod event;
+mod receive;
+mod ring;
+pub(crate) mod serial;
+mod stats;
+mod transmit;
+pub use transmit::Transmit;
+
+pub use config::{ConduitConfig, ConfigError};
+pub use event::{
+    goodbye_code, Event, InputError, LinkDropReason, LinkId, Role, SendError, SessionEnd, Violation,
+};
+pub use stats::{ConduitStats, LinkDrops};
+
+use crate::time::{Instant, MonotonicNow};
+use crate::timer::{Timer, TimerTable};
+use crate::wire::{ClientHello, ResumeKey};
+use event::EventQueue;
+use ring::ReplayRing;
+
+/// Longest GOODBYE reason kept (ours or the peer's); longer ones are cut at a char boundary.
+pub const MAX_GOODBYE_REASON: usize = 128;
+
+/// Where the current link is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LinkState {
+    /// No link.
+    None,
+    /// Initiator: ClientHello queued or sent, waiting for the ServerHello.
+    AwaitServerHello { id: LinkId, hello_sent: bool },
+    /// Acceptor: waiting for the ClientHello; `key` goes in our ServerHello.
+    AwaitClientHello { id: LinkId, key: ResumeKey },
+    /// Frames flow.
+    Established { id: LinkId, ext: bool },
+    /// We asked the driver to drop it; inputs are ignored until `link_down` or `link_up`.
+    Dropping { id: LinkId },
+}
+
+impl LinkState {
+    pub(crate) fn id(&self) -> Option<LinkId> {
+        match *self {
+            Self::None => None,
+            Self::AwaitServerHello { id, .. }
+            | Self::AwaitClientHello { id, .. }
+            | Self::Established { id, .. }
+            | Self::Dropping { id } => Some(id),
+        }
+    }
+}
+
+/// A frame the current link owes before anything else (hellos, the REJECTED reply).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owed {
+    /// Nothing owed.
+    Nothing,
+    /// Our ClientHello.
+    ClientHello,
+    /// Our ServerHello (accepting), with the key and position in it.
+    ServerHello,
+    /// The REJECTED ServerHello, then the link is dropped.
+    Rejected,
+}
+
+/// GOODBYE text kept without allocation.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reason {
+    pub(crate) code: u32,
+    pub(crate) buf: [u8; MAX_GOODBYE_REASON],
+    pub(crate) len: usize,
+}
+
+impl Reason {
+    pub(crate) fn new(code: u32, text: &str) -> Self {
+        let mut len = text.len().min(MAX_GOODBYE_REASON);
+        while !text.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut buf = [0; MAX_GOODBYE_REASON];
+        buf[..len].copy_from_slice(&text.as_bytes()[..len]);
+        Self { code, buf, len }
+    }
+    pub(crate) fn text(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+/// A stable conduit endpoint (initiator or acceptor): the sans-IO state machine that keeps an
+/// ordered, exactly-once item stream alive across links that die.
+///
+/// # Contract
+///
+/// - **Getters** take `&self`: [`stats`](Self::stats), [`role`](Self::role),
+///   [`is_ended`](Self::is_ended), ...
+/// - **Inputs** `handle_*(now, ..)`: [`handle_message`](Self::handle_message) for every link
+///   message (one whole frame or hello, without the byte-stream length prefix) and
+///   [`handle_timeout`](Self::handle_timeout) when the clock passes
+///   [`poll_timeout`](Self::poll_timeout).
+/// - **Commands**: [`link_up`](Self::link_up) when a fresh link is connected,
+///   [`link_down`](Self::link_down) when it is gone, [`send`](Self::send),
+///   [`close`](Self::close).
+/// - **Outputs**: [`poll_transmit`](Self::poll_transmit) (one frame per call, into caller
+///   memory), [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout).
+///
+/// After every input or command, drain the outputs before the next input: call
+/// `poll_transmit` until `None`, then `poll_event` until `None`, then read `poll_timeout`.
+/// An [`Event::DropLink`] is only handed out once every frame for that link has been, so a
+/// driver that writes what it got from `poll_transmit` and then closes the link loses nothing.
+///
+/// Time is a parameter; a `now` earlier than a previous one is treated as the previous one.
+/// Randomness (the keys an acceptor issues) comes from the driver through `link_up`. The
+/// conduit allocates its buffers in [`new`](Self::new) and never again. No input can panic
+/// it: bad bytes drop the link (the session resumes on the next one) or end the session,
+/// always with a typed reason.
+///
+/// Delivered items borrow from the bytes passed to `handle_message`: nothing is copied on
+/// the way in.
+///
+/// See the crate docs for a runnable run loop.
+#[derive(Debug)]
+pub struct Conduit {
+    pub(crate) role: Role,
+    pub(crate) config: ConduitConfig,
+    pub(crate) clock: MonotonicNow,
+    pub(crate) timers: TimerTable,
+    pub(crate) events: EventQueue,
+    pub(crate) ring: ReplayRing,
+    pub(crate) link: LinkState,
+    pub(crate) next_link_id: u64,
+    pub(crate) owed: Owed,
+    /// Initiator: the key to present. Acceptor: the key issued on the latest accepted link.
+    pub(crate) key: Option<ResumeKey>,
+    /// Acceptor: the key the peer held when it last resumed, still valid until the newer one
+    /// is seen in use.
+    pub(crate) previous_key: Option<ResumeKey>,
+    /// Acceptor: the fresh key for the ServerHello being sent.
+    pub(crate) issuing_key: ResumeKey,
+    pub(crate) ever_attached: bool,
+    /// Count of items sent (the next seq to assign).
+    pub(crate) sent: u64,
+    /// Count of our frames the peer has acked.
+    pub(crate) acked: u64,
+    /// Next seq to transmit on the current link.
+    pub(crate) tx_cursor: u64,
+    /// One past the highest seq ever transmitted (frames below it are replays).
+    pub(crate) tx_high: u64,
+    /// Count of items delivered.
+    pub(crate) received: u64,
+    /// The receive count the peer last heard from us (in an ack or a hello).
+    pub(crate) ack_sent: u64,
+    pub(crate) ack_now: bool,
+    pub(crate) want_writable: bool,
+    /// Ping nonce counter (deterministic) and the outstanding ping.
+    pub(crate) ping_nonce: u64,
+    pub(crate) ping_outstanding: Option<(u64, Instant)>,
+    pub(crate) ping_due: bool,
+    pub(crate) pong_owed: Option<u64>,
+    pub(crate) last_ping_rx: Option<Instant>,
+    pub(crate) ping_strikes: u32,
+    /// A link was cycled for ack starvation and nothing has been acked since.
+    pub(crate) starved_cycle: bool,
+    /// `close` was called: drain data, then GOODBYE.
+    pub(crate) closing: Option<Reason>,
+    /// GOODBYE owed on the current link before it is dropped (session already ended).
+    pub(crate) goodbye_owed: Option<Reason>,
+    pub(crate) peer_goodbye: Option<Reason>,
+    pub(crate) ended: Option<SessionEnd>,
+    pub(crate) stats: ConduitStats,
+}
+
+impl Conduit {
+    /// Build a conduit. Allocates the replay ring (`replay_bytes` + `replay_frames`
+    /// entries) now; nothing else is ever allocated.
+    pub fn new(role: Role, config: ConduitConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            role,
+            config,
+            clock: MonotonicNow::default(),
+            timers: TimerTable::default(),
+            events: EventQueue::new(),
+            ring: ReplayRing::new(config.replay_bytes, config.replay_frames),
+            link: LinkState::None,
+            next_link_id: 1,
+            owed: Owed::Nothing,
+            key: None,
+            previous_key: None,
+            issuing_key: ResumeKey::ZERO,
+            ever_attached: false,
+            sent: 0,
+            acked: 0,
+            tx_cursor: 0,
+            tx_high: 0,
+            received: 0,
+            ack_sent: 0,
+            ack_now: false,
+            want_writable: false,
+            ping_nonce: 0,
+            ping_outstanding: None,
+            ping_due: false,
+            pong_owed: None,
+            last_ping_rx: None,
+            ping_strikes: 0,
+            starved_cycle: false,
+            closing: None,
+            goodbye_owed: None,
+            peer_goodbye: None,
+            ended: None,
+            stats: ConduitStats::default(),
+        })
+    }
+
+    /// Which side this conduit plays.
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// The configuration in force.
+    #[must_use]
+    pub fn config(&self) -> &ConduitConfig {
+        &self.config
+    }
+    /// The largest item [`send`](Self::send) accepts.
+    #[must_use]
+    pub fn max_item_len(&self) -> u32 {
+        self.config.max_item_len()
+    }
+    /// The buffer size [`poll_transmit`](Self::poll_transmit) needs: `max_frame_len`.
+    #[must_use]
+    pub fn max_transmit_len(&self) -> usize {
+        self.config.max_frame_len as usize
+    }
+    /// The current link, if any (handshaking, established or being dropped).
+    #[must_use]
+    pub fn current_link(&self) -> Option<LinkId> {
+        self.link.id()
+    }
+    /// Whether frames flow on a link now.
+    #[must_use]
+    pub fn is_established(&self) -> bool {
+        matches!(self.link, LinkState::Established { .. })
+    }
+    /// Whether extensions are in force on the current link.
+    #[must_use]
+    pub fn ext_in_force(&self) -> bool {
+        matches!(self.link, LinkState::Established { ext: true, .. })
+    }
+    /// How the session ended, if it has.
+    #[must_use]
+    pub fn ended(&self) -> Option<SessionEnd> {
+        self.ended
+    }
+    /// Whether the session is over.
+    #[must_use]
+    pub fn is_ended(&self) -> bool {
+        self.ended.is_some()
+    }
+    /// Whether a link has ever completed its handshake.
+    #[must_use]
+    pub fn has_attached(&self) -> bool {
+        self.ever_attached
+    }
+    /// The key the initiator will present (initiator), or the latest issued (acceptor).
+    #[must_use]
+    pub fn resume_key(&self) -> Option<ResumeKey> {
+        self.key
+    }
+    /// The peer's GOODBYE code and reason, once received.
+    #[must_use]
+    pub fn peer_goodbye(&self) -> Option<(u32, &str)> {
+        self.peer_goodbye.as_ref().map(|r| (r.code, r.text()))
+    }
+    /// Items accepted by `send` so far (the next item's seq).
+    #[must_use]
+    pub fn items_sent(&self) -> u64 {
+        self.sent
+    }
+    /// Items the peer has acknowledged.
+    #[must_use]
+    pub fn items_acked(&self) -> u64 {
+        self.acked
+    }
+    /// Items delivered to the application so far.
+    #[must_use]
+    pub fn items_received(&self) -> u64 {
+        self.received
+    }
+    /// Frames sent and not yet acked (held in the replay ring).
+    #[must_use]
+    pub fn unacked(&self) -> u64 {
+        self.sent - self.acked
+    }
+    /// Whether `send` would accept an item of `len` bytes now.
+    #[must_use]
+    pub fn can_send(&self, len: usize) -> bool {
+        self.ended.is_none() && self.closing.is_none() && !self.ring.is_full_for(len)
+    }
+    /// A snapshot of the counters.
+    #[must_use]
+    pub fn stats(&self) -> ConduitStats {
+        let mut s = self.stats;
+        s.replay_frames = self.ring.frames() as u64;
+        s.replay_bytes = self.ring.bytes_used() as u64;
+        s.events_overflowed = self.events.overflowed;
+        s
+    }
+
+    // ---- commands ----
+
+    /// A fresh link is connected. Returns its id; pass it with every input from this link.
+    ///
+    /// An initiator queues its ClientHello (a resume if it holds a key). An acceptor waits
+    /// for the ClientHello and will issue `fresh_key` in its ServerHello (initiators ignore
+    /// `fresh_key`; pass [`ResumeKey::ZERO`]). A link that is still current is superseded
+    /// (an [`Event::DropLink`] with [`LinkDropReason::Superseded`] follows).
+    /// After the session ended the link is dropped at once.
+    pub fn link_up(&mut self, now: Instant, fresh_key: ResumeKey) -> LinkId {
+        let now = self.clock.observe(now);
+        self.supersede_current();
+        let id = LinkId(self.next_link_id);
+        self.next_link_id += 1;
+        self.reset_link_state();
+        if self.ended.is_some() {
+            self.link = LinkState::Dropping { id };
+            if self.role == Role::Acceptor {
+                self.owed = Owed::Rejected;
+            }
+            self.queue_drop(id, if self.role == Role::Acceptor { LinkDropReason::Rejected } else { LinkDropReason::SessionEnded });
+            return id;
+        }
+        self.timers.set(Timer::Handshake, now.saturating_add(self.config.handshake_timeout));
+        match self.role {
+            Role::Initiator => {
+                self.link = LinkState::AwaitServerHello { id, hello_sent: false };
+                self.owed = Owed::ClientHello;
+            }
+            Role::Acceptor => self.link = LinkState::AwaitClientHello { id, key: fresh_key },
+        }
+        id
+    }
+
+    /// Acceptor: a fresh link whose ClientHello was already read and decoded (by an endpoint
+    /// routing links to sessions). Same as [`link_up`](Self::link_up) followed by
+    /// `handle_message` with the hello.
+    pub fn link_up_with_hello(&mut self, now: Instant, fresh_key: ResumeKey, hello: &ClientHello) -> (LinkId, Result<(), InputError>) {
+        let id = self.link_up(now, fresh_key);
+        if self.role != Role::Acceptor || self.ended.is_some() {
+            return (id, Err(InputError::AlreadyEnded));
+        }
+        let r = self.accept_client_hello(self.clock.get(), id, fresh_key, hello);
+        (id, r)
+    }
+
+    /// The link is gone (EOF, reset, write error, or the driver closed it after
+    /// [`Event::DropLink`]). Stale ids are ignored. The session stays; an initiator should
+    /// attach a new link (after backoff), an acceptor waits for one.
+    pub fn link_down(&mut self, now: Instant, link: LinkId) {
+        let now = self.clock.observe(now);
+        if self.link.id() != Some(link) {
+            return;
+        }
+        if !matches!(self.link, LinkState::Dropping { .. }) {
+            self.stats.link_drops.driver_reported += 1;
+        }
+        // A DropLink the driver has not read yet is moot now.
+        self.events.retain(|e| !matches!(e, Event::DropLink { link: l, .. } if *l == link));
+        self.link = LinkState::None;
+        self.owed = Owed::Nothing;
+        self.goodbye_owed = None;
+        self.detached(now);
+    }
+
+    /// Queue an item for delivery to the peer. Returns its sequence number (a count from 0,
+    /// never wrapping). The seq is assigned here, as the item enters the replay ring, so an
+    /// item accepted by `send` is delivered exactly once whatever happens to links.
+    ///
+    /// Fails without side effects when the ring is full ([`SendError::WouldBlock`]; an
+    /// [`Event::Writable`] follows when acks free space), when the item is too large, or when
+    /// the session is closing or over. Items sent while no link is up queue behind the
+    /// replay.
+    pub fn send(&mut self, item: &[u8]) -> Result<u64, SendError> {
+        self.send_vectored(&[item])
+    }
+
+    /// [`send`](Self::send) an item made of several parts, concatenated (no copy beyond the
+    /// one into the replay ring). Used by layers that add a header to a payload.
+    pub fn send_vectored(&mut self, parts: &[&[u8]]) -> Result<u64, SendError> {
+        if self.ended.is_some() || self.closing.is_some() {
+            return Err(SendError::Ended);
+        }
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let max = self.config.max_item_len();
+        if len > max as usize {
+            return Err(SendError::TooLarge { len: u32::try_from(len).unwrap_or(u32::MAX), max });
+        }
+        if self.ring.push(parts).is_err() {
+            self.want_writable = true;
+            self.maybe_cycle_starved_link();
+            return Err(SendError::WouldBlock);
+        }
+        let seq = self.sent;
+        self.sent += 1;
+        self.stats.items_queued += 1;
+        Ok(seq)
+    }
+
+    /// End the session gracefully. With extensions in force on an established link, queued
+    /// items are transmitted first, then GOODBYE (`code`, `reason`), then the link is dropped;
+    /// the peer does not reconnect. Items still unacked at that point are not guaranteed to
+    /// arrive: see [`unacked`](Self::unacked). Without a link or without extensions the
+    /// session ends at once. `send` fails from now on.
+    pub fn close(&mut self, now: Instant, code: u32, reason: &str) {
+        let now = self.clock.observe(now);
+        if self.ended.is_some() || self.closing.is_some() {
+            return;
+        }
+        if self.ext_in_force() {
+            self.closing = Some(Reason::new(code, reason));
+        } else {
+            self.end_session(now, SessionEnd::LocalClose { code }, None);
+        }
+    }
+
+    /// Owner-initiated end (an endpoint evicting a detached session): ends the session with
+    /// `reason` and drops any link.
+    pub fn end(&mut self, now: Instant, reason: SessionEnd) {
+        let now = self.clock.observe(now);
+        if self.ended.is_none() {
+            self.end_session(now, reason, None);
+        }
+    }
+
+    // ---- outputs ----
+
+    /// The next event, if any. Call until `None` after every input.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(Event::DropLink { link, .. }) = self.events.peek() {
+            // Withhold the drop until every frame the link owes has been handed out.
+            if self.link.id() == Some(*link) && self.owes_final_frame() {
+                return None;
+            }
+        }
+        self.events.pop()
+    }
+
+    /// The earliest deadline at which [`handle_timeout`](Self::handle_timeout) has work.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.earliest()
+    }
+
+    /// Fire every timer due at `now`. Idempotent and safe to call early (it then does
+    /// nothing).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.observe(now);
+        if self.timers.is_due(Timer::Recovery, now) {
+            self.timers.clear(Timer::Recovery);
+            if self.ended.is_none() {
+                self.end_session(now, SessionEnd::RecoveryTimeout, None);
+            }
+        }
+        if self.timers.is_due(Timer::Handshake, now) {
+            self.timers.clear(Timer::Handshake);
+            if let LinkState::AwaitServerHello { id, .. } | LinkState::AwaitClientHello { id, .. } = self.link {
+                self.stats.link_drops.handshake_timeout += 1;
+                self.drop_link(now, id, LinkDropReason::HandshakeTimeout);
+            }
+        }
+        if self.timers.is_due(Timer::PongTimeout, now) {
+            self.timers.clear(Timer::PongTimeout);
+            if let LinkState::Established { id, .. } = self.link {
+                self.stats.link_drops.keepalive += 1;
+                self.drop_link(now, id, LinkDropReason::KeepaliveTimeout);
+            }
+        }
+        if self.timers.is_due(Timer::Ping, now) {
+            self.timers.clear(Timer::Ping);
+            if self.ext_in_force() && self.ping_outstanding.is_none() {
+                self.ping_due = true;
+            }
+        }
+        if self.timers.is_due(Timer::AckDelay, now) {
+            self.timers.clear(Timer::AckDelay);
+            if self.ext_in_force() && self.received > self.ack_sent {
+                self.ack_now = true;
+            }
+        }
+    }
+
+    // ---- internal state changes ----
+
+    pub(crate) fn reset_link_state(&mut self) {
+        self.owed = Owed::Nothing;
+        self.ack_now = false;
+        self.ping_due = false;
+        self.ping_outstanding = None;
+        self.pong_owed = None;
+        self.last_ping_rx = None;
+        self.ping_strikes = 0;
+        self.goodbye_owed = None;
+        self.timers.clear(Timer::Handshake);
+        self.timers.clear(Timer::AckDelay);
+        self.timers.clear(Timer::Ping);
+        self.timers.clear(Timer::PongTimeout);
+    }
+
+    fn supersede_current(&mut self) {
+        if let Some(old) = self.link.id() {
+            self.events.retain(|e| !matches!(e, Event::DropLink { link, .. } if *link == old));
+            self.stats.link_drops.superseded += 1;
+            self.events.push(Event::DropLink { link: old, reason: LinkDropReason::Superseded });
+            self.link = LinkState::None;
+        }
+    }
+
+    /// Whether the current link still owes a frame that must go out before it is dropped.
+    pub(crate) fn owes_final_frame(&self) -> bool {
+        self.owed == Owed::Rejected || self.goodbye_owed.is_some()
+    }
+
+    pub(crate) fn queue_drop(&mut self, link: LinkId, reason: LinkDropReason) {
+        self.events.push(Event::DropLink { link, reason });
+    }
+
+    /// Ask the driver to drop `link`; the session detaches.
+    pub(crate) fn drop_link(&mut self, now: Instant, link: LinkId, reason: LinkDropReason) {
+        if self.link.id() != Some(link) || matches!(self.link, LinkState::Dropping { .. }) {
+            return;
+        }
+        let keep_owed = self.owed == Owed::Rejected;
+        let goodbye = self.goodbye_owed.take();
+        self.reset_link_state();
+        if keep_owed {
+            self.owed = Owed::Rejected;
+        }
+        self.goodbye_owed = goodbye;
+        self.link = LinkState::Dropping { id: link };
+        self.queue_drop(link, reason);
+        self.detached(now);
+    }
+
+    /// The session has no working link from now: start the recovery deadline.
+    pub(crate) fn detached(&mut self, now: Instant) {
+        if self.ended.is_none() && self.ever_attached {
+            self.timers.set_if_unset(Timer::Recovery, now.saturating_add(self.config.recovery_timeout));
+        }
+    }
+
+    /// End the session once. `goodbye`: a GOODBYE to send first, if extensions allow.
+    pub(crate) fn end_session(&mut self, now: Instant, reason: SessionEnd, goodbye: Option<Reason>) {
+        if self.ended.is_some() {
+            return;
+        }
+        self.ended = Some(reason);
+        self.closing = None;
+        self.want_writable = false;
+        self.timers.clear(Timer::Recovery);
+        self.events.push(Event::Ended(reason));
+        if let Some(id) = self.link.id() {
+            if !matches!(self.link, LinkState::Dropping { .. }) {
+                let ext = self.ext_in_force();
+                self.drop_link(now, id, LinkDropReason::SessionEnded);
+                if ext {
+                    self.goodbye_owed = goodbye;
+                }
+            }
+        }
+        self.timers.clear(Timer::Recovery);
+    }
+
+    /// Base form only: the ring is full, the peer never acks without sending data; cycle the
+    /// link so the resume handshake carries its position (WIRE.md section 5).
+    fn maybe_cycle_starved_link(&mut self) {
+        if let LinkState::Established { id, ext: false } = self.link {
+            if !self.starved_cycle && self.tx_cursor > self.acked {
+                self.starved_cycle = true;
+                self.stats.link_drops.ack_starved += 1;
+                let now = self.clock.get();
+                self.drop_link(now, id, LinkDropReason::AckStarved);
+            }
+        }
+    }
+
+    /// Apply a cumulative ack in count form (`count` frames acked).
+    pub(crate) fn apply_ack_count(&mut self, count: u64) {
+        if count <= self.acked {
+            return;
+        }
+        self.ring.trim_to(count);
+        self.acked = count;
+        self.starved_cycle = false;
+        if self.tx_cursor < count {
+            self.tx_cursor = count;
+        }
+        if self.want_writable {
+            self.want_writable = false;
+            self.events.push(Event::Writable);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

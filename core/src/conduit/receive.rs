@@ -1,0 +1,268 @@
+//! The receive path: hellos during the handshake, then frames.
+
+use super::serial::{count_of, expand, last_of};
+use super::{
+    goodbye_code, Conduit, InputError, LinkDropReason, LinkId, LinkState, Owed, Reason, Role, SessionEnd,
+    Violation,
+};
+use crate::time::Instant;
+use crate::timer::Timer;
+use crate::wire::{ClientHello, Frame, ResumeKey, ServerHello};
+
+impl Conduit {
+    /// Feed one whole link message received on `link` (a hello or a frame, without the
+    /// byte-stream length prefix). Returns the delivered item, if the message carried the
+    /// next one in sequence; it borrows from `message`.
+    ///
+    /// Errors say what the input did: the link was stale (ignored), the link is being dropped
+    /// (violation, gap, bad hello: an [`Event::DropLink`](super::Event::DropLink) follows and
+    /// the session resumes on a new link), or the session ended. Drain the outputs after
+    /// every call.
+    pub fn handle_message<'a>(&mut self, now: Instant, link: LinkId, message: &'a [u8]) -> Result<Option<&'a [u8]>, InputError> {
+        let now = self.clock.observe(now);
+        if self.link.id() != Some(link) {
+            return Err(InputError::StaleLink);
+        }
+        match self.link {
+            LinkState::None | LinkState::Dropping { .. } => Err(InputError::StaleLink),
+            LinkState::AwaitClientHello { id, key } => {
+                let hello = match ClientHello::decode(message) {
+                    Ok(h) => h,
+                    Err(e) => return Err(self.handshake_failed(now, id, e)),
+                };
+                self.accept_client_hello(now, id, key, &hello).map(|()| None)
+            }
+            LinkState::AwaitServerHello { id, hello_sent } => {
+                if !hello_sent {
+                    // The peer answered before our hello went out: it is not answering us.
+                    return Err(self.violation(now, id, Violation::UnexpectedHello));
+                }
+                let hello = match ServerHello::decode(message) {
+                    Ok(h) => h,
+                    Err(e) => return Err(self.handshake_failed(now, id, e)),
+                };
+                self.handle_server_hello(now, id, &hello).map(|()| None)
+            }
+            LinkState::Established { id, ext } => self.handle_frame(now, id, ext, message),
+        }
+    }
+
+    fn handshake_failed(&mut self, now: Instant, id: LinkId, e: crate::wire::WireError) -> InputError {
+        self.stats.link_drops.handshake_failed += 1;
+        let reason = LinkDropReason::HandshakeFailed(e);
+        self.drop_link(now, id, reason);
+        InputError::LinkDropped(reason)
+    }
+
+    fn violation(&mut self, now: Instant, id: LinkId, v: Violation) -> InputError {
+        self.stats.link_drops.violation += 1;
+        let reason = LinkDropReason::Violation(v);
+        self.drop_link(now, id, reason);
+        InputError::LinkDropped(reason)
+    }
+
+    /// Acceptor: decide on a decoded ClientHello for link `id`, issuing `key` if accepted.
+    pub(crate) fn accept_client_hello(&mut self, now: Instant, id: LinkId, key: ResumeKey, hello: &ClientHello) -> Result<(), InputError> {
+        let resuming = match hello.resume_key {
+            None if !self.ever_attached => false,
+            None => return Err(self.reject(now, id)),
+            Some(k) => {
+                let current = self.key.is_some_and(|c| c.ct_eq(&k));
+                let previous = self.previous_key.is_some_and(|p| p.ct_eq(&k));
+                if !self.ever_attached || !(current | previous) {
+                    return Err(self.reject(now, id));
+                }
+                true
+            }
+        };
+        let Some(peer_count) = count_of(hello.last_received, self.sent) else {
+            return Err(self.resume_inconsistent(now, id));
+        };
+        if peer_count < self.acked || peer_count > self.sent {
+            return Err(self.resume_inconsistent(now, id));
+        }
+        if key.is_zero() {
+            // The driver must supply a real key; refusing is safer than issuing "absent".
+            return Err(self.reject(now, id));
+        }
+        if resuming {
+            self.previous_key = hello.resume_key;
+        }
+        self.key = Some(key);
+        self.issuing_key = key;
+        self.owed = Owed::ServerHello;
+        self.attach(now, id, self.config.ext && hello.ext, resuming, peer_count);
+        Ok(())
+    }
+
+    fn reject(&mut self, now: Instant, id: LinkId) -> InputError {
+        self.stats.link_drops.handshake_failed += 1;
+        self.drop_link(now, id, LinkDropReason::Rejected);
+        self.owed = Owed::Rejected;
+        InputError::LinkDropped(LinkDropReason::Rejected)
+    }
+
+    fn resume_inconsistent(&mut self, now: Instant, id: LinkId) -> InputError {
+        if self.role == Role::Acceptor {
+            self.owed = Owed::Rejected;
+            self.drop_link(now, id, LinkDropReason::Rejected);
+        }
+        let goodbye = Reason::new(goodbye_code::RESUME_INCONSISTENT, "resume position inconsistent");
+        self.end_session(now, SessionEnd::ResumeInconsistent, Some(goodbye));
+        InputError::SessionEnded(SessionEnd::ResumeInconsistent)
+    }
+
+    /// Initiator: the acceptor's answer.
+    fn handle_server_hello(&mut self, now: Instant, id: LinkId, hello: &ServerHello) -> Result<(), InputError> {
+        if hello.rejected {
+            self.stats.link_drops.handshake_failed += 1;
+            self.end_session(now, SessionEnd::Rejected, None);
+            return Err(InputError::SessionEnded(SessionEnd::Rejected));
+        }
+        let resuming = self.key.is_some();
+        if !resuming && hello.last_received.is_some() {
+            return Err(self.violation(now, id, Violation::FreshWithPosition));
+        }
+        let peer_count = count_of(hello.last_received, self.sent);
+        if !peer_count.is_some_and(|c| c >= self.acked && c <= self.sent) {
+            if self.config.ext && hello.ext {
+                // The acceptor considers the link established: tell it why we leave.
+                self.link = LinkState::Established { id, ext: true };
+            }
+            return Err(self.resume_inconsistent(now, id));
+        }
+        let peer_count = peer_count.unwrap_or(0);
+        self.key = Some(hello.resume_key);
+        self.attach(now, id, self.config.ext && hello.ext, resuming, peer_count);
+        Ok(())
+    }
+
+    /// The handshake on `id` finished: frames flow from the peer's position.
+    fn attach(&mut self, now: Instant, id: LinkId, ext: bool, resumed: bool, peer_count: u64) {
+        self.timers.clear(Timer::Handshake);
+        self.timers.clear(Timer::Recovery);
+        self.apply_ack_count(peer_count);
+        self.tx_cursor = self.acked;
+        // Our hello carried our position.
+        self.ack_sent = self.received;
+        self.ever_attached = true;
+        self.link = LinkState::Established { id, ext };
+        self.stats.attaches += 1;
+        if resumed {
+            self.stats.resumes += 1;
+        }
+        if ext {
+            self.timers.set(Timer::Ping, now.saturating_add(self.config.ping_interval));
+        }
+        let replaying = self.sent - self.tx_cursor;
+        self.events.push(super::Event::Attached { link: id, resumed, ext, replaying });
+    }
+
+    fn handle_frame<'a>(&mut self, now: Instant, id: LinkId, ext: bool, message: &'a [u8]) -> Result<Option<&'a [u8]>, InputError> {
+        let frame = match Frame::decode(message, ext) {
+            Ok(f) => f,
+            Err(e) => {
+                // A hello on an established link is a violation of its own kind (H11).
+                let v = if message.len() == crate::wire::HELLO_LEN
+                    && (ClientHello::decode(message).is_ok() || ServerHello::decode(message).is_ok())
+                {
+                    Violation::UnexpectedHello
+                } else {
+                    Violation::Malformed(e)
+                };
+                return Err(self.violation(now, id, v));
+            }
+        };
+        if self.role == Role::Acceptor {
+            // The peer got our ServerHello: the key it held before is retired.
+            self.previous_key = None;
+        }
+        if let Some(at) = self.timers.get(Timer::PongTimeout) {
+            // Anything heard proves the link alive; keep the deadline one timeout ahead.
+            let _ = at;
+            self.timers.set(Timer::PongTimeout, now.saturating_add(self.config.pong_timeout));
+        }
+        match frame {
+            Frame::Data { seq, ack, item } => {
+                if let Some(ack) = ack {
+                    self.handle_ack(now, id, ack)?;
+                }
+                let Some(seq) = expand(seq, self.received) else {
+                    return Err(self.violation(now, id, Violation::StaleBeyondWindow));
+                };
+                if seq < self.received {
+                    if self.received - seq > u64::from(self.config.duplicate_window) {
+                        return Err(self.violation(now, id, Violation::StaleBeyondWindow));
+                    }
+                    self.stats.duplicates_dropped += 1;
+                    return Ok(None);
+                }
+                if seq > self.received {
+                    self.stats.link_drops.gap += 1;
+                    self.drop_link(now, id, LinkDropReason::Gap);
+                    return Err(InputError::LinkDropped(LinkDropReason::Gap));
+                }
+                self.received += 1;
+                self.stats.frames_delivered += 1;
+                self.stats.bytes_delivered += item.len() as u64;
+                if ext {
+                    if self.received - self.ack_sent >= u64::from(self.config.ack_every) {
+                        self.ack_now = true;
+                    } else {
+                        self.timers.set_if_unset(Timer::AckDelay, now.saturating_add(self.config.ack_delay));
+                    }
+                }
+                Ok(Some(item))
+            }
+            Frame::Ack(ack) => self.handle_ack(now, id, ack).map(|()| None),
+            Frame::Ping(nonce) => {
+                if let Some(last) = self.last_ping_rx {
+                    if now.saturating_duration_since(last) < self.config.min_ping_interval {
+                        self.ping_strikes += 1;
+                        if self.ping_strikes > self.config.max_ping_strikes {
+                            let goodbye = Reason::new(goodbye_code::TOO_MANY_PINGS, "too many pings");
+                            self.end_session(now, SessionEnd::TooManyPings, Some(goodbye));
+                            return Err(InputError::SessionEnded(SessionEnd::TooManyPings));
+                        }
+                    }
+                }
+                self.last_ping_rx = Some(now);
+                // At most one pong pending: a newer ping replaces the older.
+                self.pong_owed = Some(nonce);
+                Ok(None)
+            }
+            Frame::Pong(nonce) => {
+                if let Some((outstanding, sent_at)) = self.ping_outstanding {
+                    if outstanding == nonce {
+                        self.ping_outstanding = None;
+                        self.stats.pongs_received += 1;
+                        self.stats.rtt = Some(now.saturating_duration_since(sent_at));
+                        self.timers.clear(Timer::PongTimeout);
+                        self.timers.set(Timer::Ping, now.saturating_add(self.config.ping_interval));
+                    }
+                }
+                Ok(None)
+            }
+            Frame::Goodbye { code, reason } => {
+                self.peer_goodbye = Some(Reason::new(code, reason));
+                self.end_session(now, SessionEnd::PeerGoodbye { code }, None);
+                Err(InputError::SessionEnded(SessionEnd::PeerGoodbye { code }))
+            }
+        }
+    }
+
+    fn handle_ack(&mut self, now: Instant, id: LinkId, ack: u32) -> Result<(), InputError> {
+        match count_of(Some(ack), self.sent) {
+            Some(count) if count <= self.sent => {
+                self.apply_ack_count(count);
+                Ok(())
+            }
+            _ => Err(self.violation(now, id, Violation::AckBeyondSent)),
+        }
+    }
+
+    /// The position we report: the wire `last_received`.
+    pub(crate) fn our_last_received(&self) -> Option<u32> {
+        last_of(self.received)
+    }
+}

@@ -1,0 +1,156 @@
+//! The replay ring: every frame sent and not yet acked, in seq order, bounded in bytes and in
+//! frames, allocated once. Items are stored (not encoded frames) because a replayed frame
+//! carries a fresh ack.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Entry {
+    offset: u32,
+    len: u32,
+}
+
+/// Why an item does not fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RingFull;
+
+/// Fixed-capacity ring of items keyed by consecutive u64 sequence numbers.
+#[derive(Debug)]
+pub(crate) struct ReplayRing {
+    bytes: Vec<u8>,
+    entries: Vec<Entry>,
+    /// Offset of the oldest item's first byte.
+    byte_head: usize,
+    byte_used: usize,
+    /// Index of the oldest entry.
+    entry_head: usize,
+    entry_count: usize,
+    /// Seq of the oldest entry (or of the next push when empty).
+    first_seq: u64,
+}
+
+impl ReplayRing {
+    pub(crate) fn new(bytes: u32, frames: u32) -> Self {
+        Self {
+            bytes: vec![0; bytes as usize],
+            entries: vec![Entry::default(); frames as usize],
+            byte_head: 0,
+            byte_used: 0,
+            entry_head: 0,
+            entry_count: 0,
+            first_seq: 0,
+        }
+    }
+
+    pub(crate) fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+    pub(crate) fn end_seq(&self) -> u64 {
+        self.first_seq + self.entry_count as u64
+    }
+    pub(crate) fn frames(&self) -> usize {
+        self.entry_count
+    }
+    pub(crate) fn bytes_used(&self) -> usize {
+        self.byte_used
+    }
+    pub(crate) fn is_full_for(&self, len: usize) -> bool {
+        self.entry_count == self.entries.len() || self.bytes.len() - self.byte_used < len
+    }
+
+    /// Append an item made of `parts`, concatenated. Its seq is [`end_seq`](Self::end_seq).
+    pub(crate) fn push(&mut self, parts: &[&[u8]]) -> Result<(), RingFull> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if self.is_full_for(len) {
+            return Err(RingFull);
+        }
+        let cap = self.bytes.len();
+        let offset = if cap == 0 { 0 } else { (self.byte_head + self.byte_used) % cap };
+        let mut at = offset;
+        for part in parts {
+            let mut part: &[u8] = part;
+            while !part.is_empty() {
+                let run = (cap - at).min(part.len());
+                self.bytes[at..at + run].copy_from_slice(&part[..run]);
+                part = &part[run..];
+                at = (at + run) % cap;
+            }
+        }
+        let idx = (self.entry_head + self.entry_count) % self.entries.len();
+        self.entries[idx] = Entry { offset: offset as u32, len: len as u32 };
+        self.entry_count += 1;
+        self.byte_used += len;
+        Ok(())
+    }
+
+    /// Drop every item with seq below `seq`. Returns how many were dropped.
+    pub(crate) fn trim_to(&mut self, seq: u64) -> usize {
+        let mut dropped = 0;
+        while self.entry_count > 0 && self.first_seq < seq {
+            let e = self.entries[self.entry_head];
+            self.byte_used -= e.len as usize;
+            self.byte_head = if self.bytes.is_empty() { 0 } else { (e.offset as usize + e.len as usize) % self.bytes.len() };
+            self.entry_head = (self.entry_head + 1) % self.entries.len();
+            self.entry_count -= 1;
+            self.first_seq += 1;
+            dropped += 1;
+        }
+        if self.entry_count == 0 {
+            // Empty: restart at the front so items are contiguous more often.
+            self.byte_head = 0;
+            self.first_seq = self.first_seq.max(seq);
+        }
+        dropped
+    }
+
+    /// The item with sequence `seq` as one or two slices (it may wrap), if held.
+    pub(crate) fn get(&self, seq: u64) -> Option<(&[u8], &[u8])> {
+        if seq < self.first_seq || seq >= self.end_seq() {
+            return None;
+        }
+        let idx = (self.entry_head + (seq - self.first_seq) as usize) % self.entries.len();
+        let e = self.entries[idx];
+        let (start, len) = (e.offset as usize, e.len as usize);
+        let first = (self.bytes.len() - start).min(len);
+        Some((&self.bytes[start..start + first], &self.bytes[..len - first]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(r: &ReplayRing, seq: u64) -> Vec<u8> {
+        let (a, b) = r.get(seq).expect("held");
+        [a, b].concat()
+    }
+
+    #[test]
+    fn push_trim_wrap() {
+        let mut r = ReplayRing::new(10, 3);
+        r.push(&[b"abcd"]).expect("fits");
+        r.push(&[b"ef", b"gh"]).expect("fits");
+        assert_eq!(r.push(&[b"xyz"]), Err(RingFull)); // 8 + 3 > 10
+        assert_eq!(r.trim_to(1), 1);
+        r.push(&[b"ijklm"]).expect("fits, wrapping");
+        assert_eq!(item(&r, 1), b"efgh");
+        assert_eq!(item(&r, 2), b"ijklm");
+        assert_eq!(r.push(&[b""]), Ok(()));
+        assert_eq!(r.push(&[b""]), Err(RingFull)); // frame cap
+        assert_eq!(r.trim_to(4), 3);
+        assert_eq!(r.frames(), 0);
+        assert_eq!(r.bytes_used(), 0);
+        assert_eq!(r.first_seq(), 4);
+        assert_eq!(r.get(4), None);
+    }
+
+    #[test]
+    fn exact_boundary_trim_then_push() {
+        let mut r = ReplayRing::new(4, 2);
+        r.push(&[b"abcd"]).expect("fits");
+        r.trim_to(1);
+        r.push(&[b"wxyz"]).expect("fits after trim");
+        assert_eq!(item(&r, 1), b"wxyz");
+    }
+}
