@@ -45,7 +45,7 @@ static LINKS: AtomicU64 = AtomicU64::new(0);
 /// Acceptor: every `next_link` accepts the next TCP connection on the same listener and
 /// consumes its ClientHello. Connections that fail before a ClientHello are skipped.
 struct AcceptorSource {
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     deadline: Instant,
 }
 
@@ -192,24 +192,17 @@ async fn run(args: &Args) -> Outcome {
     let fail = Outcome { sent: 0, received: 0, in_order: false };
     if args.role == "acceptor" {
         let listener = match TcpListener::bind(args.listen.as_deref().unwrap()).await {
-            Ok(l) => l,
+            Ok(l) => Arc::new(l),
             Err(e) => {
                 eprintln!("vox-peer: bind: {e}");
                 return fail;
             }
         };
         eprintln!("vox-peer: listening on {}", listener.local_addr().unwrap());
-        let source = AcceptorSource { listener, deadline };
-        match tokio::time::timeout_at(deadline, StableConduit::<StringFamily, _>::new(source)).await {
-            Ok(Ok(c)) => drive(c, args, deadline).await,
-            Ok(Err(e)) => {
-                eprintln!("vox-peer: setup: {e}");
-                fail
-            }
-            Err(_) => {
-                eprintln!("vox-peer: setup timed out");
-                fail
-            }
+        let make = || AcceptorSource { listener: Arc::clone(&listener), deadline };
+        match setup(make, deadline).await {
+            Some(c) => drive(c, args, deadline).await,
+            None => fail,
         }
     } else {
         let addr: SocketAddr = match args.connect.as_deref().unwrap().parse() {
@@ -219,16 +212,36 @@ async fn run(args: &Args) -> Outcome {
                 return fail;
             }
         };
-        let source = InitiatorSource { addr, deadline };
-        match tokio::time::timeout_at(deadline, StableConduit::<StringFamily, _>::new(source)).await {
-            Ok(Ok(c)) => drive(c, args, deadline).await,
+        match setup(|| InitiatorSource { addr, deadline }, deadline).await {
+            Some(c) => drive(c, args, deadline).await,
+            None => fail,
+        }
+    }
+}
+
+/// `StableConduit::new` with retries: a first link that dies during the hello exchange
+/// (`LinkDead`/`Io`) is retried with a fresh source until the deadline; a `Setup` error (e.g.
+/// wrong hello magic/size) or `SessionLost` is final.
+async fn setup<LS: LinkSource>(
+    make: impl Fn() -> LS,
+    deadline: Instant,
+) -> Option<StableConduit<StringFamily, LS>> {
+    loop {
+        match tokio::time::timeout_at(deadline, StableConduit::<StringFamily, _>::new(make())).await {
+            Ok(Ok(c)) => return Some(c),
+            Ok(Err(e @ (StableConduitError::LinkDead | StableConduitError::Io(_))))
+                if Instant::now() < deadline =>
+            {
+                eprintln!("vox-peer: setup failed, retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             Ok(Err(e)) => {
                 eprintln!("vox-peer: setup: {e}");
-                fail
+                return None;
             }
             Err(_) => {
                 eprintln!("vox-peer: setup timed out");
-                fail
+                return None;
             }
         }
     }
