@@ -5,6 +5,7 @@
 extern crate alloc;
 
 pub mod conduit;
+pub mod session;
 pub mod time;
 pub(crate) mod timer;
 pub mod wire;

@@ -72,6 +72,8 @@ pub enum ConfigError {
     ReplayFramesOutOfRange,
     /// `ack_every` must be at least 1.
     AckEveryZero,
+    /// Session limits: `max_connections` in 1..=2^20, credits non-zero.
+    SessionLimits,
 }
 
 impl core::fmt::Display for ConfigError {
@@ -81,6 +83,7 @@ impl core::fmt::Display for ConfigError {
             Self::ReplayBytesTooSmall => "replay_bytes must be at least max_frame_len",
             Self::ReplayFramesOutOfRange => "replay_frames must be in 1..=2^30",
             Self::AckEveryZero => "ack_every must be at least 1",
+            Self::SessionLimits => "max_connections must be in 1..=2^20 and credits non-zero",
         })
     }
 }

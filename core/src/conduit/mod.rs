@@ -11,9 +11,7 @@ mod transmit;
 pub use transmit::Transmit;
 
 pub use config::{ConduitConfig, ConfigError};
-pub use event::{
-    goodbye_code, Event, InputError, LinkDropReason, LinkId, Role, SendError, SessionEnd, Violation,
-};
+pub use event::{goodbye_code, Event, InputError, LinkDropReason, LinkId, Role, SendError, SessionEnd, Violation};
 pub use stats::{ConduitStats, LinkDrops};
 
 use crate::time::{Instant, MonotonicNow};
@@ -328,7 +326,10 @@ impl Conduit {
             if self.role == Role::Acceptor {
                 self.owed = Owed::Rejected;
             }
-            self.queue_drop(id, if self.role == Role::Acceptor { LinkDropReason::Rejected } else { LinkDropReason::SessionEnded });
+            self.queue_drop(
+                id,
+                if self.role == Role::Acceptor { LinkDropReason::Rejected } else { LinkDropReason::SessionEnded },
+            );
             return id;
         }
         self.timers.set(Timer::Handshake, now.saturating_add(self.config.handshake_timeout));
@@ -345,7 +346,12 @@ impl Conduit {
     /// Acceptor: a fresh link whose ClientHello was already read and decoded (by an endpoint
     /// routing links to sessions). Same as [`link_up`](Self::link_up) followed by
     /// `handle_message` with the hello.
-    pub fn link_up_with_hello(&mut self, now: Instant, fresh_key: ResumeKey, hello: &ClientHello) -> (LinkId, Result<(), InputError>) {
+    pub fn link_up_with_hello(
+        &mut self,
+        now: Instant,
+        fresh_key: ResumeKey,
+        hello: &ClientHello,
+    ) -> (LinkId, Result<(), InputError>) {
         let id = self.link_up(now, fresh_key);
         if self.role != Role::Acceptor || self.ended.is_some() {
             return (id, Err(InputError::AlreadyEnded));
@@ -592,6 +598,7 @@ impl Conduit {
         }
         self.ring.trim_to(count);
         self.acked = count;
+        debug_assert_eq!(self.ring.first_seq(), self.acked, "the ring holds exactly the unacked frames");
         self.starved_cycle = false;
         if self.tx_cursor < count {
             self.tx_cursor = count;

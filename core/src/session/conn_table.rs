@@ -1,0 +1,192 @@
+//! The connection table: fixed slots plus an open-addressing index from connection id to
+//! slot, both sized at construction. Lookups are O(1) on average; removal uses backward-shift
+//! deletion, so there are no tombstones to accumulate.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ConnState {
+    /// We sent Open; waiting for Accept or Reject.
+    OpeningOut,
+    /// The peer sent Open; the application has not answered.
+    PendingIn,
+    /// Open both ways.
+    Open,
+}
+
+/// One connection's state. Credits are in bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Conn {
+    pub(crate) id: u32,
+    pub(crate) state: ConnState,
+    /// Bytes we may still send.
+    pub(crate) send_credit: u64,
+    /// Bytes the peer may still send us.
+    pub(crate) recv_window: u64,
+    /// Bytes the application consumed that we have not granted back yet.
+    pub(crate) pending_grant: u64,
+    /// A send failed for lack of credit; report when a grant arrives.
+    pub(crate) want_writable: bool,
+    /// The most the peer ever lets us have in flight (its initial credit): a payload above
+    /// it could never be sent.
+    pub(crate) peer_window: u64,
+}
+
+const EMPTY: u32 = u32::MAX;
+
+/// Fixed-capacity table of connections keyed by id.
+#[derive(Debug)]
+pub(crate) struct ConnTable {
+    slots: Vec<Option<Conn>>,
+    free: Vec<u32>,
+    /// Open-addressing index: slot number or `EMPTY`.
+    index: Vec<u32>,
+    mask: usize,
+    len: usize,
+}
+
+fn hash(id: u32) -> usize {
+    (u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize
+}
+
+impl ConnTable {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let index_len = (capacity * 2).next_power_of_two().max(4);
+        Self {
+            slots: vec![None; capacity],
+            free: (0..capacity as u32).rev().collect(),
+            index: vec![EMPTY; index_len],
+            mask: index_len - 1,
+            len: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn find_pos(&self, id: u32) -> Option<usize> {
+        let mut pos = hash(id) & self.mask;
+        loop {
+            let slot = self.index[pos];
+            if slot == EMPTY {
+                return None;
+            }
+            if self.slots[slot as usize].is_some_and(|c| c.id == id) {
+                return Some(pos);
+            }
+            pos = (pos + 1) & self.mask;
+        }
+    }
+
+    pub(crate) fn get(&self, id: u32) -> Option<&Conn> {
+        let pos = self.find_pos(id)?;
+        self.slots[self.index[pos] as usize].as_ref()
+    }
+
+    pub(crate) fn get_mut(&mut self, id: u32) -> Option<&mut Conn> {
+        let pos = self.find_pos(id)?;
+        self.slots[self.index[pos] as usize].as_mut()
+    }
+
+    /// Insert a new connection; `false` if the table is full or the id is present.
+    pub(crate) fn insert(&mut self, conn: Conn) -> bool {
+        if self.find_pos(conn.id).is_some() {
+            return false;
+        }
+        let Some(slot) = self.free.pop() else { return false };
+        self.slots[slot as usize] = Some(conn);
+        let mut pos = hash(conn.id) & self.mask;
+        while self.index[pos] != EMPTY {
+            pos = (pos + 1) & self.mask;
+        }
+        self.index[pos] = slot;
+        self.len += 1;
+        true
+    }
+
+    pub(crate) fn remove(&mut self, id: u32) -> Option<Conn> {
+        let mut pos = self.find_pos(id)?;
+        let slot = self.index[pos];
+        let conn = self.slots[slot as usize].take();
+        self.free.push(slot);
+        self.len -= 1;
+        // Backward-shift deletion.
+        let mut next = (pos + 1) & self.mask;
+        loop {
+            let s = self.index[next];
+            if s == EMPTY {
+                break;
+            }
+            let home = self.slots[s as usize].map_or(next, |c| hash(c.id) & self.mask);
+            // Move `s` into the hole if its home is not in (pos, next].
+            let dist_home = next.wrapping_sub(home) & self.mask;
+            let dist_hole = next.wrapping_sub(pos) & self.mask;
+            if dist_home >= dist_hole {
+                self.index[pos] = s;
+                pos = next;
+            }
+            next = (next + 1) & self.mask;
+        }
+        self.index[pos] = EMPTY;
+        conn
+    }
+
+    /// Every connection, in slot order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Conn> {
+        self.slots.iter().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(id: u32) -> Conn {
+        Conn {
+            id,
+            state: ConnState::Open,
+            send_credit: 0,
+            recv_window: 0,
+            pending_grant: 0,
+            want_writable: false,
+            peer_window: 0,
+        }
+    }
+
+    #[test]
+    fn insert_get_remove_many() {
+        let mut t = ConnTable::new(64);
+        for round in 0..20u32 {
+            for i in 0..64 {
+                assert!(t.insert(conn(round * 1000 + i * 2 + 1)));
+            }
+            assert!(!t.insert(conn(999_999)), "full");
+            for i in (0..64).step_by(3) {
+                assert!(t.remove(round * 1000 + i * 2 + 1).is_some());
+            }
+            for i in 0..64 {
+                let id = round * 1000 + i * 2 + 1;
+                assert_eq!(t.get(id).is_some(), i % 3 != 0, "id {id}");
+            }
+            for i in 0..64 {
+                t.remove(round * 1000 + i * 2 + 1);
+            }
+            assert_eq!(t.len(), 0);
+        }
+    }
+
+    #[test]
+    fn duplicate_id_refused() {
+        let mut t = ConnTable::new(4);
+        assert!(t.insert(conn(3)));
+        assert!(!t.insert(conn(3)));
+        assert_eq!(t.iter().count(), 1);
+        assert_eq!(t.capacity(), 4);
+    }
+}

@@ -1,0 +1,390 @@
+//! Session messages: the items the session layer puts in conduit frames. Byte layouts are in
+//! docs/protocol.md; every message starts with a one-byte tag.
+//!
+//! Integers are LEB128 varints (canonical, at most five bytes) unless stated; strings and
+//! metadata are `varint(len)` + bytes, except the *last* field of a message, which runs to the
+//! end of the item (payloads, reasons), so no length is repeated. Decoding is strict: unknown
+//! tags, trailing bytes, over-long fields and bad UTF-8 are errors, and
+//! `encode(decode(b)) == b`.
+
+use crate::wire::varint::{decode_varint, encode_varint, varint_len};
+use crate::wire::WireError;
+
+/// Tag: Hello (initiator's session handshake).
+pub const TAG_HELLO: u8 = 0x01;
+/// Tag: HelloYourself (acceptor accepts the handshake).
+pub const TAG_HELLO_YOURSELF: u8 = 0x02;
+/// Tag: LetsGo (initiator confirms).
+pub const TAG_LETS_GO: u8 = 0x03;
+/// Tag: Sorry (handshake refused).
+pub const TAG_SORRY: u8 = 0x04;
+/// Tag: Data on a connection.
+pub const TAG_DATA: u8 = 0x10;
+/// Tag: Open a virtual connection.
+pub const TAG_OPEN: u8 = 0x11;
+/// Tag: Accept an Open.
+pub const TAG_ACCEPT: u8 = 0x12;
+/// Tag: Reject an Open.
+pub const TAG_REJECT: u8 = 0x13;
+/// Tag: Close a connection.
+pub const TAG_CLOSE: u8 = 0x14;
+/// Tag: grant send credit.
+pub const TAG_CREDIT: u8 = 0x15;
+/// Tag: protocol error, sent before the session ends.
+pub const TAG_PROTOCOL_ERROR: u8 = 0x16;
+
+/// The session protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Which connection ids a side allocates. The initiator takes odd ids, the acceptor even
+/// (id 0 is the root connection, which exists from the handshake on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[repr(u8)]
+pub enum Parity {
+    /// Ids 1, 3, 5, ...
+    Odd = 1,
+    /// Ids 2, 4, 6, ...
+    Even = 2,
+}
+
+impl Parity {
+    /// Whether `id` belongs to this parity (0 belongs to neither).
+    #[must_use]
+    pub fn owns(self, id: u32) -> bool {
+        id != 0 && (id % 2 == 1) == (self == Self::Odd)
+    }
+    /// The other side's parity.
+    #[must_use]
+    pub fn other(self) -> Self {
+        match self {
+            Self::Odd => Self::Even,
+            Self::Even => Self::Odd,
+        }
+    }
+}
+
+/// What a side announces in Hello / HelloYourself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HelloBody<'a> {
+    /// Protocol version.
+    pub version: u32,
+    /// The sender's id parity.
+    pub parity: Parity,
+    /// Bytes the sender lets the peer send on the root connection before a grant.
+    pub root_credit: u32,
+    /// Most connections the sender will hold open at once.
+    pub max_connections: u32,
+    /// Application metadata (capped by `max_metadata`).
+    pub metadata: &'a [u8],
+}
+
+/// A session message. Borrowed fields point into the item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// `01 varint(version) parity:u8 varint(root_credit) varint(max_connections) metadata..`
+    Hello(HelloBody<'a>),
+    /// `02` + the same body as Hello.
+    HelloYourself(HelloBody<'a>),
+    /// `03`
+    LetsGo,
+    /// `04 varint(code) reason..` (UTF-8)
+    Sorry {
+        /// Why.
+        code: u32,
+        /// Human-readable reason.
+        reason: &'a str,
+    },
+    /// `10 varint(conn) payload..`
+    Data {
+        /// Connection id.
+        conn: u32,
+        /// The payload.
+        payload: &'a [u8],
+    },
+    /// `11 varint(conn) varint(credit) metadata..`
+    Open {
+        /// The new connection's id (opener's parity).
+        conn: u32,
+        /// Bytes the opener lets the peer send on it before a grant.
+        credit: u32,
+        /// Application metadata.
+        metadata: &'a [u8],
+    },
+    /// `12 varint(conn) varint(credit) metadata..`
+    Accept {
+        /// Connection id.
+        conn: u32,
+        /// Bytes the accepter lets the opener send before a grant.
+        credit: u32,
+        /// Application metadata.
+        metadata: &'a [u8],
+    },
+    /// `13 varint(conn) varint(code) metadata..`
+    Reject {
+        /// Connection id.
+        conn: u32,
+        /// Why.
+        code: u32,
+        /// Application metadata.
+        metadata: &'a [u8],
+    },
+    /// `14 varint(conn) metadata..`
+    Close {
+        /// Connection id.
+        conn: u32,
+        /// Application metadata.
+        metadata: &'a [u8],
+    },
+    /// `15 varint(conn) varint(grant)`
+    Credit {
+        /// Connection id.
+        conn: u32,
+        /// Additional bytes the peer may send.
+        grant: u32,
+    },
+    /// `16 varint(code) reason..` (UTF-8)
+    ProtocolError {
+        /// Which violation.
+        code: u32,
+        /// Human-readable reason.
+        reason: &'a str,
+    },
+}
+
+fn varint(input: &[u8], at: &mut usize) -> Result<u32, WireError> {
+    let (v, n) = decode_varint(input.get(*at..).ok_or(WireError::Truncated)?)?;
+    *at += n;
+    Ok(v)
+}
+
+fn hello_body(b: &[u8]) -> Result<HelloBody<'_>, WireError> {
+    let mut at = 0;
+    let version = varint(b, &mut at)?;
+    let parity = match *b.get(at).ok_or(WireError::Truncated)? {
+        1 => Parity::Odd,
+        2 => Parity::Even,
+        tag => return Err(WireError::BadOptionTag { tag }),
+    };
+    at += 1;
+    let root_credit = varint(b, &mut at)?;
+    let max_connections = varint(b, &mut at)?;
+    Ok(HelloBody { version, parity, root_credit, max_connections, metadata: &b[at..] })
+}
+
+fn text(b: &[u8]) -> Result<&str, WireError> {
+    core::str::from_utf8(b).map_err(|_| WireError::BadUtf8)
+}
+
+impl<'a> Message<'a> {
+    /// Decode one item as a session message.
+    pub fn decode(item: &'a [u8]) -> Result<Self, WireError> {
+        let (&tag, b) = item.split_first().ok_or(WireError::Truncated)?;
+        let mut at = 0;
+        Ok(match tag {
+            TAG_HELLO => Self::Hello(hello_body(b)?),
+            TAG_HELLO_YOURSELF => Self::HelloYourself(hello_body(b)?),
+            TAG_LETS_GO if b.is_empty() => Self::LetsGo,
+            TAG_LETS_GO => return Err(WireError::TrailingBytes),
+            TAG_SORRY => {
+                let code = varint(b, &mut at)?;
+                Self::Sorry { code, reason: text(&b[at..])? }
+            }
+            TAG_DATA => {
+                let conn = varint(b, &mut at)?;
+                Self::Data { conn, payload: &b[at..] }
+            }
+            TAG_OPEN | TAG_ACCEPT => {
+                let conn = varint(b, &mut at)?;
+                let credit = varint(b, &mut at)?;
+                let metadata = &b[at..];
+                if tag == TAG_OPEN {
+                    Self::Open { conn, credit, metadata }
+                } else {
+                    Self::Accept { conn, credit, metadata }
+                }
+            }
+            TAG_REJECT => {
+                let conn = varint(b, &mut at)?;
+                let code = varint(b, &mut at)?;
+                Self::Reject { conn, code, metadata: &b[at..] }
+            }
+            TAG_CLOSE => {
+                let conn = varint(b, &mut at)?;
+                Self::Close { conn, metadata: &b[at..] }
+            }
+            TAG_CREDIT => {
+                let conn = varint(b, &mut at)?;
+                let grant = varint(b, &mut at)?;
+                if at != b.len() {
+                    return Err(WireError::TrailingBytes);
+                }
+                Self::Credit { conn, grant }
+            }
+            TAG_PROTOCOL_ERROR => {
+                let code = varint(b, &mut at)?;
+                Self::ProtocolError { code, reason: text(&b[at..])? }
+            }
+            kind => return Err(WireError::UnknownKind { kind }),
+        })
+    }
+
+    /// The header bytes (everything but the trailing variable field) and the trailing field,
+    /// so the message can be sent as two parts without copying the payload.
+    /// Returns `(header_len, tail)`; the header is written to `header`.
+    #[must_use]
+    pub fn encode_parts<'h>(&self, header: &'h mut [u8; MAX_HEADER_LEN]) -> (&'h [u8], &'a [u8]) {
+        let mut w = HeaderWriter { buf: header, at: 0 };
+        let tail: &'a [u8] = match *self {
+            Self::Hello(h) | Self::HelloYourself(h) => {
+                w.byte(if matches!(self, Self::Hello(_)) { TAG_HELLO } else { TAG_HELLO_YOURSELF });
+                w.varint(h.version);
+                w.byte(h.parity as u8);
+                w.varint(h.root_credit);
+                w.varint(h.max_connections);
+                h.metadata
+            }
+            Self::LetsGo => {
+                w.byte(TAG_LETS_GO);
+                &[]
+            }
+            Self::Sorry { code, reason } | Self::ProtocolError { code, reason } => {
+                w.byte(if matches!(self, Self::Sorry { .. }) { TAG_SORRY } else { TAG_PROTOCOL_ERROR });
+                w.varint(code);
+                reason.as_bytes()
+            }
+            Self::Data { conn, payload } => {
+                w.byte(TAG_DATA);
+                w.varint(conn);
+                payload
+            }
+            Self::Open { conn, credit, metadata } | Self::Accept { conn, credit, metadata } => {
+                w.byte(if matches!(self, Self::Open { .. }) { TAG_OPEN } else { TAG_ACCEPT });
+                w.varint(conn);
+                w.varint(credit);
+                metadata
+            }
+            Self::Reject { conn, code, metadata } => {
+                w.byte(TAG_REJECT);
+                w.varint(conn);
+                w.varint(code);
+                metadata
+            }
+            Self::Close { conn, metadata } => {
+                w.byte(TAG_CLOSE);
+                w.varint(conn);
+                metadata
+            }
+            Self::Credit { conn, grant } => {
+                w.byte(TAG_CREDIT);
+                w.varint(conn);
+                w.varint(grant);
+                &[]
+            }
+        };
+        let at = w.at;
+        (&header[..at], tail)
+    }
+
+    /// Encoded length.
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        let mut h = [0u8; MAX_HEADER_LEN];
+        let (head, tail) = self.encode_parts(&mut h);
+        head.len() + tail.len()
+    }
+
+    /// Encode into `out`; `None` if it does not fit.
+    #[must_use]
+    pub fn encode(&self, out: &mut [u8]) -> Option<usize> {
+        let mut h = [0u8; MAX_HEADER_LEN];
+        let (head, tail) = self.encode_parts(&mut h);
+        let n = head.len() + tail.len();
+        let dst = out.get_mut(..n)?;
+        dst[..head.len()].copy_from_slice(head);
+        dst[head.len()..].copy_from_slice(tail);
+        Some(n)
+    }
+}
+
+struct HeaderWriter<'h> {
+    buf: &'h mut [u8; MAX_HEADER_LEN],
+    at: usize,
+}
+
+impl HeaderWriter<'_> {
+    fn byte(&mut self, b: u8) {
+        self.buf[self.at] = b;
+        self.at += 1;
+    }
+    fn varint(&mut self, v: u32) {
+        self.at += encode_varint(v, &mut self.buf[self.at..]).unwrap_or(0);
+    }
+}
+
+/// The longest header [`Message::encode_parts`] writes: a tag, a parity byte and up to three
+/// varints.
+pub const MAX_HEADER_LEN: usize = 1 + 1 + 3 * 5;
+
+/// Length of a Data header for `conn` (tag + varint).
+#[must_use]
+pub const fn data_header_len(conn: u32) -> usize {
+    1 + varint_len(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::test_hex::hex;
+    use alloc::vec;
+
+    fn check(hexstr: &str, expect: Message<'_>) {
+        let bytes = hex(hexstr);
+        let m = Message::decode(&bytes).expect("decodes");
+        assert_eq!(m, expect);
+        let mut out = vec![0u8; bytes.len()];
+        assert_eq!(m.encode(&mut out), Some(bytes.len()));
+        assert_eq!(out, bytes, "round trip");
+        assert_eq!(m.encoded_len(), bytes.len());
+    }
+
+    // Every example here is also in docs/protocol.md.
+    #[test]
+    fn protocol_md_examples() {
+        let body =
+            HelloBody { version: 1, parity: Parity::Odd, root_credit: 262_144, max_connections: 256, metadata: b"hi" };
+        check("01 01 01 808010 8002 6869", Message::Hello(body));
+        let body =
+            HelloBody { version: 1, parity: Parity::Even, root_credit: 65_536, max_connections: 16, metadata: b"" };
+        check("02 01 02 808004 10", Message::HelloYourself(body));
+        check("03", Message::LetsGo);
+        check("04 01 76657273696f6e", Message::Sorry { code: 1, reason: "version" });
+        check("10 00 616263", Message::Data { conn: 0, payload: b"abc" });
+        check("10 83 01 ff", Message::Data { conn: 131, payload: &[0xff] });
+        check("11 03 808010 6b", Message::Open { conn: 3, credit: 262_144, metadata: b"k" });
+        check("12 03 8040", Message::Accept { conn: 3, credit: 8192, metadata: b"" });
+        check("13 05 02 6e6f", Message::Reject { conn: 5, code: 2, metadata: b"no" });
+        check("14 04", Message::Close { conn: 4, metadata: b"" });
+        check("15 03 8080 01", Message::Credit { conn: 3, grant: 16_384 });
+        check("16 07 6261642069640a", Message::ProtocolError { code: 7, reason: "bad id\n" });
+    }
+
+    #[test]
+    fn strict_decoding() {
+        assert_eq!(Message::decode(&[]), Err(WireError::Truncated));
+        assert_eq!(Message::decode(&[0x7f]), Err(WireError::UnknownKind { kind: 0x7f }));
+        assert_eq!(Message::decode(&hex("03 00")), Err(WireError::TrailingBytes));
+        assert_eq!(Message::decode(&hex("15 03 01 00")), Err(WireError::TrailingBytes));
+        assert_eq!(Message::decode(&hex("01 01 03 00 00")), Err(WireError::BadOptionTag { tag: 3 }));
+        assert_eq!(Message::decode(&hex("04 01 ff")), Err(WireError::BadUtf8));
+        assert_eq!(Message::decode(&hex("10")), Err(WireError::Truncated));
+        assert_eq!(Message::decode(&hex("10 80 00")), Err(WireError::NonCanonicalVarint));
+    }
+
+    #[test]
+    fn parity() {
+        assert!(Parity::Odd.owns(1) && !Parity::Odd.owns(2) && !Parity::Odd.owns(0));
+        assert!(Parity::Even.owns(2) && !Parity::Even.owns(0));
+        assert_eq!(Parity::Odd.other(), Parity::Even);
+    }
+}

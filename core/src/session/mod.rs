@@ -1,0 +1,521 @@
+//! The session layer: virtual connections with credit flow control, riding inside conduit
+//! items. See [`Session`] for the contract and docs/protocol.md for the encoding.
+
+mod config;
+mod conn_table;
+pub mod message;
+mod receive;
+mod types;
+
+pub use config::SessionConfig;
+pub use message::{Message, Parity, PROTOCOL_VERSION};
+pub use types::{
+    refusal, CommandError, ConnId, Incoming, SessionEvent, SessionFailure, SessionInputError, SessionStats,
+    SessionViolation, ROOT,
+};
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::conduit::{goodbye_code, Conduit, ConfigError, Event as ConduitEvent, LinkId, Role, Transmit};
+use crate::time::Instant;
+use crate::wire::{ClientHello, ResumeKey};
+use conn_table::{Conn, ConnState, ConnTable};
+use message::HelloBody;
+
+/// Where the session handshake is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Initiator: Hello sent, waiting for HelloYourself or Sorry.
+    AwaitHelloYourself,
+    /// Acceptor: waiting for Hello.
+    AwaitHello,
+    /// Acceptor: HelloYourself sent, waiting for LetsGo or Sorry.
+    AwaitLetsGo,
+    /// Connections and data flow.
+    Ready,
+    /// Failed; the conduit is closing. Inputs are ignored.
+    Failed,
+}
+
+/// A session endpoint: a [`Conduit`] plus virtual connections multiplexed inside its items,
+/// each with per-direction credit flow control in bytes.
+///
+/// # Contract
+///
+/// The same as [`Conduit`]'s, with the session's own commands: link lifecycle
+/// ([`link_up`](Self::link_up), [`link_down`](Self::link_down)), inputs
+/// ([`handle_message`](Self::handle_message), [`handle_timeout`](Self::handle_timeout)),
+/// commands ([`open`](Self::open), [`accept`](Self::accept), [`reject`](Self::reject),
+/// [`send`](Self::send), [`release`](Self::release), [`close_conn`](Self::close_conn),
+/// [`close`](Self::close)), and outputs ([`poll_transmit`](Self::poll_transmit),
+/// [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout)). Drain every output
+/// after every input or command.
+///
+/// Peer messages are returned by `handle_message` as [`Incoming`] values borrowing the input.
+/// The application calls [`release`](Self::release) for consumed data so the peer gets
+/// credit back; a connection whose reader is slow runs out of credit without stalling the
+/// others. Connections and their state survive link changes untouched: the conduit replays
+/// underneath. Every table is sized in [`new`](Self::new); nothing is allocated afterwards.
+#[derive(Debug)]
+pub struct Session {
+    pub(crate) conduit: Conduit,
+    pub(crate) config: SessionConfig,
+    pub(crate) parity: Parity,
+    pub(crate) phase: Phase,
+    pub(crate) conns: ConnTable,
+    /// Next id we allocate (u64 so exhaustion is detectable).
+    pub(crate) next_local_id: u64,
+    /// Highest id the peer has opened (0 if none).
+    pub(crate) highest_peer_id: u32,
+    pub(crate) pending_in: u32,
+    /// Our HelloYourself metadata (acceptor), copied at construction.
+    pub(crate) hello_metadata: Vec<u8>,
+    pub(crate) churn_window_start: Instant,
+    pub(crate) churn_count: u32,
+    /// Connections owed a `ConnWritable` (ring of ids; each present at most once).
+    pub(crate) writable: Vec<ConnId>,
+    pub(crate) writable_head: usize,
+    pub(crate) writable_len: usize,
+    /// Reject codes owed for peer Opens refused while the ring was full.
+    pub(crate) owed_rejects: Vec<(ConnId, u32)>,
+    pub(crate) grants_owed: bool,
+    pub(crate) ready_event: bool,
+    pub(crate) failure: Option<SessionFailure>,
+    pub(crate) stats: SessionStats,
+}
+
+impl Session {
+    /// Build a session endpoint. `hello_metadata` (at most `max_metadata` bytes) goes in our
+    /// Hello (initiator) or HelloYourself (acceptor). The initiator queues its Hello now, so
+    /// it leaves on the first link. Allocates the conduit's ring and every table now.
+    pub fn new(role: Role, config: SessionConfig, hello_metadata: &[u8]) -> Result<Self, ConfigError> {
+        config.validate()?;
+        if hello_metadata.len() > config.max_metadata as usize
+            || hello_metadata.len() + 32 > config.conduit.max_item_len() as usize
+        {
+            return Err(ConfigError::SessionLimits);
+        }
+        let capacity = config.max_connections as usize + 1;
+        let parity = match role {
+            Role::Initiator => Parity::Odd,
+            Role::Acceptor => Parity::Even,
+        };
+        let mut hello = Vec::with_capacity(config.max_metadata as usize);
+        hello.extend_from_slice(hello_metadata);
+        let mut s = Self {
+            conduit: Conduit::new(role, config.conduit)?,
+            config,
+            parity,
+            phase: if role == Role::Initiator { Phase::AwaitHelloYourself } else { Phase::AwaitHello },
+            conns: ConnTable::new(capacity),
+            next_local_id: if parity == Parity::Odd { 1 } else { 2 },
+            highest_peer_id: 0,
+            pending_in: 0,
+            hello_metadata: hello,
+            churn_window_start: Instant::ZERO,
+            churn_count: 0,
+            writable: vec![0; capacity],
+            writable_head: 0,
+            writable_len: 0,
+            owed_rejects: Vec::with_capacity(config.max_pending_opens as usize + 1),
+            grants_owed: false,
+            ready_event: false,
+            failure: None,
+            stats: SessionStats::default(),
+        };
+        s.conns.insert(Conn {
+            id: ROOT,
+            state: ConnState::Open,
+            send_credit: 0,
+            recv_window: u64::from(config.initial_credit),
+            pending_grant: 0,
+            want_writable: false,
+            peer_window: 0,
+        });
+        if role == Role::Initiator {
+            let body = HelloBody {
+                version: PROTOCOL_VERSION,
+                parity: s.parity,
+                root_credit: s.config.initial_credit,
+                max_connections: s.config.max_connections,
+                metadata: &s.hello_metadata,
+            };
+            let mut h = [0u8; message::MAX_HEADER_LEN];
+            let (head, tail) = Message::Hello(body).encode_parts(&mut h);
+            // The ring is empty: this cannot fail (max_item_len was checked above).
+            s.conduit.send_vectored(&[head, tail]).map_err(|_| ConfigError::SessionLimits)?;
+        }
+        Ok(s)
+    }
+
+    // ---- getters ----
+
+    /// The conduit underneath (read-only: its stats, key, link state).
+    #[must_use]
+    pub fn conduit(&self) -> &Conduit {
+        &self.conduit
+    }
+    /// The configuration in force.
+    #[must_use]
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+    /// Whether the session handshake has finished.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.phase == Phase::Ready
+    }
+    /// Whether the session is over (see the conduit's [`ended`](Conduit::ended) for how, and
+    /// [`failure`](Self::failure) for a session-layer cause).
+    #[must_use]
+    pub fn is_ended(&self) -> bool {
+        self.conduit.is_ended()
+    }
+    /// The session-layer failure, if any.
+    #[must_use]
+    pub fn failure(&self) -> Option<SessionFailure> {
+        self.failure
+    }
+    /// Our id parity.
+    #[must_use]
+    pub fn parity(&self) -> Parity {
+        self.parity
+    }
+    /// Whether `conn` is open both ways.
+    #[must_use]
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.conns.get(conn).is_some_and(|c| c.state == ConnState::Open)
+    }
+    /// Bytes we may send on `conn` now.
+    #[must_use]
+    pub fn send_credit(&self, conn: ConnId) -> u64 {
+        self.conns.get(conn).map_or(0, |c| c.send_credit)
+    }
+    /// Connections in the table (root excluded).
+    #[must_use]
+    pub fn connection_count(&self) -> usize {
+        self.conns.len() - 1
+    }
+    /// A snapshot of the counters.
+    #[must_use]
+    pub fn stats(&self) -> SessionStats {
+        let mut s = self.stats;
+        s.conduit = self.conduit.stats();
+        s.connections_open = self.connection_count() as u64;
+        s
+    }
+
+    // ---- link lifecycle (forwarded) ----
+
+    /// A fresh link is up; see [`Conduit::link_up`].
+    pub fn link_up(&mut self, now: Instant, fresh_key: ResumeKey) -> LinkId {
+        self.conduit.link_up(now, fresh_key)
+    }
+    /// A fresh link whose ClientHello an endpoint already read; see
+    /// [`Conduit::link_up_with_hello`].
+    pub fn link_up_with_hello(
+        &mut self,
+        now: Instant,
+        fresh_key: ResumeKey,
+        hello: &ClientHello,
+    ) -> (LinkId, Result<(), crate::conduit::InputError>) {
+        self.conduit.link_up_with_hello(now, fresh_key, hello)
+    }
+    /// The link is gone; see [`Conduit::link_down`].
+    pub fn link_down(&mut self, now: Instant, link: LinkId) {
+        self.conduit.link_down(now, link);
+    }
+
+    // ---- outputs ----
+
+    /// Write the next frame; see [`Conduit::poll_transmit`]. Owed control messages (grants,
+    /// rejects) enter the conduit first when it has room.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        self.flush_owed();
+        self.conduit.poll_transmit(now, out)
+    }
+    /// The earliest deadline; see [`Conduit::poll_timeout`].
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conduit.poll_timeout()
+    }
+    /// Fire due timers; see [`Conduit::handle_timeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.conduit.handle_timeout(now);
+    }
+    /// The next event. Call until `None` after every input.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        if self.ready_event {
+            self.ready_event = false;
+            return Some(SessionEvent::Ready);
+        }
+        if self.writable_len > 0 {
+            let id = self.writable[self.writable_head];
+            self.writable_head = (self.writable_head + 1) % self.writable.len();
+            self.writable_len -= 1;
+            if let Some(c) = self.conns.get_mut(id) {
+                c.want_writable = false;
+                return Some(SessionEvent::ConnWritable(id));
+            }
+            return self.poll_event();
+        }
+        let e = self.conduit.poll_event()?;
+        if matches!(e, ConduitEvent::Writable) {
+            self.flush_owed();
+        }
+        Some(SessionEvent::Conduit(e))
+    }
+
+    // ---- commands ----
+
+    /// Open a virtual connection with `metadata`. Returns its id (our parity, never reused);
+    /// wait for [`Incoming::Accepted`] or [`Incoming::Rejected`] before sending on it.
+    pub fn open(&mut self, metadata: &[u8]) -> Result<ConnId, CommandError> {
+        self.check_ready()?;
+        self.check_metadata(metadata)?;
+        if self.conns.len() >= self.conns.capacity() {
+            return Err(CommandError::TooManyConnections);
+        }
+        if self.next_local_id > u64::from(self.config.max_conn_id) {
+            return Err(CommandError::IdsExhausted);
+        }
+        let id = self.next_local_id as u32;
+        self.send_msg(&Message::Open { conn: id, credit: self.config.initial_credit, metadata })?;
+        self.next_local_id += 2;
+        self.conns.insert(Conn {
+            id,
+            state: ConnState::OpeningOut,
+            send_credit: 0,
+            recv_window: u64::from(self.config.initial_credit),
+            pending_grant: 0,
+            want_writable: false,
+            peer_window: 0,
+        });
+        self.stats.opens_sent += 1;
+        Ok(id)
+    }
+
+    /// Accept the peer's Open of `conn` with `metadata`.
+    pub fn accept(&mut self, conn: ConnId, metadata: &[u8]) -> Result<(), CommandError> {
+        self.check_live()?;
+        self.check_metadata(metadata)?;
+        match self.conns.get(conn) {
+            Some(c) if c.state == ConnState::PendingIn => {}
+            Some(_) => return Err(CommandError::NotOpen),
+            None => return Err(CommandError::UnknownConnection),
+        }
+        self.send_msg(&Message::Accept { conn, credit: self.config.initial_credit, metadata })?;
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.state = ConnState::Open;
+        }
+        self.pending_in -= 1;
+        Ok(())
+    }
+
+    /// Reject the peer's Open of `conn` with `code` and `metadata`; the id is spent.
+    pub fn reject(&mut self, now: Instant, conn: ConnId, code: u32, metadata: &[u8]) -> Result<(), CommandError> {
+        self.check_live()?;
+        self.check_metadata(metadata)?;
+        match self.conns.get(conn) {
+            Some(c) if c.state == ConnState::PendingIn => {}
+            Some(_) => return Err(CommandError::NotOpen),
+            None => return Err(CommandError::UnknownConnection),
+        }
+        self.send_msg(&Message::Reject { conn, code, metadata })?;
+        self.conns.remove(conn);
+        self.pending_in -= 1;
+        self.count_churn(now);
+        Ok(())
+    }
+
+    /// Send `payload` on `conn`. Needs credit for `payload.len()` bytes (else
+    /// [`CommandError::NoCredit`] and a [`SessionEvent::ConnWritable`] later) and room in the
+    /// replay ring (else [`CommandError::WouldBlock`] and a `Writable` later). Nothing is
+    /// queued on failure.
+    pub fn send(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), CommandError> {
+        self.check_ready()?;
+        let max_item = self.conduit.max_item_len() as usize - message::data_header_len(conn);
+        let Some(c) = self.conns.get_mut(conn) else { return Err(CommandError::UnknownConnection) };
+        if c.state != ConnState::Open {
+            return Err(CommandError::NotOpen);
+        }
+        let len = payload.len() as u64;
+        let max = (c.peer_window as usize).min(max_item);
+        if payload.len() > max {
+            return Err(CommandError::TooLarge {
+                len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+                max: max as u32,
+            });
+        }
+        if len > c.send_credit {
+            c.want_writable = true;
+            return Err(CommandError::NoCredit);
+        }
+        let mut h = [0u8; 6];
+        h[0] = message::TAG_DATA;
+        let n = 1 + crate::wire::varint::encode_varint(conn, &mut h[1..]).unwrap_or(0);
+        self.conduit.send_vectored(&[&h[..n], payload])?;
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.send_credit -= len;
+        }
+        Ok(())
+    }
+
+    /// The application consumed `bytes` of data received on `conn`: give the peer that much
+    /// credit back (batched: a grant is sent once half the window is owed).
+    pub fn release(&mut self, conn: ConnId, bytes: usize) {
+        let initial = u64::from(self.config.initial_credit);
+        let Some(c) = self.conns.get_mut(conn) else { return };
+        let room = initial.saturating_sub(c.recv_window);
+        c.pending_grant = (c.pending_grant + bytes as u64).min(room);
+        if c.pending_grant * 2 >= initial {
+            self.grants_owed = true;
+            self.flush_owed();
+        }
+    }
+
+    /// Close `conn` (ours or the peer's, open or still opening) with `metadata`. Data the peer
+    /// sent before seeing the Close is dropped on arrival. The root connection cannot be closed.
+    pub fn close_conn(&mut self, now: Instant, conn: ConnId, metadata: &[u8]) -> Result<(), CommandError> {
+        self.check_live()?;
+        self.check_metadata(metadata)?;
+        if conn == ROOT {
+            return Err(CommandError::NotOpen);
+        }
+        let state = match self.conns.get(conn) {
+            Some(c) if c.state != ConnState::PendingIn => c.state,
+            Some(_) => return Err(CommandError::NotOpen),
+            None => return Err(CommandError::UnknownConnection),
+        };
+        self.send_msg(&Message::Close { conn, metadata })?;
+        self.conns.remove(conn);
+        let _ = state;
+        if self.parity.other().owns(conn) {
+            self.count_churn(now);
+        }
+        Ok(())
+    }
+
+    /// End the session gracefully (GOODBYE after queued data); see [`Conduit::close`].
+    pub fn close(&mut self, now: Instant, code: u32, reason: &str) {
+        self.conduit.close(now, code, reason);
+    }
+
+    // ---- internals ----
+
+    fn check_live(&self) -> Result<(), CommandError> {
+        if self.conduit.is_ended() || self.phase == Phase::Failed {
+            return Err(CommandError::Ended);
+        }
+        Ok(())
+    }
+
+    fn check_ready(&self) -> Result<(), CommandError> {
+        self.check_live()?;
+        if self.phase != Phase::Ready {
+            return Err(CommandError::NotReady);
+        }
+        Ok(())
+    }
+
+    fn check_metadata(&self, metadata: &[u8]) -> Result<(), CommandError> {
+        if metadata.len() > self.config.max_metadata as usize {
+            return Err(CommandError::MetadataTooLarge);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn send_msg(&mut self, m: &Message<'_>) -> Result<(), CommandError> {
+        let mut h = [0u8; message::MAX_HEADER_LEN];
+        let (head, tail) = m.encode_parts(&mut h);
+        self.conduit.send_vectored(&[head, tail]).map(|_| ()).map_err(CommandError::from)
+    }
+
+    pub(crate) fn queue_writable(&mut self, conn: ConnId) {
+        if self.writable_len < self.writable.len() {
+            let idx = (self.writable_head + self.writable_len) % self.writable.len();
+            self.writable[idx] = conn;
+            self.writable_len += 1;
+        }
+    }
+
+    /// Count a peer-opened connection ending; past the budget the session fails.
+    pub(crate) fn count_churn(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.churn_window_start) >= self.config.churn_period {
+            self.churn_window_start = now;
+            self.churn_count = 0;
+        }
+        self.churn_count += 1;
+        if self.churn_count > self.config.churn_budget {
+            self.fail(now, SessionFailure::Violation(SessionViolation::TooManyResets));
+            return false;
+        }
+        true
+    }
+
+    /// Move owed grants and rejects into the conduit while it has room.
+    pub(crate) fn flush_owed(&mut self) {
+        if self.phase == Phase::Failed || self.conduit.is_ended() {
+            return;
+        }
+        while let Some(&(conn, code)) = self.owed_rejects.first() {
+            if self.send_msg(&Message::Reject { conn, code, metadata: &[] }).is_err() {
+                return;
+            }
+            self.owed_rejects.remove(0);
+        }
+        if !self.grants_owed {
+            return;
+        }
+        let initial = u64::from(self.config.initial_credit);
+        let mut ids = [0u32; 16];
+        loop {
+            let mut n = 0;
+            for c in self.conns.iter() {
+                if c.pending_grant * 2 >= initial && c.pending_grant > 0 && n < ids.len() {
+                    ids[n] = c.id;
+                    n += 1;
+                }
+            }
+            if n == 0 {
+                self.grants_owed = false;
+                return;
+            }
+            for &id in &ids[..n] {
+                let grant = self.conns.get(id).map_or(0, |c| c.pending_grant) as u32;
+                if self.send_msg(&Message::Credit { conn: id, grant }).is_err() {
+                    return;
+                }
+                if let Some(c) = self.conns.get_mut(id) {
+                    c.recv_window += u64::from(grant);
+                    c.pending_grant = 0;
+                }
+                self.stats.grants_sent += 1;
+            }
+        }
+    }
+
+    /// Fail the session: send `ProtocolError` or `Sorry` (best effort), then close the conduit.
+    pub(crate) fn fail(&mut self, now: Instant, failure: SessionFailure) {
+        if self.phase == Phase::Failed {
+            return;
+        }
+        match failure {
+            SessionFailure::Violation(v) => {
+                let _ = self.send_msg(&Message::ProtocolError { code: v.code(), reason: v.reason() });
+            }
+            SessionFailure::WeRefused { code } => {
+                let _ = self.send_msg(&Message::Sorry { code, reason: "refused" });
+            }
+            SessionFailure::PeerProtocolError { .. } | SessionFailure::PeerRefused { .. } => {}
+        }
+        self.phase = Phase::Failed;
+        self.failure = Some(failure);
+        self.conduit.close(now, goodbye_code::PROTOCOL_ERROR, "session protocol error");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,314 @@
+//! The session receive path: decode the conduit's item, enforce the rules, hand the message
+//! to the application.
+
+use super::conn_table::{Conn, ConnState};
+use super::message::{HelloBody, Message, PROTOCOL_VERSION};
+use super::types::{refusal, ConnId, Incoming, SessionFailure, SessionInputError, SessionViolation, ROOT};
+use super::{Phase, Session};
+use crate::conduit::LinkId;
+use crate::time::Instant;
+
+impl Session {
+    /// Feed one link message received on `link`. Returns the peer message it completed, if
+    /// any, borrowing from `message`. Errors say what the input did (see
+    /// [`SessionInputError`]); on a session-rule violation `ProtocolError` has been queued and
+    /// the session is ending. Drain the outputs after every call.
+    pub fn handle_message<'a>(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        message: &'a [u8],
+    ) -> Result<Option<Incoming<'a>>, SessionInputError> {
+        let item = match self.conduit.handle_message(now, link, message) {
+            Ok(Some(item)) => item,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(SessionInputError::Conduit(e)),
+        };
+        if self.phase == Phase::Failed {
+            return Ok(None);
+        }
+        let msg = match Message::decode(item) {
+            Ok(m) => m,
+            Err(e) => return Err(self.violation(now, SessionViolation::Malformed(e))),
+        };
+        match self.phase {
+            Phase::AwaitHello => self.on_hello(now, msg),
+            Phase::AwaitHelloYourself => self.on_hello_yourself(now, msg),
+            Phase::AwaitLetsGo => match msg {
+                Message::LetsGo => {
+                    self.phase = Phase::Ready;
+                    self.ready_event = true;
+                    Ok(None)
+                }
+                Message::Sorry { code, .. } => Err(self.refused(now, SessionFailure::PeerRefused { code })),
+                _ => Err(self.violation(now, SessionViolation::UnexpectedHandshake)),
+            },
+            Phase::Ready => self.on_ready_message(now, msg),
+            Phase::Failed => Ok(None),
+        }
+    }
+
+    fn violation(&mut self, now: Instant, v: SessionViolation) -> SessionInputError {
+        self.fail(now, SessionFailure::Violation(v));
+        SessionInputError::Violation(v)
+    }
+
+    fn refused(&mut self, now: Instant, f: SessionFailure) -> SessionInputError {
+        self.fail(now, f);
+        SessionInputError::Refused(f)
+    }
+
+    /// Check the peer's hello settings; `Err(code)` to refuse.
+    fn check_peer_hello(&self, body: &HelloBody<'_>) -> Result<(), u32> {
+        if body.version != PROTOCOL_VERSION {
+            return Err(refusal::VERSION);
+        }
+        if body.parity != self.parity.other() {
+            return Err(refusal::PARITY);
+        }
+        if body.root_credit == 0 || body.max_connections == 0 {
+            return Err(refusal::SETTINGS);
+        }
+        if body.metadata.len() > self.config.max_metadata as usize {
+            return Err(refusal::METADATA);
+        }
+        Ok(())
+    }
+
+    fn adopt_root_credit(&mut self, root_credit: u32) {
+        let max = u64::from(self.config.max_credit);
+        if let Some(root) = self.conns.get_mut(ROOT) {
+            root.send_credit = u64::from(root_credit).min(max);
+            root.peer_window = root.send_credit;
+        }
+    }
+
+    fn on_hello<'a>(&mut self, now: Instant, msg: Message<'a>) -> Result<Option<Incoming<'a>>, SessionInputError> {
+        let Message::Hello(body) = msg else {
+            return Err(self.violation(now, SessionViolation::UnexpectedHandshake));
+        };
+        if let Err(code) = self.check_peer_hello(&body) {
+            return Err(self.refused(now, SessionFailure::WeRefused { code }));
+        }
+        self.adopt_root_credit(body.root_credit);
+        let mut h = [0u8; super::message::MAX_HEADER_LEN];
+        let ours = HelloBody {
+            version: PROTOCOL_VERSION,
+            parity: self.parity,
+            root_credit: self.config.initial_credit,
+            max_connections: self.config.max_connections,
+            metadata: &self.hello_metadata,
+        };
+        let (head, tail) = Message::HelloYourself(ours).encode_parts(&mut h);
+        // The ring holds nothing of ours yet, and our metadata fits an item (checked in new).
+        if self.conduit.send_vectored(&[head, tail]).is_err() {
+            return Err(self.refused(now, SessionFailure::WeRefused { code: refusal::SETTINGS }));
+        }
+        self.phase = Phase::AwaitLetsGo;
+        Ok(Some(Incoming::PeerHello { metadata: body.metadata }))
+    }
+
+    fn on_hello_yourself<'a>(
+        &mut self,
+        now: Instant,
+        msg: Message<'a>,
+    ) -> Result<Option<Incoming<'a>>, SessionInputError> {
+        let body = match msg {
+            Message::HelloYourself(body) => body,
+            Message::Sorry { code, .. } => return Err(self.refused(now, SessionFailure::PeerRefused { code })),
+            _ => return Err(self.violation(now, SessionViolation::UnexpectedHandshake)),
+        };
+        if let Err(code) = self.check_peer_hello(&body) {
+            return Err(self.refused(now, SessionFailure::WeRefused { code }));
+        }
+        self.adopt_root_credit(body.root_credit);
+        if self.send_msg(&Message::LetsGo).is_err() {
+            return Err(self.refused(now, SessionFailure::WeRefused { code: refusal::SETTINGS }));
+        }
+        self.phase = Phase::Ready;
+        self.ready_event = true;
+        Ok(Some(Incoming::PeerHello { metadata: body.metadata }))
+    }
+
+    /// Whether `conn` was used earlier in this session (and is now closed).
+    fn was_used(&self, conn: ConnId) -> bool {
+        if self.parity.owns(conn) {
+            u64::from(conn) < self.next_local_id
+        } else {
+            conn != ROOT && conn <= self.highest_peer_id
+        }
+    }
+
+    fn on_ready_message<'a>(
+        &mut self,
+        now: Instant,
+        msg: Message<'a>,
+    ) -> Result<Option<Incoming<'a>>, SessionInputError> {
+        match msg {
+            Message::Data { conn, payload } => {
+                let Some(c) = self.conns.get_mut(conn) else {
+                    if self.was_used(conn) {
+                        self.stats.data_dropped_closed += 1;
+                        return Ok(None);
+                    }
+                    return Err(self.violation(now, SessionViolation::UnknownConnection));
+                };
+                if c.state != ConnState::Open {
+                    return Err(self.violation(now, SessionViolation::NotOpen));
+                }
+                let len = payload.len() as u64;
+                if len > c.recv_window {
+                    return Err(self.violation(now, SessionViolation::CreditExceeded));
+                }
+                c.recv_window -= len;
+                Ok(Some(Incoming::Data { conn, payload }))
+            }
+            Message::Credit { conn, grant } => {
+                let max = u64::from(self.config.max_credit);
+                let Some(c) = self.conns.get_mut(conn) else {
+                    if self.was_used(conn) {
+                        self.stats.control_ignored += 1;
+                        return Ok(None);
+                    }
+                    return Err(self.violation(now, SessionViolation::UnknownConnection));
+                };
+                c.send_credit = c.send_credit.saturating_add(u64::from(grant)).min(max);
+                if c.want_writable && c.send_credit > 0 {
+                    c.want_writable = false;
+                    self.queue_writable(conn);
+                }
+                Ok(None)
+            }
+            Message::Open { conn, credit, metadata } => self.on_open(now, conn, credit, metadata),
+            Message::Accept { conn, credit, metadata } => {
+                let max = u64::from(self.config.max_credit);
+                match self.conns.get_mut(conn) {
+                    Some(c) if c.state == ConnState::OpeningOut => {
+                        c.state = ConnState::Open;
+                        c.send_credit = u64::from(credit).min(max);
+                        c.peer_window = c.send_credit;
+                        if metadata.len() > self.config.max_metadata as usize {
+                            return Err(self.violation(now, SessionViolation::MetadataTooLarge));
+                        }
+                        Ok(Some(Incoming::Accepted { conn, metadata }))
+                    }
+                    _ => {
+                        // Never opened by us, or already resolved: ignored (D4).
+                        self.stats.control_ignored += 1;
+                        Ok(None)
+                    }
+                }
+            }
+            Message::Reject { conn, code, metadata } => {
+                if conn == ROOT {
+                    return Err(self.violation(now, SessionViolation::RootClosed));
+                }
+                match self.conns.get(conn) {
+                    Some(c) if c.state == ConnState::OpeningOut => {
+                        self.conns.remove(conn);
+                        Ok(Some(Incoming::Rejected { conn, code, metadata }))
+                    }
+                    _ => {
+                        // An accepted connection is never torn down by a late Reject (D4).
+                        self.stats.control_ignored += 1;
+                        Ok(None)
+                    }
+                }
+            }
+            Message::Close { conn, metadata } => {
+                if conn == ROOT {
+                    return Err(self.violation(now, SessionViolation::RootClosed));
+                }
+                match self.conns.get(conn).map(|c| c.state) {
+                    Some(state) => {
+                        if state == ConnState::PendingIn {
+                            self.pending_in -= 1;
+                        }
+                        self.conns.remove(conn);
+                        if self.parity.other().owns(conn) && !self.count_churn(now) {
+                            return Err(SessionInputError::Violation(SessionViolation::TooManyResets));
+                        }
+                        Ok(Some(Incoming::Closed { conn, metadata }))
+                    }
+                    None => {
+                        // Unknown or already closed: ignored, counted (D5).
+                        self.stats.control_ignored += 1;
+                        Ok(None)
+                    }
+                }
+            }
+            Message::ProtocolError { code, .. } => {
+                self.fail(now, SessionFailure::PeerProtocolError { code });
+                Err(SessionInputError::Refused(SessionFailure::PeerProtocolError { code }))
+            }
+            Message::Hello(_) | Message::HelloYourself(_) | Message::LetsGo | Message::Sorry { .. } => {
+                Err(self.violation(now, SessionViolation::UnexpectedHandshake))
+            }
+        }
+    }
+
+    fn on_open<'a>(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        credit: u32,
+        metadata: &'a [u8],
+    ) -> Result<Option<Incoming<'a>>, SessionInputError> {
+        if !self.parity.other().owns(conn) {
+            // Id 0, one of ours, or the wrong parity: a violation (D1, D3).
+            return Err(self.violation(now, SessionViolation::WrongParity));
+        }
+        if metadata.len() > self.config.max_metadata as usize {
+            return Err(self.violation(now, SessionViolation::MetadataTooLarge));
+        }
+        self.stats.opens_received += 1;
+        if self.conns.get(conn).is_some() {
+            // In use: reject; the existing connection is untouched (D2).
+            return self.auto_reject(now, conn, refusal::ID_IN_USE);
+        }
+        if conn <= self.highest_peer_id {
+            return Err(self.violation(now, SessionViolation::IdReused));
+        }
+        self.highest_peer_id = conn;
+        if credit == 0 {
+            return self.auto_reject(now, conn, refusal::ZERO_CREDIT);
+        }
+        if self.conns.len() >= self.conns.capacity() {
+            return self.auto_reject(now, conn, refusal::TOO_MANY_CONNECTIONS);
+        }
+        if self.pending_in >= self.config.max_pending_opens {
+            return self.auto_reject(now, conn, refusal::TOO_MANY_PENDING);
+        }
+        let send_credit = u64::from(credit).min(u64::from(self.config.max_credit));
+        self.conns.insert(Conn {
+            id: conn,
+            state: ConnState::PendingIn,
+            send_credit,
+            recv_window: u64::from(self.config.initial_credit),
+            pending_grant: 0,
+            want_writable: false,
+            peer_window: send_credit,
+        });
+        self.pending_in += 1;
+        Ok(Some(Incoming::Open { conn, metadata }))
+    }
+
+    fn auto_reject<'a>(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        code: u32,
+    ) -> Result<Option<Incoming<'a>>, SessionInputError> {
+        self.stats.opens_auto_rejected += 1;
+        if !self.count_churn(now) {
+            return Err(SessionInputError::Violation(SessionViolation::TooManyResets));
+        }
+        if self.send_msg(&super::Message::Reject { conn, code, metadata: &[] }).is_err() {
+            if self.owed_rejects.len() >= self.owed_rejects.capacity() {
+                return Err(self.violation(now, SessionViolation::TooManyResets));
+            }
+            self.owed_rejects.push((conn, code));
+        }
+        Ok(None)
+    }
+}

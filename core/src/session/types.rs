@@ -1,0 +1,266 @@
+//! The session layer's public value types: what arrives, what is reported, what fails.
+
+use crate::conduit::{ConduitStats, Event as ConduitEvent, InputError, SendError as ConduitSendError};
+use crate::wire::WireError;
+
+/// A virtual connection id. 0 is the root connection; the initiator opens odd ids, the
+/// acceptor even ones; ids are never reused within a session.
+pub type ConnId = u32;
+
+/// The root connection, open from the handshake until the session ends.
+pub const ROOT: ConnId = 0;
+
+/// A peer message handed to the application by
+/// [`Session::handle_message`](super::Session::handle_message). Borrowed fields point into
+/// the bytes the driver passed in (no copy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// The peer's handshake metadata (from its Hello or HelloYourself).
+    PeerHello {
+        /// The peer's metadata.
+        metadata: &'a [u8],
+    },
+    /// Data on a connection. Call [`release`](super::Session::release) with its length once the
+    /// application has consumed it, so the peer gets credit back.
+    Data {
+        /// The connection.
+        conn: ConnId,
+        /// The payload.
+        payload: &'a [u8],
+    },
+    /// The peer wants to open `conn`: answer with [`accept`](super::Session::accept) or
+    /// [`reject`](super::Session::reject).
+    Open {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's metadata.
+        metadata: &'a [u8],
+    },
+    /// The peer accepted a connection we opened.
+    Accepted {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's metadata.
+        metadata: &'a [u8],
+    },
+    /// The peer rejected a connection we opened; the id is spent.
+    Rejected {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's code.
+        code: u32,
+        /// The peer's metadata.
+        metadata: &'a [u8],
+    },
+    /// The peer closed a connection; everything it sent on it has been delivered.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's metadata.
+        metadata: &'a [u8],
+    },
+}
+
+/// A session-layer rule the peer broke. We send `ProtocolError` with this code, then end the
+/// session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[repr(u8)]
+pub enum SessionViolation {
+    /// An item that does not decode as a session message.
+    Malformed(WireError) = 1,
+    /// A handshake message out of place (a second Hello: settings cannot change across a
+    /// resume or ever), or a non-handshake message before the handshake finished.
+    UnexpectedHandshake = 2,
+    /// An Open for id 0, for one of our ids, or of the wrong parity.
+    WrongParity = 3,
+    /// An Open reusing an id that was already used and closed (ids are never reused).
+    IdReused = 4,
+    /// Data or a grant for an id never opened.
+    UnknownConnection = 5,
+    /// A Close (or Reject) of the root connection.
+    RootClosed = 6,
+    /// Data beyond the credit we granted.
+    CreditExceeded = 7,
+    /// Metadata above `max_metadata`.
+    MetadataTooLarge = 8,
+    /// Peer-opened connections ended faster than `churn_budget` per `churn_period`.
+    TooManyResets = 9,
+    /// Data on a connection that is not open yet (before Accept).
+    NotOpen = 10,
+}
+
+impl SessionViolation {
+    /// The code sent in `ProtocolError`.
+    #[must_use]
+    pub fn code(&self) -> u32 {
+        match self {
+            Self::Malformed(_) => 1,
+            Self::UnexpectedHandshake => 2,
+            Self::WrongParity => 3,
+            Self::IdReused => 4,
+            Self::UnknownConnection => 5,
+            Self::RootClosed => 6,
+            Self::CreditExceeded => 7,
+            Self::MetadataTooLarge => 8,
+            Self::TooManyResets => 9,
+            Self::NotOpen => 10,
+        }
+    }
+    /// A short human-readable reason, sent with the code.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed session message",
+            Self::UnexpectedHandshake => "unexpected handshake message",
+            Self::WrongParity => "connection id of the wrong parity",
+            Self::IdReused => "connection id reused",
+            Self::UnknownConnection => "unknown connection id",
+            Self::RootClosed => "the root connection cannot be closed",
+            Self::CreditExceeded => "data beyond granted credit",
+            Self::MetadataTooLarge => "metadata too large",
+            Self::TooManyResets => "too many resets",
+            Self::NotOpen => "data on a connection not yet open",
+        }
+    }
+}
+
+/// Codes of `Sorry` (handshake refusal) and of automatic `Reject`s.
+pub mod refusal {
+    /// Unsupported protocol version.
+    pub const VERSION: u32 = 1;
+    /// Both sides claim the same id parity.
+    pub const PARITY: u32 = 2;
+    /// A setting we cannot work with (zero credit, zero connections).
+    pub const SETTINGS: u32 = 3;
+    /// Metadata too large.
+    pub const METADATA: u32 = 4;
+    /// Reject: `max_connections` reached.
+    pub const TOO_MANY_CONNECTIONS: u32 = 5;
+    /// Reject: `max_pending_opens` reached.
+    pub const TOO_MANY_PENDING: u32 = 6;
+    /// Reject: the id is in use.
+    pub const ID_IN_USE: u32 = 7;
+    /// Reject: zero initial credit offered.
+    pub const ZERO_CREDIT: u32 = 8;
+}
+
+/// Why a session failed at the session layer (the conduit's [`SessionEnd`](crate::SessionEnd)
+/// says how the transport ended).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[repr(u8)]
+pub enum SessionFailure {
+    /// The peer broke a rule; we sent `ProtocolError`.
+    Violation(SessionViolation),
+    /// The peer reported a protocol error with this code.
+    PeerProtocolError {
+        /// The peer's code.
+        code: u32,
+    },
+    /// We refused the handshake (`Sorry` sent) with this code.
+    WeRefused {
+        /// Our code.
+        code: u32,
+    },
+    /// The peer refused the handshake with this code.
+    PeerRefused {
+        /// The peer's code.
+        code: u32,
+    },
+}
+
+/// Something the driver or application must know. Drain with
+/// [`Session::poll_event`](super::Session::poll_event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SessionEvent {
+    /// A conduit event (link attached or to drop, ring writable, session ended).
+    Conduit(ConduitEvent),
+    /// The session handshake finished: connections can be opened and data sent.
+    Ready,
+    /// `conn` has credit again after a send failed for lack of it.
+    ConnWritable(ConnId),
+}
+
+/// Why a session command failed. No state changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[repr(u8)]
+pub enum CommandError {
+    /// The session handshake has not finished.
+    NotReady,
+    /// The session is over or failing.
+    Ended,
+    /// The replay ring is full; retry after `Writable`.
+    WouldBlock,
+    /// The connection has no credit for this payload; retry after `ConnWritable`.
+    NoCredit,
+    /// The payload can never fit the peer's window on this connection.
+    TooLarge {
+        /// The payload's length.
+        len: u32,
+        /// The most it could be.
+        max: u32,
+    },
+    /// No such connection in a state that allows this command.
+    UnknownConnection,
+    /// The connection exists but is not open (an Open awaits an answer).
+    NotOpen,
+    /// `max_connections` connections are open.
+    TooManyConnections,
+    /// Our connection ids are used up (`max_conn_id`); ids are never reused.
+    IdsExhausted,
+    /// Metadata above `max_metadata`.
+    MetadataTooLarge,
+}
+
+impl From<ConduitSendError> for CommandError {
+    fn from(e: ConduitSendError) -> Self {
+        match e {
+            ConduitSendError::WouldBlock => Self::WouldBlock,
+            ConduitSendError::TooLarge { len, max } => Self::TooLarge { len, max },
+            ConduitSendError::Ended => Self::Ended,
+        }
+    }
+}
+
+impl core::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// What an input did besides (possibly) handing over a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SessionInputError {
+    /// The conduit's verdict (stale link, link dropped, session ended).
+    Conduit(InputError),
+    /// The peer broke a session rule; `ProtocolError` was sent and the session is ending.
+    Violation(SessionViolation),
+    /// The handshake was refused (by us or the peer); the session is ending.
+    Refused(SessionFailure),
+}
+
+/// Counters of a session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
+pub struct SessionStats {
+    /// The conduit's counters.
+    pub conduit: ConduitStats,
+    /// Connections in the table now (root excluded).
+    pub connections_open: u64,
+    /// Opens we sent.
+    pub opens_sent: u64,
+    /// Opens the peer sent.
+    pub opens_received: u64,
+    /// Opens we rejected automatically (limits).
+    pub opens_auto_rejected: u64,
+    /// Data messages dropped because their connection was recently closed.
+    pub data_dropped_closed: u64,
+    /// Accept/Reject/Close for ids not in a matching state, ignored.
+    pub control_ignored: u64,
+    /// Credit grants sent.
+    pub grants_sent: u64,
+}
