@@ -19,8 +19,7 @@ pub(crate) enum Timer {
 }
 
 const TIMER_COUNT: usize = 5;
-const ALL: [Timer; TIMER_COUNT] =
-    [Timer::Handshake, Timer::AckDelay, Timer::Ping, Timer::PongTimeout, Timer::Recovery];
+const ALL: [Timer; TIMER_COUNT] = [Timer::Handshake, Timer::AckDelay, Timer::Ping, Timer::PongTimeout, Timer::Recovery];
 
 /// Deadlines indexed by [`Timer`].
 #[derive(Clone, Copy, Debug, Default)]

@@ -2,8 +2,7 @@
 
 use super::serial::{count_of, expand, last_of};
 use super::{
-    goodbye_code, Conduit, InputError, LinkDropReason, LinkId, LinkState, Owed, Reason, Role, SessionEnd,
-    Violation,
+    goodbye_code, Conduit, InputError, LinkDropReason, LinkId, LinkState, Owed, Reason, Role, SessionEnd, Violation,
 };
 use crate::time::Instant;
 use crate::timer::Timer;
@@ -18,7 +17,12 @@ impl Conduit {
     /// (violation, gap, bad hello: an [`Event::DropLink`](super::Event::DropLink) follows and
     /// the session resumes on a new link), or the session ended. Drain the outputs after
     /// every call.
-    pub fn handle_message<'a>(&mut self, now: Instant, link: LinkId, message: &'a [u8]) -> Result<Option<&'a [u8]>, InputError> {
+    pub fn handle_message<'a>(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        message: &'a [u8],
+    ) -> Result<Option<&'a [u8]>, InputError> {
         let now = self.clock.observe(now);
         if self.link.id() != Some(link) {
             return Err(InputError::StaleLink);
@@ -62,7 +66,13 @@ impl Conduit {
     }
 
     /// Acceptor: decide on a decoded ClientHello for link `id`, issuing `key` if accepted.
-    pub(crate) fn accept_client_hello(&mut self, now: Instant, id: LinkId, key: ResumeKey, hello: &ClientHello) -> Result<(), InputError> {
+    pub(crate) fn accept_client_hello(
+        &mut self,
+        now: Instant,
+        id: LinkId,
+        key: ResumeKey,
+        hello: &ClientHello,
+    ) -> Result<(), InputError> {
         let resuming = match hello.resume_key {
             None if !self.ever_attached => false,
             None => return Err(self.reject(now, id)),
@@ -158,7 +168,13 @@ impl Conduit {
         self.events.push(super::Event::Attached { link: id, resumed, ext, replaying });
     }
 
-    fn handle_frame<'a>(&mut self, now: Instant, id: LinkId, ext: bool, message: &'a [u8]) -> Result<Option<&'a [u8]>, InputError> {
+    fn handle_frame<'a>(
+        &mut self,
+        now: Instant,
+        id: LinkId,
+        ext: bool,
+        message: &'a [u8],
+    ) -> Result<Option<&'a [u8]>, InputError> {
         let frame = match Frame::decode(message, ext) {
             Ok(f) => f,
             Err(e) => {

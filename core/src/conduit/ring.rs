@@ -90,7 +90,8 @@ impl ReplayRing {
         while self.entry_count > 0 && self.first_seq < seq {
             let e = self.entries[self.entry_head];
             self.byte_used -= e.len as usize;
-            self.byte_head = if self.bytes.is_empty() { 0 } else { (e.offset as usize + e.len as usize) % self.bytes.len() };
+            self.byte_head =
+                if self.bytes.is_empty() { 0 } else { (e.offset as usize + e.len as usize) % self.bytes.len() };
             self.entry_head = (self.entry_head + 1) % self.entries.len();
             self.entry_count -= 1;
             self.first_seq += 1;

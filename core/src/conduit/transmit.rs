@@ -28,7 +28,11 @@ impl Conduit {
         let len = match self.link {
             LinkState::None => return None,
             LinkState::AwaitServerHello { id, hello_sent: false } if self.owed == Owed::ClientHello => {
-                let hello = ClientHello { resume_key: self.key, last_received: self.our_last_received().filter(|_| self.key.is_some()), ext: self.config.ext };
+                let hello = ClientHello {
+                    resume_key: self.key,
+                    last_received: self.our_last_received().filter(|_| self.key.is_some()),
+                    ext: self.config.ext,
+                };
                 let n = put(out, &hello.encode())?;
                 self.owed = Owed::Nothing;
                 self.link = LinkState::AwaitServerHello { id, hello_sent: true };
@@ -38,7 +42,12 @@ impl Conduit {
             LinkState::Dropping { .. } => self.transmit_final(out)?,
             LinkState::Established { ext, .. } => {
                 if self.owed == Owed::ServerHello {
-                    let hello = ServerHello { rejected: false, resume_key: self.issuing_key, last_received: self.our_last_received(), ext };
+                    let hello = ServerHello {
+                        rejected: false,
+                        resume_key: self.issuing_key,
+                        last_received: self.our_last_received(),
+                        ext,
+                    };
                     let n = put(out, &hello.encode())?;
                     self.owed = Owed::Nothing;
                     n
@@ -144,7 +153,6 @@ impl Conduit {
         self.ack_now = false;
         self.timers.clear(Timer::AckDelay);
     }
-
 }
 
 fn put(out: &mut [u8], bytes: &[u8]) -> Option<usize> {

@@ -196,7 +196,8 @@ fn decode_data(bytes: &[u8]) -> Result<Frame<'_>, WireError> {
         }
         tag => return Err(WireError::BadOptionTag { tag }),
     };
-    let len_bytes: [u8; 4] = bytes.get(at..at + 4).ok_or(WireError::Truncated)?.try_into().map_err(|_| WireError::Truncated)?;
+    let len_bytes: [u8; 4] =
+        bytes.get(at..at + 4).ok_or(WireError::Truncated)?.try_into().map_err(|_| WireError::Truncated)?;
     at += 4;
     let item_len = u32::from_le_bytes(len_bytes) as usize;
     let rest = &bytes[at..];
@@ -227,17 +228,15 @@ mod tests {
     fn wire_md_base_frames() {
         round_trip("00 00 03000000 026162", false, Frame::Data { seq: 0, ack: None, item: &[2, 0x61, 0x62] });
         round_trip("05 0103 00000000", false, Frame::Data { seq: 5, ack: Some(3), item: &[] });
-        round_trip(
-            "01 0101 07000000 066563686f3a79",
-            false,
-            Frame::Data { seq: 1, ack: Some(1), item: b"\x06echo:y" },
-        );
+        round_trip("01 0101 07000000 066563686f3a79", false, Frame::Data { seq: 1, ack: Some(1), item: b"\x06echo:y" });
     }
 
     #[test]
     fn wire_md_prefixed_lengths_match() {
         // The link prefixes in WIRE.md: 09, 07 and 0e.
-        for (len, body) in [(9, "00 00 03000000 026162"), (7, "05 0103 00000000"), (14, "01 0101 07000000 066563686f3a79")] {
+        for (len, body) in
+            [(9, "00 00 03000000 026162"), (7, "05 0103 00000000"), (14, "01 0101 07000000 066563686f3a79")]
+        {
             assert_eq!(hex(body).len(), len);
         }
     }
