@@ -6,6 +6,7 @@ extern crate alloc;
 
 pub mod conduit;
 pub mod session;
+pub mod stream;
 pub mod time;
 pub(crate) mod timer;
 pub mod wire;
