@@ -5,6 +5,7 @@
 extern crate alloc;
 
 pub mod conduit;
+pub mod endpoint;
 pub mod session;
 pub mod stream;
 pub mod time;

@@ -167,6 +167,7 @@ pub struct Conduit {
     pub(crate) peer_goodbye: Option<Reason>,
     pub(crate) ended: Option<SessionEnd>,
     pub(crate) stats: ConduitStats,
+    pub(crate) detached_since: Option<Instant>,
 }
 
 impl Conduit {
@@ -174,13 +175,17 @@ impl Conduit {
     /// entries) now; nothing else is ever allocated.
     pub fn new(role: Role, config: ConduitConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self {
+        Ok(Self::with_ring(role, config, ReplayRing::new(config.replay_bytes, config.replay_frames)))
+    }
+
+    fn with_ring(role: Role, config: ConduitConfig, ring: ReplayRing) -> Self {
+        Self {
             role,
             config,
             clock: MonotonicNow::default(),
             timers: TimerTable::default(),
             events: EventQueue::new(),
-            ring: ReplayRing::new(config.replay_bytes, config.replay_frames),
+            ring,
             link: LinkState::None,
             next_link_id: 1,
             owed: Owed::Nothing,
@@ -208,7 +213,30 @@ impl Conduit {
             peer_goodbye: None,
             ended: None,
             stats: ConduitStats::default(),
-        })
+            detached_since: None,
+        }
+    }
+
+    /// Forget the session and start afresh as a new, never-attached conduit with the same role
+    /// and configuration, keeping the allocated buffers (an endpoint reuses session slots this
+    /// way). Link ids keep increasing, so an id from before the reset is never current again.
+    pub fn reset(&mut self) {
+        let ring = core::mem::replace(&mut self.ring, ReplayRing::new(0, 0));
+        let next_link_id = self.next_link_id;
+        *self = Self::with_ring(self.role, self.config, ring);
+        self.next_link_id = next_link_id;
+        self.ring.clear();
+    }
+
+    /// Since when the session has had no working link (`None` while attached, before the first
+    /// attach, and after it ended).
+    #[must_use]
+    pub fn detached_since(&self) -> Option<Instant> {
+        if self.ended.is_some() {
+            None
+        } else {
+            self.detached_since
+        }
     }
 
     /// Which side this conduit plays.
@@ -552,6 +580,9 @@ impl Conduit {
     /// The session has no working link from now: start the recovery deadline.
     pub(crate) fn detached(&mut self, now: Instant) {
         if self.ended.is_none() && self.ever_attached {
+            if self.detached_since.is_none() {
+                self.detached_since = Some(now);
+            }
             self.timers.set_if_unset(Timer::Recovery, now.saturating_add(self.config.recovery_timeout));
         }
     }

@@ -151,6 +151,7 @@ impl Conduit {
     fn attach(&mut self, now: Instant, id: LinkId, ext: bool, resumed: bool, peer_count: u64) {
         self.timers.clear(Timer::Handshake);
         self.timers.clear(Timer::Recovery);
+        self.detached_since = None;
         self.apply_ack_count(peer_count);
         self.tx_cursor = self.acked;
         // Our hello carried our position.

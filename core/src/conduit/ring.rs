@@ -43,6 +43,15 @@ impl ReplayRing {
         }
     }
 
+    /// Drop everything and restart at seq 0, keeping the allocation.
+    pub(crate) fn clear(&mut self) {
+        self.byte_head = 0;
+        self.byte_used = 0;
+        self.entry_head = 0;
+        self.entry_count = 0;
+        self.first_seq = 0;
+    }
+
     pub(crate) fn first_seq(&self) -> u64 {
         self.first_seq
     }

@@ -63,6 +63,19 @@ impl ConnTable {
         }
     }
 
+    /// Remove every connection, keeping the allocations.
+    pub(crate) fn clear(&mut self) {
+        for slot in &mut self.slots {
+            *slot = None;
+        }
+        for i in &mut self.index {
+            *i = EMPTY;
+        }
+        self.free.clear();
+        self.free.extend((0..self.slots.len() as u32).rev());
+        self.len = 0;
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }

@@ -124,29 +124,56 @@ impl Session {
             failure: None,
             stats: SessionStats::default(),
         };
-        s.conns.insert(Conn {
+        s.start();
+        Ok(s)
+    }
+
+    /// Forget the session and start afresh as a new one with the same role, configuration and
+    /// hello metadata, keeping every allocation (endpoints reuse session slots this way).
+    pub fn reset(&mut self) {
+        self.conduit.reset();
+        self.phase = if self.conduit.role() == Role::Initiator { Phase::AwaitHelloYourself } else { Phase::AwaitHello };
+        self.conns.clear();
+        self.next_local_id = if self.parity == Parity::Odd { 1 } else { 2 };
+        self.highest_peer_id = 0;
+        self.pending_in = 0;
+        self.churn_window_start = Instant::ZERO;
+        self.churn_count = 0;
+        self.writable_head = 0;
+        self.writable_len = 0;
+        self.owed_rejects.clear();
+        self.grants_owed = false;
+        self.ready_event = false;
+        self.failure = None;
+        self.stats = SessionStats::default();
+        self.start();
+    }
+
+    /// Insert the root connection and, as initiator, queue the Hello.
+    fn start(&mut self) {
+        self.conns.insert(Conn {
             id: ROOT,
             state: ConnState::Open,
             send_credit: 0,
-            recv_window: u64::from(config.initial_credit),
+            recv_window: u64::from(self.config.initial_credit),
             pending_grant: 0,
             want_writable: false,
             peer_window: 0,
         });
-        if role == Role::Initiator {
+        if self.conduit.role() == Role::Initiator {
             let body = HelloBody {
                 version: PROTOCOL_VERSION,
-                parity: s.parity,
-                root_credit: s.config.initial_credit,
-                max_connections: s.config.max_connections,
-                metadata: &s.hello_metadata,
+                parity: self.parity,
+                root_credit: self.config.initial_credit,
+                max_connections: self.config.max_connections,
+                metadata: &self.hello_metadata,
             };
             let mut h = [0u8; message::MAX_HEADER_LEN];
             let (head, tail) = Message::Hello(body).encode_parts(&mut h);
-            // The ring is empty: this cannot fail (max_item_len was checked above).
-            s.conduit.send_vectored(&[head, tail]).map_err(|_| ConfigError::SessionLimits)?;
+            // The ring is empty and the metadata fits an item (checked in `new`).
+            let queued = self.conduit.send_vectored(&[head, tail]);
+            debug_assert!(queued.is_ok(), "the Hello fits an empty ring");
         }
-        Ok(s)
     }
 
     // ---- getters ----
@@ -396,6 +423,12 @@ impl Session {
             self.count_churn(now);
         }
         Ok(())
+    }
+
+    /// End the session at once for an owner's reason (an endpoint evicting it); see
+    /// [`Conduit::end`].
+    pub fn conduit_end(&mut self, now: Instant, reason: crate::conduit::SessionEnd) {
+        self.conduit.end(now, reason);
     }
 
     /// End the session gracefully (GOODBYE after queued data); see [`Conduit::close`].

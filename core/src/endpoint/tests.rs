@@ -1,0 +1,244 @@
+//! Endpoint unit tests: routing, limits, handles.
+
+use super::*;
+use crate::conduit::{ConduitConfig, Event, LinkId};
+use crate::session::{SessionEvent, SessionInputError};
+use alloc::vec;
+
+fn small() -> EndpointConfig {
+    let conduit =
+        ConduitConfig { replay_bytes: 1 << 16, replay_frames: 64, max_frame_len: 1 << 16, ..Default::default() };
+    EndpointConfig {
+        session: SessionConfig { conduit, max_connections: 4, ..Default::default() },
+        max_sessions: 4,
+        max_pending_handshakes: 2,
+        max_detached_sessions: 2,
+        ..Default::default()
+    }
+}
+
+fn key(n: u8) -> ResumeKey {
+    ResumeKey([n; 16])
+}
+
+/// Run one initiator link against the endpoint: returns the handle it was routed to.
+struct Client {
+    s: Session,
+    link: Option<LinkId>,
+    server: Option<(SessionHandle, LinkId)>,
+}
+
+impl Client {
+    fn new(cfg: &EndpointConfig) -> Self {
+        Self { s: Session::new(Role::Initiator, cfg.session, b"c").expect("config"), link: None, server: None }
+    }
+
+    /// Attach a fresh link through the endpoint and pump until quiet.
+    fn attach(&mut self, ep: &mut Endpoint, now: Instant, k: ResumeKey) -> Result<Routed, LinkRefusal> {
+        let link = self.s.link_up(now, ResumeKey::ZERO);
+        self.link = Some(link);
+        let mut buf = vec![0u8; 1 << 16];
+        let t = self.s.poll_transmit(now, &mut buf).expect("client hello");
+        let pending = ep.accept_link(now, 7)?;
+        let routed = ep.route(now, pending, &buf[..t.len], k)?;
+        match routed {
+            Routed::Session { handle, link, .. } => {
+                self.server = Some((handle, link));
+                self.pump(ep, now);
+            }
+            Routed::Reject(bytes) => {
+                let r = self.s.handle_message(now, link, &bytes);
+                assert!(matches!(r, Err(SessionInputError::Conduit(_))));
+            }
+        }
+        Ok(routed)
+    }
+
+    fn pump(&mut self, ep: &mut Endpoint, now: Instant) {
+        let mut buf = vec![0u8; 1 << 16];
+        for _ in 0..1000 {
+            let mut moved = false;
+            while let Some(t) = self.s.poll_transmit(now, &mut buf) {
+                moved = true;
+                if let (Some((h, sl)), true) = (self.server, Some(t.link) == self.link) {
+                    if let Some(srv) = ep.session_mut(h) {
+                        let _ = srv.handle_message(now, sl, &buf[..t.len]);
+                    }
+                }
+            }
+            if let Some((h, sl)) = self.server {
+                if let Some(srv) = ep.session_mut(h) {
+                    while let Some(t) = srv.poll_transmit(now, &mut buf) {
+                        moved = true;
+                        if let (Some(cl), true) = (self.link, t.link == sl) {
+                            let _ = self.s.handle_message(now, cl, &buf[..t.len]);
+                        }
+                    }
+                    while let Some(e) = srv.poll_event() {
+                        moved = true;
+                        if let SessionEvent::Conduit(Event::DropLink { link, .. }) = e {
+                            srv.link_down(now, link);
+                        }
+                    }
+                }
+            }
+            while self.s.poll_event().is_some() {
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn cut(&mut self, ep: &mut Endpoint, now: Instant) {
+        if let Some(l) = self.link.take() {
+            self.s.link_down(now, l);
+        }
+        if let Some((h, sl)) = self.server {
+            if let Some(srv) = ep.session_mut(h) {
+                srv.link_down(now, sl);
+            }
+        }
+    }
+}
+
+#[test]
+fn fresh_then_resume_routes_to_same_session() {
+    let cfg = small();
+    let mut ep = Endpoint::new(cfg, b"srv").expect("config");
+    let mut c = Client::new(&cfg);
+    let r = c.attach(&mut ep, Instant::ZERO, key(1)).expect("routed");
+    let Routed::Session { handle, new: true, .. } = r else { panic!("fresh session expected: {r:?}") };
+    assert!(c.s.is_ready());
+    c.cut(&mut ep, Instant::ZERO);
+    let r = c.attach(&mut ep, Instant::ZERO, key(2)).expect("routed");
+    assert_eq!(r, Routed::Session { handle, link: LinkId(2), new: false }, "resume reaches the same slot");
+    assert_eq!(ep.stats().resumes_routed, 1);
+    assert_eq!(c.s.conduit().resume_key(), Some(key(2)));
+}
+
+#[test]
+fn r7_resume_supersedes_half_open_link() {
+    let cfg = small();
+    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut c = Client::new(&cfg);
+    c.attach(&mut ep, Instant::ZERO, key(1)).expect("routed");
+    let (h, old_link) = c.server.expect("server side");
+    // The client thinks the link died; the server never saw EOF.
+    if let Some(l) = c.link.take() {
+        c.s.link_down(Instant::ZERO, l);
+    }
+    c.attach(&mut ep, Instant::ZERO, key(2)).expect("routed");
+    let srv = ep.session_mut(h).expect("live");
+    assert!(srv.conduit().is_established());
+    assert_ne!(srv.conduit().current_link(), Some(old_link));
+    assert_eq!(srv.conduit().stats().link_drops.superseded, 1);
+}
+
+#[test]
+fn r14_unknown_key_gets_fixed_reject_and_counts() {
+    let cfg = small();
+    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let hello = ClientHello { resume_key: Some(key(9)), last_received: Some(3), ext: true };
+    let p = ep.accept_link(Instant::ZERO, 1).expect("pending");
+    let r = ep.route(Instant::ZERO, p, &hello.encode(), key(1)).expect("routed");
+    assert_eq!(r, Routed::Reject(ServerHello::rejected().encode()));
+    assert_eq!(ep.stats().rejected, 1);
+    assert_eq!(ep.stats().sessions_live, 0);
+}
+
+#[test]
+fn h2_bad_magic_creates_nothing() {
+    let cfg = small();
+    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut bytes = ClientHello { resume_key: None, last_received: None, ext: true }.encode();
+    bytes[0] = b'X';
+    let p = ep.accept_link(Instant::ZERO, 1).expect("pending");
+    assert_eq!(ep.route(Instant::ZERO, p, &bytes, key(1)), Err(LinkRefusal::BadHello(WireError::BadMagic)));
+    assert_eq!(ep.stats().sessions_live, 0);
+    assert_eq!(ep.stats().bad_hellos, 1);
+}
+
+#[test]
+fn h9_pending_flood_refused_and_h7_expiry_frees_slots() {
+    let cfg = small();
+    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let a = ep.accept_link(Instant::ZERO, 1).expect("pending");
+    let _b = ep.accept_link(Instant::ZERO, 2).expect("pending");
+    assert_eq!(ep.accept_link(Instant::ZERO, 3), Err(LinkRefusal::TooManyPendingHandshakes));
+    assert_eq!(ep.poll_timeout(), Some(Instant::ZERO.saturating_add(Duration::from_secs(10))));
+    ep.handle_timeout(Instant::from_nanos(9_999_999_999));
+    assert_eq!(ep.poll_event(), None, "no timer fires early");
+    ep.handle_timeout(Instant::ZERO.saturating_add(Duration::from_secs(10)));
+    assert_eq!(ep.poll_event(), Some(EndpointEvent::HandshakeExpired(a)));
+    assert!(matches!(ep.poll_event(), Some(EndpointEvent::HandshakeExpired(_))));
+    assert_eq!(ep.poll_event(), None);
+    ep.accept_link(Instant::ZERO.saturating_add(Duration::from_secs(10)), 4).expect("slot freed");
+    // The expired handle is stale.
+    assert_eq!(ep.route(Instant::ZERO, a, &[], key(1)), Err(LinkRefusal::UnknownPending));
+}
+
+#[test]
+fn stale_handle_never_aliases() {
+    let cfg = small();
+    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut c = Client::new(&cfg);
+    let Ok(Routed::Session { handle, .. }) = c.attach(&mut ep, Instant::ZERO, key(1)) else { panic!("routed") };
+    ep.free(Instant::ZERO, handle);
+    assert!(ep.session(handle).is_none());
+    let mut c2 = Client::new(&cfg);
+    let Ok(Routed::Session { handle: h2, .. }) = c2.attach(&mut ep, Instant::ZERO, key(2)) else { panic!("routed") };
+    assert_eq!(h2.index, handle.index, "slot reused");
+    assert!(ep.session(handle).is_none(), "old handle stays stale");
+    assert!(ep.session(h2).is_some());
+    // The freed session's key no longer routes.
+    c.cut(&mut ep, Instant::ZERO);
+    assert!(matches!(c.attach(&mut ep, Instant::ZERO, key(3)), Ok(Routed::Reject(_))));
+}
+
+#[test]
+fn l2_detached_beyond_cap_evicts_oldest() {
+    let cfg = small();
+    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut handles = vec![];
+    for i in 0..3u8 {
+        let now = Instant::from_nanos(u64::from(i) * 1000);
+        let mut c = Client::new(&cfg);
+        let Ok(Routed::Session { handle, .. }) = c.attach(&mut ep, now, key(i + 1)) else { panic!("routed") };
+        c.cut(&mut ep, now);
+        handles.push(handle);
+    }
+    assert_eq!(ep.poll_event(), Some(EndpointEvent::Evicted(handles[0])));
+    assert_eq!(ep.poll_event(), None);
+    assert_eq!(ep.session(handles[0]).and_then(|s| s.conduit().ended()), Some(SessionEnd::Evicted));
+    assert_eq!(ep.stats().evicted, 1);
+}
+
+#[test]
+fn l3_failed_resumes_rate_limited_per_source() {
+    let mut cfg = small();
+    cfg.max_pending_handshakes = 64;
+    cfg.failure_budget = 3;
+    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let hello = ClientHello { resume_key: Some(key(9)), last_received: None, ext: true }.encode();
+    for _ in 0..3 {
+        let p = ep.accept_link(Instant::ZERO, 42).expect("pending");
+        assert!(matches!(ep.route(Instant::ZERO, p, &hello, key(1)), Ok(Routed::Reject(r)) if r.len() <= hello.len()));
+    }
+    assert_eq!(ep.accept_link(Instant::ZERO, 42), Err(LinkRefusal::RateLimited));
+    ep.accept_link(Instant::ZERO, 43).expect("other source unaffected");
+}
+
+#[test]
+fn max_sessions_full_rejects_fresh() {
+    let cfg = small();
+    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    for i in 0..4u8 {
+        let mut c = Client::new(&cfg);
+        assert!(matches!(c.attach(&mut ep, Instant::ZERO, key(i + 1)), Ok(Routed::Session { .. })));
+    }
+    let mut c = Client::new(&cfg);
+    assert!(matches!(c.attach(&mut ep, Instant::ZERO, key(77)), Ok(Routed::Reject(_))));
+    assert_eq!(c.s.conduit().ended(), Some(SessionEnd::Rejected));
+}
