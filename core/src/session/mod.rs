@@ -550,5 +550,14 @@ impl Session {
     }
 }
 
+impl crate::stream::FrameSource for Session {
+    fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        Session::poll_transmit(self, now, out)
+    }
+    fn max_transmit_len(&self) -> usize {
+        self.conduit.max_transmit_len()
+    }
+}
+
 #[cfg(test)]
 mod tests;
