@@ -75,18 +75,36 @@ impl ReplayRing {
             return Err(RingFull);
         }
         let cap = self.bytes.len();
-        let offset = if cap == 0 { 0 } else { (self.byte_head + self.byte_used) % cap };
-        let mut at = offset;
-        for part in parts {
-            let mut part: &[u8] = part;
-            while !part.is_empty() {
-                let run = (cap - at).min(part.len());
-                self.bytes[at..at + run].copy_from_slice(&part[..run]);
-                part = &part[run..];
-                at = (at + run) % cap;
+        let mut offset = self.byte_head + self.byte_used;
+        if offset >= cap {
+            offset -= cap;
+        }
+        if offset + len <= cap {
+            // Fast path: the item lies contiguous.
+            let mut at = offset;
+            for part in parts {
+                self.bytes[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+        } else {
+            let mut at = offset;
+            for part in parts {
+                let mut part: &[u8] = part;
+                while !part.is_empty() {
+                    let run = (cap - at).min(part.len());
+                    self.bytes[at..at + run].copy_from_slice(&part[..run]);
+                    part = &part[run..];
+                    at += run;
+                    if at == cap {
+                        at = 0;
+                    }
+                }
             }
         }
-        let idx = (self.entry_head + self.entry_count) % self.entries.len();
+        let mut idx = self.entry_head + self.entry_count;
+        if idx >= self.entries.len() {
+            idx -= self.entries.len();
+        }
         self.entries[idx] = Entry { offset: offset as u32, len: len as u32 };
         self.entry_count += 1;
         self.byte_used += len;
@@ -99,9 +117,15 @@ impl ReplayRing {
         while self.entry_count > 0 && self.first_seq < seq {
             let e = self.entries[self.entry_head];
             self.byte_used -= e.len as usize;
-            self.byte_head =
-                if self.bytes.is_empty() { 0 } else { (e.offset as usize + e.len as usize) % self.bytes.len() };
-            self.entry_head = (self.entry_head + 1) % self.entries.len();
+            let mut head = e.offset as usize + e.len as usize;
+            if head >= self.bytes.len() {
+                head -= self.bytes.len();
+            }
+            self.byte_head = head;
+            self.entry_head += 1;
+            if self.entry_head == self.entries.len() {
+                self.entry_head = 0;
+            }
             self.entry_count -= 1;
             self.first_seq += 1;
             dropped += 1;
@@ -119,7 +143,10 @@ impl ReplayRing {
         if seq < self.first_seq || seq >= self.end_seq() {
             return None;
         }
-        let idx = (self.entry_head + (seq - self.first_seq) as usize) % self.entries.len();
+        let mut idx = self.entry_head + (seq - self.first_seq) as usize;
+        if idx >= self.entries.len() {
+            idx -= self.entries.len();
+        }
         let e = self.entries[idx];
         let (start, len) = (e.offset as usize, e.len as usize);
         let first = (self.bytes.len() - start).min(len);

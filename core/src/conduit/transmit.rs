@@ -134,7 +134,9 @@ impl Conduit {
         }
         let h = header.encode(ext, out)?;
         out[h..h + a.len()].copy_from_slice(a);
-        out[h + a.len()..h + item_len].copy_from_slice(b);
+        if !b.is_empty() {
+            out[h + a.len()..h + item_len].copy_from_slice(b);
+        }
         self.tx_cursor += 1;
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += item_len as u64;

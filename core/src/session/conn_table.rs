@@ -45,6 +45,8 @@ pub(crate) struct ConnTable {
     index: Vec<u32>,
     mask: usize,
     len: usize,
+    /// The index position of the last connection looked up mutably (hot-path cache).
+    hot: usize,
 }
 
 fn hash(id: u32) -> usize {
@@ -60,6 +62,7 @@ impl ConnTable {
             index: vec![EMPTY; index_len],
             mask: index_len - 1,
             len: 0,
+            hot: 0,
         }
     }
 
@@ -84,6 +87,10 @@ impl ConnTable {
     }
 
     fn find_pos(&self, id: u32) -> Option<usize> {
+        let hot = self.index[self.hot];
+        if hot != EMPTY && self.slots[hot as usize].is_some_and(|c| c.id == id) {
+            return Some(self.hot);
+        }
         let mut pos = hash(id) & self.mask;
         loop {
             let slot = self.index[pos];
@@ -104,6 +111,7 @@ impl ConnTable {
 
     pub(crate) fn get_mut(&mut self, id: u32) -> Option<&mut Conn> {
         let pos = self.find_pos(id)?;
+        self.hot = pos;
         self.slots[self.index[pos] as usize].as_mut()
     }
 

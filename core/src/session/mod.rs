@@ -259,7 +259,9 @@ impl Session {
     /// Write the next frame; see [`Conduit::poll_transmit`]. Owed control messages (grants,
     /// rejects) enter the conduit first when it has room.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
-        self.flush_owed();
+        if self.grants_owed || !self.owed_rejects.is_empty() {
+            self.flush_owed();
+        }
         self.conduit.poll_transmit(now, out)
     }
     /// The earliest deadline; see [`Conduit::poll_timeout`].
@@ -362,31 +364,38 @@ impl Session {
     /// replay ring (else [`CommandError::WouldBlock`] and a `Writable` later). Nothing is
     /// queued on failure.
     pub fn send(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), CommandError> {
-        self.check_ready()?;
+        if self.phase != Phase::Ready {
+            self.check_ready()?;
+        }
         let max_item = self.conduit.max_item_len() as usize - message::data_header_len(conn);
         let Some(c) = self.conns.get_mut(conn) else { return Err(CommandError::UnknownConnection) };
         if c.state != ConnState::Open {
             return Err(CommandError::NotOpen);
         }
         let len = payload.len() as u64;
-        let max = (c.peer_window as usize).min(max_item);
-        if payload.len() > max {
-            return Err(CommandError::TooLarge {
-                len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
-                max: max as u32,
-            });
-        }
         if len > c.send_credit {
+            let max = (c.peer_window as usize).min(max_item);
+            if payload.len() > max {
+                return Err(CommandError::TooLarge {
+                    len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+                    max: max as u32,
+                });
+            }
             c.want_writable = true;
             return Err(CommandError::NoCredit);
+        }
+        if payload.len() > max_item {
+            return Err(CommandError::TooLarge {
+                len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+                max: max_item as u32,
+            });
         }
         let mut h = [0u8; 6];
         h[0] = message::TAG_DATA;
         let n = 1 + crate::wire::varint::encode_varint(conn, &mut h[1..]).unwrap_or(0);
+        // Disjoint fields: the connection entry stays borrowed across the conduit call.
         self.conduit.send_vectored(&[&h[..n], payload])?;
-        if let Some(c) = self.conns.get_mut(conn) {
-            c.send_credit -= len;
-        }
+        c.send_credit -= len;
         Ok(())
     }
 

@@ -24,6 +24,21 @@ impl Session {
             Ok(None) => return Ok(None),
             Err(e) => return Err(SessionInputError::Conduit(e)),
         };
+        if self.phase == Phase::Ready {
+            if let Some((&super::message::TAG_DATA, rest)) = item.split_first() {
+                // Hot path: data on an open connection with credit.
+                if let Ok((conn, n)) = crate::wire::varint::decode_varint(rest) {
+                    if let Some(c) = self.conns.get_mut(conn) {
+                        let payload = &rest[n..];
+                        let len = payload.len() as u64;
+                        if c.state == ConnState::Open && len <= c.recv_window {
+                            c.recv_window -= len;
+                            return Ok(Some(Incoming::Data { conn, payload }));
+                        }
+                    }
+                }
+            }
+        }
         if self.phase == Phase::Failed {
             return Ok(None);
         }

@@ -190,14 +190,14 @@ impl ServerHello {
         if !has_lr && lr != 0 {
             return Err(WireError::InconsistentFlags);
         }
-        if rejected {
-            return Ok(Self::rejected());
-        }
         let key = ResumeKey(raw.resume_key);
-        if key.is_zero() {
+        if !rejected && key.is_zero() {
             // An accepted hello must issue a key to resume with.
             return Err(WireError::InconsistentFlags);
         }
+        // A REJECTED hello keeps whatever else it carries (a peer may set EXT or a position on
+        // it): the conduit only looks at `rejected`, and decode stays the exact inverse of
+        // encode.
         Ok(Self { rejected, resume_key: key, last_received: has_lr.then_some(lr), ext: raw.flags & HELLO_EXT != 0 })
     }
 

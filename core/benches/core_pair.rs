@@ -1,0 +1,245 @@
+//! In-memory benchmark of two cores (no I/O): one-way throughput of a conduit pair and of a
+//! session pair (1 and 100 connections), with allocations counted per message.
+//!
+//! Run: `cargo bench -p sotto --bench core_pair` (release). Prints one line per case with the
+//! median of several runs; `SOTTO_BENCH_MSGS` scales the message count.
+#![allow(missing_docs, clippy::unwrap_used, unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant as StdInstant;
+
+use sotto::session::{Incoming, Session, SessionConfig};
+use sotto::stream::{FrameSplitter, WriteBatch};
+use sotto::{Conduit, ConduitConfig, Instant, ResumeKey, Role};
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Anything with the driver-facing surface the pump needs.
+trait Machine: sotto::stream::FrameSource {
+    fn feed(&mut self, now: Instant, link: sotto::LinkId, msg: &[u8]) -> usize;
+    fn drain_events(&mut self);
+    fn timeout(&mut self, now: Instant);
+}
+
+impl Machine for Conduit {
+    fn feed(&mut self, now: Instant, link: sotto::LinkId, msg: &[u8]) -> usize {
+        match self.handle_message(now, link, msg) {
+            Ok(Some(item)) => {
+                std::hint::black_box(item);
+                1
+            }
+            _ => 0,
+        }
+    }
+    fn drain_events(&mut self) {
+        while self.poll_event().is_some() {}
+    }
+    fn timeout(&mut self, now: Instant) {
+        self.handle_timeout(now);
+    }
+}
+
+impl Machine for Session {
+    fn feed(&mut self, now: Instant, link: sotto::LinkId, msg: &[u8]) -> usize {
+        match self.handle_message(now, link, msg) {
+            Ok(Some(Incoming::Data { conn, payload })) => {
+                let n = std::hint::black_box(payload).len();
+                self.release(conn, n);
+                1
+            }
+            _ => 0,
+        }
+    }
+    fn drain_events(&mut self) {
+        while self.poll_event().is_some() {}
+    }
+    fn timeout(&mut self, now: Instant) {
+        self.handle_timeout(now);
+    }
+}
+
+struct Wire<M> {
+    m: M,
+    link: sotto::LinkId,
+    out: WriteBatch<Vec<u8>>,
+}
+
+/// Move everything `from` owes into `to`; returns items delivered at `to`.
+fn transfer<A: Machine, B: Machine>(
+    now: Instant,
+    from: &mut Wire<A>,
+    to: &mut Wire<B>,
+    split: &FrameSplitter,
+) -> usize {
+    let mut delivered = 0;
+    loop {
+        let fill = from.out.fill(&mut from.m, now);
+        let _ = fill;
+        if from.out.is_empty() {
+            break;
+        }
+        let buf = from.out.pending();
+        let run = split.complete(buf, usize::MAX).unwrap();
+        for msg in split.messages(&buf[..run.len]) {
+            delivered += to.m.feed(now, to.link, msg);
+        }
+        let n = buf.len();
+        from.out.consume(n);
+    }
+    from.m.drain_events();
+    to.m.drain_events();
+    delivered
+}
+
+fn conduit_cfg() -> ConduitConfig {
+    ConduitConfig { max_frame_len: 128 << 10, replay_bytes: 8 << 20, ..ConduitConfig::default() }
+}
+
+fn conduit_pair() -> (Wire<Conduit>, Wire<Conduit>) {
+    let cfg = conduit_cfg();
+    let mut a = Conduit::new(Role::Initiator, cfg).unwrap();
+    let mut b = Conduit::new(Role::Acceptor, cfg).unwrap();
+    let la = a.link_up(Instant::ZERO, ResumeKey::ZERO);
+    let lb = b.link_up(Instant::ZERO, ResumeKey([9; 16]));
+    let cap = a.max_transmit_len() + 4;
+    (
+        Wire { m: a, link: la, out: WriteBatch::new(vec![0; cap.max(256 << 10)]) },
+        Wire { m: b, link: lb, out: WriteBatch::new(vec![0; cap.max(256 << 10)]) },
+    )
+}
+
+fn session_pair(conns: usize) -> (Wire<Session>, Wire<Session>, Vec<u32>) {
+    let cfg = SessionConfig { conduit: conduit_cfg(), max_connections: 256, ..SessionConfig::default() };
+    let mut a = Session::new(Role::Initiator, cfg, b"").unwrap();
+    let mut b = Session::new(Role::Acceptor, cfg, b"").unwrap();
+    let la = a.link_up(Instant::ZERO, ResumeKey::ZERO);
+    let lb = b.link_up(Instant::ZERO, ResumeKey([9; 16]));
+    let cap = 256 << 10;
+    let mut wa = Wire { m: a, link: la, out: WriteBatch::new(vec![0; cap]) };
+    let mut wb = Wire { m: b, link: lb, out: WriteBatch::new(vec![0; cap]) };
+    let split = FrameSplitter::new(conduit_cfg().max_frame_len);
+    for _ in 0..4 {
+        transfer(Instant::ZERO, &mut wa, &mut wb, &split);
+        transfer(Instant::ZERO, &mut wb, &mut wa, &split);
+    }
+    let mut ids = vec![0u32];
+    for _ in 1..conns {
+        ids.push(wa.m.open(b"").unwrap());
+    }
+    transfer(Instant::ZERO, &mut wa, &mut wb, &split);
+    for &id in &ids[1..] {
+        wb.m.accept(id, b"").unwrap();
+    }
+    for _ in 0..4 {
+        transfer(Instant::ZERO, &mut wb, &mut wa, &split);
+        transfer(Instant::ZERO, &mut wa, &mut wb, &split);
+    }
+    (wa, wb, ids)
+}
+
+/// Send `total` messages of `size` bytes A→B, pumping as the ring fills. Returns
+/// (seconds, allocations).
+fn run<A: Machine, B: Machine>(
+    a: &mut Wire<A>,
+    b: &mut Wire<B>,
+    total: u64,
+    mut send: impl FnMut(&mut A, u64) -> bool,
+) -> (f64, u64) {
+    let split = FrameSplitter::new(conduit_cfg().max_frame_len);
+    let mut now = Instant::ZERO;
+    let allocs0 = ALLOCS.load(Ordering::Relaxed);
+    let t0 = StdInstant::now();
+    let mut sent = 0u64;
+    let mut delivered = 0u64;
+    while delivered < total {
+        while sent < total && send(&mut a.m, sent) {
+            sent += 1;
+        }
+        delivered += transfer(now, a, b, &split) as u64;
+        // Let acks (and grants) flow back: advance time past ack_delay when needed.
+        now = now.saturating_add(sotto::Duration::from_millis(30));
+        b.m.timeout(now);
+        a.m.timeout(now);
+        transfer(now, b, a, &split);
+    }
+    (t0.elapsed().as_secs_f64(), ALLOCS.load(Ordering::Relaxed) - allocs0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let scale: u64 = std::env::var("SOTTO_BENCH_MSGS").ok().and_then(|s| s.parse().ok()).unwrap_or(2_000_000);
+    let runs = 5;
+    println!("case                                   msgs/s (median of {runs})   MB/s     allocs/msg");
+    let mut conduit_16 = 0.0;
+    let only = std::env::var("SOTTO_BENCH_ONLY").unwrap_or_default();
+    for size in [16usize, 256, 4096, 65536] {
+        if !only.is_empty() && format!("conduit{size}") != only {
+            continue;
+        }
+        let total = (scale * 16 / size as u64).clamp(2_000, scale);
+        let payload = vec![0xabu8; size];
+        let mut rates = Vec::new();
+        let mut allocs = 0;
+        for _ in 0..runs {
+            let (mut a, mut b) = conduit_pair();
+            let (secs, n) = run(&mut a, &mut b, total, |m, _| m.send(&payload).is_ok());
+            rates.push(total as f64 / secs);
+            allocs = n;
+        }
+        let r = median(rates);
+        if size == 16 {
+            conduit_16 = r;
+        }
+        println!(
+            "conduit  {size:>6} B                     {r:>14.0}   {:>8.1}   {:.4}",
+            r * size as f64 / 1e6,
+            allocs as f64 / total as f64
+        );
+    }
+    for (conns, size) in [(1usize, 16usize), (100, 16), (1, 4096), (100, 4096)] {
+        if !only.is_empty() && format!("session{size}x{conns}") != only {
+            continue;
+        }
+        let total = (scale * 16 / size as u64).clamp(2_000, scale);
+        let payload = vec![0xcdu8; size];
+        let mut rates = Vec::new();
+        let mut allocs = 0;
+        for _ in 0..runs {
+            let (mut a, mut b, ids) = session_pair(conns);
+            let (secs, n) = run(&mut a, &mut b, total, |m, i| m.send(ids[(i as usize) % ids.len()], &payload).is_ok());
+            rates.push(total as f64 / secs);
+            allocs = n;
+        }
+        let r = median(rates);
+        let vs = if size == 16 { format!("  ({:.2}x conduit)", r / conduit_16) } else { String::new() };
+        println!(
+            "session  {size:>6} B x {conns:>3} conns          {r:>14.0}   {:>8.1}   {:.4}{vs}",
+            r * size as f64 / 1e6,
+            allocs as f64 / total as f64
+        );
+    }
+}
