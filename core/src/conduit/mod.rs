@@ -81,6 +81,17 @@ impl Reason {
         buf[..len].copy_from_slice(&text.as_bytes()[..len]);
         Self { code, buf, len }
     }
+    /// Like [`new`](Self::new), with the text cut further so that the GOODBYE frame (kind
+    /// byte, varint code, text) fits in `max_frame_len`: a longer one could never be
+    /// transmitted, and the close would never finish.
+    pub(crate) fn fitting(code: u32, text: &str, max_frame_len: u32) -> Self {
+        let room = (max_frame_len as usize).saturating_sub(1 + crate::wire::varint::varint_len(code));
+        let mut len = text.len().min(room);
+        while !text.is_char_boundary(len) {
+            len -= 1;
+        }
+        Self::new(code, &text[..len])
+    }
     pub(crate) fn text(&self) -> &str {
         core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
     }
@@ -445,14 +456,15 @@ impl Conduit {
     /// items are transmitted first, then GOODBYE (`code`, `reason`), then the link is dropped;
     /// the peer does not reconnect. Items still unacked at that point are not guaranteed to
     /// arrive: see [`unacked`](Self::unacked). Without a link or without extensions the
-    /// session ends at once. `send` fails from now on.
+    /// session ends at once. `send` fails from now on. The reason is cut (at a char boundary)
+    /// to [`MAX_GOODBYE_REASON`] bytes and to what fits in one frame of `max_frame_len`.
     pub fn close(&mut self, now: Instant, code: u32, reason: &str) {
         let now = self.clock.observe(now);
         if self.ended.is_some() || self.closing.is_some() {
             return;
         }
         if self.ext_in_force() {
-            self.closing = Some(Reason::new(code, reason));
+            self.closing = Some(Reason::fitting(code, reason, self.config.max_frame_len));
         } else {
             self.end_session(now, SessionEnd::LocalClose { code }, None);
         }
