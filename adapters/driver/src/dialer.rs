@@ -1,0 +1,121 @@
+//! The initiator's link source: dial with the application's connector, back off with full
+//! jitter between failures, give the first connect a deadline.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant as StdInstant};
+
+use crate::backoff::{is_transient, Backoff, Jitter};
+use crate::config::Config;
+
+/// A boxed connect attempt.
+pub(crate) type DialFuture<S> = Pin<Box<dyn Future<Output = io::Result<S>> + Send + 'static>>;
+/// The application's connector, boxed.
+pub(crate) type Connector<S> = Box<dyn FnMut() -> DialFuture<S> + Send + 'static>;
+
+/// What a dial produced.
+pub(crate) enum Dialed<S> {
+    /// A fresh stream: attach it.
+    Link(S),
+    /// The attempt failed; the next one waits for the backoff.
+    Failed(io::Error),
+    /// The first connect cannot succeed (permanent error, or its deadline passed).
+    GiveUp(io::Error),
+}
+
+pub(crate) struct Dialer<S> {
+    connector: Connector<S>,
+    attempt: Option<(DialFuture<S>, StdInstant)>,
+    not_before: StdInstant,
+    backoff: Backoff,
+    jitter: Jitter,
+    dial_timeout: Duration,
+    /// Until the first link attaches: when `connect` gives up.
+    connect_deadline: Option<StdInstant>,
+}
+
+impl<S> Dialer<S> {
+    pub(crate) fn new(connector: Connector<S>, config: &Config, now: StdInstant) -> Self {
+        Self {
+            connector,
+            attempt: None,
+            not_before: now,
+            backoff: Backoff::new(config.backoff_initial, config.backoff_max),
+            jitter: Jitter::from_os(),
+            dial_timeout: config.conduit.handshake_timeout.into(),
+            connect_deadline: now.checked_add(config.connect_timeout),
+        }
+    }
+
+    /// Whether the first connect's deadline has passed.
+    pub(crate) fn connect_expired(&self, now: StdInstant) -> bool {
+        self.connect_deadline.is_some_and(|d| now >= d)
+    }
+
+    /// The next instant at which [`poll_dial`](Self::poll_dial) has time-based work.
+    pub(crate) fn deadline(&self, linked: bool) -> Option<StdInstant> {
+        let own = match &self.attempt {
+            Some((_, deadline)) => Some(*deadline),
+            None if linked => None,
+            None => Some(self.not_before),
+        };
+        match (own, self.connect_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Dial when no link exists: wait out the backoff, start an attempt, poll it.
+    pub(crate) fn poll_dial(&mut self, cx: &mut Context<'_>, now: StdInstant) -> Poll<Dialed<S>> {
+        if self.attempt.is_none() {
+            if now < self.not_before {
+                return Poll::Pending;
+            }
+            let deadline = now.checked_add(self.dial_timeout).unwrap_or(now);
+            self.attempt = Some(((self.connector)(), deadline));
+            tracing::debug!("sotto: dialing");
+        }
+        let Some((fut, deadline)) = self.attempt.as_mut() else { return Poll::Pending };
+        let result = match fut.as_mut().poll(cx) {
+            Poll::Ready(r) => r,
+            Poll::Pending if now >= *deadline => Err(io::Error::new(io::ErrorKind::TimedOut, "dial timed out")),
+            Poll::Pending => return Poll::Pending,
+        };
+        self.attempt = None;
+        Poll::Ready(match result {
+            Ok(s) => Dialed::Link(s),
+            Err(e) => {
+                tracing::debug!(error = %e, "sotto: dial failed");
+                if self.connect_deadline.is_some() && (!is_transient(&e) || self.connect_expired(now)) {
+                    Dialed::GiveUp(e)
+                } else {
+                    self.back_off(now);
+                    Dialed::Failed(e)
+                }
+            }
+        })
+    }
+
+    /// A link completed its handshake: the first connect is done, backoff starts over.
+    pub(crate) fn on_attached(&mut self) {
+        self.connect_deadline = None;
+        self.backoff.reset();
+    }
+
+    /// The link is gone. After a link that had attached, redial at once (a resume should be
+    /// quick); after one that never did, back off first.
+    pub(crate) fn on_link_lost(&mut self, now: StdInstant, had_attached: bool) {
+        if had_attached {
+            self.not_before = now;
+        } else {
+            self.back_off(now);
+        }
+    }
+
+    fn back_off(&mut self, now: StdInstant) {
+        let delay = self.backoff.next_delay(self.jitter.next());
+        self.not_before = now.checked_add(delay).unwrap_or(now);
+    }
+}

@@ -1,0 +1,316 @@
+//! The application's handle on one stable conduit session, and `connect` for initiators.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant as StdInstant;
+
+use bytes::Bytes;
+use sotto::conduit::{ConfigError, SendError as CoreSendError};
+use sotto::{Conduit, Role, SessionEnd};
+
+use crate::config::Config;
+use crate::dialer::{DialFuture, Dialer};
+use crate::driver::{Driver, Source};
+use crate::shared::{ConduitEvent, Shared, Stats};
+use crate::{Io, Runtime, TaskGuard};
+
+/// The session is over; carries how it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ended(pub SessionEnd);
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "session ended: {:?}", self.0)
+    }
+}
+
+impl std::error::Error for Ended {}
+
+/// Why [`StableConduit::send`] refused an item. No sequence number was assigned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The item is larger than [`StableConduit::max_item_len`].
+    TooLarge {
+        /// The item's length.
+        len: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// [`StableConduit::close`] was called; nothing more is sent.
+    Closing,
+    /// The session is over.
+    Ended(SessionEnd),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge { len, max } => write!(f, "item of {len} bytes exceeds {max}"),
+            Self::Closing => f.write_str("session is closing"),
+            Self::Ended(end) => write!(f, "session ended: {end:?}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Why [`StableConduit::try_send`] refused an item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrySendError {
+    /// The replay ring is full now; `send` would wait.
+    Full,
+    /// As for [`send`](StableConduit::send).
+    Failed(SendError),
+}
+
+/// Why [`connect`] gave up.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The configuration cannot work.
+    Config(ConfigError),
+    /// The acceptor answered REJECTED. Never retried.
+    Rejected,
+    /// No link completed its handshake within `connect_timeout`.
+    TimedOut {
+        /// The last dial error, if the dials failed (rather than the handshakes).
+        last_error: Option<io::Error>,
+    },
+    /// The connector failed with an error that retrying cannot fix.
+    Io(io::Error),
+    /// The session ended otherwise before its first link attached.
+    Ended(SessionEnd),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "bad configuration: {e}"),
+            Self::Rejected => f.write_str("the acceptor rejected the session"),
+            Self::TimedOut { last_error: Some(e) } => write!(f, "connect timed out (last error: {e})"),
+            Self::TimedOut { last_error: None } => f.write_str("connect timed out"),
+            Self::Io(e) => write!(f, "connect failed: {e}"),
+            Self::Ended(end) => write!(f, "session ended before it attached: {end:?}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// One stable conduit session: an ordered, exactly-once stream of items in each direction
+/// that survives link loss. Items are opaque byte strings (a vox peer's are postcard-encoded
+/// messages).
+///
+/// All methods take `&self`; `send` and `recv` are cancel-safe (a dropped `send` future did
+/// not send its item; a dropped `recv` future lost nothing). Dropping the handle ends the
+/// session's task at once and closes its link without a GOODBYE (the peer sees a link loss);
+/// call [`close`](Self::close) first for a graceful end.
+pub struct StableConduit {
+    shared: Arc<Shared>,
+    max_item_len: u32,
+    _task: Option<TaskGuard>,
+}
+
+impl std::fmt::Debug for StableConduit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StableConduit").field("stats", &self.stats()).finish()
+    }
+}
+
+impl StableConduit {
+    pub(crate) fn new(shared: Arc<Shared>, task: TaskGuard) -> Self {
+        let max_item_len = shared.lock().conduit.max_item_len();
+        Self { shared, max_item_len, _task: Some(task) }
+    }
+
+    /// The largest item `send` accepts.
+    #[must_use]
+    pub fn max_item_len(&self) -> usize {
+        self.max_item_len as usize
+    }
+
+    /// Queue `item` for exactly-once, in-order delivery. Waits (without buffering anything
+    /// outside the replay ring) while the ring is full; completes once the item is in the
+    /// ring, which is before it is written to any link. Items sent while no link is up go out
+    /// when one is.
+    pub async fn send(&self, item: Bytes) -> Result<(), SendError> {
+        poll_fn(|cx| self.poll_send(cx, &item)).await
+    }
+
+    /// [`send`](Self::send) as a poll function.
+    pub fn poll_send(&self, cx: &mut Context<'_>, item: &[u8]) -> Poll<Result<(), SendError>> {
+        match self.try_send(item) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(TrySendError::Failed(e)) => Poll::Ready(Err(e)),
+            Err(TrySendError::Full) => {
+                let mut g = self.shared.lock();
+                // Re-check under the lock the driver wakes us under.
+                if g.conduit.can_send(item.len()) || g.end().is_some() {
+                    drop(g);
+                    cx.waker().wake_by_ref();
+                } else {
+                    g.senders.register(cx);
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Queue `item` if the replay ring has room now.
+    pub fn try_send(&self, item: &[u8]) -> Result<(), TrySendError> {
+        let mut g = self.shared.lock();
+        if let Some(end) = g.end() {
+            return Err(TrySendError::Failed(SendError::Ended(end)));
+        }
+        let result = match g.conduit.send(item) {
+            Ok(_) => Ok(()),
+            Err(CoreSendError::WouldBlock) => Err(TrySendError::Full),
+            Err(CoreSendError::TooLarge { len, max }) => Err(TrySendError::Failed(SendError::TooLarge { len, max })),
+            Err(CoreSendError::Ended) => Err(TrySendError::Failed(SendError::Closing)),
+        };
+        // A send may have queued frames (or, when the ring is full, a link cycle).
+        g.wake_driver();
+        result
+    }
+
+    /// The next item from the peer. Cancel-safe. After the session ended, the items already
+    /// delivered are still returned, then `Err(Ended)`.
+    pub async fn recv(&self) -> Result<Bytes, Ended> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`recv`](Self::recv) as a poll function.
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Bytes, Ended>> {
+        let mut g = self.shared.lock();
+        if let Some(item) = g.inbound.pop_front() {
+            g.inbound_bytes -= item.len();
+            let (items, bytes) = g.resume_reading_at;
+            if g.reader_blocked && g.inbound.len() <= items && g.inbound_bytes <= bytes {
+                g.reader_blocked = false;
+                g.wake_driver();
+            }
+            return Poll::Ready(Ok(item));
+        }
+        if let Some(end) = g.end() {
+            return Poll::Ready(Err(Ended(end)));
+        }
+        g.receivers.register(cx);
+        Poll::Pending
+    }
+
+    /// The next event (link up, link down, ended), or `None` once the session is over and
+    /// every event was read. Events nobody reads are kept up to a bound, oldest dropped first.
+    pub async fn next_event(&self) -> Option<ConduitEvent> {
+        poll_fn(|cx| {
+            let mut g = self.shared.lock();
+            if let Some(e) = g.events.pop_front() {
+                return Poll::Ready(Some(e));
+            }
+            if g.driver_done {
+                return Poll::Ready(None);
+            }
+            g.watchers.register(cx);
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// A snapshot of the counters.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let g = self.shared.lock();
+        let mut s = g.stats;
+        s.conduit = g.conduit.stats();
+        s.inbound_items = g.inbound.len();
+        s.inbound_bytes = g.inbound_bytes;
+        s.link_established = g.conduit.is_established();
+        s
+    }
+
+    /// How the session ended, if it has.
+    #[must_use]
+    pub fn ended(&self) -> Option<SessionEnd> {
+        self.shared.lock().end()
+    }
+
+    /// End the session gracefully: items already sent go out first, then GOODBYE with
+    /// `code` and `reason`; the peer does not reconnect, and neither do we. Resolves once the
+    /// session's task is done, with how the session ended (which is not `LocalClose` if it
+    /// had already ended otherwise). Without a link (or against a peer without sotto's
+    /// extensions) the session ends at once and no GOODBYE is sent.
+    pub async fn close(&self, code: u32, reason: &str) -> SessionEnd {
+        {
+            let mut g = self.shared.lock();
+            let now = self.shared.now();
+            g.conduit.close(now, code, reason);
+            g.wake_driver();
+        }
+        poll_fn(|cx| {
+            let mut g = self.shared.lock();
+            if g.driver_done {
+                return Poll::Ready(g.end().unwrap_or(SessionEnd::LocalClose { code }));
+            }
+            g.watchers.register(cx);
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Wait until the first link has attached, or the session ended before that.
+    fn wait_attached(&self) -> impl Future<Output = Result<(), ConnectError>> + '_ {
+        poll_fn(move |cx| {
+            let mut g = self.shared.lock();
+            if g.conduit.has_attached() {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(end) = g.end() {
+                let err = match end {
+                    SessionEnd::Rejected => ConnectError::Rejected,
+                    SessionEnd::RecoveryTimeout => match g.last_dial_error.take() {
+                        Some(e) if g.dial_permanent => ConnectError::Io(e),
+                        last_error => ConnectError::TimedOut { last_error },
+                    },
+                    other => ConnectError::Ended(other),
+                };
+                return Poll::Ready(Err(err));
+            }
+            g.watchers.register(cx);
+            Poll::Pending
+        })
+    }
+}
+
+impl Drop for StableConduit {
+    fn drop(&mut self) {
+        let mut g = self.shared.lock();
+        g.handle_dropped = true;
+        g.wake_driver();
+    }
+}
+
+/// Start an initiator session: dial with `connector` (called once per link; it returns a
+/// fresh stream), handshake, and return once the first link is attached. Transient dial
+/// errors and failed handshakes are retried with backoff until `config.connect_timeout`; a
+/// REJECTED answer is never retried.
+///
+/// After that, a lost link is redialed at once and then with exponential backoff (50 ms to
+/// 5 s by default, full jitter) until `config.conduit.recovery_timeout`, after which the
+/// session ends as lost ([`ConduitEvent::Ended`] with [`SessionEnd::RecoveryTimeout`]).
+pub async fn connect<R, S, F, Fut>(rt: R, mut connector: F, config: Config) -> Result<StableConduit, ConnectError>
+where
+    R: Runtime,
+    S: Io,
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+{
+    let conduit = Conduit::new(Role::Initiator, config.conduit).map_err(ConnectError::Config)?;
+    let shared = Arc::new(Shared::new(conduit, &config));
+    let dial = Box::new(move || -> DialFuture<S> { Box::pin(connector()) });
+    let dialer = Dialer::new(dial, &config, StdInstant::now());
+    let driver = Driver::<R, S>::new(&rt, Arc::clone(&shared), Source::Dialer(dialer), config);
+    let task = rt.spawn(Box::pin(driver));
+    let handle = StableConduit::new(shared, task);
+    handle.wait_attached().await?;
+    Ok(handle)
+}

@@ -1,0 +1,88 @@
+//! The driver's reusable read buffer: a `BytesMut` whose spare room is kept initialized (so
+//! plain `&mut [u8]` reads need no unsafe code and zeroing happens once per refill, not per
+//! read), and from whose front whole messages are split off as `Bytes` without a copy.
+
+use bytes::{Bytes, BytesMut};
+
+/// Below this much spare room, grow before reading (tiny reads cost a syscall each).
+const MIN_READ: usize = 1024;
+
+#[derive(Debug)]
+pub(crate) struct ReadBuffer {
+    /// `buf[..filled]` is data read and not yet split off; `buf[filled..]` is zeroed room.
+    buf: BytesMut,
+    filled: usize,
+    chunk: usize,
+}
+
+impl ReadBuffer {
+    pub(crate) fn new(chunk: usize) -> Self {
+        let chunk = chunk.max(MIN_READ);
+        let mut buf = BytesMut::with_capacity(chunk);
+        buf.resize(chunk, 0);
+        Self { buf, filled: 0, chunk }
+    }
+
+    /// The bytes read and not yet split off.
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.buf[..self.filled]
+    }
+
+    /// Room to read into, at least `wanted` bytes (and at least a useful read's worth).
+    pub(crate) fn spare(&mut self, wanted: usize) -> &mut [u8] {
+        let room = self.buf.len() - self.filled;
+        if room < wanted.max(MIN_READ) {
+            self.buf.truncate(self.filled);
+            // Reclaims the front in place when no `Bytes` split off earlier is alive;
+            // otherwise moves the unread tail to a new allocation.
+            self.buf.reserve(wanted.max(self.chunk));
+            let cap = self.buf.capacity();
+            self.buf.resize(cap, 0);
+        }
+        &mut self.buf[self.filled..]
+    }
+
+    /// `n` bytes were read into [`spare`](Self::spare).
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.filled = (self.filled + n).min(self.buf.len());
+    }
+
+    /// Split the first `n` bytes of data off as an immutable, shareable chunk.
+    pub(crate) fn split(&mut self, n: usize) -> Bytes {
+        let n = n.min(self.filled);
+        self.filled -= n;
+        self.buf.split_to(n).freeze()
+    }
+
+    /// Forget unread bytes (the link they came from is gone).
+    pub(crate) fn clear(&mut self) {
+        let n = self.filled;
+        let _ = self.split(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_split_and_refill() {
+        let mut r = ReadBuffer::new(2048);
+        let s = r.spare(1);
+        assert!(s.len() >= 1024);
+        s[..5].copy_from_slice(b"hello");
+        r.advance(5);
+        assert_eq!(r.data(), b"hello");
+        let held = r.split(2);
+        assert_eq!(&held[..], b"he");
+        assert_eq!(r.data(), b"llo");
+        // Ask for more than is left: grows, keeps data, spare is zeroed.
+        let s = r.spare(1 << 16);
+        assert!(s.len() >= 1 << 16);
+        assert!(s.iter().all(|b| *b == 0));
+        assert_eq!(r.data(), b"llo");
+        assert_eq!(&held[..], b"he", "split chunk unaffected");
+        r.clear();
+        assert!(r.data().is_empty());
+    }
+}

@@ -1,0 +1,100 @@
+//! Drives sotto stable sessions on smol / async-io.
+//!
+//! - [`connect`]: an initiator session over streams from your connector (TCP, Unix socket,
+//!   anything `futures::io::AsyncRead + AsyncWrite`), redialed with backoff whenever a link
+//!   dies.
+//! - [`serve_tcp`], [`serve_unix`], [`serve`]: an [`Acceptor`] that runs handshakes under a
+//!   deadline, routes resumes to their sessions and yields new ones.
+//! - [`StableConduit`]: the raw stable-conduit handle (items in, items out, events, stats,
+//!   graceful close), wire-compatible with vox 0.3.0 peers.
+//!
+//! Tasks run on smol's global executor (`smol::spawn`); each session runs one driver task and
+//! dropping its handle ends it. The driver and the handles are shared with `sotto-tokio`
+//! (crate `sotto-driver`), so both adapters behave the same and interoperate.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> { smol::block_on(async {
+//! use bytes::Bytes;
+//! use sotto_smol::{connect, serve_tcp, Config};
+//!
+//! let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let acceptor = serve_tcp(listener, Config::default()).expect("valid config");
+//! let client = connect(
+//!     move || async move {
+//!         let s = smol::net::TcpStream::connect(addr).await?;
+//!         s.set_nodelay(true)?;
+//!         Ok(s)
+//!     },
+//!     Config::default(),
+//! )
+//! .await?;
+//! let server = acceptor.accept().await?;
+//! client.send(Bytes::from_static(b"hello")).await?;
+//! assert_eq!(&server.recv().await?[..], b"hello");
+//! client.close(0, "bye").await;
+//! # Ok(()) }) }
+//! ```
+#![forbid(unsafe_code)]
+
+mod runtime;
+
+use std::future::Future;
+use std::io;
+
+use futures::io::{AsyncRead, AsyncWrite};
+use futures::stream::Stream;
+
+pub use runtime::Smol;
+pub use sotto::conduit::ConfigError;
+pub use sotto::{ConduitConfig, SessionEnd};
+pub use sotto_driver::{
+    live_tasks, Acceptor, AcceptorStats, ConduitEvent, Config, ConnectError, Ended, LinkDownCause, SendError,
+    StableConduit, Stats, TrySendError,
+};
+
+/// Start an initiator session and wait until its first link is attached.
+///
+/// `connector` is called for every link (the first and each redial) and returns a fresh
+/// stream; set `TCP_NODELAY` on TCP streams (writes are already batched). Transient errors
+/// and failed handshakes are retried with backoff until `config.connect_timeout`; a REJECTED
+/// answer is not. Afterwards a lost link is redialed (at once, then with exponential backoff
+/// 50 ms to 5 s, full jitter) until `config.conduit.recovery_timeout`, after which the session
+/// ends as lost.
+pub async fn connect<F, Fut, S>(connector: F, config: Config) -> Result<StableConduit, ConnectError>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    sotto_driver::connect(Smol, connector, config).await
+}
+
+/// Serve a TCP listener (accepted streams get `TCP_NODELAY`).
+pub fn serve_tcp(listener: smol::net::TcpListener, config: Config) -> Result<Acceptor, ConfigError> {
+    let incoming = futures::stream::unfold(listener, |l| async move {
+        let r = l.accept().await.map(|(s, _)| {
+            let _ = s.set_nodelay(true);
+            s
+        });
+        Some((r, l))
+    });
+    serve(incoming, config)
+}
+
+/// Serve a Unix socket listener.
+#[cfg(unix)]
+pub fn serve_unix(listener: smol::net::unix::UnixListener, config: Config) -> Result<Acceptor, ConfigError> {
+    let incoming = futures::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) });
+    serve(incoming, config)
+}
+
+/// Serve any source of freshly accepted streams; the acceptor stops taking new links when
+/// `incoming` ends.
+pub fn serve<St, S>(incoming: St, config: Config) -> Result<Acceptor, ConfigError>
+where
+    St: Stream<Item = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    sotto_driver::serve(Smol, incoming, config)
+}

@@ -1,0 +1,121 @@
+//! Stream wrappers that misbehave in controlled ways, for both `futures::io` (smol) and
+//! `tokio::io` streams.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Reads at most one byte and writes at most one byte per call: every frame boundary (and
+/// every byte inside a prefix) falls between two calls.
+#[derive(Debug)]
+pub struct OneByte<T>(pub T);
+
+/// Writes normally until `budget` bytes have gone out, then every write returns `Ok(0)`.
+#[derive(Debug)]
+pub struct WriteZeroAfter<T> {
+    /// The wrapped stream.
+    pub inner: T,
+    /// Bytes still accepted before writes return 0.
+    pub budget: usize,
+}
+
+impl<T: futures::io::AsyncRead + Unpin> futures::io::AsyncRead for OneByte<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let n = buf.len().min(1);
+        Pin::new(&mut self.get_mut().0).poll_read(cx, &mut buf[..n])
+    }
+}
+
+impl<T: futures::io::AsyncWrite + Unpin> futures::io::AsyncWrite for OneByte<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let n = buf.len().min(1);
+        Pin::new(&mut self.get_mut().0).poll_write(cx, &buf[..n])
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_close(cx)
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for OneByte<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let mut one = [0u8; 1];
+        let mut small = tokio::io::ReadBuf::new(&mut one);
+        match Pin::new(&mut self.get_mut().0).poll_read(cx, &mut small) {
+            Poll::Ready(Ok(())) => {
+                buf.put_slice(small.filled());
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for OneByte<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let n = buf.len().min(1);
+        Pin::new(&mut self.get_mut().0).poll_write(cx, &buf[..n])
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl<T: futures::io::AsyncRead + Unpin> futures::io::AsyncRead for WriteZeroAfter<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: futures::io::AsyncWrite + Unpin> futures::io::AsyncWrite for WriteZeroAfter<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let n = buf.len().min(this.budget);
+        if n == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let r = Pin::new(&mut this.inner).poll_write(cx, &buf[..n]);
+        if let Poll::Ready(Ok(w)) = r {
+            this.budget -= w;
+        }
+        r
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteZeroAfter<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteZeroAfter<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let n = buf.len().min(this.budget);
+        if n == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let r = Pin::new(&mut this.inner).poll_write(cx, &buf[..n]);
+        if let Poll::Ready(Ok(w)) = r {
+            this.budget -= w;
+        }
+        r
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,109 @@
+//! Drives sotto stable sessions on tokio.
+//!
+//! - [`connect`]: an initiator session over streams from your connector (TCP, Unix socket,
+//!   anything `AsyncRead + AsyncWrite`), redialed with backoff whenever a link dies.
+//! - [`serve_tcp`], [`serve_unix`], [`serve`]: an [`Acceptor`] that runs handshakes under a
+//!   deadline, routes resumes to their sessions and yields new ones.
+//! - [`StableConduit`]: the raw stable-conduit handle (items in, items out, events, stats,
+//!   graceful close), wire-compatible with vox 0.3.0 peers.
+//!
+//! Each session runs one driver task; dropping its handle ends it. The driver and the
+//! handles are shared with `sotto-smol` (crate `sotto-driver`), so both adapters behave the
+//! same and interoperate.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use bytes::Bytes;
+//! use sotto_tokio::{connect, serve_tcp, Config};
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let acceptor = serve_tcp(listener, Config::default()).expect("valid config");
+//! let client = connect(
+//!     move || async move {
+//!         let s = tokio::net::TcpStream::connect(addr).await?;
+//!         s.set_nodelay(true)?;
+//!         Ok(s)
+//!     },
+//!     Config::default(),
+//! )
+//! .await?;
+//! let server = acceptor.accept().await?;
+//! client.send(Bytes::from_static(b"hello")).await?;
+//! assert_eq!(&server.recv().await?[..], b"hello");
+//! client.close(0, "bye").await;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod compat;
+mod runtime;
+
+use std::future::Future;
+use std::io;
+
+use futures::stream::Stream;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use compat::TokioIo;
+pub use runtime::Tokio;
+pub use sotto::conduit::ConfigError;
+pub use sotto::{ConduitConfig, SessionEnd};
+pub use sotto_driver::{
+    live_tasks, Acceptor, AcceptorStats, ConduitEvent, Config, ConnectError, Ended, LinkDownCause, SendError,
+    StableConduit, Stats, TrySendError,
+};
+
+/// Start an initiator session and wait until its first link is attached.
+///
+/// `connector` is called for every link (the first and each redial) and returns a fresh
+/// stream; set `TCP_NODELAY` on TCP streams (writes are already batched). Transient errors
+/// and failed handshakes are retried with backoff until `config.connect_timeout`; a REJECTED
+/// answer is not. Afterwards a lost link is redialed (at once, then with exponential backoff
+/// 50 ms to 5 s, full jitter) until `config.conduit.recovery_timeout`, after which the session
+/// ends as lost. Must be called within a tokio runtime.
+pub async fn connect<F, Fut, S>(mut connector: F, config: Config) -> Result<StableConduit, ConnectError>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let dial = move || {
+        let fut = connector();
+        async move { fut.await.map(TokioIo::new) }
+    };
+    sotto_driver::connect(Tokio, dial, config).await
+}
+
+/// Serve a TCP listener (accepted streams get `TCP_NODELAY`). Must be called within a tokio
+/// runtime (it spawns the acceptor task).
+pub fn serve_tcp(listener: tokio::net::TcpListener, config: Config) -> Result<Acceptor, ConfigError> {
+    let incoming = futures::stream::poll_fn(move |cx| {
+        listener.poll_accept(cx).map(|r| {
+            Some(r.map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                s
+            }))
+        })
+    });
+    serve(incoming, config)
+}
+
+/// Serve a Unix socket listener. Must be called within a tokio runtime.
+#[cfg(unix)]
+pub fn serve_unix(listener: tokio::net::UnixListener, config: Config) -> Result<Acceptor, ConfigError> {
+    let incoming = futures::stream::poll_fn(move |cx| listener.poll_accept(cx).map(|r| Some(r.map(|(s, _)| s))));
+    serve(incoming, config)
+}
+
+/// Serve any source of freshly accepted streams; the acceptor stops taking new links when
+/// `incoming` ends. Must be called within a tokio runtime.
+pub fn serve<St, S>(incoming: St, config: Config) -> Result<Acceptor, ConfigError>
+where
+    St: Stream<Item = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use futures::stream::StreamExt;
+    sotto_driver::serve(Tokio, incoming.map(|r| r.map(TokioIo::new)), config)
+}

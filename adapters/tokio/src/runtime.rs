@@ -1,0 +1,54 @@
+//! tokio as a [`Runtime`]: `tokio::spawn` with abort-on-drop, and a resettable `Sleep`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use sotto_driver::{BoxTask, Runtime, TaskGuard, Timer};
+
+/// The tokio runtime the current task runs on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tokio;
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Runtime for Tokio {
+    type Timer = TokioTimer;
+
+    fn spawn(&self, task: BoxTask) -> TaskGuard {
+        Box::new(AbortOnDrop(tokio::spawn(task)))
+    }
+
+    fn timer(&self) -> TokioTimer {
+        TokioTimer { sleep: None }
+    }
+}
+
+/// A `tokio::time::Sleep`, allocated on first use and reset in place afterwards.
+#[derive(Debug)]
+pub struct TokioTimer {
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Timer for TokioTimer {
+    fn reset(&mut self, at: std::time::Instant) {
+        match self.sleep.as_mut() {
+            Some(s) => s.as_mut().reset(at.into()),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at.into()))),
+        }
+    }
+
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.sleep.as_mut() {
+            Some(s) => s.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
