@@ -1,0 +1,201 @@
+//! Decoder targets: link framing split anywhere, hellos, frames. Each checks that decoding
+//! never panics and that encode and decode are exact inverses (WIRE.md; SCENARIOS M5).
+
+use crate::script::Script;
+use sotto::wire::frame::KIND_DATA;
+use sotto::wire::{
+    next_message_extent, ClientHello, DataHeader, Frame, FramingError, LinkDecoder, Message, ResumeKey, ServerHello,
+    HELLO_LEN, LEN_PREFIX,
+};
+
+/// What decoding a whole byte stream gives: the messages, then the error that stopped it (if
+/// any), else whether the stream ended on a message boundary.
+#[derive(Debug, PartialEq, Eq)]
+struct Decoded {
+    messages: Vec<Vec<u8>>,
+    error: Option<FramingError>,
+    clean_end: bool,
+}
+
+/// Feed `stream` to a fresh [`LinkDecoder`] in chunks of the sizes in `chunks` (cycled; a 0
+/// is an empty read).
+fn decode_chunked(max: u32, stream: &[u8], chunks: &[usize]) -> Decoded {
+    let mut dec = LinkDecoder::new(max);
+    let mut out = Decoded { messages: Vec::new(), error: None, clean_end: false };
+    let mut rest = stream;
+    let mut i = 0;
+    let progress = chunks.iter().any(|&c| c > 0);
+    while !rest.is_empty() || i == 0 {
+        let n = if progress { chunks[i % chunks.len()].min(rest.len()) } else { rest.len() };
+        i += 1;
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let mut input = chunk;
+        loop {
+            match dec.decode(&mut input) {
+                Ok(Some(Message::Whole(m))) => {
+                    assert!(m.len() <= max as usize, "message longer than max_frame_len");
+                    out.messages.push(m.to_vec());
+                }
+                Ok(Some(Message::Reassembled)) => {
+                    let m = dec.reassembled();
+                    assert!(m.len() <= max as usize, "message longer than max_frame_len");
+                    out.messages.push(m.to_vec());
+                }
+                Ok(None) => {
+                    assert!(input.is_empty(), "Ok(None) must mean the whole input was consumed");
+                    break;
+                }
+                Err(e) => {
+                    out.error = Some(e);
+                    return out;
+                }
+            }
+        }
+        if rest.is_empty() {
+            break;
+        }
+    }
+    out.clean_end = dec.finish().is_ok();
+    assert_eq!(dec.is_at_boundary(), out.clean_end);
+    // After a reset the decoder is as good as new.
+    dec.reset();
+    assert!(dec.finish().is_ok());
+    let mut probe: &[u8] = &[0, 0, 0, 0];
+    assert_eq!(dec.decode(&mut probe), Ok(Some(Message::Whole(&[]))));
+    out
+}
+
+/// The same stream through [`next_message_extent`], the helper for drivers with their own
+/// buffer.
+fn decode_by_extent(max: u32, stream: &[u8]) -> Decoded {
+    let mut out = Decoded { messages: Vec::new(), error: None, clean_end: false };
+    let mut rest = stream;
+    loop {
+        match next_message_extent(rest, max) {
+            Ok(Some(range)) => {
+                assert_eq!(range.start, LEN_PREFIX);
+                out.messages.push(rest[range.clone()].to_vec());
+                rest = &rest[range.end..];
+            }
+            Ok(None) => {
+                out.clean_end = rest.is_empty();
+                return out;
+            }
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        }
+    }
+}
+
+/// `framing_chunks`: input = `max_frame_len: u16 LE`, `n: u8`, `n % 32` chunk sizes (one
+/// byte each), then the byte stream. The stream fed in those chunks gives the same messages
+/// and the same error as fed whole, and as [`next_message_extent`] finds.
+pub fn framing_chunks(data: &[u8]) {
+    let mut s = Script::new(data);
+    let max = u32::from(s.u16());
+    let n = usize::from(s.u8() % 32);
+    let chunks: Vec<usize> = (0..n).map(|_| usize::from(s.u8())).collect();
+    let stream = s.bytes(usize::MAX);
+    let whole = decode_chunked(max, stream, &[stream.len()]);
+    let chunked = decode_chunked(max, stream, if chunks.is_empty() { &[1] } else { &chunks });
+    assert_eq!(whole, chunked, "chunked decoding differs from whole (chunks {chunks:?})");
+    let by_extent = decode_by_extent(max, stream);
+    assert_eq!(whole, by_extent, "next_message_extent differs from LinkDecoder");
+    // Re-encoding the messages gives back the consumed part of the stream.
+    let encoded: Vec<u8> = whole
+        .messages
+        .iter()
+        .flat_map(|m| (m.len() as u32).to_le_bytes().into_iter().chain(m.iter().copied()))
+        .collect();
+    assert_eq!(&stream[..encoded.len()], encoded.as_slice());
+    if whole.error.is_none() && whole.clean_end {
+        assert_eq!(encoded.len(), stream.len());
+    }
+}
+
+/// `hello_decode`: the input as a ClientHello and as a ServerHello. On success, encoding
+/// gives back the input exactly; and hellos built from the input's bytes round trip.
+pub fn hello_decode(data: &[u8]) {
+    let ch = ClientHello::decode(data);
+    let sh = ServerHello::decode(data);
+    assert!(!(ch.is_ok() && sh.is_ok()), "bytes decode as both hellos");
+    if let Ok(h) = ch {
+        assert_eq!(data.len(), HELLO_LEN);
+        assert_eq!(h.encode().as_slice(), data, "ClientHello encode(decode(b)) != b: {h:?}");
+        if h.last_received.is_some() {
+            assert!(h.resume_key.is_some_and(|k| !k.is_zero()), "position without a key: {h:?}");
+        }
+    }
+    if let Ok(h) = sh {
+        assert_eq!(data.len(), HELLO_LEN);
+        assert_eq!(h.encode().as_slice(), data, "ServerHello encode(decode(b)) != b: {h:?}");
+        if !h.rejected {
+            assert!(!h.resume_key.is_zero(), "accepted without a key");
+        }
+    }
+    // Structured direction: values built from the input encode and decode back to themselves.
+    let mut s = Script::new(data);
+    let flags = s.u8();
+    let mut key = [0u8; 16];
+    for b in &mut key {
+        *b = s.u8();
+    }
+    let key = ResumeKey(key);
+    let lr = s.u32();
+    let has_key = flags & 1 != 0;
+    let client = ClientHello {
+        resume_key: has_key.then_some(key),
+        last_received: (has_key && !key.is_zero() && flags & 2 != 0).then_some(lr),
+        ext: flags & 4 != 0,
+    };
+    assert_eq!(ClientHello::decode(&client.encode()), Ok(client));
+    let server = ServerHello {
+        rejected: flags & 8 != 0,
+        resume_key: if flags & 8 != 0 { ResumeKey::ZERO } else { key },
+        last_received: (flags & 16 != 0).then_some(lr),
+        ext: flags & 32 != 0,
+    };
+    if server.rejected || !server.resume_key.is_zero() {
+        let rt = ServerHello::decode(&server.encode());
+        assert_eq!(rt.map(|h| h.encode()), Ok(server.encode()), "{server:?}");
+    }
+}
+
+/// `frame_decode`: the input as a base frame and as an extended frame. On success,
+/// `encode(decode(b)) == b`, `encoded_len` agrees, a buffer one byte short is refused without
+/// a panic, and a base frame is the body of an extended DATA frame.
+pub fn frame_decode(data: &[u8]) {
+    for ext in [false, true] {
+        let Ok(frame) = Frame::decode(data, ext) else { continue };
+        assert_eq!(frame.encoded_len(ext), data.len(), "encoded_len of {frame:?}");
+        let mut buf = vec![0u8; data.len()];
+        assert_eq!(frame.encode(ext, &mut buf), Some(data.len()), "encode of {frame:?}");
+        assert_eq!(buf.as_slice(), data, "encode(decode(b)) != b for {frame:?} (ext {ext})");
+        if !data.is_empty() {
+            let mut short = vec![0u8; data.len() - 1];
+            assert_eq!(frame.encode(ext, &mut short), None);
+        }
+        match frame {
+            Frame::Data { seq, ack, item } => {
+                let header = DataHeader { seq, ack, item_len: item.len() as u32 };
+                assert_eq!(header.encoded_len(ext) + item.len(), data.len());
+                if !ext {
+                    let mut wrapped = vec![KIND_DATA];
+                    wrapped.extend_from_slice(data);
+                    assert_eq!(Frame::decode(&wrapped, true), Ok(frame));
+                }
+            }
+            _ => assert!(ext, "extended kind decoded in base form: {frame:?}"),
+        }
+    }
+    // Every prefix of a short input decodes or fails without a panic.
+    if data.len() <= 48 {
+        for n in 0..data.len() {
+            let _ = Frame::decode(&data[..n], false);
+            let _ = Frame::decode(&data[..n], true);
+        }
+    }
+}
