@@ -16,10 +16,13 @@ pub(crate) enum Timer {
     PongTimeout = 3,
     /// A detached session is lost at this point.
     Recovery = 4,
+    /// Base form: a sender still blocked on a full ring with no ack cycles the link again.
+    AckStarved = 5,
 }
 
-const TIMER_COUNT: usize = 5;
-const ALL: [Timer; TIMER_COUNT] = [Timer::Handshake, Timer::AckDelay, Timer::Ping, Timer::PongTimeout, Timer::Recovery];
+const TIMER_COUNT: usize = 6;
+const ALL: [Timer; TIMER_COUNT] =
+    [Timer::Handshake, Timer::AckDelay, Timer::Ping, Timer::PongTimeout, Timer::Recovery, Timer::AckStarved];
 
 /// Deadlines indexed by [`Timer`].
 #[derive(Clone, Copy, Debug, Default)]

@@ -20,7 +20,9 @@ pub struct ConduitConfig {
     pub ack_delay: Duration,
     /// Send a standalone ack after this many unacked deliveries (extensions). Default 32.
     pub ack_every: u32,
-    /// Time between PINGs on an idle or busy link (extensions). Default 10 s.
+    /// Time between PINGs on an idle or busy link (extensions). Default 10 s. In the base form
+    /// (no PING): how long a sender blocked on a full ring waits for an ack before it cycles
+    /// the link again.
     pub ping_interval: Duration,
     /// A link on which nothing arrives for this long after a PING is dead. Default 20 s.
     pub pong_timeout: Duration,

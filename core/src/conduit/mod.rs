@@ -535,6 +535,16 @@ impl Conduit {
                 self.ack_now = true;
             }
         }
+        if self.timers.is_due(Timer::AckStarved, now) {
+            self.timers.clear(Timer::AckStarved);
+            if let LinkState::Established { id, ext: false } = self.link {
+                if self.want_writable && self.tx_cursor > self.acked {
+                    self.starved_cycle = true;
+                    self.stats.link_drops.ack_starved += 1;
+                    self.drop_link(now, id, LinkDropReason::AckStarved);
+                }
+            }
+        }
     }
 
     // ---- internal state changes ----
@@ -552,6 +562,7 @@ impl Conduit {
         self.timers.clear(Timer::AckDelay);
         self.timers.clear(Timer::Ping);
         self.timers.clear(Timer::PongTimeout);
+        self.timers.clear(Timer::AckStarved);
     }
 
     fn supersede_current(&mut self) {
@@ -622,15 +633,32 @@ impl Conduit {
     }
 
     /// Base form only: the ring is full, the peer never acks without sending data; cycle the
-    /// link so the resume handshake carries its position (WIRE.md section 5).
+    /// link so the resume handshake carries its position (WIRE.md section 5). At once the first
+    /// time; if a cycle already happened without an ack since (what we sent may have been lost
+    /// with that link), again after `ping_interval` (see [`Self::arm_starved_retry`]).
     fn maybe_cycle_starved_link(&mut self) {
         if let LinkState::Established { id, ext: false } = self.link {
-            if !self.starved_cycle && self.tx_cursor > self.acked {
+            if self.tx_cursor > self.acked {
+                if self.starved_cycle {
+                    self.arm_starved_retry(self.clock.get());
+                    return;
+                }
                 self.starved_cycle = true;
                 self.stats.link_drops.ack_starved += 1;
                 let now = self.clock.get();
                 self.drop_link(now, id, LinkDropReason::AckStarved);
             }
+        }
+    }
+
+    /// Base form, a sender blocked on a full ring: unless an ack arrives first, cycle the link
+    /// after `ping_interval` (a knob the base form has no other use for). By then every frame
+    /// in flight has arrived, so the resume handshake carries positions that trim both rings.
+    /// Without this, two senders both blocked with stale acks (or a one-way sender whose first
+    /// cycle lost its frames) would wait for each other forever.
+    pub(crate) fn arm_starved_retry(&mut self, now: Instant) {
+        if self.want_writable && matches!(self.link, LinkState::Established { ext: false, .. }) {
+            self.timers.set_if_unset(Timer::AckStarved, now.saturating_add(self.config.ping_interval));
         }
     }
 
@@ -643,6 +671,7 @@ impl Conduit {
         self.acked = count;
         debug_assert_eq!(self.ring.first_seq(), self.acked, "the ring holds exactly the unacked frames");
         self.starved_cycle = false;
+        self.timers.clear(Timer::AckStarved);
         if self.tx_cursor < count {
             self.tx_cursor = count;
         }

@@ -165,6 +165,7 @@ impl Conduit {
         if ext {
             self.timers.set(Timer::Ping, now.saturating_add(self.config.ping_interval));
         }
+        self.arm_starved_retry(now);
         let replaying = self.sent - self.tx_cursor;
         self.events.push(super::Event::Attached { link: id, resumed, ext, replaying });
     }
