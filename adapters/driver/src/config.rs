@@ -21,7 +21,9 @@ pub struct Config {
     /// Initiator: the largest backoff ceiling. Default 5 s.
     pub backoff_max: Duration,
     /// Delivered items waiting for `recv`, at most. When full the driver stops reading the
-    /// link (the peer's sends then backpressure). Default 1024.
+    /// link (the peer's sends then backpressure). Default 1024. Keepalive frames are not read
+    /// either, so an application that leaves the queue full for longer than `pong_timeout`
+    /// sees its link cycled (the session resumes; nothing is lost).
     pub inbound_items: usize,
     /// Delivered item bytes waiting for `recv`, at most (one item is always allowed).
     /// Default 4 MiB.

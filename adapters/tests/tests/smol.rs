@@ -148,8 +148,8 @@ fn handshake_deadline_drops_a_silent_client() {
         let n = within(Duration::from_secs(5), "silent client dropped", silent.read(&mut buf)).await;
         assert!(matches!(n, Ok(0) | Err(_)));
         let waited = started.elapsed();
-        assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(3), "{waited:?}");
-        assert_eq!(acceptor.stats().handshake_timeouts, 1);
+        assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(4), "{waited:?}");
+        assert!(eventually(LIMIT, || acceptor.stats().handshake_timeouts == 1).await);
         // A hello of the wrong size is refused without waiting for the deadline.
         let mut bad = TcpStream::connect(addr).await.expect("connect");
         bad.write_all(&[24, 0, 0, 0]).await.expect("write");

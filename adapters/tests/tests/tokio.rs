@@ -172,8 +172,8 @@ async fn handshake_deadline_drops_a_silent_client() {
     let n = within(Duration::from_secs(5), "silent client dropped", silent.read(&mut buf)).await;
     assert!(matches!(n, Ok(0) | Err(_)), "closed without an answer");
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(3), "{waited:?}");
-    assert_eq!(acceptor.stats().handshake_timeouts, 1);
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(4), "{waited:?}");
+    assert!(eventually(LIMIT, || acceptor.stats().handshake_timeouts == 1).await);
     // Bad magic: closed at once, no session.
     let mut bad = TcpStream::connect(addr).await.expect("connect");
     let mut hello = [0u8; 29];
