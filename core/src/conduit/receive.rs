@@ -195,9 +195,10 @@ impl Conduit {
             // The peer got our ServerHello: the key it held before is retired.
             self.previous_key = None;
         }
-        if let Some(at) = self.timers.get(Timer::PongTimeout) {
-            // Anything heard proves the link alive; keep the deadline one timeout ahead.
-            let _ = at;
+        if self.timers.get(Timer::PongTimeout).is_some() && !matches!(frame, Frame::Pong(_)) {
+            // Anything heard proves the link alive; keep the deadline one timeout ahead. A PONG
+            // counts only if it answers our PING (below): one with the wrong nonce, or none
+            // outstanding, is ignored outright and the deadline keeps running (SCENARIOS K2).
             self.timers.set(Timer::PongTimeout, now.saturating_add(self.config.pong_timeout));
         }
         match frame {
