@@ -18,6 +18,23 @@
 //!
 //! The harness allocates everything when a `Sim` is built, so a run can be measured with a
 //! counting allocator.
+//!
+//! Running: `cargo test -p sotto-tests` runs the named scenarios (tests/handshake.rs,
+//! sequencing.rs, resume.rs, keepalive.rs, malformed.rs: one test per SCENARIOS.md id), the
+//! randomized runs (2000 seeds; `SOTTO_SEEDS=N` for more, `SOTTO_SEED=x` for exactly one, as
+//! printed by a failure) and the allocation test (no_alloc.rs).
+//!
+//! A scenario test reads like this:
+//!
+//! ```
+//! use sotto_tests::{secs, Side, Sim, SimConfig};
+//!
+//! let mut sim = Sim::connected(SimConfig::small());
+//! sim.send(Side::A, 5);
+//! assert!(sim.kill()); // reset mid-flight: both sides hear link_down
+//! assert!(sim.run_until(secs(10), Sim::all_acked)); // A redials, resumes, replays
+//! assert_eq!(sim.peer(Side::B).delivered(), 5);
+//! ```
 
 mod bytering;
 pub mod chaos;
