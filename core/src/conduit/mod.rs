@@ -148,6 +148,8 @@ pub struct Conduit {
     /// Acceptor: the fresh key for the ServerHello being sent.
     pub(crate) issuing_key: ResumeKey,
     pub(crate) ever_attached: bool,
+    /// Acceptor: a frame has arrived after one of our ServerHellos (the peer holds a key).
+    pub(crate) peer_confirmed: bool,
     /// Count of items sent (the next seq to assign).
     pub(crate) sent: u64,
     /// Count of our frames the peer has acked.
@@ -204,6 +206,7 @@ impl Conduit {
             previous_key: None,
             issuing_key: ResumeKey::ZERO,
             ever_attached: false,
+            peer_confirmed: false,
             sent: 0,
             acked: 0,
             tx_cursor: 0,

@@ -74,7 +74,13 @@ impl Conduit {
         hello: &ClientHello,
     ) -> Result<(), InputError> {
         let resuming = match hello.resume_key {
-            None if !self.ever_attached => false,
+            // A fresh hello on a session whose peer never proved it got our ServerHello (no
+            // frame arrived since) is that peer retrying after a lost ServerHello: it still
+            // starts from nothing, so the session carries on as fresh and replays everything.
+            None if !self.ever_attached || !self.peer_confirmed => {
+                self.previous_key = None;
+                false
+            }
             None => return Err(self.reject(now, id)),
             Some(k) => {
                 let current = self.key.is_some_and(|c| c.ct_eq(&k));
@@ -194,6 +200,7 @@ impl Conduit {
         if self.role == Role::Acceptor {
             // The peer got our ServerHello: the key it held before is retired.
             self.previous_key = None;
+            self.peer_confirmed = true;
         }
         if self.timers.get(Timer::PongTimeout).is_some() && !matches!(frame, Frame::Pong(_)) {
             // Anything heard proves the link alive; keep the deadline one timeout ahead. A PONG

@@ -52,6 +52,13 @@ impl ReplayRing {
         self.first_seq = 0;
     }
 
+    /// Empty the ring and number the next item `seq` (tests start near u32 wraparound).
+    #[cfg(test)]
+    pub(crate) fn restart_at(&mut self, seq: u64) {
+        self.clear();
+        self.first_seq = seq;
+    }
+
     pub(crate) fn first_seq(&self) -> u64 {
         self.first_seq
     }

@@ -191,3 +191,71 @@ fn base_form_works_without_ext() {
     p.connect();
     assert_eq!(p.a.stats().resumes, 1);
 }
+
+/// Start both directions `base` frames in, as if that many had been exchanged and acked.
+fn jump_to(p: &mut Pair, base: u64) {
+    for c in [&mut p.a, &mut p.b] {
+        c.sent = base;
+        c.acked = base;
+        c.tx_cursor = base;
+        c.tx_high = base;
+        c.received = base;
+        c.ack_sent = base;
+        c.ring.restart_at(base);
+    }
+}
+
+#[test]
+fn seq_wraparound_is_seamless_across_resumes() {
+    let mut p = Pair::new(ConduitConfig::default());
+    p.connect();
+    jump_to(&mut p, (1u64 << 32) - 3);
+    let mut expect = Vec::new();
+    for i in 0..8u8 {
+        p.a.send(&[i]).expect("room");
+        p.b.send(&[i]).expect("room");
+        expect.push(vec![i]);
+        if i == 2 {
+            // Die with frames unacked right at the wrap: the resume hello carries
+            // last_received = 0xffff_ffff.
+            p.cut();
+            p.connect();
+        }
+    }
+    p.pump();
+    p.advance(Duration::from_millis(30));
+    assert_eq!(p.got_b, expect);
+    assert_eq!(p.got_a, expect);
+    assert_eq!(p.a.items_sent(), (1u64 << 32) + 5);
+    assert_eq!(p.a.unacked(), 0, "acks across the wrap trim the ring");
+    assert_eq!(p.b.unacked(), 0);
+}
+
+#[test]
+fn lost_first_server_hello_restarts_fresh_on_standalone_acceptor() {
+    let mut p = Pair::new(ConduitConfig::default());
+    p.b.send(b"from b").expect("queued");
+    p.a.send(b"from a").expect("queued");
+    // A's hello reaches B, B answers, but the answer is lost with the link.
+    let la = p.a.link_up(p.now, ResumeKey::ZERO);
+    let lb = p.b.link_up(p.now, ResumeKey([1; 16]));
+    let mut buf = vec![0u8; 1 << 16];
+    let t = p.a.poll_transmit(p.now, &mut buf).expect("client hello");
+    assert_eq!(p.b.handle_message(p.now, lb, &buf[..t.len]), Ok(None));
+    while p.b.poll_transmit(p.now, &mut buf).is_some() {}
+    p.a.link_down(p.now, la);
+    p.b.link_down(p.now, lb);
+    // A never got a key, so it asks for a fresh session again; B carries on.
+    p.connect();
+    assert!(p.a.is_established() && !p.a.is_ended());
+    assert_eq!(p.got_b, [b"from a".to_vec()]);
+    assert_eq!(p.got_a, [b"from b".to_vec()], "B's item replayed from seq 0");
+    // Once A has spoken on a link, a fresh hello is no longer accepted.
+    p.cut();
+    let mut intruder = Conduit::new(Role::Initiator, ConduitConfig::default()).expect("config");
+    let li = intruder.link_up(p.now, ResumeKey::ZERO);
+    let lb = p.b.link_up(p.now, ResumeKey([3; 16]));
+    let t = intruder.poll_transmit(p.now, &mut buf).expect("client hello");
+    assert_eq!(p.b.handle_message(p.now, lb, &buf[..t.len]), Err(InputError::LinkDropped(LinkDropReason::Rejected)));
+    let _ = li;
+}
