@@ -44,6 +44,7 @@ mod conn;
 pub mod dialer;
 mod faults;
 pub mod items;
+pub mod net;
 pub mod peer;
 pub mod pipe;
 pub mod rng;

@@ -333,7 +333,10 @@ impl Endpoint {
         };
         let index = index as usize;
         let slot = &mut self.sessions[index];
-        if !slot.live || slot.session.is_ended() {
+        if !slot.live || slot.session.is_ended() || !accepts_key(&slot.session, &key) {
+            // A key the session no longer accepts (its previous key, retired once the newer
+            // one was used) is refused here, before the link is handed over: handing it over
+            // would supersede the live link first (R15, R16). Same reply as an unknown key.
             self.limiter.fail(now, source);
             return self.reject();
         }
@@ -461,6 +464,15 @@ impl Endpoint {
         }
         None
     }
+}
+
+/// Whether `session` would accept a resume presenting `key`: its current key, or the key the
+/// peer held before until the current one has been used. Both are compared in constant time.
+fn accepts_key(session: &Session, key: &ResumeKey) -> bool {
+    let c = &session.conduit;
+    let current = c.key.is_some_and(|k| k.ct_eq(key));
+    let previous = c.previous_key.is_some_and(|k| k.ct_eq(key));
+    c.ever_attached && (current | previous)
 }
 
 #[cfg(test)]

@@ -242,3 +242,26 @@ fn max_sessions_full_rejects_fresh() {
     assert!(matches!(c.attach(&mut ep, Instant::ZERO, key(77)), Ok(Routed::Reject(_))));
     assert_eq!(c.s.conduit().ended(), Some(SessionEnd::Rejected));
 }
+
+#[test]
+fn r15_retired_key_is_rejected_without_disturbing_the_live_link() {
+    let cfg = small();
+    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut c = Client::new(&cfg);
+    c.attach(&mut ep, Instant::ZERO, key(1)).expect("routed");
+    c.cut(&mut ep, Instant::ZERO);
+    c.attach(&mut ep, Instant::ZERO, key(2)).expect("resumed with key 1, issued key 2");
+    // A frame on the new link proves key 2 arrived: key 1 is retired.
+    c.s.send(crate::session::ROOT, b"x").expect("send");
+    c.pump(&mut ep, Instant::ZERO);
+    let (h, live) = c.server.expect("routed");
+    let hello = ClientHello { resume_key: Some(key(1)), last_received: None, ext: true };
+    let p = ep.accept_link(Instant::ZERO, 9).expect("pending");
+    let r = ep.route(Instant::ZERO, p, &hello.encode(), key(3));
+    assert_eq!(r, Ok(Routed::Reject(ServerHello::rejected().encode())), "refused like an unknown key");
+    let srv = ep.session(h).expect("live");
+    assert_eq!(srv.conduit().current_link(), Some(live), "the live link stays");
+    assert_eq!(srv.conduit().stats().link_drops.superseded, 0);
+    assert!(srv.conduit().is_established());
+    assert_eq!(ep.stats().rejected, 1);
+}

@@ -1,0 +1,1 @@
+//! Randomized multi-connection runs (placeholder).
