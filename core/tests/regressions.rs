@@ -1,5 +1,6 @@
-//! Regression tests for bugs found by fuzzing (fuzz/, docs/fuzzing.md). Each names the target
-//! that found it and the input that did, reduced to its essence.
+//! Regression tests for bugs found by fuzzing (fuzz/, docs/fuzzing.md) or by the vox 0.3.0
+//! interop tests (interop/). Each names what found it and the input that did, reduced to its
+//! essence.
 
 use sotto::wire::{ResumeKey, ServerHello, WireError};
 
@@ -93,4 +94,82 @@ fn fuzz_conduit_close_reason_longer_than_a_frame() {
     assert_eq!(code, 0x1234);
     // 64 - kind byte - 3-byte varint = 60 bytes: 30 whole chars.
     assert_eq!(text, "é".repeat(30));
+}
+
+/// A peer's ClientHello, as a vox initiator (`ext: false`) or a sotto one sends it.
+fn client_hello(key: Option<ResumeKey>, ext: bool) -> [u8; 25] {
+    sotto::wire::ClientHello { resume_key: key, last_received: None, ext }.encode()
+}
+
+/// A data frame from the peer, base form or extended.
+fn data_frame(seq: u32, ext: bool) -> Vec<u8> {
+    let f = sotto::wire::Frame::Data { seq, ack: None, item: b"\x01x" };
+    let mut out = vec![0; f.encoded_len(ext)];
+    let n = f.encode(ext, &mut out).expect("room");
+    out.truncate(n);
+    out
+}
+
+/// Run the acceptor's outputs dry (the frames go nowhere); returns its events.
+fn drain(a: &mut sotto::Conduit) -> Vec<sotto::Event> {
+    let mut buf = vec![0; a.max_transmit_len()];
+    while a.poll_transmit(sotto::Instant::ZERO, &mut buf).is_some() {}
+    std::iter::from_fn(|| a.poll_event()).collect()
+}
+
+/// interop (`interop/interop-tests`, vox initiator through chaos-proxy, sotto acceptor): the
+/// acceptor retired the previous key as soon as any frame arrived on the link where it issued
+/// the new one. A vox 0.3.0 initiator adopts the new key only after it has written its whole
+/// replay: when the link died mid-replay, the acceptor had already seen replayed frames (and
+/// retired K1), vox resumed with K1 again, got REJECTED and lost the session
+/// (`SessionLost`). In the base form the previous key now stays valid until the newer one is
+/// presented; with extensions (a sotto initiator adopts the key on reading the ServerHello) a
+/// frame still retires it (R15).
+#[test]
+fn interop_vox_resumes_with_the_old_key_after_a_replay_cut_short() {
+    let now = sotto::Instant::ZERO;
+    let k = |b: u8| ResumeKey([b; 16]);
+    for ext in [false, true] {
+        let mut a = sotto::Conduit::new(sotto::Role::Acceptor, sotto::ConduitConfig::default()).expect("config");
+        // Link 1: fresh session, key K1 issued, one item delivered.
+        let l1 = a.link_up(now, k(1));
+        assert_eq!(a.handle_message(now, l1, &client_hello(None, ext)), Ok(None));
+        drain(&mut a);
+        assert!(a.handle_message(now, l1, &data_frame(0, ext)).expect("frame").is_some());
+        a.link_down(now, l1);
+        drain(&mut a);
+        // Link 2: resume with K1, K2 issued; a replayed frame arrives, then the link dies
+        // before the peer finished its replay (a vox peer still holds K1).
+        let l2 = a.link_up(now, k(2));
+        assert_eq!(a.handle_message(now, l2, &client_hello(Some(k(1)), ext)), Ok(None));
+        drain(&mut a);
+        assert!(a.handle_message(now, l2, &data_frame(1, ext)).expect("frame").is_some());
+        a.link_down(now, l2);
+        drain(&mut a);
+        // Link 3: resume with K1 again.
+        let l3 = a.link_up(now, k(3));
+        let r = a.handle_message(now, l3, &client_hello(Some(k(1)), ext)).map(|item| item.is_some());
+        let events = drain(&mut a);
+        if ext {
+            // R15: a sotto peer held K2 once it sent a frame on link 2; K1 is retired.
+            assert!(r.is_err(), "ext: K1 must be retired by the frame on link 2");
+            continue;
+        }
+        assert_eq!(r, Ok(false), "base form: K1 must stay valid until K2 (or a newer key) is presented");
+        assert!(events.iter().any(|e| matches!(e, sotto::Event::Attached { resumed: true, .. })), "{events:?}");
+        assert!(a.handle_message(now, l3, &data_frame(2, ext)).expect("frame").is_some());
+        a.link_down(now, l3);
+        drain(&mut a);
+        // Link 4: the peer presents K3 (it adopted it): from now on K1 is refused.
+        let l4 = a.link_up(now, k(4));
+        assert_eq!(a.handle_message(now, l4, &client_hello(Some(k(3)), ext)), Ok(None));
+        a.link_down(now, l4);
+        drain(&mut a);
+        let l5 = a.link_up(now, k(5));
+        assert!(
+            a.handle_message(now, l5, &client_hello(Some(k(1)), ext)).is_err(),
+            "K1 is retired once K3 was presented"
+        );
+        assert!(a.ended().is_none(), "a refused key does not end the session");
+    }
 }

@@ -198,9 +198,17 @@ impl Conduit {
             }
         };
         if self.role == Role::Acceptor {
-            // The peer got our ServerHello: the key it held before is retired.
-            self.previous_key = None;
+            // The peer got our ServerHello.
             self.peer_confirmed = true;
+            if ext {
+                // A sotto initiator adopts the new key as it reads the ServerHello, so the
+                // key it held before is retired (R15). A vox 0.3.0 initiator (base form)
+                // adopts it only once its whole replay is written: if the link dies
+                // mid-replay, frames of that replay have arrived here and it still resumes
+                // with the old key. In the base form the previous key is retired when the
+                // new one is presented (a later resume).
+                self.previous_key = None;
+            }
         }
         if self.timers.get(Timer::PongTimeout).is_some() && !matches!(frame, Frame::Pong(_)) {
             // Anything heard proves the link alive; keep the deadline one timeout ahead. A PONG
