@@ -30,10 +30,7 @@ async fn main() {
     let mut listen = None;
     let mut upstream = None;
     let (mut min, mut max) = (200u64, 5000u64);
-    let mut seed: u64 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let mut seed: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     let mut it = std::env::args().skip(1);
     while let Some(f) = it.next() {
         let v = it.next().unwrap_or_else(|| panic!("missing value for {f}"));

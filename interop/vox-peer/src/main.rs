@@ -21,10 +21,7 @@ use tokio::io::BufReader;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
-use vox_core::{
-    prepare_acceptor_attachment, Attachment, LinkSource, SplitLink, StableConduit,
-    StableConduitError,
-};
+use vox_core::{prepare_acceptor_attachment, Attachment, LinkSource, SplitLink, StableConduit, StableConduitError};
 use vox_stream::{StreamLink, StreamLinkRx, StreamLinkTx};
 use vox_types::{Conduit, ConduitRx, ConduitTx, ConduitTxPermit, MsgFamily};
 
@@ -67,11 +64,9 @@ impl LinkSource for AcceptorSource {
                 Ok(Ok(x)) => x,
             };
             let _ = stream.set_nodelay(true);
-            let hello = tokio::time::timeout(
-                Duration::from_secs(5),
-                prepare_acceptor_attachment(StreamLink::tcp(stream)),
-            )
-            .await;
+            let hello =
+                tokio::time::timeout(Duration::from_secs(5), prepare_acceptor_attachment(StreamLink::tcp(stream)))
+                    .await;
             match hello {
                 Ok(Ok(att)) => {
                     let n = LINKS.fetch_add(1, Ordering::Relaxed);
@@ -173,18 +168,18 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     let out = rt.block_on(run(&args));
     // Do not wait for stuck tasks (a reconnect loop, a blocked accept) at shutdown.
     rt.shutdown_timeout(Duration::from_millis(100));
     let ok = out.received == args.expect && out.in_order;
     println!("summary sent={} received={} in_order={}", out.sent, out.received, out.in_order);
     let _ = std::io::stdout().flush();
-    if ok { ExitCode::SUCCESS } else { ExitCode::from(2) }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
 }
 
 async fn run(args: &Args) -> Outcome {
@@ -222,16 +217,11 @@ async fn run(args: &Args) -> Outcome {
 /// `StableConduit::new` with retries: a first link that dies during the hello exchange
 /// (`LinkDead`/`Io`) is retried with a fresh source until the deadline; a `Setup` error (e.g.
 /// wrong hello magic/size) or `SessionLost` is final.
-async fn setup<LS: LinkSource>(
-    make: impl Fn() -> LS,
-    deadline: Instant,
-) -> Option<StableConduit<StringFamily, LS>> {
+async fn setup<LS: LinkSource>(make: impl Fn() -> LS, deadline: Instant) -> Option<StableConduit<StringFamily, LS>> {
     loop {
         match tokio::time::timeout_at(deadline, StableConduit::<StringFamily, _>::new(make())).await {
             Ok(Ok(c)) => return Some(c),
-            Ok(Err(e @ (StableConduitError::LinkDead | StableConduitError::Io(_))))
-                if Instant::now() < deadline =>
-            {
+            Ok(Err(e @ (StableConduitError::LinkDead | StableConduitError::Io(_)))) if Instant::now() < deadline => {
                 eprintln!("vox-peer: setup failed, retrying: {e}");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

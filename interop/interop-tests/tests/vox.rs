@@ -1,0 +1,356 @@
+//! sotto (sotto-tokio, raw stable conduit) against a real vox-core 0.3.0 `StableConduit`
+//! (the `vox-peer` binary), over loopback TCP, both directions of traffic:
+//!
+//! - a sotto initiator (EXT advertised) against a vox acceptor;
+//! - a vox initiator against a sotto acceptor;
+//!
+//! each without a proxy (baseline) and through `chaos-proxy`, which cuts every TCP connection
+//! at a random byte in 200..=5000 (mid-frame included). The sotto side must deliver
+//! `msg-0 .. msg-(n-1)` exactly once and in order; what the vox side received is printed but
+//! not asserted (vox skips gaps silently and may lose items itself). Gaps that sotto saw (vox
+//! sent a frame past one it lost) are counted (`link_drops.gap`): sotto never delivers past a
+//! gap, it drops the link and vox's resume replays the missing frame.
+//!
+//! Two more scenarios exercise base-form ack starvation: sotto sends one way into a small
+//! replay ring and vox, sending nothing, never acks except in resume handshakes, so sotto
+//! cycles the link to get its ring trimmed.
+//!
+//! And one shows what a close means without GOODBYE (a base-form link has no way to say it):
+//! a sotto acceptor's `close` ends the session locally, the vox initiator sees a link loss,
+//! resumes, and is answered REJECTED (`SessionLost`).
+//!
+//! Run through `interop/run.sh` (which builds the binaries first). Scenarios run one at a time.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use interop_tests::{
+    chaos_proxy, drive_sotto, encode_string, msg, vox_peer, Delivery, Proc, ProxyReport, SottoRun, VoxReport,
+};
+use sotto_tokio::{AcceptorStats, Config, SessionEnd};
+
+/// One scenario at a time: they share two cores with the vox peer and the proxy.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Items each side sends in the main scenarios (about 20 bytes a frame: with cuts every
+/// 200..5000 bytes, that is a few dozen link deaths a run).
+const N: usize = 1000;
+/// How long the vox peer waits for everything; the sotto side gives up a little later.
+const VOX_TIMEOUT_SECS: u64 = 60;
+/// How long the vox peer stays up after it has everything (so replays to sotto finish).
+const LINGER_MS: u64 = 2000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dir {
+    /// sotto dials (through the proxy, if any) a vox acceptor.
+    SottoInitiator,
+    /// vox dials (through the proxy, if any) a sotto acceptor.
+    VoxInitiator,
+}
+
+struct Scenario {
+    name: &'static str,
+    dir: Dir,
+    /// Chaos proxy seed; `None` connects directly.
+    chaos: Option<u64>,
+    sotto_sends: usize,
+    vox_sends: usize,
+    config: Config,
+}
+
+struct Outcome {
+    sotto: SottoRun,
+    sotto_delivery: Delivery,
+    vox: VoxReport,
+    proxy: Option<ProxyReport>,
+    acceptor: Option<AcceptorStats>,
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn vox_args(role: &str, addr_flag: &str, addr: &str, sends: usize, expect: usize) -> Vec<String> {
+    args(&[
+        "--role",
+        role,
+        addr_flag,
+        addr,
+        "--send",
+        &sends.to_string(),
+        "--expect",
+        &expect.to_string(),
+        "--timeout-secs",
+        &VOX_TIMEOUT_SECS.to_string(),
+        "--linger-ms",
+        &LINGER_MS.to_string(),
+    ])
+}
+
+async fn maybe_proxy(upstream: SocketAddr, chaos: Option<u64>) -> (Option<Proc>, SocketAddr) {
+    match chaos {
+        Some(seed) => {
+            let (p, addr) = chaos_proxy(upstream, seed, 200, 5000).await;
+            (Some(p), addr)
+        }
+        None => (None, upstream),
+    }
+}
+
+async fn run(s: &Scenario) -> Outcome {
+    let sotto_timeout = Duration::from_secs(VOX_TIMEOUT_SECS + 10);
+    let (sotto, mut vox, proxy, acceptor) = match s.dir {
+        Dir::SottoInitiator => {
+            let mut vox = vox_peer(&vox_args("acceptor", "--listen", "127.0.0.1:0", s.vox_sends, s.sotto_sends));
+            let vox_addr = vox.listen_addr().await;
+            let (proxy, target) = maybe_proxy(vox_addr, s.chaos).await;
+            let connector = move || async move {
+                let stream = tokio::net::TcpStream::connect(target).await?;
+                stream.set_nodelay(true)?;
+                Ok(stream)
+            };
+            let conduit = sotto_tokio::connect(connector, s.config)
+                .await
+                .unwrap_or_else(|e| panic!("{}: connect: {e}; vox stderr: {:?}", s.name, vox.stderr()));
+            let run = drive_sotto(&conduit, s.sotto_sends, &mut vox, sotto_timeout).await;
+            drop(conduit);
+            (run, vox, proxy, None)
+        }
+        Dir::VoxInitiator => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let sotto_addr = listener.local_addr().expect("local_addr");
+            let acceptor = sotto_tokio::serve_tcp(listener, s.config).expect("valid config");
+            let (proxy, target) = maybe_proxy(sotto_addr, s.chaos).await;
+            let mut vox =
+                vox_peer(&vox_args("initiator", "--connect", &target.to_string(), s.vox_sends, s.sotto_sends));
+            let conduit = tokio::time::timeout(Duration::from_secs(20), acceptor.accept())
+                .await
+                .unwrap_or_else(|_| panic!("{}: no session from vox; vox stderr: {:?}", s.name, vox.stderr()))
+                .expect("accept");
+            let run = drive_sotto(&conduit, s.sotto_sends, &mut vox, sotto_timeout).await;
+            drop(conduit);
+            let stats = acceptor.stats();
+            (run, vox, proxy, Some(stats))
+        }
+    };
+    vox.kill();
+    let vox = VoxReport::of(&mut vox, s.sotto_sends);
+    let proxy = proxy.map(|mut p| {
+        p.kill();
+        ProxyReport::of(&p)
+    });
+    let sotto_delivery = Delivery::of(&sotto.delivered, s.vox_sends);
+    let out = Outcome { sotto, sotto_delivery, vox, proxy, acceptor };
+    report(s, &out);
+    out
+}
+
+fn report(s: &Scenario, o: &Outcome) {
+    let st = &o.sotto.stats;
+    let c = &st.conduit;
+    let d = &c.link_drops;
+    let proxy = o.proxy.map_or_else(
+        || "no proxy".to_owned(),
+        |p| format!("proxy: {} connections, {} cut by the byte budget", p.connections, p.kills),
+    );
+    println!("=== {} ({:?}, {proxy}, {:.1?})", s.name, s.dir, o.sotto.elapsed);
+    println!(
+        "  sotto: sent {}/{}; delivered {}; undecodable {}; ended {:?}; EXT links {}",
+        o.sotto.sent,
+        s.sotto_sends,
+        o.sotto_delivery,
+        o.sotto.undecodable.len(),
+        o.sotto.ended,
+        o.sotto.ext_links(),
+    );
+    println!(
+        "  sotto: links up {} (resumes {}), down {} [{}]; gaps {}, ack-starved cycles {}, \
+         duplicates dropped {}, frames sent {} (replayed {}), dials {} (failed {})",
+        st.link_ups,
+        c.resumes,
+        st.link_downs,
+        o.sotto.downs(),
+        d.gap,
+        d.ack_starved,
+        c.duplicates_dropped,
+        c.frames_sent,
+        c.frames_replayed,
+        st.dials,
+        st.dial_failures,
+    );
+    if let Some(a) = &o.acceptor {
+        println!(
+            "  sotto acceptor: {} links, {} sessions, {} resumes, {} rejected, {} bad hellos",
+            a.links, a.sessions, a.resumes, a.rejected, a.bad_hellos
+        );
+    }
+    println!(
+        "  vox: {}; received {}; exit {:?}; links {:?}; error/retry lines {}",
+        o.vox.summary, o.vox.delivery, o.vox.exit, o.vox.links, o.vox.errors
+    );
+    if !o.vox.delivery.exact() || o.vox.exit != Some(0) {
+        println!("  vox's own shortfall (not a sotto failure); its stderr tail:");
+        for l in &o.vox.stderr_tail {
+            println!("    {l}");
+        }
+    }
+}
+
+/// What every scenario must show on the sotto side.
+fn assert_sotto(s: &Scenario, o: &Outcome) {
+    let ctx = || format!("{}: vox stderr tail {:#?}", s.name, o.vox.stderr_tail);
+    assert!(o.sotto.undecodable.is_empty(), "undecodable items {:?}; {}", o.sotto.undecodable, ctx());
+    assert!(
+        o.sotto_delivery.exact(),
+        "sotto must deliver msg-0..msg-{} exactly once, in order: {}; {}",
+        s.vox_sends.saturating_sub(1),
+        o.sotto_delivery,
+        ctx()
+    );
+    assert_eq!(o.sotto.sent, s.sotto_sends, "sotto could not send everything ({:?}); {}", o.sotto.send_error, ctx());
+    assert!(o.sotto.peer_exited, "the vox peer did not finish in time; {}", ctx());
+    assert_eq!(o.sotto.ended, None, "the sotto session ended; {}", ctx());
+    assert_eq!(o.sotto.ext_links(), 0, "EXT must never be in force against vox; {}", ctx());
+    assert!(o.sotto.stats.link_ups >= 1);
+    if let Some(a) = &o.acceptor {
+        assert_eq!(a.sessions, 1, "vox must resume its one session, never start another; {}", ctx());
+        assert_eq!(a.rejected, 0, "no resume may be rejected; {}", ctx());
+    }
+}
+
+fn scenario(name: &'static str, dir: Dir, chaos: Option<u64>) -> Scenario {
+    Scenario { name, dir, chaos, sotto_sends: N, vox_sends: N, config: Config::default() }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime").block_on(f)
+}
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[test]
+fn baseline_sotto_initiator_vox_acceptor() {
+    let _g = serial();
+    let s = scenario("baseline sotto initiator -> vox acceptor", Dir::SottoInitiator, None);
+    let o = block_on(run(&s));
+    assert_sotto(&s, &o);
+    assert_eq!(o.sotto.stats.link_ups, 1, "no link should die without a proxy");
+}
+
+#[test]
+fn baseline_vox_initiator_sotto_acceptor() {
+    let _g = serial();
+    let s = scenario("baseline vox initiator -> sotto acceptor", Dir::VoxInitiator, None);
+    let o = block_on(run(&s));
+    assert_sotto(&s, &o);
+    assert_eq!(o.sotto.stats.link_ups, 1, "no link should die without a proxy");
+}
+
+/// Seeds for the chaos runs (each seed is one run per direction). Override with
+/// `INTEROP_SEEDS=1,2,3`.
+fn seeds() -> Vec<u64> {
+    std::env::var("INTEROP_SEEDS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2, 3, 4])
+}
+
+fn chaos(dir: Dir, name: &'static str) {
+    let _g = serial();
+    let (mut gaps, mut kills, mut truncated, mut items) = (0, 0, 0, 0);
+    for seed in seeds() {
+        let s = scenario(name, dir, Some(seed));
+        println!("--- seed {seed}");
+        let o = block_on(run(&s));
+        assert_sotto(&s, &o);
+        let p = o.proxy.expect("proxy report");
+        assert!(p.kills >= 3, "{name} seed {seed}: the proxy should have cut several links, cut {}", p.kills);
+        assert!(o.sotto.stats.conduit.resumes >= 3, "{name} seed {seed}: sotto should have resumed several times");
+        gaps += o.sotto.stats.conduit.link_drops.gap;
+        kills += p.kills;
+        truncated += o.sotto.truncated();
+        items += o.sotto_delivery.received;
+    }
+    println!(
+        "=== {name}: {} runs, {items} items delivered to sotto exactly once, in order; {kills} links cut \
+         ({truncated} seen by sotto inside a frame); {gaps} vox gaps seen by sotto, each refilled by vox's replay",
+        seeds().len()
+    );
+}
+
+#[test]
+fn chaos_sotto_initiator_vox_acceptor() {
+    chaos(Dir::SottoInitiator, "chaos sotto initiator -> proxy -> vox acceptor");
+}
+
+#[test]
+fn chaos_vox_initiator_sotto_acceptor() {
+    chaos(Dir::VoxInitiator, "chaos vox initiator -> proxy -> sotto acceptor");
+}
+
+/// sotto sends one way into a 64-frame ring; vox sends nothing, so it acks only in resume
+/// handshakes. sotto must not stall: it cycles the link (`AckStarved`) and the resume trims
+/// its ring.
+fn ack_starvation(dir: Dir, name: &'static str) {
+    let _g = serial();
+    let mut config = Config::default();
+    config.conduit.replay_frames = 64;
+    // The retry delay when a cycle brought no ack (base form has no other use for it).
+    config.conduit.ping_interval = Duration::from_millis(300).into();
+    let s = Scenario { name, dir, chaos: None, sotto_sends: 600, vox_sends: 0, config };
+    let o = block_on(run(&s));
+    assert_sotto(&s, &o);
+    let cycles = o.sotto.stats.conduit.link_drops.ack_starved;
+    assert!(cycles >= 600 / 64 - 1, "{name}: expected the link to be cycled for acks, got {cycles} cycles");
+}
+
+#[test]
+fn ack_starvation_sotto_initiator_vox_acceptor() {
+    ack_starvation(Dir::SottoInitiator, "ack starvation: sotto initiator -> vox acceptor, one way, 64-frame ring");
+}
+
+#[test]
+fn ack_starvation_vox_initiator_sotto_acceptor() {
+    ack_starvation(Dir::VoxInitiator, "ack starvation: vox initiator -> sotto acceptor, one way, 64-frame ring");
+}
+
+/// No GOODBYE in the base form: a sotto acceptor that closes its session just drops the link;
+/// the vox initiator resumes as after any link loss, is answered REJECTED (the session is
+/// gone) and reports `SessionLost`.
+#[test]
+fn close_against_a_vox_initiator_is_a_lost_session_for_vox() {
+    let _g = serial();
+    block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local_addr");
+        let acceptor = sotto_tokio::serve_tcp(listener, Config::default()).expect("valid config");
+        // vox waits for 20 items; it gets 10, then the close.
+        let mut vox = vox_peer(&vox_args("initiator", "--connect", &addr.to_string(), 0, 20));
+        let conduit = tokio::time::timeout(Duration::from_secs(20), acceptor.accept())
+            .await
+            .expect("a session from vox")
+            .expect("accept");
+        for i in 0..10 {
+            conduit.send(encode_string(&msg(i))).await.expect("send");
+        }
+        // close() without extensions ends the session at once, dropping unsent items: wait
+        // until vox has everything first.
+        assert!(vox.wait_stdout("recv msg-9", Duration::from_secs(20)).await, "vox got the 10 items");
+        assert_eq!(conduit.close(0, "done").await, SessionEnd::LocalClose { code: 0 });
+        assert!(vox.wait_exit(Duration::from_secs(20)).await.is_some(), "vox gives up on a lost session");
+        let report = VoxReport::of(&mut vox, 20);
+        let stderr = vox.stderr();
+        println!("=== close against a vox initiator (no GOODBYE in the base form)");
+        println!("  vox: {}; exit {:?}", report.summary, report.exit);
+        println!("  sotto acceptor: {} rejected resume(s)", acceptor.stats().rejected);
+        for l in stderr.iter().filter(|l| l.contains("session lost")).take(2) {
+            println!("  vox: {l}");
+        }
+        assert_eq!(report.delivery.received, 10);
+        assert!(stderr.iter().any(|l| l.contains("session lost")), "vox should report SessionLost: {stderr:?}");
+        assert!(acceptor.stats().rejected >= 1, "sotto answers the resume of a closed session with REJECTED");
+    });
+}
