@@ -1,6 +1,8 @@
-//! The acceptor: one task that takes streams from a listener (or any stream source), reads
-//! each one's ClientHello under the handshake deadline, and routes it (see `router`): a new
-//! session (yielded by [`Acceptor::accept`]), a resume of a live session, or REJECTED.
+//! The raw stable-conduit acceptor (the vox-compatible API): one task that takes streams from
+//! a listener (or any stream source), reads each one's ClientHello under the handshake
+//! deadline, and routes it (see `router`): a new session (yielded by [`Acceptor::accept`]), a
+//! resume of a live session, or REJECTED. (The session-layer acceptor routes through the core
+//! endpoint instead; see `session::acceptor`.)
 //! Pending handshakes are futures polled inside this task, so dropping the [`Acceptor`]
 //! ends all of them.
 
@@ -14,24 +16,24 @@ use std::time::{Duration, Instant as StdInstant};
 
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use sotto::conduit::ConfigError;
-use sotto::wire::{ClientHello, ServerHello, HELLO_LEN, LEN_PREFIX};
+use sotto::wire::ClientHello;
 use sotto::{Conduit, Role};
 
 use crate::config::Config;
 use crate::driver::{Driver, Source};
 use crate::handle::StableConduit;
+use crate::pending::{Outcome, PendingLink};
+use crate::raw::Shared;
 use crate::router::{LinkSlot, NewLink, Registration, Route, Router};
-use crate::shared::{Shared, WakerList};
+use crate::shared::WakerList;
 use crate::tasks::LiveTask;
 use crate::{Io, Runtime, TaskGuard, Timer};
 
-/// A hello with its length prefix.
-const HELLO_MSG: usize = LEN_PREFIX + HELLO_LEN;
+type Pending<S, T> = PendingLink<S, T, ()>;
+
 /// After a failed `accept` (out of file descriptors, say), wait this long before the next.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 const BUDGET: usize = 64;
-/// The length prefix of a hello.
-const HELLO_PREFIX: [u8; LEN_PREFIX] = (HELLO_LEN as u32).to_le_bytes();
 
 /// Counters of an acceptor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -145,7 +147,7 @@ struct AcceptorTask<R: Runtime, S> {
     incoming: Incoming<S>,
     incoming_done: bool,
     pause: Option<R::Timer>,
-    pending: FuturesUnordered<PendingLink<S, R::Timer>>,
+    pending: FuturesUnordered<Pending<S, R::Timer>>,
     router: Arc<Router<S>>,
     shared: Arc<AcceptorShared>,
     config: Config,
@@ -170,7 +172,7 @@ impl<R: Runtime, S: Io> AcceptorTask<R, S> {
                         drop(io);
                     } else {
                         let deadline = self.deadline(self.config.conduit.handshake_timeout.into());
-                        self.pending.push(PendingLink::hello(io, self.rt.timer(), deadline));
+                        self.pending.push(PendingLink::hello(io, self.rt.timer(), deadline, ()));
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -190,7 +192,7 @@ impl<R: Runtime, S: Io> AcceptorTask<R, S> {
                 Poll::Pending => {}
             }
         }
-        if let Poll::Ready(Some(outcome)) = self.pending.poll_next_unpin(cx) {
+        if let Poll::Ready(Some((_, outcome))) = self.pending.poll_next_unpin(cx) {
             busy = true;
             self.route(outcome);
         }
@@ -204,13 +206,19 @@ impl<R: Runtime, S: Io> AcceptorTask<R, S> {
 
     fn route(&mut self, outcome: Outcome<S>) {
         let (io, hello) = match outcome {
-            Outcome::Hello(io, hello) => (io, hello),
+            Outcome::Hello(io, bytes) => match ClientHello::decode(&bytes) {
+                Ok(hello) => (io, hello),
+                Err(_) => {
+                    self.shared.lock().stats.bad_hellos += 1;
+                    return;
+                }
+            },
             Outcome::TimedOut => {
                 tracing::debug!("sotto: handshake timed out");
                 self.shared.lock().stats.handshake_timeouts += 1;
                 return;
             }
-            Outcome::BadHello => {
+            Outcome::BadPrefix | Outcome::Eof => {
                 self.shared.lock().stats.bad_hellos += 1;
                 return;
             }
@@ -226,7 +234,7 @@ impl<R: Runtime, S: Io> AcceptorTask<R, S> {
                 tracing::debug!("sotto: unknown resume key, answering REJECTED");
                 self.shared.lock().stats.rejected += 1;
                 let deadline = self.deadline(self.config.drain_timeout);
-                self.pending.push(PendingLink::reject(io, self.rt.timer(), deadline));
+                self.pending.push(PendingLink::reject(io, self.rt.timer(), deadline, ()));
             }
         }
     }
@@ -241,7 +249,8 @@ impl<R: Runtime, S: Io> AcceptorTask<R, S> {
         let slot = Arc::new(LinkSlot::new(Some(NewLink { io, hello })));
         let id = self.router.insert(Arc::clone(&slot));
         let registration = Registration { router: Arc::clone(&self.router), id, slot };
-        let driver = Driver::<R, S>::new(&self.rt, Arc::clone(&shared), Source::Slot(registration), self.config);
+        let driver =
+            Driver::<R, S, Shared>::new(&self.rt, Arc::clone(&shared), Source::Router(registration), self.config);
         let task = self.rt.spawn(Box::pin(driver));
         let session = StableConduit::new(shared, task);
         let mut g = self.shared.lock();
@@ -271,88 +280,5 @@ impl<R: Runtime, S> Drop for AcceptorTask<R, S> {
         let mut g = self.shared.lock();
         g.done = true;
         g.waiters.wake_all();
-    }
-}
-
-/// What a pending link came to.
-enum Outcome<S> {
-    Hello(S, ClientHello),
-    TimedOut,
-    BadHello,
-    Written,
-}
-
-/// A link in its handshake: reading the ClientHello, or writing REJECTED. Bounded in time.
-struct PendingLink<S, T> {
-    io: Option<S>,
-    buf: [u8; HELLO_MSG],
-    pos: usize,
-    /// Writing `buf` (REJECTED) rather than reading into it.
-    writing: bool,
-    timer: T,
-}
-
-impl<S: Io, T: Timer> PendingLink<S, T> {
-    fn hello(io: S, mut timer: T, deadline: StdInstant) -> Self {
-        timer.reset(deadline);
-        Self { io: Some(io), buf: [0; HELLO_MSG], pos: 0, writing: false, timer }
-    }
-
-    fn reject(io: S, mut timer: T, deadline: StdInstant) -> Self {
-        timer.reset(deadline);
-        let mut buf = [0; HELLO_MSG];
-        buf[..LEN_PREFIX].copy_from_slice(&HELLO_PREFIX);
-        buf[LEN_PREFIX..].copy_from_slice(&ServerHello::rejected().encode());
-        Self { io: Some(io), buf, pos: 0, writing: true, timer }
-    }
-
-    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Outcome<S>> {
-        let Some(io) = self.io.as_mut() else { return Poll::Ready(Outcome::Written) };
-        while self.pos < HELLO_MSG {
-            let r = if self.writing {
-                Pin::new(&mut *io).poll_write(cx, &self.buf[self.pos..])
-            } else {
-                Pin::new(&mut *io).poll_read(cx, &mut self.buf[self.pos..])
-            };
-            match r {
-                Poll::Ready(Ok(n)) if n > 0 => {
-                    self.pos += n;
-                    if !self.writing && self.pos >= LEN_PREFIX && self.buf[..LEN_PREFIX] != HELLO_PREFIX {
-                        // Not a hello-sized message: no need to wait for the rest.
-                        return Poll::Ready(Outcome::BadHello);
-                    }
-                }
-                Poll::Ready(_) if self.writing => return Poll::Ready(Outcome::Written),
-                Poll::Ready(_) => return Poll::Ready(Outcome::BadHello),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        if self.writing {
-            return match Pin::new(&mut *io).poll_close(cx) {
-                Poll::Ready(_) => Poll::Ready(Outcome::Written),
-                Poll::Pending => Poll::Pending,
-            };
-        }
-        let hello = ClientHello::decode(&self.buf[LEN_PREFIX..]).ok();
-        match (hello, self.io.take()) {
-            (Some(hello), Some(io)) => Poll::Ready(Outcome::Hello(io, hello)),
-            _ => Poll::Ready(Outcome::BadHello),
-        }
-    }
-}
-
-impl<S: Io, T: Timer> Future for PendingLink<S, T> {
-    type Output = Outcome<S>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<S>> {
-        let this = self.get_mut();
-        if let Poll::Ready(outcome) = this.poll_io(cx) {
-            return Poll::Ready(outcome);
-        }
-        if this.timer.poll_expired(cx).is_ready() {
-            this.io = None;
-            return Poll::Ready(if this.writing { Outcome::Written } else { Outcome::TimedOut });
-        }
-        Poll::Pending
     }
 }

@@ -1,8 +1,11 @@
-//! Adapter configuration: the core's [`ConduitConfig`] plus the knobs that only a driver has
-//! (reconnect backoff, the inbound queue bound, buffer sizes, acceptor limits).
+//! Adapter configuration: the core's [`ConduitConfig`] and session limits, plus the knobs
+//! that only a driver has (reconnect backoff, inbound queue bounds, buffer sizes, acceptor
+//! limits).
 
 use std::time::Duration;
 
+use sotto::endpoint::EndpointConfig;
+use sotto::session::SessionConfig;
 use sotto::ConduitConfig;
 
 /// Everything a session driver and an acceptor need. Start from [`Config::default`].
@@ -42,6 +45,34 @@ pub struct Config {
     /// Acceptor: new sessions waiting for `accept`, at most; more fresh ClientHellos get
     /// their link closed (the initiator retries). Default 64.
     pub accept_backlog: usize,
+    /// Session API: the session layer's limits (connections, credit, metadata, churn). Its
+    /// `conduit` field is ignored: [`Config::conduit`] is used.
+    pub session: SessionConfig,
+    /// Session acceptor: sessions held at once, attached or detached; each has its buffers
+    /// allocated when the acceptor starts, and keeps its slot until its handle is dropped.
+    /// Default 64.
+    pub max_sessions: u32,
+    /// Session acceptor: detached sessions kept at once; past it the oldest is evicted (lost).
+    /// Default 1024.
+    pub max_detached_sessions: u32,
+    /// Session acceptor: failed handshakes and failed resumes one source (peer IP address;
+    /// Unix sockets and generic streams count as one source) may cause per `failure_period`
+    /// before its links are refused unread. Default 16.
+    pub failure_budget: u32,
+    /// See `failure_budget`. Default 10 s.
+    pub failure_period: Duration,
+    /// Session API: messages waiting in one connection's queue before the driver stops
+    /// reading the link. In bytes a connection's queue is already bounded by its credit
+    /// (`session.initial_credit`), so this only binds for messages smaller than
+    /// `initial_credit / conn_inbound_items` bytes (16 B by default): a peer flooding a slow
+    /// reader with tiny or empty messages then stalls the whole link, not memory. Default 16384.
+    pub conn_inbound_items: usize,
+    /// Session API: delivered payloads shorter than this are copied out of the read buffer;
+    /// longer ones are handed over as `Bytes` slices of it, without a copy. A slice keeps its
+    /// whole read buffer allocation alive, so a slow reader holding many small slices could
+    /// pin far more memory than its credit; copying small payloads bounds that to about
+    /// `read_chunk / copy_below` times the credit. Default 4 KiB.
+    pub copy_below: usize,
 }
 
 impl Default for Config {
@@ -58,6 +89,13 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(1),
             max_pending_handshakes: 64,
             accept_backlog: 64,
+            session: SessionConfig::default(),
+            max_sessions: 64,
+            max_detached_sessions: 1024,
+            failure_budget: 16,
+            failure_period: Duration::from_secs(10),
+            conn_inbound_items: 16384,
+            copy_below: 4 << 10,
         }
     }
 }
@@ -67,5 +105,26 @@ impl Config {
     #[must_use]
     pub fn write_buffer_len(&self) -> usize {
         self.write_buffer.max(self.conduit.max_frame_len as usize + sotto::wire::LEN_PREFIX)
+    }
+
+    /// The session configuration in force: [`Config::session`] with [`Config::conduit`].
+    #[must_use]
+    pub fn session_config(&self) -> SessionConfig {
+        SessionConfig { conduit: self.conduit, ..self.session }
+    }
+
+    /// The core endpoint configuration a session acceptor runs with.
+    #[must_use]
+    pub fn endpoint_config(&self) -> EndpointConfig {
+        EndpointConfig {
+            session: self.session_config(),
+            max_sessions: self.max_sessions,
+            max_pending_handshakes: u32::try_from(self.max_pending_handshakes).unwrap_or(u32::MAX),
+            max_detached_sessions: self.max_detached_sessions,
+            handshake_timeout: self.conduit.handshake_timeout,
+            failure_budget: self.failure_budget,
+            failure_period: self.failure_period.into(),
+            ..EndpointConfig::default()
+        }
     }
 }

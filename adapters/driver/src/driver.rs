@@ -3,18 +3,23 @@
 //!
 //! 1. lock the shared state; fire the core's timers if the clock (not the runtime timer) says
 //!    they are due; drain the outputs: frames into the write batch, events handled;
-//! 2. get a link if there is none (initiator: dial with backoff; acceptor: take the link the
-//!    router handed over);
+//! 2. get a link if there is none (initiator: dial with backoff; raw acceptor: take the link
+//!    the router handed over; session acceptor: the endpoint hands links over through the
+//!    lock, picked up in step 1);
 //! 3. write the batch (one write call for many frames; `Ok(0)` is a dead link);
-//! 4. feed whole messages from the read buffer while the inbound queue has room, draining the
-//!    outputs after each, or read more;
+//! 4. feed whole messages from the read buffer while the application's queues have room,
+//!    draining the outputs after each, or read more;
 //! 5. finish writing the last frames of a dropped link (GOODBYE, REJECTED);
 //! 6. arm the runtime timer for the earliest deadline.
 //!
 //! Every step either makes progress (and the loop goes round again) or has registered a
 //! waker; the future returns `Pending` only after a round in which nothing moved.
+//!
+//! The loop is generic over [`Host`]: the same code drives raw stable conduits and
+//! session-layer sessions.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -25,10 +30,11 @@ use sotto::{Event, Instant, LinkId, ResumeKey, SessionEnd};
 
 use crate::config::Config;
 use crate::dialer::{Dialed, Dialer};
+use crate::host::{Host, Locked};
 use crate::keys::fresh_key;
 use crate::read_buffer::ReadBuffer;
 use crate::router::{NewLink, Registration};
-use crate::shared::{ConduitEvent, Inner, LinkDownCause, Shared};
+use crate::shared::{ConduitEvent, LinkDownCause};
 use crate::tasks::LiveTask;
 use crate::{Io, Runtime, Timer};
 
@@ -39,8 +45,11 @@ const BUDGET: usize = 64;
 pub(crate) enum Source<S> {
     /// Initiator: dial.
     Dialer(Dialer<S>),
-    /// Acceptor: the router hands links over.
-    Slot(Registration<S>),
+    /// Raw acceptor: the router hands links over, the driver attaches them.
+    Router(Registration<S>),
+    /// Session acceptor: the endpoint attached the link already; it arrives through the lock
+    /// ([`Locked::take_link`]).
+    Mailbox,
 }
 
 struct Link<S> {
@@ -49,7 +58,7 @@ struct Link<S> {
     attached: bool,
     /// Written bytes not yet flushed.
     flush: bool,
-    /// Acceptor: the key the initiator presented on this link.
+    /// Raw acceptor: the key the initiator presented on this link.
     presented: Option<ResumeKey>,
 }
 
@@ -67,8 +76,8 @@ enum Step {
     Done,
 }
 
-pub(crate) struct Driver<R: Runtime, S> {
-    shared: Arc<Shared>,
+pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
+    host: Arc<H>,
     source: Source<S>,
     link: Option<Link<S>>,
     drain: Option<Drain<S>>,
@@ -79,14 +88,17 @@ pub(crate) struct Driver<R: Runtime, S> {
     timer_at: Option<StdInstant>,
     /// When the session ended with a link still up: the link is closed by this time anyway.
     ended_deadline: Option<StdInstant>,
+    /// The handle was dropped and a graceful close started: the task ends by this time anyway.
+    exit_deadline: Option<StdInstant>,
     config: Config,
     _live: LiveTask,
+    _rt: PhantomData<fn() -> R>,
 }
 
-impl<R: Runtime, S: Io> Driver<R, S> {
-    pub(crate) fn new(rt: &R, shared: Arc<Shared>, source: Source<S>, config: Config) -> Self {
+impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
+    pub(crate) fn new(rt: &R, host: Arc<H>, source: Source<S>, config: Config) -> Self {
         Self {
-            shared,
+            host,
             source,
             link: None,
             drain: None,
@@ -96,37 +108,42 @@ impl<R: Runtime, S: Io> Driver<R, S> {
             timer: rt.timer(),
             timer_at: None,
             ended_deadline: None,
+            exit_deadline: None,
             config,
             _live: LiveTask::new(),
+            _rt: PhantomData,
         }
     }
 
     fn step(&mut self, cx: &mut Context<'_>) -> Step {
         let now_std = StdInstant::now();
-        let now = self.shared.core_time(now_std);
-        let shared = Arc::clone(&self.shared);
+        let host = Arc::clone(&self.host);
+        let now = host.clock().core_time(now_std);
         let mut busy = false;
 
         // 1. Timers by the clock, then drain the outputs of whatever the handle did.
         let (ended, core_deadline) = {
-            let mut g = shared.lock();
-            if g.handle_dropped {
-                return Step::Done;
+            let mut g = host.lock();
+            if g.common().handle_dropped {
+                match self.exit_deadline {
+                    None if !g.close_on_drop(now) => return Step::Done,
+                    None => self.exit_deadline = Some(now_std + self.config.drain_timeout),
+                    Some(at) if now_std >= at => return Step::Done,
+                    Some(_) => {}
+                }
             }
-            if !g.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                g.driver = Some(cx.waker().clone());
-            }
-            if g.conduit.poll_timeout().is_some_and(|t| t <= now) {
-                g.conduit.handle_timeout(now);
+            crate::shared::register(&mut g.common().driver, cx);
+            if g.poll_timeout().is_some_and(|t| t <= now) {
+                g.handle_timeout(now);
             }
             if let Source::Dialer(d) = &self.source {
-                if !g.conduit.has_attached() && !g.conduit.is_ended() && d.connect_expired(now_std) {
+                if !g.conduit().has_attached() && !g.conduit().is_ended() && d.connect_expired(now_std) {
                     tracing::debug!("sotto: connect timed out");
-                    g.conduit.end(now, SessionEnd::RecoveryTimeout);
+                    g.end(now, SessionEnd::RecoveryTimeout);
                 }
             }
             busy |= self.drain_outputs(&mut g, now, now_std);
-            (g.conduit.is_ended(), g.conduit.poll_timeout().and_then(|t| shared.std_time(t)))
+            (g.conduit().is_ended(), g.poll_timeout().and_then(|t| host.clock().std_time(t)))
         };
 
         // 2. A new link.
@@ -144,14 +161,9 @@ impl<R: Runtime, S: Io> Driver<R, S> {
         if ended {
             let deadline = *self.ended_deadline.get_or_insert_with(|| now_std + self.config.drain_timeout);
             if self.link.is_some() && now_std >= deadline {
-                let mut g = shared.lock();
-                self.retire(
-                    &mut g,
-                    now,
-                    now_std,
-                    LinkDownCause::Dropped(sotto::conduit::LinkDropReason::SessionEnded),
-                    true,
-                );
+                let mut g = host.lock();
+                let cause = LinkDownCause::Dropped(sotto::conduit::LinkDropReason::SessionEnded);
+                self.retire(&mut g, now, now_std, cause, true);
             }
             if self.link.is_none() && self.drain.is_none() {
                 return Step::Done;
@@ -167,6 +179,7 @@ impl<R: Runtime, S: Io> Driver<R, S> {
             },
             self.drain.as_ref().map(|d| d.deadline),
             self.ended_deadline,
+            self.exit_deadline,
         ]
         .into_iter()
         .flatten()
@@ -192,17 +205,27 @@ impl<R: Runtime, S: Io> Driver<R, S> {
         }
     }
 
-    /// Drain the core's outputs: frames into the write batch, then events. Repeats until
-    /// neither moves. Returns whether anything did.
-    fn drain_outputs(&mut self, g: &mut Inner, now: Instant, now_std: StdInstant) -> bool {
+    /// Drain the core's outputs: links handed over, owed commands, frames into the write
+    /// batch, then events. Repeats until nothing moves. Returns whether anything did.
+    fn drain_outputs(&mut self, g: &mut H::Guard<'_>, now: Instant, now_std: StdInstant) -> bool {
         let mut busy = false;
         loop {
             let mut moved = false;
-            if self.link.is_some() {
-                let f = self.write.fill(&mut g.conduit, now);
-                moved |= f.frames > 0;
+            if matches!(self.source, Source::Mailbox) {
+                if let Some((io, id)) = g.take_link() {
+                    self.adopt(g, io, id);
+                    moved = true;
+                }
             }
-            while let Some(e) = g.conduit.poll_event() {
+            g.flush_owed(now);
+            // Frames are for the conduit's current link; if that is not ours (an endpoint
+            // superseded it and the new link is on its way), nothing is written until it is.
+            if let Some(l) = &self.link {
+                if g.conduit().current_link() == Some(l.id) {
+                    moved |= g.fill(&mut self.write, now).frames > 0;
+                }
+            }
+            while let Some(e) = g.poll_event() {
                 moved = true;
                 self.on_event(g, e, now, now_std);
             }
@@ -213,7 +236,7 @@ impl<R: Runtime, S: Io> Driver<R, S> {
         }
     }
 
-    fn on_event(&mut self, g: &mut Inner, e: Event, now: Instant, now_std: StdInstant) {
+    fn on_event(&mut self, g: &mut H::Guard<'_>, e: Event, now: Instant, now_std: StdInstant) {
         match e {
             Event::Attached { link, resumed, ext, replaying } => {
                 let mut presented = None;
@@ -221,40 +244,54 @@ impl<R: Runtime, S: Io> Driver<R, S> {
                     l.attached = true;
                     presented = l.presented;
                 }
-                g.stats.link_ups += 1;
+                g.common().counters.link_ups += 1;
                 match &mut self.source {
                     Source::Dialer(d) => d.on_attached(),
                     // Publish the new key before the ServerHello carrying it is written.
-                    Source::Slot(reg) => reg.router.publish(reg.id, g.conduit.resume_key(), presented),
+                    Source::Router(reg) => reg.router.publish(reg.id, g.conduit().resume_key(), presented),
+                    Source::Mailbox => {}
                 }
                 tracing::debug!(link = link.0, resumed, ext, replaying, "sotto: link up");
-                g.push_event(ConduitEvent::LinkUp { resumed, replaying, ext });
+                g.common().push_event(ConduitEvent::LinkUp { resumed, replaying, ext });
             }
             Event::DropLink { link, reason } => {
                 if self.link.as_ref().is_some_and(|l| l.id == link) {
                     self.retire(g, now, now_std, LinkDownCause::Dropped(reason), true);
                 }
             }
-            Event::Writable => g.senders.wake_all(),
+            Event::Writable => g.wake_senders(),
             Event::Ended(end) => {
                 tracing::debug!(?end, "sotto: session ended");
-                if let Source::Slot(reg) = &self.source {
+                if let Source::Router(reg) = &self.source {
                     reg.router.remove(reg.id);
                 }
-                g.push_event(ConduitEvent::Ended(end));
+                g.common().push_event(ConduitEvent::Ended(end));
                 g.wake_all();
             }
         }
     }
 
+    /// Session acceptor: a link the endpoint attached. The core has superseded ours, if any.
+    fn adopt(&mut self, g: &mut H::Guard<'_>, io: S, id: LinkId) {
+        if self.link.take().is_some() {
+            let c = g.common();
+            c.counters.link_downs += 1;
+            c.push_event(ConduitEvent::LinkDown { cause: LinkDownCause::Superseded });
+            self.write.clear();
+            self.read.clear();
+        }
+        self.link = Some(Link { io, id, attached: false, flush: false, presented: None });
+    }
+
     /// The current link is gone (or being dropped): tell the core, keep its unwritten bytes
     /// for a bounded drain if asked, and prepare for the next link.
-    fn retire(&mut self, g: &mut Inner, now: Instant, now_std: StdInstant, cause: LinkDownCause, keep: bool) {
+    fn retire(&mut self, g: &mut H::Guard<'_>, now: Instant, now_std: StdInstant, cause: LinkDownCause, keep: bool) {
         let Some(link) = self.link.take() else { return };
-        g.conduit.link_down(now, link.id);
-        g.stats.link_downs += 1;
+        g.link_down(now, link.id);
         tracing::debug!(link = link.id.0, ?cause, "sotto: link down");
-        g.push_event(ConduitEvent::LinkDown { cause });
+        let c = g.common();
+        c.counters.link_downs += 1;
+        c.push_event(ConduitEvent::LinkDown { cause });
         if keep && !self.write.is_empty() {
             self.drain = Some(Drain {
                 io: link.io,
@@ -269,7 +306,7 @@ impl<R: Runtime, S: Io> Driver<R, S> {
             d.on_link_lost(now_std, link.attached);
         }
         // Wake anyone waiting for the end if this was the last link of an ended session.
-        g.watchers.wake_all();
+        g.common().watchers.wake_all();
     }
 
     fn poll_source(&mut self, cx: &mut Context<'_>, now: Instant, now_std: StdInstant) -> bool {
@@ -279,48 +316,52 @@ impl<R: Runtime, S: Io> Driver<R, S> {
                     return false;
                 }
                 let Poll::Ready(dialed) = d.poll_dial(cx, now_std) else { return false };
-                let shared = Arc::clone(&self.shared);
-                let mut g = shared.lock();
-                g.stats.dials += 1;
+                let host = Arc::clone(&self.host);
+                let mut g = host.lock();
+                g.common().counters.dials += 1;
                 match dialed {
                     Dialed::Link(io) => {
-                        let id = g.conduit.link_up(now, ResumeKey::ZERO);
+                        let id = g.link_up(now);
                         self.link = Some(Link { io, id, attached: false, flush: false, presented: None });
                     }
                     Dialed::Failed(e) => {
-                        g.stats.dial_failures += 1;
-                        g.last_dial_error = Some(e);
+                        let c = g.common();
+                        c.counters.dial_failures += 1;
+                        c.last_dial_error = Some(e);
                     }
                     Dialed::GiveUp(e) => {
-                        g.stats.dial_failures += 1;
-                        g.dial_permanent = !crate::backoff::is_transient(&e);
-                        g.last_dial_error = Some(e);
-                        g.conduit.end(now, SessionEnd::RecoveryTimeout);
+                        let c = g.common();
+                        c.counters.dial_failures += 1;
+                        c.dial_permanent = !crate::backoff::is_transient(&e);
+                        c.last_dial_error = Some(e);
+                        g.end(now, SessionEnd::RecoveryTimeout);
                     }
                 }
                 self.drain_outputs(&mut g, now, now_std);
                 true
             }
-            Source::Slot(reg) => {
+            Source::Router(reg) => {
                 let Some(new) = reg.slot.poll_take(cx) else { return false };
-                let shared = Arc::clone(&self.shared);
-                let mut g = shared.lock();
+                let host = Arc::clone(&self.host);
+                let mut g = host.lock();
                 self.attach(&mut g, new, now, now_std);
                 true
             }
+            Source::Mailbox => false,
         }
     }
 
-    /// Acceptor: a link whose ClientHello the acceptor read. It supersedes the current one.
-    fn attach(&mut self, g: &mut Inner, new: NewLink<S>, now: Instant, now_std: StdInstant) {
+    /// Raw acceptor: a link whose ClientHello the acceptor read. It supersedes the current one.
+    fn attach(&mut self, g: &mut H::Guard<'_>, new: NewLink<S>, now: Instant, now_std: StdInstant) {
         if self.link.take().is_some() {
             // The core reports the old link superseded; its bytes are moot.
-            g.stats.link_downs += 1;
-            g.push_event(ConduitEvent::LinkDown { cause: LinkDownCause::Superseded });
+            let c = g.common();
+            c.counters.link_downs += 1;
+            c.push_event(ConduitEvent::LinkDown { cause: LinkDownCause::Superseded });
             self.write.clear();
             self.read.clear();
         }
-        let (id, result) = g.conduit.link_up_with_hello(now, fresh_key(), &new.hello);
+        let (id, result) = g.link_up_with_hello(now, fresh_key(), &new.hello);
         if let Err(e) = result {
             tracing::debug!(error = %e, "sotto: resume refused");
         }
@@ -353,8 +394,8 @@ impl<R: Runtime, S: Io> Driver<R, S> {
         } else {
             return false;
         };
-        let shared = Arc::clone(&self.shared);
-        let mut g = shared.lock();
+        let host = Arc::clone(&self.host);
+        let mut g = host.lock();
         self.retire(&mut g, now, now_std, cause, false);
         true
     }
@@ -363,21 +404,15 @@ impl<R: Runtime, S: Io> Driver<R, S> {
         if self.link.is_none() {
             return false;
         }
-        let room = {
-            let mut g = self.shared.lock();
-            let items = self.config.inbound_items.saturating_sub(g.inbound.len());
-            let room = if g.inbound_bytes >= self.config.inbound_bytes && !g.inbound.is_empty() { 0 } else { items };
-            g.reader_blocked = room == 0;
-            room
-        };
+        let room = self.host.lock().read_room();
         if room == 0 {
             return false;
         }
         let run = match self.split.complete(self.read.data(), room) {
             Ok(run) => run,
             Err(e) => {
-                let shared = Arc::clone(&self.shared);
-                let mut g = shared.lock();
+                let host = Arc::clone(&self.host);
+                let mut g = host.lock();
                 self.retire(&mut g, now, now_std, LinkDownCause::Framing(e), false);
                 return true;
             }
@@ -400,36 +435,28 @@ impl<R: Runtime, S: Io> Driver<R, S> {
             Poll::Ready(Err(e)) => LinkDownCause::Io(e.kind()),
             Poll::Pending => return false,
         };
-        let shared = Arc::clone(&self.shared);
-        let mut g = shared.lock();
+        let host = Arc::clone(&self.host);
+        let mut g = host.lock();
         self.retire(&mut g, now, now_std, cause, false);
         true
     }
 
     /// Feed the first `len` bytes of the read buffer (whole messages) to the core; delivered
-    /// items go to the inbound queue as slices of the read buffer, without a copy.
+    /// items go to the application's queues (as slices of the read buffer where that pays).
     fn feed(&mut self, len: usize, now: Instant, now_std: StdInstant) {
         let Some(id) = self.link.as_ref().map(|l| l.id) else { return };
         let chunk = self.read.split(len);
         let split = self.split;
-        let shared = Arc::clone(&self.shared);
-        let mut g = shared.lock();
-        let mut delivered = false;
+        let host = Arc::clone(&self.host);
+        let mut g = host.lock();
         for msg in split.messages(&chunk) {
-            if let Ok(Some(item)) = g.conduit.handle_message(now, id, msg) {
-                let item = chunk.slice_ref(item);
-                g.inbound_bytes += item.len();
-                g.inbound.push_back(item);
-                delivered = true;
-            }
+            g.feed(now, id, msg, &chunk);
             self.drain_outputs(&mut g, now, now_std);
             if self.link.as_ref().map(|l| l.id) != Some(id) {
                 break;
             }
         }
-        if delivered {
-            g.receivers.wake_all();
-        }
+        g.fed();
     }
 
     fn poll_drain(&mut self, cx: &mut Context<'_>, now_std: StdInstant) -> bool {
@@ -462,7 +489,7 @@ impl<R: Runtime, S: Io> Driver<R, S> {
     }
 }
 
-impl<R: Runtime, S: Io> Future for Driver<R, S> {
+impl<R: Runtime, S: Io, H: Host<S>> Future for Driver<R, S, H> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -479,11 +506,9 @@ impl<R: Runtime, S: Io> Future for Driver<R, S> {
     }
 }
 
-impl<R: Runtime, S> Drop for Driver<R, S> {
+impl<R: Runtime, S, H: Host<S>> Drop for Driver<R, S, H> {
     fn drop(&mut self) {
-        let mut g = self.shared.lock();
-        g.driver_done = true;
-        g.driver = None;
-        g.wake_all();
+        let now = self.host.clock().now();
+        self.host.lock().driver_exit(now);
     }
 }

@@ -13,7 +13,8 @@ use sotto::{Conduit, Role, SessionEnd};
 use crate::config::Config;
 use crate::dialer::{DialFuture, Dialer};
 use crate::driver::{Driver, Source};
-use crate::shared::{ConduitEvent, Shared, Stats};
+use crate::raw::Shared;
+use crate::shared::{ConduitEvent, Stats};
 use crate::{Io, Runtime, TaskGuard};
 
 /// The session is over; carries how it ended.
@@ -120,7 +121,7 @@ impl std::fmt::Debug for StableConduit {
 
 impl StableConduit {
     pub(crate) fn new(shared: Arc<Shared>, task: TaskGuard) -> Self {
-        let max_item_len = shared.lock().conduit.max_item_len();
+        let max_item_len = shared.lock_inner().conduit.max_item_len();
         Self { shared, max_item_len, _task: Some(task) }
     }
 
@@ -144,7 +145,7 @@ impl StableConduit {
             Ok(()) => Poll::Ready(Ok(())),
             Err(TrySendError::Failed(e)) => Poll::Ready(Err(e)),
             Err(TrySendError::Full) => {
-                let mut g = self.shared.lock();
+                let mut g = self.shared.lock_inner();
                 // Re-check under the lock the driver wakes us under.
                 if g.conduit.can_send(item.len()) || g.end().is_some() {
                     drop(g);
@@ -159,7 +160,7 @@ impl StableConduit {
 
     /// Queue `item` if the replay ring has room now.
     pub fn try_send(&self, item: &[u8]) -> Result<(), TrySendError> {
-        let mut g = self.shared.lock();
+        let mut g = self.shared.lock_inner();
         if let Some(end) = g.end() {
             return Err(TrySendError::Failed(SendError::Ended(end)));
         }
@@ -170,7 +171,7 @@ impl StableConduit {
             Err(CoreSendError::Ended) => Err(TrySendError::Failed(SendError::Closing)),
         };
         // A send may have queued frames (or, when the ring is full, a link cycle).
-        g.wake_driver();
+        g.common.wake_driver();
         result
     }
 
@@ -182,13 +183,13 @@ impl StableConduit {
 
     /// [`recv`](Self::recv) as a poll function.
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Bytes, Ended>> {
-        let mut g = self.shared.lock();
+        let mut g = self.shared.lock_inner();
         if let Some(item) = g.inbound.pop_front() {
             g.inbound_bytes -= item.len();
             let (items, bytes) = g.resume_reading_at;
             if g.reader_blocked && g.inbound.len() <= items && g.inbound_bytes <= bytes {
                 g.reader_blocked = false;
-                g.wake_driver();
+                g.common.wake_driver();
             }
             return Poll::Ready(Ok(item));
         }
@@ -203,14 +204,14 @@ impl StableConduit {
     /// every event was read. Events nobody reads are kept up to a bound, oldest dropped first.
     pub async fn next_event(&self) -> Option<ConduitEvent> {
         poll_fn(|cx| {
-            let mut g = self.shared.lock();
-            if let Some(e) = g.events.pop_front() {
+            let mut g = self.shared.lock_inner();
+            if let Some(e) = g.common.events.pop_front() {
                 return Poll::Ready(Some(e));
             }
-            if g.driver_done {
+            if g.common.driver_done {
                 return Poll::Ready(None);
             }
-            g.watchers.register(cx);
+            g.common.watchers.register(cx);
             Poll::Pending
         })
         .await
@@ -219,8 +220,16 @@ impl StableConduit {
     /// A snapshot of the counters.
     #[must_use]
     pub fn stats(&self) -> Stats {
-        let g = self.shared.lock();
-        let mut s = g.stats;
+        let g = self.shared.lock_inner();
+        let c = g.common.counters;
+        let mut s = Stats {
+            link_ups: c.link_ups,
+            link_downs: c.link_downs,
+            dials: c.dials,
+            dial_failures: c.dial_failures,
+            events_dropped: c.events_dropped,
+            ..Stats::default()
+        };
         s.conduit = g.conduit.stats();
         s.inbound_items = g.inbound.len();
         s.inbound_bytes = g.inbound_bytes;
@@ -231,7 +240,7 @@ impl StableConduit {
     /// How the session ended, if it has.
     #[must_use]
     pub fn ended(&self) -> Option<SessionEnd> {
-        self.shared.lock().end()
+        self.shared.lock_inner().end()
     }
 
     /// End the session gracefully: items already sent go out first, then GOODBYE with
@@ -241,17 +250,17 @@ impl StableConduit {
     /// extensions) the session ends at once and no GOODBYE is sent.
     pub async fn close(&self, code: u32, reason: &str) -> SessionEnd {
         {
-            let mut g = self.shared.lock();
+            let mut g = self.shared.lock_inner();
             let now = self.shared.now();
             g.conduit.close(now, code, reason);
-            g.wake_driver();
+            g.common.wake_driver();
         }
         poll_fn(|cx| {
-            let mut g = self.shared.lock();
-            if g.driver_done {
+            let mut g = self.shared.lock_inner();
+            if g.common.driver_done {
                 return Poll::Ready(g.end().unwrap_or(SessionEnd::LocalClose { code }));
             }
-            g.watchers.register(cx);
+            g.common.watchers.register(cx);
             Poll::Pending
         })
         .await
@@ -260,22 +269,22 @@ impl StableConduit {
     /// Wait until the first link has attached, or the session ended before that.
     fn wait_attached(&self) -> impl Future<Output = Result<(), ConnectError>> + '_ {
         poll_fn(move |cx| {
-            let mut g = self.shared.lock();
+            let mut g = self.shared.lock_inner();
             if g.conduit.has_attached() {
                 return Poll::Ready(Ok(()));
             }
             if let Some(end) = g.end() {
                 let err = match end {
                     SessionEnd::Rejected => ConnectError::Rejected,
-                    SessionEnd::RecoveryTimeout => match g.last_dial_error.take() {
-                        Some(e) if g.dial_permanent => ConnectError::Io(e),
+                    SessionEnd::RecoveryTimeout => match g.common.last_dial_error.take() {
+                        Some(e) if g.common.dial_permanent => ConnectError::Io(e),
                         last_error => ConnectError::TimedOut { last_error },
                     },
                     other => ConnectError::Ended(other),
                 };
                 return Poll::Ready(Err(err));
             }
-            g.watchers.register(cx);
+            g.common.watchers.register(cx);
             Poll::Pending
         })
     }
@@ -283,9 +292,9 @@ impl StableConduit {
 
 impl Drop for StableConduit {
     fn drop(&mut self) {
-        let mut g = self.shared.lock();
-        g.handle_dropped = true;
-        g.wake_driver();
+        let mut g = self.shared.lock_inner();
+        g.common.handle_dropped = true;
+        g.common.wake_driver();
     }
 }
 
@@ -308,7 +317,7 @@ where
     let shared = Arc::new(Shared::new(conduit, &config));
     let dial = Box::new(move || -> DialFuture<S> { Box::pin(connector()) });
     let dialer = Dialer::new(dial, &config, StdInstant::now());
-    let driver = Driver::<R, S>::new(&rt, Arc::clone(&shared), Source::Dialer(dialer), config);
+    let driver = Driver::<R, S, Shared>::new(&rt, Arc::clone(&shared), Source::Dialer(dialer), config);
     let task = rt.spawn(Box::pin(driver));
     let handle = StableConduit::new(shared, task);
     handle.wait_attached().await?;

@@ -7,17 +7,47 @@
 //! - the per-session **driver** task: one future per session looping "drain the core's
 //!   outputs, check the clock against `poll_timeout`, wait for one input (link readable or
 //!   writable, application command, new link, timer), feed it"; reads go into one reusable
-//!   `BytesMut` and delivered items are handed out as `Bytes` slices of it, writes are
-//!   batched through [`sotto::stream::WriteBatch`];
-//! - the **handles** the application holds: [`StableConduit`] (items in and out, events,
-//!   stats, graceful close) and [`Acceptor`] (new sessions from a listener);
+//!   `BytesMut`, writes are batched through [`sotto::stream::WriteBatch`] (one write call for
+//!   many frames). The loop is generic over the state it drives, so the same code runs raw
+//!   stable conduits and session-layer sessions;
+//! - the **session API**: [`connect_session`], [`serve_sessions`] ([`SessionAcceptor`]),
+//!   [`SessionHandle`] (open, accept, events, stats, graceful close) and [`Connection`]
+//!   (`Stream<Item = Bytes>` + `Sink<Bytes>`, per-connection credit backpressure);
+//! - the **raw stable-conduit API** for vox peers: [`connect`], [`serve`] ([`Acceptor`]),
+//!   [`StableConduit`] (items in and out, events, stats, graceful close);
 //! - the initiator's **redial** policy ([`Backoff`]: exponential with full jitter, randomness
-//!   injected) and the acceptor's **link routing** by resume key (one small module that the
-//!   core endpoint will replace).
+//!   injected).
 //!
 //! A runtime plugs in through [`Runtime`] (spawn a task that is cancelled when its guard is
-//! dropped; make a resettable [`Timer`]). Streams are `futures::io::AsyncRead +
+//! dropped, or detached; make a resettable [`Timer`]). Streams are `futures::io::AsyncRead +
 //! AsyncWrite`; the tokio adapter wraps tokio streams.
+//!
+//! # Where a session's state lives, and why
+//!
+//! Every session has **one driver task** and its state behind **one lock**, shared by the
+//! driver and the application's handles: the handles call the core directly (`send` copies
+//! a payload once, into the replay ring; nothing is queued in between), and the driver takes
+//! the lock once per batch of input (a whole read's worth of messages is fed under one lock).
+//!
+//! - An initiator owns its [`sotto::session::Session`]: one mutex per session.
+//! - An acceptor runs the core [`sotto::endpoint::Endpoint`], which owns all of the
+//!   listener's sessions (allocated up front), routes every new link by its resume key and
+//!   enforces the acceptor's limits (pending handshakes and their deadline, per-source
+//!   failure budget, detached sessions). The endpoint lives behind **one mutex shared by the
+//!   acceptor task and every session's driver task**; each driver locks it to drive its own
+//!   session (reached by its generational handle), and a routed link is handed to the session's
+//!   driver through a mailbox in that same lock, so routing (which supersedes the old link in
+//!   the core) and the driver's switch to the new stream are atomic.
+//!
+//!   The alternative, one endpoint task that owns every session with per-link I/O tasks
+//!   feeding it through channels, would add a task hop and a copy per message on every
+//!   session, and a second queue to bound; the shared lock costs nothing with one session
+//!   and only serializes the short, bounded core calls of an acceptor's many sessions, which
+//!   is what the endpoint's single key index requires anyway. An acceptor that must use many
+//!   cores for many busy sessions can run several listeners.
+//!
+//! The raw stable-conduit acceptor keeps a small resume-key router of its own (`router`):
+//! the core endpoint hosts session-layer sessions, not bare conduits.
 //!
 //! Applications use `sotto-tokio` or `sotto-smol`, which re-export the types of this crate.
 #![forbid(unsafe_code)]
@@ -28,9 +58,13 @@ mod config;
 mod dialer;
 mod driver;
 mod handle;
+mod host;
 mod keys;
+mod pending;
+mod raw;
 mod read_buffer;
 mod router;
+mod session;
 mod shared;
 mod tasks;
 
@@ -42,14 +76,25 @@ pub use acceptor::{serve, Acceptor, AcceptorStats};
 pub use backoff::{is_transient, Backoff};
 pub use config::Config;
 pub use handle::{connect, ConnectError, Ended, SendError, StableConduit, TrySendError};
+pub use session::{
+    connect_session, serve_sessions, source_of, AnswerError, ConnError, ConnReceiver, ConnSender, Connection,
+    IncomingOpen, OpenError, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats,
+};
 pub use shared::{ConduitEvent, LinkDownCause, Stats};
 pub use tasks::live_tasks;
 
 /// A boxed, sendable future: what [`Runtime::spawn`] runs.
 pub type BoxTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
+/// A spawned task's handle: dropping it cancels the task (drops its future);
+/// [`detach`](TaskHandle::detach) lets the task run to completion on its own.
+pub trait TaskHandle: Send + Sync + 'static {
+    /// Let the task run on without this handle.
+    fn detach(self: Box<Self>);
+}
+
 /// Keeps a spawned task alive; dropping it cancels the task.
-pub type TaskGuard = Box<dyn Send + Sync + 'static>;
+pub type TaskGuard = Box<dyn TaskHandle>;
 
 /// What the driver needs from an async runtime.
 pub trait Runtime: Clone + Send + Sync + Unpin + 'static {

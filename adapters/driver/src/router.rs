@@ -1,11 +1,11 @@
-//! Acceptor-side routing of fresh links to sessions, by the ClientHello they opened with.
+//! The raw stable-conduit acceptor's routing of fresh links to sessions, by the ClientHello
+//! they opened with. (The session acceptor routes through the core endpoint, which hosts
+//! session-layer sessions; bare conduits for vox peers are routed here.)
 //!
-//! This is deliberately one small, replaceable place: the core endpoint (resume index,
-//! pending-handshake and detached-session limits, handles with generations) will take it
-//! over. Until then: a fresh ClientHello makes a new session; a resume goes to the session
-//! that issued the presented key (its current key, or the one presented on its latest
-//! resume, which the core still honours until the new key has been used, so a lost
-//! ServerHello does not lose the session); anything else is answered REJECTED.
+//! A fresh ClientHello makes a new session; a resume goes to the session that issued the
+//! presented key (its current key, or the one presented on its latest resume, which the core
+//! still honours until the new key has been used, so a lost ServerHello does not lose the
+//! session); anything else is answered REJECTED.
 //!
 //! Each session publishes its keys here *before* its ServerHello is written, so an initiator
 //! can never present a key the router does not know yet.

@@ -1,23 +1,21 @@
-//! State shared by a session's driver task and its handle: the core state machine itself
-//! (the handle calls `send`/`close` on it directly, so an item is copied once, into the
-//! replay ring), the bounded inbound queue, the bounded event queue, and the wakers.
+//! What every session's driver shares with the handles, whichever kind of session it is: the
+//! driver-facing fields ([`Common`]: events for the application, wakers, lifecycle flags,
+//! counters), waker lists, and the clock that maps `std` instants to the core's.
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Waker};
 use std::time::Instant as StdInstant;
 
-use bytes::Bytes;
 use sotto::conduit::{ConduitStats, LinkDropReason};
 use sotto::wire::FramingError;
 use sotto::{Conduit, Instant, SessionEnd};
 
-/// Events kept for [`next_event`](crate::StableConduit::next_event) at most; older ones are
-/// dropped (and counted) when nobody reads them.
+/// Events kept for the application at most; older ones are dropped (and counted) when nobody
+/// reads them.
 const MAX_EVENTS: usize = 64;
 
-/// What happened to a session, for the application.
+/// What happened to a session's links, for the application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConduitEvent {
     /// A link completed its handshake and frames flow.
@@ -57,7 +55,7 @@ pub enum LinkDownCause {
     Superseded,
 }
 
-/// A snapshot of a session's counters: the core's, and the driver's own.
+/// A snapshot of a raw stable-conduit session's counters: the core's, and the driver's own.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// The stable conduit's counters.
@@ -80,6 +78,16 @@ pub struct Stats {
     pub link_established: bool,
 }
 
+/// The driver's own counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub(crate) link_ups: u64,
+    pub(crate) link_downs: u64,
+    pub(crate) dials: u64,
+    pub(crate) dial_failures: u64,
+    pub(crate) events_dropped: u64,
+}
+
 /// Wakers of tasks waiting on one condition. Registering twice from the same task keeps one.
 #[derive(Debug, Default)]
 pub(crate) struct WakerList(Vec<Waker>);
@@ -97,96 +105,92 @@ impl WakerList {
     }
 }
 
-/// Everything behind the session's lock.
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) conduit: Conduit,
-    pub(crate) inbound: VecDeque<Bytes>,
-    pub(crate) inbound_bytes: usize,
+/// Register `cx` in a single-waker slot (replacing another task's waker).
+pub(crate) fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        *slot = Some(cx.waker().clone());
+    }
+}
+
+/// Wake the waker in a single-waker slot, if any.
+pub(crate) fn wake(slot: &mut Option<Waker>) {
+    if let Some(w) = slot.take() {
+        w.wake();
+    }
+}
+
+/// The fields of a session's shared state that the driver manages, for any kind of session.
+#[derive(Debug, Default)]
+pub(crate) struct Common {
+    /// Link events for the application.
     pub(crate) events: VecDeque<ConduitEvent>,
+    /// The driver task's waker.
     pub(crate) driver: Option<Waker>,
-    /// The driver stopped reading because the inbound queue was full.
-    pub(crate) reader_blocked: bool,
-    /// A blocked reader is woken once the queue is down to this many items and bytes.
-    pub(crate) resume_reading_at: (usize, usize),
-    pub(crate) senders: WakerList,
-    pub(crate) receivers: WakerList,
     /// Waiting for events, the end, or the first attach.
     pub(crate) watchers: WakerList,
     /// The driver task has finished (or was cancelled).
     pub(crate) driver_done: bool,
+    /// The application dropped its handle: the driver stops.
     pub(crate) handle_dropped: bool,
     /// Initiator: the last dial error, reported if the first connect gives up.
     pub(crate) last_dial_error: Option<io::Error>,
     /// Initiator: the first connect gave up on an error that retrying cannot fix.
     pub(crate) dial_permanent: bool,
-    pub(crate) stats: Stats,
+    pub(crate) counters: Counters,
+    /// `Ended` was queued: nothing follows it.
+    ended_pushed: bool,
 }
 
-impl Inner {
+impl Common {
     pub(crate) fn wake_driver(&mut self) {
-        if let Some(w) = self.driver.take() {
-            w.wake();
-        }
+        wake(&mut self.driver);
     }
 
     pub(crate) fn push_event(&mut self, e: ConduitEvent) {
         if self.events.len() == MAX_EVENTS {
             self.events.pop_front();
-            self.stats.events_dropped += 1;
+            self.counters.events_dropped += 1;
         }
-        self.events.push_back(e);
+        // `Ended` stays last: the link dropped because the session ended goes down before it
+        // (or, if `Ended` was read already, is not reported).
+        if matches!(self.events.back(), Some(ConduitEvent::Ended(_))) {
+            self.events.insert(self.events.len() - 1, e);
+        } else if !self.ended_pushed {
+            self.ended_pushed = matches!(e, ConduitEvent::Ended(_));
+            self.events.push_back(e);
+        }
         self.watchers.wake_all();
     }
 
     /// How the session ended, once it has (or `Evicted` if the driver is gone without an
     /// end, which only happens when its task was cancelled).
-    pub(crate) fn end(&self) -> Option<SessionEnd> {
-        self.conduit.ended().or(if self.driver_done { Some(SessionEnd::Evicted) } else { None })
+    pub(crate) fn end(&self, conduit: &Conduit) -> Option<SessionEnd> {
+        conduit.ended().or(if self.driver_done { Some(SessionEnd::Evicted) } else { None })
     }
 
-    pub(crate) fn wake_all(&mut self) {
-        self.senders.wake_all();
-        self.receivers.wake_all();
+    /// Reset for a new session in a reused slot.
+    pub(crate) fn reset(&mut self) {
+        self.events.clear();
+        self.driver = None;
         self.watchers.wake_all();
+        self.driver_done = false;
+        self.handle_dropped = false;
+        self.last_dial_error = None;
+        self.dial_permanent = false;
+        self.counters = Counters::default();
+        self.ended_pushed = false;
     }
 }
 
-/// The lock plus the clock origin that maps `std` instants to the core's.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    inner: Mutex<Inner>,
+/// Maps `std` instants to the core's [`Instant`] (nanoseconds since an origin) and back.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
     origin: StdInstant,
 }
 
-impl Shared {
-    pub(crate) fn new(conduit: Conduit, config: &crate::Config) -> Self {
-        Self {
-            inner: Mutex::new(Inner {
-                conduit,
-                inbound: VecDeque::new(),
-                inbound_bytes: 0,
-                events: VecDeque::with_capacity(MAX_EVENTS),
-                driver: None,
-                reader_blocked: false,
-                resume_reading_at: (config.inbound_items / 2, config.inbound_bytes / 2),
-                senders: WakerList::default(),
-                receivers: WakerList::default(),
-                watchers: WakerList::default(),
-                driver_done: false,
-                handle_dropped: false,
-                last_dial_error: None,
-                dial_permanent: false,
-                stats: Stats::default(),
-            }),
-            origin: StdInstant::now(),
-        }
-    }
-
-    /// Lock the state. A panic elsewhere while it was held does not make it unusable: the
-    /// state machine never panics on input, so its state is consistent.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Self { origin: StdInstant::now() }
     }
 
     /// The core's instant for `t`.

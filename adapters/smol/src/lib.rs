@@ -7,6 +7,10 @@
 //!   deadline, routes resumes to their sessions and yields new ones.
 //! - [`StableConduit`]: the raw stable-conduit handle (items in, items out, events, stats,
 //!   graceful close), wire-compatible with vox 0.3.0 peers.
+//! - The session API: [`connect_session`] and [`serve_sessions_tcp`], [`serve_sessions_unix`],
+//!   [`serve_sessions`] (through the core endpoint) give [`SessionHandle`]s, which open and
+//!   accept virtual [`Connection`]s (`Stream<Item = Bytes>` + `Sink<Bytes>`, credit flow
+//!   control per connection).
 //!
 //! Tasks run on smol's global executor (`smol::spawn`); each session runs one driver task and
 //! dropping its handle ends it. The driver and the handles are shared with `sotto-tokio`
@@ -49,8 +53,9 @@ pub use runtime::Smol;
 pub use sotto::conduit::ConfigError;
 pub use sotto::{ConduitConfig, SessionEnd};
 pub use sotto_driver::{
-    live_tasks, Acceptor, AcceptorStats, ConduitEvent, Config, ConnectError, Ended, LinkDownCause, SendError,
-    StableConduit, Stats, TrySendError,
+    live_tasks, source_of, Acceptor, AcceptorStats, AnswerError, ConduitEvent, Config, ConnError, ConnReceiver,
+    ConnSender, ConnectError, Connection, Ended, IncomingOpen, LinkDownCause, OpenError, SendError, SessionAcceptor,
+    SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats, StableConduit, Stats, TrySendError,
 };
 
 /// Start an initiator session and wait until its first link is attached.
@@ -97,4 +102,50 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     sotto_driver::serve(Smol, incoming, config)
+}
+
+/// Start an initiator session (session API) and wait until it is ready for connections.
+/// `connector` is as for [`connect`]; the session redials and resumes the same way.
+pub async fn connect_session<F, Fut, S>(connector: F, config: Config) -> Result<SessionHandle, ConnectError>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    sotto_driver::connect_session(Smol, connector, config).await
+}
+
+/// Serve a TCP listener with the session API, through the core endpoint (accepted streams
+/// get `TCP_NODELAY`; the per-source failure budget is keyed by peer IP).
+pub fn serve_sessions_tcp(listener: smol::net::TcpListener, config: Config) -> Result<SessionAcceptor, ConfigError> {
+    let incoming = futures::stream::unfold(listener, |l| async move {
+        let r = l.accept().await.map(|(s, addr)| {
+            let _ = s.set_nodelay(true);
+            (s, source_of(&addr))
+        });
+        Some((r, l))
+    });
+    sotto_driver::serve_sessions(Smol, incoming, config)
+}
+
+/// Serve a Unix socket listener with the session API.
+#[cfg(unix)]
+pub fn serve_sessions_unix(
+    listener: smol::net::unix::UnixListener,
+    config: Config,
+) -> Result<SessionAcceptor, ConfigError> {
+    let incoming =
+        futures::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| (s, 0)), l)) });
+    sotto_driver::serve_sessions(Smol, incoming, config)
+}
+
+/// Serve any source of freshly accepted streams with the session API (all counted as one
+/// source for the failure budget).
+pub fn serve_sessions<St, S>(incoming: St, config: Config) -> Result<SessionAcceptor, ConfigError>
+where
+    St: Stream<Item = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use futures::stream::StreamExt;
+    sotto_driver::serve_sessions(Smol, incoming.map(|r| r.map(|s| (s, 0))), config)
 }

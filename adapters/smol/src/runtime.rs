@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use sotto_driver::{BoxTask, Runtime, TaskGuard, Timer};
+use sotto_driver::{BoxTask, Runtime, TaskGuard, TaskHandle, Timer};
 
 /// smol's global executor and async-io's reactor.
 #[derive(Clone, Copy, Debug, Default)]
@@ -15,11 +15,22 @@ impl Runtime for Smol {
     type Timer = SmolTimer;
 
     fn spawn(&self, task: BoxTask) -> TaskGuard {
-        Box::new(smol::spawn(task))
+        Box::new(SmolTask(Some(smol::spawn(task))))
     }
 
     fn timer(&self) -> SmolTimer {
         SmolTimer(async_io::Timer::never())
+    }
+}
+
+/// A smol task, cancelled when dropped (unless detached).
+struct SmolTask(Option<smol::Task<()>>);
+
+impl TaskHandle for SmolTask {
+    fn detach(mut self: Box<Self>) {
+        if let Some(t) = self.0.take() {
+            t.detach();
+        }
     }
 }
 

@@ -4,5 +4,6 @@
 #![forbid(unsafe_code)]
 
 pub mod proxy;
+pub mod sessions;
 pub mod streams;
 pub mod workload;

@@ -6,6 +6,10 @@
 //!   deadline, routes resumes to their sessions and yields new ones.
 //! - [`StableConduit`]: the raw stable-conduit handle (items in, items out, events, stats,
 //!   graceful close), wire-compatible with vox 0.3.0 peers.
+//! - The session API: [`connect_session`] and [`serve_sessions_tcp`], [`serve_sessions_unix`],
+//!   [`serve_sessions`] (through the core endpoint) give [`SessionHandle`]s, which open and
+//!   accept virtual [`Connection`]s (`Stream<Item = Bytes>` + `Sink<Bytes>`, credit flow
+//!   control per connection).
 //!
 //! Each session runs one driver task; dropping its handle ends it. The driver and the
 //! handles are shared with `sotto-smol` (crate `sotto-driver`), so both adapters behave the
@@ -35,6 +39,32 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The session API, with virtual connections:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use bytes::Bytes;
+//! use futures::{SinkExt, StreamExt};
+//! use sotto_tokio::{connect_session, serve_sessions_tcp, Config};
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let acceptor = serve_sessions_tcp(listener, Config::default()).expect("valid config");
+//! let client = connect_session(move || tokio::net::TcpStream::connect(addr), Config::default()).await?;
+//! let server = acceptor.accept().await?;
+//! let (opened, incoming) = tokio::join!(client.open(b"chat"), server.accept());
+//! let mut conn = opened?;
+//! let mut peer = incoming?.accept(b"welcome").await?;
+//! conn.send(Bytes::from_static(b"hello")).await?; // waits for credit, never buffers unboundedly
+//! assert_eq!(&peer.next().await.expect("a message")[..], b"hello");
+//! peer.feed(Bytes::from_static(b"hi")).await?; // Sink
+//! peer.flush().await?;
+//! assert_eq!(&conn.recv().await?[..], b"hi");
+//! client.close(0, "bye").await;
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 mod compat;
@@ -51,8 +81,9 @@ pub use runtime::Tokio;
 pub use sotto::conduit::ConfigError;
 pub use sotto::{ConduitConfig, SessionEnd};
 pub use sotto_driver::{
-    live_tasks, Acceptor, AcceptorStats, ConduitEvent, Config, ConnectError, Ended, LinkDownCause, SendError,
-    StableConduit, Stats, TrySendError,
+    live_tasks, source_of, Acceptor, AcceptorStats, AnswerError, ConduitEvent, Config, ConnError, ConnReceiver,
+    ConnSender, ConnectError, Connection, Ended, IncomingOpen, LinkDownCause, OpenError, SendError, SessionAcceptor,
+    SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats, StableConduit, Stats, TrySendError,
 };
 
 /// Start an initiator session and wait until its first link is attached.
@@ -106,4 +137,55 @@ where
 {
     use futures::stream::StreamExt;
     sotto_driver::serve(Tokio, incoming.map(|r| r.map(TokioIo::new)), config)
+}
+
+/// Start an initiator session (session API) and wait until it is ready for connections.
+/// `connector` is as for [`connect`]; the session redials and resumes the same way. Must be
+/// called within a tokio runtime.
+pub async fn connect_session<F, Fut, S>(mut connector: F, config: Config) -> Result<SessionHandle, ConnectError>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let dial = move || {
+        let fut = connector();
+        async move { fut.await.map(TokioIo::new) }
+    };
+    sotto_driver::connect_session(Tokio, dial, config).await
+}
+
+/// Serve a TCP listener with the session API, through the core endpoint (accepted streams
+/// get `TCP_NODELAY`; the per-source failure budget is keyed by peer IP). Must be called
+/// within a tokio runtime.
+pub fn serve_sessions_tcp(listener: tokio::net::TcpListener, config: Config) -> Result<SessionAcceptor, ConfigError> {
+    let incoming = futures::stream::poll_fn(move |cx| {
+        listener.poll_accept(cx).map(|r| {
+            Some(r.map(|(s, addr)| {
+                let _ = s.set_nodelay(true);
+                (TokioIo::new(s), source_of(&addr))
+            }))
+        })
+    });
+    sotto_driver::serve_sessions(Tokio, incoming, config)
+}
+
+/// Serve a Unix socket listener with the session API. Must be called within a tokio runtime.
+#[cfg(unix)]
+pub fn serve_sessions_unix(listener: tokio::net::UnixListener, config: Config) -> Result<SessionAcceptor, ConfigError> {
+    let incoming = futures::stream::poll_fn(move |cx| {
+        listener.poll_accept(cx).map(|r| Some(r.map(|(s, _)| (TokioIo::new(s), 0))))
+    });
+    sotto_driver::serve_sessions(Tokio, incoming, config)
+}
+
+/// Serve any source of freshly accepted streams with the session API (all counted as one
+/// source for the failure budget). Must be called within a tokio runtime.
+pub fn serve_sessions<St, S>(incoming: St, config: Config) -> Result<SessionAcceptor, ConfigError>
+where
+    St: Stream<Item = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use futures::stream::StreamExt;
+    sotto_driver::serve_sessions(Tokio, incoming.map(|r| r.map(|s| (TokioIo::new(s), 0))), config)
 }

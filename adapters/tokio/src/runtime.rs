@@ -4,18 +4,27 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use sotto_driver::{BoxTask, Runtime, TaskGuard, Timer};
+use sotto_driver::{BoxTask, Runtime, TaskGuard, TaskHandle, Timer};
 
 /// The tokio runtime the current task runs on.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Tokio;
 
-/// Aborts the task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Aborts the task when dropped (unless detached).
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
+    }
+}
+
+impl TaskHandle for AbortOnDrop {
+    fn detach(mut self: Box<Self>) {
+        // Dropping a JoinHandle detaches the task.
+        drop(self.0.take());
     }
 }
 
@@ -23,7 +32,7 @@ impl Runtime for Tokio {
     type Timer = TokioTimer;
 
     fn spawn(&self, task: BoxTask) -> TaskGuard {
-        Box::new(AbortOnDrop(tokio::spawn(task)))
+        Box::new(AbortOnDrop(Some(tokio::spawn(task))))
     }
 
     fn timer(&self) -> TokioTimer {

@@ -1,0 +1,112 @@
+//! A link in its handshake at an acceptor, before any session owns it: reading the
+//! ClientHello (exactly the hello's bytes, never past them), or writing the REJECTED
+//! ServerHello. Each one is a future bounded by its own timer; the acceptor task polls them
+//! all, so dropping the acceptor ends them.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant as StdInstant;
+
+use sotto::wire::{ServerHello, HELLO_LEN, LEN_PREFIX};
+
+use crate::{Io, Timer};
+
+/// A hello with its length prefix.
+const HELLO_MSG: usize = LEN_PREFIX + HELLO_LEN;
+/// The length prefix of a hello.
+const HELLO_PREFIX: [u8; LEN_PREFIX] = (HELLO_LEN as u32).to_le_bytes();
+
+/// What a pending link came to.
+pub(crate) enum Outcome<S> {
+    /// The first message had the size of a hello: here it is (not yet decoded).
+    Hello(S, [u8; HELLO_LEN]),
+    /// The first length prefix was not a hello's.
+    BadPrefix,
+    /// The stream ended (or failed) before a whole hello arrived.
+    Eof,
+    /// No hello within the deadline.
+    TimedOut,
+    /// The REJECTED reply was written (or could not be, within its deadline).
+    Written,
+}
+
+/// A link in its handshake; `K` is the acceptor's name for it, handed back with the outcome.
+pub(crate) struct PendingLink<S, T, K> {
+    io: Option<S>,
+    buf: [u8; HELLO_MSG],
+    pos: usize,
+    /// Writing `buf` (REJECTED) rather than reading into it.
+    writing: bool,
+    timer: T,
+    key: Option<K>,
+}
+
+impl<S: Io, T: Timer, K: Unpin> PendingLink<S, T, K> {
+    /// Read the ClientHello from `io` by `deadline`.
+    pub(crate) fn hello(io: S, mut timer: T, deadline: StdInstant, key: K) -> Self {
+        timer.reset(deadline);
+        Self { io: Some(io), buf: [0; HELLO_MSG], pos: 0, writing: false, timer, key: Some(key) }
+    }
+
+    /// Write `reply` (a REJECTED ServerHello) behind its prefix, then close, by `deadline`.
+    pub(crate) fn reject(io: S, mut timer: T, deadline: StdInstant, key: K) -> Self {
+        timer.reset(deadline);
+        let mut buf = [0; HELLO_MSG];
+        buf[..LEN_PREFIX].copy_from_slice(&HELLO_PREFIX);
+        buf[LEN_PREFIX..].copy_from_slice(&ServerHello::rejected().encode());
+        Self { io: Some(io), buf, pos: 0, writing: true, timer, key: Some(key) }
+    }
+
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Outcome<S>> {
+        let Some(io) = self.io.as_mut() else { return Poll::Ready(Outcome::Written) };
+        while self.pos < HELLO_MSG {
+            let r = if self.writing {
+                Pin::new(&mut *io).poll_write(cx, &self.buf[self.pos..])
+            } else {
+                Pin::new(&mut *io).poll_read(cx, &mut self.buf[self.pos..])
+            };
+            match r {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    self.pos += n;
+                    if !self.writing && self.pos >= LEN_PREFIX && self.buf[..LEN_PREFIX] != HELLO_PREFIX {
+                        // Not a hello-sized message: no need to wait for the rest.
+                        return Poll::Ready(Outcome::BadPrefix);
+                    }
+                }
+                Poll::Ready(_) if self.writing => return Poll::Ready(Outcome::Written),
+                Poll::Ready(_) => return Poll::Ready(Outcome::Eof),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.writing {
+            return match Pin::new(&mut *io).poll_close(cx) {
+                Poll::Ready(_) => Poll::Ready(Outcome::Written),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        let mut hello = [0u8; HELLO_LEN];
+        hello.copy_from_slice(&self.buf[LEN_PREFIX..]);
+        match self.io.take() {
+            Some(io) => Poll::Ready(Outcome::Hello(io, hello)),
+            None => Poll::Ready(Outcome::Eof),
+        }
+    }
+}
+
+impl<S: Io, T: Timer, K: Unpin> Future for PendingLink<S, T, K> {
+    type Output = (Option<K>, Outcome<S>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Poll::Ready(outcome) = this.poll_io(cx) {
+            return Poll::Ready((this.key.take(), outcome));
+        }
+        if this.timer.poll_expired(cx).is_ready() {
+            this.io = None;
+            let outcome = if this.writing { Outcome::Written } else { Outcome::TimedOut };
+            return Poll::Ready((this.key.take(), outcome));
+        }
+        Poll::Pending
+    }
+}

@@ -1,0 +1,175 @@
+//! The state of a raw stable-conduit session (the vox-compatible API): the [`Conduit`]
+//! itself (the handle calls `send`/`close` on it directly, so an item is copied once, into the
+//! replay ring), the bounded inbound queue, and the driver-managed [`Common`] fields.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use sotto::conduit::InputError;
+use sotto::stream::{Fill, WriteBatch};
+use sotto::wire::ClientHello;
+use sotto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
+
+use crate::host::{Host, Locked};
+use crate::shared::{Clock, Common, WakerList};
+
+/// Everything behind a raw session's lock.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) conduit: Conduit,
+    pub(crate) common: Common,
+    pub(crate) inbound: VecDeque<Bytes>,
+    pub(crate) inbound_bytes: usize,
+    /// The driver stopped reading because the inbound queue was full.
+    pub(crate) reader_blocked: bool,
+    /// A blocked reader is woken once the queue is down to this many items and bytes.
+    pub(crate) resume_reading_at: (usize, usize),
+    inbound_items_max: usize,
+    inbound_bytes_max: usize,
+    pub(crate) senders: WakerList,
+    pub(crate) receivers: WakerList,
+    delivered: bool,
+}
+
+impl Inner {
+    pub(crate) fn end(&self) -> Option<SessionEnd> {
+        self.common.end(&self.conduit)
+    }
+
+    pub(crate) fn wake_all(&mut self) {
+        self.senders.wake_all();
+        self.receivers.wake_all();
+        self.common.watchers.wake_all();
+    }
+}
+
+/// The lock plus the clock.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+    clock: Clock,
+}
+
+impl Shared {
+    pub(crate) fn new(conduit: Conduit, config: &crate::Config) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                conduit,
+                common: Common::default(),
+                inbound: VecDeque::new(),
+                inbound_bytes: 0,
+                reader_blocked: false,
+                resume_reading_at: (config.inbound_items / 2, config.inbound_bytes / 2),
+                inbound_items_max: config.inbound_items,
+                inbound_bytes_max: config.inbound_bytes,
+                senders: WakerList::default(),
+                receivers: WakerList::default(),
+                delivered: false,
+            }),
+            clock: Clock::new(),
+        }
+    }
+
+    /// Lock the state (see [`Host::lock`] on poisoning).
+    pub(crate) fn lock_inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The core's "now".
+    pub(crate) fn now(&self) -> Instant {
+        self.clock.now()
+    }
+}
+
+/// The raw session's locked state, as the driver sees it.
+pub(crate) struct RawGuard<'a>(MutexGuard<'a, Inner>);
+
+impl<S: 'static> Host<S> for Shared {
+    type Guard<'a> = RawGuard<'a>;
+
+    fn lock(&self) -> RawGuard<'_> {
+        RawGuard(self.lock_inner())
+    }
+
+    fn clock(&self) -> &Clock {
+        &self.clock
+    }
+}
+
+impl<S> Locked<S> for RawGuard<'_> {
+    fn common(&mut self) -> &mut Common {
+        &mut self.0.common
+    }
+    fn conduit(&self) -> &Conduit {
+        &self.0.conduit
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.0.conduit.poll_timeout()
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.0.conduit.handle_timeout(now);
+    }
+    fn fill(&mut self, batch: &mut WriteBatch<Vec<u8>>, now: Instant) -> Fill {
+        batch.fill(&mut self.0.conduit, now)
+    }
+    fn poll_event(&mut self) -> Option<Event> {
+        self.0.conduit.poll_event()
+    }
+    fn end(&mut self, now: Instant, reason: SessionEnd) {
+        self.0.conduit.end(now, reason);
+    }
+    fn link_up(&mut self, now: Instant) -> LinkId {
+        self.0.conduit.link_up(now, ResumeKey::ZERO)
+    }
+    fn link_up_with_hello(
+        &mut self,
+        now: Instant,
+        key: ResumeKey,
+        hello: &ClientHello,
+    ) -> (LinkId, Result<(), InputError>) {
+        self.0.conduit.link_up_with_hello(now, key, hello)
+    }
+    fn link_down(&mut self, now: Instant, link: LinkId) {
+        self.0.conduit.link_down(now, link);
+    }
+    fn feed(&mut self, now: Instant, link: LinkId, msg: &[u8], chunk: &Bytes) {
+        let g = &mut *self.0;
+        if let Ok(Some(item)) = g.conduit.handle_message(now, link, msg) {
+            let item = chunk.slice_ref(item);
+            g.inbound_bytes += item.len();
+            g.inbound.push_back(item);
+            g.delivered = true;
+        }
+    }
+    fn fed(&mut self) {
+        if std::mem::take(&mut self.0.delivered) {
+            self.0.receivers.wake_all();
+        }
+    }
+    fn read_room(&mut self) -> usize {
+        let g = &mut *self.0;
+        let items = g.inbound_items_max.saturating_sub(g.inbound.len());
+        let room = if g.inbound_bytes >= g.inbound_bytes_max && !g.inbound.is_empty() { 0 } else { items };
+        g.reader_blocked = room == 0;
+        room
+    }
+    fn take_link(&mut self) -> Option<(S, LinkId)> {
+        None
+    }
+    fn flush_owed(&mut self, _now: Instant) {}
+    fn wake_senders(&mut self) {
+        self.0.senders.wake_all();
+    }
+    fn wake_all(&mut self) {
+        self.0.wake_all();
+    }
+    fn close_on_drop(&mut self, _now: Instant) -> bool {
+        false
+    }
+    fn driver_exit(&mut self, _now: Instant) {
+        self.0.common.driver_done = true;
+        self.0.common.driver = None;
+        self.0.wake_all();
+    }
+}

@@ -1,0 +1,436 @@
+//! A virtual connection's handles: [`Connection`] (both ways), or its two halves
+//! [`ConnSender`] and [`ConnReceiver`] after [`Connection::split`].
+//!
+//! Sending copies the payload once, into the session's replay ring; it waits (the send stays
+//! pending, nothing is buffered elsewhere) while the connection has no credit or the ring is
+//! full. Receiving takes the connection's whole queue under one lock into the receiver
+//! (a swap, no copy), then hands messages out one by one; the credit for what the
+//! application took goes back to the core in batches (a quarter of the window, or whenever
+//! the receiver next locks), so the peer's sender is never starved while a reader keeps up,
+//! and a slow reader only holds back its own connection.
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::sink::Sink;
+use futures::stream::{FusedStream, Stream};
+use sotto::session::{CommandError, ConnId};
+use sotto::SessionEnd;
+
+use super::handle::end_of;
+use super::home::SessionHome;
+use super::state::{self, Phase};
+use crate::shared::register;
+
+/// Why a connection cannot send or receive any more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnError {
+    /// The peer closed the connection, with this metadata. Everything it sent before was
+    /// delivered.
+    PeerClosed(Bytes),
+    /// We closed the connection.
+    Closed,
+    /// The session is over (or closing).
+    Ended(SessionEnd),
+    /// The payload can never be sent on this connection (larger than the peer's window or
+    /// than a frame).
+    TooLarge {
+        /// The payload's length.
+        len: u32,
+        /// The most it could be.
+        max: u32,
+    },
+}
+
+impl std::fmt::Display for ConnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PeerClosed(_) => f.write_str("the peer closed the connection"),
+            Self::Closed => f.write_str("the connection is closed"),
+            Self::Ended(end) => write!(f, "session ended: {end:?}"),
+            Self::TooLarge { len, max } => write!(f, "payload of {len} bytes exceeds {max}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnError {}
+
+/// What both halves share; the last one dropped closes the connection.
+struct ConnShared {
+    home: Arc<dyn SessionHome>,
+    id: ConnId,
+    metadata: Bytes,
+}
+
+impl Drop for ConnShared {
+    fn drop(&mut self) {
+        let mut l = self.home.lock();
+        let now = self.home.clock().now();
+        let (s, st) = l.parts();
+        state::abandon(s, st, now, self.id);
+    }
+}
+
+/// A virtual connection: an ordered, exactly-once message stream each way, with credit flow
+/// control. A `futures` [`Stream`] of received messages and a [`Sink`] of messages to send.
+///
+/// `send` and `recv` take `&mut self`; to send and receive from different tasks,
+/// [`split`](Self::split) it. Dropping it (both halves) closes the connection.
+pub struct Connection {
+    tx: ConnSender,
+    rx: ConnReceiver,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("id", &self.id()).finish()
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(home: Arc<dyn SessionHome>, id: ConnId, metadata: Bytes, release_at: usize) -> Self {
+        let shared = Arc::new(ConnShared { home, id, metadata });
+        Self {
+            tx: ConnSender { shared: Arc::clone(&shared), slot: None },
+            rx: ConnReceiver { shared, local: VecDeque::new(), unreleased: 0, release_at, done: None },
+        }
+    }
+
+    /// The connection's id (odd: opened by the initiator; even: by the acceptor).
+    #[must_use]
+    pub fn id(&self) -> ConnId {
+        self.tx.shared.id
+    }
+
+    /// The peer's metadata: its Accept (connections we opened) or its Open (the peer's).
+    #[must_use]
+    pub fn peer_metadata(&self) -> &Bytes {
+        &self.tx.shared.metadata
+    }
+
+    /// Send `item`; see [`ConnSender::send`].
+    pub async fn send(&mut self, item: Bytes) -> Result<(), ConnError> {
+        self.tx.send(item).await
+    }
+
+    /// Receive the next message; see [`ConnReceiver::recv`].
+    pub async fn recv(&mut self) -> Result<Bytes, ConnError> {
+        self.rx.recv().await
+    }
+
+    /// Close the connection with `metadata` (both ways: the peer's data still in flight is
+    /// dropped on arrival). Waits for room in the replay ring.
+    pub async fn close(self, metadata: &[u8]) {
+        self.tx.close_with(metadata).await;
+    }
+
+    /// The two halves, for sending and receiving from different tasks. The connection is
+    /// closed when both are dropped.
+    #[must_use]
+    pub fn split(self) -> (ConnSender, ConnReceiver) {
+        (self.tx, self.rx)
+    }
+
+    /// Put the halves of one connection back together; halves of different connections are
+    /// handed back.
+    pub fn reunite(tx: ConnSender, rx: ConnReceiver) -> Result<Self, Box<(ConnSender, ConnReceiver)>> {
+        if Arc::ptr_eq(&tx.shared, &rx.shared) {
+            Ok(Self { tx, rx })
+        } else {
+            Err(Box::new((tx, rx)))
+        }
+    }
+}
+
+/// The sending half of a [`Connection`].
+pub struct ConnSender {
+    shared: Arc<ConnShared>,
+    /// The [`Sink`]'s one-item slot.
+    slot: Option<Bytes>,
+}
+
+impl std::fmt::Debug for ConnSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnSender").field("id", &self.shared.id).finish()
+    }
+}
+
+impl ConnSender {
+    /// The connection's id.
+    #[must_use]
+    pub fn id(&self) -> ConnId {
+        self.shared.id
+    }
+
+    /// Send `item`: completes once it is in the session's replay ring (delivery is then the
+    /// session's job, across link losses). Waits while the connection has no credit (the
+    /// peer's reader is behind) or the ring is full. Cancel-safe: a dropped `send` did not
+    /// send its item.
+    pub async fn send(&mut self, item: Bytes) -> Result<(), ConnError> {
+        poll_fn(|cx| self.poll_send(cx, &item)).await
+    }
+
+    /// [`send`](Self::send) as a poll function: `Ready(Ok)` once `item` is queued.
+    pub fn poll_send(&self, cx: &mut Context<'_>, item: &[u8]) -> Poll<Result<(), ConnError>> {
+        let id = self.shared.id;
+        let mut l = self.shared.home.lock();
+        let (s, st) = l.parts();
+        match s.send(id, item) {
+            Ok(()) => {
+                st.common.wake_driver();
+                Poll::Ready(Ok(()))
+            }
+            Err(CommandError::NoCredit) => match st.conns.get_mut(&id) {
+                Some(slot) => {
+                    register(&mut slot.tx, cx);
+                    Poll::Pending
+                }
+                None => Poll::Ready(Err(ConnError::Closed)),
+            },
+            Err(CommandError::WouldBlock) => {
+                st.ring.register(cx);
+                Poll::Pending
+            }
+            Err(CommandError::TooLarge { len, max }) => Poll::Ready(Err(ConnError::TooLarge { len, max })),
+            Err(CommandError::Ended) => Poll::Ready(Err(ConnError::Ended(end_of(s, st)))),
+            Err(_) => Poll::Ready(Err(match st.conns.get(&id) {
+                Some(slot) if !slot.local_closed => match &slot.peer_closed {
+                    Some(md) => ConnError::PeerClosed(md.clone()),
+                    None => ConnError::Closed,
+                },
+                _ => ConnError::Closed,
+            })),
+        }
+    }
+
+    /// Close the connection with `metadata`; see [`Connection::close`].
+    pub async fn close_with(&self, metadata: &[u8]) {
+        let id = self.shared.id;
+        poll_fn(|cx| {
+            let mut l = self.shared.home.lock();
+            let now = self.shared.home.clock().now();
+            let (s, st) = l.parts();
+            match st.conns.get(&id) {
+                Some(slot) if slot.phase == Phase::Open && !slot.local_closed && slot.peer_closed.is_none() => {}
+                _ => return Poll::Ready(()),
+            }
+            match s.close_conn(now, id, metadata) {
+                Err(CommandError::WouldBlock) => {
+                    st.ring.register(cx);
+                    Poll::Pending
+                }
+                _ => {
+                    if let Some(slot) = st.conns.get_mut(&id) {
+                        slot.local_closed = true;
+                        crate::shared::wake(&mut slot.rx);
+                    }
+                    st.common.wake_driver();
+                    Poll::Ready(())
+                }
+            }
+        })
+        .await;
+    }
+
+    fn poll_slot(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        if let Some(item) = &self.slot {
+            match self.poll_send(cx, item) {
+                Poll::Ready(Ok(())) => self.slot = None,
+                Poll::Ready(Err(e)) => {
+                    self.slot = None;
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Sink<Bytes> for ConnSender {
+    type Error = ConnError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        self.get_mut().poll_slot(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Bytes) -> Result<(), ConnError> {
+        let this = self.get_mut();
+        debug_assert!(this.slot.is_none(), "start_send without poll_ready");
+        this.slot = Some(item);
+        Ok(())
+    }
+
+    /// Ready once every item is in the replay ring.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        self.get_mut().poll_slot(cx)
+    }
+
+    /// Flush, then close the connection (both ways).
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        let this = self.get_mut();
+        futures::ready!(this.poll_slot(cx))?;
+        let close = this.close_with(&[]);
+        let close = std::pin::pin!(close);
+        close.poll(cx).map(Ok)
+    }
+}
+
+/// The receiving half of a [`Connection`].
+pub struct ConnReceiver {
+    shared: Arc<ConnShared>,
+    /// Messages taken from the connection's queue, not yet handed out.
+    local: VecDeque<Bytes>,
+    /// Bytes handed out whose credit has not gone back yet.
+    unreleased: usize,
+    release_at: usize,
+    /// Why the stream ended, once it has.
+    done: Option<ConnError>,
+}
+
+impl std::fmt::Debug for ConnReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnReceiver").field("id", &self.shared.id).finish()
+    }
+}
+
+impl ConnReceiver {
+    /// The connection's id.
+    #[must_use]
+    pub fn id(&self) -> ConnId {
+        self.shared.id
+    }
+
+    /// The next message. Cancel-safe. After the connection or the session ended, the
+    /// messages already delivered are still returned, then the reason.
+    pub async fn recv(&mut self) -> Result<Bytes, ConnError> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Why the stream ended, once it has.
+    #[must_use]
+    pub fn end(&self) -> Option<&ConnError> {
+        self.done.as_ref()
+    }
+
+    /// [`recv`](Self::recv) as a poll function.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, ConnError>> {
+        if let Some(item) = self.local.pop_front() {
+            self.unreleased += item.len();
+            if self.unreleased >= self.release_at {
+                let shared = Arc::clone(&self.shared);
+                self.release(&mut shared.home.lock());
+            }
+            return Poll::Ready(Ok(item));
+        }
+        if let Some(e) = &self.done {
+            return Poll::Ready(Err(e.clone()));
+        }
+        let id = self.shared.id;
+        let shared = Arc::clone(&self.shared);
+        let mut l = shared.home.lock();
+        self.release(&mut l);
+        let (s, st) = l.parts();
+        let end = st.common.end(s.conduit());
+        let Some(slot) = st.conns.get_mut(&id) else {
+            return self.finish(ConnError::Ended(end.unwrap_or(SessionEnd::Evicted)));
+        };
+        if !slot.queue.is_empty() {
+            std::mem::swap(&mut self.local, &mut slot.queue);
+            st.unfull(id);
+            drop(l);
+            let item = self.local.pop_front().unwrap_or_default();
+            self.unreleased += item.len();
+            return Poll::Ready(Ok(item));
+        }
+        if let Some(md) = &slot.peer_closed {
+            let e = ConnError::PeerClosed(md.clone());
+            return self.finish(e);
+        }
+        if slot.local_closed {
+            return self.finish(ConnError::Closed);
+        }
+        if let Some(end) = end {
+            return self.finish(ConnError::Ended(end));
+        }
+        register(&mut slot.rx, cx);
+        Poll::Pending
+    }
+
+    fn finish(&mut self, e: ConnError) -> Poll<Result<Bytes, ConnError>> {
+        self.done = Some(e.clone());
+        Poll::Ready(Err(e))
+    }
+
+    /// Give the credit for what the application took back to the core.
+    fn release(&mut self, l: &mut super::home::SessLock<'_>) {
+        if self.unreleased == 0 {
+            return;
+        }
+        let (s, st) = l.parts();
+        let before = s.conduit().items_sent();
+        s.release(self.shared.id, self.unreleased);
+        st.delivered_bytes += self.unreleased as u64;
+        self.unreleased = 0;
+        if s.conduit().items_sent() != before {
+            // A credit grant was queued: the driver transmits it.
+            st.common.wake_driver();
+        }
+    }
+}
+
+impl Drop for ConnReceiver {
+    fn drop(&mut self) {
+        if self.unreleased > 0 {
+            let shared = Arc::clone(&self.shared);
+            self.release(&mut shared.home.lock());
+        }
+    }
+}
+
+impl Stream for ConnReceiver {
+    type Item = Bytes;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = self.get_mut();
+        if this.done.is_some() && this.local.is_empty() {
+            return Poll::Ready(None);
+        }
+        this.poll_recv(cx).map(Result::ok)
+    }
+}
+
+impl FusedStream for ConnReceiver {
+    fn is_terminated(&self) -> bool {
+        self.done.is_some() && self.local.is_empty()
+    }
+}
+
+impl Stream for Connection {
+    type Item = Bytes;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        Pin::new(&mut self.get_mut().rx).poll_next(cx)
+    }
+}
+
+impl Sink<Bytes> for Connection {
+    type Error = ConnError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        Pin::new(&mut self.get_mut().tx).poll_ready(cx)
+    }
+    fn start_send(self: Pin<&mut Self>, item: Bytes) -> Result<(), ConnError> {
+        Pin::new(&mut self.get_mut().tx).start_send(item)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        Pin::new(&mut self.get_mut().tx).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        Pin::new(&mut self.get_mut().tx).poll_close(cx)
+    }
+}

@@ -1,0 +1,518 @@
+//! The application's handle on one session-layer session ([`SessionHandle`]), the peer's
+//! connection requests ([`IncomingOpen`]), and [`connect_session`] for initiators.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant as StdInstant;
+
+use bytes::Bytes;
+use futures::stream::Stream;
+use sotto::session::{CommandError, ConnId, Session};
+use sotto::{Role, SessionEnd};
+
+use super::conn::Connection;
+use super::home::{OwnHome, SessDriverHost, SessionHome};
+use super::state::{self, ConnSlot, Owed, Phase, SessState, DROPPED_OPEN_CODE};
+use crate::config::Config;
+use crate::dialer::{DialFuture, Dialer};
+use crate::driver::{Driver, Source};
+use crate::handle::{ConnectError, Ended};
+use crate::shared::{ConduitEvent, LinkDownCause};
+use crate::{Io, Runtime, TaskGuard};
+
+/// What happened to a session's links, for the application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The first link completed its handshake.
+    LinkUp {
+        /// sotto's extensions (standalone acks, keepalive, goodbye) are in force.
+        ext: bool,
+    },
+    /// The link is gone; the session lives on (the initiator redials, the acceptor waits).
+    LinkDown {
+        /// Why.
+        cause: LinkDownCause,
+    },
+    /// A new link resumed the session; what was in flight is replayed first.
+    Resumed {
+        /// Frames replayed on it before any new one.
+        replaying: u64,
+        /// sotto's extensions are in force.
+        ext: bool,
+    },
+    /// The session ended gracefully (our close or the peer's GOODBYE). The last event.
+    Closed(SessionEnd),
+    /// The session is lost (recovery timeout, REJECTED resume, protocol failure, eviction).
+    /// The last event.
+    Lost(SessionEnd),
+}
+
+impl From<ConduitEvent> for SessionEvent {
+    fn from(e: ConduitEvent) -> Self {
+        match e {
+            ConduitEvent::LinkUp { resumed: false, ext, .. } => Self::LinkUp { ext },
+            ConduitEvent::LinkUp { resumed: true, replaying, ext } => Self::Resumed { replaying, ext },
+            ConduitEvent::LinkDown { cause } => Self::LinkDown { cause },
+            ConduitEvent::Ended(end) if end.is_lost() => Self::Lost(end),
+            ConduitEvent::Ended(end) => Self::Closed(end),
+        }
+    }
+}
+
+/// A snapshot of a session's counters: the core's and the driver's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// The session layer's counters (with the conduit's inside).
+    pub session: sotto::session::SessionStats,
+    /// Links that completed a handshake.
+    pub link_ups: u64,
+    /// Links lost or dropped.
+    pub link_downs: u64,
+    /// Dials started (initiator).
+    pub dials: u64,
+    /// Dials that failed before a link existed (initiator).
+    pub dial_failures: u64,
+    /// Events dropped because nobody read them.
+    pub events_dropped: u64,
+    /// Whether a link is established now.
+    pub link_established: bool,
+    /// Payload bytes the application has taken from its connections.
+    pub delivered_bytes: u64,
+    /// Delivered messages waiting in connection queues for their readers.
+    pub queued_messages: usize,
+    /// Peer Opens waiting for [`SessionHandle::accept`].
+    pub pending_opens: usize,
+}
+
+/// Why [`SessionHandle::open`] failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpenError {
+    /// The peer rejected the connection.
+    Rejected {
+        /// The peer's code.
+        code: u32,
+        /// The peer's metadata.
+        metadata: Bytes,
+    },
+    /// The session is over (or closing).
+    Ended(SessionEnd),
+    /// The session's limits refused it (too many connections, ids used up, metadata too
+    /// large).
+    Refused(CommandError),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rejected { code, .. } => write!(f, "connection rejected by the peer (code {code})"),
+            Self::Ended(end) => write!(f, "session ended: {end:?}"),
+            Self::Refused(e) => write!(f, "refused by the session's limits: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// Why answering an [`IncomingOpen`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerError {
+    /// The peer closed the connection before the answer.
+    Closed,
+    /// The session is over.
+    Ended(SessionEnd),
+    /// The metadata is larger than `max_metadata` (the Open is rejected).
+    MetadataTooLarge,
+}
+
+impl std::fmt::Display for AnswerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Closed => f.write_str("the peer closed the connection"),
+            Self::Ended(end) => write!(f, "session ended: {end:?}"),
+            Self::MetadataTooLarge => f.write_str("metadata too large"),
+        }
+    }
+}
+
+impl std::error::Error for AnswerError {}
+
+/// The end of a session whose command failed with `Ended` (closing counts as closed).
+pub(crate) fn end_of(s: &Session, st: &SessState) -> SessionEnd {
+    st.common.end(s.conduit()).unwrap_or(SessionEnd::LocalClose { code: sotto::conduit::goodbye_code::NORMAL })
+}
+
+/// One session: virtual connections, each an ordered, exactly-once message stream with
+/// credit flow control, surviving link loss underneath.
+///
+/// [`open`](Self::open) connections and [`accept`](Self::accept) the peer's; watch
+/// [`events`](Self::events); [`close`](Self::close) gracefully. Dropping the handle starts a
+/// graceful close too (GOODBYE once queued data is out, bounded by `drain_timeout`), after
+/// which the session's task ends; connections still held then fail with `Ended`.
+pub struct SessionHandle {
+    home: Arc<dyn SessionHome>,
+    task: Option<TaskGuard>,
+}
+
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionHandle").field("stats", &self.stats()).finish()
+    }
+}
+
+impl SessionHandle {
+    pub(crate) fn new(home: Arc<dyn SessionHome>, task: TaskGuard) -> Self {
+        Self { home, task: Some(task) }
+    }
+
+    /// Open a connection with `metadata` and wait for the peer's answer. Waits for the
+    /// session handshake and for room in the replay ring first. Cancel-safe: dropped before
+    /// the answer, the connection is closed as soon as it is accepted.
+    pub async fn open(&self, metadata: &[u8]) -> Result<Connection, OpenError> {
+        let id = poll_fn(|cx| {
+            let mut l = self.home.lock();
+            let (s, st) = l.parts();
+            if let Some(end) = st.common.end(s.conduit()) {
+                return Poll::Ready(Err(OpenError::Ended(end)));
+            }
+            match s.open(metadata) {
+                Ok(id) => {
+                    st.conns.insert(id, ConnSlot::new(Phase::Opening, Bytes::new()));
+                    st.common.wake_driver();
+                    Poll::Ready(Ok(id))
+                }
+                Err(CommandError::NotReady) => {
+                    st.common.watchers.register(cx);
+                    Poll::Pending
+                }
+                Err(CommandError::WouldBlock) => {
+                    st.ring.register(cx);
+                    Poll::Pending
+                }
+                Err(CommandError::Ended) => Poll::Ready(Err(OpenError::Ended(end_of(s, st)))),
+                Err(e) => Poll::Ready(Err(OpenError::Refused(e))),
+            }
+        })
+        .await?;
+        // Dropped before the answer (cancelled): the connection is closed once accepted.
+        let mut guard = OpenGuard { home: &self.home, id, armed: true };
+        let metadata = poll_fn(|cx| {
+            let mut l = self.home.lock();
+            let (s, st) = l.parts();
+            let end = st.common.end(s.conduit());
+            let Some(slot) = st.conns.get_mut(&id) else {
+                return Poll::Ready(Err(OpenError::Ended(end.unwrap_or(SessionEnd::Evicted))));
+            };
+            match &slot.phase {
+                Phase::Open => Poll::Ready(Ok(slot.metadata.clone())),
+                Phase::Rejected { code, metadata } => {
+                    Poll::Ready(Err(OpenError::Rejected { code: *code, metadata: metadata.clone() }))
+                }
+                Phase::Opening => match end {
+                    Some(end) => Poll::Ready(Err(OpenError::Ended(end))),
+                    None => {
+                        crate::shared::register(&mut slot.rx, cx);
+                        Poll::Pending
+                    }
+                },
+            }
+        })
+        .await;
+        guard.armed = false;
+        match metadata {
+            Ok(metadata) => Ok(Connection::new(Arc::clone(&self.home), id, metadata, self.release_at())),
+            Err(e) => {
+                let mut l = self.home.lock();
+                l.parts().1.conns.remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    fn release_at(&self) -> usize {
+        let l = self.home.lock();
+        (l.parts_ref().0.config().initial_credit as usize / 4).max(1)
+    }
+
+    /// The peer's next connection request. Cancel-safe. After the session ended, the
+    /// requests already received are still returned, then `Err`.
+    pub async fn accept(&self) -> Result<IncomingOpen, Ended> {
+        let (id, metadata) = poll_fn(|cx| {
+            let mut l = self.home.lock();
+            let (s, st) = l.parts();
+            if let Some(open) = st.incoming.pop_front() {
+                return Poll::Ready(Ok(open));
+            }
+            if let Some(end) = st.common.end(s.conduit()) {
+                return Poll::Ready(Err(Ended(end)));
+            }
+            st.acceptors.register(cx);
+            Poll::Pending
+        })
+        .await?;
+        Ok(IncomingOpen { home: Arc::clone(&self.home), id, metadata, answered: false, release_at: self.release_at() })
+    }
+
+    /// The next link event, or `None` once the session is over and every event was read.
+    /// Events nobody reads are kept up to a bound, oldest dropped first.
+    pub async fn next_event(&self) -> Option<SessionEvent> {
+        poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// [`next_event`](Self::next_event) as a poll function.
+    pub fn poll_event(&self, cx: &mut Context<'_>) -> Poll<Option<SessionEvent>> {
+        let mut l = self.home.lock();
+        let st = l.parts().1;
+        if let Some(e) = st.common.events.pop_front() {
+            return Poll::Ready(Some(e.into()));
+        }
+        if st.common.driver_done {
+            return Poll::Ready(None);
+        }
+        st.common.watchers.register(cx);
+        Poll::Pending
+    }
+
+    /// The link events as a stream (see [`next_event`](Self::next_event)).
+    pub fn events(&self) -> impl Stream<Item = SessionEvent> + '_ {
+        futures::stream::poll_fn(move |cx| self.poll_event(cx))
+    }
+
+    /// A snapshot of the counters.
+    #[must_use]
+    pub fn stats(&self) -> SessionStats {
+        let l = self.home.lock();
+        let (s, st) = l.parts_ref();
+        let c = st.common.counters;
+        SessionStats {
+            session: s.stats(),
+            link_ups: c.link_ups,
+            link_downs: c.link_downs,
+            dials: c.dials,
+            dial_failures: c.dial_failures,
+            events_dropped: c.events_dropped,
+            link_established: s.conduit().is_established(),
+            delivered_bytes: st.delivered_bytes,
+            queued_messages: st.conns.values().map(|c| c.queue.len()).sum(),
+            pending_opens: st.incoming.len(),
+        }
+    }
+
+    /// How the session ended, if it has.
+    #[must_use]
+    pub fn ended(&self) -> Option<SessionEnd> {
+        let l = self.home.lock();
+        let (s, st) = l.parts_ref();
+        st.common.end(s.conduit())
+    }
+
+    /// The metadata of the peer's session hello, once the handshake got that far.
+    #[must_use]
+    pub fn peer_metadata(&self) -> Option<Bytes> {
+        self.home.lock().parts_ref().1.peer_metadata.clone()
+    }
+
+    /// End the session gracefully: what was sent goes out first, then GOODBYE with `code`
+    /// and `reason`; the peer does not reconnect, and neither do we. Resolves once the
+    /// session's task is done, with how the session ended (not `LocalClose` if it had
+    /// already ended otherwise). Without a link the session ends at once, without GOODBYE.
+    pub async fn close(&self, code: u32, reason: &str) -> SessionEnd {
+        {
+            let mut l = self.home.lock();
+            let now = self.home.clock().now();
+            let (s, st) = l.parts();
+            s.close(now, code, reason);
+            st.common.wake_driver();
+        }
+        poll_fn(|cx| {
+            let mut l = self.home.lock();
+            let (s, st) = l.parts();
+            if st.common.driver_done {
+                return Poll::Ready(st.common.end(s.conduit()).unwrap_or(SessionEnd::LocalClose { code }));
+            }
+            st.common.watchers.register(cx);
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Wait until the session handshake has finished, or the session ended before that.
+    fn wait_ready(&self) -> impl Future<Output = Result<(), ConnectError>> + '_ {
+        poll_fn(move |cx| {
+            let mut l = self.home.lock();
+            let (s, st) = l.parts();
+            if st.ready {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(end) = st.common.end(s.conduit()) {
+                let err = match end {
+                    SessionEnd::Rejected => ConnectError::Rejected,
+                    SessionEnd::RecoveryTimeout => match st.common.last_dial_error.take() {
+                        Some(e) if st.common.dial_permanent => ConnectError::Io(e),
+                        last_error => ConnectError::TimedOut { last_error },
+                    },
+                    other => ConnectError::Ended(other),
+                };
+                return Poll::Ready(Err(err));
+            }
+            st.common.watchers.register(cx);
+            Poll::Pending
+        })
+    }
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        {
+            let mut l = self.home.lock();
+            let st = l.parts().1;
+            st.common.handle_dropped = true;
+            st.common.wake_driver();
+            l.release_if_done(self.home.clock().now());
+        }
+        // The task finishes the graceful close on its own, bounded by `drain_timeout`.
+        if let Some(task) = self.task.take() {
+            task.detach();
+        }
+    }
+}
+
+/// Closes a connection whose `open` was cancelled before the answer.
+struct OpenGuard<'a> {
+    home: &'a Arc<dyn SessionHome>,
+    id: ConnId,
+    armed: bool,
+}
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut l = self.home.lock();
+            let now = self.home.clock().now();
+            let (s, st) = l.parts();
+            state::abandon(s, st, now, self.id);
+        }
+    }
+}
+
+/// A connection the peer wants to open. Answer with [`accept`](Self::accept) or
+/// [`reject`](Self::reject); dropping it rejects it (code 0x100, no metadata).
+pub struct IncomingOpen {
+    home: Arc<dyn SessionHome>,
+    id: ConnId,
+    metadata: Bytes,
+    answered: bool,
+    release_at: usize,
+}
+
+impl std::fmt::Debug for IncomingOpen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncomingOpen").field("id", &self.id).field("metadata", &self.metadata).finish()
+    }
+}
+
+impl IncomingOpen {
+    /// The connection's id (the peer's parity).
+    #[must_use]
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The peer's Open metadata.
+    #[must_use]
+    pub fn metadata(&self) -> &Bytes {
+        &self.metadata
+    }
+
+    /// Accept the connection with `metadata`. Waits for room in the replay ring.
+    pub async fn accept(mut self, metadata: &[u8]) -> Result<Connection, AnswerError> {
+        let id = self.id;
+        poll_fn(|cx| {
+            let mut l = self.home.lock();
+            let (s, st) = l.parts();
+            match s.accept(id, metadata) {
+                Ok(()) => {
+                    st.conns.insert(id, ConnSlot::new(Phase::Open, self.metadata.clone()));
+                    st.common.wake_driver();
+                    Poll::Ready(Ok(()))
+                }
+                Err(CommandError::WouldBlock) => {
+                    st.ring.register(cx);
+                    Poll::Pending
+                }
+                Err(CommandError::Ended) => Poll::Ready(Err(AnswerError::Ended(end_of(s, st)))),
+                Err(CommandError::MetadataTooLarge) => Poll::Ready(Err(AnswerError::MetadataTooLarge)),
+                Err(_) => Poll::Ready(Err(AnswerError::Closed)),
+            }
+        })
+        .await
+        .inspect(|()| self.answered = true)?;
+        Ok(Connection::new(Arc::clone(&self.home), id, self.metadata.clone(), self.release_at))
+    }
+
+    /// Reject the connection with `code` and `metadata`. Waits for room in the replay ring.
+    pub async fn reject(mut self, code: u32, metadata: &[u8]) -> Result<(), AnswerError> {
+        let id = self.id;
+        poll_fn(|cx| {
+            let mut l = self.home.lock();
+            let now = self.home.clock().now();
+            let (s, st) = l.parts();
+            match s.reject(now, id, code, metadata) {
+                Ok(()) => {
+                    st.common.wake_driver();
+                    Poll::Ready(Ok(()))
+                }
+                Err(CommandError::WouldBlock) => {
+                    st.ring.register(cx);
+                    Poll::Pending
+                }
+                Err(CommandError::Ended) => Poll::Ready(Err(AnswerError::Ended(end_of(s, st)))),
+                Err(CommandError::MetadataTooLarge) => Poll::Ready(Err(AnswerError::MetadataTooLarge)),
+                Err(_) => Poll::Ready(Err(AnswerError::Closed)),
+            }
+        })
+        .await
+        .inspect(|()| self.answered = true)
+    }
+}
+
+impl Drop for IncomingOpen {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let mut l = self.home.lock();
+        let now = self.home.clock().now();
+        let (s, st) = l.parts();
+        state::owe(s, st, now, Owed::Reject(self.id, DROPPED_OPEN_CODE));
+    }
+}
+
+/// Start an initiator session: dial with `connector` (called once per link; it returns a
+/// fresh stream), run the link and session handshakes, and return once the session is ready
+/// for connections. Dial errors and failed handshakes are retried as for
+/// [`connect`](crate::connect); after that, lost links are redialed with backoff until
+/// `config.conduit.recovery_timeout`, then the session is reported lost.
+pub async fn connect_session<R, S, F, Fut>(
+    rt: R,
+    mut connector: F,
+    config: Config,
+) -> Result<SessionHandle, ConnectError>
+where
+    R: Runtime,
+    S: Io,
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+{
+    let session = Session::new(Role::Initiator, config.session_config(), &[]).map_err(ConnectError::Config)?;
+    let home: Arc<dyn SessionHome> = Arc::new(OwnHome::new(session, SessState::new(&config)));
+    let dial = Box::new(move || -> DialFuture<S> { Box::pin(connector()) });
+    let dialer = Dialer::new(dial, &config, StdInstant::now());
+    let host = Arc::new(SessDriverHost::<S>::new(Arc::clone(&home)));
+    let driver = Driver::<R, S, SessDriverHost<S>>::new(&rt, host, Source::Dialer(dialer), config);
+    let task = rt.spawn(Box::pin(driver));
+    let handle = SessionHandle::new(home, task);
+    handle.wait_ready().await?;
+    Ok(handle)
+}

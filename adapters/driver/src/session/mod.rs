@@ -1,0 +1,20 @@
+//! The session API: [`SessionHandle`]s carrying virtual [`Connection`]s with credit flow
+//! control, over the core's session layer ([`sotto::session::Session`]).
+//!
+//! - Initiators: [`connect_session`] owns its session (one lock per session).
+//! - Acceptors: [`serve_sessions`] runs the core [`sotto::endpoint::Endpoint`], which owns
+//!   every session of the listener, routes each new link by its resume key (handshake
+//!   deadline, pending-handshake cap, per-source failure budget, detached-session cap), and
+//!   hands new sessions to the application.
+//!
+//! See `home` for where each session's state lives and why.
+
+mod acceptor;
+mod conn;
+mod handle;
+mod home;
+mod state;
+
+pub use acceptor::{serve_sessions, source_of, SessionAcceptor, SessionAcceptorStats};
+pub use conn::{ConnError, ConnReceiver, ConnSender, Connection};
+pub use handle::{connect_session, AnswerError, IncomingOpen, OpenError, SessionEvent, SessionHandle, SessionStats};

@@ -1,0 +1,337 @@
+//! The application-facing state of one session-layer session, kept next to the core
+//! [`Session`] behind the same lock: per-connection inbound queues and wakers, peer Opens
+//! waiting for the application, commands owed to the core, and the driver-managed
+//! [`Common`] fields. The functions here are what the driver does to it for every input.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::task::Waker;
+
+use bytes::Bytes;
+use sotto::session::{CommandError, ConnId, Incoming, Session, SessionEvent as CoreEvent};
+use sotto::{Event, Instant, LinkId};
+
+use crate::shared::{wake, Common, WakerList};
+
+/// Reject code sent for a peer Open the application dropped without answering.
+pub(crate) const DROPPED_OPEN_CODE: u32 = 0x100;
+
+/// A hasher for connection ids (already unique small integers): one multiply and a fold,
+/// so both hashbrown's bucket bits (low) and tag bits (high) vary. No DoS concern: ids are
+/// bounded per session by `max_connections`.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(self.0 ^ u64::from(*b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        let x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = x ^ (x >> 29);
+    }
+}
+
+/// Connection id to value, hashed with [`IdHasher`].
+pub(crate) type ConnMap<V> = HashMap<ConnId, V, BuildHasherDefault<IdHasher>>;
+
+/// Where a connection the application knows about is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// We sent Open; waiting for Accept or Reject.
+    Opening,
+    /// Open both ways.
+    Open,
+    /// The peer rejected our Open.
+    Rejected { code: u32, metadata: Bytes },
+}
+
+/// One connection's application-facing state.
+#[derive(Debug)]
+pub(crate) struct ConnSlot {
+    pub(crate) phase: Phase,
+    /// The peer's metadata: its Accept (our Opens) or its Open (its Opens).
+    pub(crate) metadata: Bytes,
+    /// Delivered payloads waiting for the reader (bounded in bytes by credit).
+    pub(crate) queue: VecDeque<Bytes>,
+    /// The queue reached `conn_inbound_items` (counted in `SessState::full_conns`).
+    pub(crate) full: bool,
+    /// Listed in `SessState::dirty` (its reader is woken after the current run).
+    dirty: bool,
+    /// The peer closed it, with this metadata.
+    pub(crate) peer_closed: Option<Bytes>,
+    /// We sent Close.
+    pub(crate) local_closed: bool,
+    /// The application dropped every handle to it (only while `Opening`: resolved when the
+    /// answer arrives).
+    pub(crate) abandoned: bool,
+    /// The reader (or the opener waiting for the answer).
+    pub(crate) rx: Option<Waker>,
+    /// The sender waiting for credit.
+    pub(crate) tx: Option<Waker>,
+}
+
+impl ConnSlot {
+    pub(crate) fn new(phase: Phase, metadata: Bytes) -> Self {
+        Self {
+            phase,
+            metadata,
+            queue: VecDeque::new(),
+            full: false,
+            dirty: false,
+            peer_closed: None,
+            local_closed: false,
+            abandoned: false,
+            rx: None,
+            tx: None,
+        }
+    }
+}
+
+/// A command the application issued while the replay ring was full (from a `Drop`, which
+/// cannot wait): retried by the driver whenever it drains.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Owed {
+    Close(ConnId),
+    Reject(ConnId, u32),
+}
+
+/// Driver knobs that apply to the application queues.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tuning {
+    pub(crate) conn_items: usize,
+    pub(crate) copy_below: usize,
+    /// Messages fed per run (the read buffer is split off in runs of at most this many).
+    pub(crate) feed_batch: usize,
+}
+
+/// Everything of a session the application's handles and the driver share, besides the core.
+#[derive(Debug)]
+pub(crate) struct SessState {
+    pub(crate) common: Common,
+    pub(crate) conns: ConnMap<ConnSlot>,
+    /// Connections that got data in the current run.
+    dirty: Vec<ConnId>,
+    /// Connections whose queue is at `conn_items`: the driver stops reading while any is.
+    pub(crate) full_conns: usize,
+    /// Peer Opens not yet taken by `accept`.
+    pub(crate) incoming: VecDeque<(ConnId, Bytes)>,
+    /// Tasks in `accept`.
+    pub(crate) acceptors: WakerList,
+    /// Tasks waiting for room in the replay ring.
+    pub(crate) ring: WakerList,
+    /// The session handshake finished.
+    pub(crate) ready: bool,
+    pub(crate) peer_metadata: Option<Bytes>,
+    pub(crate) owed: VecDeque<Owed>,
+    pub(crate) tuning: Tuning,
+    /// Payload bytes handed to readers (taken from the queues).
+    pub(crate) delivered_bytes: u64,
+}
+
+impl SessState {
+    pub(crate) fn new(config: &crate::Config) -> Self {
+        Self {
+            common: Common::default(),
+            conns: ConnMap::default(),
+            dirty: Vec::new(),
+            full_conns: 0,
+            incoming: VecDeque::new(),
+            acceptors: WakerList::default(),
+            ring: WakerList::default(),
+            ready: false,
+            peer_metadata: None,
+            owed: VecDeque::new(),
+            tuning: Tuning {
+                conn_items: config.conn_inbound_items.max(1),
+                copy_below: config.copy_below,
+                feed_batch: config.inbound_items.max(1),
+            },
+            delivered_bytes: 0,
+        }
+    }
+
+    /// Forget the previous session of a reused slot.
+    pub(crate) fn reset(&mut self) {
+        self.wake_all();
+        self.common.reset();
+        self.conns.clear();
+        self.dirty.clear();
+        self.full_conns = 0;
+        self.incoming.clear();
+        self.ready = false;
+        self.peer_metadata = None;
+        self.owed.clear();
+        self.delivered_bytes = 0;
+    }
+
+    /// Wake every application task waiting on this session.
+    pub(crate) fn wake_all(&mut self) {
+        self.common.watchers.wake_all();
+        self.acceptors.wake_all();
+        self.ring.wake_all();
+        for slot in self.conns.values_mut() {
+            wake(&mut slot.rx);
+            wake(&mut slot.tx);
+        }
+    }
+
+    /// A reader took its queue: it is no longer full.
+    pub(crate) fn unfull(&mut self, conn: ConnId) {
+        if let Some(slot) = self.conns.get_mut(&conn) {
+            if slot.full {
+                slot.full = false;
+                self.full_conns -= 1;
+                if self.full_conns == 0 {
+                    self.common.wake_driver();
+                }
+            }
+        }
+    }
+}
+
+/// The next conduit event for the driver; session-level events are handled here.
+pub(crate) fn poll_event(s: &mut Session, st: &mut SessState) -> Option<Event> {
+    loop {
+        match s.poll_event()? {
+            CoreEvent::Ready => {
+                st.ready = true;
+                st.common.watchers.wake_all();
+            }
+            CoreEvent::ConnWritable(conn) => {
+                if let Some(slot) = st.conns.get_mut(&conn) {
+                    wake(&mut slot.tx);
+                }
+            }
+            CoreEvent::Conduit(e) => return Some(e),
+        }
+    }
+}
+
+/// Feed one link message to the session and file what it delivered.
+pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: LinkId, msg: &[u8], chunk: &Bytes) {
+    let Ok(Some(incoming)) = s.handle_message(now, link, msg) else { return };
+    match incoming {
+        Incoming::Data { conn, payload } => {
+            let Some(slot) = st.conns.get_mut(&conn).filter(|c| !c.abandoned) else {
+                // The root connection (unused by this API) or one being torn down: give the
+                // credit straight back.
+                s.release(conn, payload.len());
+                return;
+            };
+            let item = if payload.len() < st.tuning.copy_below {
+                Bytes::copy_from_slice(payload)
+            } else {
+                chunk.slice_ref(payload)
+            };
+            slot.queue.push_back(item);
+            if !slot.dirty {
+                slot.dirty = true;
+                st.dirty.push(conn);
+            }
+            if !slot.full && slot.queue.len() >= st.tuning.conn_items {
+                slot.full = true;
+                st.full_conns += 1;
+            }
+        }
+        Incoming::Open { conn, metadata } => {
+            st.incoming.push_back((conn, Bytes::copy_from_slice(metadata)));
+            st.acceptors.wake_all();
+        }
+        Incoming::Accepted { conn, metadata } => {
+            let Some(slot) = st.conns.get_mut(&conn) else { return };
+            if slot.abandoned {
+                st.conns.remove(&conn);
+                owe(s, st, now, Owed::Close(conn));
+            } else {
+                slot.phase = Phase::Open;
+                slot.metadata = Bytes::copy_from_slice(metadata);
+                wake(&mut slot.rx);
+                wake(&mut slot.tx);
+            }
+        }
+        Incoming::Rejected { conn, code, metadata } => {
+            let Some(slot) = st.conns.get_mut(&conn) else { return };
+            if slot.abandoned {
+                st.conns.remove(&conn);
+            } else {
+                slot.phase = Phase::Rejected { code, metadata: Bytes::copy_from_slice(metadata) };
+                wake(&mut slot.rx);
+                wake(&mut slot.tx);
+            }
+        }
+        Incoming::Closed { conn, metadata } => {
+            if let Some(slot) = st.conns.get_mut(&conn) {
+                slot.peer_closed = Some(Bytes::copy_from_slice(metadata));
+                wake(&mut slot.rx);
+                wake(&mut slot.tx);
+            } else {
+                // Closed before the application took its Open.
+                st.incoming.retain(|(c, _)| *c != conn);
+            }
+        }
+        Incoming::PeerHello { metadata } => st.peer_metadata = Some(Bytes::copy_from_slice(metadata)),
+    }
+}
+
+/// A run of messages was fed: wake each reader that got data, once.
+pub(crate) fn fed(st: &mut SessState) {
+    let SessState { dirty, conns, .. } = st;
+    for conn in dirty.drain(..) {
+        if let Some(slot) = conns.get_mut(&conn) {
+            slot.dirty = false;
+            wake(&mut slot.rx);
+        }
+    }
+}
+
+/// Issue `owed` now, or keep it for the driver to retry when the ring has room.
+pub(crate) fn owe(s: &mut Session, st: &mut SessState, now: Instant, owed: Owed) {
+    if st.owed.is_empty() && !matches!(issue(s, now, owed), Err(CommandError::WouldBlock)) {
+        st.common.wake_driver();
+        return;
+    }
+    st.owed.push_back(owed);
+    st.common.wake_driver();
+}
+
+fn issue(s: &mut Session, now: Instant, owed: Owed) -> Result<(), CommandError> {
+    match owed {
+        Owed::Close(conn) => s.close_conn(now, conn, &[]),
+        Owed::Reject(conn, code) => s.reject(now, conn, code, &[]),
+    }
+}
+
+/// Retry owed commands in order while the ring has room.
+pub(crate) fn flush_owed(s: &mut Session, st: &mut SessState, now: Instant) {
+    while let Some(&owed) = st.owed.front() {
+        if matches!(issue(s, now, owed), Err(CommandError::WouldBlock)) {
+            return;
+        }
+        st.owed.pop_front();
+    }
+}
+
+/// The application dropped every handle to `conn`: close it (or, while our Open is
+/// unanswered, remember to close it when the answer comes).
+pub(crate) fn abandon(s: &mut Session, st: &mut SessState, now: Instant, conn: ConnId) {
+    let Some(slot) = st.conns.get_mut(&conn) else { return };
+    if slot.phase == Phase::Opening && !s.is_ended() {
+        slot.abandoned = true;
+        slot.queue.clear();
+        return;
+    }
+    st.unfull(conn);
+    let Some(slot) = st.conns.remove(&conn) else { return };
+    if slot.phase == Phase::Open && !slot.local_closed && slot.peer_closed.is_none() {
+        owe(s, st, now, Owed::Close(conn));
+    }
+}

@@ -1,0 +1,266 @@
+//! The session API over real sockets, on every runtime pairing: tokio ↔ tokio, smol ↔ smol,
+//! tokio ↔ smol both ways, over TCP and Unix sockets, through the chaos proxy (links killed
+//! mid-frame): several connections, exactly-once in-order delivery on each, both ways. Plus
+//! per-connection backpressure (a slow reader stalls only its own connection), graceful
+//! close of connections and of the session, rejection, and the acceptor's handshake
+//! deadline and REJECTED resumes.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join;
+use sotto::SessionEnd;
+use sotto_adapter_tests::proxy::{Chaos, Endpoint};
+use sotto_adapter_tests::sessions::{
+    conn_message, dial, exchange_all, listen, open_accept, proxy_to, recv_seq, send_seq, session_config, Rt, Transport,
+};
+use sotto_adapter_tests::workload::{eventually, seed, sleep, within};
+use sotto_tokio::{ConnError, OpenError, SessionEvent};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Four connections, `n` messages each way on each, through a proxy killing the first 30
+/// links after 1 B..8 KiB.
+async fn chaos_run(initiator: Rt, acceptor: Rt, transport: Transport) {
+    let seed = seed();
+    println!("seed {seed} ({initiator:?} -> {acceptor:?} over {transport:?})");
+    let (acc, upstream) = listen(acceptor, transport, session_config()).await;
+    let proxy = proxy_to(upstream, Chaos { budget: (1, 8 << 10), ..Chaos::kills(seed, 30) });
+    let a = dial(initiator, proxy.endpoint.clone(), session_config()).await;
+    let b = acc.accept().await.expect("accept");
+    let pairs = within(LIMIT, "open", open_accept(&a, &b, 4)).await;
+    within(LIMIT, "exchange under kills", exchange_all(pairs, 800)).await;
+    let (sa, sb) = (a.stats(), b.stats());
+    println!("kills {} resumes {} / {}", proxy.kills(), sa.session.conduit.resumes, sb.session.conduit.resumes);
+    assert!(proxy.kills() >= 5, "the proxy should have killed links");
+    assert!(sa.session.conduit.resumes >= 5);
+    assert_eq!(acc.stats().endpoint.sessions_created, 1, "every link resumed the one session");
+    assert!(acc.stats().endpoint.resumes_routed >= 5);
+    let mut resumed = 0;
+    while let Some(Some(e)) = futures::FutureExt::now_or_never(a.next_event()) {
+        resumed += u32::from(matches!(e, SessionEvent::Resumed { .. }));
+    }
+    assert!(resumed >= 5, "Resumed events: {resumed}");
+}
+
+#[tokio::test]
+async fn tokio_tokio_tcp_chaos() {
+    chaos_run(Rt::Tokio, Rt::Tokio, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn tokio_tokio_unix_chaos() {
+    chaos_run(Rt::Tokio, Rt::Tokio, Transport::Unix).await;
+}
+
+#[test]
+fn smol_smol_tcp_chaos() {
+    smol::block_on(chaos_run(Rt::Smol, Rt::Smol, Transport::Tcp));
+}
+
+#[test]
+fn smol_smol_unix_chaos() {
+    smol::block_on(chaos_run(Rt::Smol, Rt::Smol, Transport::Unix));
+}
+
+#[tokio::test]
+async fn tokio_initiator_smol_acceptor_tcp_chaos() {
+    chaos_run(Rt::Tokio, Rt::Smol, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn smol_initiator_tokio_acceptor_tcp_chaos() {
+    chaos_run(Rt::Smol, Rt::Tokio, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn tokio_initiator_smol_acceptor_unix_chaos() {
+    chaos_run(Rt::Tokio, Rt::Smol, Transport::Unix).await;
+}
+
+#[tokio::test]
+async fn smol_initiator_tokio_acceptor_unix_chaos() {
+    chaos_run(Rt::Smol, Rt::Tokio, Transport::Unix).await;
+}
+
+/// A reader that stops on one connection holds back that connection's sender only (credit),
+/// with its queue bounded by the credit; the other connection keeps flowing, over links
+/// that keep dying. Reading again delivers everything in order.
+#[tokio::test]
+async fn slow_reader_stalls_only_its_connection() {
+    let mut cfg = session_config();
+    cfg.session.initial_credit = 16 << 10;
+    let (acc, upstream) = listen(Rt::Smol, Transport::Tcp, cfg).await;
+    let proxy = proxy_to(upstream, Chaos { budget: (1, 64 << 10), ..Chaos::kills(seed(), 10) });
+    let a = dial(Rt::Tokio, proxy.endpoint.clone(), cfg).await;
+    let b = acc.accept().await.expect("accept");
+    let mut pairs = within(LIMIT, "open", open_accept(&a, &b, 2)).await;
+    let (fast_a, fast_b) = pairs.pop().expect("pair");
+    let (slow_a, slow_b) = pairs.pop().expect("pair");
+    let (mut slow_tx, _slow_a_rx) = slow_a.split();
+    let (_slow_b_tx, mut slow_rx) = slow_b.split();
+    // Fill the slow connection until its sender blocks (out of credit).
+    let mut sent = 0u64;
+    loop {
+        let send = slow_tx.send(conn_message(0, sent));
+        match tokio::time::timeout(Duration::from_millis(300), send).await {
+            Ok(r) => {
+                r.expect("send");
+                sent += 1;
+                assert!(sent < 100_000, "send never blocked");
+            }
+            Err(_) => break,
+        }
+    }
+    let queued = b.stats().queued_messages;
+    println!("slow connection blocked after {sent} messages, {queued} queued at the reader");
+    let bytes: usize = (0..sent).map(|i| conn_message(0, i).len()).sum();
+    assert!(bytes <= 16 << 10, "no more than the credit was sent: {bytes}");
+    // The other connection is unaffected.
+    within(LIMIT, "fast connection while the slow one is stalled", exchange_all(vec![(fast_a, fast_b)], 1500)).await;
+    // Reading the slow one releases credit: everything arrives in order, sends go on.
+    let reader = recv_seq(&mut slow_rx, 0, sent + 300);
+    let writer = async {
+        for i in sent..sent + 300 {
+            slow_tx.send(conn_message(0, i)).await.expect("send");
+        }
+    };
+    within(LIMIT, "slow connection drains", join(reader, writer)).await;
+}
+
+/// A dropped `recv` loses nothing: poll with short timeouts throughout.
+#[tokio::test]
+async fn cancelled_recv_loses_nothing() {
+    let (acc, upstream) = listen(Rt::Tokio, Transport::Tcp, session_config()).await;
+    let a = dial(Rt::Tokio, upstream, session_config()).await;
+    let b = acc.accept().await.expect("accept");
+    let mut pairs = open_accept(&a, &b, 1).await;
+    let (x, y) = pairs.pop().expect("pair");
+    let (mut tx, _xr) = x.split();
+    let (_yt, mut rx) = y.split();
+    let sender = send_seq(&mut tx, 0, 3000);
+    let receiver = async {
+        let mut i = 0;
+        while i < 3000 {
+            if let Ok(got) = tokio::time::timeout(Duration::from_micros(50), rx.recv()).await {
+                assert_eq!(got.expect("alive"), conn_message(0, i));
+                i += 1;
+            }
+        }
+    };
+    within(LIMIT, "exchange with cancelled receives", join(sender, receiver)).await;
+}
+
+/// Closing a connection delivers what was sent, then the close with its metadata; closing
+/// the session sends GOODBYE: the peer's connections and session end, nobody redials.
+#[tokio::test]
+async fn graceful_close_of_connections_and_session() {
+    let (acc, upstream) = listen(Rt::Smol, Transport::Unix, session_config()).await;
+    let a = dial(Rt::Tokio, upstream, session_config()).await;
+    let b = acc.accept().await.expect("accept");
+    let mut pairs = open_accept(&a, &b, 2).await;
+    let (mut x1, mut y1) = pairs.pop().expect("pair");
+    let (mut x0, mut y0) = pairs.pop().expect("pair");
+    // Connection close: data first, then PeerClosed with the metadata; the other lives on.
+    x1.send(Bytes::from_static(b"last words")).await.expect("send");
+    x1.close(b"bye").await;
+    assert_eq!(&y1.recv().await.expect("data before close")[..], b"last words");
+    assert_eq!(y1.recv().await, Err(ConnError::PeerClosed(Bytes::from_static(b"bye"))));
+    assert!(matches!(y1.send(Bytes::from_static(b"x")).await, Err(ConnError::PeerClosed(_))));
+    y0.send(Bytes::from_static(b"still here")).await.expect("send");
+    assert_eq!(&x0.recv().await.expect("other connection")[..], b"still here");
+    // Rejection.
+    let (opened, answered) = join(a.open(b"no thanks"), async {
+        b.accept().await.expect("accept").reject(42, b"nope").await.expect("reject");
+    })
+    .await;
+    assert_eq!(opened.expect_err("rejected"), OpenError::Rejected { code: 42, metadata: Bytes::from_static(b"nope") });
+    let () = answered;
+    // Session close from the initiator: queued data is delivered, then GOODBYE.
+    x0.send(Bytes::from_static(b"before goodbye")).await.expect("send");
+    assert_eq!(within(LIMIT, "close", a.close(0x200, "done")).await, SessionEnd::LocalClose { code: 0x200 });
+    assert_eq!(&y0.recv().await.expect("delivered before goodbye")[..], b"before goodbye");
+    assert_eq!(y0.recv().await, Err(ConnError::Ended(SessionEnd::PeerGoodbye { code: 0x200 })));
+    assert!(eventually(LIMIT, || b.ended().is_some()).await);
+    let mut last = None;
+    while let Some(e) = b.next_event().await {
+        last = Some(e);
+    }
+    assert_eq!(last, Some(SessionEvent::Closed(SessionEnd::PeerGoodbye { code: 0x200 })));
+    sleep(Duration::from_millis(200)).await;
+    assert_eq!(a.stats().dials, 1, "no redial after close");
+    assert!(matches!(x0.send(Bytes::from_static(b"late")).await, Err(ConnError::Ended(_))));
+}
+
+/// The acceptor closes: the initiator's session ends with the peer's GOODBYE and it does
+/// not redial; dropping an acceptor-side handle also sends GOODBYE.
+#[test]
+fn acceptor_close_and_drop_send_goodbye() {
+    smol::block_on(async {
+        let (acc, upstream) = listen(Rt::Smol, Transport::Tcp, session_config()).await;
+        let a = dial(Rt::Smol, upstream.clone(), session_config()).await;
+        let b = acc.accept().await.expect("accept");
+        b.close(7, "bye").await;
+        assert!(eventually(LIMIT, || a.ended().is_some()).await);
+        assert_eq!(a.ended(), Some(SessionEnd::PeerGoodbye { code: 7 }));
+        let a2 = dial(Rt::Smol, upstream, session_config()).await;
+        drop(acc.accept().await.expect("accept"));
+        assert!(eventually(LIMIT, || a2.ended().is_some()).await);
+        assert_eq!(a2.ended(), Some(SessionEnd::PeerGoodbye { code: 0 }));
+        sleep(Duration::from_millis(200)).await;
+        assert_eq!(a.stats().dials + a2.stats().dials, 2, "no redial after GOODBYE");
+    });
+}
+
+/// The endpoint's handshake deadline closes a silent link; a bad hello is closed at once; an
+/// unknown resume key is answered REJECTED and the session is lost, never retried.
+#[tokio::test]
+async fn endpoint_deadline_bad_hello_and_rejected_resume() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (acc, upstream) = listen(Rt::Tokio, Transport::Tcp, session_config()).await;
+    let Endpoint::Tcp(addr) = upstream.clone() else { unreachable!() };
+    let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 8];
+    let n = within(Duration::from_secs(5), "silent client dropped", silent.read(&mut buf)).await;
+    assert!(matches!(n, Ok(0) | Err(_)), "closed without an answer");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(4), "{waited:?}");
+    assert_eq!(acc.stats().endpoint.handshakes_expired, 1);
+    let mut bad = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut hello = [0u8; 29];
+    hello[0] = 25;
+    hello[4..8].copy_from_slice(b"XXXX");
+    bad.write_all(&hello).await.expect("write");
+    assert!(matches!(bad.read(&mut buf).await, Ok(0) | Err(_)));
+    assert!(eventually(LIMIT, || acc.stats().endpoint.bad_hellos == 1).await);
+    // A session whose acceptor "restarts": its key is unknown to the new one.
+    let target = std::sync::Arc::new(std::sync::Mutex::new(addr));
+    let t = std::sync::Arc::clone(&target);
+    let a = sotto_tokio::connect_session(
+        move || {
+            let addr = *t.lock().expect("lock");
+            tokio::net::TcpStream::connect(addr)
+        },
+        session_config(),
+    )
+    .await
+    .expect("connect");
+    let (acc2, upstream2) = listen(Rt::Tokio, Transport::Tcp, session_config()).await;
+    let Endpoint::Tcp(addr2) = upstream2 else { unreachable!() };
+    *target.lock().expect("lock") = addr2;
+    let b = acc.accept().await.expect("accept");
+    // Dropping the acceptor and the session handle without a GOODBYE reaching `a`: kill
+    // the link first by dropping everything on the acceptor side.
+    drop(acc);
+    drop(b);
+    assert!(eventually(LIMIT, || a.ended().is_some()).await);
+    let end = a.ended();
+    assert!(
+        end == Some(SessionEnd::Rejected) || end == Some(SessionEnd::PeerGoodbye { code: 0 }),
+        "lost by REJECTED, or closed by the dropped handle's GOODBYE: {end:?}"
+    );
+    if end == Some(SessionEnd::Rejected) {
+        assert_eq!(acc2.stats().endpoint.rejected, 1);
+    }
+}
