@@ -229,20 +229,8 @@ impl Pair {
             e.inbox.clear();
             e.fin = false;
         }
-        if self.a.c.resume_key().is_none() && self.b.c.has_attached() {
-            // A never got a ServerHello and dials a fresh session; an endpoint would route that
-            // to a new acceptor session, not to this one (which A never joined).
-            assert!(self.a.got.is_empty() && self.b.got.is_empty());
-            let cfg = *self.b.c.config();
-            self.b = End {
-                c: Conduit::new(Role::Acceptor, cfg).expect("valid config"),
-                link: None,
-                sent: Vec::new(),
-                got: Vec::new(),
-                inbox: VecDeque::new(),
-                fin: false,
-            };
-        }
+        // If A never got a ServerHello it dials fresh again; B's conduit takes that retry as
+        // the same session starting over (its peer never confirmed the ServerHello).
         self.keys = self.keys.wrapping_add(1).max(1);
         self.a.link = Some(self.a.c.link_up(now, ResumeKey::ZERO));
         self.b.link = Some(self.b.c.link_up(now, ResumeKey([self.keys; 16])));
