@@ -244,7 +244,9 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                     l.attached = true;
                     presented = l.presented;
                 }
-                g.common().counters.link_ups += 1;
+                let c = g.common();
+                c.counters.link_ups += 1;
+                c.link_attached(resumed);
                 match &mut self.source {
                     Source::Dialer(d) => d.on_attached(),
                     // Publish the new key before the ServerHello carrying it is written.
@@ -275,6 +277,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     fn adopt(&mut self, g: &mut H::Guard<'_>, io: S, id: LinkId) {
         if self.link.take().is_some() {
             let c = g.common();
+            c.link_lost();
             c.counters.link_downs += 1;
             c.push_event(ConduitEvent::LinkDown { cause: LinkDownCause::Superseded });
             self.write.clear();
@@ -290,6 +293,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         g.link_down(now, link.id);
         tracing::debug!(link = link.id.0, ?cause, "sotto: link down");
         let c = g.common();
+        c.link_lost();
         c.counters.link_downs += 1;
         c.push_event(ConduitEvent::LinkDown { cause });
         if keep && !self.write.is_empty() {
@@ -356,6 +360,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         if self.link.take().is_some() {
             // The core reports the old link superseded; its bytes are moot.
             let c = g.common();
+            c.link_lost();
             c.counters.link_downs += 1;
             c.push_event(ConduitEvent::LinkDown { cause: LinkDownCause::Superseded });
             self.write.clear();

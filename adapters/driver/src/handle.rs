@@ -237,6 +237,13 @@ impl StableConduit {
         s
     }
 
+    /// Take the timings of the resumes so far; see
+    /// [`SessionHandle::take_resume_timings`](crate::SessionHandle::take_resume_timings).
+    #[must_use]
+    pub fn take_resume_timings(&self) -> Vec<crate::ResumeTiming> {
+        self.shared.lock_inner().common.take_timings()
+    }
+
     /// How the session ended, if it has.
     #[must_use]
     pub fn ended(&self) -> Option<SessionEnd> {

@@ -80,7 +80,7 @@ pub use session::{
     connect_session, serve_sessions, source_of, AnswerError, ConnError, ConnReceiver, ConnSender, Connection,
     IncomingOpen, OpenError, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats,
 };
-pub use shared::{ConduitEvent, LinkDownCause, Stats};
+pub use shared::{ConduitEvent, LinkDownCause, ResumeTiming, Stats};
 pub use tasks::live_tasks;
 
 /// A boxed, sendable future: what [`Runtime::spawn`] runs.

@@ -140,6 +140,7 @@ impl<S> Locked<S> for RawGuard<'_> {
             g.inbound_bytes += item.len();
             g.inbound.push_back(item);
             g.delivered = true;
+            g.common.delivered();
         }
     }
     fn fed(&mut self) {

@@ -78,6 +78,22 @@ pub struct Stats {
     pub link_established: bool,
 }
 
+/// How long a session was without a working link, measured by its driver under the
+/// session's lock (so the instants are ordered exactly with the deliveries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResumeTiming {
+    /// When the driver found the previous link gone (EOF, error, dropped by the core, or
+    /// superseded by a new link at the acceptor).
+    pub link_lost: StdInstant,
+    /// When the next link completed its handshake (a resume).
+    pub resumed: StdInstant,
+    /// When the first message arrived over that link (`None` until one has).
+    pub first_delivery: Option<StdInstant>,
+}
+
+/// Resume timings kept at most; older ones are dropped when nobody takes them.
+const MAX_TIMINGS: usize = 64;
+
 /// The driver's own counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Counters {
@@ -139,6 +155,12 @@ pub(crate) struct Common {
     pub(crate) counters: Counters,
     /// `Ended` was queued: nothing follows it.
     ended_pushed: bool,
+    /// When the current outage began (a link was lost and none has resumed yet).
+    lost_at: Option<StdInstant>,
+    /// Resume timings, the latest last (its `first_delivery` may still be pending).
+    pub(crate) timings: VecDeque<ResumeTiming>,
+    /// The latest timing waits for its first delivery.
+    pub(crate) awaiting_first: bool,
 }
 
 impl Common {
@@ -168,6 +190,43 @@ impl Common {
         conduit.ended().or(if self.driver_done { Some(SessionEnd::Evicted) } else { None })
     }
 
+    /// A link was lost just now (the outage starts, unless one already had). The time is
+    /// read here, not taken from the driver's step, which may have begun before the loss.
+    pub(crate) fn link_lost(&mut self) {
+        self.lost_at.get_or_insert_with(StdInstant::now);
+    }
+
+    /// A link attached just now; for a resume, start a timing.
+    pub(crate) fn link_attached(&mut self, resumed: bool) {
+        let Some(lost) = self.lost_at.take() else { return };
+        let at = StdInstant::now();
+        if resumed {
+            if self.timings.len() == MAX_TIMINGS {
+                self.timings.pop_front();
+            }
+            self.timings.push_back(ResumeTiming { link_lost: lost, resumed: at, first_delivery: None });
+            self.awaiting_first = true;
+        }
+    }
+
+    /// A message was delivered: complete the latest timing if it waits for one.
+    #[inline]
+    pub(crate) fn delivered(&mut self) {
+        if self.awaiting_first {
+            self.awaiting_first = false;
+            if let Some(t) = self.timings.back_mut() {
+                t.first_delivery = Some(StdInstant::now());
+            }
+        }
+    }
+
+    /// Take the finished timings (all but a latest one still waiting for its delivery).
+    pub(crate) fn take_timings(&mut self) -> Vec<ResumeTiming> {
+        let keep = usize::from(self.awaiting_first);
+        let n = self.timings.len().saturating_sub(keep);
+        self.timings.drain(..n).collect()
+    }
+
     /// Reset for a new session in a reused slot.
     pub(crate) fn reset(&mut self) {
         self.events.clear();
@@ -179,6 +238,9 @@ impl Common {
         self.dial_permanent = false;
         self.counters = Counters::default();
         self.ended_pushed = false;
+        self.lost_at = None;
+        self.timings.clear();
+        self.awaiting_first = false;
     }
 }
 

@@ -41,6 +41,12 @@ async fn chaos_run(initiator: Rt, acceptor: Rt, transport: Transport) {
         resumed += u32::from(matches!(e, SessionEvent::Resumed { .. }));
     }
     assert!(resumed >= 5, "Resumed events: {resumed}");
+    let timings = a.take_resume_timings();
+    assert!(!timings.is_empty());
+    for t in &timings {
+        assert!(t.link_lost <= t.resumed);
+        assert!(t.first_delivery.is_none_or(|f| f >= t.resumed), "{t:?}");
+    }
 }
 
 #[tokio::test]

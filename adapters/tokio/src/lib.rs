@@ -82,8 +82,9 @@ pub use sotto::conduit::ConfigError;
 pub use sotto::{ConduitConfig, SessionEnd};
 pub use sotto_driver::{
     live_tasks, source_of, Acceptor, AcceptorStats, AnswerError, ConduitEvent, Config, ConnError, ConnReceiver,
-    ConnSender, ConnectError, Connection, Ended, IncomingOpen, LinkDownCause, OpenError, SendError, SessionAcceptor,
-    SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats, StableConduit, Stats, TrySendError,
+    ConnSender, ConnectError, Connection, Ended, IncomingOpen, LinkDownCause, OpenError, ResumeTiming, SendError,
+    SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats, StableConduit, Stats,
+    TrySendError,
 };
 
 /// Start an initiator session and wait until its first link is attached.

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::dialer::{DialFuture, Dialer};
 use crate::driver::{Driver, Source};
 use crate::handle::{ConnectError, Ended};
-use crate::shared::{ConduitEvent, LinkDownCause};
+use crate::shared::{ConduitEvent, LinkDownCause, ResumeTiming};
 use crate::{Io, Runtime, TaskGuard};
 
 /// What happened to a session's links, for the application.
@@ -297,6 +297,14 @@ impl SessionHandle {
             queued_messages: st.conns.values().map(|c| c.queue.len()).sum(),
             pending_opens: st.incoming.len(),
         }
+    }
+
+    /// Take the timings of the resumes so far (up to the last 64 not yet taken): when each
+    /// outage began, when the link resumed, when the first message arrived over it. A resume
+    /// still waiting for its first message is kept for a later call.
+    #[must_use]
+    pub fn take_resume_timings(&self) -> Vec<ResumeTiming> {
+        self.home.lock().parts().1.common.take_timings()
     }
 
     /// How the session ended, if it has.

@@ -233,6 +233,7 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
                 chunk.slice_ref(payload)
             };
             slot.queue.push_back(item);
+            st.common.delivered();
             if !slot.dirty {
                 slot.dirty = true;
                 st.dirty.push(conn);
