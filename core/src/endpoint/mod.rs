@@ -333,15 +333,26 @@ impl Endpoint {
         };
         let index = index as usize;
         let slot = &mut self.sessions[index];
-        if !slot.live || slot.session.is_ended() || !accepts_key(&slot.session, &key) {
+        if !slot.live || slot.session.is_ended() || !accepts_resume(&slot.session, &key, hello) {
             // A key the session no longer accepts (its previous key, retired once the newer
-            // one was used) is refused here, before the link is handed over: handing it over
-            // would supersede the live link first (R15, R16). Same reply as an unknown key.
+            // one was used), or a stale duplicate of an earlier resume, is refused here, before
+            // the link is handed over: handing it over would supersede the live link first
+            // (R15, R16) or end the session as inconsistent. Same reply as an unknown key.
             self.limiter.fail(now, source);
             return self.reject();
         }
         // The session's conduit is the authority on which keys are valid (it retires the
         // previous key once the newer one is used); the index only routes.
+        //
+        // A resume with the previous key comes from a client that may or may not hold the
+        // current key: its ServerHello was lost, or this hello is a stale duplicate from a link
+        // the client abandoned after it resumed elsewhere. Issue the current key again, so that
+        // whichever it holds, the session accepts it next time (a new key here would leave a
+        // client holding the current one REJECTED).
+        let fresh_key = match slot.session.conduit.key {
+            Some(current) if !current.ct_eq(&key) => current,
+            _ => fresh_key,
+        };
         let (link, result) = slot.session.link_up_with_hello(now, fresh_key, hello);
         let handle = SessionHandle { index: index as u32, generation: slot.generation };
         if result.is_ok() {
@@ -466,13 +477,21 @@ impl Endpoint {
     }
 }
 
-/// Whether `session` would accept a resume presenting `key`: its current key, or the key the
-/// peer held before until the current one has been used. Both are compared in constant time.
-fn accepts_key(session: &Session, key: &ResumeKey) -> bool {
+/// Whether `session` would accept the resume `hello` presenting `key`: its current key, or
+/// the key the peer held before until the current one has been used (both compared in
+/// constant time). A hello with the previous key must also present a position no older than
+/// what the session has trimmed: a genuine retry after a lost ServerHello presents the
+/// position its first attempt presented (nothing can have been acked since: any frame would
+/// have retired the previous key), so an older one is a stale duplicate from a link the client
+/// abandoned, not a peer that lost state.
+fn accepts_resume(session: &Session, key: &ResumeKey, hello: &ClientHello) -> bool {
     let c = &session.conduit;
     let current = c.key.is_some_and(|k| k.ct_eq(key));
     let previous = c.previous_key.is_some_and(|k| k.ct_eq(key));
-    c.ever_attached && (current | previous)
+    if !c.ever_attached || !(current | previous) {
+        return false;
+    }
+    current || crate::conduit::serial::count_of(hello.last_received, c.sent).is_some_and(|n| n >= c.acked)
 }
 
 #[cfg(test)]

@@ -265,3 +265,49 @@ fn r15_retired_key_is_rejected_without_disturbing_the_live_link() {
     assert!(srv.conduit().is_established());
     assert_eq!(ep.stats().rejected, 1);
 }
+
+#[test]
+fn resume_with_the_previous_key_reissues_the_current_key() {
+    let cfg = small();
+    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut c = Client::new(&cfg);
+    c.attach(&mut ep, Instant::ZERO, key(1)).expect("routed");
+    c.cut(&mut ep, Instant::ZERO);
+    c.attach(&mut ep, Instant::ZERO, key(2)).expect("resumed with key 1, issued key 2");
+    let (h, _) = c.server.expect("routed");
+    // A stale duplicate of that resume (still presenting key 1, which stays valid until key 2
+    // is used, and the same position) must not rotate key 2 away from the client that holds it.
+    let position = c.s.conduit().items_received().checked_sub(1).map(|n| n as u32);
+    let hello = ClientHello { resume_key: Some(key(1)), last_received: position, ext: true };
+    let p = ep.accept_link(Instant::ZERO, 9).expect("pending");
+    let r = ep.route(Instant::ZERO, p, &hello.encode(), key(3)).expect("routed");
+    assert!(matches!(r, Routed::Session { handle, new: false, .. } if handle == h));
+    assert_eq!(ep.session(h).and_then(|s| s.conduit().resume_key()), Some(key(2)), "key 2 issued again");
+    // The client, holding key 2, resumes.
+    c.cut(&mut ep, Instant::ZERO);
+    let r = c.attach(&mut ep, Instant::ZERO, key(4)).expect("routed");
+    assert!(matches!(r, Routed::Session { handle, new: false, .. } if handle == h), "{r:?}");
+    assert!(c.s.is_ready() && !c.s.is_ended());
+    assert_eq!(c.s.conduit().resume_key(), Some(key(4)));
+}
+
+#[test]
+fn stale_resume_with_the_previous_key_and_an_old_position_is_refused() {
+    let cfg = small();
+    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut c = Client::new(&cfg);
+    c.attach(&mut ep, Instant::ZERO, key(1)).expect("routed");
+    c.cut(&mut ep, Instant::ZERO);
+    c.attach(&mut ep, Instant::ZERO, key(2)).expect("resumed with key 1, issued key 2");
+    let (h, live) = c.server.expect("routed");
+    // Key 1 with a position behind what the session trimmed (it knows the client got its
+    // HelloYourself): a stale duplicate, refused like an unknown key; the session lives on.
+    assert!(ep.session(h).is_some_and(|s| s.conduit().items_acked() > 0));
+    let hello = ClientHello { resume_key: Some(key(1)), last_received: None, ext: true };
+    let p = ep.accept_link(Instant::ZERO, 9).expect("pending");
+    let r = ep.route(Instant::ZERO, p, &hello.encode(), key(3));
+    assert_eq!(r, Ok(Routed::Reject(ServerHello::rejected().encode())));
+    let srv = ep.session(h).expect("live");
+    assert!(!srv.is_ended());
+    assert_eq!(srv.conduit().current_link(), Some(live));
+}

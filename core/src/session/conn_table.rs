@@ -21,7 +21,8 @@ pub(crate) enum ConnState {
 pub(crate) struct Conn {
     pub(crate) id: u32,
     pub(crate) state: ConnState,
-    /// Bytes we may still send.
+    /// Bytes the peer let us send that we have not sent: counted exactly (saturating), so it
+    /// matches the peer's own count; we use at most our `max_credit` of it.
     pub(crate) send_credit: u64,
     /// Bytes the peer may still send us.
     pub(crate) recv_window: u64,
@@ -29,8 +30,9 @@ pub(crate) struct Conn {
     pub(crate) pending_grant: u64,
     /// A send failed for lack of credit; report when a grant arrives.
     pub(crate) want_writable: bool,
-    /// The most the peer ever lets us have in flight (its initial credit): a payload above
-    /// it could never be sent.
+    /// The peer's window on this connection (its initial credit, clamped to our
+    /// `max_credit`): it grants once half of it is owed, so a payload above half of it could
+    /// wait for a grant forever and is refused (`TooLarge`).
     pub(crate) peer_window: u64,
 }
 
@@ -88,7 +90,7 @@ impl ConnTable {
 
     fn find_pos(&self, id: u32) -> Option<usize> {
         let hot = self.index[self.hot];
-        if hot != EMPTY && self.slots[hot as usize].is_some_and(|c| c.id == id) {
+        if hot != EMPTY && self.slots[hot as usize].as_ref().is_some_and(|c| c.id == id) {
             return Some(self.hot);
         }
         let mut pos = hash(id) & self.mask;
@@ -97,7 +99,7 @@ impl ConnTable {
             if slot == EMPTY {
                 return None;
             }
-            if self.slots[slot as usize].is_some_and(|c| c.id == id) {
+            if self.slots[slot as usize].as_ref().is_some_and(|c| c.id == id) {
                 return Some(pos);
             }
             pos = (pos + 1) & self.mask;
@@ -144,7 +146,7 @@ impl ConnTable {
             if s == EMPTY {
                 break;
             }
-            let home = self.slots[s as usize].map_or(next, |c| hash(c.id) & self.mask);
+            let home = self.slots[s as usize].as_ref().map_or(next, |c| hash(c.id) & self.mask);
             // Move `s` into the hole if its home is not in (pos, next].
             let dist_home = next.wrapping_sub(home) & self.mask;
             let dist_hole = next.wrapping_sub(pos) & self.mask;

@@ -214,10 +214,11 @@ impl Session {
     pub fn is_open(&self, conn: ConnId) -> bool {
         self.conns.get(conn).is_some_and(|c| c.state == ConnState::Open)
     }
-    /// Bytes we may send on `conn` now.
+    /// Bytes we may send on `conn` now (the peer's grants, capped by our `max_credit`).
     #[must_use]
     pub fn send_credit(&self, conn: ConnId) -> u64 {
-        self.conns.get(conn).map_or(0, |c| c.send_credit)
+        let max = u64::from(self.config.max_credit);
+        self.conns.get(conn).map_or(0, |c| c.send_credit.min(max))
     }
     /// Connections in the table (root excluded).
     #[must_use]
@@ -361,34 +362,31 @@ impl Session {
 
     /// Send `payload` on `conn`. Needs credit for `payload.len()` bytes (else
     /// [`CommandError::NoCredit`] and a [`SessionEvent::ConnWritable`] later) and room in the
-    /// replay ring (else [`CommandError::WouldBlock`] and a `Writable` later). Nothing is
-    /// queued on failure.
+    /// replay ring (else [`CommandError::WouldBlock`] and a `Writable` later). A payload above
+    /// half the peer's window on `conn` (or above the largest item) is
+    /// [`CommandError::TooLarge`]: the peer grants credit back once half its window is owed, so
+    /// a larger payload could wait for credit forever. Nothing is queued on failure.
     pub fn send(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), CommandError> {
         if self.phase != Phase::Ready {
             self.check_ready()?;
         }
         let max_item = self.conduit.max_item_len() as usize - message::data_header_len(conn);
+        let max_credit = u64::from(self.config.max_credit);
         let Some(c) = self.conns.get_mut(conn) else { return Err(CommandError::UnknownConnection) };
         if c.state != ConnState::Open {
             return Err(CommandError::NotOpen);
         }
         let len = payload.len() as u64;
-        if len > c.send_credit {
-            let max = (c.peer_window as usize).min(max_item);
-            if payload.len() > max {
-                return Err(CommandError::TooLarge {
-                    len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
-                    max: max as u32,
-                });
-            }
-            c.want_writable = true;
-            return Err(CommandError::NoCredit);
-        }
-        if payload.len() > max_item {
+        let max = (c.peer_window.div_ceil(2) as usize).min(max_item);
+        if payload.len() > max {
             return Err(CommandError::TooLarge {
                 len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
-                max: max_item as u32,
+                max: max as u32,
             });
+        }
+        if len > c.send_credit.min(max_credit) {
+            c.want_writable = true;
+            return Err(CommandError::NoCredit);
         }
         let mut h = [0u8; 6];
         h[0] = message::TAG_DATA;

@@ -93,8 +93,8 @@ impl Session {
     fn adopt_root_credit(&mut self, root_credit: u32) {
         let max = u64::from(self.config.max_credit);
         if let Some(root) = self.conns.get_mut(ROOT) {
-            root.send_credit = u64::from(root_credit).min(max);
-            root.peer_window = root.send_credit;
+            root.send_credit = u64::from(root_credit);
+            root.peer_window = root.send_credit.min(max);
         }
     }
 
@@ -179,7 +179,6 @@ impl Session {
                 Ok(Some(Incoming::Data { conn, payload }))
             }
             Message::Credit { conn, grant } => {
-                let max = u64::from(self.config.max_credit);
                 let Some(c) = self.conns.get_mut(conn) else {
                     if self.was_used(conn) {
                         self.stats.control_ignored += 1;
@@ -187,7 +186,10 @@ impl Session {
                     }
                     return Err(self.violation(now, SessionViolation::UnknownConnection));
                 };
-                c.send_credit = c.send_credit.saturating_add(u64::from(grant)).min(max);
+                // Counted exactly, as the peer counts it (clamping here would make the peer
+                // believe we hold credit we dropped, and both sides would wait forever); our
+                // `max_credit` caps what `send` uses.
+                c.send_credit = c.send_credit.saturating_add(u64::from(grant));
                 if c.want_writable && c.send_credit > 0 {
                     c.want_writable = false;
                     self.queue_writable(conn);
@@ -200,8 +202,8 @@ impl Session {
                 match self.conns.get_mut(conn) {
                     Some(c) if c.state == ConnState::OpeningOut => {
                         c.state = ConnState::Open;
-                        c.send_credit = u64::from(credit).min(max);
-                        c.peer_window = c.send_credit;
+                        c.send_credit = u64::from(credit);
+                        c.peer_window = c.send_credit.min(max);
                         if metadata.len() > self.config.max_metadata as usize {
                             return Err(self.violation(now, SessionViolation::MetadataTooLarge));
                         }
@@ -246,7 +248,14 @@ impl Session {
                         Ok(Some(Incoming::Closed { conn, metadata }))
                     }
                     None => {
-                        // Unknown or already closed: ignored, counted (D5).
+                        // Unknown or already closed: ignored, counted (D5). If it is an Open we
+                        // refused and still owe the Reject for (our ring was full), the peer has
+                        // given up on it: the Reject is moot, so it no longer takes room in the
+                        // bounded owed queue (else a peer cancelling Opens while our ring is full
+                        // overflows it and the session ends with "too many resets").
+                        if let Some(pos) = self.owed_rejects.iter().position(|&(c, _)| c == conn) {
+                            self.owed_rejects.remove(pos);
+                        }
                         self.stats.control_ignored += 1;
                         Ok(None)
                     }
@@ -294,7 +303,7 @@ impl Session {
         if self.pending_in >= self.config.max_pending_opens {
             return self.auto_reject(now, conn, refusal::TOO_MANY_PENDING);
         }
-        let send_credit = u64::from(credit).min(u64::from(self.config.max_credit));
+        let send_credit = u64::from(credit);
         self.conns.insert(Conn {
             id: conn,
             state: ConnState::PendingIn,
@@ -302,7 +311,7 @@ impl Session {
             recv_window: u64::from(self.config.initial_credit),
             pending_grant: 0,
             want_writable: false,
-            peer_window: send_credit,
+            peer_window: send_credit.min(u64::from(self.config.max_credit)),
         });
         self.pending_in += 1;
         Ok(Some(Incoming::Open { conn, metadata }))

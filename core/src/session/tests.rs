@@ -177,16 +177,82 @@ fn credit_blocks_one_connection_not_others() {
     p.b.accept(slow, b"").expect("accept");
     p.b.accept(fast, b"").expect("accept");
     p.pump();
-    p.a.send(slow, &[1; 100]).expect("fits window");
+    p.a.send(slow, &[1; 50]).expect("fits window");
+    p.a.send(slow, &[1; 50]).expect("fits window");
     assert_eq!(p.a.send(slow, &[1; 1]), Err(CommandError::NoCredit));
-    assert_eq!(p.a.send(fast, &[2; 101]), Err(CommandError::TooLarge { len: 101, max: 100 }));
-    p.a.send(fast, &[2; 60]).expect("other connection unaffected");
+    assert_eq!(p.a.send(fast, &[2; 51]), Err(CommandError::TooLarge { len: 51, max: 50 }), "half the window");
+    p.a.send(fast, &[2; 50]).expect("other connection unaffected");
     p.pump();
     // B consumes the slow connection's data: credit flows back, A hears it can write.
     p.b.release(slow, 100);
     p.pump();
     assert!(p.ev_a.contains(&SessionEvent::ConnWritable(slow)));
-    p.a.send(slow, &[1; 100]).expect("credit restored");
+    p.a.send(slow, &[1; 50]).expect("credit restored");
+}
+
+/// Open `n` connections from A, accepted by B.
+fn open_accepted(p: &mut Pair) -> ConnId {
+    let c = p.a.open(b"").expect("open");
+    p.pump();
+    p.b.accept(c, b"").expect("accept");
+    p.pump();
+    c
+}
+
+/// Regression: grants are batched at half the window, so a sender blocked on a payload above
+/// its remaining credit got no grant when that credit was above half the window (the
+/// receiver owed less than half), and waited forever. Payloads are now at most half the
+/// window, so whatever the sequence of sizes, a blocked sender gets credit back once the
+/// receiver has released everything.
+#[test]
+fn credit_never_deadlocks_whatever_the_payload_sizes() {
+    let cfg = SessionConfig { initial_credit: 100, ..SessionConfig::default() };
+    let mut p = Pair::new(cfg);
+    p.connect();
+    let c = open_accepted(&mut p);
+    let mut sent = 0usize;
+    for (i, len) in [40usize, 50, 1, 50, 37, 50, 50, 13, 50, 49, 50].into_iter().cycle().take(200).enumerate() {
+        let mut tries = 0;
+        loop {
+            match p.a.send(c, &vec![7; len]) {
+                Ok(()) => break,
+                Err(CommandError::NoCredit) => {
+                    // B's application reads everything it has: that must be enough.
+                    let got: usize = p.got_b.iter().map(|g| if let Got::Data(_, d) = g { d.len() } else { 0 }).sum();
+                    p.b.release(c, got - sent);
+                    sent = got;
+                    p.pump();
+                    tries += 1;
+                    assert!(tries < 3, "send {i} of {len} bytes: no credit came back");
+                }
+                Err(e) => panic!("send {i} of {len} bytes: {e:?}"),
+            }
+        }
+        p.pump();
+    }
+    assert_eq!(p.a.send(c, &[0; 51]), Err(CommandError::TooLarge { len: 51, max: 50 }));
+}
+
+/// Regression: a sender whose own `max_credit` is below the receiver's window clamped its
+/// credit, so the receiver believed it still held credit it had dropped; the receiver never
+/// owed half a window, never granted, and the sender waited forever, even for 1-byte
+/// payloads. Credit is now counted exactly and `max_credit` only caps what is used.
+#[test]
+fn clamped_credit_never_deadlocks() {
+    let mut p = Pair::new(SessionConfig { initial_credit: 100, ..SessionConfig::default() });
+    p.a = Session::new(Role::Initiator, SessionConfig { max_credit: 40, ..SessionConfig::default() }, b"client")
+        .expect("config");
+    p.connect();
+    let c = open_accepted(&mut p);
+    assert_eq!(p.a.send_credit(c), 40, "capped by our max_credit");
+    for i in 0..500 {
+        if p.a.send(c, &[1; 10]).is_err() {
+            panic!("send {i}: credit stuck at {}", p.a.send_credit(c));
+        }
+        p.pump();
+        p.b.release(c, 10);
+        p.pump();
+    }
 }
 
 #[test]
@@ -256,4 +322,49 @@ fn version_mismatch_is_refused() {
     p.connect();
     assert_eq!(p.b.failure(), Some(SessionFailure::WeRefused { code: refusal::VERSION }));
     let _ = Duration::ZERO;
+}
+
+/// Regression: a peer Open we must refuse while our ring is full leaves a Reject owed, in a
+/// queue bounded by `max_pending_opens + 1`; past it the session ends ("too many resets").
+/// A peer that opened and at once closed (cancelled) connections filled that queue with
+/// Rejects it no longer waited for, and a well-behaved peer lost its session. Its Close now
+/// withdraws the owed Reject.
+#[test]
+fn cancelled_opens_do_not_fill_the_owed_rejects() {
+    let cfg_b = SessionConfig {
+        max_connections: 1,
+        max_pending_opens: 2,
+        conduit: ConduitConfig { replay_frames: 8, ..ConduitConfig::default() },
+        ..SessionConfig::default()
+    };
+    let mut p = Pair::new(SessionConfig::default());
+    p.b = Session::new(Role::Acceptor, cfg_b, b"server").expect("config");
+    p.connect();
+    let first = open_accepted(&mut p);
+    assert!(p.b.is_open(first), "B's table is now full");
+    p.cut();
+    while p.b.send(ROOT, b"x").is_ok() {}
+    assert_eq!(p.b.send(ROOT, b"x"), Err(CommandError::WouldBlock), "B's ring is full");
+    for _ in 0..10 {
+        let c = p.a.open(b"").expect("open");
+        p.a.close_conn(p.now, c, b"").expect("cancel");
+    }
+    // A new link on which B's frames after its ServerHello are still in flight: nothing A
+    // sends acks them, so B's ring stays full while A's Opens and Closes arrive.
+    let now = p.now;
+    let la = p.a.link_up(now, ResumeKey::ZERO);
+    let lb = p.b.link_up(now, ResumeKey([9; 16]));
+    let mut buf = vec![0u8; 1 << 16];
+    let t = p.a.poll_transmit(now, &mut buf).expect("client hello");
+    let _ = p.b.handle_message(now, lb, &buf[..t.len]);
+    let t = p.b.poll_transmit(now, &mut buf).expect("server hello");
+    assert!(p.a.handle_message(now, la, &buf[..t.len]).is_ok());
+    while p.b.poll_transmit(now, &mut buf).is_some() {}
+    while let Some(t) = p.a.poll_transmit(now, &mut buf) {
+        let _ = p.b.handle_message(now, lb, &buf[..t.len]);
+        while p.b.poll_transmit(now, &mut buf).is_some() {}
+    }
+    assert!(!p.b.is_ended(), "B's session survives: {:?}", p.b.failure());
+    assert_eq!(p.b.stats().opens_auto_rejected, 10);
+    assert!(p.a.is_open(first) && p.b.is_open(first));
 }
