@@ -19,10 +19,17 @@
 //! The harness allocates everything when a `Sim` is built, so a run can be measured with a
 //! counting allocator.
 //!
+//! [`net`] is the same kind of harness one layer up: several initiator
+//! [`Session`](sotto::session::Session)s (clients with dialers and application models) against
+//! one acceptor [`Endpoint`](sotto::endpoint::Endpoint), with the same link faults, raw test
+//! connections and message forging; [`net::chaos`] runs randomized multi-connection workloads.
+//!
 //! Running: `cargo test -p sotto-tests` runs the named scenarios (tests/handshake.rs,
-//! sequencing.rs, resume.rs, keepalive.rs, malformed.rs: one test per SCENARIOS.md id), the
-//! randomized runs (2000 seeds; `SOTTO_SEEDS=N` for more, `SOTTO_SEED=x` for exactly one, as
-//! printed by a failure) and the allocation test (no_alloc.rs).
+//! sequencing.rs, resume.rs, keepalive.rs, malformed.rs for the conduit; endpoint_handshake.rs,
+//! endpoint_resume.rs, endpoint_demux.rs, endpoint_limits.rs for sessions and the endpoint:
+//! one test per SCENARIOS.md id), the randomized runs (randomized.rs, 2000 seeds;
+//! endpoint_randomized.rs, 300 seeds; `SOTTO_SEEDS=N` for more, `SOTTO_SEED=x` for exactly
+//! one, as printed by a failure) and the allocation tests (no_alloc.rs, no_alloc_sessions.rs).
 //!
 //! A scenario test reads like this:
 //!

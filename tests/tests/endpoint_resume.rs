@@ -307,3 +307,34 @@ fn r16_hijack_with_a_stolen_current_key() {
         }
     }
 }
+
+/// R5 through the endpoint (regression): a resume ClientHello from a dial the client gave up
+/// on (stalled in the network past the client's handshake deadline, not the endpoint's)
+/// arrives after the client resumed on a newer link. It presents the key the client held
+/// before that resume, still valid as the session's previous key, so it is accepted and
+/// supersedes the live link. The endpoint issues the current key again rather than a new
+/// one: the client, holding the current key, resumes once more and the session survives
+/// (a new key there used to leave the client REJECTED).
+#[test]
+fn r5_stale_resume_hello_after_a_newer_resume() {
+    let mut cfg = NetConfig::small(1);
+    cfg.client.conduit.handshake_timeout = secs(2);
+    cfg.endpoint.handshake_timeout = secs(10);
+    let mut net = Net::connected(cfg);
+    assert!(exchange(&mut net, 0, 3, secs(1)));
+    let k1 = net.client(0).session.conduit().resume_key();
+    assert!(net.kill(0));
+    // The next dial's ClientHello (presenting k1) is stuck in the network.
+    assert!(net.run_until(secs(10), |n| n.client(0).link().is_some()));
+    net.stall(0, Writer::Client, Instant::FAR_FUTURE);
+    // The client gives up on it and resumes on a newer link: issued k2.
+    assert!(net.run_until(secs(30), |n| n.client(0).counters.resumed == 1));
+    let k2 = net.client(0).session.conduit().resume_key();
+    assert_ne!(k1, k2);
+    // The stale hello arrives now.
+    net.heal_links();
+    assert!(net.run_until(secs(30), |n| n.client(0).counters.resumed >= 2 || n.client(0).session.is_ended()));
+    assert!(!net.client(0).session.is_ended(), "the session survives: {:?}", net.client(0).session.conduit().ended());
+    assert_eq!(net.endpoint().stats().resumes_routed, 3, "the stale hello was routed, then the client resumed");
+    assert!(exchange(&mut net, 0, 3, secs(2)));
+}

@@ -23,13 +23,22 @@ use super::{Net, Who};
 impl Net {
     /// Check every invariant now; fail the run (with seed and repro) on the first broken one.
     pub fn check_invariants(&mut self) {
-        if let Err(msg) = self.check() {
+        self.checks += 1;
+        let full = self.checks.is_multiple_of(64);
+        if let Err(msg) = self.check(full) {
             self.fail(&msg);
         }
+        self.dirty_clients.iter_mut().for_each(|d| *d = false);
+        self.dirty_servers.iter_mut().for_each(|d| *d = false);
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// Check the clients and endpoint sessions an input touched (everything when `full`).
+    fn check(&self, full: bool) -> Result<(), String> {
         for (i, c) in self.clients.iter().enumerate() {
+            let paired = c.server.is_some_and(|h| self.dirty_servers[h.index as usize]);
+            if !(full || self.dirty_clients[i] || paired) {
+                continue;
+            }
             c.app.check_against(&c.session).map_err(|e| format!("client {i}: {e}"))?;
             check_session(&c.session).map_err(|e| format!("client {i}: {e}"))?;
             let current = c.session.conduit().current_link();
@@ -54,7 +63,7 @@ impl Net {
                     c.link
                 ));
             }
-            if let Some(h) = self.server_handle(i) {
+            if let (true, Some(h)) = (self.cross_credit_check, self.server_handle(i)) {
                 let s = self.endpoint.session(h).expect("live handle");
                 let sa = &self.servers[h.index as usize].app;
                 check_credit(&c.app, &c.session, sa).map_err(|e| format!("client {i} -> endpoint: {e}"))?;
@@ -70,6 +79,9 @@ impl Net {
             };
             live += 1;
             detached += u64::from(s.conduit().detached_since().is_some());
+            if !(full || self.dirty_servers[idx]) {
+                continue;
+            }
             slot.app.check_against(s).map_err(|e| format!("endpoint session {h:?}: {e}"))?;
             check_session(s).map_err(|e| format!("endpoint session {h:?}: {e}"))?;
             let mut routed = 0;
@@ -146,12 +158,25 @@ impl Net {
         for i in 0..self.clients.len() {
             let c = &self.clients[i];
             state.push_str(&format!(
-                "\n  client {i}: ended {:?} link {:?} app {:?} server {:?}",
+                "\n  client {i}: ended {:?} failure {:?} stats {:?} link {:?} app {:?} server {:?} (last end {:?}, failure {:?})",
                 c.session.conduit().ended(),
+                c.session.failure(),
+                {
+                    let s = c.session.stats();
+                    (s.opens_received, s.opens_auto_rejected, s.control_ignored, s.data_dropped_closed)
+                },
                 c.link,
                 c.app.counters,
-                self.app(Who::Server(i)).map(|a| a.counters)
+                self.app(Who::Server(i)).map(|a| a.counters),
+                self.server_slot(i).and_then(|s| s.last_end),
+                self.server_slot(i).and_then(|s| s.last_failure),
             ));
+            if let Some(st) = self.server_slot(i).and_then(|s| s.last_stats) {
+                state.push_str(&format!(
+                    "\n    its endpoint session, when freed: opens received {} auto-rejected {} ignored {} dropped {} open {}",
+                    st.opens_received, st.opens_auto_rejected, st.control_ignored, st.data_dropped_closed, st.connections_open
+                ));
+            }
         }
         panic!(
             "{msg}\n  at t={} ns; seed {}; reproduce: {}\n  endpoint {:?}{state}",

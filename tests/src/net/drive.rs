@@ -14,6 +14,7 @@ use super::Net;
 impl Net {
     /// Drain client `i`'s outputs: every frame, then every event, until both are dry.
     pub fn drain_client(&mut self, i: usize) {
+        self.dirty_clients[i] = true;
         let bound = u64::from(self.cfg.client.conduit.replay_frames) + 64;
         let mut frames = 0u64;
         loop {
@@ -72,6 +73,7 @@ impl Net {
     /// endpoint's events.
     pub(crate) fn drain_server(&mut self, h: SessionHandle) {
         let idx = h.index as usize;
+        self.dirty_servers[idx] = true;
         let bound = u64::from(self.cfg.endpoint.session.conduit.replay_frames) + 64;
         let mut frames = 0u64;
         loop {
@@ -113,6 +115,10 @@ impl Net {
                 if matches!(self.links[slot].server, ServerEnd::Session(sh, _) if sh == h) {
                     self.close_end(slot, SERVER);
                 }
+            }
+            if let Some(sess) = self.endpoint.session(h) {
+                self.servers[idx].last_failure = sess.failure();
+                self.servers[idx].last_stats = Some(sess.stats());
             }
             self.endpoint.free(self.now, h);
             let s = &mut self.servers[idx];
@@ -279,6 +285,12 @@ impl Net {
         }
         l.free_if_closed();
         self.stats.inputs += 1;
+        if let ClientEnd::Session(i, _) = client {
+            self.dirty_clients[i] = true;
+        }
+        if let ServerEnd::Session(h, _) = server {
+            self.dirty_servers[h.index as usize] = true;
+        }
         if end == CLIENT {
             if let ClientEnd::Session(i, link) = client {
                 let c = &mut self.clients[i];

@@ -115,6 +115,21 @@ impl Net {
         self.close_and_drain(slot, CLIENT);
     }
 
+    /// Write raw bytes (no prefix added) into client `i`'s link as if `from` had written them.
+    pub fn write_raw(&mut self, i: usize, from: Writer, bytes: &[u8]) {
+        let slot = self.link_of(i);
+        let (now, latency) = (self.now, self.cfg.latency);
+        if self.links[slot].pipes[from.idx()].write(now, latency, bytes).is_err() {
+            self.fail("I6: raw write overflowed the pipe");
+        }
+    }
+
+    /// Bytes in flight in direction `from` of client `i`'s link (0 without a link).
+    #[must_use]
+    pub fn in_flight(&self, i: usize, from: Writer) -> usize {
+        self.clients[i].link.map_or(0, |(slot, _)| self.links[slot].pipes[from.idx()].in_flight())
+    }
+
     /// Install a tap on the frames written from `from` (every link).
     pub fn set_tap(&mut self, from: Writer, tap: Tap) {
         self.taps[from.idx()] = Some(tap);

@@ -75,6 +75,10 @@ pub struct ServerSlot {
     pub app: App,
     /// How the latest session of this slot ended (kept after it was freed).
     pub last_end: Option<sotto::SessionEnd>,
+    /// Its session-layer failure, if any (kept after it was freed).
+    pub last_failure: Option<sotto::session::SessionFailure>,
+    /// Its counters when it was freed.
+    pub last_stats: Option<sotto::session::SessionStats>,
 }
 
 /// Counters about the endpoint side, kept by the harness.
@@ -128,6 +132,15 @@ pub struct Net {
     pub server_counters: ServerCounters,
     /// Counters about the run.
     pub stats: NetStats,
+    /// Check, per connection, that the sender's bytes sent plus credit held never exceed what
+    /// the receiver could have granted (default true; a test that forges windows or grants
+    /// turns it off: the peer then lies about its window on purpose).
+    pub cross_credit_check: bool,
+    /// Clients and endpoint slots an input touched since the last check (only those are
+    /// re-checked, with a full sweep every few checks).
+    pub(crate) dirty_clients: Vec<bool>,
+    pub(crate) dirty_servers: Vec<bool>,
+    pub(crate) checks: u64,
     last_instant: Instant,
     iterations_here: u64,
 }
@@ -159,6 +172,8 @@ impl Net {
                     rng.fork(10_000 + u64::from(i)),
                 ),
                 last_end: None,
+                last_failure: None,
+                last_stats: None,
             })
             .collect();
         let max_server = e.session.conduit.max_frame_len;
@@ -179,6 +194,10 @@ impl Net {
             taps: [None, None],
             server_counters: ServerCounters::default(),
             stats: NetStats::default(),
+            cross_credit_check: true,
+            dirty_clients: vec![true; cfg.clients],
+            dirty_servers: vec![true; e.max_sessions as usize],
+            checks: 0,
             now: Instant::ZERO,
             rng: rng.fork(1),
             cfg,
@@ -245,6 +264,13 @@ impl Net {
     #[must_use]
     pub fn server_handle(&self, i: usize) -> Option<SessionHandle> {
         self.clients[i].server.filter(|h| self.endpoint.session(*h).is_some())
+    }
+
+    /// The slot of the endpoint session client `i` was last routed to, live or freed (what
+    /// it recorded survives until the slot is reused).
+    #[must_use]
+    pub fn server_slot(&self, i: usize) -> Option<&ServerSlot> {
+        self.clients[i].server.map(|h| &self.servers[h.index as usize])
     }
 
     /// The session of `who`, if live.

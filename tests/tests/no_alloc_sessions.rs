@@ -1,0 +1,145 @@
+//! No allocation after construction (DESIGN.md, contract 4) for sessions and the endpoint: a
+//! counting global allocator (this file only) watches long randomized runs of several
+//! initiator sessions against one endpoint, with connections opened, accepted, rejected and
+//! closed by both sides across hundreds of link deaths and resumes, then sessions abandoned
+//! and restarted (endpoint slots evicted, freed and reused, `Session::reset`). Sessions, the
+//! endpoint, the link decoders and the harness allocate everything up front; the measured
+//! sections must allocate nothing at all.
+#![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sotto::session::ROOT;
+use sotto_tests::net::chaos::{random_setup, NetChaos};
+use sotto_tests::net::{Net, Who};
+use sotto_tests::secs;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the
+// counter is a relaxed atomic add and does not allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded contract.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const REPRO: &str = "cargo test -p sotto-tests --test no_alloc_sessions";
+
+fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+/// One test: the counter is global, so the measured sections must not run beside anything else.
+#[test]
+fn no_allocation_after_construction() {
+    sessions_and_endpoint();
+    pending_handshake_flood();
+}
+
+fn sessions_and_endpoint() {
+    for seed in [21u64, 22] {
+        let (mut cfg, mut plan) = random_setup(seed, REPRO);
+        cfg.clients = 3;
+        cfg.link_slots = 4 * 3 + 8;
+        // Three live sessions and up to three detached ones (abandoned in the second phase):
+        // past that the oldest detached one is evicted, so a slot is free for a fresh session.
+        cfg.endpoint.max_sessions = 7;
+        cfg.endpoint.max_detached_sessions = 3;
+        cfg.endpoint.max_pending_handshakes = 4;
+        plan.fault_phase = secs(240);
+        plan.fault_gap_max = secs(1);
+        let start = allocations();
+        let mut chaos = NetChaos::with(cfg, plan);
+        let before = allocations();
+        assert!(before > start, "the counter sees construction");
+        let report = chaos.run();
+        let during_run = allocations() - before;
+        eprintln!("{report:?}");
+        assert_eq!(during_run, 0, "allocations during the run (seed {seed}): {report:?}");
+        assert!(report.resumes >= 100, "too few resumes to mean much: {report:?}");
+        assert!(report.opens >= 100 && report.closes >= 50, "too little connection churn: {report:?}");
+
+        // Sessions abandoned and restarted: endpoint slots evicted, freed and reused; every
+        // client session reset in place; connections opened and closed on each.
+        let net: &mut Net = &mut chaos.net;
+        let before = allocations();
+        for round in 0..200 {
+            let i = round % 3;
+            net.restart_client(i);
+            if !net.run_until(secs(30), Net::all_ready) {
+                net.fail("a fresh session did not come up");
+            }
+            if let Some(c) = net.open(i) {
+                net.run_until(secs(5), Net::quiet);
+                net.send(Who::Client(i), c, 3);
+                net.send(Who::Server(i), c, 3);
+                net.send(Who::Server(i), ROOT, 2);
+                net.run_until(secs(5), Net::quiet);
+                net.close(Who::Server(i), c);
+            }
+            net.kill((i + 1) % 3);
+            net.run_until(secs(30), Net::quiet);
+            for j in 0..3 {
+                // A live session detached at the wrong moment may be the oldest detached one,
+                // and evicted (the endpoint's limit at work): its client starts afresh.
+                if net.client(j).session.is_ended() {
+                    net.restart_client(j);
+                }
+            }
+        }
+        let during_restarts = allocations() - before;
+        let ep = net.endpoint().stats();
+        assert_eq!(during_restarts, 0, "allocations across session restarts (seed {seed}): {ep:?}");
+        assert!(ep.evicted > 100, "slots were evicted and reused: {ep:?}");
+    }
+}
+
+/// H9's "memory stays flat": a flood of 1000 connections that never send a byte, refused past
+/// `max_pending_handshakes` or expired at `handshake_timeout`, while two sessions keep
+/// exchanging data, allocates nothing.
+fn pending_handshake_flood() {
+    let mut cfg = sotto_tests::net::NetConfig::small(2);
+    cfg.endpoint.max_pending_handshakes = 8;
+    cfg.endpoint.handshake_timeout = secs(2);
+    let mut net = Net::connected(cfg);
+    let before = allocations();
+    let mut refused = 0;
+    for k in 0..1000u64 {
+        if net.open_raw(1_000_000 + k, true).is_err() {
+            refused += 1;
+        }
+        if k % 20 == 0 {
+            for i in 0..2 {
+                net.send(Who::Client(i), ROOT, 2);
+                net.send(Who::Server(i), ROOT, 2);
+            }
+        }
+        net.run_for(sotto_tests::ms(5));
+    }
+    assert!(net.run_until(secs(5), |n| n.quiet() && n.endpoint().stats().pending_links == 0));
+    assert_eq!(allocations() - before, 0, "allocations during the flood");
+    assert!(refused > 0);
+}
