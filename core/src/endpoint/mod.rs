@@ -114,8 +114,10 @@ pub enum Routed {
 pub enum EndpointEvent {
     /// A pending link missed the handshake deadline (H7): close it; its slot is free.
     HandshakeExpired(PendingLink),
-    /// A detached session was evicted to respect `max_detached_sessions` (its conduit ended
-    /// with [`SessionEnd::Evicted`]): drain its events, then [`free`](Endpoint::free) it.
+    /// A detached session was evicted (its conduit ended with [`SessionEnd::Evicted`]): to
+    /// respect `max_detached_sessions` (drain its events, then [`free`](Endpoint::free) it), or
+    /// to make room for a new session when every slot was taken (then it is already freed and
+    /// the handle is stale: stop driving it).
     Evicted(SessionHandle),
 }
 
@@ -188,6 +190,8 @@ pub struct Endpoint {
     limiter: SourceLimiter,
     expired_cursor: usize,
     clock: MonotonicNow,
+    /// A detached session freed to make room for a new one, not yet reported.
+    reclaimed: Option<SessionHandle>,
     stats: EndpointStats,
 }
 
@@ -220,6 +224,7 @@ impl Endpoint {
             limiter: SourceLimiter::new(config.tracked_sources as usize, config.failure_budget, config.failure_period),
             expired_cursor: 0,
             clock: MonotonicNow::default(),
+            reclaimed: None,
             stats: EndpointStats::default(),
         })
     }
@@ -304,7 +309,20 @@ impl Endpoint {
     }
 
     fn route_fresh(&mut self, now: Instant, hello: &ClientHello, fresh_key: ResumeKey) -> Result<Routed, LinkRefusal> {
-        let Some(index) = self.sessions.iter().position(|s| !s.live) else { return self.reject() };
+        let index = match self.sessions.iter().position(|s| !s.live) {
+            Some(i) => i,
+            None => match self.oldest_detached() {
+                // Every slot is taken: a new session beats the oldest abandoned one.
+                Some(i) => {
+                    let old = SessionHandle { index: i as u32, generation: self.sessions[i].generation };
+                    self.free(now, old);
+                    self.stats.evicted += 1;
+                    self.reclaimed = Some(old);
+                    i
+                }
+                None => return self.reject(),
+            },
+        };
         let slot = &mut self.sessions[index];
         slot.generation = slot.generation.wrapping_add(1);
         slot.live = true;
@@ -420,6 +438,16 @@ impl Endpoint {
         slot.generation = slot.generation.wrapping_add(1);
     }
 
+    /// The live, detached session that has been detached longest.
+    fn oldest_detached(&self) -> Option<usize> {
+        self.sessions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.session.conduit().detached_since().filter(|_| s.live).map(|t| (t, i)))
+            .min()
+            .map(|(_, i)| i)
+    }
+
     /// The earliest endpoint deadline (pending handshakes). Sessions have their own
     /// [`Session::poll_timeout`].
     #[must_use]
@@ -438,6 +466,9 @@ impl Endpoint {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<EndpointEvent> {
         let now = self.clock.get();
+        if let Some(h) = self.reclaimed.take() {
+            return Some(EndpointEvent::Evicted(h));
+        }
         // Pending handshakes past their deadline (H7).
         let n = self.pending.len();
         for step in 0..n {

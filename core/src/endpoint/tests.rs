@@ -311,3 +311,31 @@ fn stale_resume_with_the_previous_key_and_an_old_position_is_refused() {
     assert!(!srv.is_ended());
     assert_eq!(srv.conduit().current_link(), Some(live));
 }
+
+#[test]
+fn full_endpoint_reclaims_the_oldest_detached_session_for_a_new_one() {
+    let cfg = small();
+    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut handles = vec![];
+    let mut clients = vec![];
+    for i in 0..4u8 {
+        let now = Instant::from_nanos(u64::from(i) * 1000);
+        let mut c = Client::new(&cfg);
+        let Ok(Routed::Session { handle, .. }) = c.attach(&mut ep, now, key(i + 1)) else { panic!("routed") };
+        handles.push(handle);
+        clients.push(c);
+    }
+    // Two sessions lose their links; the one detached first is the one reclaimed.
+    clients[2].cut(&mut ep, Instant::from_nanos(5000));
+    clients[1].cut(&mut ep, Instant::from_nanos(6000));
+    let mut c = Client::new(&cfg);
+    let now = Instant::from_nanos(7000);
+    let Ok(Routed::Session { handle, new: true, .. }) = c.attach(&mut ep, now, key(50)) else { panic!("routed") };
+    assert_eq!(handle.index, handles[2].index);
+    assert_eq!(ep.poll_event(), Some(EndpointEvent::Evicted(handles[2])));
+    assert!(ep.session(handles[2]).is_none(), "the reclaimed handle is stale");
+    assert!(ep.session(handles[1]).is_some(), "the younger detached session stays");
+    assert!(c.s.is_ready());
+    // The evicted session's owner is rejected when it comes back.
+    assert!(matches!(clients[2].attach(&mut ep, now, key(51)), Ok(Routed::Reject(_))));
+}

@@ -20,8 +20,9 @@ pub struct SessionConfig {
     pub max_credit: u32,
     /// Largest metadata on Hello/Open/Accept/Reject/Close. Default 4 KiB.
     pub max_metadata: u32,
-    /// Peer-opened connections that may end (rejected or closed) per `churn_period` before
-    /// the session ends with "too many resets". Default 100.
+    /// Peer churn allowed per `churn_period` before the session ends with "too many resets":
+    /// Opens we refuse for limits, and Opens the peer closes again before we answered them
+    /// (rapid resets). The application's own rejects and closes do not count. Default 100.
     pub churn_budget: u32,
     /// See `churn_budget`. Default 10 s.
     pub churn_period: Duration,

@@ -356,7 +356,8 @@ impl Session {
         self.send_msg(&Message::Reject { conn, code, metadata })?;
         self.conns.remove(conn);
         self.pending_in -= 1;
-        self.count_churn(now);
+        // The application's own decision: not peer churn.
+        let _ = now;
         Ok(())
     }
 
@@ -425,10 +426,8 @@ impl Session {
         };
         self.send_msg(&Message::Close { conn, metadata })?;
         self.conns.remove(conn);
-        let _ = state;
-        if self.parity.other().owns(conn) {
-            self.count_churn(now);
-        }
+        // Our own close is not peer churn (request/response servers close every connection).
+        let _ = (state, now);
         Ok(())
     }
 

@@ -238,12 +238,15 @@ impl Session {
                 }
                 match self.conns.get(conn).map(|c| c.state) {
                     Some(state) => {
-                        if state == ConnState::PendingIn {
-                            self.pending_in -= 1;
-                        }
                         self.conns.remove(conn);
-                        if self.parity.other().owns(conn) && !self.count_churn(now) {
-                            return Err(SessionInputError::Violation(SessionViolation::TooManyResets));
+                        if state == ConnState::PendingIn {
+                            // Opened and closed again before we could answer: a reset. These
+                            // (and the Opens we refuse for limits) are the churn the budget
+                            // bounds; ordinary closes of answered connections are not.
+                            self.pending_in -= 1;
+                            if !self.count_churn(now) {
+                                return Err(SessionInputError::Violation(SessionViolation::TooManyResets));
+                            }
                         }
                         Ok(Some(Incoming::Closed { conn, metadata }))
                     }
