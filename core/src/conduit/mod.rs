@@ -506,12 +506,6 @@ impl Conduit {
     /// nothing).
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.observe(now);
-        if self.timers.is_due(Timer::Recovery, now) {
-            self.timers.clear(Timer::Recovery);
-            if self.ended.is_none() {
-                self.end_session(now, SessionEnd::RecoveryTimeout, None);
-            }
-        }
         if self.timers.is_due(Timer::Handshake, now) {
             self.timers.clear(Timer::Handshake);
             if let LinkState::AwaitServerHello { id, .. } | LinkState::AwaitClientHello { id, .. } = self.link {
@@ -546,6 +540,14 @@ impl Conduit {
                     self.stats.link_drops.ack_starved += 1;
                     self.drop_link(now, id, LinkDropReason::AckStarved);
                 }
+            }
+        }
+        // Last: a link dropped above may have just started the recovery deadline, and with a
+        // zero `recovery_timeout` it is due now. Checking it last keeps this call idempotent.
+        if self.timers.is_due(Timer::Recovery, now) {
+            self.timers.clear(Timer::Recovery);
+            if self.ended.is_none() {
+                self.end_session(now, SessionEnd::RecoveryTimeout, None);
             }
         }
     }

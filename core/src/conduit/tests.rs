@@ -259,3 +259,18 @@ fn lost_first_server_hello_restarts_fresh_on_standalone_acceptor() {
     assert_eq!(p.b.handle_message(p.now, lb, &buf[..t.len]), Err(InputError::LinkDropped(LinkDropReason::Rejected)));
     let _ = li;
 }
+
+#[test]
+fn handle_timeout_is_idempotent_even_with_zero_recovery_timeout() {
+    let cfg = ConduitConfig { recovery_timeout: Duration::ZERO, ..ConduitConfig::default() };
+    let mut p = Pair::new(cfg);
+    p.connect();
+    p.lb = None; // blackhole: A's pings go unanswered
+    p.advance(Duration::from_secs(10));
+    p.now = p.now.saturating_add(Duration::from_secs(21));
+    p.a.handle_timeout(p.now);
+    let first = p.a.ended();
+    p.a.handle_timeout(p.now);
+    assert_eq!(p.a.ended(), first, "a second call at the same now changes nothing");
+    assert_eq!(first, Some(SessionEnd::RecoveryTimeout));
+}
