@@ -67,11 +67,12 @@ pub struct Config {
     /// `initial_credit / conn_inbound_items` bytes (16 B by default): a peer flooding a slow
     /// reader with tiny or empty messages then stalls the whole link, not memory. Default 16384.
     pub conn_inbound_items: usize,
-    /// Session API: delivered payloads shorter than this are copied out of the read buffer;
-    /// longer ones are handed over as `Bytes` slices of it, without a copy. A slice keeps its
-    /// whole read buffer allocation alive, so a slow reader holding many small slices could
-    /// pin far more memory than its credit; copying small payloads bounds that to about
-    /// `read_chunk / copy_below` times the credit. Default 4 KiB.
+    /// Session API: delivered payloads are handed over as `Bytes` slices of the read buffer,
+    /// without a copy, except that payloads shorter than this are copied out while their
+    /// connection's reader is behind (32 or more messages queued). A slice keeps its whole
+    /// read buffer allocation alive, so a slow reader holding many small slices could pin far
+    /// more memory than its credit; with the copies, a connection keeps at most about
+    /// `initial_credit / copy_below + 64` read buffers alive. Default 4 KiB.
     pub copy_below: usize,
 }
 

@@ -49,6 +49,11 @@ impl<S> Dialer<S> {
         }
     }
 
+    /// Whether the first connect is still in progress (no link has attached yet).
+    pub(crate) fn connecting(&self) -> bool {
+        self.connect_deadline.is_some()
+    }
+
     /// Whether the first connect's deadline has passed.
     pub(crate) fn connect_expired(&self, now: StdInstant) -> bool {
         self.connect_deadline.is_some_and(|d| now >= d)

@@ -102,7 +102,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             source,
             link: None,
             drain: None,
-            read: ReadBuffer::new(config.read_chunk),
+            read: ReadBuffer::new(config.read_chunk, S::READS_UNINIT),
             write: WriteBatch::new(vec![0; config.write_buffer_len()]),
             split: FrameSplitter::new(config.conduit.max_frame_len),
             timer: rt.timer(),
@@ -124,7 +124,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         // 1. Timers by the clock, then drain the outputs of whatever the handle did.
         let (ended, core_deadline) = {
             let mut g = host.lock();
-            if g.common().handle_dropped {
+            if g.begin(cx.waker(), now) {
                 match self.exit_deadline {
                     None if !g.close_on_drop(now) => return Step::Done,
                     None => self.exit_deadline = Some(now_std + self.config.drain_timeout),
@@ -132,18 +132,19 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                     Some(_) => {}
                 }
             }
-            crate::shared::register(&mut g.common().driver, cx);
-            if g.poll_timeout().is_some_and(|t| t <= now) {
-                g.handle_timeout(now);
-            }
             if let Source::Dialer(d) = &self.source {
-                if !g.conduit().has_attached() && !g.conduit().is_ended() && d.connect_expired(now_std) {
+                if d.connecting()
+                    && !g.conduit().has_attached()
+                    && !g.conduit().is_ended()
+                    && d.connect_expired(now_std)
+                {
                     tracing::debug!("sotto: connect timed out");
                     g.end(now, SessionEnd::RecoveryTimeout);
                 }
             }
             busy |= self.drain_outputs(&mut g, now, now_std);
-            (g.conduit().is_ended(), g.poll_timeout().and_then(|t| host.clock().std_time(t)))
+            let (ended, deadline) = g.status();
+            (ended, deadline.and_then(|t| host.clock().std_time(t)))
         };
 
         // 2. A new link.
@@ -188,7 +189,9 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             if at <= now_std {
                 busy = true;
             } else {
-                if self.timer_at != Some(at) {
+                // A timer armed for earlier is kept (resetting a runtime timer on every step
+                // costs more than an early wake-up, after which it is armed again).
+                if self.timer_at.is_none_or(|t| t > at) {
                     self.timer.reset(at);
                     self.timer_at = Some(at);
                 }
@@ -209,27 +212,19 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     /// batch, then events. Repeats until nothing moves. Returns whether anything did.
     fn drain_outputs(&mut self, g: &mut H::Guard<'_>, now: Instant, now_std: StdInstant) -> bool {
         let mut busy = false;
+        if matches!(self.source, Source::Mailbox) {
+            if let Some((io, id)) = g.take_link() {
+                self.adopt(g, io, id);
+                busy = true;
+            }
+        }
+        // Frames are for the conduit's current link; if that is not ours (an endpoint
+        // superseded it and the new link is on its way), nothing is written until it is.
         loop {
-            let mut moved = false;
-            if matches!(self.source, Source::Mailbox) {
-                if let Some((io, id)) = g.take_link() {
-                    self.adopt(g, io, id);
-                    moved = true;
-                }
-            }
-            g.flush_owed(now);
-            // Frames are for the conduit's current link; if that is not ours (an endpoint
-            // superseded it and the new link is on its way), nothing is written until it is.
-            if let Some(l) = &self.link {
-                if g.conduit().current_link() == Some(l.id) {
-                    moved |= g.fill(&mut self.write, now).frames > 0;
-                }
-            }
-            while let Some(e) = g.poll_event() {
-                moved = true;
+            let (filled, event) = g.drain_round(&mut self.write, now, self.link.as_ref().map(|l| l.id));
+            if let Some(e) = event {
                 self.on_event(g, e, now, now_std);
-            }
-            if !moved {
+            } else if !filled {
                 return busy;
             }
             busy = true;
@@ -428,7 +423,12 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         }
         let wanted = self.split.wanted(self.read.data());
         let Some(link) = self.link.as_mut() else { return false };
-        let cause = match Pin::new(&mut link.io).poll_read(cx, self.read.spare(wanted)) {
+        let r = if S::READS_UNINIT {
+            link.io.poll_read_uninit(cx, self.read.appendable(wanted))
+        } else {
+            Pin::new(&mut link.io).poll_read(cx, self.read.spare(wanted))
+        };
+        let cause = match r {
             Poll::Ready(Ok(0)) => match self.split.at_eof(self.read.data()) {
                 Ok(()) => LinkDownCause::Eof,
                 Err(_) => LinkDownCause::Truncated,
@@ -448,19 +448,26 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
 
     /// Feed the first `len` bytes of the read buffer (whole messages) to the core; delivered
     /// items go to the application's queues (as slices of the read buffer where that pays).
+    /// After each message the frames it made due are written and its events handled (the
+    /// core's contract); the link cannot change hands meanwhile (the lock is held), so a full
+    /// drain at the end of the run covers the rest.
     fn feed(&mut self, len: usize, now: Instant, now_std: StdInstant) {
         let Some(id) = self.link.as_ref().map(|l| l.id) else { return };
         let chunk = self.read.split(len);
         let split = self.split;
         let host = Arc::clone(&self.host);
         let mut g = host.lock();
-        for msg in split.messages(&chunk) {
-            g.feed(now, id, msg, &chunk);
-            self.drain_outputs(&mut g, now, now_std);
-            if self.link.as_ref().map(|l| l.id) != Some(id) {
-                break;
+        'messages: for msg in split.messages(&chunk) {
+            let mut event = g.feed(now, id, msg, &chunk, &mut self.write);
+            while let Some(e) = event {
+                self.on_event(&mut g, e, now, now_std);
+                if self.link.as_ref().map(|l| l.id) != Some(id) {
+                    break 'messages;
+                }
+                event = g.after_input(&mut self.write, now, id);
             }
         }
+        self.drain_outputs(&mut g, now, now_std);
         g.fed();
     }
 

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use sotto::conduit::InputError;
-use sotto::stream::{Fill, WriteBatch};
+use sotto::stream::WriteBatch;
 use sotto::wire::ClientHello;
 use sotto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
 
@@ -27,18 +27,23 @@ pub(crate) trait Host<S>: Send + Sync + 'static {
 
 /// The locked state of one session: the core's contract plus the application-facing queues.
 pub(crate) trait Locked<S> {
+    /// Start of a driver step: register the driver's waker, fire the core's timers if due
+    /// at `now`. Returns whether the application dropped its handle.
+    fn begin(&mut self, waker: &std::task::Waker, now: Instant) -> bool;
+    /// One round of draining: retry owed commands, write due frames (if `link` is the
+    /// conduit's current link), and take the next event. Returns whether frames were written.
+    fn drain_round(
+        &mut self,
+        batch: &mut WriteBatch<Vec<u8>>,
+        now: Instant,
+        link: Option<LinkId>,
+    ) -> (bool, Option<Event>);
+    /// Whether the session is over, and the core's earliest deadline.
+    fn status(&self) -> (bool, Option<Instant>);
     /// Driver-managed fields.
     fn common(&mut self) -> &mut Common;
     /// The conduit underneath (read-only).
     fn conduit(&self) -> &Conduit;
-    /// The core's earliest deadline.
-    fn poll_timeout(&self) -> Option<Instant>;
-    /// Fire the core's due timers.
-    fn handle_timeout(&mut self, now: Instant);
-    /// Drain frames into the write batch.
-    fn fill(&mut self, batch: &mut WriteBatch<Vec<u8>>, now: Instant) -> Fill;
-    /// The next conduit event for the driver (session-level events are handled inside).
-    fn poll_event(&mut self) -> Option<Event>;
     /// End the session (connect deadline passed, dial gave up).
     fn end(&mut self, now: Instant, reason: SessionEnd);
     /// A fresh link (initiator).
@@ -52,16 +57,27 @@ pub(crate) trait Locked<S> {
     ) -> (LinkId, Result<(), InputError>);
     /// The link is gone.
     fn link_down(&mut self, now: Instant, link: LinkId);
-    /// Feed one link message; delivered data is a slice of (or copied from) `chunk`.
-    fn feed(&mut self, now: Instant, link: LinkId, msg: &[u8], chunk: &Bytes);
+    /// Feed one link message received on `link` (delivered data is a slice of, or copied
+    /// from, `chunk`), then drain lightly: write the frames the input made due (only if the
+    /// core has any, and only if `link` is still current) and return the first event. Call
+    /// [`after_input`](Self::after_input) until it returns `None` for the other events; a
+    /// full drain follows at the end of the run of messages.
+    fn feed(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        msg: &[u8],
+        chunk: &Bytes,
+        batch: &mut WriteBatch<Vec<u8>>,
+    ) -> Option<Event>;
+    /// The light drain of [`feed`](Self::feed), on its own.
+    fn after_input(&mut self, batch: &mut WriteBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event>;
     /// A run of messages was fed: wake the readers that got data.
     fn fed(&mut self);
     /// How many messages may be fed now (0: the application's queues are full, stop reading).
     fn read_room(&mut self) -> usize;
     /// A link handed over through the lock (session acceptor), already attached to the core.
     fn take_link(&mut self) -> Option<(S, LinkId)>;
-    /// Application commands that could not enter the core earlier (ring full): retry them.
-    fn flush_owed(&mut self, now: Instant);
     /// The ring has room again: wake blocked senders.
     fn wake_senders(&mut self);
     /// Wake every waiting application task (the session ended or the driver stopped).

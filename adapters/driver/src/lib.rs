@@ -72,6 +72,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::BytesMut;
+
 pub use acceptor::{serve, Acceptor, AcceptorStats};
 pub use backoff::{is_transient, Backoff};
 pub use config::Config;
@@ -118,8 +120,58 @@ pub trait Timer: Send + Unpin + 'static {
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 }
 
-/// A byte stream the driver can carry a link over: anything `futures::io::AsyncRead +
-/// AsyncWrite` (TCP, Unix sockets, pipes, test wrappers).
-pub trait Io: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + Send + 'static {}
+/// A byte stream the driver can carry a link over: `futures::io::AsyncRead + AsyncWrite`
+/// (TCP, Unix sockets, pipes, test wrappers), optionally able to read into uninitialized
+/// buffer capacity. Wrap plain `futures::io` streams in [`FuturesIo`]; the tokio adapter's
+/// `TokioIo` reads into uninitialized capacity.
+pub trait Io: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + Send + 'static {
+    /// Whether [`poll_read_uninit`](Self::poll_read_uninit) reads into uninitialized
+    /// capacity; if not, the driver reads with `poll_read` into zero-filled room instead.
+    const READS_UNINIT: bool = false;
 
-impl<T: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+    /// Read into `buf`'s spare capacity, appending what was read; `Ok(0)` at end of stream.
+    /// The default zero-fills room and calls `poll_read`.
+    fn poll_read_uninit(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
+        let start = buf.len();
+        let room = (buf.capacity() - start).max(1024);
+        buf.resize(start + room, 0);
+        let r = Pin::new(&mut *self).poll_read(cx, &mut buf[start..]);
+        let n = match &r {
+            Poll::Ready(Ok(n)) => *n,
+            _ => 0,
+        };
+        buf.truncate(start + n);
+        r
+    }
+}
+
+/// A `futures::io` stream as an [`Io`] (reads go into zero-filled room).
+#[derive(Debug)]
+pub struct FuturesIo<T>(pub T);
+
+impl<T: futures::io::AsyncRead + Unpin> futures::io::AsyncRead for FuturesIo<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl<T: futures::io::AsyncWrite + Unpin> futures::io::AsyncWrite for FuturesIo<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_close(cx)
+    }
+}
+
+impl<T: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + Send + 'static> Io for FuturesIo<T> {}

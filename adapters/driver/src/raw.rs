@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 use sotto::conduit::InputError;
-use sotto::stream::{Fill, WriteBatch};
+use sotto::stream::WriteBatch;
 use sotto::wire::ClientHello;
 use sotto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
 
@@ -98,23 +98,34 @@ impl<S: 'static> Host<S> for Shared {
 }
 
 impl<S> Locked<S> for RawGuard<'_> {
+    fn begin(&mut self, waker: &std::task::Waker, now: Instant) -> bool {
+        let g = &mut *self.0;
+        if !g.common.driver.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            g.common.driver = Some(waker.clone());
+        }
+        if g.conduit.poll_timeout().is_some_and(|t| t <= now) {
+            g.conduit.handle_timeout(now);
+        }
+        g.common.handle_dropped
+    }
+    fn drain_round(
+        &mut self,
+        batch: &mut WriteBatch<Vec<u8>>,
+        now: Instant,
+        link: Option<LinkId>,
+    ) -> (bool, Option<Event>) {
+        let c = &mut self.0.conduit;
+        let filled = link.is_some() && c.current_link() == link && batch.fill(c, now).frames > 0;
+        (filled, c.poll_event())
+    }
+    fn status(&self) -> (bool, Option<Instant>) {
+        (self.0.conduit.is_ended(), self.0.conduit.poll_timeout())
+    }
     fn common(&mut self) -> &mut Common {
         &mut self.0.common
     }
     fn conduit(&self) -> &Conduit {
         &self.0.conduit
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.0.conduit.poll_timeout()
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        self.0.conduit.handle_timeout(now);
-    }
-    fn fill(&mut self, batch: &mut WriteBatch<Vec<u8>>, now: Instant) -> Fill {
-        batch.fill(&mut self.0.conduit, now)
-    }
-    fn poll_event(&mut self) -> Option<Event> {
-        self.0.conduit.poll_event()
     }
     fn end(&mut self, now: Instant, reason: SessionEnd) {
         self.0.conduit.end(now, reason);
@@ -133,7 +144,14 @@ impl<S> Locked<S> for RawGuard<'_> {
     fn link_down(&mut self, now: Instant, link: LinkId) {
         self.0.conduit.link_down(now, link);
     }
-    fn feed(&mut self, now: Instant, link: LinkId, msg: &[u8], chunk: &Bytes) {
+    fn feed(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        msg: &[u8],
+        chunk: &Bytes,
+        batch: &mut WriteBatch<Vec<u8>>,
+    ) -> Option<Event> {
         let g = &mut *self.0;
         if let Ok(Some(item)) = g.conduit.handle_message(now, link, msg) {
             let item = chunk.slice_ref(item);
@@ -142,6 +160,14 @@ impl<S> Locked<S> for RawGuard<'_> {
             g.delivered = true;
             g.common.delivered();
         }
+        Locked::<S>::after_input(self, batch, now, link)
+    }
+    fn after_input(&mut self, batch: &mut WriteBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event> {
+        let c = &mut self.0.conduit;
+        if c.current_link() == Some(link) && c.has_transmit() {
+            let _ = batch.fill(c, now);
+        }
+        c.poll_event()
     }
     fn fed(&mut self) {
         if std::mem::take(&mut self.0.delivered) {
@@ -158,7 +184,6 @@ impl<S> Locked<S> for RawGuard<'_> {
     fn take_link(&mut self) -> Option<(S, LinkId)> {
         None
     }
-    fn flush_owed(&mut self, _now: Instant) {}
     fn wake_senders(&mut self) {
         self.0.senders.wake_all();
     }

@@ -1,6 +1,10 @@
-//! The driver's reusable read buffer: a `BytesMut` whose spare room is kept initialized (so
-//! plain `&mut [u8]` reads need no unsafe code and zeroing happens once per refill, not per
-//! read), and from whose front whole messages are split off as `Bytes` without a copy.
+//! The driver's reusable read buffer: a `BytesMut` from whose front whole messages are split
+//! off as `Bytes` without a copy.
+//!
+//! Two ways to read into it, chosen by the stream type ([`Io::READS_UNINIT`](crate::Io)):
+//! streams that can read into uninitialized capacity (tokio's) append to the buffer directly;
+//! others (`futures::io` streams) read into room that was zero-filled once and is kept
+//! between reads, so zeroing happens once per byte of buffer, not per read call.
 
 use bytes::{Bytes, BytesMut};
 
@@ -9,18 +13,23 @@ const MIN_READ: usize = 1024;
 
 #[derive(Debug)]
 pub(crate) struct ReadBuffer {
-    /// `buf[..filled]` is data read and not yet split off; `buf[filled..]` is zeroed room.
+    /// `buf[..filled]` is data read and not yet split off. Zero-filled mode: `buf[filled..]`
+    /// is zeroed room. Append mode: `buf.len() == filled`.
     buf: BytesMut,
     filled: usize,
     chunk: usize,
+    append: bool,
 }
 
 impl ReadBuffer {
-    pub(crate) fn new(chunk: usize) -> Self {
+    /// `append`: the stream reads into uninitialized capacity (see [`appendable`](Self::appendable)).
+    pub(crate) fn new(chunk: usize, append: bool) -> Self {
         let chunk = chunk.max(MIN_READ);
         let mut buf = BytesMut::with_capacity(chunk);
-        buf.resize(chunk, 0);
-        Self { buf, filled: 0, chunk }
+        if !append {
+            buf.resize(chunk, 0);
+        }
+        Self { buf, filled: 0, chunk, append }
     }
 
     /// The bytes read and not yet split off.
@@ -28,7 +37,8 @@ impl ReadBuffer {
         &self.buf[..self.filled]
     }
 
-    /// Room to read into, at least `wanted` bytes (and at least a useful read's worth).
+    /// Zero-filled mode: room to read into, at least `wanted` bytes (and at least a useful
+    /// read's worth).
     pub(crate) fn spare(&mut self, wanted: usize) -> &mut [u8] {
         let room = self.buf.len() - self.filled;
         if room < wanted.max(MIN_READ) {
@@ -42,9 +52,17 @@ impl ReadBuffer {
         &mut self.buf[self.filled..]
     }
 
-    /// `n` bytes were read into [`spare`](Self::spare).
+    /// Append mode: the buffer to append at least `wanted` bytes to (capacity reserved).
+    pub(crate) fn appendable(&mut self, wanted: usize) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < wanted.max(MIN_READ) {
+            self.buf.reserve(wanted.max(self.chunk));
+        }
+        &mut self.buf
+    }
+
+    /// `n` bytes were read (into [`spare`](Self::spare), or appended).
     pub(crate) fn advance(&mut self, n: usize) {
-        self.filled = (self.filled + n).min(self.buf.len());
+        self.filled = if self.append { self.buf.len() } else { (self.filled + n).min(self.buf.len()) };
     }
 
     /// Split the first `n` bytes of data off as an immutable, shareable chunk.
@@ -67,7 +85,7 @@ mod tests {
 
     #[test]
     fn reads_split_and_refill() {
-        let mut r = ReadBuffer::new(2048);
+        let mut r = ReadBuffer::new(2048, false);
         let s = r.spare(1);
         assert!(s.len() >= 1024);
         s[..5].copy_from_slice(b"hello");
@@ -84,5 +102,22 @@ mod tests {
         assert_eq!(&held[..], b"he", "split chunk unaffected");
         r.clear();
         assert!(r.data().is_empty());
+    }
+
+    #[test]
+    fn append_mode() {
+        let mut r = ReadBuffer::new(2048, true);
+        let b = r.appendable(1);
+        assert!(b.capacity() - b.len() >= 1024);
+        b.extend_from_slice(b"hello");
+        r.advance(5);
+        let held = r.split(2);
+        assert_eq!(r.data(), b"llo");
+        let b = r.appendable(1 << 16);
+        assert!(b.capacity() - b.len() >= 1 << 16);
+        b.extend_from_slice(b"!");
+        r.advance(1);
+        assert_eq!(r.data(), b"llo!");
+        assert_eq!(&held[..], b"he");
     }
 }

@@ -52,6 +52,7 @@ use futures::stream::Stream;
 pub use runtime::Smol;
 pub use sotto::conduit::ConfigError;
 pub use sotto::{ConduitConfig, SessionEnd};
+use sotto_driver::FuturesIo;
 pub use sotto_driver::{
     live_tasks, source_of, Acceptor, AcceptorStats, AnswerError, ConduitEvent, Config, ConnError, ConnReceiver,
     ConnSender, ConnectError, Connection, Ended, IncomingOpen, LinkDownCause, OpenError, ResumeTiming, SendError,
@@ -73,7 +74,7 @@ where
     Fut: Future<Output = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    sotto_driver::connect(Smol, connector, config).await
+    sotto_driver::connect(Smol, wrap(connector), config).await
 }
 
 /// Serve a TCP listener (accepted streams get `TCP_NODELAY`).
@@ -102,7 +103,8 @@ where
     St: Stream<Item = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    sotto_driver::serve(Smol, incoming, config)
+    use futures::stream::StreamExt;
+    sotto_driver::serve(Smol, incoming.map(|r| r.map(FuturesIo)), config)
 }
 
 /// Start an initiator session (session API) and wait until it is ready for connections.
@@ -113,7 +115,7 @@ where
     Fut: Future<Output = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    sotto_driver::connect_session(Smol, connector, config).await
+    sotto_driver::connect_session(Smol, wrap(connector), config).await
 }
 
 /// Serve a TCP listener with the session API, through the core endpoint (accepted streams
@@ -122,7 +124,7 @@ pub fn serve_sessions_tcp(listener: smol::net::TcpListener, config: Config) -> R
     let incoming = futures::stream::unfold(listener, |l| async move {
         let r = l.accept().await.map(|(s, addr)| {
             let _ = s.set_nodelay(true);
-            (s, source_of(&addr))
+            (FuturesIo(s), source_of(&addr))
         });
         Some((r, l))
     });
@@ -136,7 +138,10 @@ pub fn serve_sessions_unix(
     config: Config,
 ) -> Result<SessionAcceptor, ConfigError> {
     let incoming =
-        futures::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| (s, 0)), l)) });
+        futures::stream::unfold(
+            listener,
+            |l| async move { Some((l.accept().await.map(|(s, _)| (FuturesIo(s), 0)), l)) },
+        );
     sotto_driver::serve_sessions(Smol, incoming, config)
 }
 
@@ -148,5 +153,18 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use futures::stream::StreamExt;
-    sotto_driver::serve_sessions(Smol, incoming.map(|r| r.map(|s| (s, 0))), config)
+    sotto_driver::serve_sessions(Smol, incoming.map(|r| r.map(|s| (FuturesIo(s), 0))), config)
+}
+
+/// The application's connector, its streams wrapped for the driver.
+fn wrap<F, Fut, S>(
+    mut connector: F,
+) -> impl FnMut() -> futures::future::MapOk<Fut, fn(S) -> FuturesIo<S>> + Send + 'static
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use futures::TryFutureExt;
+    move || connector().map_ok(FuturesIo as fn(S) -> FuturesIo<S>)
 }

@@ -1,4 +1,6 @@
-//! tokio's `AsyncRead`/`AsyncWrite` seen as `futures::io`'s, which the driver speaks.
+//! tokio's `AsyncRead`/`AsyncWrite` seen as `futures::io`'s, which the driver speaks, with
+//! reads straight into the driver's uninitialized buffer capacity (tokio's `read_buf`), so
+//! the driver never zero-fills read buffers.
 
 use std::io;
 use std::pin::Pin;
@@ -52,5 +54,17 @@ impl<T: tokio::io::AsyncWrite + Unpin> futures::io::AsyncWrite for TokioIo<T> {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> sotto_driver::Io for TokioIo<T> {
+    const READS_UNINIT: bool = true;
+
+    fn poll_read_uninit(&mut self, cx: &mut Context<'_>, buf: &mut bytes::BytesMut) -> Poll<io::Result<usize>> {
+        use std::future::Future;
+        use tokio::io::AsyncReadExt;
+        // `read_buf` is cancel-safe: a pending future is dropped and made again next time.
+        let read = self.0.read_buf(buf);
+        std::pin::pin!(read).poll(cx)
     }
 }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use sotto::conduit::InputError;
 use sotto::endpoint::{Endpoint, EndpointEvent, SessionHandle as EpHandle};
 use sotto::session::{Session, SessionConfig};
-use sotto::stream::{Fill, WriteBatch};
+use sotto::stream::WriteBatch;
 use sotto::wire::ClientHello;
 use sotto::{Conduit, ConduitConfig, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
 
@@ -243,6 +243,20 @@ impl SessLock<'_> {
     }
 }
 
+/// After one input: write the frames it made due, if any, and return the next event.
+fn light_drain(
+    s: &mut Session,
+    st: &mut SessState,
+    batch: &mut WriteBatch<Vec<u8>>,
+    now: Instant,
+    link: LinkId,
+) -> Option<Event> {
+    if s.conduit().current_link() == Some(link) && s.conduit().has_transmit() {
+        let _ = batch.fill(s, now);
+    }
+    state::poll_event(s, st)
+}
+
 /// The driver's view of a session: its home, and the stream type its links carry.
 pub(crate) struct SessDriverHost<S> {
     home: Arc<dyn SessionHome>,
@@ -274,24 +288,38 @@ impl<S: 'static> Host<S> for SessDriverHost<S> {
 }
 
 impl<S: 'static> Locked<S> for SessGuard<'_, S> {
+    fn begin(&mut self, waker: &std::task::Waker, now: Instant) -> bool {
+        let (s, st) = self.lock.parts();
+        if !st.common.driver.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            st.common.driver = Some(waker.clone());
+        }
+        if s.poll_timeout().is_some_and(|t| t <= now) {
+            s.handle_timeout(now);
+        }
+        st.common.handle_dropped
+    }
+    fn drain_round(
+        &mut self,
+        batch: &mut WriteBatch<Vec<u8>>,
+        now: Instant,
+        link: Option<LinkId>,
+    ) -> (bool, Option<Event>) {
+        let (s, st) = self.lock.parts();
+        if !st.owed.is_empty() {
+            state::flush_owed(s, st, now);
+        }
+        let filled = link.is_some() && s.conduit().current_link() == link && batch.fill(s, now).frames > 0;
+        (filled, state::poll_event(s, st))
+    }
+    fn status(&self) -> (bool, Option<Instant>) {
+        let s = self.lock.parts_ref().0;
+        (s.is_ended(), s.poll_timeout())
+    }
     fn common(&mut self) -> &mut Common {
         &mut self.lock.parts().1.common
     }
     fn conduit(&self) -> &Conduit {
         self.lock.parts_ref().0.conduit()
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.lock.parts_ref().0.poll_timeout()
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        self.lock.parts().0.handle_timeout(now);
-    }
-    fn fill(&mut self, batch: &mut WriteBatch<Vec<u8>>, now: Instant) -> Fill {
-        batch.fill(self.lock.parts().0, now)
-    }
-    fn poll_event(&mut self) -> Option<Event> {
-        let (s, st) = self.lock.parts();
-        state::poll_event(s, st)
     }
     fn end(&mut self, now: Instant, reason: SessionEnd) {
         self.lock.parts().0.conduit_end(now, reason);
@@ -311,9 +339,21 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         self.lock.parts().0.link_down(now, link);
         self.lock.detached();
     }
-    fn feed(&mut self, now: Instant, link: LinkId, msg: &[u8], chunk: &Bytes) {
+    fn feed(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        msg: &[u8],
+        chunk: &Bytes,
+        batch: &mut WriteBatch<Vec<u8>>,
+    ) -> Option<Event> {
         let (s, st) = self.lock.parts();
         state::feed(s, st, now, link, msg, chunk);
+        light_drain(s, st, batch, now, link)
+    }
+    fn after_input(&mut self, batch: &mut WriteBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event> {
+        let (s, st) = self.lock.parts();
+        light_drain(s, st, batch, now, link)
     }
     fn fed(&mut self) {
         state::fed(self.lock.parts().1);
@@ -328,12 +368,6 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
     }
     fn take_link(&mut self) -> Option<(S, LinkId)> {
         self.lock.take_link::<S>()
-    }
-    fn flush_owed(&mut self, now: Instant) {
-        let (s, st) = self.lock.parts();
-        if !st.owed.is_empty() {
-            state::flush_owed(s, st, now);
-        }
     }
     fn wake_senders(&mut self) {
         self.lock.parts().1.ring.wake_all();

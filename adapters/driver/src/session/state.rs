@@ -13,6 +13,11 @@ use sotto::{Event, Instant, LinkId};
 
 use crate::shared::{wake, Common, WakerList};
 
+/// Small payloads are handed over as slices of the read buffer while their connection's
+/// queue is shorter than this (the reader keeps up), and copied out once it is longer (a
+/// slow reader would otherwise keep many read buffers alive through small slices).
+pub(crate) const SLICE_WHILE_QUEUE_BELOW: usize = 32;
+
 /// Reject code sent for a peer Open the application dropped without answering.
 pub(crate) const DROPPED_OPEN_CODE: u32 = 0x100;
 
@@ -227,7 +232,7 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
                 s.release(conn, payload.len());
                 return;
             };
-            let item = if payload.len() < st.tuning.copy_below {
+            let item = if payload.len() < st.tuning.copy_below && slot.queue.len() >= SLICE_WHILE_QUEUE_BELOW {
                 Bytes::copy_from_slice(payload)
             } else {
                 chunk.slice_ref(payload)
