@@ -67,12 +67,13 @@ pub struct Config {
     /// `initial_credit / conn_inbound_items` bytes (16 B by default): a peer flooding a slow
     /// reader with tiny or empty messages then stalls the whole link, not memory. Default 16384.
     pub conn_inbound_items: usize,
-    /// Session API: delivered payloads are handed over as `Bytes` slices of the read buffer,
-    /// without a copy, except that payloads shorter than this are copied out while their
-    /// connection's reader is behind (32 or more messages queued). A slice keeps its whole
-    /// read buffer allocation alive, so a slow reader holding many small slices could pin far
-    /// more memory than its credit; with the copies, a connection keeps at most about
-    /// `initial_credit / copy_below + 64` read buffers alive. Default 4 KiB.
+    /// Session API: delivered payloads at least this long are handed over as `Bytes` slices
+    /// of the read buffer, without a copy; shorter ones are copied into a small
+    /// per-connection arena (8 KiB blocks, one allocation per block). A slice keeps its whole
+    /// read buffer allocation alive, so slicing small payloads would let a slow reader pin
+    /// far more memory than its credit; this way a connection's unread messages keep at most
+    /// its credit in arena blocks plus `initial_credit / copy_below` read buffers alive.
+    /// Default 4 KiB.
     pub copy_below: usize,
 }
 

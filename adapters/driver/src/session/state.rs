@@ -7,16 +7,16 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::task::Waker;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use sotto::session::{CommandError, ConnId, Incoming, Session, SessionEvent as CoreEvent};
 use sotto::{Event, Instant, LinkId};
 
 use crate::shared::{wake, Common, WakerList};
 
-/// Small payloads are handed over as slices of the read buffer while their connection's
-/// queue is shorter than this (the reader keeps up), and copied out once it is longer (a
-/// slow reader would otherwise keep many read buffers alive through small slices).
-pub(crate) const SLICE_WHILE_QUEUE_BELOW: usize = 32;
+/// Small payloads are copied into a per-connection arena of this many bytes (a new one when
+/// full), then split off it as `Bytes`: no allocation per message, and queued small
+/// messages keep only their own connection's arenas alive, never the shared read buffers.
+const ARENA: usize = 8 << 10;
 
 /// Reject code sent for a peer Open the application dropped without answering.
 pub(crate) const DROPPED_OPEN_CODE: u32 = 0x100;
@@ -82,6 +82,8 @@ pub(crate) struct ConnSlot {
     pub(crate) rx: Option<Waker>,
     /// The sender waiting for credit.
     pub(crate) tx: Option<Waker>,
+    /// Where small payloads are copied to (see [`ARENA`]).
+    arena: BytesMut,
 }
 
 impl ConnSlot {
@@ -97,6 +99,7 @@ impl ConnSlot {
             abandoned: false,
             rx: None,
             tx: None,
+            arena: BytesMut::new(),
         }
     }
 }
@@ -232,8 +235,13 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
                 s.release(conn, payload.len());
                 return;
             };
-            let item = if payload.len() < st.tuning.copy_below && slot.queue.len() >= SLICE_WHILE_QUEUE_BELOW {
-                Bytes::copy_from_slice(payload)
+            let item = if payload.len() < st.tuning.copy_below {
+                if slot.arena.capacity() - slot.arena.len() < payload.len() {
+                    // The full arena lives on as long as messages split off it do.
+                    slot.arena = BytesMut::with_capacity(ARENA.max(payload.len()));
+                }
+                slot.arena.extend_from_slice(payload);
+                slot.arena.split().freeze()
             } else {
                 chunk.slice_ref(payload)
             };
