@@ -13,9 +13,9 @@
 //!
 //! tokio cases run on one current-thread runtime, smol cases on smol's global executor with
 //! one thread: both ends in one thread, so the ratio is one of CPU cost per message.
-//! Each case runs `RUNS` times; the table shows medians. Environment: `SOTTO_BENCH_ONLY`
-//! (substring of a case name), `SOTTO_BENCH_SCALE` (multiplies message counts),
-//! `SOTTO_BENCH_RUNS`.
+//! Each case runs `SOTTO_BENCH_RUNS` times (default 5); the table shows medians. Environment:
+//! `SOTTO_BENCH_ONLY` (substring of a case name), `SOTTO_BENCH_SCALE` (multiplies message
+//! counts), `SOTTO_BENCH_CREDIT_KIB` (per-connection credit instead of the default 256 KiB).
 
 use std::future::Future;
 use std::net::SocketAddr;
