@@ -11,6 +11,7 @@
 //!
 //! Options: `--secs N` (traffic time, default 10), `--conns N` (default 4), `--seed N`,
 //! `--json`.
+#![forbid(unsafe_code)]
 
 mod proxy;
 mod report;
