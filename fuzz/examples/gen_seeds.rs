@@ -278,6 +278,12 @@ fn main() {
     acc.extend_from_slice(&[1, 0, 0, 0x44, 3, 0x0d, 0, 0, 4, 0, 0, 0, 1, b'x', 14, 0x55, 0x01, 0, 0, 11]);
     w.put("conduit_acceptor", "crafted-resume", &acc);
 
+    // --- The session layer: docs/protocol.md examples, and a captured session run.
+    session_seeds(&mut w);
+    // --- stream_helpers: crafted scripts (frames of many sizes, short writes and reads,
+    // link changes with bytes pending, a clear, a splitter limit below the largest frame).
+    stream_seeds(&mut w);
+
     // --- pair: the most eventful of a batch of pseudo-random inputs.
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let mut scored = Vec::new();
@@ -308,8 +314,40 @@ fn main() {
         sotto_fuzz::pair::run_bytes(data);
         w.put("pair", &format!("eventful-{i:02}-score{score}"), data);
     }
+    // --- endpoint and session_pair: likewise.
+    for (target, scorer) in [
+        ("endpoint", sotto_fuzz::endpoint::score as fn(&[u8]) -> u64),
+        ("session_pair", sotto_fuzz::session_pair::score as fn(&[u8]) -> u64),
+    ] {
+        let mut scored = Vec::new();
+        for _ in 0..1500 {
+            let len = 64 + (xorshift(&mut x) % 2048) as usize;
+            let data: Vec<u8> = (0..len).map(|_| xorshift(&mut x) as u8).collect();
+            match std::panic::catch_unwind(|| scorer(&data)) {
+                Ok(score) => scored.push((score, data)),
+                Err(_) => {
+                    let path = std::env::temp_dir().join(format!("{target}-failure-{:08x}", fnv(&data)));
+                    std::fs::write(&path, &data).expect("write failure");
+                    eprintln!("{target} check failed; input saved to {}", path.display());
+                    failures += 1;
+                }
+            }
+        }
+        scored.sort_by_key(|s| std::cmp::Reverse(s.0));
+        if let Ok(dir) = std::fs::read_dir(w.root.join(target)) {
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with("eventful-") {
+                    std::fs::remove_file(e.path()).expect("remove old pick");
+                }
+            }
+        }
+        for (i, (score, data)) in scored.iter().take(12).enumerate() {
+            sotto_fuzz::run_target(target, data);
+            w.put(target, &format!("eventful-{i:02}-score{score}"), data);
+        }
+    }
     println!("wrote {} seeds under {}", w.written, w.root.display());
-    assert_eq!(failures, 0, "pair checks failed on some generated inputs");
+    assert_eq!(failures, 0, "checks failed on some generated inputs");
 }
 
 fn hexname(m: &[u8]) -> String {
@@ -325,4 +363,254 @@ fn xorshift(x: &mut u64) -> u64 {
     *x ^= *x << 25;
     *x ^= *x >> 27;
     x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+/// The session message examples of docs/protocol.md section 2 (also unit tests in
+/// core/src/session/message.rs).
+const PROTOCOL_MD_MESSAGES: [(&str, &str); 12] = [
+    ("hello", "01 01 01 808010 8002 6869"),
+    ("hello-yourself", "02 01 02 808004 10"),
+    ("lets-go", "03"),
+    ("sorry", "04 01 76657273696f6e"),
+    ("data-root", "10 00 616263"),
+    ("data-131", "10 8301 ff"),
+    ("open", "11 03 808010 6b"),
+    ("accept", "12 03 8040"),
+    ("reject", "13 05 02 6e6f"),
+    ("close", "14 04"),
+    ("credit", "15 03 808001"),
+    ("protocol-error", "16 07 6261642069640a"),
+];
+
+/// Session config bytes of `sotto_fuzz::session_single::session_config_from` (after the four
+/// conduit bytes): `role` 0 initiator / 1 acceptor; 16 connections, 8 pending Opens, credit
+/// 1000 (`a`), max_credit 16 MiB, metadata 4 KiB, churn 100 per 10 s (`b`), ids up to
+/// u32::MAX, two bytes of hello metadata (`c`).
+fn session_script_config(role: u8) -> Vec<u8> {
+    let mut v = script_config(true).to_vec();
+    v.extend_from_slice(&[role | (3 << 1) | (3 << 3) | (3 << 5), 3 | (3 << 2) | (3 << 4) | (3 << 6), 6 | (2 << 3)]);
+    v
+}
+
+/// A session pair run in memory, recording every session item and, for each side, a
+/// `session_receive` script that replays its view: the peer's messages (op 2, raw), its own
+/// commands (the script's ops), link changes and time.
+struct SessionCapture {
+    a: sotto::session::Session,
+    b: sotto::session::Session,
+    la: Option<LinkId>,
+    lb: Option<LinkId>,
+    now: Instant,
+    keys: u64,
+    scripts: [Vec<u8>; 2],
+    items: BTreeSet<Vec<u8>>,
+    frames: Vec<Vec<u8>>,
+}
+
+impl SessionCapture {
+    fn new() -> Self {
+        let a_cfg = session_script_config(0);
+        let b_cfg = session_script_config(1);
+        let (ra, ca, ma) =
+            sotto_fuzz::session_single::session_config_from(&mut sotto_fuzz::script::Script::new(&a_cfg));
+        let (rb, cb, mb) =
+            sotto_fuzz::session_single::session_config_from(&mut sotto_fuzz::script::Script::new(&b_cfg));
+        assert_eq!((ra, rb), (Role::Initiator, Role::Acceptor));
+        Self {
+            a: sotto::session::Session::new(ra, ca, &ma).expect("config"),
+            b: sotto::session::Session::new(rb, cb, &mb).expect("config"),
+            la: None,
+            lb: None,
+            now: Instant::ZERO,
+            keys: 0,
+            scripts: [a_cfg, b_cfg],
+            items: BTreeSet::new(),
+            frames: Vec::new(),
+        }
+    }
+
+    fn link_up(&mut self) {
+        self.la = Some(self.a.link_up(self.now, ResumeKey::ZERO));
+        self.keys += 1;
+        let mut key = [0x5au8; 16];
+        key[..8].copy_from_slice(&self.keys.to_le_bytes());
+        self.lb = Some(self.b.link_up(self.now, ResumeKey(key)));
+        for s in &mut self.scripts {
+            s.push(0);
+        }
+        self.pump();
+    }
+
+    fn cut(&mut self) {
+        if let Some(l) = self.la.take() {
+            self.a.link_down(self.now, l);
+        }
+        if let Some(l) = self.lb.take() {
+            self.b.link_down(self.now, l);
+        }
+        for s in &mut self.scripts {
+            s.extend_from_slice(&[1, 0]);
+        }
+    }
+
+    /// `d << 20` nanoseconds pass and both sides handle their timers.
+    fn advance(&mut self, d: u8) {
+        self.now = self.now.saturating_add(Duration::from_nanos(u64::from(d) << 20));
+        self.a.handle_timeout(self.now);
+        self.b.handle_timeout(self.now);
+        for s in &mut self.scripts {
+            s.extend_from_slice(&[7, d, 20, 9]);
+        }
+        self.pump();
+    }
+
+    /// A command on side `side` (0 = A), recorded as the script op `op`.
+    fn cmd(&mut self, side: usize, op: &[u8], f: impl FnOnce(&mut sotto::session::Session, Instant)) {
+        let now = self.now;
+        f(if side == 0 { &mut self.a } else { &mut self.b }, now);
+        self.scripts[side].extend_from_slice(op);
+        self.pump();
+    }
+
+    fn pump(&mut self) {
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..1000 {
+            let mut moved = false;
+            for side in 0..2 {
+                let (from, to, lf, lt) = if side == 0 {
+                    (&mut self.a, &mut self.b, self.la, self.lb)
+                } else {
+                    (&mut self.b, &mut self.a, self.lb, self.la)
+                };
+                let ext = from.conduit().ext_in_force();
+                while let Some(t) = from.poll_transmit(self.now, &mut buf) {
+                    moved = true;
+                    let msg = buf[..t.len].to_vec();
+                    if let Ok(Frame::Data { item, .. }) = Frame::decode(&msg, ext) {
+                        self.items.insert(item.to_vec());
+                    }
+                    self.frames.push(msg.clone());
+                    if let (Some(lt), true) = (lt, lf == Some(t.link)) {
+                        assert!(msg.len() <= 255, "captured messages fit a script op");
+                        let _ = to.handle_message(self.now, lt, &msg);
+                        let peer = 1 - side;
+                        self.scripts[peer].extend_from_slice(&[2, msg.len() as u8]);
+                        self.scripts[peer].extend_from_slice(&msg);
+                    }
+                }
+                while let Some(e) = from.poll_event() {
+                    moved = true;
+                    if let sotto::session::SessionEvent::Conduit(Event::DropLink { link, .. }) = e {
+                        from.link_down(self.now, link);
+                        if side == 0 && self.la == Some(link) {
+                            self.la = None;
+                        }
+                        if side == 1 && self.lb == Some(link) {
+                            self.lb = None;
+                        }
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("session capture did not settle");
+    }
+}
+
+fn session_seeds(w: &mut Writer) {
+    use sotto::session::ROOT;
+    for (name, h) in PROTOCOL_MD_MESSAGES {
+        w.put("session_message", &format!("protocol-md-{name}"), &hex(h));
+    }
+    let mut c = SessionCapture::new();
+    c.link_up();
+    // A opens connection 1 (op 10, no metadata); B accepts it (op 11, pick 8 = the second
+    // connection in its table, i.e. 1; no metadata).
+    c.cmd(0, &[10, 0], |s, _| {
+        s.open(b"").expect("open");
+    });
+    c.cmd(1, &[11, 8, 0], |s, _| s.accept(1, b"").expect("accept"));
+    // Data both ways (op 14: pick, length << 2), then B reads what it got (op 16, even byte:
+    // everything consumed).
+    let pay = |conn: u32, len: usize| (0..len).map(|i| i as u8 ^ conn as u8).collect::<Vec<u8>>();
+    c.cmd(0, &[14, 8, 5 << 2], |s, _| s.send(1, &pay(1, 5)).expect("send"));
+    c.cmd(0, &[14, 0, 3 << 2], |s, _| s.send(ROOT, &pay(0, 3)).expect("send"));
+    c.cmd(1, &[14, 0, 7 << 2], |s, _| s.send(ROOT, &pay(0, 7)).expect("send"));
+    c.cmd(1, &[16, 8, 0], |s, _| s.release(1, 5));
+    c.advance(30);
+    // The link dies; A sends while detached; a resume replays it.
+    c.cut();
+    c.cmd(0, &[14, 8, 9 << 2], |s, _| s.send(1, &pay(1, 9)).expect("send while detached"));
+    c.advance(200);
+    c.link_up();
+    c.advance(30);
+    // B opens connection 2 and A accepts it; A closes connection 1; B closes the session.
+    c.cmd(1, &[10, 0], |s, _| {
+        s.open(b"").expect("open");
+    });
+    c.cmd(0, &[11, 16, 0], |s, _| s.accept(2, b"").expect("accept"));
+    c.cmd(0, &[13, 8, 0], |s, now| s.close_conn(now, 1, b"").expect("close"));
+    c.advance(30);
+    c.cmd(1, &[17, 0], |s, now| s.close(now, 0x100, "fuzz close"));
+    assert!(c.a.is_ended() || c.b.is_ended(), "the captured run ends with a close");
+    for (i, item) in c.items.iter().enumerate() {
+        w.put("session_message", &format!("run-item-{i:02}"), item);
+    }
+    let [sa, sb] = std::mem::take(&mut c.scripts);
+    w.put("session_receive", "run-initiator", &sa);
+    w.put("session_receive", "run-acceptor", &sb);
+    // Crafted scripts: the handshake macro (op 18), then commands and crafted peer messages
+    // (ops 4/5: mode byte, kind, three operands) around the limits.
+    for role in [0u8, 1] {
+        let mut s = session_script_config(role);
+        s.extend_from_slice(&[18, 10, 0, 10, 1]); // handshake, two Opens
+        s.extend_from_slice(&[4, 0, 7, 8, 3, 0]); // peer Accepts its first one
+        s.extend_from_slice(&[4, 0, 6, 4, 5, 0, 4, 0, 6, 4, 0, 0]); // peer Opens (one with zero credit)
+        s.extend_from_slice(&[11, 16, 0, 12, 16, 0, 0]); // accept, reject
+        s.extend_from_slice(&[14, 8, 1, 15, 0, 3, 16, 0, 0]); // sends, release
+        s.extend_from_slice(&[4, 0, 4, 8, 2, 0, 4, 0, 4, 8, 3, 0]); // peer data: window, window + 1
+        s.extend_from_slice(&[8, 9, 6, 1, 4, 0, 10, 8, 4, 0]); // timers, ACK, grant
+        w.put("session_receive", &format!("crafted-{}", if role == 0 { "initiator" } else { "acceptor" }), &s);
+        let mut s = session_script_config(role);
+        s.extend_from_slice(&[18]);
+        for _ in 0..12 {
+            s.extend_from_slice(&[4, 0, 6, 4, 1, 0]); // an Open flood
+            s.extend_from_slice(&[4, 0, 9, 4, 0, 0]); // and resets
+        }
+        w.put("session_receive", &format!("churn-{}", if role == 0 { "initiator" } else { "acceptor" }), &s);
+    }
+}
+
+fn stream_seeds(w: &mut Writer) {
+    // max 64, capacity one frame + 10, no limit: frames, fill, short writes, reads.
+    let mut s = vec![63, 10, 0];
+    s.extend_from_slice(&[0, 7, 1, 2, 3, 5, 8, 13, 21, 34, 3, 4, 7, 0, 5, 0, 9, 0, 3, 4, 200, 0, 5, 4, 255, 255]);
+    s.extend_from_slice(&[1, 3, 64, 0, 63, 3, 2, 0, 2, 10, 20, 3, 7]);
+    w.put("stream_helpers", "crafted-short-writes", &s);
+    // A link change with bytes pending, a clear, then everything drained.
+    let mut s = vec![200, 60, 0];
+    s.extend_from_slice(&[0, 4, 50, 50, 50, 50, 3, 4, 30, 0, 2, 0, 2, 9, 9, 3, 6, 0, 1, 40, 7]);
+    w.put("stream_helpers", "crafted-link-change", &s);
+    // A splitter limit below the largest frame (TooLong), one message per read.
+    let mut s = vec![255, 0, 205];
+    s.extend_from_slice(&[0, 3, 10, 200, 30, 3, 4, 255, 255, 5, 0, 255, 255, 7]);
+    w.put("stream_helpers", "crafted-too-long", &s);
+    // Session frames through the helpers: the frame sizes of the captured run.
+    let mut c = SessionCapture::new();
+    c.link_up();
+    c.cmd(0, &[], |s, _| {
+        s.open(b"").expect("open");
+    });
+    let sizes: Vec<u8> = c.frames.iter().map(|f| f.len().min(255) as u8).collect();
+    let mut s = vec![255, 20, 0];
+    for chunk in sizes.chunks(8) {
+        s.push(0);
+        s.push(chunk.len() as u8 - 1);
+        s.extend_from_slice(chunk);
+        s.extend_from_slice(&[3, 4, 17, 0, 5, 0, 33, 0]);
+    }
+    s.push(7);
+    w.put("stream_helpers", "run-frame-sizes", &s);
 }

@@ -199,3 +199,71 @@ pub fn frame_decode(data: &[u8]) {
         }
     }
 }
+
+/// `session_message`: the input as a session message (docs/protocol.md section 2). On
+/// success, `encode(decode(b)) == b` (also through `encode_parts`), `encoded_len` agrees, a
+/// buffer one byte short is refused; a message whose last field runs to the end of the item
+/// takes one more byte into that field, the others refuse it (strict decoding); every prefix
+/// of a short input decodes or fails without a panic. Messages built from the input's bytes
+/// round trip too.
+pub fn session_message(data: &[u8]) {
+    use sotto::session::message::MAX_HEADER_LEN;
+    use sotto::session::Message as SMsg;
+    if let Ok(m) = SMsg::decode(data) {
+        assert_eq!(m.encoded_len(), data.len(), "encoded_len of {m:?}");
+        let mut buf = vec![0u8; data.len()];
+        assert_eq!(m.encode(&mut buf), Some(data.len()), "encode of {m:?}");
+        assert_eq!(buf.as_slice(), data, "encode(decode(b)) != b for {m:?}");
+        if !data.is_empty() {
+            assert_eq!(m.encode(&mut buf[..data.len() - 1]), None, "encode into a short buffer");
+        }
+        let mut h = [0u8; MAX_HEADER_LEN];
+        let (head, tail) = m.encode_parts(&mut h);
+        assert_eq!([head, tail].concat(), data, "encode_parts of {m:?}");
+        assert_eq!(SMsg::decode(&buf), Ok(m));
+        // One more byte: the open-ended last field takes it, fixed layouts refuse it.
+        let mut longer = data.to_vec();
+        longer.push(b'z');
+        match (m, SMsg::decode(&longer)) {
+            (SMsg::LetsGo | SMsg::Credit { .. }, r) => assert!(r.is_err(), "trailing byte accepted after {m:?}"),
+            (_, Ok(n)) => {
+                let mut h2 = [0u8; MAX_HEADER_LEN];
+                let (head2, tail2) = n.encode_parts(&mut h2);
+                assert_eq!(head2, head, "header changed by a trailing byte: {m:?} -> {n:?}");
+                assert_eq!(tail2.len(), tail.len() + 1);
+            }
+            (_, Err(e)) => panic!("{m:?} plus one byte of its last field: {e:?}"),
+        }
+    }
+    if data.len() <= 48 {
+        for n in 0..data.len() {
+            let _ = SMsg::decode(&data[..n]);
+        }
+    }
+    // Structured direction.
+    let mut s = Script::new(data);
+    let kind = s.u8();
+    let (a, b, c) = (s.u32(), s.u32(), s.u32());
+    let parity = if kind & 0x80 == 0 { sotto::session::Parity::Odd } else { sotto::session::Parity::Even };
+    let tail_len = usize::from(s.u8() % 64);
+    let tail = s.bytes(tail_len).to_vec();
+    let text = String::from_utf8_lossy(&tail).into_owned();
+    let body =
+        sotto::session::message::HelloBody { version: a, parity, root_credit: b, max_connections: c, metadata: &tail };
+    let m = match kind % 11 {
+        0 => SMsg::Hello(body),
+        1 => SMsg::HelloYourself(body),
+        2 => SMsg::LetsGo,
+        3 => SMsg::Sorry { code: a, reason: &text },
+        4 => SMsg::Data { conn: a, payload: &tail },
+        5 => SMsg::Open { conn: a, credit: b, metadata: &tail },
+        6 => SMsg::Accept { conn: a, credit: b, metadata: &tail },
+        7 => SMsg::Reject { conn: a, code: b, metadata: &tail },
+        8 => SMsg::Close { conn: a, metadata: &tail },
+        9 => SMsg::Credit { conn: a, grant: b },
+        _ => SMsg::ProtocolError { code: a, reason: &text },
+    };
+    let mut buf = vec![0u8; m.encoded_len()];
+    assert_eq!(m.encode(&mut buf), Some(buf.len()));
+    assert_eq!(SMsg::decode(&buf), Ok(m), "decode(encode(m)) != m");
+}

@@ -6,13 +6,28 @@
 #![forbid(unsafe_code)]
 
 pub mod codecs;
+pub mod endpoint;
 pub mod pair;
 pub mod script;
+pub mod session_pair;
+pub mod session_single;
 pub mod single;
+pub mod stream;
 
 /// The target names, as listed by `cargo fuzz list` and used for `seeds/<target>/`.
-pub const TARGETS: [&str; 6] =
-    ["framing_chunks", "hello_decode", "frame_decode", "conduit_initiator", "conduit_acceptor", "pair"];
+pub const TARGETS: [&str; 11] = [
+    "framing_chunks",
+    "hello_decode",
+    "frame_decode",
+    "conduit_initiator",
+    "conduit_acceptor",
+    "pair",
+    "session_message",
+    "session_receive",
+    "endpoint",
+    "session_pair",
+    "stream_helpers",
+];
 
 /// Run the check of target `name` on one input (what the fuzz target does). Unknown names
 /// panic.
@@ -24,6 +39,11 @@ pub fn run_target(name: &str, data: &[u8]) {
         "conduit_initiator" => single::run(sotto::Role::Initiator, data),
         "conduit_acceptor" => single::run(sotto::Role::Acceptor, data),
         "pair" => pair::run_bytes(data),
+        "session_message" => codecs::session_message(data),
+        "session_receive" => session_single::run(data),
+        "endpoint" => endpoint::run_bytes(data),
+        "session_pair" => session_pair::run_bytes(data),
+        "stream_helpers" => stream::run(data),
         other => panic!("unknown fuzz target {other}"),
     }
 }

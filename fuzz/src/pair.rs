@@ -86,14 +86,7 @@ impl PairConfig {
     pub fn build(&self, side: Side) -> ConduitConfig {
         let max_frame_len = 64 + 4 * u32::from(self.frame_len);
         let max_item = max_frame_len - sotto::wire::MAX_DATA_HEADER_LEN as u32;
-        let ms = Duration::from_millis;
-        // (ack_delay, ping_interval, pong_timeout, min_ping_interval, handshake, recovery)
-        let (ack_delay, ping, pong, min_ping, handshake, recovery) = match self.timers % 4 {
-            0 => (ms(25), ms(10_000), ms(20_000), ms(1_000), ms(10_000), ms(120_000)),
-            1 => (ms(1), ms(100), ms(200), ms(10), ms(500), ms(2_000)),
-            2 => (Duration::ZERO, ms(50), ms(50), ms(50), ms(100), ms(1_000)),
-            _ => (ms(5), ms(1_000), ms(3_000), Duration::ZERO, ms(2_000), ms(600_000)),
-        };
+        let [ack_delay, ping, pong, min_ping, handshake, recovery] = timer_profile(self.timers);
         let cfg = ConduitConfig {
             max_frame_len,
             replay_frames: 1 + u32::from(self.frames % 32),
@@ -111,6 +104,19 @@ impl PairConfig {
         };
         assert_eq!(cfg.validate(), Ok(()), "pair config must be valid: {cfg:?}");
         cfg
+    }
+}
+
+/// One of four timer profiles: `[ack_delay, ping_interval, pong_timeout, min_ping_interval,
+/// handshake_timeout, recovery_timeout]` (slow defaults, fast, zero ack delay, long recovery).
+#[must_use]
+pub fn timer_profile(t: u8) -> [Duration; 6] {
+    let ms = Duration::from_millis;
+    match t % 4 {
+        0 => [ms(25), ms(10_000), ms(20_000), ms(1_000), ms(10_000), ms(120_000)],
+        1 => [ms(1), ms(100), ms(200), ms(10), ms(500), ms(2_000)],
+        2 => [Duration::ZERO, ms(50), ms(50), ms(50), ms(100), ms(1_000)],
+        _ => [ms(5), ms(1_000), ms(3_000), Duration::ZERO, ms(2_000), ms(600_000)],
     }
 }
 
@@ -179,21 +185,21 @@ pub struct PairInput {
 
 /// One direction of a link: bytes in flight, the reader's decoder, fault flags.
 #[derive(Debug)]
-struct Pipe {
-    data: VecDeque<u8>,
+pub(crate) struct Pipe {
+    pub(crate) data: VecDeque<u8>,
     /// Sizes (prefix included) of the messages whose bytes are in `data`, oldest first; the
     /// first may be partly delivered already (`head_done` bytes).
     sizes: VecDeque<usize>,
     head_done: usize,
     /// Writes are kept (false once the link is killed, blackholed or closed).
-    open: bool,
+    pub(crate) open: bool,
     /// The reader sees EOF once `data` is drained.
-    eof: bool,
-    dec: LinkDecoder,
+    pub(crate) eof: bool,
+    pub(crate) dec: LinkDecoder,
 }
 
 impl Pipe {
-    fn new(max_frame_len: u32) -> Self {
+    pub(crate) fn new(max_frame_len: u32) -> Self {
         Self {
             data: VecDeque::new(),
             sizes: VecDeque::new(),
@@ -204,7 +210,7 @@ impl Pipe {
         }
     }
 
-    fn write(&mut self, msg: &[u8]) {
+    pub(crate) fn write(&mut self, msg: &[u8]) {
         if !self.open {
             return;
         }
@@ -214,7 +220,7 @@ impl Pipe {
     }
 
     /// Take up to `n` bytes for the reader.
-    fn take(&mut self, n: usize) -> Vec<u8> {
+    pub(crate) fn take(&mut self, n: usize) -> Vec<u8> {
         let n = n.min(self.data.len());
         let mut left = n;
         while left > 0 {
@@ -233,19 +239,19 @@ impl Pipe {
     }
 
     /// Bytes that complete the next `k` messages (fewer if the stream is cut).
-    fn bytes_for_messages(&self, k: usize) -> usize {
+    pub(crate) fn bytes_for_messages(&self, k: usize) -> usize {
         let n: usize =
             self.sizes.iter().take(k).enumerate().map(|(i, s)| if i == 0 { s - self.head_done } else { *s }).sum();
         n.min(self.data.len())
     }
 
     /// Keep only the first `n` bytes in flight (the rest is lost with the link).
-    fn truncate(&mut self, n: usize) {
+    pub(crate) fn truncate(&mut self, n: usize) {
         self.data.truncate(n);
     }
 
     /// Nobody reads any more.
-    fn discard(&mut self) {
+    pub(crate) fn discard(&mut self) {
         self.data.clear();
         self.sizes.clear();
         self.head_done = 0;
