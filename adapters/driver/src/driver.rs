@@ -268,8 +268,9 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         }
     }
 
-    /// Session acceptor: a link the endpoint attached. The core has superseded ours, if any.
-    fn adopt(&mut self, g: &mut H::Guard<'_>, io: S, id: LinkId) {
+    /// A new link replaces the current one, if any: the core reports the old link
+    /// superseded, so its unwritten and unread bytes are moot.
+    fn supersede(&mut self, g: &mut H::Guard<'_>) {
         if self.link.take().is_some() {
             let c = g.common();
             c.link_lost();
@@ -278,6 +279,11 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             self.write.clear();
             self.read.clear();
         }
+    }
+
+    /// Session acceptor: a link the endpoint attached. The core has superseded ours, if any.
+    fn adopt(&mut self, g: &mut H::Guard<'_>, io: S, id: LinkId) {
+        self.supersede(g);
         self.link = Some(Link { io, id, attached: false, flush: false, presented: None });
     }
 
@@ -352,15 +358,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
 
     /// Raw acceptor: a link whose ClientHello the acceptor read. It supersedes the current one.
     fn attach(&mut self, g: &mut H::Guard<'_>, new: NewLink<S>, now: Instant, now_std: StdInstant) {
-        if self.link.take().is_some() {
-            // The core reports the old link superseded; its bytes are moot.
-            let c = g.common();
-            c.link_lost();
-            c.counters.link_downs += 1;
-            c.push_event(ConduitEvent::LinkDown { cause: LinkDownCause::Superseded });
-            self.write.clear();
-            self.read.clear();
-        }
+        self.supersede(g);
         let (id, result) = g.link_up_with_hello(now, fresh_key(), &new.hello);
         if let Err(e) = result {
             tracing::debug!(error = %e, "sotto: resume refused");

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::dialer::{DialFuture, Dialer};
 use crate::driver::{Driver, Source};
 use crate::raw::Shared;
-use crate::shared::{ConduitEvent, Stats};
+use crate::shared::{Common, ConduitEvent, Stats};
 use crate::{Io, Runtime, TaskGuard};
 
 /// The session is over; carries how it ended.
@@ -82,6 +82,21 @@ pub enum ConnectError {
     Io(io::Error),
     /// The session ended otherwise before its first link attached.
     Ended(SessionEnd),
+}
+
+impl ConnectError {
+    /// Why connecting failed, the session having ended with `end` before its first link
+    /// attached (an initiator's `common` keeps its last dial error).
+    pub(crate) fn from_end(end: SessionEnd, common: &mut Common) -> Self {
+        match end {
+            SessionEnd::Rejected => Self::Rejected,
+            SessionEnd::RecoveryTimeout => match common.last_dial_error.take() {
+                Some(e) if common.dial_permanent => Self::Io(e),
+                last_error => Self::TimedOut { last_error },
+            },
+            other => Self::Ended(other),
+        }
+    }
 }
 
 impl std::fmt::Display for ConnectError {
@@ -281,15 +296,7 @@ impl StableConduit {
                 return Poll::Ready(Ok(()));
             }
             if let Some(end) = g.end() {
-                let err = match end {
-                    SessionEnd::Rejected => ConnectError::Rejected,
-                    SessionEnd::RecoveryTimeout => match g.common.last_dial_error.take() {
-                        Some(e) if g.common.dial_permanent => ConnectError::Io(e),
-                        last_error => ConnectError::TimedOut { last_error },
-                    },
-                    other => ConnectError::Ended(other),
-                };
-                return Poll::Ready(Err(err));
+                return Poll::Ready(Err(ConnectError::from_end(end, &mut g.common)));
             }
             g.common.watchers.register(cx);
             Poll::Pending

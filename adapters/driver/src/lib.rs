@@ -60,6 +60,7 @@ mod driver;
 mod handle;
 mod host;
 mod keys;
+mod listen;
 mod pending;
 mod raw;
 mod read_buffer;

@@ -6,15 +6,10 @@
 //! goes to that session's driver through the endpoint lock), or REJECTED (written, then the
 //! link is closed).
 
-use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant as StdInstant};
+use std::sync::Arc;
 
-use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use futures::stream::Stream;
 use sotto::conduit::ConfigError;
 use sotto::endpoint::{Endpoint, EndpointStats, PendingLink as EpPending, Routed};
 use sotto::wire::{ClientHello, HELLO_LEN};
@@ -25,14 +20,9 @@ use super::home::{EpHome, EpShared, SessDriverHost, SessionHome};
 use crate::config::Config;
 use crate::driver::{Driver, Source};
 use crate::keys::fresh_key;
-use crate::pending::{Outcome, PendingLink};
-use crate::shared::WakerList;
-use crate::tasks::LiveTask;
-use crate::{Io, Runtime, TaskGuard, Timer};
-
-/// After a failed `accept` (out of file descriptors, say), wait this long before the next.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
-const BUDGET: usize = 64;
+use crate::listen::{self, ListenOf, Queue, Routing};
+use crate::pending::Outcome;
+use crate::{Io, Runtime, TaskGuard};
 
 /// Counters of a session acceptor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,32 +38,14 @@ pub struct SessionAcceptorStats {
     pub endpoint: EndpointStats,
 }
 
-#[derive(Default)]
-struct AccInner {
-    ready: VecDeque<SessionHandle>,
-    waiters: WakerList,
-    /// The listener ended, or the task is gone.
-    done: bool,
-    stats: SessionAcceptorStats,
-}
-
-#[derive(Default)]
-struct AccShared {
-    inner: Mutex<AccInner>,
-}
-
-impl AccShared {
-    fn lock(&self) -> MutexGuard<'_, AccInner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
+listen::impl_counts!(SessionAcceptorStats);
 
 /// Serves a listener with the session API: yields each new session as its first link
 /// arrives; resumes go to their sessions without the application seeing them. Dropping the
 /// acceptor stops listening and ends the handshakes in progress; sessions already yielded
 /// live on (each until its own handle is dropped), those not yet yielded are closed.
 pub struct SessionAcceptor {
-    shared: Arc<AccShared>,
+    queue: Arc<Queue<SessionHandle, SessionAcceptorStats>>,
     ep: Arc<EpShared>,
     _task: TaskGuard,
 }
@@ -88,24 +60,13 @@ impl SessionAcceptor {
     /// The next new session. Cancel-safe. Fails once the stream source has ended and every
     /// session was taken.
     pub async fn accept(&self) -> io::Result<SessionHandle> {
-        poll_fn(|cx| {
-            let mut g = self.shared.lock();
-            if let Some(s) = g.ready.pop_front() {
-                return Poll::Ready(Ok(s));
-            }
-            if g.done {
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "the listener has ended")));
-            }
-            g.waiters.register(cx);
-            Poll::Pending
-        })
-        .await
+        self.queue.accept().await
     }
 
     /// A snapshot of the counters.
     #[must_use]
     pub fn stats(&self) -> SessionAcceptorStats {
-        let mut s = self.shared.lock().stats;
+        let mut s = self.queue.lock().stats;
         s.endpoint = self.ep.lock().endpoint.stats();
         s
     }
@@ -122,20 +83,9 @@ where
 {
     let endpoint = Endpoint::new(config.endpoint_config(), &[])?;
     let ep = Arc::new(EpShared::new(endpoint, &config)?);
-    let shared = Arc::new(AccShared::default());
-    let task = AcceptorTask {
-        rt: rt.clone(),
-        incoming: Box::pin(incoming),
-        incoming_done: false,
-        pause: None,
-        pending: FuturesUnordered::new(),
-        ep: Arc::clone(&ep),
-        shared: Arc::clone(&shared),
-        config,
-        _live: LiveTask::new(),
-    };
-    let guard = rt.spawn(Box::pin(task));
-    Ok(SessionAcceptor { shared, ep, _task: guard })
+    let routing = EpRouting { ep: Arc::clone(&ep) };
+    let (queue, guard) = listen::spawn(rt, incoming, config, routing);
+    Ok(SessionAcceptor { queue, ep, _task: guard })
 }
 
 /// The source of a link from `addr` for the per-source failure budget: a hash of its IP
@@ -148,18 +98,9 @@ pub fn source_of(addr: &std::net::SocketAddr) -> u64 {
     h.finish() | 1
 }
 
-type Incoming<S> = Pin<Box<dyn Stream<Item = io::Result<(S, u64)>> + Send>>;
-
-struct AcceptorTask<R: Runtime, S> {
-    rt: R,
-    incoming: Incoming<S>,
-    incoming_done: bool,
-    pause: Option<R::Timer>,
-    pending: FuturesUnordered<PendingLink<S, R::Timer, EpPending>>,
+/// The session acceptor's routing: through the core endpoint.
+struct EpRouting {
     ep: Arc<EpShared>,
-    shared: Arc<AccShared>,
-    config: Config,
-    _live: LiveTask,
 }
 
 enum After<S> {
@@ -168,57 +109,25 @@ enum After<S> {
     Reject(S),
 }
 
-impl<R: Runtime, S: Io> AcceptorTask<R, S> {
-    fn step(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut busy = false;
-        if let Some(t) = self.pause.as_mut() {
-            if t.poll_expired(cx).is_ready() {
-                self.pause = None;
-            }
+impl<R: Runtime, S: Io> Routing<R, S> for EpRouting {
+    type Item = (S, u64);
+    type Key = EpPending;
+    type Session = SessionHandle;
+    type Stats = SessionAcceptorStats;
+
+    fn admit(&mut self, l: &mut ListenOf<R, S, Self>, (io, source): (S, u64)) {
+        let now = self.ep.clock.now();
+        let admitted = self.ep.lock().endpoint.accept_link(now, source);
+        match admitted {
+            Ok(p) => l.read_hello(io, p),
+            Err(refusal) => tracing::debug!(?refusal, "sotto: link refused"),
         }
-        if !self.incoming_done && self.pause.is_none() {
-            match self.incoming.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok((io, source)))) => {
-                    busy = true;
-                    self.shared.lock().stats.links += 1;
-                    let now = self.ep.clock.now();
-                    let admitted = self.ep.lock().endpoint.accept_link(now, source);
-                    match admitted {
-                        Ok(p) => {
-                            let deadline = deadline(self.config.conduit.handshake_timeout.into());
-                            self.pending.push(PendingLink::hello(io, self.rt.timer(), deadline, p));
-                        }
-                        Err(refusal) => tracing::debug!(?refusal, "sotto: link refused"),
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    busy = true;
-                    tracing::debug!(error = %e, "sotto: accept failed");
-                    let mut t = self.rt.timer();
-                    t.reset(deadline(ACCEPT_ERROR_PAUSE));
-                    self.pause = Some(t);
-                }
-                Poll::Ready(None) => {
-                    busy = true;
-                    self.incoming_done = true;
-                    let mut g = self.shared.lock();
-                    g.done = true;
-                    g.waiters.wake_all();
-                }
-                Poll::Pending => {}
-            }
-        }
-        if let Poll::Ready(Some((Some(p), outcome))) = self.pending.poll_next_unpin(cx) {
-            busy = true;
-            self.on_outcome(p, outcome);
-        }
-        busy
     }
 
-    fn on_outcome(&mut self, p: EpPending, outcome: Outcome<S>) {
+    fn outcome(&mut self, l: &mut ListenOf<R, S, Self>, p: EpPending, outcome: Outcome<S>) {
         let now = self.ep.clock.now();
         match outcome {
-            Outcome::Hello(io, hello) => self.route(now, p, io, &hello),
+            Outcome::Hello(io, hello) => self.route(l, now, p, io, &hello),
             Outcome::BadPrefix => {
                 // Counted (and charged to the source) by the endpoint as a bad hello.
                 let mut g = self.ep.lock();
@@ -236,11 +145,19 @@ impl<R: Runtime, S: Io> AcceptorTask<R, S> {
             Outcome::Written => {}
         }
     }
+}
 
-    fn route(&mut self, now: Instant, p: EpPending, io: S, hello: &[u8; HELLO_LEN]) {
+impl EpRouting {
+    fn route<R: Runtime, S: Io>(
+        &self,
+        l: &mut ListenOf<R, S, Self>,
+        now: Instant,
+        p: EpPending,
+        io: S,
+        hello: &[u8; HELLO_LEN],
+    ) {
         let fresh = ClientHello::decode(hello).is_ok_and(|h| h.resume_key.is_none());
-        if fresh && self.shared.lock().ready.len() >= self.config.accept_backlog {
-            self.shared.lock().stats.backlog_full += 1;
+        if fresh && l.queue.full(l.config.accept_backlog) {
             self.ep.lock().endpoint.pending_closed(p);
             return;
         }
@@ -275,50 +192,14 @@ impl<R: Runtime, S: Io> AcceptorTask<R, S> {
         };
         match after {
             After::Nothing => {}
-            After::Reject(io) => {
-                tracing::debug!("sotto: unknown resume key, answering REJECTED");
-                let deadline = deadline(self.config.drain_timeout);
-                self.pending.push(PendingLink::reject(io, self.rt.timer(), deadline, p));
-            }
+            After::Reject(io) => l.reject(io, p),
             After::Spawn(handle) => {
                 let home: Arc<dyn SessionHome> = Arc::new(EpHome { ep: Arc::clone(&self.ep), handle });
                 let host = Arc::new(SessDriverHost::<S>::new(Arc::clone(&home)));
-                let driver = Driver::<R, S, SessDriverHost<S>>::new(&self.rt, host, Source::Mailbox, self.config);
-                let task = self.rt.spawn(Box::pin(driver));
-                let session = SessionHandle::new(home, task);
-                let mut g = self.shared.lock();
-                g.stats.sessions += 1;
-                g.ready.push_back(session);
-                g.waiters.wake_all();
+                let driver = Driver::<R, S, SessDriverHost<S>>::new(&l.rt, host, Source::Mailbox, l.config);
+                let task = l.rt.spawn(Box::pin(driver));
+                l.queue.push(SessionHandle::new(home, task));
             }
         }
-    }
-}
-
-fn deadline(d: Duration) -> StdInstant {
-    let now = StdInstant::now();
-    now.checked_add(d).unwrap_or(now)
-}
-
-impl<R: Runtime, S: Io> Future for AcceptorTask<R, S> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        for _ in 0..BUDGET {
-            if !this.step(cx) {
-                return Poll::Pending;
-            }
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
-impl<R: Runtime, S> Drop for AcceptorTask<R, S> {
-    fn drop(&mut self) {
-        let mut g = self.shared.lock();
-        g.done = true;
-        g.waiters.wake_all();
     }
 }

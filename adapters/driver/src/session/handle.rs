@@ -354,15 +354,7 @@ impl SessionHandle {
                 return Poll::Ready(Ok(()));
             }
             if let Some(end) = st.common.end(s.conduit()) {
-                let err = match end {
-                    SessionEnd::Rejected => ConnectError::Rejected,
-                    SessionEnd::RecoveryTimeout => match st.common.last_dial_error.take() {
-                        Some(e) if st.common.dial_permanent => ConnectError::Io(e),
-                        last_error => ConnectError::TimedOut { last_error },
-                    },
-                    other => ConnectError::Ended(other),
-                };
-                return Poll::Ready(Err(err));
+                return Poll::Ready(Err(ConnectError::from_end(end, &mut st.common)));
             }
             st.common.watchers.register(cx);
             Poll::Pending
@@ -445,13 +437,7 @@ impl IncomingOpen {
                     st.common.wake_driver();
                     Poll::Ready(Ok(()))
                 }
-                Err(CommandError::WouldBlock) => {
-                    st.ring.register(cx);
-                    Poll::Pending
-                }
-                Err(CommandError::Ended) => Poll::Ready(Err(AnswerError::Ended(end_of(s, st)))),
-                Err(CommandError::MetadataTooLarge) => Poll::Ready(Err(AnswerError::MetadataTooLarge)),
-                Err(_) => Poll::Ready(Err(AnswerError::Closed)),
+                Err(e) => answer_failed(e, s, st, cx),
             }
         })
         .await
@@ -471,17 +457,30 @@ impl IncomingOpen {
                     st.common.wake_driver();
                     Poll::Ready(Ok(()))
                 }
-                Err(CommandError::WouldBlock) => {
-                    st.ring.register(cx);
-                    Poll::Pending
-                }
-                Err(CommandError::Ended) => Poll::Ready(Err(AnswerError::Ended(end_of(s, st)))),
-                Err(CommandError::MetadataTooLarge) => Poll::Ready(Err(AnswerError::MetadataTooLarge)),
-                Err(_) => Poll::Ready(Err(AnswerError::Closed)),
+                Err(e) => answer_failed(e, s, st, cx),
             }
         })
         .await
         .inspect(|()| self.answered = true)
+    }
+}
+
+/// An answer to an incoming open failed with `e`: wait for room in the replay ring
+/// (registering `cx`), or the error for the application.
+fn answer_failed<T>(
+    e: CommandError,
+    s: &Session,
+    st: &mut SessState,
+    cx: &Context<'_>,
+) -> Poll<Result<T, AnswerError>> {
+    match e {
+        CommandError::WouldBlock => {
+            st.ring.register(cx);
+            Poll::Pending
+        }
+        CommandError::Ended => Poll::Ready(Err(AnswerError::Ended(end_of(s, st)))),
+        CommandError::MetadataTooLarge => Poll::Ready(Err(AnswerError::MetadataTooLarge)),
+        _ => Poll::Ready(Err(AnswerError::Closed)),
     }
 }
 

@@ -1,0 +1,278 @@
+//! What the raw acceptor (`acceptor`) and the session acceptor (`session::acceptor`) share:
+//! the queue of new sessions the application takes with `accept`, and the listening task
+//! that takes streams from the listener (pausing after a failed accept), runs each one's
+//! handshake as a [`PendingLink`] under its deadline and hands what it came to to the
+//! acceptor's own [`Routing`]. Pending handshakes are futures polled inside this task, so
+//! dropping the task ends all of them.
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant as StdInstant};
+
+use futures::stream::{FuturesUnordered, Stream, StreamExt};
+
+use crate::config::Config;
+use crate::pending::{Outcome, PendingLink};
+use crate::shared::WakerList;
+use crate::tasks::LiveTask;
+use crate::{Io, Runtime, TaskGuard, Timer};
+
+/// After a failed `accept` (out of file descriptors, say), wait this long before the next.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// Steps the task takes in one poll before it yields to the runtime.
+const BUDGET: usize = 64;
+
+/// The counters every acceptor keeps, in its own stats type.
+pub(crate) trait Counts: Copy + Default + Send + 'static {
+    /// A stream was taken from the listener.
+    fn link(&mut self);
+    /// A new session was queued for the application.
+    fn session(&mut self);
+    /// A new session was turned away: `accept_backlog` sessions were waiting.
+    fn backlog_full(&mut self);
+}
+
+/// Implements [`Counts`] for a stats type with the fields `links`, `sessions` and
+/// `backlog_full`.
+macro_rules! impl_counts {
+    ($stats:ty) => {
+        impl $crate::listen::Counts for $stats {
+            fn link(&mut self) {
+                self.links += 1;
+            }
+            fn session(&mut self) {
+                self.sessions += 1;
+            }
+            fn backlog_full(&mut self) {
+                self.backlog_full += 1;
+            }
+        }
+    };
+}
+pub(crate) use impl_counts;
+
+/// What the queue's lock guards.
+pub(crate) struct QueueInner<T, C> {
+    ready: VecDeque<T>,
+    waiters: WakerList,
+    /// The listener ended, or the task is gone.
+    done: bool,
+    /// The acceptor's counters.
+    pub(crate) stats: C,
+}
+
+/// New sessions waiting for the application's `accept`, with the acceptor's counters.
+pub(crate) struct Queue<T, C> {
+    inner: Mutex<QueueInner<T, C>>,
+}
+
+impl<T, C: Counts> Queue<T, C> {
+    fn new() -> Self {
+        let inner =
+            QueueInner { ready: VecDeque::new(), waiters: WakerList::default(), done: false, stats: C::default() };
+        Self { inner: Mutex::new(inner) }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, QueueInner<T, C>> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The next new session. Cancel-safe. Fails once the stream source has ended and every
+    /// session was taken.
+    pub(crate) async fn accept(&self) -> io::Result<T> {
+        poll_fn(|cx| {
+            let mut g = self.lock();
+            if let Some(s) = g.ready.pop_front() {
+                return Poll::Ready(Ok(s));
+            }
+            if g.done {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "the listener has ended")));
+            }
+            g.waiters.register(cx);
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether `backlog` sessions are waiting already (then counted as turned away).
+    pub(crate) fn full(&self, backlog: usize) -> bool {
+        let mut g = self.lock();
+        let full = g.ready.len() >= backlog;
+        if full {
+            g.stats.backlog_full();
+        }
+        full
+    }
+
+    /// Queue a new session for the application.
+    pub(crate) fn push(&self, session: T) {
+        let mut g = self.lock();
+        g.stats.session();
+        g.ready.push_back(session);
+        g.waiters.wake_all();
+    }
+
+    /// No more sessions will come.
+    fn end(&self) {
+        let mut g = self.lock();
+        g.done = true;
+        g.waiters.wake_all();
+    }
+}
+
+/// How an acceptor admits and routes links; the listening task does the rest.
+pub(crate) trait Routing<R: Runtime, S: Io>: Send + Unpin + 'static {
+    /// What the listener yields for each stream.
+    type Item: Send + 'static;
+    /// The acceptor's name for a pending link, handed back with its outcome.
+    type Key: Unpin + Send + 'static;
+    /// What `accept` yields.
+    type Session: Send + 'static;
+    /// The acceptor's counters.
+    type Stats: Counts;
+
+    /// A stream taken from the listener (already counted): start its handshake with
+    /// [`Listen::read_hello`], or drop it to close it unread.
+    fn admit(&mut self, l: &mut ListenOf<R, S, Self>, item: Self::Item);
+
+    /// The handshake of the link named `key` came to `outcome`.
+    fn outcome(&mut self, l: &mut ListenOf<R, S, Self>, key: Self::Key, outcome: Outcome<S>);
+}
+
+/// The [`Listen`] a [`Routing`] works with.
+pub(crate) type ListenOf<R, S, H> =
+    Listen<R, S, <H as Routing<R, S>>::Key, <H as Routing<R, S>>::Session, <H as Routing<R, S>>::Stats>;
+
+/// What a [`Routing`] may use: the runtime, the configuration, the queue of new sessions and
+/// the pending handshakes.
+pub(crate) struct Listen<R: Runtime, S, K, T, C> {
+    pub(crate) rt: R,
+    pub(crate) config: Config,
+    pub(crate) queue: Arc<Queue<T, C>>,
+    pending: FuturesUnordered<PendingLink<S, R::Timer, K>>,
+}
+
+impl<R: Runtime, S: Io, K: Unpin, T, C> Listen<R, S, K, T, C> {
+    /// Handshakes in progress (hellos being read, REJECTED replies being written).
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Read the link's ClientHello within the handshake timeout.
+    pub(crate) fn read_hello(&mut self, io: S, key: K) {
+        let deadline = deadline(self.config.conduit.handshake_timeout.into());
+        self.pending.push(PendingLink::hello(io, self.rt.timer(), deadline, key));
+    }
+
+    /// Answer REJECTED within the drain timeout, then close the link.
+    pub(crate) fn reject(&mut self, io: S, key: K) {
+        tracing::debug!("sotto: unknown resume key, answering REJECTED");
+        let deadline = deadline(self.config.drain_timeout);
+        self.pending.push(PendingLink::reject(io, self.rt.timer(), deadline, key));
+    }
+}
+
+/// The queue a [`Routing`]'s acceptor takes its sessions from.
+pub(crate) type QueueOf<R, S, H> = Arc<Queue<<H as Routing<R, S>>::Session, <H as Routing<R, S>>::Stats>>;
+
+/// Spawn the listening task on `rt`; returns the queue it fills and the task's guard.
+pub(crate) fn spawn<R, S, H, St>(rt: R, incoming: St, config: Config, routing: H) -> (QueueOf<R, S, H>, TaskGuard)
+where
+    R: Runtime,
+    S: Io,
+    H: Routing<R, S>,
+    St: Stream<Item = io::Result<H::Item>> + Send + 'static,
+{
+    let queue = Arc::new(Queue::new());
+    let task = ListenTask {
+        incoming: Box::pin(incoming),
+        incoming_done: false,
+        pause: None,
+        listen: Listen { rt: rt.clone(), config, queue: Arc::clone(&queue), pending: FuturesUnordered::new() },
+        routing,
+        _live: LiveTask::new(),
+    };
+    let guard = rt.spawn(Box::pin(task));
+    (queue, guard)
+}
+
+type Incoming<T> = Pin<Box<dyn Stream<Item = io::Result<T>> + Send>>;
+
+struct ListenTask<R: Runtime, S: Io, H: Routing<R, S>> {
+    incoming: Incoming<H::Item>,
+    incoming_done: bool,
+    pause: Option<R::Timer>,
+    listen: ListenOf<R, S, H>,
+    routing: H,
+    _live: LiveTask,
+}
+
+impl<R: Runtime, S: Io, H: Routing<R, S>> ListenTask<R, S, H> {
+    fn step(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut busy = false;
+        if let Some(t) = self.pause.as_mut() {
+            if t.poll_expired(cx).is_ready() {
+                self.pause = None;
+            }
+        }
+        if !self.incoming_done && self.pause.is_none() {
+            match self.incoming.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(item))) => {
+                    busy = true;
+                    self.listen.queue.lock().stats.link();
+                    self.routing.admit(&mut self.listen, item);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    busy = true;
+                    tracing::debug!(error = %e, "sotto: accept failed");
+                    let mut t = self.listen.rt.timer();
+                    t.reset(deadline(ACCEPT_ERROR_PAUSE));
+                    self.pause = Some(t);
+                }
+                Poll::Ready(None) => {
+                    busy = true;
+                    self.incoming_done = true;
+                    self.listen.queue.end();
+                }
+                Poll::Pending => {}
+            }
+        }
+        // A pending link hands its key back exactly once, with its outcome.
+        if let Poll::Ready(Some((Some(key), outcome))) = self.listen.pending.poll_next_unpin(cx) {
+            busy = true;
+            self.routing.outcome(&mut self.listen, key, outcome);
+        }
+        busy
+    }
+}
+
+/// `d` from now (now, if that is past the clock's range).
+fn deadline(d: Duration) -> StdInstant {
+    let now = StdInstant::now();
+    now.checked_add(d).unwrap_or(now)
+}
+
+impl<R: Runtime, S: Io, H: Routing<R, S>> Future for ListenTask<R, S, H> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        for _ in 0..BUDGET {
+            if !this.step(cx) {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<R: Runtime, S: Io, H: Routing<R, S>> Drop for ListenTask<R, S, H> {
+    fn drop(&mut self) {
+        self.listen.queue.end();
+    }
+}
