@@ -95,17 +95,13 @@ pub use sotto_driver::{
 /// answer is not. Afterwards a lost link is redialed (at once, then with exponential backoff
 /// 50 ms to 5 s, full jitter) until `config.conduit.recovery_timeout`, after which the session
 /// ends as lost. Must be called within a tokio runtime.
-pub async fn connect<F, Fut, S>(mut connector: F, config: Config) -> Result<StableConduit, ConnectError>
+pub async fn connect<F, Fut, S>(connector: F, config: Config) -> Result<StableConduit, ConnectError>
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let dial = move || {
-        let fut = connector();
-        async move { fut.await.map(TokioIo::new) }
-    };
-    sotto_driver::connect(Tokio, dial, config).await
+    sotto_driver::connect(Tokio, wrap(connector), config).await
 }
 
 /// Serve a TCP listener (accepted streams get `TCP_NODELAY`). Must be called within a tokio
@@ -143,17 +139,13 @@ where
 /// Start an initiator session (session API) and wait until it is ready for connections.
 /// `connector` is as for [`connect`]; the session redials and resumes the same way. Must be
 /// called within a tokio runtime.
-pub async fn connect_session<F, Fut, S>(mut connector: F, config: Config) -> Result<SessionHandle, ConnectError>
+pub async fn connect_session<F, Fut, S>(connector: F, config: Config) -> Result<SessionHandle, ConnectError>
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let dial = move || {
-        let fut = connector();
-        async move { fut.await.map(TokioIo::new) }
-    };
-    sotto_driver::connect_session(Tokio, dial, config).await
+    sotto_driver::connect_session(Tokio, wrap(connector), config).await
 }
 
 /// Serve a TCP listener with the session API, through the core endpoint (accepted streams
@@ -189,4 +181,17 @@ where
 {
     use futures::stream::StreamExt;
     sotto_driver::serve_sessions(Tokio, incoming.map(|r| r.map(|s| (TokioIo::new(s), 0))), config)
+}
+
+/// The application's connector, its streams wrapped for the driver.
+fn wrap<F, Fut, S>(
+    mut connector: F,
+) -> impl FnMut() -> futures::future::MapOk<Fut, fn(S) -> TokioIo<S>> + Send + 'static
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use futures::TryFutureExt;
+    move || connector().map_ok(TokioIo::new as fn(S) -> TokioIo<S>)
 }
