@@ -48,6 +48,7 @@ pub mod chaos;
 mod check;
 pub mod config;
 mod conn;
+pub mod counting_alloc;
 pub mod dialer;
 mod faults;
 pub mod items;

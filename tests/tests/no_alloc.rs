@@ -3,41 +3,10 @@
 //! hundreds of link deaths and resumes, in both frame forms. The conduits, the link decoders
 //! and the harness itself allocate everything up front; the measured section must allocate
 //! nothing at all.
-#![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use sotto_tests::chaos::{random_setup, Chaos};
+use sotto_tests::counting_alloc::{allocations, Counting};
 use sotto_tests::{secs, Side};
-
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the
-// counter is a relaxed atomic add and does not allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -54,12 +23,12 @@ fn no_allocation_after_construction_across_many_resumes() {
         plan.items = [4000, 4000];
         plan.fault_phase = secs(900);
         plan.fault_gap_max = secs(2);
-        let start = ALLOCATIONS.load(Ordering::Relaxed);
+        let start = allocations();
         let mut chaos = Chaos::with(cfg, plan);
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let before = allocations();
         assert!(before > start, "the counter sees construction");
         let report = chaos.run();
-        let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        let allocated = allocations() - before;
         assert_eq!(allocated, 0, "allocations during the run (seed {seed}, ext {ext}): {report:?}");
         assert!(report.resumes >= 100, "too few resumes to mean much: {report:?}");
         assert_eq!(report.delivered, [4000, 4000]);

@@ -5,52 +5,17 @@
 //! and restarted (endpoint slots evicted, freed and reused, `Session::reset`). Sessions, the
 //! endpoint, the link decoders and the harness allocate everything up front; the measured
 //! sections must allocate nothing at all.
-#![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use sotto::session::ROOT;
+use sotto_tests::counting_alloc::{allocations, Counting};
 use sotto_tests::net::chaos::{random_setup, NetChaos};
 use sotto_tests::net::{Net, Who};
 use sotto_tests::secs;
-
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the
-// counter is a relaxed atomic add and does not allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
 const REPRO: &str = "cargo test -p sotto-tests --test no_alloc_sessions";
-
-fn allocations() -> u64 {
-    ALLOCATIONS.load(Ordering::Relaxed)
-}
 
 /// One test: the counter is global, so the measured sections must not run beside anything else.
 #[test]
