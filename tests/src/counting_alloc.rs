@@ -9,37 +9,47 @@
 #![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
 
 /// The counting allocator: [`System`], counting calls to `alloc`, `alloc_zeroed` and
-/// `realloc` (see [`allocations`]).
+/// `realloc` per thread (see [`allocations`]).
 #[derive(Debug)]
 pub struct Counting;
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    // Const-initialised and without a destructor: touching it never allocates, even from
+    // inside the allocator, and it stays usable while a thread is torn down.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
 
-/// Allocations (and reallocations) made so far through [`Counting`], if it is the global
-/// allocator of this process (otherwise always 0).
+fn count() {
+    ALLOCATIONS.with(|c| c.set(c.get() + 1));
+}
+
+/// Allocations (and reallocations) made so far *by the calling thread* through [`Counting`],
+/// if it is the global allocator of this process (otherwise always 0). Per thread, because
+/// the test harness's own threads allocate at times of their own (output capture, timing
+/// reports) and must not be charged to the code under test, which runs on one thread.
 #[must_use]
 pub fn allocations() -> u64 {
-    ALLOCATIONS.load(Ordering::Relaxed)
+    ALLOCATIONS.with(Cell::get)
 }
 
 // SAFETY: every method forwards to `System` with the caller's arguments unchanged; the
-// counter is a relaxed atomic add and does not allocate.
+// counter is a thread-local cell and does not allocate.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: forwarded contract.
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: forwarded contract.
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: forwarded contract.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
