@@ -76,6 +76,7 @@ pub trait FrameSource {
 }
 
 impl FrameSource for Conduit {
+    #[inline]
     fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
         Conduit::poll_transmit(self, now, out)
     }

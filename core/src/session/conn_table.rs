@@ -88,6 +88,7 @@ impl ConnTable {
         self.slots.len()
     }
 
+    #[inline]
     fn find_pos(&self, id: u32) -> Option<usize> {
         let hot = self.index[self.hot];
         if hot != EMPTY && self.slots[hot as usize].as_ref().is_some_and(|c| c.id == id) {
@@ -111,6 +112,7 @@ impl ConnTable {
         self.slots[self.index[pos] as usize].as_ref()
     }
 
+    #[inline]
     pub(crate) fn get_mut(&mut self, id: u32) -> Option<&mut Conn> {
         let pos = self.find_pos(id)?;
         self.hot = pos;

@@ -259,6 +259,7 @@ impl Session {
 
     /// Write the next frame; see [`Conduit::poll_transmit`]. Owed control messages (grants,
     /// rejects) enter the conduit first when it has room.
+    #[inline]
     pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
         if self.grants_owed || !self.owed_rejects.is_empty() {
             self.flush_owed();
@@ -400,6 +401,7 @@ impl Session {
 
     /// The application consumed `bytes` of data received on `conn`: give the peer that much
     /// credit back (batched: a grant is sent once half the window is owed).
+    #[inline]
     pub fn release(&mut self, conn: ConnId, bytes: usize) {
         let initial = u64::from(self.config.initial_credit);
         let Some(c) = self.conns.get_mut(conn) else { return };
@@ -557,6 +559,7 @@ impl Session {
 }
 
 impl crate::stream::FrameSource for Session {
+    #[inline]
     fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
         Session::poll_transmit(self, now, out)
     }
