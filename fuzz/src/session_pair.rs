@@ -699,6 +699,20 @@ impl Sim {
         self.keys += 1;
         let mut key = [0x3cu8; 16];
         key[..8].copy_from_slice(&self.keys.to_le_bytes());
+        if self.trace {
+            if let Some(s) = self.pairs[p].handle.and_then(|h| ep.session(h)) {
+                let c = s.conduit();
+                eprintln!(
+                    "  routing {p}: session key {:?} ended {:?} detached {:?} sent {} acked {} received {}",
+                    c.resume_key(),
+                    c.ended(),
+                    c.detached_since(),
+                    c.items_sent(),
+                    c.items_acked(),
+                    c.items_received()
+                );
+            }
+        }
         let r = ep.route(self.now, pl, first, ResumeKey(key));
         if self.trace {
             eprintln!("  route {p} -> {r:?}");
@@ -725,7 +739,21 @@ impl Sim {
             }
             Ok(Routed::Reject(bytes)) => {
                 let pr = &mut self.pairs[p];
-                assert!(pr.lost || pr.handle.is_none(), "pairing {p} REJECTED while its session lives");
+                // A hello on a link the initiator gave up may be a stale duplicate (an older
+                // key and position) that the endpoint rightly refuses; on the link it holds,
+                // REJECTED means its session is gone.
+                // A fresh hello finds every slot taken by sessions still attached (orphans of
+                // earlier fresh dials whose EOF is not read yet): the endpoint is full (the
+                // `endpoint` target checks when that may happen).
+                let held = pr.links[i].a.is_some();
+                let fresh = sotto::wire::ClientHello::decode(first).is_ok_and(|h| h.resume_key.is_none());
+                assert!(
+                    !held || fresh || pr.lost || pr.handle.is_none(),
+                    "pairing {p} REJECTED while its session lives"
+                );
+                if held {
+                    pr.lost = true;
+                }
                 pr.links[i].to_a.write(&bytes);
                 self.close_end(serial, true);
             }
