@@ -5,7 +5,11 @@
 //!   both ways, standalone acks, keepalive, a link cut, a resume with replay, GOODBYE), in
 //!   both the extended and the base form, as frames, hellos, framed byte streams, and as
 //!   conduit scripts that replay one side's view;
-//! - for `pair`, the most eventful of a deterministic batch of pseudo-random inputs.
+//! - for `pair`, the most eventful of a deterministic batch of pseudo-random inputs;
+//! - for the session layer: the docs/protocol.md message examples, every item of an in-memory
+//!   session run, that run as one `session_receive` script per side, crafted
+//!   `session_receive` and `stream_helpers` scripts, and for `endpoint` and `session_pair`
+//!   the most eventful of a batch of pseudo-random inputs.
 //!
 //! Run: `cargo run --manifest-path fuzz/Cargo.toml --example gen_seeds` (deterministic; it
 //! rewrites the same files).
