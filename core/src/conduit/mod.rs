@@ -436,15 +436,36 @@ impl Conduit {
     /// [`send`](Self::send) an item made of several parts, concatenated (no copy beyond the
     /// one into the replay ring). Used by layers that add a header to a payload.
     pub fn send_vectored(&mut self, parts: &[&[u8]]) -> Result<u64, SendError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.check_send(len)?;
+        let pushed = self.ring.push(parts);
+        self.after_push(pushed)
+    }
+
+    /// [`send_vectored`](Self::send_vectored) of a short `header` (a few bytes: copied
+    /// without a `memcpy` call) and a `payload`: the session layer's data path.
+    #[inline]
+    pub(crate) fn send_with_header(&mut self, header: &[u8], payload: &[u8]) -> Result<u64, SendError> {
+        self.check_send(header.len() + payload.len())?;
+        let pushed = self.ring.push_with_header(header, payload);
+        self.after_push(pushed)
+    }
+
+    #[inline]
+    fn check_send(&self, len: usize) -> Result<(), SendError> {
         if self.ended.is_some() || self.closing.is_some() {
             return Err(SendError::Ended);
         }
-        let len: usize = parts.iter().map(|p| p.len()).sum();
         let max = self.config.max_item_len();
         if len > max as usize {
             return Err(SendError::TooLarge { len: u32::try_from(len).unwrap_or(u32::MAX), max });
         }
-        if self.ring.push(parts).is_err() {
+        Ok(())
+    }
+
+    #[inline]
+    fn after_push(&mut self, pushed: Result<(), ring::RingFull>) -> Result<u64, SendError> {
+        if pushed.is_err() {
             self.want_writable = true;
             self.maybe_cycle_starved_link();
             return Err(SendError::WouldBlock);

@@ -108,6 +108,36 @@ impl ReplayRing {
                 }
             }
         }
+        self.record(offset, len);
+        Ok(())
+    }
+
+    /// [`push`](Self::push) of `[header, payload]`, with the header (a few bytes) copied
+    /// byte by byte when the item lies contiguous.
+    #[inline]
+    pub(crate) fn push_with_header(&mut self, header: &[u8], payload: &[u8]) -> Result<(), RingFull> {
+        let len = header.len() + payload.len();
+        if self.is_full_for(len) {
+            return Err(RingFull);
+        }
+        let cap = self.bytes.len();
+        let mut offset = self.byte_head + self.byte_used;
+        if offset >= cap {
+            offset -= cap;
+        }
+        let Some(dest) = self.bytes.get_mut(offset..offset + len) else {
+            return self.push(&[header, payload]);
+        };
+        let (h, p) = dest.split_at_mut(header.len());
+        for (d, s) in h.iter_mut().zip(header) {
+            *d = *s;
+        }
+        p.copy_from_slice(payload);
+        self.record(offset, len);
+        Ok(())
+    }
+
+    fn record(&mut self, offset: usize, len: usize) {
         let mut idx = self.entry_head + self.entry_count;
         if idx >= self.entries.len() {
             idx -= self.entries.len();
@@ -115,7 +145,6 @@ impl ReplayRing {
         self.entries[idx] = Entry { offset: offset as u32, len: len as u32 };
         self.entry_count += 1;
         self.byte_used += len;
-        Ok(())
     }
 
     /// Drop every item with seq below `seq`. Returns how many were dropped.
@@ -187,6 +216,21 @@ mod tests {
         assert_eq!(r.bytes_used(), 0);
         assert_eq!(r.first_seq(), 4);
         assert_eq!(r.get(4), None);
+    }
+
+    #[test]
+    fn push_with_header_contiguous_and_wrapping() {
+        let mut r = ReplayRing::new(10, 4);
+        r.push_with_header(b"\x01\x02", b"abc").expect("fits");
+        assert_eq!(item(&r, 0), b"\x01\x02abc");
+        r.trim_to(1);
+        // Tail at 5, 5 bytes free before the end: 3 + 4 = 7 wraps.
+        r.push_with_header(b"xyz", b"1234").expect("fits, wrapping");
+        assert_eq!(item(&r, 1), b"xyz1234");
+        assert_eq!(r.push_with_header(b"h", b"1234"), Err(RingFull), "3 bytes left");
+        r.push_with_header(b"h", b"12").expect("exactly fills");
+        assert_eq!(item(&r, 2), b"h12");
+        assert_eq!(r.bytes_used(), 10);
     }
 
     #[test]

@@ -19,7 +19,7 @@ impl Conduit {
     /// Write the next frame for the current link into `out` (which must hold at least
     /// [`max_transmit_len`](Self::max_transmit_len) bytes) and say where it goes. Call until
     /// `None` after every input. Order: hellos, then a PONG owed, then data (replay first,
-    /// then new items, each carrying the latest ack), then a standalone ACK, then a PING,
+    /// then new items, each carrying the latest ack if it moved), then a standalone ACK, then a PING,
     /// then GOODBYE. If `out` is too small for the next frame, returns `None` and loses
     /// nothing.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
@@ -128,7 +128,11 @@ impl Conduit {
         let seq = self.tx_cursor;
         let (a, b) = self.ring.get(seq)?;
         let item_len = a.len() + b.len();
-        let header = DataHeader { seq: seq as u32, ack: self.our_last_received(), item_len: item_len as u32 };
+        // The ack rides only when it moved since the peer last heard our position on this link
+        // (an earlier frame, a standalone ACK, or our hello): acks are cumulative and the link
+        // is ordered, so an unchanged one tells the peer nothing (WIRE.md: the ack is optional).
+        let ack = if self.received > self.ack_sent { self.our_last_received() } else { None };
+        let header = DataHeader { seq: seq as u32, ack, item_len: item_len as u32 };
         if out.len() < header.encoded_len(ext) + item_len {
             return None;
         }

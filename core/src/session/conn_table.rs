@@ -47,8 +47,9 @@ pub(crate) struct ConnTable {
     index: Vec<u32>,
     mask: usize,
     len: usize,
-    /// The index position of the last connection looked up mutably (hot-path cache).
-    hot: usize,
+    /// The slot of the last connection looked up mutably (hot-path cache; always checked
+    /// against the slot's id, so a stale value only costs a probe).
+    hot: u32,
 }
 
 fn hash(id: u32) -> usize {
@@ -88,12 +89,8 @@ impl ConnTable {
         self.slots.len()
     }
 
-    #[inline]
+    /// The index position holding `id`, probing from its home position.
     fn find_pos(&self, id: u32) -> Option<usize> {
-        let hot = self.index[self.hot];
-        if hot != EMPTY && self.slots[hot as usize].as_ref().is_some_and(|c| c.id == id) {
-            return Some(self.hot);
-        }
         let mut pos = hash(id) & self.mask;
         loop {
             let slot = self.index[pos];
@@ -107,16 +104,26 @@ impl ConnTable {
         }
     }
 
+    /// The slot holding `id`: the last one looked up first (the data path touches the same
+    /// connection over and over), then the index.
+    #[inline]
+    fn find_slot(&self, id: u32) -> Option<usize> {
+        let hot = self.hot as usize;
+        if matches!(self.slots.get(hot), Some(Some(c)) if c.id == id) {
+            return Some(hot);
+        }
+        self.find_pos(id).map(|pos| self.index[pos] as usize)
+    }
+
     pub(crate) fn get(&self, id: u32) -> Option<&Conn> {
-        let pos = self.find_pos(id)?;
-        self.slots[self.index[pos] as usize].as_ref()
+        self.slots.get(self.find_slot(id)?)?.as_ref()
     }
 
     #[inline]
     pub(crate) fn get_mut(&mut self, id: u32) -> Option<&mut Conn> {
-        let pos = self.find_pos(id)?;
-        self.hot = pos;
-        self.slots[self.index[pos] as usize].as_mut()
+        let slot = self.find_slot(id)?;
+        self.hot = slot as u32;
+        self.slots.get_mut(slot)?.as_mut()
     }
 
     /// Insert a new connection; `false` if the table is full or the id is present.

@@ -394,7 +394,7 @@ impl Session {
         h[0] = message::TAG_DATA;
         let n = 1 + crate::wire::varint::encode_varint(conn, &mut h[1..]).unwrap_or(0);
         // Disjoint fields: the connection entry stays borrowed across the conduit call.
-        self.conduit.send_vectored(&[&h[..n], payload])?;
+        self.conduit.send_with_header(&h[..n], payload)?;
         c.send_credit -= len;
         Ok(())
     }
