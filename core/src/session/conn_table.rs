@@ -38,13 +38,22 @@ pub(crate) struct Conn {
 
 const EMPTY: u32 = u32::MAX;
 
+#[derive(Clone, Copy, Debug)]
+struct IndexEntry {
+    id: u32,
+    slot: u32,
+}
+
+const FREE: IndexEntry = IndexEntry { id: 0, slot: EMPTY };
+
 /// Fixed-capacity table of connections keyed by id.
 #[derive(Debug)]
 pub(crate) struct ConnTable {
     slots: Vec<Option<Conn>>,
     free: Vec<u32>,
-    /// Open-addressing index: slot number or `EMPTY`.
-    index: Vec<u32>,
+    /// Open-addressing index: (id, slot), slot `EMPTY` for a free position. The id sits
+    /// beside the slot so a probe compares ids without touching the slots.
+    index: Vec<IndexEntry>,
     mask: usize,
     len: usize,
     /// The slot of the last connection looked up mutably (hot-path cache; always checked
@@ -62,7 +71,7 @@ impl ConnTable {
         Self {
             slots: vec![None; capacity],
             free: (0..capacity as u32).rev().collect(),
-            index: vec![EMPTY; index_len],
+            index: vec![FREE; index_len],
             mask: index_len - 1,
             len: 0,
             hot: 0,
@@ -75,7 +84,7 @@ impl ConnTable {
             *slot = None;
         }
         for i in &mut self.index {
-            *i = EMPTY;
+            *i = FREE;
         }
         self.free.clear();
         self.free.extend((0..self.slots.len() as u32).rev());
@@ -93,11 +102,11 @@ impl ConnTable {
     fn find_pos(&self, id: u32) -> Option<usize> {
         let mut pos = hash(id) & self.mask;
         loop {
-            let slot = self.index[pos];
-            if slot == EMPTY {
+            let e = self.index[pos];
+            if e.slot == EMPTY {
                 return None;
             }
-            if self.slots[slot as usize].as_ref().is_some_and(|c| c.id == id) {
+            if e.id == id {
                 return Some(pos);
             }
             pos = (pos + 1) & self.mask;
@@ -112,7 +121,7 @@ impl ConnTable {
         if matches!(self.slots.get(hot), Some(Some(c)) if c.id == id) {
             return Some(hot);
         }
-        self.find_pos(id).map(|pos| self.index[pos] as usize)
+        self.find_pos(id).map(|pos| self.index[pos].slot as usize)
     }
 
     pub(crate) fn get(&self, id: u32) -> Option<&Conn> {
@@ -134,17 +143,17 @@ impl ConnTable {
         let Some(slot) = self.free.pop() else { return false };
         self.slots[slot as usize] = Some(conn);
         let mut pos = hash(conn.id) & self.mask;
-        while self.index[pos] != EMPTY {
+        while self.index[pos].slot != EMPTY {
             pos = (pos + 1) & self.mask;
         }
-        self.index[pos] = slot;
+        self.index[pos] = IndexEntry { id: conn.id, slot };
         self.len += 1;
         true
     }
 
     pub(crate) fn remove(&mut self, id: u32) -> Option<Conn> {
         let mut pos = self.find_pos(id)?;
-        let slot = self.index[pos];
+        let slot = self.index[pos].slot;
         let conn = self.slots[slot as usize].take();
         self.free.push(slot);
         self.len -= 1;
@@ -152,10 +161,10 @@ impl ConnTable {
         let mut next = (pos + 1) & self.mask;
         loop {
             let s = self.index[next];
-            if s == EMPTY {
+            if s.slot == EMPTY {
                 break;
             }
-            let home = self.slots[s as usize].as_ref().map_or(next, |c| hash(c.id) & self.mask);
+            let home = hash(s.id) & self.mask;
             // Move `s` into the hole if its home is not in (pos, next].
             let dist_home = next.wrapping_sub(home) & self.mask;
             let dist_hole = next.wrapping_sub(pos) & self.mask;
@@ -165,7 +174,7 @@ impl ConnTable {
             }
             next = (next + 1) & self.mask;
         }
-        self.index[pos] = EMPTY;
+        self.index[pos] = FREE;
         conn
     }
 

@@ -25,7 +25,13 @@ pub const fn varint_len(value: u32) -> usize {
 /// Encode `value` at the start of `out`; returns the bytes written, or `None` if `out` is too
 /// short (it never writes past `out`).
 #[must_use]
+#[inline]
 pub fn encode_varint(mut value: u32, out: &mut [u8]) -> Option<usize> {
+    if value < 0x80 {
+        // One byte: the common case for seqs of a fresh link, acks, connection ids, lengths.
+        *out.first_mut()? = value as u8;
+        return Some(1);
+    }
     let len = varint_len(value);
     let out = out.get_mut(..len)?;
     for (i, byte) in out.iter_mut().enumerate() {
@@ -40,7 +46,13 @@ pub fn encode_varint(mut value: u32, out: &mut [u8]) -> Option<usize> {
 }
 
 /// Decode a varint at the start of `input`; returns the value and the bytes consumed.
+#[inline]
 pub fn decode_varint(input: &[u8]) -> Result<(u32, usize), WireError> {
+    match input.first() {
+        Some(&b) if b < 0x80 => return Ok((u32::from(b), 1)),
+        Some(_) => {}
+        None => return Err(WireError::Truncated),
+    }
     let mut value: u32 = 0;
     for i in 0..MAX_VARINT_LEN {
         let byte = *input.get(i).ok_or(WireError::Truncated)?;
