@@ -2,7 +2,9 @@
 //! session pair (1 and 100 connections), with allocations counted per message.
 //!
 //! Run: `cargo bench -p sotto --bench core_pair` (release). Prints one line per case with the
-//! median of several runs; `SOTTO_BENCH_MSGS` scales the message count.
+//! median of several runs; `SOTTO_BENCH_MSGS` scales the message count, `SOTTO_BENCH_ONLY`
+//! picks one case (`conduit16`, `session16x100`, ...), `SOTTO_BENCH_UNPAIRED=1` skips the
+//! bare-conduit runs paired with the 16 B session runs.
 #![allow(missing_docs, clippy::unwrap_used, unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -194,7 +196,6 @@ fn main() {
     let scale: u64 = std::env::var("SOTTO_BENCH_MSGS").ok().and_then(|s| s.parse().ok()).unwrap_or(2_000_000);
     let runs = 5;
     println!("case                                   msgs/s (median of {runs})   MB/s     allocs/msg");
-    let mut conduit_16 = 0.0;
     let only = std::env::var("SOTTO_BENCH_ONLY").unwrap_or_default();
     for size in [16usize, 256, 4096, 65536] {
         if !only.is_empty() && format!("conduit{size}") != only {
@@ -211,9 +212,6 @@ fn main() {
             allocs = n;
         }
         let r = median(rates);
-        if size == 16 {
-            conduit_16 = r;
-        }
         println!(
             "conduit  {size:>6} B                     {r:>14.0}   {:>8.1}   {:.4}",
             r * size as f64 / 1e6,
@@ -226,16 +224,52 @@ fn main() {
         }
         let total = (scale * 16 / size as u64).clamp(2_000, scale);
         let payload = vec![0xcdu8; size];
+        let conduit_payload = vec![0xabu8; size];
         let mut rates = Vec::new();
+        let mut ratios = Vec::new();
         let mut allocs = 0;
-        for _ in 0..runs {
+        // At 16 B each session run is paired with a bare-conduit run made just before it, and
+        // the ratio is taken per pair (the machine's load moves both alike); more pairs, as
+        // the ratio is a goal.
+        // (`SOTTO_BENCH_UNPAIRED=1`: session runs only, for instruction counts.)
+        let paired = size == 16 && std::env::var_os("SOTTO_BENCH_UNPAIRED").is_none();
+        let pairs = if paired { 2 * runs + 1 } else { runs };
+        for _ in 0..pairs {
+            let conduit_rate = paired.then(|| {
+                let (mut a, mut b) = conduit_pair();
+                let (secs, _) = run(&mut a, &mut b, total, |m, _| m.send(&conduit_payload).is_ok());
+                total as f64 / secs
+            });
             let (mut a, mut b, ids) = session_pair(conns);
-            let (secs, n) = run(&mut a, &mut b, total, |m, i| m.send(ids[(i as usize) % ids.len()], &payload).is_ok());
-            rates.push(total as f64 / secs);
+            // Round robin over the connections (a counter, not `i % len`: a division per message
+            // would be charged to the session).
+            let mut k = 0;
+            let (secs, n) = run(&mut a, &mut b, total, |m, _| {
+                let ok = m.send(ids[k], &payload).is_ok();
+                if ok {
+                    k += 1;
+                    if k == ids.len() {
+                        k = 0;
+                    }
+                }
+                ok
+            });
+            let rate = total as f64 / secs;
+            rates.push(rate);
+            if let Some(c) = conduit_rate {
+                ratios.push(rate / c);
+            }
             allocs = n;
         }
         let r = median(rates);
-        let vs = if size == 16 { format!("  ({:.2}x conduit)", r / conduit_16) } else { String::new() };
+        let vs = if ratios.is_empty() {
+            String::new()
+        } else {
+            let n = ratios.len();
+            let (lo, hi) =
+                (ratios.iter().copied().fold(f64::MAX, f64::min), ratios.iter().copied().fold(0.0, f64::max));
+            format!("  ({:.2}x conduit: median of {n} paired runs, range {lo:.2}-{hi:.2})", median(ratios))
+        };
         println!(
             "session  {size:>6} B x {conns:>3} conns          {r:>14.0}   {:>8.1}   {:.4}{vs}",
             r * size as f64 / 1e6,

@@ -368,6 +368,7 @@ impl Session {
     /// half the peer's window on `conn` (or above the largest item) is
     /// [`CommandError::TooLarge`]: the peer grants credit back once half its window is owed, so
     /// a larger payload could wait for credit forever. Nothing is queued on failure.
+    #[inline]
     pub fn send(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), CommandError> {
         if self.phase != Phase::Ready {
             self.check_ready()?;

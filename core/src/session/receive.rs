@@ -13,6 +13,7 @@ impl Session {
     /// any, borrowing from `message`. Errors say what the input did (see
     /// [`SessionInputError`]); on a session-rule violation `ProtocolError` has been queued and
     /// the session is ending. Drain the outputs after every call.
+    #[inline]
     pub fn handle_message<'a>(
         &mut self,
         now: Instant,
@@ -39,6 +40,11 @@ impl Session {
                 }
             }
         }
+        self.handle_item(now, item)
+    }
+
+    /// Everything but data on an open connection: decode the message and apply the rules.
+    fn handle_item<'a>(&mut self, now: Instant, item: &'a [u8]) -> Result<Option<Incoming<'a>>, SessionInputError> {
         if self.phase == Phase::Failed {
             return Ok(None);
         }
