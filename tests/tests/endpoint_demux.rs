@@ -300,3 +300,19 @@ fn d12_huge_metadata() {
     forge(&mut net, Who::Client(0), &Message::Open { conn: 1, credit: 100, metadata: &big });
     assert_violation(&mut net, true, SessionViolation::MetadataTooLarge);
 }
+
+/// D12, the other messages that carry metadata: a Close or Reject above `max_metadata` is a
+/// violation too, even one that would otherwise be ignored (for a connection never opened).
+#[test]
+fn d12_huge_metadata_on_close_and_reject() {
+    let big = vec![b'm'; 2000];
+    for msg in [Message::Close { conn: 5, metadata: &big }, Message::Reject { conn: 6, code: 1, metadata: &big }] {
+        let mut cfg = NetConfig::small(1);
+        cfg.client.max_metadata = 1024;
+        cfg.endpoint.session.max_metadata = 1024;
+        let mut net = Net::connected(cfg);
+        exchange(&mut net, ROOT, 3);
+        forge(&mut net, Who::Client(0), &msg);
+        assert_violation(&mut net, true, SessionViolation::MetadataTooLarge);
+    }
+}

@@ -165,6 +165,17 @@ impl Session {
         now: Instant,
         msg: Message<'a>,
     ) -> Result<Option<Incoming<'a>>, SessionInputError> {
+        // Every message that carries metadata is held to `max_metadata`, whatever it does next
+        // (an ignored late Reject or Close included): the application is never handed more.
+        if let Message::Open { metadata, .. }
+        | Message::Accept { metadata, .. }
+        | Message::Reject { metadata, .. }
+        | Message::Close { metadata, .. } = msg
+        {
+            if metadata.len() > self.config.max_metadata as usize {
+                return Err(self.violation(now, SessionViolation::MetadataTooLarge));
+            }
+        }
         match msg {
             Message::Data { conn, payload } => {
                 let Some(c) = self.conns.get_mut(conn) else {
@@ -210,9 +221,6 @@ impl Session {
                         c.state = ConnState::Open;
                         c.send_credit = u64::from(credit);
                         c.peer_window = c.send_credit.min(max);
-                        if metadata.len() > self.config.max_metadata as usize {
-                            return Err(self.violation(now, SessionViolation::MetadataTooLarge));
-                        }
                         Ok(Some(Incoming::Accepted { conn, metadata }))
                     }
                     _ => {
@@ -290,9 +298,6 @@ impl Session {
         if !self.parity.other().owns(conn) {
             // Id 0, one of ours, or the wrong parity: a violation (D1, D3).
             return Err(self.violation(now, SessionViolation::WrongParity));
-        }
-        if metadata.len() > self.config.max_metadata as usize {
-            return Err(self.violation(now, SessionViolation::MetadataTooLarge));
         }
         self.stats.opens_received += 1;
         if self.conns.get(conn).is_some() {
