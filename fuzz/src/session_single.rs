@@ -64,6 +64,7 @@ pub fn session_config_from(s: &mut Script<'_>) -> (Role, SessionConfig, Vec<u8>)
         churn_budget: [0u32, 1, 3, 100][usize::from((b >> 4) & 3)],
         churn_period: [Duration::ZERO, ms(1), ms(1000), ms(10_000)][usize::from(b >> 6)],
         max_conn_id: [1u32, 2, 5, 40, 1000, u32::MAX - 1, u32::MAX, u32::MAX][usize::from(c & 7)],
+        max_memory: None,
     };
     assert_eq!(cfg.validate(), Ok(()), "fuzz session config must be valid: {cfg:?}");
     let meta_len = usize::from((c >> 3) % 8).min(cfg.max_metadata as usize);

@@ -2,7 +2,7 @@
 //! acceptor endpoint, on the session/endpoint harness.
 
 use sotto::endpoint::LinkRefusal;
-use sotto::session::ROOT;
+use sotto::session::{CommandError, ROOT};
 use sotto::wire::{ClientHello, ResumeKey, HELLO_LEN, LEN_PREFIX, MAX_DATA_HEADER_LEN};
 use sotto::{Duration, Instant, SessionEnd};
 use sotto_tests::net::{AppPolicy, Net, NetConfig, Who, Writer};
@@ -135,20 +135,22 @@ fn l3_failed_resume_flood() {
 /// its link decoder's reassembly buffer (one frame), its fixed tables, and what its
 /// application holds unreleased per connection, which credit bounds by the initial window.
 /// With every application reading slowly and every connection busy in both directions, the
-/// sum stays within `replay_bytes + max_frame_len + (max_connections + 1) * initial_credit`
-/// at every step (sending past it backpressures: `NoCredit` or `WouldBlock`).
+/// sum stays within `replay_bytes + max_frame_len + (connections + 1) * initial_credit`
+/// at every step (sending past it backpressures: `NoCredit` or `WouldBlock`); `max_memory`
+/// caps the connections so that this stays within the configured budget.
 #[test]
 fn l4_per_session_memory_budget() {
     let mut cfg = NetConfig::small(1);
     let mut s = cfg.client;
-    s.max_connections = 6;
     s.initial_credit = 2048;
     s.conduit.replay_bytes = 16 * 1024;
+    // The budget, not `max_connections`, limits the connections: room for six.
+    s.max_connections = 256;
+    s.max_memory = Some(s.memory_for(6) + 100);
+    assert_eq!(s.connection_cap(), Some(6));
+    let budget = s.memory_bound();
+    assert_eq!(budget, u64::from(s.conduit.replay_bytes) + u64::from(s.conduit.max_frame_len) + 7 * 2048);
     cfg = cfg.with_session(s);
-    let budget = u64::from(s.conduit.replay_bytes)
-        + u64::from(s.conduit.max_frame_len)
-        + u64::from(s.max_connections + 1) * u64::from(s.initial_credit);
-    assert!(budget <= 8 << 20, "this configuration's budget is {budget} bytes");
     let mut net = Net::connected(cfg);
     let slow = AppPolicy { accept_per_mille: 1000, release_per_mille: 20 };
     net.client_mut(0).app.policy = slow;
@@ -158,6 +160,9 @@ fn l4_per_session_memory_budget() {
         conns.push(net.open_from(Who::Server(0)).expect("open"));
     }
     assert!(net.run_until(secs(1), Net::quiet));
+    // A seventh is over the budget: refused locally.
+    let r = net.act(Who::Client(0), |s, _, _| s.open(b"")).expect("live");
+    assert_eq!(r, Err(CommandError::TooManyConnections));
     let used = |net: &Net, who: Who| -> u64 {
         let ring = net.session(who).map_or(0, |x| x.conduit().stats().replay_bytes);
         let held: u64 = net.app(who).map_or(0, |a| a.conns().iter().map(|c| c.held).sum());

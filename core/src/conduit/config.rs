@@ -76,6 +76,9 @@ pub enum ConfigError {
     AckEveryZero,
     /// Session limits: `max_connections` in 1..=2^20, credits non-zero.
     SessionLimits,
+    /// `max_memory` does not cover the replay ring, one frame and the root connection plus
+    /// one more connection's credit window.
+    OverMemoryBudget,
 }
 
 impl core::fmt::Display for ConfigError {
@@ -86,6 +89,7 @@ impl core::fmt::Display for ConfigError {
             Self::ReplayFramesOutOfRange => "replay_frames must be in 1..=2^30",
             Self::AckEveryZero => "ack_every must be at least 1",
             Self::SessionLimits => "max_connections must be in 1..=2^20 and credits non-zero",
+            Self::OverMemoryBudget => "max_memory must cover replay_bytes, max_frame_len and two credit windows",
         })
     }
 }

@@ -29,6 +29,14 @@ pub struct SessionConfig {
     /// Highest connection id we allocate (ids are never reused; `open` fails past it).
     /// Default `u32::MAX`.
     pub max_conn_id: u32,
+    /// Per-session memory budget in bytes (SCENARIOS L4), or `None` for no budget beyond the
+    /// other limits. A session's memory is bounded by [`memory_bound`](Self::memory_bound)
+    /// (replay ring, one reassembled frame, and a full credit window per connection, which is
+    /// what the peer may make the application hold unread); with a budget, the connections
+    /// allowed at once shrink to what fits ([`connection_cap`](Self::connection_cap)): Opens
+    /// beyond it are rejected and our own `open` fails, exactly as for `max_connections`.
+    /// Default `None`.
+    pub max_memory: Option<u64>,
 }
 
 impl Default for SessionConfig {
@@ -43,6 +51,7 @@ impl Default for SessionConfig {
             churn_budget: 100,
             churn_period: Duration::from_secs(10),
             max_conn_id: u32::MAX,
+            max_memory: None,
         }
     }
 }
@@ -58,6 +67,66 @@ impl SessionConfig {
         {
             return Err(ConfigError::SessionLimits);
         }
+        if self.connection_cap().is_none() {
+            return Err(ConfigError::OverMemoryBudget);
+        }
         Ok(())
+    }
+
+    /// The most memory a session with `connections` virtual connections open (root excluded)
+    /// can hold: `replay_bytes + max_frame_len + (connections + 1) * initial_credit`.
+    #[must_use]
+    pub fn memory_for(&self, connections: u32) -> u64 {
+        u64::from(self.conduit.replay_bytes)
+            + u64::from(self.conduit.max_frame_len)
+            + (u64::from(connections) + 1) * u64::from(self.initial_credit)
+    }
+
+    /// The worst case of [`memory_for`](Self::memory_for): every allowed connection open.
+    #[must_use]
+    pub fn memory_bound(&self) -> u64 {
+        self.memory_for(self.connection_cap().unwrap_or(0))
+    }
+
+    /// Connections allowed open at once: `max_connections`, lowered to fit `max_memory`;
+    /// `None` when the budget does not cover the ring, a frame and the root connection.
+    #[must_use]
+    pub fn connection_cap(&self) -> Option<u32> {
+        let Some(budget) = self.max_memory else { return Some(self.max_connections) };
+        let fixed = self.memory_for(0);
+        if budget < fixed {
+            return None;
+        }
+        let fit = (budget - fixed) / u64::from(self.initial_credit.max(1));
+        let cap = u32::try_from(fit).unwrap_or(u32::MAX).min(self.max_connections);
+        (cap > 0).then_some(cap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_budget_caps_connections() {
+        let d = SessionConfig::default();
+        assert_eq!(d.connection_cap(), Some(256), "no budget: max_connections");
+        assert_eq!(d.memory_bound(), (4 << 20) + (1 << 20) + 257 * (256 << 10));
+        // 8 MiB (SCENARIOS L4's proposal) with the other defaults: 11 connections and root.
+        let b = SessionConfig { max_memory: Some(8 << 20), ..d };
+        assert_eq!(b.validate(), Ok(()));
+        assert_eq!(b.connection_cap(), Some(11));
+        assert_eq!(b.memory_bound(), 8 << 20);
+        // Smaller windows, more connections.
+        let c = SessionConfig { initial_credit: 16 << 10, ..b };
+        assert_eq!(c.connection_cap(), Some(191));
+        assert!(c.memory_bound() <= 8 << 20);
+        // Never above max_connections.
+        let m = SessionConfig { max_connections: 5, ..c };
+        assert_eq!(m.connection_cap(), Some(5));
+        // A budget that leaves no connection beside root is refused.
+        let tight = SessionConfig { max_memory: Some(d.memory_for(0) + 1), ..d };
+        assert_eq!(tight.connection_cap(), None);
+        assert_eq!(tight.validate(), Err(ConfigError::OverMemoryBudget));
     }
 }

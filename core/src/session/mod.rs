@@ -96,7 +96,7 @@ impl Session {
         {
             return Err(ConfigError::SessionLimits);
         }
-        let capacity = config.max_connections as usize + 1;
+        let capacity = config.connection_cap().unwrap_or(1) as usize + 1;
         let parity = match role {
             Role::Initiator => Parity::Odd,
             Role::Acceptor => Parity::Even,
@@ -165,7 +165,7 @@ impl Session {
                 version: PROTOCOL_VERSION,
                 parity: self.parity,
                 root_credit: self.config.initial_credit,
-                max_connections: self.config.max_connections,
+                max_connections: self.config.connection_cap().unwrap_or(1),
                 metadata: &self.hello_metadata,
             };
             let mut h = [0u8; message::MAX_HEADER_LEN];

@@ -117,7 +117,7 @@ impl Session {
             version: PROTOCOL_VERSION,
             parity: self.parity,
             root_credit: self.config.initial_credit,
-            max_connections: self.config.max_connections,
+            max_connections: self.config.connection_cap().unwrap_or(1),
             metadata: &self.hello_metadata,
         };
         let (head, tail) = Message::HelloYourself(ours).encode_parts(&mut h);
