@@ -75,17 +75,21 @@ impl ReplayRing {
         self.entry_count == self.entries.len() || self.bytes.len() - self.byte_used < len
     }
 
-    /// Append an item made of `parts`, concatenated. Its seq is [`end_seq`](Self::end_seq).
-    pub(crate) fn push(&mut self, parts: &[&[u8]]) -> Result<(), RingFull> {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
+    /// Where an item of `len` bytes would start, if it fits.
+    #[inline]
+    fn tail_for(&self, len: usize) -> Result<usize, RingFull> {
         if self.is_full_for(len) {
             return Err(RingFull);
         }
+        let offset = self.byte_head + self.byte_used;
+        Ok(if offset >= self.bytes.len() { offset - self.bytes.len() } else { offset })
+    }
+
+    /// Append an item made of `parts`, concatenated. Its seq is [`end_seq`](Self::end_seq).
+    pub(crate) fn push(&mut self, parts: &[&[u8]]) -> Result<(), RingFull> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let offset = self.tail_for(len)?;
         let cap = self.bytes.len();
-        let mut offset = self.byte_head + self.byte_used;
-        if offset >= cap {
-            offset -= cap;
-        }
         if offset + len <= cap {
             // Fast path: the item lies contiguous.
             let mut at = offset;
@@ -117,14 +121,7 @@ impl ReplayRing {
     #[inline]
     pub(crate) fn push_with_header(&mut self, header: &[u8], payload: &[u8]) -> Result<(), RingFull> {
         let len = header.len() + payload.len();
-        if self.is_full_for(len) {
-            return Err(RingFull);
-        }
-        let cap = self.bytes.len();
-        let mut offset = self.byte_head + self.byte_used;
-        if offset >= cap {
-            offset -= cap;
-        }
+        let offset = self.tail_for(len)?;
         let Some(dest) = self.bytes.get_mut(offset..offset + len) else {
             return self.push(&[header, payload]);
         };
