@@ -8,7 +8,7 @@ mod ring;
 pub(crate) mod serial;
 mod stats;
 mod transmit;
-pub use transmit::Transmit;
+pub use transmit::{LendingTransmit, LentItem, Transmit};
 
 pub use config::{ConduitConfig, ConfigError};
 pub use event::{goodbye_code, Event, InputError, LinkDropReason, LinkId, Role, SendError, SessionEnd, Violation};

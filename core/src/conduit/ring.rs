@@ -28,6 +28,9 @@ pub(crate) struct ReplayRing {
     entry_count: usize,
     /// Seq of the oldest entry (or of the next push when empty).
     first_seq: u64,
+    /// Bumped by [`clear`](Self::clear): seqs restart, so a lent handle from before must not
+    /// find the new item with its number.
+    epoch: u32,
 }
 
 impl ReplayRing {
@@ -40,11 +43,13 @@ impl ReplayRing {
             entry_head: 0,
             entry_count: 0,
             first_seq: 0,
+            epoch: 0,
         }
     }
 
     /// Drop everything and restart at seq 0, keeping the allocation.
     pub(crate) fn clear(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
         self.byte_head = 0;
         self.byte_used = 0;
         self.entry_head = 0;
@@ -59,6 +64,9 @@ impl ReplayRing {
         self.first_seq = seq;
     }
 
+    pub(crate) fn epoch(&self) -> u32 {
+        self.epoch
+    }
     pub(crate) fn first_seq(&self) -> u64 {
         self.first_seq
     }
@@ -172,6 +180,7 @@ impl ReplayRing {
     }
 
     /// The item with sequence `seq` as one or two slices (it may wrap), if held.
+    #[inline(always)]
     pub(crate) fn get(&self, seq: u64) -> Option<(&[u8], &[u8])> {
         if seq < self.first_seq || seq >= self.end_seq() {
             return None;

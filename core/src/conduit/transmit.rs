@@ -15,7 +15,70 @@ pub struct Transmit {
     pub len: usize,
 }
 
+/// One frame from [`Conduit::poll_transmit_lending`]: `len` bytes written at the start of the
+/// caller's buffer, then, when `lent` is set, the bytes of that item, which stay in the
+/// replay ring (get them with [`Conduit::lent_item`]) and complete the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct LendingTransmit {
+    /// The link to write it to.
+    pub link: super::LinkId,
+    /// Bytes written at the start of the caller's buffer (the whole frame, or its header when
+    /// the item is lent).
+    pub len: usize,
+    /// The item that follows the header, lent from the replay ring.
+    pub lent: Option<LentItem>,
+}
+
+/// An item lent from the replay ring by [`Conduit::poll_transmit_lending`]: a handle, not a
+/// borrow, so a driver can collect many frames and write them in one vectored call.
+///
+/// Its bytes stay in the ring until the peer acks the frame, which it cannot do before it
+/// has read the whole frame: a handle stays good while its frame is unwritten, across other
+/// calls, as long as the link lasts. [`Conduit::lent_item`] checks it anyway (a reset, or a
+/// handle kept past its frame, gives `None`, never another item's bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LentItem {
+    seq: u64,
+    len: u32,
+    epoch: u32,
+}
+
+impl LentItem {
+    /// The item's length in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the item is empty (an empty item is never lent).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 impl Conduit {
+    /// The bytes of a lent item, as one or two slices (the ring may wrap), or `None` if the
+    /// handle is stale (the item was acked, or the conduit reset since).
+    #[must_use]
+    pub fn lent_item(&self, item: LentItem) -> Option<(&[u8], &[u8])> {
+        if item.epoch != self.ring.epoch() {
+            return None;
+        }
+        let (a, b) = self.ring.get(item.seq)?;
+        (a.len() + b.len() == item.len()).then_some((a, b))
+    }
+
+    /// [`poll_transmit`](Self::poll_transmit), except that a data frame whose item is at
+    /// least `lend_from` bytes long is written as its header only, and the item is lent from
+    /// the replay ring: the driver writes the header, then [`lent_item`](Self::lent_item)'s
+    /// bytes, saving the copy into its buffer (a vectored write, for large items). `out` must
+    /// hold [`max_transmit_len`](Self::max_transmit_len) bytes for frames that are not lent.
+    pub fn poll_transmit_lending(&mut self, now: Instant, out: &mut [u8], lend_from: usize) -> Option<LendingTransmit> {
+        self.poll_frame::<true>(now, out, lend_from.max(1))
+    }
+
     /// Write the next frame for the current link into `out` (which must hold at least
     /// [`max_transmit_len`](Self::max_transmit_len) bytes) and say where it goes. Call until
     /// `None` after every input. Order: hellos, then a PONG owed, then data (replay first,
@@ -23,7 +86,21 @@ impl Conduit {
     /// then GOODBYE. If `out` is too small for the next frame, returns `None` and loses
     /// nothing.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        let t = self.poll_frame::<false>(now, out, usize::MAX)?;
+        Some(Transmit { link: t.link, len: t.len })
+    }
+
+    /// The next frame; with `LEND`, items of `lend_from` bytes or more are lent (a constant,
+    /// so `poll_transmit` compiles without the lending branches).
+    #[inline(always)]
+    fn poll_frame<const LEND: bool>(
+        &mut self,
+        now: Instant,
+        out: &mut [u8],
+        lend_from: usize,
+    ) -> Option<LendingTransmit> {
         let now = self.clock.observe(now);
+        let mut lent = None;
         let link = self.link.id()?;
         let len = match self.link {
             LinkState::None => return None,
@@ -52,11 +129,13 @@ impl Conduit {
                     self.owed = Owed::Nothing;
                     n
                 } else {
-                    self.transmit_established(now, ext, out)?
+                    let (len, item) = self.transmit_established::<LEND>(now, ext, out, lend_from)?;
+                    lent = item;
+                    len
                 }
             }
         };
-        Some(Transmit { link, len })
+        Some(LendingTransmit { link, len, lent })
     }
 
     /// Whether `poll_transmit` would produce a frame now.
@@ -87,16 +166,28 @@ impl Conduit {
         Some(n)
     }
 
-    fn transmit_established(&mut self, now: Instant, ext: bool, out: &mut [u8]) -> Option<usize> {
+    /// The next frame on an established link: its length in `out`, and the item lent.
+    #[inline(always)]
+    fn transmit_established<const LEND: bool>(
+        &mut self,
+        now: Instant,
+        ext: bool,
+        out: &mut [u8],
+        lend_from: usize,
+    ) -> Option<(usize, Option<LentItem>)> {
+        if self.tx_cursor < self.sent && !(ext && self.pong_owed.is_some()) {
+            return self.transmit_data::<LEND>(ext, out, lend_from);
+        }
+        self.transmit_control(now, ext, out).map(|n| (n, None))
+    }
+
+    fn transmit_control(&mut self, now: Instant, ext: bool, out: &mut [u8]) -> Option<usize> {
         if ext {
             if let Some(nonce) = self.pong_owed {
                 let n = Frame::Pong(nonce).encode(true, out)?;
                 self.pong_owed = None;
                 return Some(n);
             }
-        }
-        if self.tx_cursor < self.sent {
-            return self.transmit_data(ext, out);
         }
         if ext && self.ack_now {
             let ack = self.our_last_received()?;
@@ -124,23 +215,36 @@ impl Conduit {
         None
     }
 
-    fn transmit_data(&mut self, ext: bool, out: &mut [u8]) -> Option<usize> {
+    #[inline(always)]
+    fn transmit_data<const LEND: bool>(
+        &mut self,
+        ext: bool,
+        out: &mut [u8],
+        lend_from: usize,
+    ) -> Option<(usize, Option<LentItem>)> {
         let seq = self.tx_cursor;
         let (a, b) = self.ring.get(seq)?;
         let item_len = a.len() + b.len();
+        let lend = LEND && item_len >= lend_from;
         // The ack rides only when it moved since the peer last heard our position on this link
         // (an earlier frame, a standalone ACK, or our hello): acks are cumulative and the link
         // is ordered, so an unchanged one tells the peer nothing (WIRE.md: the ack is optional).
         let ack = if self.received > self.ack_sent { self.our_last_received() } else { None };
         let header = DataHeader { seq: seq as u32, ack, item_len: item_len as u32 };
-        if out.len() < header.encoded_len(ext) + item_len {
+        let copied = if lend { 0 } else { item_len };
+        if out.len() < header.encoded_len(ext) + copied {
             return None;
         }
         let h = header.encode(ext, out)?;
-        out[h..h + a.len()].copy_from_slice(a);
-        if !b.is_empty() {
-            out[h + a.len()..h + item_len].copy_from_slice(b);
-        }
+        let lent = if lend {
+            Some(LentItem { seq, len: item_len as u32, epoch: self.ring.epoch() })
+        } else {
+            out[h..h + a.len()].copy_from_slice(a);
+            if !b.is_empty() {
+                out[h + a.len()..h + item_len].copy_from_slice(b);
+            }
+            None
+        };
         self.tx_cursor += 1;
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += item_len as u64;
@@ -150,7 +254,7 @@ impl Conduit {
             self.tx_high = seq + 1;
         }
         self.mark_acked();
-        Some(h + item_len)
+        Some((h + copied, lent))
     }
 
     /// The peer now knows our full receive position.

@@ -17,7 +17,9 @@ pub use types::{
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::conduit::{goodbye_code, Conduit, ConfigError, Event as ConduitEvent, LinkId, Role, Transmit};
+use crate::conduit::{
+    goodbye_code, Conduit, ConfigError, Event as ConduitEvent, LendingTransmit, LentItem, LinkId, Role, Transmit,
+};
 use crate::time::Instant;
 use crate::wire::{ClientHello, ResumeKey};
 use conn_table::{Conn, ConnState, ConnTable};
@@ -265,6 +267,20 @@ impl Session {
             self.flush_owed();
         }
         self.conduit.poll_transmit(now, out)
+    }
+    /// [`poll_transmit`](Self::poll_transmit) lending items of `lend_from` bytes or more from
+    /// the replay ring; see [`Conduit::poll_transmit_lending`].
+    #[inline]
+    pub fn poll_transmit_lending(&mut self, now: Instant, out: &mut [u8], lend_from: usize) -> Option<LendingTransmit> {
+        if self.grants_owed || !self.owed_rejects.is_empty() {
+            self.flush_owed();
+        }
+        self.conduit.poll_transmit_lending(now, out, lend_from)
+    }
+    /// The bytes of a lent item; see [`Conduit::lent_item`].
+    #[must_use]
+    pub fn lent_item(&self, item: LentItem) -> Option<(&[u8], &[u8])> {
+        self.conduit.lent_item(item)
     }
     /// The earliest deadline; see [`Conduit::poll_timeout`].
     #[must_use]

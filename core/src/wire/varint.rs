@@ -33,15 +33,12 @@ pub fn encode_varint(mut value: u32, out: &mut [u8]) -> Option<usize> {
         return Some(1);
     }
     let len = varint_len(value);
-    let out = out.get_mut(..len)?;
-    for (i, byte) in out.iter_mut().enumerate() {
-        if i + 1 == len {
-            *byte = value as u8;
-        } else {
-            *byte = (value as u8 & 0x7f) | 0x80;
-            value >>= 7;
-        }
+    let (last, groups) = out.get_mut(..len)?.split_last_mut()?;
+    for byte in groups {
+        *byte = value as u8 | 0x80;
+        value >>= 7;
     }
+    *last = value as u8;
     Some(len)
 }
 

@@ -4,6 +4,9 @@
 //! - Writing: [`WriteBatch`] pulls as many frames as fit from a [`FrameSource`] (a
 //!   [`Conduit`], or any layer with the same `poll_transmit`) into one caller-provided buffer,
 //!   each behind its length prefix, so the driver does one write call for many frames.
+//! - Writing large items without copying them: [`LendingBatch`] does what `WriteBatch` does
+//!   but leaves items of a chosen size and up in the source's replay ring, for one vectored
+//!   write of headers and ring slices.
 //! - Reading: [`FrameSplitter`] finds the complete messages at the front of the driver's own
 //!   read buffer (a `BytesMut`, say) without copying them, so the driver can split them off
 //!   and hand delivered items on as slices of that buffer.
@@ -56,6 +59,10 @@
 //! }
 //! assert_eq!(got, [b"hello".to_vec()]);
 //! ```
+
+mod lending;
+
+pub use lending::{LendingBatch, LendingSource, StaleItem};
 
 use crate::conduit::{Conduit, LinkId, Transmit};
 use crate::time::Instant;
