@@ -291,33 +291,39 @@ mod tests {
         }
     }
 
-    /// Two conduits with their handshake done (the hellos exchanged).
-    fn pair(cfg: ConduitConfig) -> (Conduit, Conduit, LinkId) {
-        let mut a = Conduit::new(Role::Initiator, cfg).expect("valid");
-        let mut b = Conduit::new(Role::Acceptor, cfg).expect("valid");
+    /// Bring up a new link on both and exchange the hellos (a resume after the first).
+    fn handshake(a: &mut Conduit, b: &mut Conduit, key: u8) -> (LinkId, LinkId) {
         let now = Instant::ZERO;
         let la = a.link_up(now, ResumeKey::ZERO);
-        let lb = b.link_up(now, ResumeKey([7; 16]));
+        let lb = b.link_up(now, ResumeKey([key; 16]));
         let mut out = vec![0u8; a.max_transmit_len()];
         let t = a.poll_transmit(now, &mut out).expect("client hello");
         assert_eq!(b.handle_message(now, lb, &out[..t.len]), Ok(None));
         let t = b.poll_transmit(now, &mut out).expect("server hello");
         assert_eq!(a.handle_message(now, la, &out[..t.len]), Ok(None));
         assert!(a.is_established() && b.is_established());
-        (a, b, lb)
+        (la, lb)
+    }
+
+    fn pair(cfg: ConduitConfig) -> (Conduit, Conduit, LinkId, LinkId) {
+        let mut a = Conduit::new(Role::Initiator, cfg).expect("valid");
+        let mut b = Conduit::new(Role::Acceptor, cfg).expect("valid");
+        let (la, lb) = handshake(&mut a, &mut b, 1);
+        (a, b, la, lb)
     }
 
     /// Items of every size (some lent, some copied, some wrapping in the ring) go through
-    /// short writes of random sizes, one to eight slices at a time, and arrive whole and in
-    /// order.
+    /// short writes of random sizes, one to eight slices at a time, with the link killed now
+    /// and then (mid-frame included: the batch is cleared and the conduits resume, replaying
+    /// through the batch), and arrive whole, once and in order.
     #[test]
-    fn short_vectored_writes_deliver_everything_in_order() {
-        for seed in 1..40u64 {
+    fn short_vectored_writes_and_link_kills_deliver_everything_in_order() {
+        for seed in 1..60u64 {
             // ack_every 1: the receiver acks every frame at once, so the ring turns over
             // without timers.
             let cfg =
                 ConduitConfig { replay_bytes: 3000, max_frame_len: 1024, ack_every: 1, ..ConduitConfig::default() };
-            let (mut a, mut b, lb) = pair(cfg);
+            let (mut a, mut b, mut la, mut lb) = pair(cfg);
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let mut batch =
                 LendingBatch::new(vec![0u8; a.max_transmit_len() + 4 + rng.next(600)], 100, 1 + rng.next(6));
@@ -325,10 +331,11 @@ mod tests {
             let now = Instant::ZERO;
             let (mut wire, mut sent, mut got) = (Vec::new(), Vec::new(), Vec::new());
             let mut next = 0u32;
-            let mut lent_seen = 0;
-            for _round in 0..400 {
-                // Queue a few items of random sizes (0..=900 bytes).
-                for _ in 0..rng.next(4) {
+            let (mut lent_seen, mut kills) = (0, 0);
+            let mut out = vec![0u8; b.max_transmit_len()];
+            for round in 0..500 {
+                // Queue a few items of random sizes (0..=900 bytes), none in the last rounds.
+                for _ in 0..if round < 400 { rng.next(4) } else { 0 } {
                     let len = rng.next(901);
                     let item: Vec<u8> = (0..len).map(|i| (i as u32 ^ next) as u8).collect();
                     if a.send(&item).is_ok() {
@@ -350,7 +357,7 @@ mod tests {
                     written += take;
                 }
                 batch.consume(written);
-                // The receiver reads every whole message and acks (so the ring turns over).
+                // The receiver reads every whole message and acks.
                 let run = split.complete(&wire, usize::MAX).expect("well framed");
                 for msg in split.messages(&wire[..run.len]) {
                     if let Ok(Some(item)) = b.handle_message(now, lb, msg) {
@@ -358,23 +365,30 @@ mod tests {
                     }
                 }
                 wire.drain(..run.len);
-                let mut out = vec![0u8; b.max_transmit_len()];
                 while let Some(t) = b.poll_transmit(now, &mut out) {
-                    let la = a.current_link().expect("up");
                     let _ = a.handle_message(now, la, &out[..t.len]);
-                    let _ = t.link;
                 }
+                if round < 400 && rng.next(40) == 0 {
+                    // Kill the link, wherever the writes stand.
+                    kills += 1;
+                    a.link_down(now, la);
+                    b.link_down(now, lb);
+                    while a.poll_event().is_some() || b.poll_event().is_some() {}
+                    batch.clear();
+                    wire.clear();
+                    (la, lb) = handshake(&mut a, &mut b, 2 + (kills % 200) as u8);
+                }
+                while a.poll_event().is_some() || b.poll_event().is_some() {}
             }
-            assert!(got.len() > 100, "seed {seed}: delivered {} of {}", got.len(), sent.len());
-            assert!(lent_seen > 0, "seed {seed}: items were lent");
-            assert_eq!(got[..], sent[..got.len()], "seed {seed}: delivered in order, whole");
+            assert!(kills > 0 && lent_seen > 0, "seed {seed}: kills {kills}, lent {lent_seen}");
+            assert_eq!(got, sent, "seed {seed}: everything delivered once, in order ({kills} kills)");
         }
     }
 
     #[test]
     fn stale_handles_are_refused_not_aliased() {
         let cfg = ConduitConfig::default();
-        let (mut a, _b, _lb) = pair(cfg);
+        let (mut a, _b, _la, _lb) = pair(cfg);
         a.send(&[5u8; 200]).expect("room");
         let mut batch = LendingBatch::new(vec![0u8; a.max_transmit_len() + 4], 100, 4);
         let f = batch.fill(&mut a, Instant::ZERO);
