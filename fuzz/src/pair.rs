@@ -403,7 +403,16 @@ impl Pair {
                     let now = self.now;
                     let current = self.peer(side).c.current_link();
                     let mut buf = std::mem::take(&mut self.buf);
-                    let t = self.peer(side).c.poll_transmit(now, &mut buf);
+                    // A lends items of 32 bytes and more from its ring (the vectored-write
+                    // path), B copies every frame: both paths carry the same frames.
+                    let t = match side {
+                        Side::A => self.peer(side).c.poll_transmit_lending(now, &mut buf, 32),
+                        Side::B => self
+                            .peer(side)
+                            .c
+                            .poll_transmit(now, &mut buf)
+                            .map(|t| sotto::conduit::LendingTransmit { link: t.link, len: t.len, lent: None }),
+                    };
                     let Some(t) = t else {
                         self.buf = buf;
                         break;
@@ -413,7 +422,14 @@ impl Pair {
                     assert!(n < 100_000, "poll_transmit does not run dry");
                     assert_eq!(Some(t.link), current, "transmit for a link that is not current");
                     let idx = self.link_of(side, t.link).expect("transmit for a link the driver closed");
-                    self.links[idx].toward(side.other()).write(&buf[..t.len]);
+                    let mut frame = buf[..t.len].to_vec();
+                    if let Some(item) = t.lent {
+                        assert!(item.len() >= 32, "lent below the threshold");
+                        let (x, y) = self.peer(side).c.lent_item(item).expect("a lent item is held");
+                        frame.extend_from_slice(x);
+                        frame.extend_from_slice(y);
+                    }
+                    self.links[idx].toward(side.other()).write(&frame);
                     self.buf = buf;
                 }
                 while let Some(e) = self.peer(side).c.poll_event() {

@@ -680,12 +680,19 @@ impl Driver {
                     l.allowance = l.allowance.saturating_add(u64::from(grant));
                 }
             }
+            // Every message carrying metadata is held to the cap first, even one that would be
+            // ignored.
+            SMsg::Open { metadata, .. }
+            | SMsg::Accept { metadata, .. }
+            | SMsg::Reject { metadata, .. }
+            | SMsg::Close { metadata, .. }
+                if metadata.len() > max_meta =>
+            {
+                self.expect_violation(actual, V::MetadataTooLarge)
+            }
             SMsg::Open { conn, credit, metadata } => {
                 if !self.parity.other().owns(conn) {
                     return self.expect_violation(actual, V::WrongParity);
-                }
-                if metadata.len() > max_meta {
-                    return self.expect_violation(actual, V::MetadataTooLarge);
                 }
                 if self.conns.contains_key(&conn) {
                     return self.expect_churn(now, actual, Ok(None), could_send);
@@ -722,11 +729,7 @@ impl Driver {
                     let l = self.ledger(conn);
                     l.allowance = u64::from(credit);
                     l.peer_accepted = true;
-                    if metadata.len() > max_meta {
-                        self.expect_violation(actual, V::MetadataTooLarge);
-                    } else {
-                        assert_eq!(*actual, Ok(Some(Incoming::Accepted { conn, metadata })));
-                    }
+                    assert_eq!(*actual, Ok(Some(Incoming::Accepted { conn, metadata })));
                 }
                 _ => assert_eq!(*actual, Ok(None), "Accept for {conn} must be ignored"),
             },
