@@ -46,6 +46,7 @@
 mod bytering;
 pub mod chaos;
 mod check;
+mod clock;
 pub mod config;
 mod conn;
 pub mod counting_alloc;

@@ -222,15 +222,7 @@ impl Sim {
 
     /// Process everything due up to `t`, in time order, then set the clock to `t`.
     pub fn advance_to(&mut self, t: Instant) {
-        self.poke_dialer();
-        while let Some(next) = self.next_time() {
-            if next > t {
-                break;
-            }
-            self.now = self.now.max(next);
-            self.process_due();
-        }
-        self.now = self.now.max(t);
+        crate::clock::advance_to(self, t);
     }
 
     /// [`advance_to`](Self::advance_to) `now + d`.
@@ -240,24 +232,8 @@ impl Sim {
 
     /// Run event by event until `pred` holds (returns true) or `limit` of simulated time has
     /// passed (returns false; the clock is then at the limit).
-    pub fn run_until(&mut self, limit: sotto::Duration, mut pred: impl FnMut(&Self) -> bool) -> bool {
-        let deadline = self.now.saturating_add(limit);
-        self.poke_dialer();
-        loop {
-            if pred(self) {
-                return true;
-            }
-            match self.next_time() {
-                Some(next) if next <= deadline => {
-                    self.now = self.now.max(next);
-                    self.process_due();
-                }
-                _ => {
-                    self.now = self.now.max(deadline);
-                    return pred(self);
-                }
-            }
-        }
+    pub fn run_until(&mut self, limit: sotto::Duration, pred: impl FnMut(&Self) -> bool) -> bool {
+        crate::clock::run_until(self, limit, pred)
     }
 
     /// One instant's work: timers, deliveries, the dialer.
@@ -647,5 +623,23 @@ impl Sim {
             b.conduit.items_acked(),
             b.conduit.ended(),
         )
+    }
+}
+
+impl crate::clock::VirtualClock for Sim {
+    fn now(&self) -> Instant {
+        self.now
+    }
+    fn set_now(&mut self, t: Instant) {
+        self.now = t;
+    }
+    fn next_time(&self) -> Option<Instant> {
+        Sim::next_time(self)
+    }
+    fn process_due(&mut self) {
+        Sim::process_due(self);
+    }
+    fn poke(&mut self) {
+        self.poke_dialer();
     }
 }

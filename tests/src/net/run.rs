@@ -44,15 +44,7 @@ impl Net {
 
     /// Process everything due up to `t`, in time order, then set the clock to `t`.
     pub fn advance_to(&mut self, t: Instant) {
-        self.poke_dialers();
-        while let Some(next) = self.next_time() {
-            if next > t {
-                break;
-            }
-            self.now = self.now.max(next);
-            self.process_due();
-        }
-        self.now = self.now.max(t);
+        crate::clock::advance_to(self, t);
     }
 
     /// [`advance_to`](Self::advance_to) `now + d`.
@@ -62,24 +54,8 @@ impl Net {
 
     /// Run event by event until `pred` holds (true) or `limit` of simulated time has passed
     /// (false; the clock is then at the limit).
-    pub fn run_until(&mut self, limit: Duration, mut pred: impl FnMut(&Self) -> bool) -> bool {
-        let deadline = self.now.saturating_add(limit);
-        self.poke_dialers();
-        loop {
-            if pred(self) {
-                return true;
-            }
-            match self.next_time() {
-                Some(next) if next <= deadline => {
-                    self.now = self.now.max(next);
-                    self.process_due();
-                }
-                _ => {
-                    self.now = self.now.max(deadline);
-                    return pred(self);
-                }
-            }
-        }
+    pub fn run_until(&mut self, limit: Duration, pred: impl FnMut(&Self) -> bool) -> bool {
+        crate::clock::run_until(self, limit, pred)
     }
 
     /// One instant's work: timers, deliveries, dialers.
@@ -320,5 +296,23 @@ impl Net {
         let p = self.endpoint.accept_link(self.now, source)?;
         self.links[slot].server = ServerEnd::Pending(p);
         Ok(())
+    }
+}
+
+impl crate::clock::VirtualClock for Net {
+    fn now(&self) -> Instant {
+        self.now
+    }
+    fn set_now(&mut self, t: Instant) {
+        self.now = t;
+    }
+    fn next_time(&self) -> Option<Instant> {
+        Net::next_time(self)
+    }
+    fn process_due(&mut self) {
+        Net::process_due(self);
+    }
+    fn poke(&mut self) {
+        self.poke_dialers();
     }
 }
