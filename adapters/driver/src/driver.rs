@@ -86,6 +86,9 @@ pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     split: FrameSplitter,
     timer: R::Timer,
     timer_at: Option<StdInstant>,
+    /// Messages that may be fed now ([`Locked::read_room`]), as of the last lock: it only
+    /// shrinks by feeding, and a reader that makes room again wakes the driver.
+    room: usize,
     /// When the session ended with a link still up: the link is closed by this time anyway.
     ended_deadline: Option<StdInstant>,
     /// The handle was dropped and a graceful close started: the task ends by this time anyway.
@@ -107,6 +110,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             split: FrameSplitter::new(config.conduit.max_frame_len),
             timer: rt.timer(),
             timer_at: None,
+            room: 0,
             ended_deadline: None,
             exit_deadline: None,
             config,
@@ -143,6 +147,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 }
             }
             busy |= self.drain_outputs(&mut g, now, now_std);
+            self.room = g.read_room();
             let (ended, deadline) = g.status();
             (ended, deadline.and_then(|t| host.clock().std_time(t)))
         };
@@ -402,7 +407,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         if self.link.is_none() {
             return false;
         }
-        let room = self.host.lock().read_room();
+        let room = self.room;
         if room == 0 {
             return false;
         }
@@ -455,18 +460,22 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         let split = self.split;
         let host = Arc::clone(&self.host);
         let mut g = host.lock();
-        'messages: for msg in split.messages(&chunk) {
-            let mut event = g.feed(now, id, msg, &chunk, &mut self.write);
-            while let Some(e) = event {
+        let mut msgs = split.messages(&chunk);
+        'messages: while let Some(mut e) = g.feed_run(now, id, &mut msgs, &chunk, &mut self.write) {
+            loop {
                 self.on_event(&mut g, e, now, now_std);
                 if self.link.as_ref().map(|l| l.id) != Some(id) {
                     break 'messages;
                 }
-                event = g.after_input(&mut self.write, now, id);
+                match g.after_input(&mut self.write, now, id) {
+                    Some(next) => e = next,
+                    None => break,
+                }
             }
         }
         self.drain_outputs(&mut g, now, now_std);
         g.fed();
+        self.room = g.read_room();
     }
 
     fn poll_drain(&mut self, cx: &mut Context<'_>, now_std: StdInstant) -> bool {

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use sotto::conduit::InputError;
 use sotto::endpoint::{Endpoint, EndpointEvent, SessionHandle as EpHandle};
 use sotto::session::{Session, SessionConfig};
-use sotto::stream::WriteBatch;
+use sotto::stream::{Messages, WriteBatch};
 use sotto::wire::ClientHello;
 use sotto::{Conduit, ConduitConfig, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
 
@@ -350,6 +350,24 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         let (s, st) = self.lock.parts();
         state::feed(s, st, now, link, msg, chunk);
         light_drain(s, st, batch, now, link)
+    }
+    fn feed_run(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        msgs: &mut Messages<'_>,
+        chunk: &Bytes,
+        batch: &mut WriteBatch<Vec<u8>>,
+    ) -> Option<Event> {
+        // One lookup of the session for the whole run.
+        let (s, st) = self.lock.parts();
+        for msg in msgs {
+            state::feed(s, st, now, link, msg, chunk);
+            if let Some(e) = light_drain(s, st, batch, now, link) {
+                return Some(e);
+            }
+        }
+        None
     }
     fn after_input(&mut self, batch: &mut WriteBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event> {
         let (s, st) = self.lock.parts();
