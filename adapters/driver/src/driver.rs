@@ -8,7 +8,8 @@
 //!    lock, picked up in step 1);
 //! 3. write the batch (one write call for many frames; `Ok(0)` is a dead link);
 //! 4. feed whole messages from the read buffer while the application's queues have room,
-//!    draining the outputs after each, or read more;
+//!    draining the outputs after each, and read more (a few reads per step, each followed
+//!    by feeding what it completed);
 //! 5. finish writing the last frames of a dropped link (GOODBYE, REJECTED);
 //! 6. arm the runtime timer for the earliest deadline.
 //!
@@ -40,6 +41,8 @@ use crate::{Io, Runtime, Timer};
 
 /// Rounds of work before the driver yields to the runtime (fairness under load).
 const BUDGET: usize = 64;
+/// Reads per step at most (each followed by feeding what it completed).
+const READ_ROUNDS: usize = 4;
 
 /// Where new links come from.
 pub(crate) enum Source<S> {
@@ -403,50 +406,59 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         true
     }
 
+    /// Feed the whole messages in the read buffer and read more, alternately, until the read
+    /// is pending, the application's queues are full or [`READ_ROUNDS`] reads were made.
+    /// Returns whether anything moved.
     fn poll_read(&mut self, cx: &mut Context<'_>, now: Instant, now_std: StdInstant) -> bool {
-        if self.link.is_none() {
-            return false;
-        }
-        let room = self.room;
-        if room == 0 {
-            return false;
-        }
-        let run = match self.split.complete(self.read.data(), room) {
-            Ok(run) => run,
-            Err(e) => {
-                let host = Arc::clone(&self.host);
-                let mut g = host.lock();
-                self.retire(&mut g, now, now_std, LinkDownCause::Framing(e), false);
-                return true;
+        let mut busy = false;
+        let mut reads = 0;
+        loop {
+            if self.link.is_none() || self.room == 0 {
+                return busy;
             }
-        };
-        if run.messages > 0 {
-            self.feed(run.len, now, now_std);
+            let run = match self.split.complete(self.read.data(), self.room) {
+                Ok(run) => run,
+                Err(e) => {
+                    let host = Arc::clone(&self.host);
+                    let mut g = host.lock();
+                    self.retire(&mut g, now, now_std, LinkDownCause::Framing(e), false);
+                    return true;
+                }
+            };
+            if run.messages > 0 {
+                self.feed(run.len, now, now_std);
+                busy = true;
+                continue;
+            }
+            if reads == READ_ROUNDS {
+                return busy;
+            }
+            reads += 1;
+            let wanted = self.split.wanted(self.read.data());
+            let Some(link) = self.link.as_mut() else { return busy };
+            let r = if S::READS_UNINIT {
+                link.io.poll_read_uninit(cx, self.read.appendable(wanted))
+            } else {
+                Pin::new(&mut link.io).poll_read(cx, self.read.spare(wanted))
+            };
+            let cause = match r {
+                Poll::Ready(Ok(0)) => match self.split.at_eof(self.read.data()) {
+                    Ok(()) => LinkDownCause::Eof,
+                    Err(_) => LinkDownCause::Truncated,
+                },
+                Poll::Ready(Ok(n)) => {
+                    self.read.advance(n);
+                    busy = true;
+                    continue;
+                }
+                Poll::Ready(Err(e)) => LinkDownCause::Io(e.kind()),
+                Poll::Pending => return busy,
+            };
+            let host = Arc::clone(&self.host);
+            let mut g = host.lock();
+            self.retire(&mut g, now, now_std, cause, false);
             return true;
         }
-        let wanted = self.split.wanted(self.read.data());
-        let Some(link) = self.link.as_mut() else { return false };
-        let r = if S::READS_UNINIT {
-            link.io.poll_read_uninit(cx, self.read.appendable(wanted))
-        } else {
-            Pin::new(&mut link.io).poll_read(cx, self.read.spare(wanted))
-        };
-        let cause = match r {
-            Poll::Ready(Ok(0)) => match self.split.at_eof(self.read.data()) {
-                Ok(()) => LinkDownCause::Eof,
-                Err(_) => LinkDownCause::Truncated,
-            },
-            Poll::Ready(Ok(n)) => {
-                self.read.advance(n);
-                return true;
-            }
-            Poll::Ready(Err(e)) => LinkDownCause::Io(e.kind()),
-            Poll::Pending => return false,
-        };
-        let host = Arc::clone(&self.host);
-        let mut g = host.lock();
-        self.retire(&mut g, now, now_std, cause, false);
-        true
     }
 
     /// Feed the first `len` bytes of the read buffer (whole messages) to the core; delivered

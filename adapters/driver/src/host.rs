@@ -72,8 +72,8 @@ pub(crate) trait Locked<S> {
     ) -> Option<Event>;
     /// [`feed`](Self::feed) the messages of `msgs` in order until one makes an event, which
     /// is returned (the messages after it stay in `msgs`); `None` once all were fed. A host
-    /// whose state takes a lookup per lock (an endpoint's session) overrides it to look
-    /// once per run.
+    /// may instead feed the whole run and leave its outputs to the driver's full drain,
+    /// which follows every run, where that loses nothing (see the session host).
     fn feed_run(
         &mut self,
         now: Instant,

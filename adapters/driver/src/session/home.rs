@@ -357,15 +357,16 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         link: LinkId,
         msgs: &mut Messages<'_>,
         chunk: &Bytes,
-        batch: &mut WriteBatch<Vec<u8>>,
+        _batch: &mut WriteBatch<Vec<u8>>,
     ) -> Option<Event> {
-        // One lookup of the session for the whole run.
+        // One lookup of the session for the whole run, and the outputs drained once, after
+        // it (the driver's full drain follows): every event a run of input can make is
+        // edge-triggered or one per link (the conduit's queue of 8 cannot overflow), frames
+        // due are coalesced (acks, grants), and once the core drops the link it answers
+        // the rest of the run with `StaleLink`, so nothing is lost or taken from a dead link.
         let (s, st) = self.lock.parts();
         for msg in msgs {
             state::feed(s, st, now, link, msg, chunk);
-            if let Some(e) = light_drain(s, st, batch, now, link) {
-                return Some(e);
-            }
         }
         None
     }
