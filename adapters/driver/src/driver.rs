@@ -92,6 +92,11 @@ pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     /// Messages that may be fed now ([`Locked::read_room`]), as of the last lock: it only
     /// shrinks by feeding, and a reader that makes room again wakes the driver.
     room: usize,
+    /// The write batch holds only what feeding made due (acks, handshake replies), this
+    /// many bytes: it is written after the task has yielded once, together with what the
+    /// application does meanwhile (the credit its reader gives back, its replies), instead
+    /// of in a write call of its own now. Anything else joining the batch ends the wait.
+    held: Option<usize>,
     /// When the session ended with a link still up: the link is closed by this time anyway.
     ended_deadline: Option<StdInstant>,
     /// The handle was dropped and a graceful close started: the task ends by this time anyway.
@@ -114,6 +119,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             timer: rt.timer(),
             timer_at: None,
             room: 0,
+            held: None,
             ended_deadline: None,
             exit_deadline: None,
             config,
@@ -285,6 +291,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             c.counters.link_downs += 1;
             c.push_event(ConduitEvent::LinkDown { cause: LinkDownCause::Superseded });
             self.write.clear();
+            self.held = None;
             self.read.clear();
         }
     }
@@ -314,6 +321,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             });
         }
         self.write.clear();
+        self.held = None;
         self.read.clear();
         if let Source::Dialer(d) = &mut self.source {
             d.on_link_lost(now_std, link.attached);
@@ -376,6 +384,13 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, now: Instant, now_std: StdInstant) -> bool {
+        if let Some(held) = self.held {
+            if self.write.pending().len() == held {
+                // Written once the task has yielded (see `held`); `poll` wakes it.
+                return false;
+            }
+            self.held = None;
+        }
         let Some(link) = self.link.as_mut() else { return false };
         let cause = if !self.write.is_empty() {
             match Pin::new(&mut link.io).poll_write(cx, self.write.pending()) {
@@ -471,6 +486,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         let chunk = self.read.split(len);
         let split = self.split;
         let host = Arc::clone(&self.host);
+        let was_empty = self.write.is_empty();
         let mut g = host.lock();
         let mut msgs = split.messages(&chunk);
         'messages: while let Some(mut e) = g.feed_run(now, id, &mut msgs, &chunk, &mut self.write) {
@@ -488,6 +504,10 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         self.drain_outputs(&mut g, now, now_std);
         g.fed();
         self.room = g.read_room();
+        drop(g);
+        if was_empty && !self.write.is_empty() {
+            self.held = Some(self.write.pending().len());
+        }
     }
 
     fn poll_drain(&mut self, cx: &mut Context<'_>, now_std: StdInstant) -> bool {
@@ -528,10 +548,17 @@ impl<R: Runtime, S: Io, H: Host<S>> Future for Driver<R, S, H> {
         for _ in 0..BUDGET {
             match this.step(cx) {
                 Step::Busy => {}
-                Step::Idle => return Poll::Pending,
+                Step::Idle => {
+                    if this.held.take().is_some() {
+                        // Write the held batch on the next poll, after the others' turn.
+                        R::yield_wake(cx);
+                    }
+                    return Poll::Pending;
+                }
                 Step::Done => return Poll::Ready(()),
             }
         }
+        this.held = None;
         cx.waker().wake_by_ref();
         Poll::Pending
     }
