@@ -31,7 +31,10 @@ pub struct Config {
     /// Delivered item bytes waiting for `recv`, at most (one item is always allowed).
     /// Default 4 MiB.
     pub inbound_bytes: usize,
-    /// Bytes reserved in the read buffer for one read. Default 64 KiB.
+    /// Bytes reserved in the read buffer for one read. Default 256 KiB: a peer's write
+    /// batch (up to `max_frame_len + 4`) then mostly arrives in one or two reads rather than
+    /// in several 64 KiB ones (one read call each). Reading into uninitialized capacity
+    /// (tokio) touches only the pages data arrives in.
     pub read_chunk: usize,
     /// Size of the write buffer that batches frames; raised to `max_frame_len + 4` if
     /// smaller. Default 64 KiB.
@@ -72,8 +75,9 @@ pub struct Config {
     /// per-connection arena (8 KiB blocks, one allocation per block). A slice keeps its whole
     /// read buffer allocation alive, so slicing small payloads would let a slow reader pin
     /// far more memory than its credit; this way a connection's unread messages keep at most
-    /// its credit in arena blocks plus `initial_credit / copy_below` read buffers alive.
-    /// Default 4 KiB.
+    /// its credit in arena blocks plus `initial_credit / copy_below` read buffers (of up to
+    /// `read_chunk` bytes each: 64 x 256 KiB with the defaults, reached only if every one of
+    /// those messages arrived in a different read) alive. Default 4 KiB.
     pub copy_below: usize,
 }
 
@@ -86,7 +90,7 @@ impl Default for Config {
             backoff_max: Duration::from_secs(5),
             inbound_items: 1024,
             inbound_bytes: 4 << 20,
-            read_chunk: 64 << 10,
+            read_chunk: 256 << 10,
             write_buffer: 64 << 10,
             drain_timeout: Duration::from_secs(1),
             max_pending_handshakes: 64,

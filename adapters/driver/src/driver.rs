@@ -8,7 +8,8 @@
 //!    lock, picked up in step 1);
 //! 3. write the batch (one write call for many frames; `Ok(0)` is a dead link);
 //! 4. feed whole messages from the read buffer while the application's queues have room,
-//!    draining the outputs after each, or read more;
+//!    draining the outputs after each, and read more (a few reads per step, each followed
+//!    by feeding what it completed);
 //! 5. finish writing the last frames of a dropped link (GOODBYE, REJECTED);
 //! 6. arm the runtime timer for the earliest deadline.
 //!
@@ -40,6 +41,8 @@ use crate::{Io, Runtime, Timer};
 
 /// Rounds of work before the driver yields to the runtime (fairness under load).
 const BUDGET: usize = 64;
+/// Reads per step at most (each followed by feeding what it completed).
+const READ_ROUNDS: usize = 4;
 
 /// Where new links come from.
 pub(crate) enum Source<S> {
@@ -86,6 +89,14 @@ pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     split: FrameSplitter,
     timer: R::Timer,
     timer_at: Option<StdInstant>,
+    /// Messages that may be fed now ([`Locked::read_room`]), as of the last lock: it only
+    /// shrinks by feeding, and a reader that makes room again wakes the driver.
+    room: usize,
+    /// The write batch holds only what feeding made due (acks, handshake replies), this
+    /// many bytes: it is written after the task has yielded once, together with what the
+    /// application does meanwhile (the credit its reader gives back, its replies), instead
+    /// of in a write call of its own now. Anything else joining the batch ends the wait.
+    held: Option<usize>,
     /// When the session ended with a link still up: the link is closed by this time anyway.
     ended_deadline: Option<StdInstant>,
     /// The handle was dropped and a graceful close started: the task ends by this time anyway.
@@ -107,6 +118,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             split: FrameSplitter::new(config.conduit.max_frame_len),
             timer: rt.timer(),
             timer_at: None,
+            room: 0,
+            held: None,
             ended_deadline: None,
             exit_deadline: None,
             config,
@@ -143,6 +156,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 }
             }
             busy |= self.drain_outputs(&mut g, now, now_std);
+            self.room = g.read_room();
             let (ended, deadline) = g.status();
             (ended, deadline.and_then(|t| host.clock().std_time(t)))
         };
@@ -277,6 +291,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             c.counters.link_downs += 1;
             c.push_event(ConduitEvent::LinkDown { cause: LinkDownCause::Superseded });
             self.write.clear();
+            self.held = None;
             self.read.clear();
         }
     }
@@ -306,6 +321,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             });
         }
         self.write.clear();
+        self.held = None;
         self.read.clear();
         if let Source::Dialer(d) = &mut self.source {
             d.on_link_lost(now_std, link.attached);
@@ -368,6 +384,13 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, now: Instant, now_std: StdInstant) -> bool {
+        if let Some(held) = self.held {
+            if self.write.pending().len() == held {
+                // Written once the task has yielded (see `held`); `poll` wakes it.
+                return false;
+            }
+            self.held = None;
+        }
         let Some(link) = self.link.as_mut() else { return false };
         let cause = if !self.write.is_empty() {
             match Pin::new(&mut link.io).poll_write(cx, self.write.pending()) {
@@ -398,50 +421,59 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         true
     }
 
+    /// Feed the whole messages in the read buffer and read more, alternately, until the read
+    /// is pending, the application's queues are full or [`READ_ROUNDS`] reads were made.
+    /// Returns whether anything moved.
     fn poll_read(&mut self, cx: &mut Context<'_>, now: Instant, now_std: StdInstant) -> bool {
-        if self.link.is_none() {
-            return false;
-        }
-        let room = self.host.lock().read_room();
-        if room == 0 {
-            return false;
-        }
-        let run = match self.split.complete(self.read.data(), room) {
-            Ok(run) => run,
-            Err(e) => {
-                let host = Arc::clone(&self.host);
-                let mut g = host.lock();
-                self.retire(&mut g, now, now_std, LinkDownCause::Framing(e), false);
-                return true;
+        let mut busy = false;
+        let mut reads = 0;
+        loop {
+            if self.link.is_none() || self.room == 0 {
+                return busy;
             }
-        };
-        if run.messages > 0 {
-            self.feed(run.len, now, now_std);
+            let run = match self.split.complete(self.read.data(), self.room) {
+                Ok(run) => run,
+                Err(e) => {
+                    let host = Arc::clone(&self.host);
+                    let mut g = host.lock();
+                    self.retire(&mut g, now, now_std, LinkDownCause::Framing(e), false);
+                    return true;
+                }
+            };
+            if run.messages > 0 {
+                self.feed(run.len, now, now_std);
+                busy = true;
+                continue;
+            }
+            if reads == READ_ROUNDS {
+                return busy;
+            }
+            reads += 1;
+            let wanted = self.split.wanted(self.read.data());
+            let Some(link) = self.link.as_mut() else { return busy };
+            let r = if S::READS_UNINIT {
+                link.io.poll_read_uninit(cx, self.read.appendable(wanted))
+            } else {
+                Pin::new(&mut link.io).poll_read(cx, self.read.spare(wanted))
+            };
+            let cause = match r {
+                Poll::Ready(Ok(0)) => match self.split.at_eof(self.read.data()) {
+                    Ok(()) => LinkDownCause::Eof,
+                    Err(_) => LinkDownCause::Truncated,
+                },
+                Poll::Ready(Ok(n)) => {
+                    self.read.advance(n);
+                    busy = true;
+                    continue;
+                }
+                Poll::Ready(Err(e)) => LinkDownCause::Io(e.kind()),
+                Poll::Pending => return busy,
+            };
+            let host = Arc::clone(&self.host);
+            let mut g = host.lock();
+            self.retire(&mut g, now, now_std, cause, false);
             return true;
         }
-        let wanted = self.split.wanted(self.read.data());
-        let Some(link) = self.link.as_mut() else { return false };
-        let r = if S::READS_UNINIT {
-            link.io.poll_read_uninit(cx, self.read.appendable(wanted))
-        } else {
-            Pin::new(&mut link.io).poll_read(cx, self.read.spare(wanted))
-        };
-        let cause = match r {
-            Poll::Ready(Ok(0)) => match self.split.at_eof(self.read.data()) {
-                Ok(()) => LinkDownCause::Eof,
-                Err(_) => LinkDownCause::Truncated,
-            },
-            Poll::Ready(Ok(n)) => {
-                self.read.advance(n);
-                return true;
-            }
-            Poll::Ready(Err(e)) => LinkDownCause::Io(e.kind()),
-            Poll::Pending => return false,
-        };
-        let host = Arc::clone(&self.host);
-        let mut g = host.lock();
-        self.retire(&mut g, now, now_std, cause, false);
-        true
     }
 
     /// Feed the first `len` bytes of the read buffer (whole messages) to the core; delivered
@@ -454,19 +486,28 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         let chunk = self.read.split(len);
         let split = self.split;
         let host = Arc::clone(&self.host);
+        let was_empty = self.write.is_empty();
         let mut g = host.lock();
-        'messages: for msg in split.messages(&chunk) {
-            let mut event = g.feed(now, id, msg, &chunk, &mut self.write);
-            while let Some(e) = event {
+        let mut msgs = split.messages(&chunk);
+        'messages: while let Some(mut e) = g.feed_run(now, id, &mut msgs, &chunk, &mut self.write) {
+            loop {
                 self.on_event(&mut g, e, now, now_std);
                 if self.link.as_ref().map(|l| l.id) != Some(id) {
                     break 'messages;
                 }
-                event = g.after_input(&mut self.write, now, id);
+                match g.after_input(&mut self.write, now, id) {
+                    Some(next) => e = next,
+                    None => break,
+                }
             }
         }
         self.drain_outputs(&mut g, now, now_std);
         g.fed();
+        self.room = g.read_room();
+        drop(g);
+        if was_empty && !self.write.is_empty() {
+            self.held = Some(self.write.pending().len());
+        }
     }
 
     fn poll_drain(&mut self, cx: &mut Context<'_>, now_std: StdInstant) -> bool {
@@ -507,10 +548,17 @@ impl<R: Runtime, S: Io, H: Host<S>> Future for Driver<R, S, H> {
         for _ in 0..BUDGET {
             match this.step(cx) {
                 Step::Busy => {}
-                Step::Idle => return Poll::Pending,
+                Step::Idle => {
+                    if this.held.take().is_some() {
+                        // Write the held batch on the next poll, after the others' turn.
+                        R::yield_wake(cx);
+                    }
+                    return Poll::Pending;
+                }
                 Step::Done => return Poll::Ready(()),
             }
         }
+        this.held = None;
         cx.waker().wake_by_ref();
         Poll::Pending
     }

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use sotto::conduit::InputError;
-use sotto::stream::WriteBatch;
+use sotto::stream::{Messages, WriteBatch};
 use sotto::wire::ClientHello;
 use sotto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
 
@@ -70,6 +70,25 @@ pub(crate) trait Locked<S> {
         chunk: &Bytes,
         batch: &mut WriteBatch<Vec<u8>>,
     ) -> Option<Event>;
+    /// [`feed`](Self::feed) the messages of `msgs` in order until one makes an event, which
+    /// is returned (the messages after it stay in `msgs`); `None` once all were fed. A host
+    /// may instead feed the whole run and leave its outputs to the driver's full drain,
+    /// which follows every run, where that loses nothing (see the session host).
+    fn feed_run(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        msgs: &mut Messages<'_>,
+        chunk: &Bytes,
+        batch: &mut WriteBatch<Vec<u8>>,
+    ) -> Option<Event> {
+        for msg in msgs {
+            if let Some(e) = self.feed(now, link, msg, chunk, batch) {
+                return Some(e);
+            }
+        }
+        None
+    }
     /// The light drain of [`feed`](Self::feed), on its own.
     fn after_input(&mut self, batch: &mut WriteBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event>;
     /// A run of messages was fed: wake the readers that got data.

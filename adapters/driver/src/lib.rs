@@ -110,6 +110,15 @@ pub trait Runtime: Clone + Send + Sync + Unpin + 'static {
 
     /// A timer that has not been armed yet (it never fires until [`Timer::reset`]).
     fn timer(&self) -> Self::Timer;
+
+    /// Arrange for the task polled with `cx` (which then returns `Pending`) to be polled
+    /// again after the other tasks that are ready now had their turn. The default wakes it
+    /// at once, which a runtime with a fair queue of ready tasks runs after them; tokio's
+    /// current-thread scheduler polls its `block_on` future only between rounds, so its
+    /// adapter defers the wake-up as `tokio::task::yield_now` does.
+    fn yield_wake(cx: &mut Context<'_>) {
+        cx.waker().wake_by_ref();
+    }
 }
 
 /// A one-shot timer that can be re-armed; the driver keeps one and moves its deadline.

@@ -270,3 +270,64 @@ async fn endpoint_deadline_bad_hello_and_rejected_resume() {
         assert_eq!(acc2.stats().endpoint.rejected, 1);
     }
 }
+
+/// A new session is yielded only once its session handshake has finished: a client that
+/// sends a valid ClientHello, reads its ServerHello and goes silent, and one that drops its
+/// link right after the ClientHello, are never seen by `accept`; both sessions are closed
+/// and freed at the link's handshake deadline (1 s here). A normal client afterwards is
+/// yielded, and it is the one `accept` returns.
+async fn unfinished_session_handshake_run(acceptor: Rt) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (acc, upstream) = listen(acceptor, Transport::Tcp, session_config()).await;
+    let Endpoint::Tcp(addr) = upstream.clone() else { unreachable!() };
+    let hello = sotto::wire::ClientHello { resume_key: None, last_received: None, ext: true }.encode();
+    let mut first = (hello.len() as u32).to_le_bytes().to_vec();
+    first.extend_from_slice(&hello);
+    let started = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    silent.write_all(&first).await.expect("write");
+    let mut server_hello = vec![0u8; first.len()];
+    within(LIMIT, "ServerHello", silent.read_exact(&mut server_hello)).await.expect("ServerHello");
+    let decoded = sotto::wire::ServerHello::decode(server_hello[4..].try_into().expect("len")).expect("decode");
+    assert!(!decoded.rejected, "a fresh session was created");
+    let mut dropper = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    dropper.write_all(&first).await.expect("write");
+    assert!(eventually(LIMIT, || acc.stats().endpoint.sessions_created == 2).await);
+    drop(dropper);
+    // Before the deadline: both sessions live in the endpoint, neither is yielded.
+    let early = tokio::time::timeout(Duration::from_millis(500), acc.accept()).await;
+    assert!(early.is_err(), "a session whose handshake has not finished was yielded");
+    if started.elapsed() < Duration::from_millis(900) {
+        let s = acc.stats();
+        assert_eq!((s.sessions, s.sessions_expired, s.endpoint.sessions_live), (0, 0, 2), "{s:?}");
+    }
+    // At the deadline both are closed and freed, still unseen.
+    assert!(eventually(LIMIT, || acc.stats().sessions_expired == 2 && acc.stats().endpoint.sessions_live == 0).await);
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed before the deadline: {:?}", started.elapsed());
+    assert_eq!(acc.stats().sessions, 0);
+    let mut rest = [0u8; 64];
+    loop {
+        // The silent client's link is closed (after whatever the acceptor sent on closing).
+        match within(LIMIT, "silent link closed", silent.read(&mut rest)).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    // A normal client is yielded: the pair can talk.
+    let a = dial(Rt::Tokio, upstream, session_config()).await;
+    let b = within(LIMIT, "accept", acc.accept()).await.expect("accept");
+    let pairs = within(LIMIT, "open", open_accept(&a, &b, 1)).await;
+    within(LIMIT, "exchange", exchange_all(pairs, 50)).await;
+    let s = acc.stats();
+    assert_eq!((s.sessions, s.sessions_expired, s.endpoint.sessions_created), (1, 2, 3), "{s:?}");
+}
+
+#[tokio::test]
+async fn unfinished_session_handshake_is_never_yielded_tokio() {
+    unfinished_session_handshake_run(Rt::Tokio).await;
+}
+
+#[tokio::test]
+async fn unfinished_session_handshake_is_never_yielded_smol() {
+    unfinished_session_handshake_run(Rt::Smol).await;
+}

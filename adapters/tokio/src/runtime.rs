@@ -38,6 +38,13 @@ impl Runtime for Tokio {
     fn timer(&self) -> TokioTimer {
         TokioTimer { sleep: None }
     }
+
+    fn yield_wake(cx: &mut Context<'_>) {
+        // `yield_now` defers the wake-up until the scheduler has polled its I/O driver and
+        // the other ready tasks (waking at once outside a runtime).
+        let yielded = std::pin::pin!(tokio::task::yield_now());
+        let _ = yielded.poll(cx);
+    }
 }
 
 /// A `tokio::time::Sleep`, allocated on first use and reset in place afterwards.

@@ -2,18 +2,25 @@
 //! and routes each through the core [`Endpoint`]: [`Endpoint::accept_link`] (refused unread
 //! past the pending-handshake cap or a source's failure budget), the ClientHello read under
 //! the handshake deadline, then [`Endpoint::route`]: a new session (its driver task is
-//! spawned and the session is yielded by [`SessionAcceptor::accept`]), a resume (the link
-//! goes to that session's driver through the endpoint lock), or REJECTED (written, then the
-//! link is closed).
+//! spawned; the session is yielded by [`SessionAcceptor::accept`] once its session handshake
+//! has finished, or closed unseen if it has not by the link's handshake deadline), a resume
+//! (the link goes to that session's driver through the endpoint lock), or REJECTED (written,
+//! then the link is closed).
+//!
+//! A session is only handed to the application once the core reports it ready: an initiator
+//! whose first ServerHello was lost redials as a fresh session, and the first attempt must
+//! not become a session the application holds with no peer behind it.
 
 use std::io;
 use std::sync::Arc;
+use std::task::Context;
+use std::time::Instant as StdInstant;
 
 use futures::stream::Stream;
 use sotto::conduit::ConfigError;
 use sotto::endpoint::{Endpoint, EndpointStats, PendingLink as EpPending, Routed};
 use sotto::wire::{ClientHello, HELLO_LEN};
-use sotto::{Instant, ResumeKey};
+use sotto::{Instant, ResumeKey, SessionEnd};
 
 use super::handle::SessionHandle;
 use super::home::{EpHome, EpShared, SessDriverHost, SessionHome};
@@ -22,15 +29,18 @@ use crate::driver::{Driver, Source};
 use crate::keys::fresh_key;
 use crate::listen::{self, ListenOf, Queue, Routing};
 use crate::pending::Outcome;
-use crate::{Io, Runtime, TaskGuard};
+use crate::{Io, Runtime, TaskGuard, Timer};
 
 /// Counters of a session acceptor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SessionAcceptorStats {
     /// Streams taken from the listener.
     pub links: u64,
-    /// New sessions handed to the application's queue.
+    /// New sessions handed to the application's queue (their session handshake finished).
     pub sessions: u64,
+    /// New sessions whose session handshake had not finished by their link's handshake
+    /// deadline: closed without ever being yielded.
+    pub sessions_expired: u64,
     /// Fresh ClientHellos turned away because `accept_backlog` sessions were waiting.
     pub backlog_full: u64,
     /// The endpoint's counters: links refused, bad hellos, expired handshakes, sessions
@@ -40,8 +50,9 @@ pub struct SessionAcceptorStats {
 
 listen::impl_counts!(SessionAcceptorStats);
 
-/// Serves a listener with the session API: yields each new session as its first link
-/// arrives; resumes go to their sessions without the application seeing them. Dropping the
+/// Serves a listener with the session API: yields each new session once its session
+/// handshake (Hello, HelloYourself, LetsGo) has finished over its first link; resumes go to
+/// their sessions without the application seeing them. Dropping the
 /// acceptor stops listening and ends the handshakes in progress; sessions already yielded
 /// live on (each until its own handle is dropped), those not yet yielded are closed.
 pub struct SessionAcceptor {
@@ -83,7 +94,7 @@ where
 {
     let endpoint = Endpoint::new(config.endpoint_config(), &[])?;
     let ep = Arc::new(EpShared::new(endpoint, &config)?);
-    let routing = EpRouting { ep: Arc::clone(&ep) };
+    let routing = EpRouting::<R> { ep: Arc::clone(&ep), unannounced: Vec::new(), timer: None, armed: None };
     let (queue, guard) = listen::spawn(rt, incoming, config, routing);
     Ok(SessionAcceptor { queue, ep, _task: guard })
 }
@@ -99,8 +110,23 @@ pub fn source_of(addr: &std::net::SocketAddr) -> u64 {
 }
 
 /// The session acceptor's routing: through the core endpoint.
-struct EpRouting {
+struct EpRouting<R: Runtime> {
     ep: Arc<EpShared>,
+    /// New sessions whose session handshake has not finished yet: not shown to the
+    /// application. Dropping one closes it.
+    unannounced: Vec<Unannounced>,
+    /// Fires at the earliest deadline in `unannounced`.
+    timer: Option<R::Timer>,
+    /// The deadline `timer` is armed for.
+    armed: Option<StdInstant>,
+}
+
+/// A new session in its session handshake.
+struct Unannounced {
+    handle: sotto::endpoint::SessionHandle,
+    session: SessionHandle,
+    /// Its first link's handshake deadline (from when the link was taken).
+    deadline: StdInstant,
 }
 
 enum After<S> {
@@ -109,9 +135,10 @@ enum After<S> {
     Reject(S),
 }
 
-impl<R: Runtime, S: Io> Routing<R, S> for EpRouting {
+impl<R: Runtime, S: Io> Routing<R, S> for EpRouting<R> {
     type Item = (S, u64);
-    type Key = EpPending;
+    /// The pending link and its handshake deadline.
+    type Key = (EpPending, StdInstant);
     type Session = SessionHandle;
     type Stats = SessionAcceptorStats;
 
@@ -119,15 +146,18 @@ impl<R: Runtime, S: Io> Routing<R, S> for EpRouting {
         let now = self.ep.clock.now();
         let admitted = self.ep.lock().endpoint.accept_link(now, source);
         match admitted {
-            Ok(p) => l.read_hello(io, p),
+            Ok(p) => {
+                let deadline = listen::deadline(l.config.conduit.handshake_timeout.into());
+                l.read_hello(io, (p, deadline));
+            }
             Err(refusal) => tracing::debug!(?refusal, "sotto: link refused"),
         }
     }
 
-    fn outcome(&mut self, l: &mut ListenOf<R, S, Self>, p: EpPending, outcome: Outcome<S>) {
+    fn outcome(&mut self, l: &mut ListenOf<R, S, Self>, (p, deadline): Self::Key, outcome: Outcome<S>) {
         let now = self.ep.clock.now();
         match outcome {
-            Outcome::Hello(io, hello) => self.route(l, now, p, io, &hello),
+            Outcome::Hello(io, hello) => self.route(l, now, p, deadline, io, &hello),
             Outcome::BadPrefix => {
                 // Counted (and charged to the source) by the endpoint as a bad hello.
                 let mut g = self.ep.lock();
@@ -145,19 +175,79 @@ impl<R: Runtime, S: Io> Routing<R, S> for EpRouting {
             Outcome::Written => {}
         }
     }
+
+    /// Yield the sessions whose handshake finished; close those past their deadline.
+    fn poll(&mut self, l: &mut ListenOf<R, S, Self>, cx: &mut Context<'_>) -> bool {
+        if self.unannounced.is_empty() {
+            return false;
+        }
+        let std_now = StdInstant::now();
+        let mut settled = Vec::new();
+        {
+            let mut g = self.ep.lock();
+            let now = self.ep.clock.now();
+            let mut i = 0;
+            while i < self.unannounced.len() {
+                let u = &self.unannounced[i];
+                // A stale handle (the session was freed) gets the ended stand-in.
+                let (s, st) = g.parts(u.handle);
+                let announce = if st.ready {
+                    true
+                } else if s.is_ended() {
+                    false
+                } else if u.deadline <= std_now {
+                    tracing::debug!("sotto: session handshake timed out");
+                    s.conduit_end(now, SessionEnd::Evicted);
+                    st.common.wake_driver();
+                    l.queue.lock().stats.sessions_expired += 1;
+                    false
+                } else {
+                    // Woken when the core reports Ready and when the driver ends.
+                    st.common.watchers.register(cx);
+                    i += 1;
+                    continue;
+                };
+                settled.push((self.unannounced.swap_remove(i).session, announce));
+            }
+        }
+        // Outside the endpoint lock: dropping a handle takes it.
+        let busy = !settled.is_empty();
+        for (session, announce) in settled {
+            if announce {
+                l.queue.push(session);
+            }
+        }
+        let Some(next) = self.unannounced.iter().map(|u| u.deadline).min() else {
+            self.armed = None;
+            return busy;
+        };
+        let timer = self.timer.get_or_insert_with(|| l.rt.timer());
+        if self.armed != Some(next) {
+            timer.reset(next);
+            self.armed = Some(next);
+        }
+        if timer.poll_expired(cx).is_ready() {
+            // Look again now that the deadline has passed.
+            self.armed = None;
+            return true;
+        }
+        busy
+    }
 }
 
-impl EpRouting {
-    fn route<R: Runtime, S: Io>(
-        &self,
+impl<R: Runtime> EpRouting<R> {
+    fn route<S: Io>(
+        &mut self,
         l: &mut ListenOf<R, S, Self>,
         now: Instant,
         p: EpPending,
+        deadline: StdInstant,
         io: S,
         hello: &[u8; HELLO_LEN],
     ) {
         let fresh = ClientHello::decode(hello).is_ok_and(|h| h.resume_key.is_none());
-        if fresh && l.queue.full(l.config.accept_backlog) {
+        // Sessions still in their handshake count against the backlog too.
+        if fresh && l.queue.full(l.config.accept_backlog.saturating_sub(self.unannounced.len())) {
             self.ep.lock().endpoint.pending_closed(p);
             return;
         }
@@ -192,13 +282,14 @@ impl EpRouting {
         };
         match after {
             After::Nothing => {}
-            After::Reject(io) => l.reject(io, p),
+            After::Reject(io) => l.reject(io, (p, deadline)),
             After::Spawn(handle) => {
                 let home: Arc<dyn SessionHome> = Arc::new(EpHome { ep: Arc::clone(&self.ep), handle });
                 let host = Arc::new(SessDriverHost::<S>::new(Arc::clone(&home)));
                 let driver = Driver::<R, S, SessDriverHost<S>>::new(&l.rt, host, Source::Mailbox, l.config);
                 let task = l.rt.spawn(Box::pin(driver));
-                l.queue.push(SessionHandle::new(home, task));
+                let session = SessionHandle::new(home, task);
+                self.unannounced.push(Unannounced { handle, session, deadline });
             }
         }
     }

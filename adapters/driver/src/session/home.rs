@@ -18,7 +18,7 @@ use bytes::Bytes;
 use sotto::conduit::InputError;
 use sotto::endpoint::{Endpoint, EndpointEvent, SessionHandle as EpHandle};
 use sotto::session::{Session, SessionConfig};
-use sotto::stream::WriteBatch;
+use sotto::stream::{Messages, WriteBatch};
 use sotto::wire::ClientHello;
 use sotto::{Conduit, ConduitConfig, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
 
@@ -350,6 +350,25 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         let (s, st) = self.lock.parts();
         state::feed(s, st, now, link, msg, chunk);
         light_drain(s, st, batch, now, link)
+    }
+    fn feed_run(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        msgs: &mut Messages<'_>,
+        chunk: &Bytes,
+        _batch: &mut WriteBatch<Vec<u8>>,
+    ) -> Option<Event> {
+        // One lookup of the session for the whole run, and the outputs drained once, after
+        // it (the driver's full drain follows): every event a run of input can make is
+        // edge-triggered or one per link (the conduit's queue of 8 cannot overflow), frames
+        // due are coalesced (acks, grants), and once the core drops the link it answers
+        // the rest of the run with `StaleLink`, so nothing is lost or taken from a dead link.
+        let (s, st) = self.lock.parts();
+        for msg in msgs {
+            state::feed(s, st, now, link, msg, chunk);
+        }
+        None
     }
     fn after_input(&mut self, batch: &mut WriteBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event> {
         let (s, st) = self.lock.parts();
