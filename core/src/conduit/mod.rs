@@ -545,6 +545,10 @@ impl Conduit {
             self.timers.clear(Timer::Ping);
             if self.ext_in_force() && self.ping_outstanding.is_none() {
                 self.ping_due = true;
+                // The pong is awaited from now, not from when the PING leaves: a link whose
+                // writes are stuck (the PING queued behind data the peer never reads) and
+                // that brings nothing in is as dead as one that loses the PING.
+                self.timers.set_if_unset(Timer::PongTimeout, now.saturating_add(self.config.pong_timeout));
             }
         }
         if self.timers.is_due(Timer::AckDelay, now) {

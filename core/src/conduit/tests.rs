@@ -274,3 +274,31 @@ fn handle_timeout_is_idempotent_even_with_zero_recovery_timeout() {
     assert_eq!(p.a.ended(), first, "a second call at the same now changes nothing");
     assert_eq!(first, Some(SessionEnd::RecoveryTimeout));
 }
+
+/// Keepalive while the link's writes are stuck (the PING queued behind data the peer never
+/// reads, so `poll_transmit` is not drained) and nothing comes in: the pong is awaited from
+/// when the PING fell due, so the link is dropped at ping_interval + pong_timeout even
+/// though the PING never left.
+#[test]
+fn keepalive_drops_a_link_whose_writes_are_stuck() {
+    let cfg = ConduitConfig::default();
+    let mut p = Pair::new(cfg);
+    p.connect();
+    let la = p.la.expect("up");
+    p.a.send(b"queued, never written").expect("room");
+    let due = p.now.saturating_add(cfg.ping_interval);
+    p.a.handle_timeout(due);
+    let dead = due.saturating_add(cfg.pong_timeout);
+    let early = Instant::from_nanos(dead.as_nanos() - 1);
+    p.a.handle_timeout(early);
+    assert!(p.a.is_established(), "alive until the pong deadline");
+    p.a.handle_timeout(dead);
+    let mut dropped = None;
+    while let Some(e) = p.a.poll_event() {
+        if let Event::DropLink { link, reason } = e {
+            dropped = Some((link, reason));
+        }
+    }
+    assert_eq!(dropped, Some((la, LinkDropReason::KeepaliveTimeout)));
+    assert!(!p.a.is_ended(), "the link died, not the session");
+}

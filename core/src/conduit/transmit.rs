@@ -202,7 +202,7 @@ impl Conduit {
             self.ping_due = false;
             self.ping_outstanding = Some((self.ping_nonce, now));
             self.stats.pings_sent += 1;
-            self.timers.set(Timer::PongTimeout, now.saturating_add(self.config.pong_timeout));
+            self.timers.set_if_unset(Timer::PongTimeout, now.saturating_add(self.config.pong_timeout));
             return Some(n);
         }
         if ext {
