@@ -39,6 +39,12 @@ pub struct Config {
     /// Size of the write buffer that batches frames; raised to `max_frame_len + 4` if
     /// smaller. Default 64 KiB.
     pub write_buffer: usize,
+    /// Items at least this long are not copied into the write buffer: they are written
+    /// straight from the core's replay ring with a vectored write (headers from the buffer,
+    /// items from the ring), saving one copy of every payload byte. Shorter ones are copied
+    /// (one slice per item costs the kernel more than the copy). `usize::MAX` turns lending
+    /// off. Default 2 KiB.
+    pub lend_from: usize,
     /// How long the last frames of a dropped link (GOODBYE, REJECTED) may take to write
     /// before the link is closed anyway. Default 1 s.
     pub drain_timeout: Duration,
@@ -92,6 +98,7 @@ impl Default for Config {
             inbound_bytes: 4 << 20,
             read_chunk: 256 << 10,
             write_buffer: 64 << 10,
+            lend_from: 2 << 10,
             drain_timeout: Duration::from_secs(1),
             max_pending_handshakes: 64,
             accept_backlog: 64,

@@ -6,7 +6,9 @@
 //! 2. get a link if there is none (initiator: dial with backoff; raw acceptor: take the link
 //!    the router handed over; session acceptor: the endpoint hands links over through the
 //!    lock, picked up in step 1);
-//! 3. write the batch (one write call for many frames; `Ok(0)` is a dead link);
+//! 3. write the batch (one write call for many frames; `Ok(0)` is a dead link): small
+//!    frames are copied into it, items of `lend_from` bytes and more stay in the core's
+//!    replay ring and go out in one vectored write with the headers, under the lock;
 //! 4. feed whole messages from the read buffer while the application's queues have room,
 //!    draining the outputs after each, and read more (a few reads per step, each followed
 //!    by feeding what it completed);
@@ -20,13 +22,14 @@
 //! session-layer sessions.
 
 use std::future::Future;
+use std::io::{self, IoSlice};
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
-use sotto::stream::{FrameSplitter, WriteBatch};
+use sotto::stream::{FrameSplitter, LendingBatch};
 use sotto::{Event, Instant, LinkId, ResumeKey, SessionEnd};
 
 use crate::config::Config;
@@ -79,13 +82,19 @@ enum Step {
     Done,
 }
 
+/// Lent items a write batch holds at most (each one or two slices of the ring).
+const MAX_LENT: usize = 64;
+/// Slices of one vectored write at most: every lent item's (two, if it wraps in the ring)
+/// and the buffer's runs between them.
+const MAX_CHUNKS: usize = 3 * MAX_LENT + 1;
+
 pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     host: Arc<H>,
     source: Source<S>,
     link: Option<Link<S>>,
     drain: Option<Drain<S>>,
     read: ReadBuffer,
-    write: WriteBatch<Vec<u8>>,
+    write: LendingBatch<Vec<u8>>,
     split: FrameSplitter,
     timer: R::Timer,
     timer_at: Option<StdInstant>,
@@ -114,7 +123,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             link: None,
             drain: None,
             read: ReadBuffer::new(config.read_chunk, S::READS_UNINIT),
-            write: WriteBatch::new(vec![0; config.write_buffer_len()]),
+            write: LendingBatch::new(vec![0; config.write_buffer_len()], config.lend_from, MAX_LENT),
             split: FrameSplitter::new(config.conduit.max_frame_len),
             timer: rt.timer(),
             timer_at: None,
@@ -313,12 +322,13 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         c.counters.link_downs += 1;
         c.push_event(ConduitEvent::LinkDown { cause });
         if keep && !self.write.is_empty() {
-            self.drain = Some(Drain {
-                io: link.io,
-                bytes: self.write.pending().to_vec(),
-                pos: 0,
-                deadline: now_std + self.config.drain_timeout,
-            });
+            // Its lent items are still in the ring (nothing acks an unwritten frame).
+            let mut chunks = vec![&[][..]; self.write.max_chunks()];
+            let bytes = match self.write.chunks(g.conduit(), &mut chunks) {
+                Ok(n) => chunks[..n].concat(),
+                Err(_) => Vec::new(),
+            };
+            self.drain = Some(Drain { io: link.io, bytes, pos: 0, deadline: now_std + self.config.drain_timeout });
         }
         self.write.clear();
         self.held = None;
@@ -385,7 +395,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
 
     fn poll_write(&mut self, cx: &mut Context<'_>, now: Instant, now_std: StdInstant) -> bool {
         if let Some(held) = self.held {
-            if self.write.pending().len() == held {
+            if self.write.pending_len() == held {
                 // Written once the task has yielded (see `held`); `poll` wakes it.
                 return false;
             }
@@ -393,7 +403,25 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         }
         let Some(link) = self.link.as_mut() else { return false };
         let cause = if !self.write.is_empty() {
-            match Pin::new(&mut link.io).poll_write(cx, self.write.pending()) {
+            let written = match self.write.owned_only() {
+                Some(bytes) => Pin::new(&mut link.io).poll_write(cx, bytes),
+                None => {
+                    // Lent items: their bytes are read from the ring under the lock.
+                    let host = Arc::clone(&self.host);
+                    let g = host.lock();
+                    let mut chunks: [&[u8]; MAX_CHUNKS] = [&[]; MAX_CHUNKS];
+                    match self.write.chunks(g.conduit(), &mut chunks) {
+                        Ok(n) => {
+                            let slices: [IoSlice<'_>; MAX_CHUNKS] = std::array::from_fn(|i| IoSlice::new(chunks[i]));
+                            Pin::new(&mut link.io).poll_write_vectored(cx, &slices[..n])
+                        }
+                        // Cannot happen while the link lasts: the ring keeps an item until
+                        // the peer acks its frame, which it has not read yet.
+                        Err(_) => Poll::Ready(Err(io::Error::other("sotto: a lent item is gone"))),
+                    }
+                }
+            };
+            match written {
                 Poll::Ready(Ok(0)) => LinkDownCause::WriteZero,
                 Poll::Ready(Ok(n)) => {
                     self.write.consume(n);
@@ -506,7 +534,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         self.room = g.read_room();
         drop(g);
         if was_empty && !self.write.is_empty() {
-            self.held = Some(self.write.pending().len());
+            self.held = Some(self.write.pending_len());
         }
     }
 

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use sotto::conduit::InputError;
-use sotto::stream::{Messages, WriteBatch};
+use sotto::stream::{LendingBatch, Messages};
 use sotto::wire::ClientHello;
 use sotto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
 
@@ -34,7 +34,7 @@ pub(crate) trait Locked<S> {
     /// conduit's current link), and take the next event. Returns whether frames were written.
     fn drain_round(
         &mut self,
-        batch: &mut WriteBatch<Vec<u8>>,
+        batch: &mut LendingBatch<Vec<u8>>,
         now: Instant,
         link: Option<LinkId>,
     ) -> (bool, Option<Event>);
@@ -68,7 +68,7 @@ pub(crate) trait Locked<S> {
         link: LinkId,
         msg: &[u8],
         chunk: &Bytes,
-        batch: &mut WriteBatch<Vec<u8>>,
+        batch: &mut LendingBatch<Vec<u8>>,
     ) -> Option<Event>;
     /// [`feed`](Self::feed) the messages of `msgs` in order until one makes an event, which
     /// is returned (the messages after it stay in `msgs`); `None` once all were fed. A host
@@ -80,7 +80,7 @@ pub(crate) trait Locked<S> {
         link: LinkId,
         msgs: &mut Messages<'_>,
         chunk: &Bytes,
-        batch: &mut WriteBatch<Vec<u8>>,
+        batch: &mut LendingBatch<Vec<u8>>,
     ) -> Option<Event> {
         for msg in msgs {
             if let Some(e) = self.feed(now, link, msg, chunk, batch) {
@@ -90,7 +90,7 @@ pub(crate) trait Locked<S> {
         None
     }
     /// The light drain of [`feed`](Self::feed), on its own.
-    fn after_input(&mut self, batch: &mut WriteBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event>;
+    fn after_input(&mut self, batch: &mut LendingBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event>;
     /// A run of messages was fed: wake the readers that got data.
     fn fed(&mut self);
     /// How many messages may be fed now (0: the application's queues are full, stop reading).

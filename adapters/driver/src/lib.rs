@@ -7,9 +7,10 @@
 //! - the per-session **driver** task: one future per session looping "drain the core's
 //!   outputs, check the clock against `poll_timeout`, wait for one input (link readable or
 //!   writable, application command, new link, timer), feed it"; reads go into one reusable
-//!   `BytesMut`, writes are batched through [`sotto::stream::WriteBatch`] (one write call for
-//!   many frames). The loop is generic over the state it drives, so the same code runs raw
-//!   stable conduits and session-layer sessions;
+//!   `BytesMut`, writes are batched through [`sotto::stream::LendingBatch`] (one write call
+//!   for many frames; large items written straight from the replay ring, vectored). The
+//!   loop is generic over the state it drives, so the same code runs raw stable conduits and
+//!   session-layer sessions;
 //! - the **session API**: [`connect_session`], [`serve_sessions`] ([`SessionAcceptor`]),
 //!   [`SessionHandle`] (open, accept, events, stats, graceful close) and [`Connection`]
 //!   (`Stream<Item = Bytes>` + `Sink<Bytes>`, per-connection credit backpressure);

@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 use sotto::conduit::InputError;
-use sotto::stream::WriteBatch;
+use sotto::stream::LendingBatch;
 use sotto::wire::ClientHello;
 use sotto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
 
@@ -110,7 +110,7 @@ impl<S> Locked<S> for RawGuard<'_> {
     }
     fn drain_round(
         &mut self,
-        batch: &mut WriteBatch<Vec<u8>>,
+        batch: &mut LendingBatch<Vec<u8>>,
         now: Instant,
         link: Option<LinkId>,
     ) -> (bool, Option<Event>) {
@@ -150,7 +150,7 @@ impl<S> Locked<S> for RawGuard<'_> {
         link: LinkId,
         msg: &[u8],
         chunk: &Bytes,
-        batch: &mut WriteBatch<Vec<u8>>,
+        batch: &mut LendingBatch<Vec<u8>>,
     ) -> Option<Event> {
         let g = &mut *self.0;
         if let Ok(Some(item)) = g.conduit.handle_message(now, link, msg) {
@@ -162,7 +162,7 @@ impl<S> Locked<S> for RawGuard<'_> {
         }
         Locked::<S>::after_input(self, batch, now, link)
     }
-    fn after_input(&mut self, batch: &mut WriteBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event> {
+    fn after_input(&mut self, batch: &mut LendingBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event> {
         let c = &mut self.0.conduit;
         if c.current_link() == Some(link) && c.has_transmit() {
             let _ = batch.fill(c, now);

@@ -86,7 +86,14 @@ async fn unix_through_chaos_stalls_and_half_open() {
     println!("kills {:?} stalls {:?} half-open {:?}", s.kills, s.stalls, s.half_opens);
     assert!(s.half_opens.load(Ordering::SeqCst) >= 1);
     let keepalive = a.stats().conduit.link_drops.keepalive + b.stats().conduit.link_drops.keepalive;
-    assert!(keepalive >= 1, "a half-open link is found by keepalive");
+    assert!(
+        keepalive >= 1,
+        "a half-open link is found by keepalive: a {:?} {:?}, b {:?} {:?}",
+        a.stats().conduit.link_drops,
+        a.stats().link_downs,
+        b.stats().conduit.link_drops,
+        b.stats().link_downs
+    );
 }
 
 #[tokio::test]

@@ -129,6 +129,20 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> LendingBatch<B> {
         self.end - self.start + lent
     }
 
+    /// The pending bytes when none are lent (one slice of the buffer, written without the
+    /// source), else `None`: use [`chunks`](Self::chunks).
+    #[must_use]
+    pub fn owned_only(&self) -> Option<&[u8]> {
+        (self.lent_head == self.lent.len()).then(|| &self.buf.as_ref()[self.start..self.end])
+    }
+
+    /// The most slices [`chunks`](Self::chunks) can return: an array this long always takes
+    /// every pending byte.
+    #[must_use]
+    pub fn max_chunks(&self) -> usize {
+        3 * self.lent.capacity() + 1
+    }
+
     /// The link the pending bytes are for (`None` when empty and never filled since the last
     /// [`clear`](Self::clear)).
     #[must_use]
@@ -394,6 +408,8 @@ mod tests {
         let f = batch.fill(&mut a, Instant::ZERO);
         assert_eq!(f.frames, 1);
         assert_eq!(f.bytes, batch.pending_len());
+        assert_eq!(batch.owned_only(), None, "an item is lent");
+        assert_eq!(batch.max_chunks(), 13);
         {
             let mut out: [&[u8]; 4] = [&[]; 4];
             assert_eq!(batch.chunks(&a, &mut out), Ok(2), "owned bytes, then the lent item");
@@ -407,5 +423,6 @@ mod tests {
         assert_eq!(batch.chunks(&a, &mut out), Err(StaleItem));
         batch.clear();
         assert!(batch.is_empty());
+        assert_eq!(batch.owned_only(), Some(&[][..]));
     }
 }

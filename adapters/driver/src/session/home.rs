@@ -18,7 +18,7 @@ use bytes::Bytes;
 use sotto::conduit::InputError;
 use sotto::endpoint::{Endpoint, EndpointEvent, SessionHandle as EpHandle};
 use sotto::session::{Session, SessionConfig};
-use sotto::stream::{Messages, WriteBatch};
+use sotto::stream::{LendingBatch, Messages};
 use sotto::wire::ClientHello;
 use sotto::{Conduit, ConduitConfig, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
 
@@ -247,7 +247,7 @@ impl SessLock<'_> {
 fn light_drain(
     s: &mut Session,
     st: &mut SessState,
-    batch: &mut WriteBatch<Vec<u8>>,
+    batch: &mut LendingBatch<Vec<u8>>,
     now: Instant,
     link: LinkId,
 ) -> Option<Event> {
@@ -300,7 +300,7 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
     }
     fn drain_round(
         &mut self,
-        batch: &mut WriteBatch<Vec<u8>>,
+        batch: &mut LendingBatch<Vec<u8>>,
         now: Instant,
         link: Option<LinkId>,
     ) -> (bool, Option<Event>) {
@@ -345,7 +345,7 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         link: LinkId,
         msg: &[u8],
         chunk: &Bytes,
-        batch: &mut WriteBatch<Vec<u8>>,
+        batch: &mut LendingBatch<Vec<u8>>,
     ) -> Option<Event> {
         let (s, st) = self.lock.parts();
         state::feed(s, st, now, link, msg, chunk);
@@ -357,7 +357,7 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         link: LinkId,
         msgs: &mut Messages<'_>,
         chunk: &Bytes,
-        _batch: &mut WriteBatch<Vec<u8>>,
+        _batch: &mut LendingBatch<Vec<u8>>,
     ) -> Option<Event> {
         // One lookup of the session for the whole run, and the outputs drained once, after
         // it (the driver's full drain follows): every event a run of input can make is
@@ -370,7 +370,7 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         }
         None
     }
-    fn after_input(&mut self, batch: &mut WriteBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event> {
+    fn after_input(&mut self, batch: &mut LendingBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event> {
         let (s, st) = self.lock.parts();
         light_drain(s, st, batch, now, link)
     }
