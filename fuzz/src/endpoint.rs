@@ -19,6 +19,9 @@
 //!   REJECTED), unless a forged hello took the session over; its fresh dial creates a session;
 //!   root data both ways is delivered exactly once, in order (untouched sessions);
 //! - honest sessions never fail at the session layer, nor drop a link for a violation;
+//! - new sessions: `SessionReady` once per session, only for a live ready one, and after a
+//!   drain every live ready session has been announced; `SessionHandshakeExpired` only for a
+//!   live session never announced, already freed (stale); the stats count both events;
 //! - after `handle_timeout(now)` and a drain no deadline (endpoint, sessions, clients) lies at
 //!   or before `now`.
 
@@ -273,6 +276,10 @@ struct Sim {
     tainted: BTreeSet<SessionHandle>,
     /// Pending handles that are no longer live.
     stale_pending: Vec<PendingLink>,
+    /// Sessions reported by `SessionReady`, and how many `SessionHandshakeExpired` came.
+    announced: BTreeSet<SessionHandle>,
+    ready_events: u64,
+    expired_events: u64,
     buf: Vec<u8>,
     trace: bool,
 }
@@ -310,6 +317,9 @@ impl Sim {
             live: BTreeSet::new(),
             tainted: BTreeSet::new(),
             stale_pending: Vec::new(),
+            announced: BTreeSet::new(),
+            ready_events: 0,
+            expired_events: 0,
             buf: vec![0u8; 1 << 12],
             trace: std::env::var_os("SOTTO_FUZZ_TRACE").is_some(),
         }
@@ -535,6 +545,19 @@ impl Sim {
                     None => self.forget(h),
                 }
             }
+            EndpointEvent::SessionReady(h) => {
+                assert!(self.live.contains(&h), "SessionReady({h:?}), not live");
+                assert!(self.ep.session(h).is_some_and(Session::is_ready), "SessionReady({h:?}), not ready");
+                assert!(self.announced.insert(h), "SessionReady({h:?}) twice");
+                self.ready_events += 1;
+            }
+            EndpointEvent::SessionHandshakeExpired(h) => {
+                assert!(self.live.contains(&h), "SessionHandshakeExpired({h:?}), not live");
+                assert!(!self.announced.contains(&h), "SessionHandshakeExpired({h:?}) after SessionReady");
+                assert!(self.ep.session(h).is_none(), "SessionHandshakeExpired({h:?}) but not freed");
+                self.expired_events += 1;
+                self.forget(h);
+            }
         }
     }
 
@@ -585,7 +608,10 @@ impl Sim {
         for h in &listed {
             let s = self.ep.session(*h).expect("listed");
             assert_eq!(s.conduit().stats().events_overflowed, 0);
+            assert!(!s.is_ready() || self.announced.contains(h), "ready session {h:?} not announced after a drain");
         }
+        assert_eq!(st.sessions_ready, self.ready_events, "sessions_ready vs SessionReady events");
+        assert_eq!(st.session_handshakes_expired, self.expired_events, "expiries vs SessionHandshakeExpired events");
     }
 
     /// After `handle_timeout(t)` everywhere and a drain, nothing is due at or before `t`.
@@ -1024,6 +1050,7 @@ pub fn score(data: &[u8]) -> u64 {
     u64::from(kinds.count_ones()) * 10
         + 5 * st.resumes_routed
         + 2 * (st.sessions_created + st.rejected + st.handshakes_expired + st.evicted + st.bad_hellos)
+        + 2 * st.session_handshakes_expired
         + data as u64
 }
 

@@ -457,6 +457,33 @@ impl Sim {
                         }
                     }
                 }
+                EndpointEvent::SessionReady(h) => {
+                    let ready = server_ref(&self.server, Some(h)).is_some_and(Session::is_ready);
+                    assert!(ready, "SessionReady({h:?}) for a session not live and ready");
+                }
+                EndpointEvent::SessionHandshakeExpired(h) => {
+                    // Not ready by its first link's deadline: already ended and freed by the
+                    // endpoint. Its pairing lost its session; close its links.
+                    assert!(server_ref(&self.server, Some(h)).is_none(), "expired session {h:?} not freed");
+                    for pr in &mut self.pairs {
+                        if pr.handle == Some(h) {
+                            pr.lost = true;
+                        }
+                    }
+                    let serials: Vec<u64> = self
+                        .pairs
+                        .iter()
+                        .flat_map(|pr| &pr.links)
+                        .filter(|l| l.handle == Some(h) && l.b.is_some())
+                        .map(|l| l.serial)
+                        .collect();
+                    for serial in serials {
+                        if let Some((p, i)) = self.find(serial) {
+                            self.pairs[p].links[i].b = None;
+                            self.close_end(serial, true);
+                        }
+                    }
+                }
             }
         }
         moved

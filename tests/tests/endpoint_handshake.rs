@@ -1,11 +1,13 @@
 //! Handshake scenarios against the acceptor endpoint (shared/SCENARIOS.md section 1: H2, H7,
-//! H9, H12) and the lost first ServerHello, on the session/endpoint harness.
+//! H9, H12), the lost first ServerHello, and new sessions that never finish their session
+//! handshake, on the session/endpoint harness.
 
 use sotto::endpoint::{EndpointConfig, LinkRefusal};
-use sotto::session::ROOT;
+use sotto::session::message::HelloBody;
+use sotto::session::{Message, Parity, PROTOCOL_VERSION, ROOT};
 use sotto::wire::{ClientHello, ResumeKey, ServerHello, LEN_PREFIX};
 use sotto::{Duration, SessionEnd};
-use sotto_tests::net::{Net, NetConfig, Who, Writer};
+use sotto_tests::net::{forge, Net, NetConfig, Who, Writer};
 use sotto_tests::pipe::EndKind;
 use sotto_tests::{ms, secs, wire_util};
 
@@ -139,12 +141,15 @@ fn h12_unknown_key_after_endpoint_restart() {
 
 /// The first ServerHello is lost with its link. The client, holding no key, retries with a
 /// fresh ClientHello; the endpoint gives it a new session, which works. The orphan (whose
-/// ServerHello never arrived) waits detached and is freed after `resume_window`.
+/// ServerHello never arrived) never finishes its session handshake: it is never announced and
+/// the endpoint frees it at its first link's handshake deadline (well before
+/// `resume_window`).
 #[test]
 fn lost_first_server_hello_retry_gets_a_working_session() {
     let mut cfg = NetConfig::small(1);
     cfg.dial.connect_latency = ms(1);
     let mut net = Net::new(cfg);
+    let t0 = net.now();
     // The dial connects at 1 ms; the ClientHello reaches the endpoint 1 ms later. Cut what the
     // endpoint writes on that first link at the first byte of its first frame (the ServerHello):
     // both ends see a reset.
@@ -158,10 +163,16 @@ fn lost_first_server_hello_retry_gets_a_working_session() {
     assert!(exchange(&mut net, 0, 10, secs(1)));
     let c = net.open(0).expect("open");
     assert!(net.run_until(secs(1), |n| n.app(Who::Server(0)).is_some_and(|a| a.is_open(c))));
-    // The orphan expires after resume_window; the working session is untouched.
-    let window = cfg.endpoint.session.conduit.recovery_timeout;
-    assert!(net.run_until(window.saturating_add(secs(1)), |n| n.endpoint().stats().sessions_live == 1));
-    assert_eq!(net.server_counters.freed, 1);
+    assert_eq!(net.server_counters.sessions_ready, 1, "only the working session is announced");
+    // The orphan expires at its link's handshake deadline; the working session is untouched.
+    let first_link = ms(1);
+    let deadline = first_link.saturating_add(cfg.endpoint.handshake_timeout);
+    assert!(net.run_until(secs(30), |n| n.endpoint().stats().sessions_live == 1));
+    assert_eq!(net.now().saturating_duration_since(t0), deadline, "freed at the first link's deadline");
+    assert!(deadline < cfg.endpoint.session.conduit.recovery_timeout);
+    assert_eq!(net.server_counters.session_handshakes_expired, 1);
+    assert_eq!(net.server_counters.freed, 0, "freed by the endpoint, not after an end");
+    assert_eq!(net.endpoint().stats().session_handshakes_expired, 1);
     assert!(exchange(&mut net, 0, 10, secs(1)));
     assert!(!net.client(0).session.is_ended());
 }
@@ -178,4 +189,113 @@ fn rejected_reply_bytes_are_fixed() {
     assert_eq!(&got[LEN_PREFIX..], &ServerHello::rejected().encode());
     assert_eq!(got.len(), LEN_PREFIX + hello.encode().len());
     let _ = EndpointConfig::default();
+}
+
+/// A raw link from `source` that sends a fresh ClientHello and, if `session_hello`, the
+/// session Hello as the conduit's first item (then nothing more: no LetsGo).
+fn unfinished_session(net: &mut Net, source: u64, session_hello: bool) -> sotto_tests::net::RawLink {
+    let raw = net.open_raw(source, false).expect("pending");
+    net.raw_send(raw, &wire_util::client_hello(None, None, true));
+    if session_hello {
+        let body = HelloBody {
+            version: PROTOCOL_VERSION,
+            parity: Parity::Odd,
+            root_credit: 8192,
+            max_connections: 16,
+            metadata: b"",
+        };
+        let item = forge::encode(&Message::Hello(body));
+        net.raw_send(raw, &wire_util::data(0, None, &item, true));
+    }
+    raw
+}
+
+/// A client that completes the conduit handshake (ClientHello, ServerHello) but never sends
+/// the session Hello: its session is created, never announced, and ended and freed by the
+/// endpoint at its link's handshake deadline, its link closed. Each such session is charged to
+/// the source's failure budget, so a source doing it repeatedly is refused unread, like one
+/// whose resumes fail; other sources are unaffected.
+#[test]
+fn silent_after_client_hello_session_freed_at_deadline_and_source_charged() {
+    let mut cfg = NetConfig::small(1);
+    cfg.endpoint.handshake_timeout = secs(2);
+    cfg.endpoint.failure_budget = 3;
+    cfg.endpoint.failure_period = secs(60);
+    let mut net = Net::connected(cfg);
+    let base = net.endpoint().stats();
+    for attempt in 0..3u64 {
+        let t0 = net.now();
+        let raw = unfinished_session(&mut net, 77, false);
+        assert!(net.run_until(ms(10), |n| n.raw_session(raw).is_some()), "attempt {attempt}: a session is created");
+        net.run_for(ms(10));
+        let got = net.raw_received(raw).len();
+        assert_eq!(got, LEN_PREFIX + ServerHello::rejected().encode().len(), "the ServerHello, nothing else");
+        assert_eq!(net.endpoint().stats().sessions_live, base.sessions_live + 1);
+        let deadline = cfg.endpoint.handshake_timeout;
+        let early = deadline.saturating_sub(net.now().saturating_duration_since(t0)).saturating_sub(ms(1));
+        assert!(!net.run_until(early, |n| n.raw_eof(raw)), "not freed early");
+        assert_eq!(net.endpoint().stats().sessions_live, base.sessions_live + 1);
+        assert!(net.run_until(secs(1), |n| n.raw_eof(raw)), "attempt {attempt}: the link is closed");
+        assert_eq!(net.now().saturating_duration_since(t0), deadline.saturating_add(cfg.latency));
+        let st = net.endpoint().stats();
+        assert_eq!(st.sessions_live, base.sessions_live, "the slot is freed");
+        assert_eq!(st.session_handshakes_expired, attempt + 1);
+        assert_eq!(net.server_counters.session_handshakes_expired, attempt + 1, "one event per session");
+        net.raw_close(raw);
+    }
+    let st = net.endpoint().stats();
+    assert_eq!(st.sessions_ready, base.sessions_ready, "none was announced");
+    assert_eq!(st.sessions_created, base.sessions_created + 3);
+    assert_eq!(net.open_raw(77, false), Err(LinkRefusal::RateLimited), "the source spent its budget");
+    assert!(net.open_raw(78, true).is_ok(), "other sources unaffected");
+    assert!(exchange(&mut net, 0, 5, secs(1)), "the established session is unaffected");
+}
+
+/// A client that stops in the middle of the session handshake (Hello sent, HelloYourself
+/// received, no LetsGo) is treated the same: freed at its link's handshake deadline, never
+/// announced, charged.
+#[test]
+fn stopped_mid_session_hello_session_freed_at_deadline() {
+    let mut cfg = NetConfig::small(0);
+    cfg.endpoint.handshake_timeout = secs(2);
+    cfg.endpoint.failure_budget = 1;
+    cfg.endpoint.failure_period = secs(60);
+    let mut net = Net::new(cfg);
+    let t0 = net.now();
+    let raw = unfinished_session(&mut net, 5, true);
+    assert!(net.run_until(ms(10), |n| n.raw_session(raw).is_some()));
+    let (h, _) = net.raw_session(raw).expect("bound");
+    assert!(net.run_until(ms(10), |n| n.endpoint().session(h).is_some_and(|s| s.conduit().items_received() == 1)));
+    net.run_for(ms(10));
+    assert!(
+        net.raw_received(raw).len() > LEN_PREFIX + ServerHello::rejected().encode().len(),
+        "the HelloYourself came back: the session handshake is half done"
+    );
+    assert!(!net.endpoint().session(h).expect("live").is_ready());
+    assert!(net.run_until(secs(5), |n| n.raw_eof(raw)));
+    assert_eq!(net.now().saturating_duration_since(t0), cfg.endpoint.handshake_timeout.saturating_add(cfg.latency));
+    assert!(net.endpoint().session(h).is_none(), "freed: the handle is stale");
+    let st = net.endpoint().stats();
+    assert_eq!((st.session_handshakes_expired, st.sessions_ready, st.sessions_live), (1, 0, 0));
+    assert_eq!(net.open_raw(5, false), Err(LinkRefusal::RateLimited), "charged to the source");
+}
+
+/// Normal clients: each new session is announced once (`SessionReady`) as its session
+/// handshake finishes, is never expired however long it lives, and a resume announces
+/// nothing new.
+#[test]
+fn normal_sessions_are_announced_once_and_never_expired() {
+    let cfg = NetConfig::small(2);
+    let mut net = Net::connected(cfg);
+    assert_eq!(net.server_counters.sessions_ready, 2);
+    assert!(net.server_slot(0).is_some_and(|s| s.announced) && net.server_slot(1).is_some_and(|s| s.announced));
+    net.run_for(cfg.endpoint.handshake_timeout.saturating_add(secs(5)));
+    assert!(net.kill(0), "client 0 loses its link and resumes");
+    assert!(net.run_until(secs(10), |n| n.client(0).counters.resumed == 1 && n.all_ready()));
+    net.run_for(cfg.endpoint.handshake_timeout.saturating_add(secs(5)));
+    assert!(exchange(&mut net, 0, 5, secs(1)) && exchange(&mut net, 1, 5, secs(1)));
+    let st = net.endpoint().stats();
+    assert_eq!((st.sessions_created, st.sessions_ready, st.session_handshakes_expired), (2, 2, 0));
+    assert_eq!(net.server_counters.sessions_ready, 2);
+    assert_eq!(net.server_counters.session_handshakes_expired, 0);
 }

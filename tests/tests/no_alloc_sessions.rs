@@ -22,6 +22,7 @@ const REPRO: &str = "cargo test -p sotto-tests --test no_alloc_sessions";
 fn no_allocation_after_construction() {
     sessions_and_endpoint();
     pending_handshake_flood();
+    unready_session_flood();
 }
 
 fn sessions_and_endpoint() {
@@ -107,4 +108,34 @@ fn pending_handshake_flood() {
     assert!(net.run_until(secs(5), |n| n.quiet() && n.endpoint().stats().pending_links == 0));
     assert_eq!(allocations() - before, 0, "allocations during the flood");
     assert!(refused > 0);
+}
+
+/// Sessions that never finish their session handshake (a fresh ClientHello, then silence),
+/// created until every slot is taken and freed by the endpoint at their links' handshake
+/// deadline, over and over beside two working sessions, allocate nothing.
+fn unready_session_flood() {
+    let mut cfg = sotto_tests::net::NetConfig::small(2);
+    cfg.endpoint.handshake_timeout = secs(2);
+    let mut net = Net::connected(cfg);
+    let hello = sotto_tests::wire_util::client_hello(None, None, true);
+    let mut prefixed = (hello.len() as u32).to_le_bytes().to_vec();
+    prefixed.extend_from_slice(&hello);
+    let before = allocations();
+    for k in 0..300u64 {
+        if let Ok(raw) = net.open_raw(2_000_000 + k, true) {
+            net.raw_write(raw, &prefixed);
+        }
+        if k % 20 == 0 {
+            for i in 0..2 {
+                net.send(Who::Client(i), ROOT, 2);
+                net.send(Who::Server(i), ROOT, 2);
+            }
+        }
+        net.run_for(sotto_tests::ms(100));
+    }
+    assert!(net.run_until(secs(5), |n| n.quiet() && n.endpoint().stats().sessions_live == 2));
+    assert_eq!(allocations() - before, 0, "allocations during the flood");
+    let st = net.endpoint().stats();
+    assert!(st.session_handshakes_expired >= 100, "too few expiries to mean much: {st:?}");
+    assert_eq!(st.sessions_ready, 2);
 }

@@ -142,8 +142,9 @@ pub(crate) trait Routing<R: Runtime, S: Io>: Send + Unpin + 'static {
     /// The handshake of the link named `key` came to `outcome`.
     fn outcome(&mut self, l: &mut ListenOf<R, S, Self>, key: Self::Key, outcome: Outcome<S>);
 
-    /// Any other work of the acceptor's own (sessions finishing their handshake after the
-    /// hello was routed); registers `cx` for what it waits on. Returns whether it did work.
+    /// Any other work of the acceptor's own (its core's deadlines and events: sessions
+    /// finishing or missing their session handshake after the hello was routed); registers
+    /// `cx` for what it waits on. Returns whether it did work.
     fn poll(&mut self, _l: &mut ListenOf<R, S, Self>, _cx: &mut Context<'_>) -> bool {
         false
     }
@@ -258,7 +259,7 @@ impl<R: Runtime, S: Io, H: Routing<R, S>> ListenTask<R, S, H> {
 }
 
 /// `d` from now (now, if that is past the clock's range).
-pub(crate) fn deadline(d: Duration) -> StdInstant {
+fn deadline(d: Duration) -> StdInstant {
     let now = StdInstant::now();
     now.checked_add(d).unwrap_or(now)
 }

@@ -29,10 +29,16 @@ pub struct EndpointConfig {
     /// Detached sessions kept at once; past it the oldest is evicted (session lost).
     /// Default 1024 (so, by default, `max_sessions` binds first).
     pub max_detached_sessions: u32,
-    /// The ClientHello must arrive within this of the link's arrival. Default 10 s.
+    /// The ClientHello must arrive within this of the link's arrival, and a session that link
+    /// creates must finish its session handshake (report [`SessionEvent::Ready`]) by the same
+    /// deadline, else it is ended and freed
+    /// ([`EndpointEvent::SessionHandshakeExpired`]). Default 10 s.
+    ///
+    /// [`SessionEvent::Ready`]: crate::session::SessionEvent::Ready
     pub handshake_timeout: Duration,
-    /// Failed handshakes and failed resumes a source may cause per `failure_period` before its
-    /// links are refused unread. Default 16.
+    /// Failed handshakes (bad or missing ClientHellos, sessions not ready by their deadline)
+    /// and failed resumes a source may cause per `failure_period` before its links are refused
+    /// unread. Default 16.
     pub failure_budget: u32,
     /// See `failure_budget`. Default 10 s.
     pub failure_period: Duration,
@@ -119,6 +125,15 @@ pub enum EndpointEvent {
     /// to make room for a new session when every slot was taken (then it is already freed and
     /// the handle is stale: stop driving it).
     Evicted(SessionHandle),
+    /// A session created by a fresh ClientHello finished its session handshake (it reported
+    /// [`SessionEvent::Ready`](crate::session::SessionEvent::Ready)): hand it to the
+    /// application now. Reported once per session, never for a session that expired.
+    SessionReady(SessionHandle),
+    /// A session created by a fresh ClientHello was not ready by the handshake deadline of the
+    /// link that created it: it is already ended ([`SessionEnd::Evicted`]) and freed, its keys
+    /// no longer route, the handle is stale, and its source was charged a failure. Close its
+    /// links and stop driving it; the application never saw it.
+    SessionHandshakeExpired(SessionHandle),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -129,12 +144,23 @@ struct PendingSlot {
     deadline: Instant,
 }
 
+/// A new session still in its session handshake.
+#[derive(Clone, Copy, Debug)]
+struct Unready {
+    /// The handshake deadline of the link that created it.
+    deadline: Instant,
+    /// That link's source, charged if the deadline passes.
+    source: u64,
+}
+
 #[derive(Debug)]
 struct SessionSlot {
     generation: u32,
     live: bool,
     /// Keys indexed for this slot (the presented and the issued one).
     keys: [Option<ResumeKey>; 2],
+    /// Set while a session created by a fresh ClientHello has not been reported ready.
+    unready: Option<Unready>,
     session: Session,
 }
 
@@ -150,6 +176,11 @@ pub struct EndpointStats {
     pub handshakes_expired: u64,
     /// Sessions created.
     pub sessions_created: u64,
+    /// New sessions reported ready ([`EndpointEvent::SessionReady`]).
+    pub sessions_ready: u64,
+    /// New sessions ended and freed because they were not ready by their link's handshake
+    /// deadline ([`EndpointEvent::SessionHandshakeExpired`]).
+    pub session_handshakes_expired: u64,
     /// Resumes routed to a session.
     pub resumes_routed: u64,
     /// REJECTED replies sent (unknown/expired key or no room).
@@ -172,8 +203,12 @@ pub struct EndpointStats {
 /// on the link belongs to that session: drive it through [`session_mut`](Self::session_mut)
 /// exactly as a standalone [`Session`] (its events, transmits and timers). Call
 /// [`handle_timeout`](Self::handle_timeout) at [`poll_timeout`](Self::poll_timeout) for the
-/// endpoint's own deadlines (handshakes, evictions) and drain
-/// [`poll_event`](Self::poll_event). When a session's conduit reports
+/// endpoint's own deadlines (handshakes, new sessions' session handshakes, evictions) and
+/// drain [`poll_event`](Self::poll_event), also after feeding a session that is not ready
+/// yet: a new session is the application's once [`EndpointEvent::SessionReady`] reports it,
+/// and is ended and freed by the endpoint
+/// ([`EndpointEvent::SessionHandshakeExpired`]) if its session handshake is not done by the
+/// handshake deadline of the link that created it. When a session's conduit reports
 /// [`Event::Ended`](crate::Event::Ended) and its events are drained, call
 /// [`free`](Self::free): its slot (buffers kept) is reused by a later session, and old
 /// handles to it become stale.
@@ -209,6 +244,7 @@ impl Endpoint {
                 generation: 0,
                 live: false,
                 keys: [None; 2],
+                unready: None,
                 session: Session::new(Role::Acceptor, config.session, hello_metadata)?,
             });
         }
@@ -289,6 +325,7 @@ impl Endpoint {
         let Some(p) = self.pending_slot(link) else { return Err(LinkRefusal::UnknownPending) };
         p.live = false;
         let source = p.source;
+        let deadline = p.deadline;
         let hello = match ClientHello::decode(first_message) {
             Ok(h) => h,
             Err(e) => {
@@ -298,7 +335,7 @@ impl Endpoint {
             }
         };
         match hello.resume_key {
-            None => self.route_fresh(now, &hello, fresh_key),
+            None => self.route_fresh(now, Unready { deadline, source }, &hello, fresh_key),
             Some(key) => self.route_resume(now, source, key, &hello, fresh_key),
         }
     }
@@ -308,7 +345,13 @@ impl Endpoint {
         Ok(Routed::Reject(ServerHello::rejected().encode()))
     }
 
-    fn route_fresh(&mut self, now: Instant, hello: &ClientHello, fresh_key: ResumeKey) -> Result<Routed, LinkRefusal> {
+    fn route_fresh(
+        &mut self,
+        now: Instant,
+        unready: Unready,
+        hello: &ClientHello,
+        fresh_key: ResumeKey,
+    ) -> Result<Routed, LinkRefusal> {
         let index = match self.sessions.iter().position(|s| !s.live) {
             Some(i) => i,
             None => match self.oldest_detached() {
@@ -326,6 +369,7 @@ impl Endpoint {
         let slot = &mut self.sessions[index];
         slot.generation = slot.generation.wrapping_add(1);
         slot.live = true;
+        slot.unready = Some(unready);
         slot.session.reset();
         let (link, result) = slot.session.link_up_with_hello(now, fresh_key, hello);
         let handle = SessionHandle { index: index as u32, generation: slot.generation };
@@ -431,6 +475,7 @@ impl Endpoint {
             slot.session.conduit_end(now, SessionEnd::Evicted);
         }
         slot.live = false;
+        slot.unready = None;
         for k in slot.keys.into_iter().flatten() {
             self.keys.remove(&k);
         }
@@ -448,21 +493,24 @@ impl Endpoint {
             .map(|(_, i)| i)
     }
 
-    /// The earliest endpoint deadline (pending handshakes). Sessions have their own
-    /// [`Session::poll_timeout`].
+    /// The earliest endpoint deadline: pending links' handshakes and new sessions' session
+    /// handshakes. Sessions have their own [`Session::poll_timeout`] besides.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.pending.iter().filter(|p| p.live).map(|p| p.deadline).min()
+        let links = self.pending.iter().filter(|p| p.live).map(|p| p.deadline);
+        let sessions = self.sessions.iter().filter(|s| s.live).filter_map(|s| s.unready.map(|u| u.deadline));
+        links.chain(sessions).min()
     }
 
-    /// Expire pending handshakes due at `now` and evict detached sessions beyond
-    /// `max_detached_sessions`. Report through [`poll_event`](Self::poll_event).
+    /// Expire pending handshakes and unready new sessions due at `now` and evict detached
+    /// sessions beyond `max_detached_sessions`. Report through [`poll_event`](Self::poll_event).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock.observe(now);
     }
 
     /// The next endpoint event. Call until `None` after `handle_timeout`, `route` and
-    /// `free`, and whenever a session detaches.
+    /// `free`, whenever a session detaches, and after feeding a session that has not been
+    /// reported ready (so that [`EndpointEvent::SessionReady`] comes without delay).
     #[must_use]
     pub fn poll_event(&mut self) -> Option<EndpointEvent> {
         let now = self.clock.get();
@@ -483,6 +531,26 @@ impl Endpoint {
                     index: i as u32,
                     generation: p.generation,
                 }));
+            }
+        }
+        // New sessions: ready (reported), ended by themselves (forgotten: the driver sees the
+        // end), or past their link's handshake deadline (ended, freed, charged).
+        for i in 0..self.sessions.len() {
+            let slot = &mut self.sessions[i];
+            let (true, Some(u)) = (slot.live, slot.unready) else { continue };
+            let handle = SessionHandle { index: i as u32, generation: slot.generation };
+            if slot.session.is_ready() {
+                slot.unready = None;
+                self.stats.sessions_ready += 1;
+                return Some(EndpointEvent::SessionReady(handle));
+            }
+            if slot.session.is_ended() {
+                slot.unready = None;
+            } else if u.deadline <= now {
+                self.free(now, handle);
+                self.limiter.fail(now, u.source);
+                self.stats.session_handshakes_expired += 1;
+                return Some(EndpointEvent::SessionHandshakeExpired(handle));
             }
         }
         // Detached sessions beyond the cap: evict the oldest (L2).

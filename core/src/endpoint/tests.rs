@@ -206,6 +206,7 @@ fn l2_detached_beyond_cap_evicts_oldest() {
         let now = Instant::from_nanos(u64::from(i) * 1000);
         let mut c = Client::new(&cfg);
         let Ok(Routed::Session { handle, .. }) = c.attach(&mut ep, now, key(i + 1)) else { panic!("routed") };
+        assert_eq!(ep.poll_event(), Some(EndpointEvent::SessionReady(handle)));
         c.cut(&mut ep, now);
         handles.push(handle);
     }
@@ -338,4 +339,130 @@ fn full_endpoint_reclaims_the_oldest_detached_session_for_a_new_one() {
     assert!(c.s.is_ready());
     // The evicted session's owner is rejected when it comes back.
     assert!(matches!(clients[2].attach(&mut ep, now, key(51)), Ok(Routed::Reject(_))));
+}
+
+fn fresh_hello() -> [u8; HELLO_LEN] {
+    ClientHello { resume_key: None, last_received: None, ext: true }.encode()
+}
+
+/// A fresh ClientHello from `source` at `arrived`, routed at `routed`; nothing more is fed.
+fn unready_session(ep: &mut Endpoint, arrived: Instant, routed: Instant, source: u64, k: ResumeKey) -> SessionHandle {
+    let p = ep.accept_link(arrived, source).expect("pending");
+    let Ok(Routed::Session { handle, new: true, .. }) = ep.route(routed, p, &fresh_hello(), k) else { panic!("new") };
+    handle
+}
+
+#[test]
+fn new_session_is_reported_ready_once_and_never_expires() {
+    let cfg = small();
+    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut c = Client::new(&cfg);
+    let Ok(Routed::Session { handle, .. }) = c.attach(&mut ep, Instant::ZERO, key(1)) else { panic!("routed") };
+    assert!(ep.session(handle).is_some_and(Session::is_ready));
+    assert_eq!(ep.poll_event(), Some(EndpointEvent::SessionReady(handle)));
+    assert_eq!(ep.poll_event(), None, "reported once");
+    assert_eq!(ep.poll_timeout(), None, "no handshake deadline left");
+    ep.handle_timeout(Instant::ZERO.saturating_add(Duration::from_secs(3600)));
+    assert_eq!(ep.poll_event(), None);
+    assert!(ep.session(handle).is_some_and(|s| !s.is_ended()));
+    let st = ep.stats();
+    assert_eq!((st.sessions_ready, st.session_handshakes_expired, st.sessions_live), (1, 0, 1));
+    // A resume of a ready session reports nothing new.
+    c.cut(&mut ep, Instant::ZERO);
+    c.attach(&mut ep, Instant::ZERO, key(2)).expect("resumed");
+    assert_eq!(ep.poll_event(), None);
+}
+
+#[test]
+fn unready_session_is_freed_at_its_link_deadline_and_charged() {
+    let mut cfg = small();
+    cfg.failure_budget = 2;
+    cfg.failure_period = Duration::from_secs(60);
+    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let t0 = Instant::from_nanos(1000);
+    let deadline = t0.saturating_add(cfg.handshake_timeout);
+    // The ClientHello comes 4 s after the link: the deadline still counts from the link.
+    let h = unready_session(&mut ep, t0, t0.saturating_add(Duration::from_secs(4)), 5, key(1));
+    assert_eq!(ep.poll_event(), None);
+    assert_eq!(ep.poll_timeout(), Some(deadline));
+    ep.handle_timeout(Instant::from_nanos(deadline.as_nanos() - 1));
+    assert_eq!(ep.poll_event(), None, "nothing fires early");
+    assert!(ep.session(h).is_some());
+    ep.handle_timeout(deadline);
+    assert_eq!(ep.poll_event(), Some(EndpointEvent::SessionHandshakeExpired(h)));
+    assert_eq!(ep.poll_event(), None);
+    assert!(ep.session(h).is_none(), "freed: the handle is stale");
+    assert_eq!(ep.poll_timeout(), None);
+    let st = ep.stats();
+    assert_eq!((st.session_handshakes_expired, st.sessions_ready, st.sessions_live), (1, 0, 0));
+    // Its key no longer routes.
+    let resume = ClientHello { resume_key: Some(key(1)), last_received: None, ext: true }.encode();
+    let p = ep.accept_link(deadline, 6).expect("pending");
+    assert!(matches!(ep.route(deadline, p, &resume, key(2)), Ok(Routed::Reject(_))));
+    // The source was charged: a second expiry spends its budget of 2.
+    let h2 = unready_session(&mut ep, deadline, deadline, 5, key(3));
+    let later = deadline.saturating_add(cfg.handshake_timeout);
+    ep.handle_timeout(later);
+    assert_eq!(ep.poll_event(), Some(EndpointEvent::SessionHandshakeExpired(h2)));
+    assert_eq!(ep.accept_link(later, 5), Err(LinkRefusal::RateLimited));
+    ep.accept_link(later, 7).expect("other sources unaffected");
+}
+
+#[test]
+fn slot_of_an_expired_session_is_reused_with_a_new_generation() {
+    let mut cfg = small();
+    cfg.max_sessions = 1;
+    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let h = unready_session(&mut ep, Instant::ZERO, Instant::ZERO, 5, key(1));
+    let deadline = Instant::ZERO.saturating_add(cfg.handshake_timeout);
+    // The one slot is held by the unready session: a new client is refused until it expires.
+    let p = ep.accept_link(Instant::ZERO, 6).expect("pending");
+    assert!(matches!(ep.route(Instant::ZERO, p, &fresh_hello(), key(2)), Ok(Routed::Reject(_))));
+    ep.handle_timeout(deadline);
+    assert_eq!(ep.poll_event(), Some(EndpointEvent::SessionHandshakeExpired(h)));
+    let mut c = Client::new(&cfg);
+    let Ok(Routed::Session { handle, new: true, .. }) = c.attach(&mut ep, deadline, key(3)) else { panic!("new") };
+    assert_eq!(handle.index, h.index);
+    assert_ne!(handle, h);
+    assert_eq!(ep.poll_event(), Some(EndpointEvent::SessionReady(handle)));
+    assert!(ep.session(h).is_none());
+}
+
+#[test]
+fn unready_session_that_ends_by_itself_is_forgotten_without_an_event() {
+    let mut cfg = small();
+    cfg.failure_budget = 1;
+    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let h = unready_session(&mut ep, Instant::ZERO, Instant::ZERO, 5, key(1));
+    ep.session_mut(h).expect("live").conduit_end(Instant::ZERO, SessionEnd::Evicted);
+    assert_eq!(ep.poll_event(), None);
+    assert_eq!(ep.poll_timeout(), None, "its handshake deadline is gone");
+    ep.handle_timeout(Instant::ZERO.saturating_add(cfg.handshake_timeout));
+    assert_eq!(ep.poll_event(), None);
+    assert!(ep.session(h).is_some(), "still the driver's to free");
+    assert_eq!(ep.stats().session_handshakes_expired, 0);
+    ep.accept_link(Instant::ZERO, 5).expect("not charged");
+}
+
+#[test]
+fn session_ready_at_the_deadline_is_reported_ready_not_expired() {
+    let cfg = small();
+    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let deadline = Instant::ZERO.saturating_add(cfg.handshake_timeout);
+    let mut c = Client::new(&cfg);
+    // The whole handshake happens at the deadline, before the endpoint's events are drained.
+    let p = ep.accept_link(Instant::ZERO, 7).expect("pending");
+    let link = c.s.link_up(deadline, ResumeKey::ZERO);
+    c.link = Some(link);
+    let mut buf = vec![0u8; 1 << 16];
+    let t = c.s.poll_transmit(deadline, &mut buf).expect("client hello");
+    let Ok(Routed::Session { handle, link: sl, .. }) = ep.route(deadline, p, &buf[..t.len], key(1)) else {
+        panic!("routed")
+    };
+    c.server = Some((handle, sl));
+    c.pump(&mut ep, deadline);
+    ep.handle_timeout(deadline);
+    assert_eq!(ep.poll_event(), Some(EndpointEvent::SessionReady(handle)));
+    assert_eq!(ep.poll_event(), None);
+    assert_eq!(ep.stats().session_handshakes_expired, 0);
 }

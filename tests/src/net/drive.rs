@@ -144,8 +144,44 @@ impl Net {
                     self.server_counters.evicted += 1;
                     self.drain_server(h);
                 }
+                EndpointEvent::SessionReady(h) => self.on_session_ready(h),
+                EndpointEvent::SessionHandshakeExpired(h) => self.on_session_handshake_expired(h),
             }
         }
+    }
+
+    /// A new session finished its session handshake: exactly once, while it is ready.
+    fn on_session_ready(&mut self, h: SessionHandle) {
+        self.server_counters.sessions_ready += 1;
+        let s = &mut self.servers[h.index as usize];
+        if s.handle != Some(h) || s.announced {
+            self.fail_fmt(format_args!("SessionReady({h:?}) for a session not live or already announced"));
+        }
+        s.announced = true;
+        if !self.endpoint.session(h).is_some_and(sotto::session::Session::is_ready) {
+            self.fail_fmt(format_args!("SessionReady({h:?}) for a session that is not ready"));
+        }
+    }
+
+    /// The endpoint ended and freed a new session that missed its handshake deadline: close its
+    /// links and forget it. It must never have been announced.
+    fn on_session_handshake_expired(&mut self, h: SessionHandle) {
+        self.server_counters.session_handshakes_expired += 1;
+        let idx = h.index as usize;
+        if self.servers[idx].handle != Some(h) || self.servers[idx].announced {
+            self.fail_fmt(format_args!("SessionHandshakeExpired({h:?}) for a session not live or announced"));
+        }
+        if self.endpoint.session(h).is_some() {
+            self.fail_fmt(format_args!("SessionHandshakeExpired({h:?}) but the handle is not stale"));
+        }
+        for slot in 0..self.links.len() {
+            if matches!(self.links[slot].server, ServerEnd::Session(sh, _) if sh == h) {
+                self.close_end(slot, SERVER);
+            }
+        }
+        let s = &mut self.servers[idx];
+        s.handle = None;
+        s.last_end = Some(sotto::SessionEnd::Evicted);
     }
 
     pub(crate) fn slot_of_server(&self, h: SessionHandle, link: LinkId) -> Option<usize> {
@@ -198,6 +234,7 @@ impl Net {
                             let epoch = client.map_or(u64::MAX, |i| self.clients[i].epoch());
                             let s = &mut self.servers[handle.index as usize];
                             s.handle = Some(handle);
+                            s.announced = false;
                             s.client = client;
                             s.app.reset(epoch);
                         }

@@ -163,6 +163,7 @@ impl Net {
         for h in live {
             let s = &mut self.servers[h.index as usize];
             s.handle = Some(h);
+            s.announced = false;
             s.app.reset(u64::MAX - u64::from(h.index));
         }
         self.check_invariants();

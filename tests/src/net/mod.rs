@@ -8,7 +8,8 @@
 //! The harness is the driver the contracts ask for. For the endpoint: `accept_link` for every
 //! new link, `route` for its first message, then each link message goes to the session it was
 //! routed to; `HandshakeExpired` closes the link, `Evicted` and `Ended` sessions are drained
-//! and freed. For every session: after each input or command drain `poll_transmit` then
+//! and freed, `SessionReady` marks a new session announced (checked: once, only when ready),
+//! `SessionHandshakeExpired` closes the links of a session the endpoint already freed. For every session: after each input or command drain `poll_transmit` then
 //! `poll_event` (closing the link on `DropLink`), then time jumps to the earliest deadline.
 //! Invariants are checked after every input ([`Net::check_invariants`]); every failure prints
 //! the seed and how to reproduce it.
@@ -79,6 +80,8 @@ pub struct ServerSlot {
     pub last_failure: Option<sotto::session::SessionFailure>,
     /// Its counters when it was freed.
     pub last_stats: Option<sotto::session::SessionStats>,
+    /// Whether the endpoint reported the live session ready (`SessionReady`).
+    pub announced: bool,
 }
 
 /// Counters about the endpoint side, kept by the harness.
@@ -90,6 +93,10 @@ pub struct ServerCounters {
     pub handshakes_expired: u64,
     /// `Evicted` events.
     pub evicted: u64,
+    /// `SessionReady` events.
+    pub sessions_ready: u64,
+    /// `SessionHandshakeExpired` events (each session was freed by the endpoint).
+    pub session_handshakes_expired: u64,
     /// REJECTED replies written by the endpoint (from `route`).
     pub rejects_written: u64,
     /// Links closed unread or without a reply (refused, bad hello).
@@ -174,6 +181,7 @@ impl Net {
                 last_end: None,
                 last_failure: None,
                 last_stats: None,
+                announced: false,
             })
             .collect();
         let max_server = e.session.conduit.max_frame_len;

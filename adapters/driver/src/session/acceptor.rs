@@ -2,14 +2,16 @@
 //! and routes each through the core [`Endpoint`]: [`Endpoint::accept_link`] (refused unread
 //! past the pending-handshake cap or a source's failure budget), the ClientHello read under
 //! the handshake deadline, then [`Endpoint::route`]: a new session (its driver task is
-//! spawned; the session is yielded by [`SessionAcceptor::accept`] once its session handshake
-//! has finished, or closed unseen if it has not by the link's handshake deadline), a resume
-//! (the link goes to that session's driver through the endpoint lock), or REJECTED (written,
-//! then the link is closed).
+//! spawned; the session is yielded by [`SessionAcceptor::accept`] when the endpoint reports
+//! [`EndpointEvent::SessionReady`], or closed unseen when it reports
+//! [`EndpointEvent::SessionHandshakeExpired`]), a resume (the link goes to that session's
+//! driver through the endpoint lock), or REJECTED (written, then the link is closed).
 //!
 //! A session is only handed to the application once the core reports it ready: an initiator
 //! whose first ServerHello was lost redials as a fresh session, and the first attempt must
-//! not become a session the application holds with no peer behind it.
+//! not become a session the application holds with no peer behind it. The deadline is the
+//! endpoint's (the first link's handshake deadline): this task only calls
+//! [`Endpoint::handle_timeout`] at [`Endpoint::poll_timeout`] and drains the events.
 
 use std::io;
 use std::sync::Arc;
@@ -18,12 +20,12 @@ use std::time::Instant as StdInstant;
 
 use futures::stream::Stream;
 use sotto::conduit::ConfigError;
-use sotto::endpoint::{Endpoint, EndpointStats, PendingLink as EpPending, Routed};
+use sotto::endpoint::{Endpoint, EndpointEvent, EndpointStats, PendingLink as EpPending, Routed};
 use sotto::wire::{ClientHello, HELLO_LEN};
-use sotto::{Instant, ResumeKey, SessionEnd};
+use sotto::{Instant, ResumeKey};
 
 use super::handle::SessionHandle;
-use super::home::{EpHome, EpShared, SessDriverHost, SessionHome};
+use super::home::{EpHome, EpHost, EpShared, SessDriverHost, SessionHome};
 use crate::config::Config;
 use crate::driver::{Driver, Source};
 use crate::keys::fresh_key;
@@ -39,7 +41,9 @@ pub struct SessionAcceptorStats {
     /// New sessions handed to the application's queue (their session handshake finished).
     pub sessions: u64,
     /// New sessions whose session handshake had not finished by their link's handshake
-    /// deadline: closed without ever being yielded.
+    /// deadline: ended and freed by the endpoint, closed without ever being yielded (the
+    /// endpoint's `session_handshakes_expired`, one per
+    /// [`EndpointEvent::SessionHandshakeExpired`]).
     pub sessions_expired: u64,
     /// Fresh ClientHellos turned away because `accept_backlog` sessions were waiting.
     pub backlog_full: u64,
@@ -79,6 +83,7 @@ impl SessionAcceptor {
     pub fn stats(&self) -> SessionAcceptorStats {
         let mut s = self.queue.lock().stats;
         s.endpoint = self.ep.lock().endpoint.stats();
+        s.sessions_expired = s.endpoint.session_handshakes_expired;
         s
     }
 }
@@ -94,7 +99,8 @@ where
 {
     let endpoint = Endpoint::new(config.endpoint_config(), &[])?;
     let ep = Arc::new(EpShared::new(endpoint, &config)?);
-    let routing = EpRouting::<R> { ep: Arc::clone(&ep), unannounced: Vec::new(), timer: None, armed: None };
+    let routing =
+        EpRouting::<R> { ep: Arc::clone(&ep), unannounced: Vec::new(), settled: Vec::new(), timer: None, armed: None };
     let (queue, guard) = listen::spawn(rt, incoming, config, routing);
     Ok(SessionAcceptor { queue, ep, _task: guard })
 }
@@ -112,21 +118,16 @@ pub fn source_of(addr: &std::net::SocketAddr) -> u64 {
 /// The session acceptor's routing: through the core endpoint.
 struct EpRouting<R: Runtime> {
     ep: Arc<EpShared>,
-    /// New sessions whose session handshake has not finished yet: not shown to the
-    /// application. Dropping one closes it.
-    unannounced: Vec<Unannounced>,
-    /// Fires at the earliest deadline in `unannounced`.
+    /// New sessions the endpoint has not reported ready yet: not shown to the application.
+    /// Dropping one closes it.
+    unannounced: Vec<(sotto::endpoint::SessionHandle, SessionHandle)>,
+    /// New sessions the endpoint reported ready (`true`) or gone (`false`), to settle outside
+    /// the endpoint lock.
+    settled: Vec<(sotto::endpoint::SessionHandle, bool)>,
+    /// Fires at the endpoint's [`poll_timeout`](Endpoint::poll_timeout).
     timer: Option<R::Timer>,
     /// The deadline `timer` is armed for.
     armed: Option<StdInstant>,
-}
-
-/// A new session in its session handshake.
-struct Unannounced {
-    handle: sotto::endpoint::SessionHandle,
-    session: SessionHandle,
-    /// Its first link's handshake deadline (from when the link was taken).
-    deadline: StdInstant,
 }
 
 enum After<S> {
@@ -135,89 +136,112 @@ enum After<S> {
     Reject(S),
 }
 
+/// Drain the endpoint's events (call after every endpoint call, in the same lock hold):
+/// drivers of evicted and expired sessions are woken to see their end; new sessions reported
+/// ready or expired are noted in `settled`.
+fn drain(g: &mut EpHost, settled: &mut Vec<(sotto::endpoint::SessionHandle, bool)>) {
+    while let Some(e) = g.endpoint.poll_event() {
+        match e {
+            EndpointEvent::SessionReady(h) => settled.push((h, true)),
+            EndpointEvent::SessionHandshakeExpired(h) => {
+                tracing::debug!("sotto: session handshake timed out");
+                if let Some(slot) = g.slot(h) {
+                    slot.state.common.wake_driver();
+                }
+                settled.push((h, false));
+            }
+            EndpointEvent::Evicted(h) => {
+                if let Some(slot) = g.slot(h) {
+                    slot.state.common.wake_driver();
+                }
+            }
+            // Each pending link has its own timer in the listener.
+            EndpointEvent::HandshakeExpired(_) => {}
+        }
+    }
+}
+
 impl<R: Runtime, S: Io> Routing<R, S> for EpRouting<R> {
     type Item = (S, u64);
-    /// The pending link and its handshake deadline.
-    type Key = (EpPending, StdInstant);
+    type Key = EpPending;
     type Session = SessionHandle;
     type Stats = SessionAcceptorStats;
 
     fn admit(&mut self, l: &mut ListenOf<R, S, Self>, (io, source): (S, u64)) {
         let now = self.ep.clock.now();
-        let admitted = self.ep.lock().endpoint.accept_link(now, source);
+        let admitted = {
+            let mut g = self.ep.lock();
+            let admitted = g.endpoint.accept_link(now, source);
+            drain(&mut g, &mut self.settled);
+            admitted
+        };
         match admitted {
-            Ok(p) => {
-                let deadline = listen::deadline(l.config.conduit.handshake_timeout.into());
-                l.read_hello(io, (p, deadline));
-            }
+            Ok(p) => l.read_hello(io, p),
             Err(refusal) => tracing::debug!(?refusal, "sotto: link refused"),
         }
     }
 
-    fn outcome(&mut self, l: &mut ListenOf<R, S, Self>, (p, deadline): Self::Key, outcome: Outcome<S>) {
+    fn outcome(&mut self, l: &mut ListenOf<R, S, Self>, p: EpPending, outcome: Outcome<S>) {
         let now = self.ep.clock.now();
         match outcome {
-            Outcome::Hello(io, hello) => self.route(l, now, p, deadline, io, &hello),
+            Outcome::Hello(io, hello) => self.route(l, now, p, io, &hello),
             Outcome::BadPrefix => {
                 // Counted (and charged to the source) by the endpoint as a bad hello.
                 let mut g = self.ep.lock();
                 let _ = g.endpoint.route(now, p, &[], ResumeKey::ZERO);
-                g.drain_events();
+                drain(&mut g, &mut self.settled);
             }
             Outcome::Eof => self.ep.lock().endpoint.pending_closed(p),
             Outcome::TimedOut => {
                 tracing::debug!("sotto: handshake timed out");
                 let mut g = self.ep.lock();
                 g.endpoint.handle_timeout(now);
-                g.drain_events();
+                drain(&mut g, &mut self.settled);
                 g.endpoint.pending_closed(p);
             }
             Outcome::Written => {}
         }
     }
 
-    /// Yield the sessions whose handshake finished; close those past their deadline.
+    /// Fire the endpoint's deadlines, yield the sessions it reported ready, drop those it
+    /// reported gone.
     fn poll(&mut self, l: &mut ListenOf<R, S, Self>, cx: &mut Context<'_>) -> bool {
-        if self.unannounced.is_empty() {
-            return false;
-        }
-        let std_now = StdInstant::now();
-        let mut settled = Vec::new();
-        {
+        let mut busy = false;
+        let next = {
             let mut g = self.ep.lock();
-            let now = self.ep.clock.now();
-            let mut i = 0;
-            while i < self.unannounced.len() {
-                let u = &self.unannounced[i];
-                // A stale handle (the session was freed) gets the ended stand-in.
-                let (s, st) = g.parts(u.handle);
-                let announce = if st.ready {
-                    true
-                } else if s.is_ended() {
-                    false
-                } else if u.deadline <= std_now {
-                    tracing::debug!("sotto: session handshake timed out");
-                    s.conduit_end(now, SessionEnd::Evicted);
-                    st.common.wake_driver();
-                    l.queue.lock().stats.sessions_expired += 1;
-                    false
-                } else {
-                    // Woken when the core reports Ready and when the driver ends.
-                    st.common.watchers.register(cx);
-                    i += 1;
-                    continue;
-                };
-                settled.push((self.unannounced.swap_remove(i).session, announce));
+            if self.armed.is_some_and(|t| t <= StdInstant::now()) {
+                self.armed = None;
+                g.endpoint.handle_timeout(self.ep.clock.now());
             }
-        }
+            drain(&mut g, &mut self.settled);
+            // A safety net for what these events do not cover: an unannounced session that
+            // ended by itself (no event; its driver's end wakes us), and events another
+            // drainer took (the session drivers drain the endpoint after a link goes down).
+            for (h, _) in &self.unannounced {
+                let (s, st) = g.parts(*h);
+                if !self.settled.iter().any(|(x, _)| x == h) {
+                    if s.is_ended() {
+                        self.settled.push((*h, false));
+                    } else if s.is_ready() {
+                        self.settled.push((*h, true));
+                    } else {
+                        // Woken when the core reports Ready and when the driver ends.
+                        st.common.watchers.register(cx);
+                    }
+                }
+            }
+            g.endpoint.poll_timeout().and_then(|t| self.ep.clock.std_time(t))
+        };
         // Outside the endpoint lock: dropping a handle takes it.
-        let busy = !settled.is_empty();
-        for (session, announce) in settled {
-            if announce {
+        for (h, ready) in std::mem::take(&mut self.settled) {
+            let Some(i) = self.unannounced.iter().position(|(x, _)| *x == h) else { continue };
+            busy = true;
+            let (_, session) = self.unannounced.swap_remove(i);
+            if ready {
                 l.queue.push(session);
             }
         }
-        let Some(next) = self.unannounced.iter().map(|u| u.deadline).min() else {
+        let Some(next) = next else {
             self.armed = None;
             return busy;
         };
@@ -227,8 +251,7 @@ impl<R: Runtime, S: Io> Routing<R, S> for EpRouting<R> {
             self.armed = Some(next);
         }
         if timer.poll_expired(cx).is_ready() {
-            // Look again now that the deadline has passed.
-            self.armed = None;
+            // Fire the deadline on the next step.
             return true;
         }
         busy
@@ -241,7 +264,6 @@ impl<R: Runtime> EpRouting<R> {
         l: &mut ListenOf<R, S, Self>,
         now: Instant,
         p: EpPending,
-        deadline: StdInstant,
         io: S,
         hello: &[u8; HELLO_LEN],
     ) {
@@ -277,19 +299,19 @@ impl<R: Runtime> EpRouting<R> {
                     After::Nothing
                 }
             };
-            g.drain_events();
+            drain(&mut g, &mut self.settled);
             after
         };
         match after {
             After::Nothing => {}
-            After::Reject(io) => l.reject(io, (p, deadline)),
+            After::Reject(io) => l.reject(io, p),
             After::Spawn(handle) => {
                 let home: Arc<dyn SessionHome> = Arc::new(EpHome { ep: Arc::clone(&self.ep), handle });
                 let host = Arc::new(SessDriverHost::<S>::new(Arc::clone(&home)));
                 let driver = Driver::<R, S, SessDriverHost<S>>::new(&l.rt, host, Source::Mailbox, l.config);
                 let task = l.rt.spawn(Box::pin(driver));
                 let session = SessionHandle::new(home, task);
-                self.unannounced.push(Unannounced { handle, session, deadline });
+                self.unannounced.push((handle, session));
             }
         }
     }
