@@ -355,6 +355,29 @@ impl Sim {
     }
 
     /// Pairing and index of the link with serial `serial`.
+    /// The endpoint freed `h`'s slot: its pairings lost their session, and its link ids mean
+    /// nothing any more, so close their ends.
+    fn forget_freed(&mut self, h: SessionHandle) {
+        for pr in &mut self.pairs {
+            if pr.handle == Some(h) {
+                pr.lost = true;
+            }
+        }
+        let serials: Vec<u64> = self
+            .pairs
+            .iter()
+            .flat_map(|pr| &pr.links)
+            .filter(|l| l.handle == Some(h) && l.b.is_some())
+            .map(|l| l.serial)
+            .collect();
+        for serial in serials {
+            if let Some((p, i)) = self.find(serial) {
+                self.pairs[p].links[i].b = None;
+                self.close_end(serial, true);
+            }
+        }
+    }
+
     fn find(&self, serial: u64) -> Option<(usize, usize)> {
         self.pairs
             .iter()
@@ -465,24 +488,7 @@ impl Sim {
                     // Not ready by its first link's deadline: already ended and freed by the
                     // endpoint. Its pairing lost its session; close its links.
                     assert!(server_ref(&self.server, Some(h)).is_none(), "expired session {h:?} not freed");
-                    for pr in &mut self.pairs {
-                        if pr.handle == Some(h) {
-                            pr.lost = true;
-                        }
-                    }
-                    let serials: Vec<u64> = self
-                        .pairs
-                        .iter()
-                        .flat_map(|pr| &pr.links)
-                        .filter(|l| l.handle == Some(h) && l.b.is_some())
-                        .map(|l| l.serial)
-                        .collect();
-                    for serial in serials {
-                        if let Some((p, i)) = self.find(serial) {
-                            self.pairs[p].links[i].b = None;
-                            self.close_end(serial, true);
-                        }
-                    }
+                    self.forget_freed(h);
                 }
             }
         }
@@ -592,25 +598,7 @@ impl Sim {
         if let (true, true, Server::Endpoint(ep), Some(h)) = (ended, server, &mut self.server, h) {
             // Ended and drained: free it (the contract); its handle is stale from now on.
             ep.free(now, h);
-            for pr in &mut self.pairs {
-                if pr.handle == Some(h) {
-                    pr.lost = true;
-                }
-            }
-            let serials: Vec<u64> = self
-                .pairs
-                .iter()
-                .flat_map(|pr| &pr.links)
-                .filter(|l| l.handle == Some(h) && l.b.is_some())
-                .map(|l| l.serial)
-                .collect();
-            for serial in serials {
-                if let Some((p, i)) = self.find(serial) {
-                    // The slot is gone: its link ids mean nothing any more; close the ends.
-                    self.pairs[p].links[i].b = None;
-                    self.close_end(serial, true);
-                }
-            }
+            self.forget_freed(h);
         }
         moved
     }
