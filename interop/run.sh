@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Interop with the published vox-core 0.3.0: builds this workspace (vox-peer, chaos-proxy and the
 # sotto side in interop-tests) and runs the sotto <-> vox tests, directly and through the chaos
-# proxy, one scenario at a time. Bounded in time: INTEROP_TIMEOUT_SECS (default 290) covers the
+# proxy, one scenario at a time. Bounded in time: INTEROP_TIMEOUT_SECS (default 480) covers the
 # build and the tests. INTEROP_SEEDS=1,2,3 picks the chaos proxy seeds (default 1,2,3,4);
 # INTEROP_CLIPPY=1 also runs clippy on this workspace (warnings denied). Not --locked: the
 # sotto crates are path dependencies, and a dependency they add lands in interop/Cargo.lock here.
@@ -12,7 +12,7 @@ cd "$here"
 export CARGO_TARGET_DIR="$here/target"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 start=$(date +%s)
-deadline=$((start + ${INTEROP_TIMEOUT_SECS:-290}))
+deadline=$((start + ${INTEROP_TIMEOUT_SECS:-480}))
 left() {
   local n=$((deadline - $(date +%s)))
   if [ "$n" -le 0 ]; then

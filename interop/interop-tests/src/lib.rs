@@ -406,6 +406,11 @@ impl ProxyReport {
     pub fn of(p: &Proc) -> Self {
         let lines = p.stderr();
         let closed: Vec<&String> = lines.iter().filter(|l| l.contains("closed after")).collect();
+        if std::env::var_os("INTEROP_PROXY_LOG").is_some() {
+            for l in closed.iter().take(8).chain(closed.iter().rev().take(8).rev()) {
+                eprintln!("    {l}");
+            }
+        }
         Self { connections: closed.len(), kills: closed.iter().filter(|l| l.contains("budget")).count() }
     }
 }
