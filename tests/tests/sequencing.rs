@@ -484,3 +484,27 @@ fn acks_ride_on_data_only_when_they_moved() {
     assert_eq!(sim.peer(Side::A).conduit.items_acked(), 3);
     assert!(sim.run_until(secs(2), Sim::all_acked));
 }
+
+/// In the base form (a vox peer, no extensions) every data frame carries the ack, as vox's own
+/// frames do: vox trims its replay buffer on the acks riding on our data frames.
+#[test]
+fn base_form_data_frames_always_carry_the_ack() {
+    let base = ConduitConfig { ext: false, ..SimConfig::small().a };
+    let mut sim = Sim::connected(SimConfig::small().with_conduit(base));
+    assert!(!sim.peer(Side::B).conduit.ext_in_force());
+    let (tap, from_b) = recorder();
+    sim.set_tap(Side::B, tap);
+    sim.send(Side::A, 3);
+    assert!(sim.run_until(secs(1), |s| s.peer(Side::B).delivered() == 3));
+    sim.send(Side::B, 2);
+    assert!(sim.run_until(secs(1), |s| s.peer(Side::A).delivered() == 2));
+    let acks: Vec<Option<u32>> = from_b
+        .borrow()
+        .iter()
+        .filter_map(|(_, f)| match wire_util::kind(f, false) {
+            Some(Kind::Data { ack, .. }) => Some(ack),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, vec![Some(2), Some(2)]);
+}

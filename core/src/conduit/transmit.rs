@@ -226,10 +226,13 @@ impl Conduit {
         let (a, b) = self.ring.get(seq)?;
         let item_len = a.len() + b.len();
         let lend = LEND && item_len >= lend_from;
-        // The ack rides only when it moved since the peer last heard our position on this link
-        // (an earlier frame, a standalone ACK, or our hello): acks are cumulative and the link
-        // is ordered, so an unchanged one tells the peer nothing (WIRE.md: the ack is optional).
-        let ack = if self.received > self.ack_sent { self.our_last_received() } else { None };
+        // With extensions the ack rides only when it moved since the peer last heard our
+        // position on this link (an earlier frame, a standalone ACK, or our hello): acks are
+        // cumulative and the link is ordered, so an unchanged one tells a sotto peer nothing
+        // (WIRE.md: the ack is optional). In the base form every data frame carries it: a vox
+        // 0.3.0 peer trims its replay buffer only on the acks riding on our data frames, so a
+        // resume's position alone leaves it replaying (and its link budget spent) again.
+        let ack = if !ext || self.received > self.ack_sent { self.our_last_received() } else { None };
         let header = DataHeader { seq: seq as u32, ack, item_len: item_len as u32 };
         let copied = if lend { 0 } else { item_len };
         if out.len() < header.encoded_len(ext) + copied {
