@@ -7,6 +7,7 @@
 
 pub mod codecs;
 pub mod endpoint;
+pub mod lending;
 pub mod pair;
 pub mod script;
 pub mod session_pair;
@@ -15,7 +16,7 @@ pub mod single;
 pub mod stream;
 
 /// The target names, as listed by `cargo fuzz list` and used for `seeds/<target>/`.
-pub const TARGETS: [&str; 11] = [
+pub const TARGETS: [&str; 12] = [
     "framing_chunks",
     "hello_decode",
     "frame_decode",
@@ -27,6 +28,7 @@ pub const TARGETS: [&str; 11] = [
     "endpoint",
     "session_pair",
     "stream_helpers",
+    "lending_batch",
 ];
 
 /// Run the check of target `name` on one input (what the fuzz target does). Unknown names
@@ -44,6 +46,7 @@ pub fn run_target(name: &str, data: &[u8]) {
         "endpoint" => endpoint::run_bytes(data),
         "session_pair" => session_pair::run_bytes(data),
         "stream_helpers" => stream::run(data),
+        "lending_batch" => lending::run(data),
         other => panic!("unknown fuzz target {other}"),
     }
 }
