@@ -458,28 +458,35 @@ fn s18_out_of_order_acks_across_links() {
     assert!(sim.peer(Side::A).conduit.is_established());
 }
 
-/// A data frame carries an ack only when the receive position moved since the peer last
-/// heard it on this link: B's first reply carries "delivered up to 2", its second none (A
-/// already knows), and A still ends with everything acked.
-#[test]
-fn acks_ride_on_data_only_when_they_moved() {
-    let cfg =
-        SimConfig::small().with_conduit(ConduitConfig { ack_every: 1000, ack_delay: ms(500), ..SimConfig::small().a });
-    let mut sim = Sim::connected(cfg);
+/// A sends 3 items, B delivers them, then B sends 2: the ack field of each of B's data frames
+/// (frames decoded with extensions `ext`), and the simulation to go on with.
+fn acks_on_b_replies(conduit: ConduitConfig, ext: bool) -> (Sim, Vec<Option<u32>>) {
+    let mut sim = Sim::connected(SimConfig::small().with_conduit(conduit));
+    assert_eq!(sim.peer(Side::B).conduit.ext_in_force(), ext);
     let (tap, from_b) = recorder();
     sim.set_tap(Side::B, tap);
     sim.send(Side::A, 3);
     assert!(sim.run_until(secs(1), |s| s.peer(Side::B).delivered() == 3));
     sim.send(Side::B, 2);
     assert!(sim.run_until(secs(1), |s| s.peer(Side::A).delivered() == 2));
-    let acks: Vec<Option<u32>> = from_b
+    let acks = from_b
         .borrow()
         .iter()
-        .filter_map(|(_, f)| match wire_util::kind(f, true) {
+        .filter_map(|(_, f)| match wire_util::kind(f, ext) {
             Some(Kind::Data { ack, .. }) => Some(ack),
             _ => None,
         })
         .collect();
+    (sim, acks)
+}
+
+/// A data frame carries an ack only when the receive position moved since the peer last
+/// heard it on this link: B's first reply carries "delivered up to 2", its second none (A
+/// already knows), and A still ends with everything acked.
+#[test]
+fn acks_ride_on_data_only_when_they_moved() {
+    let conduit = ConduitConfig { ack_every: 1000, ack_delay: ms(500), ..SimConfig::small().a };
+    let (mut sim, acks) = acks_on_b_replies(conduit, true);
     assert_eq!(acks, vec![Some(2), None]);
     assert_eq!(sim.peer(Side::A).conduit.items_acked(), 3);
     assert!(sim.run_until(secs(2), Sim::all_acked));
@@ -489,22 +496,6 @@ fn acks_ride_on_data_only_when_they_moved() {
 /// frames do: vox trims its replay buffer on the acks riding on our data frames.
 #[test]
 fn base_form_data_frames_always_carry_the_ack() {
-    let base = ConduitConfig { ext: false, ..SimConfig::small().a };
-    let mut sim = Sim::connected(SimConfig::small().with_conduit(base));
-    assert!(!sim.peer(Side::B).conduit.ext_in_force());
-    let (tap, from_b) = recorder();
-    sim.set_tap(Side::B, tap);
-    sim.send(Side::A, 3);
-    assert!(sim.run_until(secs(1), |s| s.peer(Side::B).delivered() == 3));
-    sim.send(Side::B, 2);
-    assert!(sim.run_until(secs(1), |s| s.peer(Side::A).delivered() == 2));
-    let acks: Vec<Option<u32>> = from_b
-        .borrow()
-        .iter()
-        .filter_map(|(_, f)| match wire_util::kind(f, false) {
-            Some(Kind::Data { ack, .. }) => Some(ack),
-            _ => None,
-        })
-        .collect();
+    let (_, acks) = acks_on_b_replies(ConduitConfig { ext: false, ..SimConfig::small().a }, false);
     assert_eq!(acks, vec![Some(2), Some(2)]);
 }
