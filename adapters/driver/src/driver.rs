@@ -412,7 +412,10 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                     let mut chunks: [&[u8]; MAX_CHUNKS] = [&[]; MAX_CHUNKS];
                     match self.write.chunks(g.conduit(), &mut chunks) {
                         Ok(n) => {
-                            let slices: [IoSlice<'_>; MAX_CHUNKS] = std::array::from_fn(|i| IoSlice::new(chunks[i]));
+                            let mut slices = [IoSlice::new(&[]); MAX_CHUNKS];
+                            for (slot, chunk) in slices.iter_mut().zip(&chunks[..n]) {
+                                *slot = IoSlice::new(chunk);
+                            }
                             Pin::new(&mut link.io).poll_write_vectored(cx, &slices[..n])
                         }
                         // Cannot happen while the link lasts: the ring keeps an item until
