@@ -142,6 +142,48 @@ impl ReplayRing {
         Ok(())
     }
 
+    /// Append `header` + `payload` to the newest item (which keeps its seq), if the ring has
+    /// the bytes. The item may come to wrap; [`get`](Self::get) returns it in two slices then.
+    #[inline]
+    pub(crate) fn extend_last(&mut self, header: &[u8], payload: &[u8]) -> Result<(), RingFull> {
+        let len = header.len() + payload.len();
+        if self.entry_count == 0 || self.bytes.len() - self.byte_used < len {
+            return Err(RingFull);
+        }
+        let cap = self.bytes.len();
+        let mut at = self.byte_head + self.byte_used;
+        if at >= cap {
+            at -= cap;
+        }
+        if let Some(dest) = self.bytes.get_mut(at..at + len) {
+            let (h, p) = dest.split_at_mut(header.len());
+            for (d, s) in h.iter_mut().zip(header) {
+                *d = *s;
+            }
+            p.copy_from_slice(payload);
+        } else {
+            for part in [header, payload] {
+                let mut part: &[u8] = part;
+                while !part.is_empty() {
+                    let run = (cap - at).min(part.len());
+                    self.bytes[at..at + run].copy_from_slice(&part[..run]);
+                    part = &part[run..];
+                    at += run;
+                    if at == cap {
+                        at = 0;
+                    }
+                }
+            }
+        }
+        let mut idx = self.entry_head + self.entry_count - 1;
+        if idx >= self.entries.len() {
+            idx -= self.entries.len();
+        }
+        self.entries[idx].len += len as u32;
+        self.byte_used += len;
+        Ok(())
+    }
+
     fn record(&mut self, offset: usize, len: usize) {
         let mut idx = self.entry_head + self.entry_count;
         if idx >= self.entries.len() {
@@ -237,6 +279,28 @@ mod tests {
         r.push_with_header(b"h", b"12").expect("exactly fills");
         assert_eq!(item(&r, 2), b"h12");
         assert_eq!(r.bytes_used(), 10);
+    }
+
+    #[test]
+    fn extend_last_grows_the_newest_item_across_the_wrap() {
+        let mut r = ReplayRing::new(10, 4);
+        assert_eq!(r.extend_last(b"x", b""), Err(RingFull), "no item to extend");
+        r.push(&[b"abcdef"]).expect("fits");
+        r.push(&[b"gh"]).expect("fits at 6..8");
+        r.trim_to(1);
+        r.extend_last(b"i", b"j").expect("contiguous: 8..10");
+        assert_eq!(item(&r, 1), b"ghij");
+        r.extend_last(b"k", b"lm").expect("wraps to 0..3");
+        assert_eq!(item(&r, 1), b"ghijklm");
+        assert_eq!(r.get(1).map(|(a, b)| (a.len(), b.len())), Some((4, 3)));
+        assert_eq!(r.bytes_used(), 7);
+        assert_eq!(r.extend_last(b"1234", b""), Err(RingFull), "3 bytes left");
+        assert_eq!(item(&r, 1), b"ghijklm", "untouched by the refused extension");
+        r.push(&[b"no"]).expect("a new item after the extended one");
+        assert_eq!(r.frames(), 2);
+        assert_eq!(r.trim_to(2), 1);
+        assert_eq!(item(&r, 2), b"no");
+        assert_eq!(r.bytes_used(), 2);
     }
 
     #[test]

@@ -32,9 +32,16 @@ pub const TAG_CLOSE: u8 = 0x14;
 pub const TAG_CREDIT: u8 = 0x15;
 /// Tag: protocol error, sent before the session ends.
 pub const TAG_PROTOCOL_ERROR: u8 = 0x16;
+/// Tag: several data messages on one connection in one item (protocol version 2).
+pub const TAG_DATA_BATCH: u8 = 0x17;
 
-/// The session protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The session protocol version this crate speaks: 2, which adds [`Message::DataBatch`].
+pub const PROTOCOL_VERSION: u32 = 2;
+/// The oldest version this crate still speaks (1: no `DataBatch`, which is never sent to a
+/// version-1 peer).
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+/// The first version with [`Message::DataBatch`].
+pub const BATCH_VERSION: u32 = 2;
 
 /// Which connection ids a side allocates. The initiator takes odd ids, the acceptor even
 /// (id 0 is the root connection, which exists from the handshake on).
@@ -150,6 +157,92 @@ pub enum Message<'a> {
         /// Human-readable reason.
         reason: &'a str,
     },
+    /// `17 varint(conn) (varint(len) payload)+`: one or more data messages on one connection,
+    /// in order (protocol version 2).
+    DataBatch {
+        /// Connection id.
+        conn: u32,
+        /// The messages.
+        batch: DataBatch<'a>,
+    },
+}
+
+/// The messages of a [`Message::DataBatch`]: validated on decode (at least one message, every
+/// length within the item, nothing after the last), so iterating cannot fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataBatch<'a> {
+    bytes: &'a [u8],
+    count: u32,
+    payload_len: u64,
+}
+
+impl<'a> DataBatch<'a> {
+    /// Check `bytes` (the batch body: `(varint(len) payload)+`).
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
+        let (mut at, mut count, mut payload_len) = (0usize, 0u32, 0u64);
+        while at < bytes.len() {
+            let len = varint(bytes, &mut at)? as usize;
+            if bytes.len() - at < len {
+                return Err(WireError::Truncated);
+            }
+            at += len;
+            count += 1;
+            payload_len += len as u64;
+        }
+        if count == 0 {
+            return Err(WireError::Truncated);
+        }
+        Ok(Self { bytes, count, payload_len })
+    }
+
+    /// How many messages.
+    #[must_use]
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The payloads' lengths added up (what the batch spends of the connection's credit).
+    #[must_use]
+    pub fn payload_len(&self) -> u64 {
+        self.payload_len
+    }
+
+    /// The encoded body (`(varint(len) payload)+`), as sent.
+    #[must_use]
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The payloads, in order.
+    #[must_use]
+    pub fn iter(&self) -> DataBatchIter<'a> {
+        DataBatchIter { rest: self.bytes }
+    }
+}
+
+impl<'a> IntoIterator for DataBatch<'a> {
+    type Item = &'a [u8];
+    type IntoIter = DataBatchIter<'a>;
+    fn into_iter(self) -> DataBatchIter<'a> {
+        self.iter()
+    }
+}
+
+/// The payloads of a [`DataBatch`], in order.
+#[derive(Clone, Debug)]
+pub struct DataBatchIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for DataBatchIter<'a> {
+    type Item = &'a [u8];
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (len, n) = decode_varint(self.rest).ok()?;
+        let payload = self.rest.get(n..n + len as usize)?;
+        self.rest = &self.rest[n + len as usize..];
+        Some(payload)
+    }
 }
 
 fn varint(input: &[u8], at: &mut usize) -> Result<u32, WireError> {
@@ -225,6 +318,10 @@ impl<'a> Message<'a> {
                 let code = varint(b, &mut at)?;
                 Self::ProtocolError { code, reason: text(&b[at..])? }
             }
+            TAG_DATA_BATCH => {
+                let conn = varint(b, &mut at)?;
+                Self::DataBatch { conn, batch: DataBatch::parse(&b[at..])? }
+            }
             kind => return Err(WireError::UnknownKind { kind }),
         })
     }
@@ -281,6 +378,11 @@ impl<'a> Message<'a> {
                 w.varint(grant);
                 &[]
             }
+            Self::DataBatch { conn, batch } => {
+                w.byte(TAG_DATA_BATCH);
+                w.varint(conn);
+                batch.bytes
+            }
         };
         let at = w.at;
         (&header[..at], tail)
@@ -326,6 +428,13 @@ impl HeaderWriter<'_> {
 /// varints.
 pub const MAX_HEADER_LEN: usize = 1 + 1 + 3 * 5;
 
+/// Length of a DataBatch header for `conn` and a first message of `len` bytes (tag + two
+/// varints).
+#[must_use]
+pub const fn batch_header_len(conn: u32, len: u32) -> usize {
+    1 + varint_len(conn) + varint_len(len)
+}
+
 /// Length of a Data header for `conn` (tag + varint).
 #[must_use]
 pub const fn data_header_len(conn: u32) -> usize {
@@ -337,6 +446,7 @@ mod tests {
     use super::*;
     use crate::wire::test_hex::hex;
     use alloc::vec;
+    use alloc::vec::Vec;
 
     fn check(hexstr: &str, expect: Message<'_>) {
         let bytes = hex(hexstr);
@@ -367,6 +477,20 @@ mod tests {
         check("14 04", Message::Close { conn: 4, metadata: b"" });
         check("15 03 8080 01", Message::Credit { conn: 3, grant: 16_384 });
         check("16 07 6261642069640a", Message::ProtocolError { code: 7, reason: "bad id\n" });
+        let body = hex("03 616263 00 01 ff");
+        let batch = DataBatch::parse(&body).expect("valid");
+        check("17 05 03616263 00 01ff", Message::DataBatch { conn: 5, batch });
+        assert_eq!((batch.count(), batch.payload_len()), (3, 4));
+        assert_eq!(batch.iter().collect::<Vec<_>>(), [&b"abc"[..], b"", &[0xff]]);
+    }
+
+    #[test]
+    fn data_batch_decoding_is_strict() {
+        assert_eq!(Message::decode(&hex("17 01")), Err(WireError::Truncated), "no message");
+        assert_eq!(Message::decode(&hex("17 01 03 6162")), Err(WireError::Truncated), "short payload");
+        assert_eq!(Message::decode(&hex("17 01 01 61 05")), Err(WireError::Truncated), "trailing length");
+        assert_eq!(Message::decode(&hex("17 01 8000")), Err(WireError::NonCanonicalVarint));
+        assert_eq!(Message::decode(&hex("17 01 80")), Err(WireError::Truncated));
     }
 
     #[test]

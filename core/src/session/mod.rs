@@ -8,7 +8,7 @@ mod receive;
 mod types;
 
 pub use config::SessionConfig;
-pub use message::{Message, Parity, PROTOCOL_VERSION};
+pub use message::{DataBatch, DataBatchIter, Message, Parity, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 pub use types::{
     refusal, CommandError, ConnId, Incoming, SessionEvent, SessionFailure, SessionInputError, SessionStats,
     SessionViolation, ROOT,
@@ -38,6 +38,14 @@ pub(crate) enum Phase {
     Ready,
     /// Failed; the conduit is closing. Inputs are ignored.
     Failed,
+}
+
+/// The newest item we queued, while it is a `DataBatch` that more messages may join.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OpenBatch {
+    conn: ConnId,
+    seq: u64,
+    len: usize,
 }
 
 /// A session endpoint: a [`Conduit`] plus virtual connections multiplexed inside its items,
@@ -83,6 +91,9 @@ pub struct Session {
     pub(crate) owed_rejects: Vec<(ConnId, u32)>,
     pub(crate) grants_owed: bool,
     pub(crate) ready_event: bool,
+    /// The peer speaks protocol version 2 or later: `DataBatch` goes both ways.
+    pub(crate) peer_batches: bool,
+    pub(crate) open_batch: Option<OpenBatch>,
     pub(crate) failure: Option<SessionFailure>,
     pub(crate) stats: SessionStats,
 }
@@ -123,6 +134,8 @@ impl Session {
             owed_rejects: Vec::with_capacity(config.max_pending_opens as usize + 1),
             grants_owed: false,
             ready_event: false,
+            peer_batches: false,
+            open_batch: None,
             failure: None,
             stats: SessionStats::default(),
         };
@@ -146,6 +159,8 @@ impl Session {
         self.owed_rejects.clear();
         self.grants_owed = false;
         self.ready_event = false;
+        self.peer_batches = false;
+        self.open_batch = None;
         self.failure = None;
         self.stats = SessionStats::default();
         self.start();
@@ -384,6 +399,11 @@ impl Session {
     /// half the peer's window on `conn` (or above the largest item) is
     /// [`CommandError::TooLarge`]: the peer grants credit back once half its window is owed, so
     /// a larger payload could wait for credit forever. Nothing is queued on failure.
+    ///
+    /// A small payload (up to a quarter of [`SessionConfig::batch_bytes`]) sent to a version-2
+    /// peer joins the previous message's item when that item is on the same connection, not
+    /// yet transmitted and has room; otherwise it starts a new batch item. Either way it is
+    /// delivered once, in order, as a message of its own.
     #[inline]
     pub fn send(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), CommandError> {
         if self.phase != Phase::Ready {
@@ -406,6 +426,30 @@ impl Session {
         if len > c.send_credit.min(max_credit) {
             c.want_writable = true;
             return Err(CommandError::NoCredit);
+        }
+        let batch_bytes = self.config.batch_bytes as usize;
+        if self.peer_batches && payload.len() <= batch_bytes / 4 {
+            let mut h = [0u8; 11];
+            // Disjoint fields: the connection entry stays borrowed across the conduit calls.
+            if let Some(b) = &mut self.open_batch {
+                let n = crate::wire::varint::encode_varint(len as u32, &mut h).unwrap_or(0);
+                if b.conn == conn
+                    && b.len + n + payload.len() <= batch_bytes
+                    && self.conduit.extend_item(b.seq, &h[..n], payload)?
+                {
+                    b.len += n + payload.len();
+                    c.send_credit -= len;
+                    self.stats.messages_batched += 1;
+                    return Ok(());
+                }
+            }
+            h[0] = message::TAG_DATA_BATCH;
+            let mut n = 1 + crate::wire::varint::encode_varint(conn, &mut h[1..]).unwrap_or(0);
+            n += crate::wire::varint::encode_varint(len as u32, &mut h[n..]).unwrap_or(0);
+            let seq = self.conduit.send_with_header(&h[..n], payload)?;
+            self.open_batch = Some(OpenBatch { conn, seq, len: n + payload.len() });
+            c.send_credit -= len;
+            return Ok(());
         }
         let mut h = [0u8; 6];
         h[0] = message::TAG_DATA;

@@ -2,7 +2,7 @@
 //! to the application.
 
 use super::conn_table::{Conn, ConnState};
-use super::message::{HelloBody, Message, PROTOCOL_VERSION};
+use super::message::{DataBatch, HelloBody, Message, BATCH_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use super::types::{refusal, ConnId, Incoming, SessionFailure, SessionInputError, SessionViolation, ROOT};
 use super::{Phase, Session};
 use crate::conduit::LinkId;
@@ -26,18 +26,35 @@ impl Session {
             Err(e) => return Err(SessionInputError::Conduit(e)),
         };
         if self.phase == Phase::Ready {
-            if let Some((&super::message::TAG_DATA, rest)) = item.split_first() {
-                // Hot path: data on an open connection with credit.
-                if let Ok((conn, n)) = crate::wire::varint::decode_varint(rest) {
-                    if let Some(c) = self.conns.get_mut(conn) {
-                        let payload = &rest[n..];
-                        let len = payload.len() as u64;
-                        if c.state == ConnState::Open && len <= c.recv_window {
-                            c.recv_window -= len;
-                            return Ok(Some(Incoming::Data { conn, payload }));
+            match item.split_first() {
+                Some((&super::message::TAG_DATA, rest)) => {
+                    // Hot path: data on an open connection with credit.
+                    if let Ok((conn, n)) = crate::wire::varint::decode_varint(rest) {
+                        if let Some(c) = self.conns.get_mut(conn) {
+                            let payload = &rest[n..];
+                            let len = payload.len() as u64;
+                            if c.state == ConnState::Open && len <= c.recv_window {
+                                c.recv_window -= len;
+                                return Ok(Some(Incoming::Data { conn, payload }));
+                            }
                         }
                     }
                 }
+                Some((&super::message::TAG_DATA_BATCH, rest)) if self.peer_batches => {
+                    // Hot path: a batch on an open connection with credit for all of it.
+                    if let Ok((conn, n)) = crate::wire::varint::decode_varint(rest) {
+                        if let Some(c) = self.conns.get_mut(conn) {
+                            if let Ok(batch) = DataBatch::parse(&rest[n..]) {
+                                let len = batch.payload_len();
+                                if c.state == ConnState::Open && len <= c.recv_window {
+                                    c.recv_window -= len;
+                                    return Ok(Some(Incoming::DataBatch { conn, batch }));
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         self.handle_item(now, item)
@@ -81,7 +98,7 @@ impl Session {
 
     /// Check the peer's hello settings; `Err(code)` to refuse.
     fn check_peer_hello(&self, body: &HelloBody<'_>) -> Result<(), u32> {
-        if body.version != PROTOCOL_VERSION {
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&body.version) {
             return Err(refusal::VERSION);
         }
         if body.parity != self.parity.other() {
@@ -112,9 +129,11 @@ impl Session {
             return Err(self.refused(now, SessionFailure::WeRefused { code }));
         }
         self.adopt_root_credit(body.root_credit);
+        self.peer_batches = body.version >= BATCH_VERSION;
         let mut h = [0u8; super::message::MAX_HEADER_LEN];
         let ours = HelloBody {
-            version: PROTOCOL_VERSION,
+            // The version both speak: a version-1 initiator gets a version-1 answer.
+            version: body.version.min(PROTOCOL_VERSION),
             parity: self.parity,
             root_credit: self.config.initial_credit,
             max_connections: self.config.connection_cap().unwrap_or(1),
@@ -143,6 +162,7 @@ impl Session {
             return Err(self.refused(now, SessionFailure::WeRefused { code }));
         }
         self.adopt_root_credit(body.root_credit);
+        self.peer_batches = body.version >= BATCH_VERSION;
         if self.send_msg(&Message::LetsGo).is_err() {
             return Err(self.refused(now, SessionFailure::WeRefused { code: refusal::SETTINGS }));
         }
@@ -194,6 +214,33 @@ impl Session {
                 }
                 c.recv_window -= len;
                 Ok(Some(Incoming::Data { conn, payload }))
+            }
+            Message::DataBatch { .. } if !self.peer_batches => {
+                // A version-1 peer does not have this message.
+                Err(self.violation(
+                    now,
+                    SessionViolation::Malformed(crate::wire::WireError::UnknownKind {
+                        kind: super::message::TAG_DATA_BATCH,
+                    }),
+                ))
+            }
+            Message::DataBatch { conn, batch } => {
+                let Some(c) = self.conns.get_mut(conn) else {
+                    if self.was_used(conn) {
+                        self.stats.data_dropped_closed += u64::from(batch.count());
+                        return Ok(None);
+                    }
+                    return Err(self.violation(now, SessionViolation::UnknownConnection));
+                };
+                if c.state != ConnState::Open {
+                    return Err(self.violation(now, SessionViolation::NotOpen));
+                }
+                let len = batch.payload_len();
+                if len > c.recv_window {
+                    return Err(self.violation(now, SessionViolation::CreditExceeded));
+                }
+                c.recv_window -= len;
+                Ok(Some(Incoming::DataBatch { conn, batch }))
             }
             Message::Credit { conn, grant } => {
                 let Some(c) = self.conns.get_mut(conn) else {

@@ -16,15 +16,21 @@ enum Got {
     Closed(ConnId),
 }
 
-fn own(i: Incoming<'_>) -> Got {
-    match i {
+/// File what arrived; each message of a batch as a `Data` of its own (batching is checked by
+/// the tests that count items).
+fn own(i: Incoming<'_>, got: &mut Vec<Got>) {
+    got.push(match i {
         Incoming::PeerHello { metadata } => Got::Hello(metadata.to_vec()),
         Incoming::Data { conn, payload } => Got::Data(conn, payload.to_vec()),
+        Incoming::DataBatch { conn, batch } => {
+            got.extend(batch.iter().map(|p| Got::Data(conn, p.to_vec())));
+            return;
+        }
         Incoming::Open { conn, metadata } => Got::Open(conn, metadata.to_vec()),
         Incoming::Accepted { conn, .. } => Got::Accepted(conn),
         Incoming::Rejected { conn, code, .. } => Got::Rejected(conn, code),
         Incoming::Closed { conn, .. } => Got::Closed(conn),
-    }
+    });
 }
 
 struct Pair {
@@ -80,7 +86,7 @@ impl Pair {
                 moved = true;
                 if let (true, Some(lb)) = (self.la == Some(t.link), self.lb) {
                     match self.b.handle_message(self.now, lb, &buf[..t.len]) {
-                        Ok(Some(i)) => self.got_b.push(own(i)),
+                        Ok(Some(i)) => own(i, &mut self.got_b),
                         Ok(None) => {}
                         Err(e) => self.errs_b.push(e),
                     }
@@ -90,7 +96,7 @@ impl Pair {
                 moved = true;
                 if let (true, Some(la)) = (self.lb == Some(t.link), self.la) {
                     if let Ok(Some(i)) = self.a.handle_message(self.now, la, &buf[..t.len]) {
-                        self.got_a.push(own(i));
+                        own(i, &mut self.got_a);
                     }
                 }
             }
@@ -367,4 +373,181 @@ fn cancelled_opens_do_not_fill_the_owed_rejects() {
     assert!(!p.b.is_ended(), "B's session survives: {:?}", p.b.failure());
     assert_eq!(p.b.stats().opens_auto_rejected, 10);
     assert!(p.a.is_open(first) && p.b.is_open(first));
+}
+
+// ---- DataBatch (protocol version 2) ----
+
+fn items_queued(s: &Session) -> u64 {
+    s.conduit().stats().items_queued
+}
+
+fn data<P: AsRef<[u8]>>(conn: ConnId, payloads: &[P]) -> Vec<Got> {
+    payloads.iter().map(|p| Got::Data(conn, p.as_ref().to_vec())).collect()
+}
+
+#[test]
+fn a_burst_of_small_messages_shares_one_item() {
+    let mut p = Pair::ready();
+    let c = open_accepted(&mut p);
+    let before = items_queued(&p.a);
+    let payloads: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; usize::from(i % 7)]).collect();
+    for m in &payloads {
+        p.a.send(c, m).expect("send");
+    }
+    assert_eq!(items_queued(&p.a) - before, 1, "one item for the burst");
+    assert_eq!(p.a.stats().messages_batched, 99);
+    p.pump();
+    let want: Vec<Got> = payloads.iter().map(|m| Got::Data(c, m.clone())).collect();
+    assert!(p.got_b.ends_with(&want), "every message once, in order: {:?}", p.got_b);
+    assert_eq!(p.got_b.len(), 1 + 1 + 100, "hello, open, the messages");
+}
+
+#[test]
+fn a_batch_stops_at_batch_bytes_and_large_payloads_travel_alone() {
+    let cfg = SessionConfig { batch_bytes: 64, ..SessionConfig::default() };
+    let mut p = Pair::new(cfg);
+    p.connect();
+    let c = open_accepted(&mut p);
+    let before = items_queued(&p.a);
+    // 13 bytes for the first (tag, conn, len, 10), 11 for each more: five fit in 64.
+    for _ in 0..10 {
+        p.a.send(c, &[5; 10]).expect("send");
+    }
+    assert_eq!(items_queued(&p.a) - before, 2);
+    assert_eq!(p.a.stats().messages_batched, 8);
+    // Above a quarter of batch_bytes: a plain Data item each.
+    p.a.send(c, &[6; 17]).expect("send");
+    p.a.send(c, &[6; 17]).expect("send");
+    assert_eq!(items_queued(&p.a) - before, 4);
+    p.pump();
+    let mut want = data(c, &[[5u8; 10]; 10]);
+    want.extend(data(c, &[[6u8; 17]; 2]));
+    assert!(p.got_b.ends_with(&want));
+}
+
+#[test]
+fn batches_never_mix_connections() {
+    let mut p = Pair::ready();
+    let x = open_accepted(&mut p);
+    let y = open_accepted(&mut p);
+    let before = items_queued(&p.a);
+    p.a.send(x, b"x1").expect("send");
+    p.a.send(y, b"y1").expect("send");
+    p.a.send(x, b"x2").expect("send");
+    p.a.send(x, b"x3").expect("send");
+    assert_eq!(items_queued(&p.a) - before, 3, "x1 | y1 | x2 x3");
+    p.pump();
+    let mut want = data(x, &[b"x1"]);
+    want.extend(data(y, &[b"y1"]));
+    want.extend(data(x, &[b"x2", b"x3"]));
+    assert!(p.got_b.ends_with(&want));
+}
+
+/// A batch that went out on a link (which may have reached the peer) is never extended; the
+/// next message starts a new item, and after a resume both are delivered once.
+#[test]
+fn a_transmitted_batch_is_sealed() {
+    let mut p = Pair::ready();
+    let c = open_accepted(&mut p);
+    let before = items_queued(&p.a);
+    p.a.send(c, b"one").expect("send");
+    let mut buf = vec![0u8; 1 << 16];
+    let t = p.a.poll_transmit(p.now, &mut buf).expect("the batch's frame");
+    assert_eq!(t.link, p.la.expect("link"));
+    // The frame is lost with the link.
+    p.a.send(c, b"two").expect("send");
+    assert_eq!(items_queued(&p.a) - before, 2, "not appended to a transmitted item");
+    assert_eq!(p.a.stats().messages_batched, 0);
+    p.cut();
+    p.connect();
+    assert_eq!(
+        p.got_b.iter().filter(|g| matches!(g, Got::Data(..))).cloned().collect::<Vec<_>>(),
+        data(c, &[b"one", b"two"])
+    );
+}
+
+/// A, speaking protocol version 1 (its Hello built by hand), gets version-1 answers and no
+/// batches from B, and a DataBatch from it is a violation.
+#[test]
+fn a_version_1_peer_gets_plain_data_and_may_not_batch() {
+    let mut p = Pair::new(SessionConfig::default());
+    let mut raw = Conduit::new(Role::Initiator, ConduitConfig::default()).expect("config");
+    let body = HelloBody { version: 1, parity: Parity::Odd, root_credit: 1 << 16, max_connections: 8, metadata: &[] };
+    let mut h = [0u8; message::MAX_HEADER_LEN];
+    let (head, tail) = Message::Hello(body).encode_parts(&mut h);
+    raw.send_vectored(&[head, tail]).expect("send");
+    p.a.conduit = raw;
+    p.connect();
+    assert!(p.a.is_ready() && p.b.is_ready(), "B accepted a version-1 Hello; A its answer");
+    assert!(!p.a.peer_batches && !p.b.peer_batches, "B answered with version 1");
+    let before = items_queued(&p.b);
+    for _ in 0..3 {
+        p.b.send(ROOT, b"abc").expect("send");
+    }
+    assert_eq!(items_queued(&p.b) - before, 3, "no batching towards version 1");
+    p.pump();
+    assert!(p.got_a.ends_with(&data(ROOT, &[b"abc"; 3])));
+    let batch = hex_batch(&[b"abc"]);
+    let msg = Message::DataBatch { conn: ROOT, batch: DataBatch::parse(&batch).expect("valid") };
+    let (head, tail) = msg.encode_parts(&mut h);
+    p.a.conduit.send_vectored(&[head, tail]).expect("send");
+    p.pump();
+    let unknown = crate::wire::WireError::UnknownKind { kind: message::TAG_DATA_BATCH };
+    assert_eq!(p.errs_b, [SessionInputError::Violation(SessionViolation::Malformed(unknown))]);
+}
+
+/// Encode batch bodies by hand (`varint(len) payload` each; lengths below 128).
+fn hex_batch<P: AsRef<[u8]>>(payloads: &[P]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for p in payloads {
+        let p = p.as_ref();
+        v.push(p.len() as u8);
+        v.extend_from_slice(p);
+    }
+    v
+}
+
+fn inject_batch(p: &mut Pair, conn: ConnId, body: &[u8]) {
+    let mut v = vec![message::TAG_DATA_BATCH];
+    let mut c = [0u8; 5];
+    let n = crate::wire::varint::encode_varint(conn, &mut c).expect("fits");
+    v.extend_from_slice(&c[..n]);
+    v.extend_from_slice(body);
+    p.a.conduit.send(&v).expect("send");
+    p.pump();
+}
+
+#[test]
+fn a_batch_past_the_window_is_a_violation() {
+    let cfg = SessionConfig { initial_credit: 100, ..SessionConfig::default() };
+    let mut p = Pair::new(cfg);
+    p.connect();
+    let c = open_accepted(&mut p);
+    // 3 x 40 bytes: each within half the window, together past it.
+    inject_batch(&mut p, c, &hex_batch(&[[1u8; 40]; 3]));
+    assert_eq!(p.errs_b, [SessionInputError::Violation(SessionViolation::CreditExceeded)]);
+    assert!(p.b.is_ended());
+}
+
+#[test]
+fn an_empty_or_truncated_batch_is_malformed() {
+    for body in [&[][..], &[5, 1, 2][..]] {
+        let mut p = Pair::ready();
+        let c = open_accepted(&mut p);
+        inject_batch(&mut p, c, body);
+        let e = crate::wire::WireError::Truncated;
+        assert_eq!(p.errs_b, [SessionInputError::Violation(SessionViolation::Malformed(e))], "{body:?}");
+    }
+}
+
+#[test]
+fn a_batch_for_a_closed_connection_is_dropped_and_each_message_counted() {
+    let mut p = Pair::ready();
+    let c = open_accepted(&mut p);
+    p.b.close_conn(p.now, c, b"").expect("close");
+    // A's batch was on its way before it heard of the close.
+    inject_batch(&mut p, c, &hex_batch(&[b"a", b"b", b"c"]));
+    assert!(p.errs_b.is_empty(), "{:?}", p.errs_b);
+    assert_eq!(p.b.stats().data_dropped_closed, 3);
+    assert!(!p.b.is_ended());
 }

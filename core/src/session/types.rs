@@ -3,6 +3,8 @@
 use crate::conduit::{ConduitStats, Event as ConduitEvent, InputError, SendError as ConduitSendError};
 use crate::wire::WireError;
 
+use super::message::DataBatch;
+
 /// A virtual connection id. 0 is the root connection; the initiator opens odd ids, the
 /// acceptor even ones; ids are never reused within a session.
 pub type ConnId = u32;
@@ -27,6 +29,15 @@ pub enum Incoming<'a> {
         conn: ConnId,
         /// The payload.
         payload: &'a [u8],
+    },
+    /// Several data messages on a connection, in order (the peer batched messages it sent in
+    /// a burst). Each is a message of its own to the application, as if it had come as
+    /// [`Incoming::Data`]; release their lengths as they are consumed.
+    DataBatch {
+        /// The connection.
+        conn: ConnId,
+        /// The payloads.
+        batch: DataBatch<'a>,
     },
     /// The peer wants to open `conn`: answer with [`accept`](super::Session::accept) or
     /// [`reject`](super::Session::reject).
@@ -257,8 +268,12 @@ pub struct SessionStats {
     pub opens_received: u64,
     /// Opens we rejected automatically (limits).
     pub opens_auto_rejected: u64,
-    /// Data messages dropped because their connection was recently closed.
+    /// Data messages dropped because their connection was recently closed (each message of
+    /// a batch counts).
     pub data_dropped_closed: u64,
+    /// Data messages we sent that joined an earlier message's item (a `DataBatch`) instead of
+    /// taking an item of their own.
+    pub messages_batched: u64,
     /// Accept/Reject/Close for ids not in a matching state, ignored.
     pub control_ignored: u64,
     /// Credit grants sent.

@@ -74,6 +74,8 @@ pub struct AppCounters {
     pub payloads_out: u64,
     /// Payloads received.
     pub payloads_in: u64,
+    /// `DataBatch` messages received (their payloads count in `payloads_in`).
+    pub batches_in: u64,
     /// Sends refused for lack of credit.
     pub no_credit: u64,
     /// Sends refused because the replay ring was full.
@@ -283,6 +285,10 @@ impl App {
         match inc {
             Incoming::PeerHello { .. } => Ok(()),
             Incoming::Data { conn, payload } => self.on_data(s, conn, payload),
+            Incoming::DataBatch { conn, batch } => {
+                self.counters.batches_in += 1;
+                batch.into_iter().try_for_each(|payload| self.on_data(s, conn, payload))
+            }
             Incoming::Open { conn, .. } => {
                 self.counters.opens_in += 1;
                 self.insert(conn, ConnPhase::PendingIn)?;

@@ -104,6 +104,25 @@ impl ConnSlot {
     }
 }
 
+impl ConnSlot {
+    /// Queue one delivered payload for the reader: small ones copied into the arena, larger
+    /// ones sliced from the read chunk they arrived in.
+    #[inline]
+    fn push(&mut self, payload: &[u8], chunk: &Bytes, copy_below: usize) {
+        let item = if payload.len() < copy_below {
+            if self.arena.capacity() - self.arena.len() < payload.len() {
+                // The full arena lives on as long as messages split off it do.
+                self.arena = BytesMut::with_capacity(ARENA.max(payload.len()));
+            }
+            self.arena.extend_from_slice(payload);
+            self.arena.split().freeze()
+        } else {
+            chunk.slice_ref(payload)
+        };
+        self.queue.push_back(item);
+    }
+}
+
 /// A command the application issued while the replay ring was full (from a `Drop`, which
 /// cannot wait): retried by the driver whenever it drains.
 #[derive(Clone, Copy, Debug)]
@@ -235,26 +254,18 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
                 s.release(conn, payload.len());
                 return;
             };
-            let item = if payload.len() < st.tuning.copy_below {
-                if slot.arena.capacity() - slot.arena.len() < payload.len() {
-                    // The full arena lives on as long as messages split off it do.
-                    slot.arena = BytesMut::with_capacity(ARENA.max(payload.len()));
-                }
-                slot.arena.extend_from_slice(payload);
-                slot.arena.split().freeze()
-            } else {
-                chunk.slice_ref(payload)
+            slot.push(payload, chunk, st.tuning.copy_below);
+            queued(st, conn);
+        }
+        Incoming::DataBatch { conn, batch } => {
+            let Some(slot) = st.conns.get_mut(&conn).filter(|c| !c.abandoned) else {
+                s.release(conn, batch.payload_len() as usize);
+                return;
             };
-            slot.queue.push_back(item);
-            st.common.delivered();
-            if !slot.dirty {
-                slot.dirty = true;
-                st.dirty.push(conn);
+            for payload in batch {
+                slot.push(payload, chunk, st.tuning.copy_below);
             }
-            if !slot.full && slot.queue.len() >= st.tuning.conn_items {
-                slot.full = true;
-                st.full_conns += 1;
-            }
+            queued(st, conn);
         }
         Incoming::Open { conn, metadata } => {
             st.incoming.push_back((conn, Bytes::copy_from_slice(metadata)));
@@ -293,6 +304,21 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
             }
         }
         Incoming::PeerHello { metadata } => st.peer_metadata = Some(Bytes::copy_from_slice(metadata)),
+    }
+}
+
+/// Data was queued on `conn`: note its reader for waking after the run, and whether its
+/// queue is full now.
+fn queued(st: &mut SessState, conn: ConnId) {
+    st.common.delivered();
+    let Some(slot) = st.conns.get_mut(&conn) else { return };
+    if !slot.dirty {
+        slot.dirty = true;
+        st.dirty.push(conn);
+    }
+    if !slot.full && slot.queue.len() >= st.tuning.conn_items {
+        slot.full = true;
+        st.full_conns += 1;
     }
 }
 
