@@ -451,23 +451,33 @@ impl Conduit {
         self.after_push(pushed)
     }
 
-    /// Append `header` + `payload` to item `seq` if it is the newest item and has never been
-    /// transmitted on any link (so no peer can have seen it shorter) and stays within
-    /// `max_item_len`: `Ok(true)`. `Ok(false)` when it is not extendable (queue a new item
-    /// instead); `Err(WouldBlock)` when the ring lacks the bytes (a `Writable` follows, as
-    /// for `send`). The session layer batches small messages this way.
+    /// Append `header` + `payload` to item `seq` (now `item_len` bytes long) if it is the
+    /// newest item and has never been transmitted on any link (so no peer can have seen it
+    /// shorter), and it stays within `max_item_len`: `Ok(true)`. `Ok(false)` when it is not
+    /// extendable (queue a new item instead); `Err(WouldBlock)` when the ring lacks the bytes
+    /// (a `Writable` follows, as for `send`). The session layer batches small messages this
+    /// way.
     #[inline]
-    pub(crate) fn extend_item(&mut self, seq: u64, header: &[u8], payload: &[u8]) -> Result<bool, SendError> {
+    pub(crate) fn extend_item(
+        &mut self,
+        seq: u64,
+        item_len: usize,
+        header: &[u8],
+        payload: &[u8],
+    ) -> Result<bool, SendError> {
         if self.ended.is_some() || self.closing.is_some() {
             return Err(SendError::Ended);
         }
-        if seq + 1 != self.sent || seq < self.tx_high || seq < self.tx_cursor {
+        // An item at or past `tx_high` was never transmitted. One below `acked` is gone (a
+        // lying peer may ack items it was never sent).
+        if seq + 1 != self.sent
+            || seq < self.tx_high
+            || seq < self.acked
+            || item_len + header.len() + payload.len() > self.config.max_item_len() as usize
+        {
             return Ok(false);
         }
-        let Some((a, b)) = self.ring.get(seq) else { return Ok(false) };
-        if a.len() + b.len() + header.len() + payload.len() > self.config.max_item_len() as usize {
-            return Ok(false);
-        }
+        debug_assert_eq!(self.ring.get(seq).map(|(a, b)| a.len() + b.len()), Some(item_len));
         match self.ring.extend_last(header, payload) {
             Ok(()) => Ok(true),
             Err(full) => self.after_push(Err(full)).map(|_| false),

@@ -42,8 +42,8 @@ pub struct SessionConfig {
     /// so a burst of small messages costs one frame, one seq and one ack instead of one each.
     /// Nothing waits for a batch to fill: an item is only extended until it is first
     /// transmitted. Payloads up to a quarter of this are batched; larger ones travel alone.
-    /// `0` turns batching off; it is also off towards a version-1 peer. At most
-    /// `max_item_len`. Default 16 KiB.
+    /// `0` turns batching off; it is also off towards a version-1 peer. Capped at the
+    /// conduit's `max_item_len`. Default 16 KiB.
     pub batch_bytes: u32,
 }
 
@@ -73,7 +73,6 @@ impl SessionConfig {
             || self.max_connections > 1 << 20
             || self.initial_credit == 0
             || self.max_credit == 0
-            || self.batch_bytes > self.conduit.max_item_len()
         {
             return Err(ConfigError::SessionLimits);
         }

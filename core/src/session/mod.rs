@@ -94,6 +94,8 @@ pub struct Session {
     /// The peer speaks protocol version 2 or later: `DataBatch` goes both ways.
     pub(crate) peer_batches: bool,
     pub(crate) open_batch: Option<OpenBatch>,
+    /// `batch_bytes` capped at the largest item.
+    pub(crate) batch_limit: usize,
     pub(crate) failure: Option<SessionFailure>,
     pub(crate) stats: SessionStats,
 }
@@ -136,6 +138,7 @@ impl Session {
             ready_event: false,
             peer_batches: false,
             open_batch: None,
+            batch_limit: config.batch_bytes.min(config.conduit.max_item_len()) as usize,
             failure: None,
             stats: SessionStats::default(),
         };
@@ -427,7 +430,7 @@ impl Session {
             c.want_writable = true;
             return Err(CommandError::NoCredit);
         }
-        let batch_bytes = self.config.batch_bytes as usize;
+        let batch_bytes = self.batch_limit;
         if self.peer_batches && payload.len() <= batch_bytes / 4 {
             let mut h = [0u8; 11];
             // Disjoint fields: the connection entry stays borrowed across the conduit calls.
@@ -435,7 +438,7 @@ impl Session {
                 let n = crate::wire::varint::encode_varint(len as u32, &mut h).unwrap_or(0);
                 if b.conn == conn
                     && b.len + n + payload.len() <= batch_bytes
-                    && self.conduit.extend_item(b.seq, &h[..n], payload)?
+                    && self.conduit.extend_item(b.seq, b.len, &h[..n], payload)?
                 {
                     b.len += n + payload.len();
                     c.send_credit -= len;

@@ -551,3 +551,18 @@ fn a_batch_for_a_closed_connection_is_dropped_and_each_message_counted() {
     assert_eq!(p.b.stats().data_dropped_closed, 3);
     assert!(!p.b.is_ended());
 }
+
+/// A lying peer acks the batch item before it was transmitted (the ring drops it): the next
+/// message starts a new item instead of extending one that is gone.
+#[test]
+fn a_batch_acked_before_it_was_sent_is_not_extended() {
+    let mut p = Pair::ready();
+    let c = open_accepted(&mut p);
+    p.a.send(c, b"one").expect("send");
+    let sent = p.a.conduit.sent;
+    p.a.conduit.apply_ack_count(sent);
+    assert_eq!(p.a.conduit.stats().replay_frames, 0);
+    p.a.send(c, b"two").expect("a new item, not WouldBlock");
+    assert_eq!(p.a.conduit.sent, sent + 1);
+    assert_eq!(p.a.conduit.stats().replay_frames, 1);
+}

@@ -8,7 +8,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::task::Waker;
 
 use bytes::{Bytes, BytesMut};
-use sotto::session::{CommandError, ConnId, Incoming, Session, SessionEvent as CoreEvent};
+use sotto::session::{CommandError, ConnId, DataBatch, Incoming, Session, SessionEvent as CoreEvent};
 use sotto::{Event, Instant, LinkId};
 
 use crate::shared::{wake, Common, WakerList};
@@ -120,6 +120,29 @@ impl ConnSlot {
             chunk.slice_ref(payload)
         };
         self.queue.push_back(item);
+    }
+
+    /// Queue the messages of a batch. Small ones on average: the batch is copied into the
+    /// arena in one piece and each message is a slice of that copy; else each is sliced from
+    /// the read chunk.
+    fn push_batch(&mut self, batch: DataBatch<'_>, chunk: &Bytes, copy_below: usize) {
+        let body = batch.as_bytes();
+        if (batch.payload_len() as usize) >= copy_below.saturating_mul(batch.count() as usize) {
+            for payload in batch {
+                self.queue.push_back(chunk.slice_ref(payload));
+            }
+            return;
+        }
+        if self.arena.capacity() - self.arena.len() < body.len() {
+            self.arena = BytesMut::with_capacity(ARENA.max(body.len()));
+        }
+        self.arena.extend_from_slice(body);
+        let block = self.arena.split().freeze();
+        let base = body.as_ptr() as usize;
+        for payload in batch {
+            let at = payload.as_ptr() as usize - base;
+            self.queue.push_back(block.slice(at..at + payload.len()));
+        }
     }
 }
 
@@ -262,9 +285,7 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
                 s.release(conn, batch.payload_len() as usize);
                 return;
             };
-            for payload in batch {
-                slot.push(payload, chunk, st.tuning.copy_below);
-            }
+            slot.push_batch(batch, chunk, st.tuning.copy_below);
             queued(st, conn);
         }
         Incoming::Open { conn, metadata } => {
