@@ -457,7 +457,7 @@ impl Conduit {
     /// extendable (queue a new item instead); `Err(WouldBlock)` when the ring lacks the bytes
     /// (a `Writable` follows, as for `send`). The session layer batches small messages this
     /// way.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn extend_item(
         &mut self,
         seq: u64,
@@ -480,8 +480,16 @@ impl Conduit {
         debug_assert_eq!(self.ring.get(seq).map(|(a, b)| a.len() + b.len()), Some(item_len));
         match self.ring.extend_last(header, payload) {
             Ok(()) => Ok(true),
-            Err(full) => self.after_push(Err(full)).map(|_| false),
+            Err(_) => Err(self.ring_full()),
         }
+    }
+
+    /// The ring had no room for a send: a `Writable` is owed.
+    #[cold]
+    fn ring_full(&mut self) -> SendError {
+        self.want_writable = true;
+        self.maybe_cycle_starved_link();
+        SendError::WouldBlock
     }
 
     #[inline]
@@ -499,9 +507,7 @@ impl Conduit {
     #[inline]
     fn after_push(&mut self, pushed: Result<(), ring::RingFull>) -> Result<u64, SendError> {
         if pushed.is_err() {
-            self.want_writable = true;
-            self.maybe_cycle_starved_link();
-            return Err(SendError::WouldBlock);
+            return Err(self.ring_full());
         }
         let seq = self.sent;
         self.sent += 1;

@@ -144,7 +144,7 @@ impl ReplayRing {
 
     /// Append `header` + `payload` to the newest item (which keeps its seq), if the ring has
     /// the bytes. The item may come to wrap; [`get`](Self::get) returns it in two slices then.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn extend_last(&mut self, header: &[u8], payload: &[u8]) -> Result<(), RingFull> {
         let len = header.len() + payload.len();
         if self.entry_count == 0 || self.bytes.len() - self.byte_used < len {
@@ -155,25 +155,15 @@ impl ReplayRing {
         if at >= cap {
             at -= cap;
         }
-        if let Some(dest) = self.bytes.get_mut(at..at + len) {
-            let (h, p) = dest.split_at_mut(header.len());
-            for (d, s) in h.iter_mut().zip(header) {
-                *d = *s;
-            }
-            p.copy_from_slice(payload);
-        } else {
-            for part in [header, payload] {
-                let mut part: &[u8] = part;
-                while !part.is_empty() {
-                    let run = (cap - at).min(part.len());
-                    self.bytes[at..at + run].copy_from_slice(&part[..run]);
-                    part = &part[run..];
-                    at += run;
-                    if at == cap {
-                        at = 0;
-                    }
+        match self.bytes.get_mut(at..at + len) {
+            Some(dest) => {
+                let (h, p) = dest.split_at_mut(header.len());
+                for (d, s) in h.iter_mut().zip(header) {
+                    *d = *s;
                 }
+                p.copy_from_slice(payload);
             }
+            None => self.write_wrapping(at, header, payload),
         }
         let mut idx = self.entry_head + self.entry_count - 1;
         if idx >= self.entries.len() {
@@ -182,6 +172,24 @@ impl ReplayRing {
         self.entries[idx].len += len as u32;
         self.byte_used += len;
         Ok(())
+    }
+
+    /// Copy `header` then `payload` to `at`, wrapping at the end of the ring.
+    #[cold]
+    fn write_wrapping(&mut self, mut at: usize, header: &[u8], payload: &[u8]) {
+        let cap = self.bytes.len();
+        for part in [header, payload] {
+            let mut part: &[u8] = part;
+            while !part.is_empty() {
+                let run = (cap - at).min(part.len());
+                self.bytes[at..at + run].copy_from_slice(&part[..run]);
+                part = &part[run..];
+                at += run;
+                if at == cap {
+                    at = 0;
+                }
+            }
+        }
     }
 
     fn record(&mut self, offset: usize, len: usize) {

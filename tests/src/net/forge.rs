@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use sotto::session::message::{Message, TAG_DATA};
+use sotto::session::message::{Message, TAG_DATA, TAG_DATA_BATCH};
 use sotto::wire::Frame;
 
 use crate::sim::Tap;
@@ -21,10 +21,21 @@ pub fn encode(m: &Message<'_>) -> Vec<u8> {
     out
 }
 
-/// The item a root-connection payload travels in.
+/// A root-connection payload as a plain Data item (how a version-1 peer, or a payload above
+/// a quarter of `batch_bytes`, travels).
 #[must_use]
 pub fn root_item(payload: &[u8]) -> Vec<u8> {
     let mut v = vec![TAG_DATA, 0];
+    v.extend_from_slice(payload);
+    v
+}
+
+/// A root-connection payload (below 128 bytes) alone in a DataBatch item: how a small
+/// payload sent to a version-2 peer travels when no earlier message shares its item.
+#[must_use]
+pub fn root_batch_item(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 128, "one-byte length");
+    let mut v = vec![TAG_DATA_BATCH, 0, payload.len() as u8];
     v.extend_from_slice(payload);
     v
 }
@@ -51,9 +62,9 @@ pub fn rewrite_items(mut f: impl FnMut(&[u8]) -> Option<Vec<u8>> + 'static) -> T
 pub fn replace_marker(marker: &'static [u8], message: Vec<u8>) -> (Tap, Rc<Cell<u32>>) {
     let count = Rc::new(Cell::new(0));
     let c = Rc::clone(&count);
-    let want = root_item(marker);
+    let want = [root_item(marker), root_batch_item(marker)];
     let tap = rewrite_items(move |item| {
-        (item == want.as_slice()).then(|| {
+        want.iter().any(|w| item == w.as_slice()).then(|| {
             c.set(c.get() + 1);
             message.clone()
         })
