@@ -431,7 +431,7 @@ impl Session {
             return Err(CommandError::NoCredit);
         }
         let batch_bytes = self.batch_limit;
-        if self.peer_batches && payload.len() <= batch_bytes / 4 {
+        if self.peer_batches && batch_bytes > 0 && payload.len() <= batch_bytes / 4 {
             let mut h = [0u8; 11];
             // Disjoint fields: the connection entry stays borrowed across the conduit calls.
             if let Some(b) = &mut self.open_batch {

@@ -566,3 +566,17 @@ fn a_batch_acked_before_it_was_sent_is_not_extended() {
     assert_eq!(p.a.conduit.sent, sent + 1);
     assert_eq!(p.a.conduit.stats().replay_frames, 1);
 }
+
+#[test]
+fn batch_bytes_0_sends_plain_data_even_for_empty_payloads() {
+    let mut p = Pair::new(SessionConfig { batch_bytes: 0, ..SessionConfig::default() });
+    p.connect();
+    let c = open_accepted(&mut p);
+    let before = items_queued(&p.a);
+    p.a.send(c, b"").expect("send");
+    p.a.send(c, b"").expect("send");
+    assert_eq!(items_queued(&p.a) - before, 2);
+    assert!(p.a.open_batch.is_none(), "no batch started");
+    p.pump();
+    assert!(p.got_b.ends_with(&data(c, &[b"", b""])));
+}
