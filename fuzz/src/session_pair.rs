@@ -22,7 +22,8 @@ use crate::pair::{timer_profile, Notify, Pipe, Unit};
 use arbitrary::{Arbitrary, Unstructured};
 use sotto::conduit::LinkDropReason;
 use sotto::endpoint::{Endpoint, EndpointConfig, EndpointEvent, PendingLink, Routed, SessionHandle};
-use sotto::session::{CommandError, ConnId, Incoming, Session, SessionConfig, SessionEvent, ROOT};
+use sotto::session::{CommandError, ConnId, DataBatch, Incoming, Session, SessionConfig, SessionEvent, ROOT};
+use sotto::wire::varint::encode_varint;
 use sotto::wire::Message;
 use sotto::{ConduitConfig, Duration, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
 use std::collections::{BTreeMap, BTreeSet};
@@ -658,22 +659,11 @@ impl Sim {
     fn on_incoming(&mut self, p: usize, server: bool, inc: Incoming<'_>) {
         match inc {
             Incoming::PeerHello { .. } => {}
-            Incoming::Data { conn, payload } => {
-                let i = *self.app(p, server).got.get(&conn).unwrap_or(&0);
-                let peer = if server { &self.pairs[p].capp } else { &self.pairs[p].sapp };
-                let expected = peer.sent.get(&conn).and_then(|v| v.get(i));
-                assert!(
-                    expected.is_some_and(|e| e.as_slice() == payload),
-                    "I1: pairing {p} conn {conn}: payload {i} toward {} is not the next one sent",
-                    if server { "the acceptor" } else { "the initiator" }
-                );
-                let len = payload.len();
-                let app = self.app(p, server);
-                *app.got.entry(conn).or_default() += 1;
-                let slow = app.slow.contains(&conn);
-                *app.unreleased.entry(conn).or_default() += len;
-                if !slow {
-                    self.release(p, server, conn, usize::MAX);
+            Incoming::Data { conn, payload } => self.on_data(p, server, conn, payload),
+            Incoming::DataBatch { conn, batch } => {
+                // Each message of a batch is a delivery of its own, checked like Data.
+                for payload in batch {
+                    self.on_data(p, server, conn, payload);
                 }
             }
             Incoming::Open { conn, .. } => self.app(p, server).pending_accept.push(conn),
@@ -691,6 +681,26 @@ impl Sim {
                 app.opening.remove(&conn);
                 app.pending_accept.retain(|&c| c != conn);
             }
+        }
+    }
+
+    /// One data message delivered on `conn`: it must be the next one the peer sent there.
+    fn on_data(&mut self, p: usize, server: bool, conn: ConnId, payload: &[u8]) {
+        let i = *self.app(p, server).got.get(&conn).unwrap_or(&0);
+        let peer = if server { &self.pairs[p].capp } else { &self.pairs[p].sapp };
+        let expected = peer.sent.get(&conn).and_then(|v| v.get(i));
+        assert!(
+            expected.is_some_and(|e| e.as_slice() == payload),
+            "I1: pairing {p} conn {conn}: payload {i} toward {} is not the next one sent",
+            if server { "the acceptor" } else { "the initiator" }
+        );
+        let len = payload.len();
+        let app = self.app(p, server);
+        *app.got.entry(conn).or_default() += 1;
+        let slow = app.slow.contains(&conn);
+        *app.unreleased.entry(conn).or_default() += len;
+        if !slow {
+            self.release(p, server, conn, usize::MAX);
         }
     }
 
@@ -1206,6 +1216,8 @@ impl Sim {
 enum Owned {
     Hello,
     Data(ConnId, Vec<u8>),
+    /// A batch's body (`(varint(len) payload)+`), re-encoded from its messages.
+    DataBatch(ConnId, Vec<u8>),
     Open(ConnId),
     Accepted(ConnId),
     Rejected(ConnId),
@@ -1216,6 +1228,16 @@ fn own(i: Incoming<'_>) -> Owned {
     match i {
         Incoming::PeerHello { .. } => Owned::Hello,
         Incoming::Data { conn, payload } => Owned::Data(conn, payload.to_vec()),
+        Incoming::DataBatch { conn, batch } => {
+            let mut body = Vec::new();
+            for payload in batch {
+                let mut len = [0u8; 5];
+                let n = encode_varint(payload.len() as u32, &mut len).expect("5 bytes hold a u32");
+                body.extend_from_slice(&len[..n]);
+                body.extend_from_slice(payload);
+            }
+            Owned::DataBatch(conn, body)
+        }
         Incoming::Open { conn, .. } => Owned::Open(conn),
         Incoming::Accepted { conn, .. } => Owned::Accepted(conn),
         Incoming::Rejected { conn, .. } => Owned::Rejected(conn),
@@ -1228,6 +1250,10 @@ impl Owned {
         match self {
             Self::Hello => Incoming::PeerHello { metadata: &[] },
             Self::Data(conn, p) => Incoming::Data { conn: *conn, payload: p },
+            Self::DataBatch(conn, body) => Incoming::DataBatch {
+                conn: *conn,
+                batch: DataBatch::parse(body).expect("re-encoded from a valid batch"),
+            },
             Self::Open(conn) => Incoming::Open { conn: *conn, metadata: &[] },
             Self::Accepted(conn) => Incoming::Accepted { conn: *conn, metadata: &[] },
             Self::Rejected(conn) => Incoming::Rejected { conn: *conn, code: 0, metadata: &[] },

@@ -32,11 +32,13 @@
 use crate::script::Script;
 use crate::single::config_from;
 use sotto::conduit::{InputError, LinkDropReason};
-use sotto::session::message::{data_header_len, HelloBody};
+use sotto::session::message::{data_header_len, HelloBody, TAG_DATA_BATCH};
 use sotto::session::{
-    refusal, CommandError, ConnId, Incoming, Message as SMsg, Parity, Session, SessionConfig, SessionEvent,
-    SessionFailure, SessionInputError as E, SessionViolation as V, PROTOCOL_VERSION, ROOT,
+    refusal, CommandError, ConnId, DataBatch, Incoming, Message as SMsg, Parity, Session, SessionConfig, SessionEvent,
+    SessionFailure, SessionInputError as E, SessionViolation as V, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ROOT,
 };
+use sotto::wire::varint::encode_varint;
+use sotto::wire::WireError;
 use sotto::wire::{ClientHello, Frame, ServerHello, HELLO_LEN};
 use sotto::{Duration, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
 use std::collections::BTreeMap;
@@ -65,6 +67,9 @@ pub fn session_config_from(s: &mut Script<'_>) -> (Role, SessionConfig, Vec<u8>)
         churn_period: [Duration::ZERO, ms(1), ms(1000), ms(10_000)][usize::from(b >> 6)],
         max_conn_id: [1u32, 2, 5, 40, 1000, u32::MAX - 1, u32::MAX, u32::MAX][usize::from(c & 7)],
         max_memory: None,
+        // Bits 6-7 of `c` (free until then): no batching, batches of tiny messages, and two
+        // sizes that make the item cap or the batch cap bind.
+        batch_bytes: [0u32, 16, 64, 16_384][usize::from(c >> 6)],
     };
     assert_eq!(cfg.validate(), Ok(()), "fuzz session config must be valid: {cfg:?}");
     let meta_len = usize::from((c >> 3) % 8).min(cfg.max_metadata as usize);
@@ -154,6 +159,8 @@ struct Driver {
     writable_expected: Vec<ConnId>,
     close_called: bool,
     ended_seen: Option<SessionEnd>,
+    /// The version of the peer's accepted hello (2 and up: `DataBatch` both ways).
+    peer_version: Option<u32>,
     // --- our output
     /// Our items by seq, as first transmitted (`None`: skipped, the peer lied about it).
     out: Vec<Option<Vec<u8>>>,
@@ -162,6 +169,21 @@ struct Driver {
     /// No item may follow (a Sorry or ProtocolError was sent).
     out_done: bool,
     last_open: u32,
+}
+
+/// A `DataBatch` body carrying `payload` split into `parts` messages (`(varint(len) bytes)+`).
+fn batch_body(payload: &[u8], parts: usize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(payload.len() + 5 * parts);
+    let step = payload.len() / parts;
+    for i in 0..parts {
+        let end = if i + 1 == parts { payload.len() } else { (i + 1) * step };
+        let part = &payload[i * step..end];
+        let mut len = [0u8; 5];
+        let n = encode_varint(part.len() as u32, &mut len).expect("5 bytes hold a u32");
+        body.extend_from_slice(&len[..n]);
+        body.extend_from_slice(part);
+    }
+    body
 }
 
 fn min_credit(a: u64, max: u32) -> u64 {
@@ -196,6 +218,7 @@ impl Driver {
             trace: std::env::var_os("SOTTO_FUZZ_TRACE").is_some(),
             phase: if role == Role::Initiator { Phase::AwaitHelloYourself } else { Phase::AwaitHello },
             failure: None,
+            peer_version: None,
             conns,
             ledger,
             pending_in: 0,
@@ -326,8 +349,13 @@ impl Driver {
                 let want_hello = self.role == Role::Initiator;
                 assert_eq!(matches!(m, SMsg::Hello(_)), want_hello, "wrong hello kind");
                 assert!(seq == 0 || blind, "hello not first");
+                // The acceptor answers with the version both speak.
+                let version = match (self.role, self.peer_version) {
+                    (Role::Acceptor, Some(v)) => v.min(PROTOCOL_VERSION),
+                    _ => PROTOCOL_VERSION,
+                };
                 let expect = HelloBody {
-                    version: PROTOCOL_VERSION,
+                    version,
                     parity: ours,
                     root_credit: self.cfg.initial_credit,
                     max_connections: self.cfg.max_connections,
@@ -393,12 +421,16 @@ impl Driver {
                 assert!(!l.close_item, "Close {conn} twice");
                 l.close_item = true;
             }
-            SMsg::Data { conn, payload } => {
-                let l = self.ledger(conn);
-                let open = conn == ROOT || blind || if ours.owns(conn) { l.peer_accepted } else { l.accept_item };
-                assert!(open && !l.close_item, "Data on {conn} that is not open: {l:?}");
-                l.data_out += payload.len() as u64;
-                assert!(l.data_out <= l.allowance, "Data on {conn} beyond the peer's credit: {l:?}");
+            SMsg::Data { conn, payload } => self.verify_data_out(conn, payload.len() as u64),
+            SMsg::DataBatch { conn, batch } => {
+                assert!(self.peer_batches(), "DataBatch sent to a version-{:?} peer", self.peer_version);
+                let limit = self.batch_limit();
+                let item_len = item.len();
+                assert!(item_len <= limit.max(limit / 4 + 11), "batch item of {item_len} bytes, batch_bytes {limit}");
+                for payload in batch {
+                    assert!(payload.len() <= limit / 4, "{} bytes batched, limit {limit}", payload.len());
+                }
+                self.verify_data_out(conn, batch.payload_len());
             }
             SMsg::Credit { conn, grant } => {
                 let l = self.ledger(conn);
@@ -408,6 +440,27 @@ impl Driver {
             }
             _ => {}
         }
+    }
+
+    /// Our data of `len` bytes on `conn` (a message or a batch): only on an open connection,
+    /// never beyond the peer's credit.
+    fn verify_data_out(&mut self, conn: ConnId, len: u64) {
+        let (ours, blind) = (self.parity, self.blind);
+        let l = self.ledger(conn);
+        let open = conn == ROOT || blind || if ours.owns(conn) { l.peer_accepted } else { l.accept_item };
+        assert!(open && !l.close_item, "Data on {conn} that is not open: {l:?}");
+        l.data_out += len;
+        assert!(l.data_out <= l.allowance, "Data on {conn} beyond the peer's credit: {l:?}");
+    }
+
+    /// The peer's hello was version 2 or later: batches go both ways.
+    fn peer_batches(&self) -> bool {
+        self.peer_version.is_some_and(|v| v >= 2)
+    }
+
+    /// `batch_bytes` as the session applies it (capped at the largest item).
+    fn batch_limit(&self) -> usize {
+        self.cfg.batch_bytes.min(self.s.conduit().max_item_len()) as usize
     }
 
     fn on_event(&mut self, e: SessionEvent) {
@@ -549,7 +602,7 @@ impl Driver {
     }
 
     fn peer_hello(&mut self, b: HelloBody<'_>, actual: &Result<Option<Incoming<'_>>, E>) {
-        let code = if b.version != PROTOCOL_VERSION {
+        let code = if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&b.version) {
             Some(refusal::VERSION)
         } else if b.parity != self.parity.other() {
             Some(refusal::PARITY)
@@ -565,6 +618,7 @@ impl Driver {
             self.fail(SessionFailure::WeRefused { code });
             return;
         }
+        self.peer_version = Some(b.version);
         let max = self.cfg.max_credit;
         if let Some(root) = self.conns.get_mut(&ROOT) {
             root.credit = u64::from(b.root_credit);
@@ -632,8 +686,16 @@ impl Driver {
         let max_credit = self.cfg.max_credit;
         let max_meta = self.cfg.max_metadata as usize;
         match msg {
-            SMsg::Data { conn, payload } => {
-                let len = payload.len() as u64;
+            SMsg::DataBatch { .. } if !self.peer_batches() => {
+                // A version-1 peer does not have this message.
+                self.expect_violation(actual, V::Malformed(WireError::UnknownKind { kind: TAG_DATA_BATCH }))
+            }
+            SMsg::Data { .. } | SMsg::DataBatch { .. } => {
+                let (conn, len) = match msg {
+                    SMsg::Data { conn, payload } => (conn, payload.len() as u64),
+                    SMsg::DataBatch { conn, batch } => (conn, batch.payload_len()),
+                    _ => unreachable!("matched above"),
+                };
                 match self.conns.get(&conn).map(|c| c.state) {
                     Some(St::Open) => {
                         let initial = i128::from(self.initial());
@@ -643,9 +705,17 @@ impl Driver {
                         // one we certainly granted (what we transmitted).
                         let hi = initial + rel.min(cons) - cons;
                         let lo = initial + i128::from(l.grants_out) - cons;
+                        let delivered = match (actual, msg) {
+                            (Ok(Some(Incoming::Data { conn: c, payload: p })), SMsg::Data { payload, .. }) => {
+                                *c == conn && *p == payload
+                            }
+                            (Ok(Some(Incoming::DataBatch { conn: c, batch: b })), SMsg::DataBatch { batch, .. }) => {
+                                *c == conn && b.iter().eq(batch.iter())
+                            }
+                            _ => false,
+                        };
                         match actual {
-                            Ok(Some(Incoming::Data { conn: c, payload: p })) => {
-                                assert!(*c == conn && *p == payload);
+                            Ok(Some(_)) if delivered => {
                                 assert!(i128::from(len) <= hi, "data beyond any window accepted: {l:?}");
                                 self.ledger(conn).consumed += len;
                             }
@@ -934,7 +1004,7 @@ impl Driver {
             }
             2 => SMsg::LetsGo.encode(&mut out),
             3 => SMsg::Sorry { code: u32::from(a), reason: "no" }.encode(&mut out),
-            4 | 5 => {
+            k @ (4 | 5) => {
                 let conn = self.pick_conn(a);
                 let max_item = self.s.conduit().max_item_len() as usize;
                 let l = self.ledger.get(&conn).copied().unwrap_or_default();
@@ -948,7 +1018,14 @@ impl Driver {
                     _ => usize::from(c),
                 }
                 .min(4200);
-                SMsg::Data { conn, payload: &meta_bytes[..len] }.encode(&mut out)
+                if k == 5 && b & 0x80 != 0 {
+                    // The same bytes as a batch of 1-4 messages (some empty when `len` is short).
+                    let body = batch_body(&meta_bytes[..len], 1 + usize::from((b >> 3) & 3));
+                    let batch = DataBatch::parse(&body).expect("a well-formed batch body");
+                    SMsg::DataBatch { conn, batch }.encode(&mut out)
+                } else {
+                    SMsg::Data { conn, payload: &meta_bytes[..len] }.encode(&mut out)
+                }
             }
             6 => {
                 let conn = self.pick_conn(a);
@@ -1179,12 +1256,23 @@ impl Driver {
             }
         }
         self.conduit_errors(len + data_header_len(conn), &mut errs);
+        // A batchable payload joins the open batch item (it needs room for its bytes and a
+        // length, no new ring slot) or starts one (a header one length longer than Data's):
+        // the ring may or may not have room for it where it would for a plain Data.
+        let batchable = self.peer_batches() && self.batch_limit() > 0 && len <= self.batch_limit() / 4;
+        if batchable {
+            errs.retain(|e| *e != CommandError::WouldBlock);
+        }
         let payload: Vec<u8> = (0..len).map(|i| i as u8 ^ conn as u8).collect();
         let r = self.s.send(conn, &payload);
         if self.trace {
-            eprintln!("  send {conn} {len} -> {r:?} (applicable {errs:?})");
+            eprintln!("  send {conn} {len} -> {r:?} (applicable {errs:?}, batchable {batchable})");
         }
-        self.check_command("send", r, &errs);
+        if batchable && r == Err(CommandError::WouldBlock) {
+            assert!(errs.is_empty(), "send failed with WouldBlock, applicable {errs:?}");
+        } else {
+            self.check_command("send", r, &errs);
+        }
         match r {
             Ok(()) => {
                 if let Some(c) = self.conns.get_mut(&conn) {
