@@ -153,7 +153,7 @@ impl<S: Io> RawRouting<S> {
         let id = self.router.insert(Arc::clone(&slot));
         let registration = Registration { router: Arc::clone(&self.router), id, slot };
         let driver = Driver::<R, S, Shared>::new(&l.rt, Arc::clone(&shared), Source::Router(registration), l.config);
-        let task = l.rt.spawn(Box::pin(driver));
+        let task = l.rt.spawn(crate::tasks::isolated(driver));
         l.queue.push(StableConduit::new(shared, task));
     }
 }

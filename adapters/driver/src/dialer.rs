@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant as StdInstant};
@@ -21,8 +22,22 @@ pub(crate) enum Dialed<S> {
     Link(S),
     /// The attempt failed; the next one waits for the backoff.
     Failed(io::Error),
-    /// The first connect cannot succeed (permanent error, or its deadline passed).
-    GiveUp(io::Error),
+    /// The first connect cannot succeed: a permanent error (`permanent`: a panic, or an
+    /// error retrying cannot fix), or its deadline passed.
+    GiveUp {
+        /// The attempt's error.
+        error: io::Error,
+        /// Whether retrying could never help (the connect fails with this error rather
+        /// than as timed out).
+        permanent: bool,
+    },
+}
+
+/// The error a panicking connector (or connect future) becomes. A first connect gives up at
+/// once; after a link has attached, the next attempt follows the backoff, as after any
+/// failed dial.
+fn connector_panicked() -> io::Error {
+    io::Error::other("the connector panicked")
 }
 
 pub(crate) struct Dialer<S> {
@@ -79,28 +94,43 @@ impl<S> Dialer<S> {
                 return Poll::Pending;
             }
             let deadline = now.checked_add(self.dial_timeout).unwrap_or(now);
-            self.attempt = Some(((self.connector)(), deadline));
+            // The connector is the application's code: a panic in it (or in the future it
+            // returns, below) fails this attempt like an I/O error and never reaches the
+            // session's state (SCENARIOS A9).
+            match catch_unwind(AssertUnwindSafe(|| (self.connector)())) {
+                Ok(fut) => self.attempt = Some((fut, deadline)),
+                Err(_) => return Poll::Ready(self.failed(now, connector_panicked(), true)),
+            }
             tracing::debug!("sotto: dialing");
         }
         let Some((fut, deadline)) = self.attempt.as_mut() else { return Poll::Pending };
-        let result = match fut.as_mut().poll(cx) {
-            Poll::Ready(r) => r,
-            Poll::Pending if now >= *deadline => Err(io::Error::new(io::ErrorKind::TimedOut, "dial timed out")),
-            Poll::Pending => return Poll::Pending,
+        let result = match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Err(_) => {
+                self.attempt = None;
+                return Poll::Ready(self.failed(now, connector_panicked(), true));
+            }
+            Ok(Poll::Ready(r)) => r,
+            Ok(Poll::Pending) if now >= *deadline => Err(io::Error::new(io::ErrorKind::TimedOut, "dial timed out")),
+            Ok(Poll::Pending) => return Poll::Pending,
         };
         self.attempt = None;
         Poll::Ready(match result {
             Ok(s) => Dialed::Link(s),
-            Err(e) => {
-                tracing::debug!(error = %e, "sotto: dial failed");
-                if self.connect_deadline.is_some() && (!is_transient(&e) || self.connect_expired(now)) {
-                    Dialed::GiveUp(e)
-                } else {
-                    self.back_off(now);
-                    Dialed::Failed(e)
-                }
-            }
+            Err(e) => self.failed(now, e, false),
         })
+    }
+
+    /// An attempt failed with `e`: give up (first connect, a panic, a permanent error or past
+    /// its deadline) or back off before the next one.
+    fn failed(&mut self, now: StdInstant, e: io::Error, panicked: bool) -> Dialed<S> {
+        tracing::debug!(error = %e, "sotto: dial failed");
+        let permanent = panicked || !is_transient(&e);
+        if self.connect_deadline.is_some() && (permanent || self.connect_expired(now)) {
+            Dialed::GiveUp { error: e, permanent }
+        } else {
+            self.back_off(now);
+            Dialed::Failed(e)
+        }
     }
 
     /// A link completed its handshake: the first connect is done, backoff starts over.

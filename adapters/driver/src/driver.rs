@@ -360,11 +360,11 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                         c.counters.dial_failures += 1;
                         c.last_dial_error = Some(e);
                     }
-                    Dialed::GiveUp(e) => {
+                    Dialed::GiveUp { error, permanent } => {
                         let c = g.common();
                         c.counters.dial_failures += 1;
-                        c.dial_permanent = !crate::backoff::is_transient(&e);
-                        c.last_dial_error = Some(e);
+                        c.dial_permanent = permanent;
+                        c.last_dial_error = Some(error);
                         g.end(now, SessionEnd::RecoveryTimeout);
                     }
                 }
@@ -403,8 +403,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         }
         let Some(link) = self.link.as_mut() else { return false };
         let cause = if !self.write.is_empty() {
-            let written = match self.write.owned_only() {
-                Some(bytes) => Pin::new(&mut link.io).poll_write(cx, bytes),
+            let (written, asked) = match self.write.owned_only() {
+                Some(bytes) => (Pin::new(&mut link.io).poll_write(cx, bytes), bytes.len()),
                 None => {
                     // Lent items: their bytes are read from the ring under the lock.
                     let host = Arc::clone(&self.host);
@@ -416,16 +416,20 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                             for (slot, chunk) in slices.iter_mut().zip(&chunks[..n]) {
                                 *slot = IoSlice::new(chunk);
                             }
-                            Pin::new(&mut link.io).poll_write_vectored(cx, &slices[..n])
+                            let asked = chunks[..n].iter().map(|c| c.len()).sum();
+                            (Pin::new(&mut link.io).poll_write_vectored(cx, &slices[..n]), asked)
                         }
                         // Cannot happen while the link lasts: the ring keeps an item until
                         // the peer acks its frame, which it has not read yet.
-                        Err(_) => Poll::Ready(Err(io::Error::other("sotto: a lent item is gone"))),
+                        Err(_) => (Poll::Ready(Err(io::Error::other("sotto: a lent item is gone"))), 0),
                     }
                 }
             };
             match written {
                 Poll::Ready(Ok(0)) => LinkDownCause::WriteZero,
+                // A stream claiming more than it was given cannot be trusted with the frames
+                // (SCENARIOS A4): the link goes, the session resumes on the next.
+                Poll::Ready(Ok(n)) if n > asked => LinkDownCause::Io(io::ErrorKind::InvalidData),
                 Poll::Ready(Ok(n)) => {
                     self.write.consume(n);
                     link.flush = true;
@@ -482,16 +486,22 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             reads += 1;
             let wanted = self.split.wanted(self.read.data());
             let Some(link) = self.link.as_mut() else { return busy };
-            let r = if S::READS_UNINIT {
-                link.io.poll_read_uninit(cx, self.read.appendable(wanted))
+            let (r, asked) = if S::READS_UNINIT {
+                let buf = self.read.appendable(wanted);
+                let asked = buf.capacity() - buf.len();
+                (link.io.poll_read_uninit(cx, buf), asked)
             } else {
-                Pin::new(&mut link.io).poll_read(cx, self.read.spare(wanted))
+                let spare = self.read.spare(wanted);
+                let asked = spare.len();
+                (Pin::new(&mut link.io).poll_read(cx, spare), asked)
             };
             let cause = match r {
                 Poll::Ready(Ok(0)) => match self.split.at_eof(self.read.data()) {
                     Ok(()) => LinkDownCause::Eof,
                     Err(_) => LinkDownCause::Truncated,
                 },
+                // More than the room it was given (SCENARIOS A4): the bytes cannot be trusted.
+                Poll::Ready(Ok(n)) if n > asked => LinkDownCause::Io(io::ErrorKind::InvalidData),
                 Poll::Ready(Ok(n)) => {
                     self.read.advance(n);
                     busy = true;

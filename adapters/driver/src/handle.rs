@@ -332,7 +332,7 @@ where
     let dial = Box::new(move || -> DialFuture<S> { Box::pin(connector()) });
     let dialer = Dialer::new(dial, &config, StdInstant::now());
     let driver = Driver::<R, S, Shared>::new(&rt, Arc::clone(&shared), Source::Dialer(dialer), config);
-    let task = rt.spawn(Box::pin(driver));
+    let task = rt.spawn(crate::tasks::isolated(driver));
     let handle = StableConduit::new(shared, task);
     handle.wait_attached().await?;
     Ok(handle)

@@ -203,7 +203,7 @@ where
         routing,
         _live: LiveTask::new(),
     };
-    let guard = rt.spawn(Box::pin(task));
+    let guard = rt.spawn(crate::tasks::isolated(task));
     (queue, guard)
 }
 

@@ -119,3 +119,80 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteZeroAfter<
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
+
+/// Claims more than it was given, on the `every`-th write (it wrote what it was given, and
+/// says one byte more) and on the `every`-th read (it read what fit, and says one byte more
+/// than the room): a broken stream, which must cost a link, not the framing.
+#[derive(Debug)]
+pub struct OverReport<T> {
+    /// The wrapped stream.
+    pub inner: T,
+    /// Every this many calls (of each kind) lie; 0: never.
+    pub every: u32,
+    /// Writes so far.
+    pub writes: u32,
+    /// Reads so far.
+    pub reads: u32,
+}
+
+impl<T> OverReport<T> {
+    /// Wrap `inner`, lying on every `every`-th read and write.
+    pub fn new(inner: T, every: u32) -> Self {
+        Self { inner, every, writes: 0, reads: 0 }
+    }
+}
+
+impl<T: futures::io::AsyncRead + Unpin> futures::io::AsyncRead for OverReport<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        match r {
+            Poll::Ready(Ok(n)) if n > 0 => {
+                this.reads += 1;
+                let lie = this.every > 0 && this.reads.is_multiple_of(this.every);
+                Poll::Ready(Ok(if lie { buf.len() + 1 } else { n }))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<T: futures::io::AsyncWrite + Unpin> futures::io::AsyncWrite for OverReport<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        match r {
+            Poll::Ready(Ok(n)) if n > 0 => {
+                this.writes += 1;
+                let lie = this.every > 0 && this.writes.is_multiple_of(this.every);
+                Poll::Ready(Ok(if lie { buf.len() + 1 } else { n }))
+            }
+            other => other,
+        }
+    }
+    // The lie is about the whole call: one byte more than all the slices (a lie about a
+    // prefix of them would be a transport silently dropping bytes, which no framing without
+    // checksums can see; TCP does not do that).
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        match r {
+            Poll::Ready(Ok(n)) if n > 0 => {
+                this.writes += 1;
+                let lie = this.every > 0 && this.writes.is_multiple_of(this.every);
+                Poll::Ready(Ok(if lie { bufs.iter().map(|b| b.len()).sum::<usize>() + 1 } else { n }))
+            }
+            other => other,
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}

@@ -331,3 +331,61 @@ async fn unfinished_session_handshake_is_never_yielded_tokio() {
 async fn unfinished_session_handshake_is_never_yielded_smol() {
     unfinished_session_handshake_run(Rt::Smol).await;
 }
+
+/// A9: a panic in the application's connector (in the closure, or in the future it returns)
+/// fails that dial like an I/O error: the session resumes over the next dial and delivers
+/// everything once, in order; the runtime and the session's state are untouched.
+#[tokio::test]
+async fn a9_panicking_connector_fails_the_dial_not_the_session() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    let (acc, upstream) = listen(Rt::Smol, Transport::Tcp, session_config()).await;
+    let proxy = proxy_to(upstream, Chaos { budget: (1, 8 << 10), ..Chaos::kills(seed(), 6) });
+    let Endpoint::Tcp(addr) = proxy.endpoint.clone() else { unreachable!() };
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&calls);
+    let a = sotto_tokio::connect_session(
+        move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            // Calls 1, 5, 9, ... panic in the closure; 3, 7, ... in the future; even ones dial.
+            assert!(n % 4 != 1, "connector panics (call {n}, on purpose)");
+            async move {
+                assert!(n % 4 != 3, "connect future panics (call {n}, on purpose)");
+                tokio::net::TcpStream::connect(addr).await
+            }
+        },
+        session_config(),
+    )
+    .await
+    .expect("the first dial succeeds");
+    let b = acc.accept().await.expect("accept");
+    let pairs = within(LIMIT, "open", open_accept(&a, &b, 2)).await;
+    within(LIMIT, "exchange while every other redial panics", exchange_all(pairs, 1500)).await;
+    let panicked = calls.load(Ordering::SeqCst) / 2;
+    println!(
+        "kills {} connector calls {} resumes {}",
+        proxy.kills(),
+        calls.load(Ordering::SeqCst),
+        a.stats().session.conduit.resumes
+    );
+    assert!(panicked >= 2, "the connector should have panicked on some redials");
+    assert!(a.stats().session.conduit.resumes >= 3);
+    assert!(a.ended().is_none(), "the session outlived its connector's panics");
+    assert_eq!(acc.stats().endpoint.sessions_created, 1, "every link resumed the one session");
+}
+
+/// A9: a connector that panics on the first connect fails `connect_session` at once with
+/// an error (no retry until `connect_timeout`, no abort).
+#[test]
+fn a9_connector_panicking_on_the_first_connect_is_an_error() {
+    smol::block_on(async {
+        let started = std::time::Instant::now();
+        let r = sotto_smol::connect_session(
+            || async { panic!("connect future panics (on purpose)") as std::io::Result<smol::net::TcpStream> },
+            session_config(),
+        )
+        .await;
+        assert!(matches!(r, Err(sotto_smol::ConnectError::Io(_))), "{:?}", r.err());
+        assert!(started.elapsed() < Duration::from_secs(2), "no retries: {:?}", started.elapsed());
+    });
+}

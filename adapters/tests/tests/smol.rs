@@ -11,7 +11,7 @@ use smol::net::unix::{UnixListener, UnixStream};
 use smol::net::{TcpListener, TcpStream};
 use sotto::SessionEnd;
 use sotto_adapter_tests::proxy::{Chaos, ChaosProxy, Endpoint};
-use sotto_adapter_tests::streams::{OneByte, WriteZeroAfter};
+use sotto_adapter_tests::streams::{OneByte, OverReport, WriteZeroAfter};
 use sotto_adapter_tests::workload::{eventually, exchange, seed, sleep, test_config, unix_path, within};
 use sotto_smol::{connect, serve, serve_tcp, serve_unix, StableConduit};
 
@@ -108,6 +108,35 @@ fn one_byte_reads_and_writes_and_write_zero() {
         let b = acceptor.accept().await.expect("accept");
         within(LIMIT, "exchange one byte at a time", exchange(&a, &b, 300)).await;
         assert!(dials.load(Ordering::SeqCst) >= 3, "writes returning 0 killed the first links");
+    });
+}
+
+/// A4: a stream that reports more bytes than it was given (on writes and on reads) costs
+/// its link, never the framing: every lie is caught, the session resumes, and everything
+/// arrives once, in order.
+#[test]
+fn a4_stream_reporting_more_than_it_was_given_costs_the_link() {
+    smol::block_on(async {
+        let (l, addr) = tcp_listener().await;
+        let acceptor = serve_tcp(l, test_config()).expect("config");
+        let dials = Arc::new(AtomicU32::new(0));
+        let d = Arc::clone(&dials);
+        let a = connect(
+            move || {
+                // The first three links lie on their 40th read and write; later ones never do.
+                let every = if d.fetch_add(1, Ordering::SeqCst) < 3 { 40 } else { 0 };
+                async move { dial_tcp(addr).await.map(|s| OverReport::new(s, every)) }
+            },
+            test_config(),
+        )
+        .await
+        .expect("connect");
+        let b = acceptor.accept().await.expect("accept");
+        within(LIMIT, "exchange over lying streams", exchange(&a, &b, 3000)).await;
+        let st = a.stats();
+        println!("dials {} link downs {}", dials.load(Ordering::SeqCst), st.link_downs);
+        assert!(dials.load(Ordering::SeqCst) >= 4, "each lying link was dropped");
+        assert!(st.conduit.resumes >= 3, "and the session resumed each time");
     });
 }
 

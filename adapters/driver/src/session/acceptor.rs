@@ -309,7 +309,7 @@ impl<R: Runtime> EpRouting<R> {
                 let home: Arc<dyn SessionHome> = Arc::new(EpHome { ep: Arc::clone(&self.ep), handle });
                 let host = Arc::new(SessDriverHost::<S>::new(Arc::clone(&home)));
                 let driver = Driver::<R, S, SessDriverHost<S>>::new(&l.rt, host, Source::Mailbox, l.config);
-                let task = l.rt.spawn(Box::pin(driver));
+                let task = l.rt.spawn(crate::tasks::isolated(driver));
                 let session = SessionHandle::new(home, task);
                 self.unannounced.push((handle, session));
             }

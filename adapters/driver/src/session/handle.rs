@@ -518,7 +518,7 @@ where
     let dialer = Dialer::new(dial, &config, StdInstant::now());
     let host = Arc::new(SessDriverHost::<S>::new(Arc::clone(&home)));
     let driver = Driver::<R, S, SessDriverHost<S>>::new(&rt, host, Source::Dialer(dialer), config);
-    let task = rt.spawn(Box::pin(driver));
+    let task = rt.spawn(crate::tasks::isolated(driver));
     let handle = SessionHandle::new(home, task);
     handle.wait_ready().await?;
     Ok(handle)
