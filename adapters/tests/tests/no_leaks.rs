@@ -9,7 +9,7 @@ use sotto_adapter_tests::workload::{eventually, exchange, test_config, within};
 const LIMIT: Duration = Duration::from_secs(10);
 
 #[test]
-fn dropping_handles_ends_every_task() {
+fn a6_dropping_handles_ends_every_task() {
     assert_eq!(sotto_tokio::live_tasks(), 0);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {

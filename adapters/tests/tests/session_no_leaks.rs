@@ -14,7 +14,7 @@ use sotto_tokio::ConnError;
 const LIMIT: Duration = Duration::from_secs(10);
 
 #[test]
-fn dropping_session_handles_ends_every_task() {
+fn a6_dropping_session_handles_ends_every_task() {
     assert_eq!(sotto_tokio::live_tasks(), 0);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {

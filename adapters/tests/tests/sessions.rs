@@ -89,11 +89,43 @@ async fn smol_initiator_tokio_acceptor_unix_chaos() {
     chaos_run(Rt::Smol, Rt::Tokio, Transport::Unix).await;
 }
 
+/// The session API through stalls and half-open links as well as kills, both runtime
+/// directions: a half-open link is found by keepalive and replaced; every connection
+/// delivers exactly once, in order.
+async fn faults_run(initiator: Rt, acceptor: Rt, transport: Transport) {
+    let seed = seed();
+    println!("seed {seed} ({initiator:?} -> {acceptor:?} over {transport:?})");
+    let (acc, upstream) = listen(acceptor, transport, session_config()).await;
+    let chaos =
+        Chaos { faults: 12, stall_every: 3, half_open_every: 4, budget: (1, 20 << 10), ..Chaos::kills(seed, 0) };
+    let proxy = proxy_to(upstream, chaos);
+    let a = dial(initiator, proxy.endpoint.clone(), session_config()).await;
+    let b = acc.accept().await.expect("accept");
+    let pairs = within(LIMIT, "open", open_accept(&a, &b, 3)).await;
+    within(LIMIT, "exchange under stalls and half-open links", exchange_all(pairs, 1500)).await;
+    let s = &proxy.stats;
+    println!("kills {:?} stalls {:?} half-open {:?}", s.kills, s.stalls, s.half_opens);
+    assert!(s.half_opens.load(std::sync::atomic::Ordering::SeqCst) >= 1, "a link went half-open");
+    let keepalive = a.stats().session.conduit.link_drops.keepalive + b.stats().session.conduit.link_drops.keepalive;
+    assert!(keepalive >= 1, "a half-open link is found by keepalive");
+    assert_eq!(acc.stats().endpoint.sessions_created, 1, "every link resumed the one session");
+}
+
+#[tokio::test]
+async fn tokio_initiator_smol_acceptor_unix_stalls_and_half_open() {
+    faults_run(Rt::Tokio, Rt::Smol, Transport::Unix).await;
+}
+
+#[tokio::test]
+async fn smol_initiator_tokio_acceptor_tcp_stalls_and_half_open() {
+    faults_run(Rt::Smol, Rt::Tokio, Transport::Tcp).await;
+}
+
 /// A reader that stops on one connection holds back that connection's sender only (credit),
 /// with its queue bounded by the credit; the other connection keeps flowing, over links
 /// that keep dying. Reading again delivers everything in order.
 #[tokio::test]
-async fn slow_reader_stalls_only_its_connection() {
+async fn a7_slow_reader_stalls_only_its_connection() {
     let mut cfg = session_config();
     cfg.session.initial_credit = 16 << 10;
     let (acc, upstream) = listen(Rt::Smol, Transport::Tcp, cfg).await;
@@ -136,7 +168,7 @@ async fn slow_reader_stalls_only_its_connection() {
 
 /// A dropped `recv` loses nothing: poll with short timeouts throughout.
 #[tokio::test]
-async fn cancelled_recv_loses_nothing() {
+async fn a2_cancelled_recv_loses_nothing() {
     let (acc, upstream) = listen(Rt::Tokio, Transport::Tcp, session_config()).await;
     let a = dial(Rt::Tokio, upstream, session_config()).await;
     let b = acc.accept().await.expect("accept");
@@ -160,7 +192,7 @@ async fn cancelled_recv_loses_nothing() {
 /// Closing a connection delivers what was sent, then the close with its metadata; closing
 /// the session sends GOODBYE: the peer's connections and session end, nobody redials.
 #[tokio::test]
-async fn graceful_close_of_connections_and_session() {
+async fn a5_graceful_close_of_connections_and_session() {
     let (acc, upstream) = listen(Rt::Smol, Transport::Unix, session_config()).await;
     let a = dial(Rt::Tokio, upstream, session_config()).await;
     let b = acc.accept().await.expect("accept");
@@ -201,7 +233,7 @@ async fn graceful_close_of_connections_and_session() {
 /// The acceptor closes: the initiator's session ends with the peer's GOODBYE and it does
 /// not redial; dropping an acceptor-side handle also sends GOODBYE.
 #[test]
-fn acceptor_close_and_drop_send_goodbye() {
+fn a5_a6_acceptor_close_and_drop_send_goodbye() {
     smol::block_on(async {
         let (acc, upstream) = listen(Rt::Smol, Transport::Tcp, session_config()).await;
         let a = dial(Rt::Smol, upstream.clone(), session_config()).await;

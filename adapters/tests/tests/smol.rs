@@ -86,7 +86,7 @@ fn tcp_through_chaos_stalls_and_half_open() {
 }
 
 #[test]
-fn one_byte_reads_and_writes_and_write_zero() {
+fn a3_a4_one_byte_reads_and_writes_and_write_zero() {
     smol::block_on(async {
         let (l, addr) = tcp_listener().await;
         let incoming = futures::stream::unfold(l, |l| async move {
@@ -141,7 +141,7 @@ fn a4_stream_reporting_more_than_it_was_given_costs_the_link() {
 }
 
 #[test]
-fn graceful_close_peer_does_not_reconnect() {
+fn a5_graceful_close_peer_does_not_reconnect() {
     smol::block_on(async {
         let (l, addr) = tcp_listener().await;
         let acceptor = serve_tcp(l, test_config()).expect("config");
@@ -167,7 +167,7 @@ fn graceful_close_peer_does_not_reconnect() {
 }
 
 #[test]
-fn handshake_deadline_drops_a_silent_client() {
+fn h7_handshake_deadline_drops_a_silent_client() {
     smol::block_on(async {
         let (l, addr) = tcp_listener().await;
         let acceptor = serve_tcp(l, test_config()).expect("config");

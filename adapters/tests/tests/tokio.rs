@@ -97,7 +97,7 @@ async fn unix_through_chaos_stalls_and_half_open() {
 }
 
 #[tokio::test]
-async fn one_byte_reads_and_writes() {
+async fn a4_one_byte_reads_and_writes() {
     let (l, addr) = tcp_listener().await;
     let incoming = futures::stream::unfold(l, |l| async move {
         let r = l.accept().await.map(|(s, _)| OneByte(s));
@@ -110,7 +110,7 @@ async fn one_byte_reads_and_writes() {
 }
 
 #[tokio::test]
-async fn write_returning_zero_is_a_dead_link() {
+async fn a3_write_returning_zero_is_a_dead_link() {
     let (a, b, _acc, dials) = {
         let (l, addr) = tcp_listener().await;
         let acceptor = serve_tcp(l, test_config()).expect("config");
@@ -137,7 +137,7 @@ async fn write_returning_zero_is_a_dead_link() {
 }
 
 #[tokio::test]
-async fn graceful_close_peer_does_not_reconnect() {
+async fn a5_graceful_close_peer_does_not_reconnect() {
     // Initiator closes.
     let (a, b, acceptor) = pair_tcp().await;
     a.send(Bytes::from_static(b"last")).await.expect("send");
@@ -170,7 +170,7 @@ async fn graceful_close_peer_does_not_reconnect() {
 }
 
 #[tokio::test]
-async fn handshake_deadline_drops_a_silent_client() {
+async fn h7_handshake_deadline_drops_a_silent_client() {
     let (l, addr) = tcp_listener().await;
     let acceptor = serve_tcp(l, test_config()).expect("config");
     let mut silent = TcpStream::connect(addr).await.expect("connect");
