@@ -275,7 +275,14 @@ fn build_report(
         connections: opts.conns,
         sent: load(&up.sent) + load(&down.sent),
         delivered: load(&up.delivered) + load(&down.delivered),
-        lost: load(&up.lost) + load(&down.lost),
+        // A receiver that never saw its direction's FIN could not count what it missed:
+        // then whatever was sent and not delivered is lost.
+        lost: if run.complete {
+            load(&up.lost) + load(&down.lost)
+        } else {
+            let undelivered = |t: &Tally| load(&t.sent).saturating_sub(load(&t.delivered)).max(load(&t.lost));
+            undelivered(up) + undelivered(down)
+        },
         duplicated: load(&up.duplicated) + load(&down.duplicated),
         reordered: load(&up.reordered) + load(&down.reordered),
         corrupted: load(&up.corrupted) + load(&down.corrupted),
