@@ -694,11 +694,13 @@ impl Sim {
             "I1: pairing {p} conn {conn}: payload {i} toward {} is not the next one sent",
             if server { "the acceptor" } else { "the initiator" }
         );
-        let len = payload.len();
+        // What the message spent of the connection's credit is what the application gives
+        // back once it has consumed it.
+        let credit = self.session(p, server).map_or(payload.len(), |s| s.credit_of(payload.len()) as usize);
         let app = self.app(p, server);
         *app.got.entry(conn).or_default() += 1;
         let slow = app.slow.contains(&conn);
-        *app.unreleased.entry(conn).or_default() += len;
+        *app.unreleased.entry(conn).or_default() += credit;
         if !slow {
             self.release(p, server, conn, usize::MAX);
         }

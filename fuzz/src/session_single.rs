@@ -34,8 +34,9 @@ use crate::single::config_from;
 use sotto::conduit::{InputError, LinkDropReason};
 use sotto::session::message::{data_header_len, HelloBody, TAG_DATA_BATCH};
 use sotto::session::{
-    refusal, CommandError, ConnId, DataBatch, Incoming, Message as SMsg, Parity, Session, SessionConfig, SessionEvent,
-    SessionFailure, SessionInputError as E, SessionViolation as V, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ROOT,
+    message_credit, refusal, CommandError, ConnId, DataBatch, Incoming, Message as SMsg, Parity, Session,
+    SessionConfig, SessionEvent, SessionFailure, SessionInputError as E, SessionViolation as V, MIN_MESSAGE_CREDIT,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ROOT,
 };
 use sotto::wire::varint::encode_varint;
 use sotto::wire::WireError;
@@ -111,11 +112,11 @@ struct MConn {
 struct Ledger {
     /// Credit the peer gave us (initial + grants).
     allowance: u64,
-    /// Data bytes in our transmitted items.
+    /// Credit spent by the data in our transmitted items (`message_credit` per message).
     data_out: u64,
-    /// Data bytes handed to the application.
+    /// Credit spent by the data handed to the application.
     consumed: u64,
-    /// Bytes the application released.
+    /// Credit the application released.
     released: u64,
     /// Grants in our transmitted Credit items.
     grants_out: u64,
@@ -421,7 +422,10 @@ impl Driver {
                 assert!(!l.close_item, "Close {conn} twice");
                 l.close_item = true;
             }
-            SMsg::Data { conn, payload } => self.verify_data_out(conn, payload.len() as u64),
+            SMsg::Data { conn, payload } => {
+                let credit = message_credit(payload.len() as u64, self.peer_batches());
+                self.verify_data_out(conn, credit);
+            }
             SMsg::DataBatch { conn, batch } => {
                 assert!(self.peer_batches(), "DataBatch sent to a version-{:?} peer", self.peer_version);
                 let limit = self.batch_limit();
@@ -430,7 +434,7 @@ impl Driver {
                 for payload in batch {
                     assert!(payload.len() <= limit / 4, "{} bytes batched, limit {limit}", payload.len());
                 }
-                self.verify_data_out(conn, batch.payload_len());
+                self.verify_data_out(conn, batch.credit());
             }
             SMsg::Credit { conn, grant } => {
                 let l = self.ledger(conn);
@@ -442,14 +446,14 @@ impl Driver {
         }
     }
 
-    /// Our data of `len` bytes on `conn` (a message or a batch): only on an open connection,
-    /// never beyond the peer's credit.
-    fn verify_data_out(&mut self, conn: ConnId, len: u64) {
+    /// Our data spending `credit` on `conn` (a message or a batch): only on an open
+    /// connection, never beyond the peer's credit.
+    fn verify_data_out(&mut self, conn: ConnId, credit: u64) {
         let (ours, blind) = (self.parity, self.blind);
         let l = self.ledger(conn);
         let open = conn == ROOT || blind || if ours.owns(conn) { l.peer_accepted } else { l.accept_item };
         assert!(open && !l.close_item, "Data on {conn} that is not open: {l:?}");
-        l.data_out += len;
+        l.data_out += credit;
         assert!(l.data_out <= l.allowance, "Data on {conn} beyond the peer's credit: {l:?}");
     }
 
@@ -691,9 +695,11 @@ impl Driver {
                 self.expect_violation(actual, V::Malformed(WireError::UnknownKind { kind: TAG_DATA_BATCH }))
             }
             SMsg::Data { .. } | SMsg::DataBatch { .. } => {
+                // What the message spends of the credit (at least MIN_MESSAGE_CREDIT each
+                // from a version-2 peer).
                 let (conn, len) = match msg {
-                    SMsg::Data { conn, payload } => (conn, payload.len() as u64),
-                    SMsg::DataBatch { conn, batch } => (conn, batch.payload_len()),
+                    SMsg::Data { conn, payload } => (conn, message_credit(payload.len() as u64, self.peer_batches())),
+                    SMsg::DataBatch { conn, batch } => (conn, batch.credit()),
                     _ => unreachable!("matched above"),
                 };
                 match self.conns.get(&conn).map(|c| c.state) {
@@ -1245,12 +1251,16 @@ impl Driver {
             None => errs.push(CommandError::UnknownConnection),
             Some(c) if c.state != St::Open => errs.push(CommandError::NotOpen),
             Some(c) => {
-                let max = (c.peer_window.div_ceil(2) as usize).min(max_item);
-                model_max = Some(max);
-                if len > max {
+                let half = c.peer_window.div_ceil(2);
+                let max = (half as usize).min(max_item);
+                // What the message spends: its length, at least MIN_MESSAGE_CREDIT (version 2).
+                let v2 = self.peer_version.is_some_and(|v| v >= 2);
+                let cost = message_credit(len as u64, v2);
+                model_max = Some(if v2 && half < MIN_MESSAGE_CREDIT { 0 } else { max });
+                if len > max || cost > half {
                     errs.push(CommandError::TooLarge { len: 0, max: 0 });
                 }
-                if len as u64 > min_credit(c.credit, self.cfg.max_credit) {
+                if cost > min_credit(c.credit, self.cfg.max_credit) {
                     errs.push(CommandError::NoCredit);
                 }
             }
@@ -1275,8 +1285,9 @@ impl Driver {
         }
         match r {
             Ok(()) => {
+                let cost = message_credit(len as u64, self.peer_batches());
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.credit -= len as u64;
+                    c.credit -= cost;
                 }
             }
             Err(CommandError::NoCredit) => {

@@ -71,10 +71,13 @@ pub struct Config {
     /// See `failure_budget`. Default 10 s.
     pub failure_period: Duration,
     /// Session API: messages waiting in one connection's queue before the driver stops
-    /// reading the link. In bytes a connection's queue is already bounded by its credit
-    /// (`session.initial_credit`), so this only binds for messages smaller than
-    /// `initial_credit / conn_inbound_items` bytes (16 B by default): a peer flooding a slow
-    /// reader with tiny or empty messages then stalls the whole link, not memory. Default 16384.
+    /// reading the link. A connection's queue is already bounded by its credit
+    /// (`session.initial_credit`), in bytes and, with a version-2 peer (every sotto peer of
+    /// this version), in messages: each spends at least `MIN_MESSAGE_CREDIT` (16) of it. The
+    /// driver raises this limit to `initial_credit / 16 + 1`, so that credit always binds
+    /// first and a slow reader of tiny messages stalls only its own connection. It binds only
+    /// with a version-1 peer, whose empty messages cost no credit: there a flood of them
+    /// toward a slow reader stalls the whole link rather than growing memory. Default 16384.
     pub conn_inbound_items: usize,
     /// Session API: delivered payloads at least this long are handed over as `Bytes` slices
     /// of the read buffer, without a copy; shorter ones are copied into a small

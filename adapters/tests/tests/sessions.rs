@@ -12,7 +12,7 @@ use futures::future::join;
 use sotto::SessionEnd;
 use sotto_adapter_tests::proxy::{Chaos, Endpoint};
 use sotto_adapter_tests::sessions::{
-    conn_message, dial, exchange_all, listen, open_accept, proxy_to, recv_seq, send_seq, session_config, Rt, Transport,
+    conn_message, dial, exchange_all, listen, open_accept, proxy_to, send_seq, session_config, Rt, Transport,
 };
 use sotto_adapter_tests::workload::{eventually, seed, sleep, within};
 use sotto_tokio::{ConnError, OpenError, SessionEvent};
@@ -123,9 +123,10 @@ async fn smol_initiator_tokio_acceptor_tcp_stalls_and_half_open() {
 
 /// A reader that stops on one connection holds back that connection's sender only (credit),
 /// with its queue bounded by the credit; the other connection keeps flowing, over links
-/// that keep dying. Reading again delivers everything in order.
-#[tokio::test]
-async fn a7_slow_reader_stalls_only_its_connection() {
+/// that keep dying. Reading again delivers everything in order. `tiny`: the stalled
+/// connection carries empty messages, which credit bounds too (at least MIN_MESSAGE_CREDIT
+/// each), so they neither pile up without limit nor stop the link for the other connection.
+async fn slow_reader_run(tiny: bool) {
     let mut cfg = session_config();
     cfg.session.initial_credit = 16 << 10;
     let (acc, upstream) = listen(Rt::Smol, Transport::Tcp, cfg).await;
@@ -137,10 +138,11 @@ async fn a7_slow_reader_stalls_only_its_connection() {
     let (slow_a, slow_b) = pairs.pop().expect("pair");
     let (mut slow_tx, _slow_a_rx) = slow_a.split();
     let (_slow_b_tx, mut slow_rx) = slow_b.split();
+    let message = |i: u64| if tiny { Bytes::new() } else { conn_message(0, i) };
     // Fill the slow connection until its sender blocks (out of credit).
     let mut sent = 0u64;
     loop {
-        let send = slow_tx.send(conn_message(0, sent));
+        let send = slow_tx.send(message(sent));
         match tokio::time::timeout(Duration::from_millis(300), send).await {
             Ok(r) => {
                 r.expect("send");
@@ -152,18 +154,33 @@ async fn a7_slow_reader_stalls_only_its_connection() {
     }
     let queued = b.stats().queued_messages;
     println!("slow connection blocked after {sent} messages, {queued} queued at the reader");
-    let bytes: usize = (0..sent).map(|i| conn_message(0, i).len()).sum();
-    assert!(bytes <= 16 << 10, "no more than the credit was sent: {bytes}");
+    let credit: u64 = (0..sent).map(|i| (message(i).len() as u64).max(sotto::session::MIN_MESSAGE_CREDIT)).sum();
+    assert!(credit <= 16 << 10, "no more than the credit was sent: {credit}");
     // The other connection is unaffected.
     within(LIMIT, "fast connection while the slow one is stalled", exchange_all(vec![(fast_a, fast_b)], 1500)).await;
     // Reading the slow one releases credit: everything arrives in order, sends go on.
-    let reader = recv_seq(&mut slow_rx, 0, sent + 300);
+    let reader = async {
+        for i in 0..sent + 300 {
+            let got = slow_rx.recv().await.expect("message");
+            assert_eq!(got, message(i), "message {i} of the slow connection");
+        }
+    };
     let writer = async {
         for i in sent..sent + 300 {
-            slow_tx.send(conn_message(0, i)).await.expect("send");
+            slow_tx.send(message(i)).await.expect("send");
         }
     };
     within(LIMIT, "slow connection drains", join(reader, writer)).await;
+}
+
+#[tokio::test]
+async fn a7_slow_reader_stalls_only_its_connection() {
+    slow_reader_run(false).await;
+}
+
+#[tokio::test]
+async fn a7_slow_reader_of_empty_messages_stalls_only_its_connection() {
+    slow_reader_run(true).await;
 }
 
 /// A dropped `recv` loses nothing: poll with short timeouts throughout.

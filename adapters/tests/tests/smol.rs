@@ -123,8 +123,8 @@ fn a4_stream_reporting_more_than_it_was_given_costs_the_link() {
         let d = Arc::clone(&dials);
         let a = connect(
             move || {
-                // The first three links lie on their 40th read and write; later ones never do.
-                let every = if d.fetch_add(1, Ordering::SeqCst) < 3 { 40 } else { 0 };
+                // The first three links lie on their 5th read and write; later ones never do.
+                let every = if d.fetch_add(1, Ordering::SeqCst) < 3 { 5 } else { 0 };
                 async move { dial_tcp(addr).await.map(|s| OverReport::new(s, every)) }
             },
             test_config(),

@@ -40,8 +40,27 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// The oldest version this crate still speaks (1: no `DataBatch`, which is never sent to a
 /// version-1 peer).
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
-/// The first version with [`Message::DataBatch`].
+/// The first version with [`Message::DataBatch`] and [`MIN_MESSAGE_CREDIT`].
 pub const BATCH_VERSION: u32 = 2;
+
+/// From protocol version 2 on, a data message spends at least this much of its connection's
+/// credit (its length if larger): credit then bounds how many messages a receiver can be
+/// made to queue, not only their bytes, so a flood of tiny or empty messages toward a slow
+/// reader is held back by credit like any other (version 1 charged the length alone, and
+/// an empty message nothing).
+pub const MIN_MESSAGE_CREDIT: u64 = 16;
+
+/// The credit a message of `len` bytes spends: `len`, at least [`MIN_MESSAGE_CREDIT`] when
+/// `min_charge` (the peer speaks version 2 or later).
+#[inline(always)]
+#[must_use]
+pub const fn message_credit(len: u64, min_charge: bool) -> u64 {
+    if min_charge && len < MIN_MESSAGE_CREDIT {
+        MIN_MESSAGE_CREDIT
+    } else {
+        len
+    }
+}
 
 /// Which connection ids a side allocates. The initiator takes odd ids, the acceptor even
 /// (id 0 is the root connection, which exists from the handshake on).
@@ -174,12 +193,13 @@ pub struct DataBatch<'a> {
     bytes: &'a [u8],
     count: u32,
     payload_len: u64,
+    credit: u64,
 }
 
 impl<'a> DataBatch<'a> {
     /// Check `bytes` (the batch body: `(varint(len) payload)+`).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
-        let (mut at, mut count, mut payload_len) = (0usize, 0u32, 0u64);
+        let (mut at, mut count, mut payload_len, mut credit) = (0usize, 0u32, 0u64, 0u64);
         while at < bytes.len() {
             let len = varint(bytes, &mut at)? as usize;
             if bytes.len() - at < len {
@@ -188,11 +208,12 @@ impl<'a> DataBatch<'a> {
             at += len;
             count += 1;
             payload_len += len as u64;
+            credit += message_credit(len as u64, true);
         }
         if count == 0 {
             return Err(WireError::Truncated);
         }
-        Ok(Self { bytes, count, payload_len })
+        Ok(Self { bytes, count, payload_len, credit })
     }
 
     /// How many messages.
@@ -201,10 +222,18 @@ impl<'a> DataBatch<'a> {
         self.count
     }
 
-    /// The payloads' lengths added up (what the batch spends of the connection's credit).
+    /// The payloads' lengths added up.
     #[must_use]
     pub fn payload_len(&self) -> u64 {
         self.payload_len
+    }
+
+    /// What the batch spends of the connection's credit: each message's
+    /// [`message_credit`] (batches exist from version 2 on, so at least
+    /// [`MIN_MESSAGE_CREDIT`] each).
+    #[must_use]
+    pub fn credit(&self) -> u64 {
+        self.credit
     }
 
     /// The encoded body (`(varint(len) payload)+`), as sent.

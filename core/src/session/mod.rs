@@ -8,7 +8,10 @@ mod receive;
 mod types;
 
 pub use config::SessionConfig;
-pub use message::{DataBatch, DataBatchIter, Message, Parity, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+pub use message::{
+    message_credit, DataBatch, DataBatchIter, Message, Parity, MIN_MESSAGE_CREDIT, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+};
 pub use types::{
     refusal, CommandError, ConnId, Incoming, SessionEvent, SessionFailure, SessionInputError, SessionStats,
     SessionViolation, ROOT,
@@ -234,7 +237,16 @@ impl Session {
     pub fn is_open(&self, conn: ConnId) -> bool {
         self.conns.get(conn).is_some_and(|c| c.state == ConnState::Open)
     }
-    /// Bytes we may send on `conn` now (the peer's grants, capped by our `max_credit`).
+    /// The credit a data message of `len` bytes spends, both ways, in this session: `len`,
+    /// but at least [`MIN_MESSAGE_CREDIT`] once the handshake found a version-2 peer. The
+    /// application [`release`](Self::release)s this much for each message it consumed.
+    #[inline]
+    #[must_use]
+    pub fn credit_of(&self, len: usize) -> u64 {
+        message_credit(len as u64, self.peer_batches)
+    }
+    /// Credit we may spend on `conn` now (the peer's grants, capped by our `max_credit`):
+    /// [`credit_of`](Self::credit_of) per message.
     #[must_use]
     pub fn send_credit(&self, conn: ConnId) -> u64 {
         let max = u64::from(self.config.max_credit);
@@ -396,12 +408,12 @@ impl Session {
         Ok(())
     }
 
-    /// Send `payload` on `conn`. Needs credit for `payload.len()` bytes (else
-    /// [`CommandError::NoCredit`] and a [`SessionEvent::ConnWritable`] later) and room in the
-    /// replay ring (else [`CommandError::WouldBlock`] and a `Writable` later). A payload above
-    /// half the peer's window on `conn` (or above the largest item) is
-    /// [`CommandError::TooLarge`]: the peer grants credit back once half its window is owed, so
-    /// a larger payload could wait for credit forever. Nothing is queued on failure.
+    /// Send `payload` on `conn`. Needs [`credit_of`](Self::credit_of)`(payload.len())` of
+    /// credit (else [`CommandError::NoCredit`] and a [`SessionEvent::ConnWritable`] later) and
+    /// room in the replay ring (else [`CommandError::WouldBlock`] and a `Writable` later). A
+    /// payload whose credit is above half the peer's window on `conn` (or above the largest
+    /// item) is [`CommandError::TooLarge`]: the peer grants credit back once half its window is
+    /// owed, so a larger payload could wait for credit forever. Nothing is queued on failure.
     ///
     /// A small payload (up to a quarter of [`SessionConfig::batch_bytes`]) sent to a version-2
     /// peer joins the previous message's item when that item is on the same connection, not
@@ -419,14 +431,16 @@ impl Session {
             return Err(CommandError::NotOpen);
         }
         let len = payload.len() as u64;
-        let max = (c.peer_window.div_ceil(2) as usize).min(max_item);
-        if payload.len() > max {
+        let cost = message_credit(len, self.peer_batches);
+        let half_window = c.peer_window.div_ceil(2);
+        let max = (half_window as usize).min(max_item);
+        if payload.len() > max || cost > half_window {
             return Err(CommandError::TooLarge {
                 len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
-                max: max as u32,
+                max: if half_window < MIN_MESSAGE_CREDIT && self.peer_batches { 0 } else { max as u32 },
             });
         }
-        if len > c.send_credit.min(max_credit) {
+        if cost > c.send_credit.min(max_credit) {
             c.want_writable = true;
             return Err(CommandError::NoCredit);
         }
@@ -441,7 +455,7 @@ impl Session {
                     && self.conduit.extend_item(b.seq, b.len, &h[..n], payload)?
                 {
                     b.len += n + payload.len();
-                    c.send_credit -= len;
+                    c.send_credit -= cost;
                     self.stats.messages_batched += 1;
                     return Ok(());
                 }
@@ -451,7 +465,7 @@ impl Session {
             n += crate::wire::varint::encode_varint(len as u32, &mut h[n..]).unwrap_or(0);
             let seq = self.conduit.send_with_header(&h[..n], payload)?;
             self.open_batch = Some(OpenBatch { conn, seq, len: n + payload.len() });
-            c.send_credit -= len;
+            c.send_credit -= cost;
             return Ok(());
         }
         let mut h = [0u8; 6];
@@ -459,18 +473,22 @@ impl Session {
         let n = 1 + crate::wire::varint::encode_varint(conn, &mut h[1..]).unwrap_or(0);
         // Disjoint fields: the connection entry stays borrowed across the conduit call.
         self.conduit.send_with_header(&h[..n], payload)?;
-        c.send_credit -= len;
+        c.send_credit -= cost;
         Ok(())
     }
 
-    /// The application consumed `bytes` of data received on `conn`: give the peer that much
-    /// credit back (batched: a grant is sent once half the window is owed).
+    /// The application consumed data received on `conn` worth `credit`: the
+    /// [`credit_of`](Self::credit_of) each message's length (the length itself with a
+    /// version-1 peer), added up; for a batch, [`DataBatch::credit`]. Gives the peer that
+    /// much credit back (batched: a grant is sent once half the window is owed). Releasing
+    /// only payload bytes would leak the difference for messages under
+    /// [`MIN_MESSAGE_CREDIT`] bytes, and the connection would stall.
     #[inline]
-    pub fn release(&mut self, conn: ConnId, bytes: usize) {
+    pub fn release(&mut self, conn: ConnId, credit: usize) {
         let initial = u64::from(self.config.initial_credit);
         let Some(c) = self.conns.get_mut(conn) else { return };
         let room = initial.saturating_sub(c.recv_window);
-        c.pending_grant = (c.pending_grant + bytes as u64).min(room);
+        c.pending_grant = (c.pending_grant + credit as u64).min(room);
         if c.pending_grant * 2 >= initial {
             self.grants_owed = true;
             self.flush_owed();

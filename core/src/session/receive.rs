@@ -2,7 +2,9 @@
 //! to the application.
 
 use super::conn_table::{Conn, ConnState};
-use super::message::{DataBatch, HelloBody, Message, BATCH_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use super::message::{
+    message_credit, DataBatch, HelloBody, Message, BATCH_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 use super::types::{refusal, ConnId, Incoming, SessionFailure, SessionInputError, SessionViolation, ROOT};
 use super::{Phase, Session};
 use crate::conduit::LinkId;
@@ -32,9 +34,9 @@ impl Session {
                     if let Ok((conn, n)) = crate::wire::varint::decode_varint(rest) {
                         if let Some(c) = self.conns.get_mut(conn) {
                             let payload = &rest[n..];
-                            let len = payload.len() as u64;
-                            if c.state == ConnState::Open && len <= c.recv_window {
-                                c.recv_window -= len;
+                            let cost = message_credit(payload.len() as u64, self.peer_batches);
+                            if c.state == ConnState::Open && cost <= c.recv_window {
+                                c.recv_window -= cost;
                                 return Ok(Some(Incoming::Data { conn, payload }));
                             }
                         }
@@ -45,9 +47,9 @@ impl Session {
                     if let Ok((conn, n)) = crate::wire::varint::decode_varint(rest) {
                         if let Some(c) = self.conns.get_mut(conn) {
                             if let Ok(batch) = DataBatch::parse(&rest[n..]) {
-                                let len = batch.payload_len();
-                                if c.state == ConnState::Open && len <= c.recv_window {
-                                    c.recv_window -= len;
+                                let cost = batch.credit();
+                                if c.state == ConnState::Open && cost <= c.recv_window {
+                                    c.recv_window -= cost;
                                     return Ok(Some(Incoming::DataBatch { conn, batch }));
                                 }
                             }
@@ -208,11 +210,11 @@ impl Session {
                 if c.state != ConnState::Open {
                     return Err(self.violation(now, SessionViolation::NotOpen));
                 }
-                let len = payload.len() as u64;
-                if len > c.recv_window {
+                let cost = message_credit(payload.len() as u64, self.peer_batches);
+                if cost > c.recv_window {
                     return Err(self.violation(now, SessionViolation::CreditExceeded));
                 }
-                c.recv_window -= len;
+                c.recv_window -= cost;
                 Ok(Some(Incoming::Data { conn, payload }))
             }
             Message::DataBatch { .. } if !self.peer_batches => {
@@ -235,11 +237,11 @@ impl Session {
                 if c.state != ConnState::Open {
                     return Err(self.violation(now, SessionViolation::NotOpen));
                 }
-                let len = batch.payload_len();
-                if len > c.recv_window {
+                let cost = batch.credit();
+                if cost > c.recv_window {
                     return Err(self.violation(now, SessionViolation::CreditExceeded));
                 }
-                c.recv_window -= len;
+                c.recv_window -= cost;
                 Ok(Some(Incoming::DataBatch { conn, batch }))
             }
             Message::Credit { conn, grant } => {

@@ -224,7 +224,12 @@ fn credit_never_deadlocks_whatever_the_payload_sizes() {
                 Ok(()) => break,
                 Err(CommandError::NoCredit) => {
                     // B's application reads everything it has: that must be enough.
-                    let got: usize = p.got_b.iter().map(|g| if let Got::Data(_, d) = g { d.len() } else { 0 }).sum();
+                    // Credit is per message: its length, at least MIN_MESSAGE_CREDIT.
+                    let got: usize = p
+                        .got_b
+                        .iter()
+                        .map(|g| if let Got::Data(_, d) = g { p.b.credit_of(d.len()) as usize } else { 0 })
+                        .sum();
                     p.b.release(c, got - sent);
                     sent = got;
                     p.pump();
@@ -256,7 +261,7 @@ fn clamped_credit_never_deadlocks() {
             panic!("send {i}: credit stuck at {}", p.a.send_credit(c));
         }
         p.pump();
-        p.b.release(c, 10);
+        p.b.release(c, p.b.credit_of(10) as usize);
         p.pump();
     }
 }
@@ -349,8 +354,10 @@ fn cancelled_opens_do_not_fill_the_owed_rejects() {
     let first = open_accepted(&mut p);
     assert!(p.b.is_open(first), "B's table is now full");
     p.cut();
-    while p.b.send(ROOT, b"x").is_ok() {}
-    assert_eq!(p.b.send(ROOT, b"x"), Err(CommandError::WouldBlock), "B's ring is full");
+    // 100-byte messages: the ring (8 items of up to 16 KiB batches) fills before the root's
+    // credit (256 KiB at 100 each) runs out.
+    while p.b.send(ROOT, &[b'x'; 100]).is_ok() {}
+    assert_eq!(p.b.send(ROOT, &[b'x'; 100]), Err(CommandError::WouldBlock), "B's ring is full");
     for _ in 0..10 {
         let c = p.a.open(b"").expect("open");
         p.a.close_conn(p.now, c, b"").expect("cancel");
@@ -494,6 +501,64 @@ fn a_version_1_peer_gets_plain_data_and_may_not_batch() {
     p.pump();
     let unknown = crate::wire::WireError::UnknownKind { kind: message::TAG_DATA_BATCH };
     assert_eq!(p.errs_b, [SessionInputError::Violation(SessionViolation::Malformed(unknown))]);
+}
+
+/// Version 2: an empty or tiny message spends MIN_MESSAGE_CREDIT of credit, so a window
+/// bounds how many messages a slow reader can be made to hold (1600 / 16 = 100 here), not
+/// only their bytes; releasing that credit lets the sender go on.
+#[test]
+fn tiny_messages_spend_the_minimum_credit() {
+    let mut p = Pair::new(SessionConfig { initial_credit: 1600, ..SessionConfig::default() });
+    p.connect();
+    let c = open_accepted(&mut p);
+    assert_eq!((p.a.credit_of(0), p.a.credit_of(5), p.a.credit_of(16), p.a.credit_of(40)), (16, 16, 16, 40));
+    let mut sent = 0;
+    while p.a.send(c, b"").is_ok() {
+        sent += 1;
+        assert!(sent <= 100, "more empty messages than the window holds");
+    }
+    assert_eq!(sent, 100, "1600 / MIN_MESSAGE_CREDIT");
+    assert_eq!(p.a.send(c, b""), Err(CommandError::NoCredit));
+    p.pump();
+    let got = p.got_b.iter().filter(|g| matches!(g, Got::Data(conn, d) if *conn == c && d.is_empty())).count();
+    assert_eq!(got, 100);
+    p.b.release(c, 100 * MIN_MESSAGE_CREDIT as usize);
+    p.pump();
+    assert!(p.ev_a.contains(&SessionEvent::ConnWritable(c)));
+    p.a.send(c, b"").expect("credit came back");
+}
+
+/// A peer that sends more tiny messages than its credit covers at MIN_MESSAGE_CREDIT each
+/// (as a version-1 sender would count them) breaks the credit rule, in a batch or not.
+#[test]
+fn tiny_messages_beyond_the_minimum_credit_are_a_violation() {
+    let mut p = Pair::new(SessionConfig { initial_credit: 64, ..SessionConfig::default() });
+    p.connect();
+    let c = open_accepted(&mut p);
+    // 4 empty messages spend the whole window of 64; a fifth (1 byte) is one too many.
+    inject_batch(&mut p, c, &hex_batch(&[b"", b"", b"", b""]));
+    p.pump();
+    assert!(p.errs_b.is_empty(), "{:?}", p.errs_b);
+    inject_batch(&mut p, c, &hex_batch(&[b"z"]));
+    p.pump();
+    assert_eq!(p.errs_b, [SessionInputError::Violation(SessionViolation::CreditExceeded)]);
+}
+
+/// A version-1 peer is charged the length alone (its own accounting), both ways.
+#[test]
+fn a_version_1_peer_is_charged_the_length_alone() {
+    let mut p = Pair::new(SessionConfig::default());
+    let mut raw = Conduit::new(Role::Initiator, ConduitConfig::default()).expect("config");
+    let body = HelloBody { version: 1, parity: Parity::Odd, root_credit: 1 << 16, max_connections: 8, metadata: &[] };
+    let mut h = [0u8; message::MAX_HEADER_LEN];
+    let (head, tail) = Message::Hello(body).encode_parts(&mut h);
+    raw.send_vectored(&[head, tail]).expect("send");
+    p.a.conduit = raw;
+    p.connect();
+    assert_eq!((p.b.credit_of(0), p.b.credit_of(5)), (0, 5));
+    let before = p.b.send_credit(ROOT);
+    p.b.send(ROOT, b"abc").expect("send");
+    assert_eq!(before - p.b.send_credit(ROOT), 3);
 }
 
 /// Encode batch bodies by hand (`varint(len) payload` each; lengths below 128).

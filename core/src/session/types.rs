@@ -22,8 +22,9 @@ pub enum Incoming<'a> {
         /// The peer's metadata.
         metadata: &'a [u8],
     },
-    /// Data on a connection. Call [`release`](super::Session::release) with its length once the
-    /// application has consumed it, so the peer gets credit back.
+    /// Data on a connection. Once the application has consumed it, call
+    /// [`release`](super::Session::release) with
+    /// [`credit_of`](super::Session::credit_of)`(payload.len())`, so the peer gets credit back.
     Data {
         /// The connection.
         conn: ConnId,
@@ -32,7 +33,8 @@ pub enum Incoming<'a> {
     },
     /// Several data messages on a connection, in order (the peer batched messages it sent in
     /// a burst). Each is a message of its own to the application, as if it had come as
-    /// [`Incoming::Data`]; release their lengths as they are consumed.
+    /// [`Incoming::Data`]; release [`credit_of`](super::Session::credit_of) each as it is
+    /// consumed ([`DataBatch::credit`] for all of them).
     DataBatch {
         /// The connection.
         conn: ConnId,

@@ -41,9 +41,12 @@ pub struct ConnModel {
     pub received: u64,
     /// Their bytes.
     pub received_bytes: u64,
-    /// Bytes received and not yet released (the application is still "reading" them).
+    /// The credit they spent (`Session::credit_of` each: at least MIN_MESSAGE_CREDIT with a
+    /// version-2 peer).
+    pub received_credit: u64,
+    /// Credit received and not yet released (the application is still "reading" it).
     pub held: u64,
-    /// Bytes released back to the session (so it may grant them).
+    /// Credit released back to the session (so it may grant it).
     pub released: u64,
     /// `send` said `NoCredit`; waiting for `ConnWritable`.
     pub no_credit: bool,
@@ -197,6 +200,7 @@ impl App {
             sent_bytes: 0,
             received: 0,
             received_bytes: 0,
+            received_credit: 0,
             held: 0,
             released: 0,
             no_credit: false,
@@ -334,6 +338,7 @@ impl App {
 
     fn on_data(&mut self, s: &mut Session, conn: ConnId, payload: &[u8]) -> Result<(), String> {
         let window = self.recv_window;
+        let credit = s.credit_of(payload.len());
         let release_now = self.rng.chance(self.policy.release_per_mille);
         let Some(c) = self.conn_mut(conn) else {
             return Err(format!("data on {conn}, which the model does not hold"));
@@ -351,11 +356,12 @@ impl App {
         }
         c.received += 1;
         c.received_bytes += payload.len() as u64;
-        c.held += payload.len() as u64;
-        if c.received_bytes > window + c.released {
+        c.received_credit += credit;
+        c.held += credit;
+        if c.received_credit > window + c.released {
             return Err(format!(
-                "credit: connection {conn} received {} bytes but granted at most {window} + {} released",
-                c.received_bytes, c.released
+                "credit: connection {conn} received {} of credit but granted at most {window} + {} released",
+                c.received_credit, c.released
             ));
         }
         self.counters.payloads_in += 1;
@@ -509,7 +515,7 @@ impl App {
             }
             if c.held > self.recv_window {
                 return Err(format!(
-                    "connection {} holds {} bytes, above the window {}",
+                    "connection {} holds {} of credit, above the window {}",
                     c.id, c.held, self.recv_window
                 ));
             }

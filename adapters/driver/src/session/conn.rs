@@ -96,7 +96,15 @@ impl Connection {
         let shared = Arc::new(ConnShared { home, id, metadata });
         Self {
             tx: ConnSender { shared: Arc::clone(&shared), slot: None },
-            rx: ConnReceiver { shared, local: VecDeque::new(), unreleased: 0, release_at, done: None },
+            rx: ConnReceiver {
+                shared,
+                local: VecDeque::new(),
+                unreleased: 0,
+                unreleased_bytes: 0,
+                credit_floor: 0,
+                release_at,
+                done: None,
+            },
         }
     }
 
@@ -285,8 +293,14 @@ pub struct ConnReceiver {
     shared: Arc<ConnShared>,
     /// Messages taken from the connection's queue, not yet handed out.
     local: VecDeque<Bytes>,
-    /// Bytes handed out whose credit has not gone back yet.
+    /// Credit of the messages handed out that has not gone back yet
+    /// ([`Session::credit_of`](sotto::session::Session::credit_of) each).
     unreleased: usize,
+    /// Their bytes (for the statistics).
+    unreleased_bytes: usize,
+    /// What the least message spends (`credit_of(0)`: 0 with a version-1 peer), read from
+    /// the session whenever the queue is taken.
+    credit_floor: usize,
     release_at: usize,
     /// Why the stream ended, once it has.
     done: Option<ConnError>,
@@ -320,7 +334,7 @@ impl ConnReceiver {
     /// [`recv`](Self::recv) as a poll function.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, ConnError>> {
         if let Some(item) = self.local.pop_front() {
-            self.unreleased += item.len();
+            self.taken(item.len());
             if self.unreleased >= self.release_at {
                 let shared = Arc::clone(&self.shared);
                 self.release(&mut shared.home.lock());
@@ -342,9 +356,10 @@ impl ConnReceiver {
         if !slot.queue.is_empty() {
             std::mem::swap(&mut self.local, &mut slot.queue);
             st.unfull(id);
+            self.credit_floor = s.credit_of(0) as usize;
             drop(l);
             let item = self.local.pop_front().unwrap_or_default();
-            self.unreleased += item.len();
+            self.taken(item.len());
             return Poll::Ready(Ok(item));
         }
         if let Some(md) = &slot.peer_closed {
@@ -366,6 +381,12 @@ impl ConnReceiver {
         Poll::Ready(Err(e))
     }
 
+    /// A message of `len` bytes was handed to the application.
+    fn taken(&mut self, len: usize) {
+        self.unreleased += len.max(self.credit_floor);
+        self.unreleased_bytes += len;
+    }
+
     /// Give the credit for what the application took back to the core.
     fn release(&mut self, l: &mut super::home::SessLock<'_>) {
         if self.unreleased == 0 {
@@ -374,8 +395,9 @@ impl ConnReceiver {
         let (s, st) = l.parts();
         let before = s.conduit().items_sent();
         s.release(self.shared.id, self.unreleased);
-        st.delivered_bytes += self.unreleased as u64;
+        st.delivered_bytes += self.unreleased_bytes as u64;
         self.unreleased = 0;
+        self.unreleased_bytes = 0;
         if s.conduit().items_sent() != before {
             // A credit grant was queued: the driver transmits it.
             st.common.wake_driver();

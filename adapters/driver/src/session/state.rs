@@ -8,7 +8,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::task::Waker;
 
 use bytes::{Bytes, BytesMut};
-use sotto::session::{CommandError, ConnId, DataBatch, Incoming, Session, SessionEvent as CoreEvent};
+use sotto::session::{
+    CommandError, ConnId, DataBatch, Incoming, Session, SessionEvent as CoreEvent, MIN_MESSAGE_CREDIT,
+};
 use sotto::{Event, Instant, LinkId};
 
 use crate::shared::{wake, Common, WakerList};
@@ -201,7 +203,13 @@ impl SessState {
             peer_metadata: None,
             owed: VecDeque::new(),
             tuning: Tuning {
-                conn_items: config.conn_inbound_items.max(1),
+                // With a version-2 peer credit bounds a queue's messages too (at least
+                // MIN_MESSAGE_CREDIT each): the count limit must never bind before it, or a
+                // slow reader of tiny messages would stop the whole link.
+                conn_items: config
+                    .conn_inbound_items
+                    .max(1)
+                    .max((config.session.initial_credit as u64 / MIN_MESSAGE_CREDIT) as usize + 1),
                 copy_below: config.copy_below,
                 feed_batch: config.inbound_items.max(1),
             },
@@ -274,7 +282,7 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
             let Some(slot) = st.conns.get_mut(&conn).filter(|c| !c.abandoned) else {
                 // The root connection (unused by this API) or one being torn down: give the
                 // credit straight back.
-                s.release(conn, payload.len());
+                s.release(conn, s.credit_of(payload.len()) as usize);
                 return;
             };
             slot.push(payload, chunk, st.tuning.copy_below);
@@ -282,7 +290,7 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
         }
         Incoming::DataBatch { conn, batch } => {
             let Some(slot) = st.conns.get_mut(&conn).filter(|c| !c.abandoned) else {
-                s.release(conn, batch.payload_len() as usize);
+                s.release(conn, batch.credit() as usize);
                 return;
             };
             slot.push_batch(batch, chunk, st.tuning.copy_below);
