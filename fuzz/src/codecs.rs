@@ -221,11 +221,15 @@ pub fn session_message(data: &[u8]) {
         let (head, tail) = m.encode_parts(&mut h);
         assert_eq!([head, tail].concat(), data, "encode_parts of {m:?}");
         assert_eq!(SMsg::decode(&buf), Ok(m));
-        // One more byte: the open-ended last field takes it, fixed layouts refuse it.
+        // One more byte: the open-ended last field takes it, fixed layouts refuse it. A batch
+        // body is a list of length-prefixed payloads: `z` starts a 122-byte payload that is
+        // not there, so it is refused too.
         let mut longer = data.to_vec();
         longer.push(b'z');
         match (m, SMsg::decode(&longer)) {
-            (SMsg::LetsGo | SMsg::Credit { .. }, r) => assert!(r.is_err(), "trailing byte accepted after {m:?}"),
+            (SMsg::LetsGo | SMsg::Credit { .. } | SMsg::DataBatch { .. }, r) => {
+                assert!(r.is_err(), "trailing byte accepted after {m:?}")
+            }
             (_, Ok(n)) => {
                 let mut h2 = [0u8; MAX_HEADER_LEN];
                 let (head2, tail2) = n.encode_parts(&mut h2);
@@ -250,7 +254,7 @@ pub fn session_message(data: &[u8]) {
     let text = String::from_utf8_lossy(&tail).into_owned();
     let body =
         sotto::session::message::HelloBody { version: a, parity, root_credit: b, max_connections: c, metadata: &tail };
-    let m = match kind % 11 {
+    let m = match kind % 12 {
         0 => SMsg::Hello(body),
         1 => SMsg::HelloYourself(body),
         2 => SMsg::LetsGo,
@@ -261,7 +265,17 @@ pub fn session_message(data: &[u8]) {
         7 => SMsg::Reject { conn: a, code: b, metadata: &tail },
         8 => SMsg::Close { conn: a, metadata: &tail },
         9 => SMsg::Credit { conn: a, grant: b },
-        _ => SMsg::ProtocolError { code: a, reason: &text },
+        10 => SMsg::ProtocolError { code: a, reason: &text },
+        // The tail as a batch body, when it is one (else nothing to round trip).
+        _ => match sotto::session::DataBatch::parse(&tail) {
+            Ok(batch) => {
+                let credit: u64 = batch.iter().map(|p| sotto::session::message_credit(p.len() as u64, true)).sum();
+                assert_eq!(batch.credit(), credit, "a batch's credit is its messages' credit");
+                assert_eq!(batch.payload_len(), batch.iter().map(|p| p.len() as u64).sum::<u64>());
+                SMsg::DataBatch { conn: a, batch }
+            }
+            Err(_) => return,
+        },
     };
     let mut buf = vec![0u8; m.encoded_len()];
     assert_eq!(m.encode(&mut buf), Some(buf.len()));
