@@ -106,7 +106,9 @@ impl<S> Dialer<S> {
         let Some((fut, deadline)) = self.attempt.as_mut() else { return Poll::Pending };
         let result = match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
             Err(_) => {
-                self.attempt = None;
+                // Its `Drop` is the application's code too.
+                let attempt = self.attempt.take();
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(attempt)));
                 return Poll::Ready(self.failed(now, connector_panicked(), true));
             }
             Ok(Poll::Ready(r)) => r,

@@ -141,10 +141,15 @@ pub trait Io: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + Send + 
     const READS_UNINIT: bool = false;
 
     /// Read into `buf`'s spare capacity, appending what was read; `Ok(0)` at end of stream.
-    /// The default zero-fills room and calls `poll_read`.
+    /// The default zero-fills room and calls `poll_read`. Reporting more than the spare
+    /// capacity it was given drops the link (`InvalidData`).
     fn poll_read_uninit(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
         let start = buf.len();
-        let room = (buf.capacity() - start).max(1024);
+        if buf.capacity() == start {
+            buf.reserve(1024);
+        }
+        // Exactly the spare capacity: the driver holds a read to what it offered.
+        let room = buf.capacity() - start;
         buf.resize(start + room, 0);
         let r = Pin::new(&mut *self).poll_read(cx, &mut buf[start..]);
         let n = match &r {

@@ -4,6 +4,7 @@
 //! all, so dropping the acceptor ends them.
 
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
@@ -99,7 +100,15 @@ impl<S: Io, T: Timer, K: Unpin> Future for PendingLink<S, T, K> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if let Poll::Ready(outcome) = this.poll_io(cx) {
+        // The stream is the application's: a panic in it fails this link alone (as a stream
+        // that failed), never the listener with every other pending link (SCENARIOS A9).
+        let polled = catch_unwind(AssertUnwindSafe(|| this.poll_io(cx))).unwrap_or_else(|_| {
+            let io = this.io.take();
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(io)));
+            tracing::debug!("sotto: a pending link's stream panicked; link dropped");
+            Poll::Ready(Outcome::Eof)
+        });
+        if let Poll::Ready(outcome) = polled {
             return Poll::Ready((this.key.take(), outcome));
         }
         if this.timer.poll_expired(cx).is_ready() {

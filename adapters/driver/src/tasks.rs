@@ -2,10 +2,10 @@
 //! diagnostics and for tests that check dropping a handle ends everything it started.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use futures::FutureExt;
+use std::task::{Context, Poll};
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
@@ -33,16 +33,53 @@ impl Drop for LiveTask {
     }
 }
 
-/// `task`, boxed for [`Runtime::spawn`](crate::Runtime::spawn), with a panic caught at the
-/// task's boundary (SCENARIOS A9). A panic can only come from the application's code the
-/// task calls (its stream's `AsyncRead`/`AsyncWrite`, a stream source; the connector is
-/// isolated per call in the dialer): the task's state is dropped during the unwind, which
-/// ends its session for every handle (`SessionEnd::Evicted`, as for a cancelled task), and
-/// the runtime's worker thread and every other session go on.
+/// `task`, boxed for [`Runtime::spawn`](crate::Runtime::spawn), with panics caught at the
+/// task's boundary (SCENARIOS A9): in its polls, and in dropping it (when it finishes, panics
+/// or is cancelled). A panic can only come from the application's code the task calls (its
+/// stream's `AsyncRead`/`AsyncWrite` or `Drop`; the connector and a pending link's stream
+/// are isolated per call): the task's state is dropped, which ends its session for every
+/// handle (`SessionEnd::Evicted`, as for a cancelled task), and the runtime's worker thread
+/// and every other session go on.
 pub(crate) fn isolated<F: Future<Output = ()> + Send + 'static>(task: F) -> crate::BoxTask {
-    Box::pin(async move {
-        if AssertUnwindSafe(task).catch_unwind().await.is_err() {
-            tracing::error!("sotto: a driver task panicked in application code; its session ended");
+    Box::pin(Isolated(Some(Box::pin(task))))
+}
+
+/// See [`isolated`].
+struct Isolated<F>(Option<Pin<Box<F>>>);
+
+impl<F> Isolated<F> {
+    /// Drop the task, catching a panic in its `Drop`.
+    fn drop_task(&mut self) {
+        let task = self.0.take();
+        if catch_unwind(AssertUnwindSafe(move || drop(task))).is_err() {
+            tracing::error!("sotto: a driver task panicked in application code while dropped");
         }
-    })
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Isolated<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let Some(task) = this.0.as_mut() else { return Poll::Ready(()) };
+        match catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(())) => {
+                this.drop_task();
+                Poll::Ready(())
+            }
+            Err(_) => {
+                tracing::error!("sotto: a driver task panicked in application code; its session ended");
+                this.drop_task();
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+impl<F> Drop for Isolated<F> {
+    fn drop(&mut self) {
+        self.drop_task();
+    }
 }

@@ -196,3 +196,33 @@ impl<T: futures::io::AsyncWrite + Unpin> futures::io::AsyncWrite for OverReport<
         Pin::new(&mut self.get_mut().inner).poll_close(cx)
     }
 }
+
+/// Panics in its `reads`-th read (a bug in the application's stream type).
+#[derive(Debug)]
+pub struct PanicOnRead<T> {
+    /// The wrapped stream.
+    pub inner: T,
+    /// Reads left before the one that panics.
+    pub reads: u32,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for PanicOnRead<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.reads = this.reads.saturating_sub(1);
+        assert!(this.reads > 0, "the application's stream panics (on purpose)");
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for PanicOnRead<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

@@ -129,6 +129,9 @@ async fn smol_initiator_tokio_acceptor_tcp_stalls_and_half_open() {
 async fn slow_reader_run(tiny: bool) {
     let mut cfg = session_config();
     cfg.session.initial_credit = 16 << 10;
+    // A count limit far below what credit allows: the driver must raise it (else the link
+    // would stop at 64 queued empty messages and the other connection with it).
+    cfg.conn_inbound_items = 64;
     let (acc, upstream) = listen(Rt::Smol, Transport::Tcp, cfg).await;
     let proxy = proxy_to(upstream, Chaos { budget: (1, 64 << 10), ..Chaos::kills(seed(), 10) });
     let a = dial(Rt::Tokio, proxy.endpoint.clone(), cfg).await;
@@ -156,6 +159,11 @@ async fn slow_reader_run(tiny: bool) {
     println!("slow connection blocked after {sent} messages, {queued} queued at the reader");
     let credit: u64 = (0..sent).map(|i| (message(i).len() as u64).max(sotto::session::MIN_MESSAGE_CREDIT)).sum();
     assert!(credit <= 16 << 10, "no more than the credit was sent: {credit}");
+    if tiny {
+        assert_eq!(sent, (16 << 10) / sotto::session::MIN_MESSAGE_CREDIT, "credit, not the ring, stopped the sender");
+        let all_queued = eventually(LIMIT, || b.stats().queued_messages as u64 == sent).await;
+        assert!(all_queued, "all of them wait at the reader: {} of {sent}", b.stats().queued_messages);
+    }
     // The other connection is unaffected.
     within(LIMIT, "fast connection while the slow one is stalled", exchange_all(vec![(fast_a, fast_b)], 1500)).await;
     // Reading the slow one releases credit: everything arrives in order, sends go on.
@@ -181,6 +189,36 @@ async fn a7_slow_reader_stalls_only_its_connection() {
 #[tokio::test]
 async fn a7_slow_reader_of_empty_messages_stalls_only_its_connection() {
     slow_reader_run(true).await;
+}
+
+/// Dropping only the receiving half of a connection gives back the credit of everything it
+/// held, had queued or will get: the peer's sender keeps going far past one window, and the
+/// sending half still works.
+#[tokio::test]
+async fn dropped_receiving_half_never_blocks_the_peer() {
+    let mut cfg = session_config();
+    cfg.session.initial_credit = 16 << 10;
+    let (acc, upstream) = listen(Rt::Tokio, Transport::Tcp, cfg).await;
+    let a = dial(Rt::Tokio, upstream, cfg).await;
+    let b = acc.accept().await.expect("accept");
+    let mut pairs = open_accept(&a, &b, 1).await;
+    let (x, y) = pairs.pop().expect("pair");
+    let (mut x_tx, mut x_rx) = x.split();
+    let (mut y_tx, y_rx) = y.split();
+    // Some data reaches y's queue before its reader goes.
+    for i in 0..50 {
+        x_tx.send(conn_message(0, i)).await.expect("send");
+    }
+    drop(y_rx);
+    // 16 windows' worth: it would block after one if the credit were not given back.
+    let writer = async {
+        for i in 50..3000 {
+            x_tx.send(conn_message(0, i)).await.expect("send past a dropped reader");
+        }
+    };
+    within(LIMIT, "sending to a dropped reader", writer).await;
+    y_tx.send(Bytes::from_static(b"still sending")).await.expect("the sending half lives");
+    assert_eq!(&within(LIMIT, "reply", x_rx.recv()).await.expect("reply")[..], b"still sending");
 }
 
 /// A dropped `recv` loses nothing: poll with short timeouts throughout.
@@ -437,4 +475,46 @@ fn a9_connector_panicking_on_the_first_connect_is_an_error() {
         assert!(matches!(r, Err(sotto_smol::ConnectError::Io(_))), "{:?}", r.err());
         assert!(started.elapsed() < Duration::from_secs(2), "no retries: {:?}", started.elapsed());
     });
+}
+
+/// A9: a panic in the application's stream type ends that session (`Evicted`: its task's
+/// state is gone) and nothing else: the runtime, the acceptor and another session go on.
+#[tokio::test]
+async fn a9_panicking_stream_ends_only_its_own_session() {
+    use sotto_adapter_tests::streams::PanicOnRead;
+    let (acc, upstream) = listen(Rt::Tokio, Transport::Tcp, session_config()).await;
+    let Endpoint::Tcp(addr) = upstream.clone() else { unreachable!() };
+    let doomed = sotto_tokio::connect_session(
+        move || async move {
+            let s = tokio::net::TcpStream::connect(addr).await?;
+            Ok(PanicOnRead { inner: s, reads: 40 })
+        },
+        session_config(),
+    )
+    .await
+    .expect("connect");
+    let doomed_peer = acc.accept().await.expect("accept");
+    let healthy = dial(Rt::Tokio, upstream, session_config()).await;
+    let healthy_peer = acc.accept().await.expect("accept");
+    // Traffic on the doomed session reaches its stream's panic; the sender (waiting for
+    // credit the unread peer never grants, by then) hears that the session ended.
+    let mut pairs = within(LIMIT, "open", open_accept(&doomed, &doomed_peer, 1)).await;
+    let (mut x, _y) = pairs.pop().expect("pair");
+    let sender = async {
+        for i in 0.. {
+            if let Err(e) = x.send(conn_message(0, i)).await {
+                return e;
+            }
+        }
+        unreachable!()
+    };
+    let e = within(LIMIT, "the doomed sender fails", sender).await;
+    assert_eq!(e, ConnError::Ended(SessionEnd::Evicted));
+    assert_eq!(doomed.ended(), Some(SessionEnd::Evicted));
+    // Everything else is untouched.
+    let pairs = within(LIMIT, "open", open_accept(&healthy, &healthy_peer, 2)).await;
+    within(LIMIT, "the other session", exchange_all(pairs, 500)).await;
+    let late = dial(Rt::Tokio, Endpoint::Tcp(addr), session_config()).await;
+    drop(acc.accept().await.expect("the acceptor still accepts"));
+    drop(late);
 }

@@ -137,6 +137,18 @@ fn a4_stream_reporting_more_than_it_was_given_costs_the_link() {
         println!("dials {} link downs {}", dials.load(Ordering::SeqCst), st.link_downs);
         assert!(dials.load(Ordering::SeqCst) >= 4, "each lying link was dropped");
         assert!(st.conduit.resumes >= 3, "and the session resumed each time");
+        // Dropped for the lie itself (not clamped into a corrupt stream that the framing or
+        // the peer then happened to reject).
+        let mut lies = 0;
+        while let Some(Some(e)) = futures::FutureExt::now_or_never(a.next_event()) {
+            lies += u32::from(matches!(
+                e,
+                sotto_smol::ConduitEvent::LinkDown {
+                    cause: sotto_smol::LinkDownCause::Io(std::io::ErrorKind::InvalidData)
+                }
+            ));
+        }
+        assert!(lies >= 3, "links dropped as InvalidData: {lies}");
     });
 }
 

@@ -14,9 +14,14 @@ pub struct SessionConfig {
     pub max_connections: u32,
     /// Most peer Opens waiting for the application to accept or reject. Default 256.
     pub max_pending_opens: u32,
-    /// Bytes we let the peer send on a connection before we grant more. Default 256 KiB.
+    /// Credit we let the peer spend on a connection before we grant more: bytes, each
+    /// message at least [`MIN_MESSAGE_CREDIT`](super::MIN_MESSAGE_CREDIT) with a version-2
+    /// peer (so a window also bounds the messages a slow reader holds). Below
+    /// `2 * MIN_MESSAGE_CREDIT` such a peer can send nothing (a message may use at most half
+    /// a window). Default 256 KiB.
     pub initial_credit: u32,
-    /// Most send credit we hold on a connection, whatever the peer grants. Default 16 MiB.
+    /// Most send credit we hold on a connection, whatever the peer grants. Below
+    /// `2 * MIN_MESSAGE_CREDIT` nothing can be sent to a version-2 peer. Default 16 MiB.
     pub max_credit: u32,
     /// Largest metadata on Hello/Open/Accept/Reject/Close. Default 4 KiB.
     pub max_metadata: u32,

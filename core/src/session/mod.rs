@@ -441,6 +441,11 @@ impl Session {
             });
         }
         if cost > c.send_credit.min(max_credit) {
+            // An ended session says so (no credit will ever come); checked here, off the
+            // path of a send that has credit (the conduit refuses that one as `Ended`).
+            if self.conduit.is_ended() || self.phase == Phase::Failed {
+                return Err(CommandError::Ended);
+            }
             c.want_writable = true;
             return Err(CommandError::NoCredit);
         }

@@ -561,6 +561,19 @@ fn a_version_1_peer_is_charged_the_length_alone() {
     assert_eq!(before - p.b.send_credit(ROOT), 3);
 }
 
+/// A send on an ended session is `Ended`, also when the connection is out of credit (it
+/// said `NoCredit`, and a sender waiting for credit that can never come waited forever).
+#[test]
+fn send_without_credit_on_an_ended_session_is_ended() {
+    let mut p = Pair::new(SessionConfig { initial_credit: 64, ..SessionConfig::default() });
+    p.connect();
+    let c = open_accepted(&mut p);
+    while p.a.send(c, &[1; 16]).is_ok() {}
+    assert_eq!(p.a.send(c, &[1; 16]), Err(CommandError::NoCredit));
+    p.a.conduit_end(p.now, crate::conduit::SessionEnd::Evicted);
+    assert_eq!(p.a.send(c, &[1; 16]), Err(CommandError::Ended));
+}
+
 /// Encode batch bodies by hand (`varint(len) payload` each; lengths below 128).
 fn hex_batch<P: AsRef<[u8]>>(payloads: &[P]) -> Vec<u8> {
     let mut v = Vec::new();

@@ -406,11 +406,18 @@ impl ConnReceiver {
 }
 
 impl Drop for ConnReceiver {
+    /// What was handed out, what is held here and what is queued all give their credit
+    /// back, and so will what arrives later: the peer's sender never waits on a dropped
+    /// reader (the connection stays open for sending until the `ConnSender` goes too).
     fn drop(&mut self) {
-        if self.unreleased > 0 {
-            let shared = Arc::clone(&self.shared);
-            self.release(&mut shared.home.lock());
+        for item in std::mem::take(&mut self.local) {
+            self.taken(item.len());
         }
+        let shared = Arc::clone(&self.shared);
+        let mut l = shared.home.lock();
+        self.release(&mut l);
+        let (s, st) = l.parts();
+        state::discard_incoming(s, st, self.shared.id);
     }
 }
 

@@ -402,7 +402,13 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         true
     }
     fn driver_exit(&mut self, now: Instant) {
-        let st = self.lock.parts().1;
+        let (s, st) = self.lock.parts();
+        // A driver gone while its session lives (its task cancelled, or a panic in the
+        // application's stream) leaves nobody to move it: end it, so that every handle's
+        // call (a send waiting for credit too) returns `Ended(Evicted)` instead of waiting.
+        if !s.is_ended() {
+            s.conduit_end(now, SessionEnd::Evicted);
+        }
         st.common.driver_done = true;
         st.common.driver = None;
         st.wake_all();

@@ -80,6 +80,10 @@ pub(crate) struct ConnSlot {
     /// The application dropped every handle to it (only while `Opening`: resolved when the
     /// answer arrives).
     pub(crate) abandoned: bool,
+    /// The application dropped the receiving half (the sending half lives on): data that
+    /// arrives is released at once, so the peer's sender never waits for a reader that
+    /// is gone.
+    pub(crate) discard: bool,
     /// The reader (or the opener waiting for the answer).
     pub(crate) rx: Option<Waker>,
     /// The sender waiting for credit.
@@ -99,6 +103,7 @@ impl ConnSlot {
             peer_closed: None,
             local_closed: false,
             abandoned: false,
+            discard: false,
             rx: None,
             tx: None,
             arena: BytesMut::new(),
@@ -279,9 +284,9 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
     let Ok(Some(incoming)) = s.handle_message(now, link, msg) else { return };
     match incoming {
         Incoming::Data { conn, payload } => {
-            let Some(slot) = st.conns.get_mut(&conn).filter(|c| !c.abandoned) else {
-                // The root connection (unused by this API) or one being torn down: give the
-                // credit straight back.
+            let Some(slot) = st.conns.get_mut(&conn).filter(|c| !c.abandoned && !c.discard) else {
+                // The root connection (unused by this API), one being torn down or one whose
+                // reader is gone: give the credit straight back.
                 s.release(conn, s.credit_of(payload.len()) as usize);
                 return;
             };
@@ -289,7 +294,7 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
             queued(st, conn);
         }
         Incoming::DataBatch { conn, batch } => {
-            let Some(slot) = st.conns.get_mut(&conn).filter(|c| !c.abandoned) else {
+            let Some(slot) = st.conns.get_mut(&conn).filter(|c| !c.abandoned && !c.discard) else {
                 s.release(conn, batch.credit() as usize);
                 return;
             };
@@ -387,6 +392,20 @@ pub(crate) fn flush_owed(s: &mut Session, st: &mut SessState, now: Instant) {
         }
         st.owed.pop_front();
     }
+}
+
+/// The application dropped `conn`'s receiving half and keeps the sending half: release the
+/// credit of what is queued, and of whatever arrives from now on.
+pub(crate) fn discard_incoming(s: &mut Session, st: &mut SessState, conn: ConnId) {
+    let Some(slot) = st.conns.get_mut(&conn) else { return };
+    slot.discard = true;
+    let credit: u64 = slot.queue.iter().map(|m| s.credit_of(m.len())).sum();
+    slot.queue.clear();
+    if credit > 0 {
+        s.release(conn, credit as usize);
+        st.common.wake_driver();
+    }
+    st.unfull(conn);
 }
 
 /// The application dropped every handle to `conn`: close it (or, while our Open is
