@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo bench -p sotto --bench core_pair` (release). Prints one line per case with the
 //! median of several runs; `SOTTO_BENCH_MSGS` scales the message count, `SOTTO_BENCH_ONLY`
-//! picks one case (`conduit16`, `session16x100`, ...), `SOTTO_BENCH_UNPAIRED=1` skips the
+//! picks one case (`conduit16`, `session16x100`, ...), `SOTTO_BENCH_BATCH_BYTES=0` turns
+//! DataBatch off, `SOTTO_BENCH_UNPAIRED=1` skips the
 //! bare-conduit runs paired with the 16 B session runs.
 #![allow(missing_docs, clippy::unwrap_used, unsafe_code)]
 
@@ -138,7 +139,12 @@ fn conduit_pair() -> (Wire<Conduit>, Wire<Conduit>) {
 }
 
 fn session_pair(conns: usize) -> (Wire<Session>, Wire<Session>, Vec<u32>) {
-    let cfg = SessionConfig { conduit: conduit_cfg(), max_connections: 256, ..SessionConfig::default() };
+    // `SOTTO_BENCH_BATCH_BYTES=0` turns DataBatch off (every message its own item).
+    let batch_bytes = std::env::var("SOTTO_BENCH_BATCH_BYTES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SessionConfig::default().batch_bytes);
+    let cfg = SessionConfig { conduit: conduit_cfg(), max_connections: 256, batch_bytes, ..SessionConfig::default() };
     let mut a = Session::new(Role::Initiator, cfg, b"").unwrap();
     let mut b = Session::new(Role::Acceptor, cfg, b"").unwrap();
     let la = a.link_up(Instant::ZERO, ResumeKey::ZERO);

@@ -451,6 +451,13 @@ impl Conduit {
         self.after_push(pushed)
     }
 
+    /// Whether item `seq` is the newest we queued and has never been transmitted on any link
+    /// (nor acked by a lying peer): what [`extend_item`](Self::extend_item) can grow.
+    #[inline(always)]
+    pub(crate) fn is_unsent_newest(&self, seq: u64) -> bool {
+        seq + 1 == self.sent && seq >= self.tx_high && seq >= self.acked
+    }
+
     /// Append `header` + `payload` to item `seq` (now `item_len` bytes long) if it is the
     /// newest item and has never been transmitted on any link (so no peer can have seen it
     /// shorter), and it stays within `max_item_len`: `Ok(true)`. `Ok(false)` when it is not
@@ -470,10 +477,7 @@ impl Conduit {
         }
         // An item at or past `tx_high` was never transmitted. One below `acked` is gone (a
         // lying peer may ack items it was never sent).
-        if seq + 1 != self.sent
-            || seq < self.tx_high
-            || seq < self.acked
-            || item_len + header.len() + payload.len() > self.config.max_item_len() as usize
+        if !self.is_unsent_newest(seq) || item_len + header.len() + payload.len() > self.config.max_item_len() as usize
         {
             return Ok(false);
         }

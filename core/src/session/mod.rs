@@ -43,12 +43,16 @@ pub(crate) enum Phase {
     Failed,
 }
 
-/// The newest item we queued, while it is a `DataBatch` that more messages may join.
+/// The newest small data item we queued: a `DataBatch` that more messages may join, or a
+/// plain `Data` whose successor on the same connection, if it comes while this one is still
+/// unsent (a burst), starts a batch.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct OpenBatch {
     conn: ConnId,
     seq: u64,
     len: usize,
+    /// A `DataBatch` (else a plain `Data`).
+    batch: bool,
 }
 
 /// A session endpoint: a [`Conduit`] plus virtual connections multiplexed inside its items,
@@ -416,9 +420,11 @@ impl Session {
     /// owed, so a larger payload could wait for credit forever. Nothing is queued on failure.
     ///
     /// A small payload (up to a quarter of [`SessionConfig::batch_bytes`]) sent to a version-2
-    /// peer joins the previous message's item when that item is on the same connection, not
-    /// yet transmitted and has room; otherwise it starts a new batch item. Either way it is
-    /// delivered once, in order, as a message of its own.
+    /// peer joins the previous message's item when that item is a batch on the same
+    /// connection, not yet transmitted and with room; it starts a new batch item when the
+    /// previous message went to the same connection and is still unsent (a burst); otherwise
+    /// it travels as plain Data. Either way it is delivered once, in order, as a message of
+    /// its own.
     #[inline]
     pub fn send(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), CommandError> {
         if self.phase != Phase::Ready {
@@ -452,24 +458,40 @@ impl Session {
         let batch_bytes = self.batch_limit;
         if self.peer_batches && batch_bytes > 0 && payload.len() <= batch_bytes / 4 {
             let mut h = [0u8; 11];
+            // A message starts a batch only in a burst: when the previous one went to the same
+            // connection and is still unsent. Otherwise (connections taking turns, a trickle)
+            // it travels as plain Data, which costs less than a batch of one.
+            let mut burst = false;
             // Disjoint fields: the connection entry stays borrowed across the conduit calls.
             if let Some(b) = &mut self.open_batch {
-                let n = crate::wire::varint::encode_varint(len as u32, &mut h).unwrap_or(0);
-                if b.conn == conn
-                    && b.len + n + payload.len() <= batch_bytes
-                    && self.conduit.extend_item(b.seq, b.len, &h[..n], payload)?
-                {
-                    b.len += n + payload.len();
-                    c.send_credit -= cost;
-                    self.stats.messages_batched += 1;
-                    return Ok(());
+                if b.conn == conn {
+                    if b.batch {
+                        let n = crate::wire::varint::encode_varint(len as u32, &mut h).unwrap_or(0);
+                        if b.len + n + payload.len() <= batch_bytes
+                            && self.conduit.extend_item(b.seq, b.len, &h[..n], payload)?
+                        {
+                            b.len += n + payload.len();
+                            c.send_credit -= cost;
+                            self.stats.messages_batched += 1;
+                            return Ok(());
+                        }
+                    }
+                    burst = self.conduit.is_unsent_newest(b.seq);
                 }
             }
-            h[0] = message::TAG_DATA_BATCH;
-            let mut n = 1 + crate::wire::varint::encode_varint(conn, &mut h[1..]).unwrap_or(0);
-            n += crate::wire::varint::encode_varint(len as u32, &mut h[n..]).unwrap_or(0);
+            if burst {
+                h[0] = message::TAG_DATA_BATCH;
+                let mut n = 1 + crate::wire::varint::encode_varint(conn, &mut h[1..]).unwrap_or(0);
+                n += crate::wire::varint::encode_varint(len as u32, &mut h[n..]).unwrap_or(0);
+                let seq = self.conduit.send_with_header(&h[..n], payload)?;
+                self.open_batch = Some(OpenBatch { conn, seq, len: n + payload.len(), batch: true });
+                c.send_credit -= cost;
+                return Ok(());
+            }
+            h[0] = message::TAG_DATA;
+            let n = 1 + crate::wire::varint::encode_varint(conn, &mut h[1..]).unwrap_or(0);
             let seq = self.conduit.send_with_header(&h[..n], payload)?;
-            self.open_batch = Some(OpenBatch { conn, seq, len: n + payload.len() });
+            self.open_batch = Some(OpenBatch { conn, seq, len: n + payload.len(), batch: false });
             c.send_credit -= cost;
             return Ok(());
         }

@@ -401,8 +401,9 @@ fn a_burst_of_small_messages_shares_one_item() {
     for m in &payloads {
         p.a.send(c, m).expect("send");
     }
-    assert_eq!(items_queued(&p.a) - before, 1, "one item for the burst");
-    assert_eq!(p.a.stats().messages_batched, 99);
+    // The first goes as plain Data; the second, finding it unsent, starts the batch.
+    assert_eq!(items_queued(&p.a) - before, 2, "two items for the burst");
+    assert_eq!(p.a.stats().messages_batched, 98);
     p.pump();
     let want: Vec<Got> = payloads.iter().map(|m| Got::Data(c, m.clone())).collect();
     assert!(p.got_b.ends_with(&want), "every message once, in order: {:?}", p.got_b);
@@ -416,16 +417,17 @@ fn a_batch_stops_at_batch_bytes_and_large_payloads_travel_alone() {
     p.connect();
     let c = open_accepted(&mut p);
     let before = items_queued(&p.a);
-    // 13 bytes for the first (tag, conn, len, 10), 11 for each more: five fit in 64.
+    // The first as Data; then batches: 13 bytes for the first (tag, conn, len, 10), 11 for
+    // each more: five fit in 64 (messages 2-6), the next batch takes 7-10.
     for _ in 0..10 {
         p.a.send(c, &[5; 10]).expect("send");
     }
-    assert_eq!(items_queued(&p.a) - before, 2);
-    assert_eq!(p.a.stats().messages_batched, 8);
+    assert_eq!(items_queued(&p.a) - before, 3);
+    assert_eq!(p.a.stats().messages_batched, 7);
     // Above a quarter of batch_bytes: a plain Data item each.
     p.a.send(c, &[6; 17]).expect("send");
     p.a.send(c, &[6; 17]).expect("send");
-    assert_eq!(items_queued(&p.a) - before, 4);
+    assert_eq!(items_queued(&p.a) - before, 5);
     p.pump();
     let mut want = data(c, &[[5u8; 10]; 10]);
     want.extend(data(c, &[[6u8; 17]; 2]));
@@ -442,11 +444,14 @@ fn batches_never_mix_connections() {
     p.a.send(y, b"y1").expect("send");
     p.a.send(x, b"x2").expect("send");
     p.a.send(x, b"x3").expect("send");
-    assert_eq!(items_queued(&p.a) - before, 3, "x1 | y1 | x2 x3");
+    // Connections taking turns travel as plain Data; x3 follows x2 unsent: a batch starts.
+    assert_eq!(items_queued(&p.a) - before, 4, "x1 | y1 | x2 | x3");
+    p.a.send(x, b"x4").expect("send");
+    assert_eq!(items_queued(&p.a) - before, 4, "x4 joins x3's batch");
     p.pump();
     let mut want = data(x, &[b"x1"]);
     want.extend(data(y, &[b"y1"]));
-    want.extend(data(x, &[b"x2", b"x3"]));
+    want.extend(data(x, &[b"x2", b"x3", b"x4"]));
     assert!(p.got_b.ends_with(&want));
 }
 
