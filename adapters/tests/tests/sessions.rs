@@ -97,7 +97,7 @@ async fn faults_run(initiator: Rt, acceptor: Rt, transport: Transport) {
     println!("seed {seed} ({initiator:?} -> {acceptor:?} over {transport:?})");
     let (acc, upstream) = listen(acceptor, transport, session_config()).await;
     let chaos =
-        Chaos { faults: 12, stall_every: 3, half_open_every: 4, budget: (1, 20 << 10), ..Chaos::kills(seed, 0) };
+        Chaos { faults: 12, stall_every: 3, half_open_every: 2, budget: (1, 20 << 10), ..Chaos::kills(seed, 0) };
     let proxy = proxy_to(upstream, chaos);
     let a = dial(initiator, proxy.endpoint.clone(), session_config()).await;
     let b = acc.accept().await.expect("accept");
