@@ -119,13 +119,14 @@ impl std::error::Error for ConnectError {}
 /// messages).
 ///
 /// All methods take `&self`; `send` and `recv` are cancel-safe (a dropped `send` future did
-/// not send its item; a dropped `recv` future lost nothing). Dropping the handle ends the
-/// session's task at once and closes its link without a GOODBYE (the peer sees a link loss);
-/// call [`close`](Self::close) first for a graceful end.
+/// not send its item; a dropped `recv` future lost nothing). Dropping the handle closes the
+/// session as [`close`](Self::close) does (what was sent goes out, then GOODBYE; against a
+/// peer without sotto's extensions, or without a link, it ends at once); its task finishes
+/// that on its own, within `drain_timeout`.
 pub struct StableConduit {
     shared: Arc<Shared>,
     max_item_len: u32,
-    _task: Option<TaskGuard>,
+    task: Option<TaskGuard>,
 }
 
 impl std::fmt::Debug for StableConduit {
@@ -137,7 +138,7 @@ impl std::fmt::Debug for StableConduit {
 impl StableConduit {
     pub(crate) fn new(shared: Arc<Shared>, task: TaskGuard) -> Self {
         let max_item_len = shared.lock_inner().conduit.max_item_len();
-        Self { shared, max_item_len, _task: Some(task) }
+        Self { shared, max_item_len, task: Some(task) }
     }
 
     /// The largest item `send` accepts.
@@ -306,9 +307,15 @@ impl StableConduit {
 
 impl Drop for StableConduit {
     fn drop(&mut self) {
-        let mut g = self.shared.lock_inner();
-        g.common.handle_dropped = true;
-        g.common.wake_driver();
+        {
+            let mut g = self.shared.lock_inner();
+            g.common.handle_dropped = true;
+            g.common.wake_driver();
+        }
+        // The task finishes the graceful close on its own, bounded by `drain_timeout`.
+        if let Some(task) = self.task.take() {
+            task.detach();
+        }
     }
 }
 

@@ -190,8 +190,14 @@ impl<S> Locked<S> for RawGuard<'_> {
     fn wake_all(&mut self) {
         self.0.wake_all();
     }
-    fn close_on_drop(&mut self, _now: Instant) -> bool {
-        false
+    fn close_on_drop(&mut self, now: Instant) -> bool {
+        // As for a session handle: GOODBYE after what was sent (a peer without sotto's
+        // extensions, a vox peer, has no GOODBYE: the session ends at once there).
+        let c = &mut self.0.conduit;
+        if !c.is_ended() {
+            c.close(now, sotto::conduit::goodbye_code::NORMAL, "handle dropped");
+        }
+        true
     }
     fn driver_exit(&mut self, _now: Instant) {
         self.0.common.driver_done = true;

@@ -12,8 +12,9 @@
 //!   accept virtual [`Connection`]s (`Stream<Item = Bytes>` + `Sink<Bytes>`, credit flow
 //!   control per connection).
 //!
-//! Tasks run on smol's global executor (`smol::spawn`); each session runs one driver task and
-//! dropping its handle ends it. The driver and the handles are shared with `sotto-tokio`
+//! Tasks run on smol's global executor (`smol::spawn`); each session runs one driver task;
+//! dropping its handle closes the session (GOODBYE after what was sent) and the task ends by
+//! itself within `drain_timeout`. The driver and the handles are shared with `sotto-tokio`
 //! (crate `sotto-driver`), so both adapters behave the same and interoperate.
 //!
 //! ```no_run

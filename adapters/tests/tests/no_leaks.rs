@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use sotto_adapter_tests::workload::{eventually, exchange, test_config, within};
+use sotto_adapter_tests::proxy::{Chaos, ChaosProxy, Endpoint};
+use sotto_adapter_tests::workload::{eventually, exchange, seed, test_config, within};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -18,7 +19,16 @@ fn a6_dropping_handles_ends_every_task() {
         let addr = l.local_addr().expect("addr");
         let acceptor = sotto_tokio::serve_tcp(l, test_config()).expect("config");
         let dial = move || tokio::net::TcpStream::connect(addr);
-        let a = sotto_tokio::connect(dial, test_config()).await.expect("connect");
+        // `a` goes through a proxy (no faults), whose drop cuts its link without a GOODBYE.
+        let proxy = ChaosProxy::start(
+            Endpoint::Tcp("127.0.0.1:0".parse().expect("addr")),
+            Endpoint::Tcp(addr),
+            Chaos::kills(seed(), 0),
+        )
+        .expect("proxy");
+        let Endpoint::Tcp(paddr) = proxy.endpoint.clone() else { unreachable!() };
+        let a =
+            sotto_tokio::connect(move || tokio::net::TcpStream::connect(paddr), test_config()).await.expect("connect");
         let b = acceptor.accept().await.expect("accept");
         within(LIMIT, "exchange", exchange(&a, &b, 100)).await;
         let a2 = sotto_tokio::connect(dial, test_config()).await.expect("connect");
@@ -32,7 +42,10 @@ fn a6_dropping_handles_ends_every_task() {
         within(LIMIT, "exchange", exchange(&c, &d, 100)).await;
         // Acceptors: 2. Drivers: a, b, a2, a2's peer (still in the backlog), c, d.
         assert_eq!(sotto_tokio::live_tasks(), 8);
-        // A session whose acceptor is gone keeps redialing; drop it mid-way.
+        // A session whose link was cut and whose acceptor is gone keeps redialing; drop it
+        // mid-way. (Dropping a handle closes its session with GOODBYE, after which the peer
+        // would not redial: the link goes first.)
+        drop(proxy);
         drop(b);
         drop(acceptor);
         assert!(eventually(LIMIT, || a.stats().dials > 2).await, "redialing");

@@ -169,6 +169,22 @@ async fn a5_graceful_close_peer_does_not_reconnect() {
     drop(acceptor);
 }
 
+/// A6: dropping a raw handle closes its session gracefully: what it sent is delivered,
+/// then the peer sees GOODBYE (not a link loss) and does not redial; the dropped side's
+/// task ends by itself.
+#[tokio::test]
+async fn a6_dropped_raw_handle_sends_goodbye() {
+    let (a, b, acceptor) = pair_tcp().await;
+    b.send(Bytes::from_static(b"parting words")).await.expect("send");
+    drop(b);
+    assert_eq!(&within(LIMIT, "delivered before goodbye", a.recv()).await.expect("data")[..], b"parting words");
+    assert!(eventually(LIMIT, || a.ended().is_some()).await);
+    assert_eq!(a.ended(), Some(SessionEnd::PeerGoodbye { code: 0 }));
+    sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.stats().dials, 1, "no redial after GOODBYE");
+    drop(acceptor);
+}
+
 #[tokio::test]
 async fn h7_handshake_deadline_drops_a_silent_client() {
     let (l, addr) = tcp_listener().await;

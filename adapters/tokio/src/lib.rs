@@ -11,7 +11,8 @@
 //!   accept virtual [`Connection`]s (`Stream<Item = Bytes>` + `Sink<Bytes>`, credit flow
 //!   control per connection).
 //!
-//! Each session runs one driver task; dropping its handle ends it. The driver and the
+//! Each session runs one driver task; dropping its handle closes the session (GOODBYE after
+//! what was sent) and the task ends by itself within `drain_timeout`. The driver and the
 //! handles are shared with `sotto-smol` (crate `sotto-driver`), so both adapters behave the
 //! same and interoperate.
 //!
