@@ -478,10 +478,8 @@ fn a_transmitted_batch_is_sealed() {
     );
 }
 
-/// A, speaking protocol version 1 (its Hello built by hand), gets version-1 answers and no
-/// batches from B, and a DataBatch from it is a violation.
-#[test]
-fn a_version_1_peer_gets_plain_data_and_may_not_batch() {
+/// A pair whose A speaks protocol version 1 (its Hello built by hand), connected.
+fn version_1_pair() -> Pair {
     let mut p = Pair::new(SessionConfig::default());
     let mut raw = Conduit::new(Role::Initiator, ConduitConfig::default()).expect("config");
     let body = HelloBody { version: 1, parity: Parity::Odd, root_credit: 1 << 16, max_connections: 8, metadata: &[] };
@@ -490,6 +488,15 @@ fn a_version_1_peer_gets_plain_data_and_may_not_batch() {
     raw.send_vectored(&[head, tail]).expect("send");
     p.a.conduit = raw;
     p.connect();
+    p
+}
+
+/// A, speaking protocol version 1 (its Hello built by hand), gets version-1 answers and no
+/// batches from B, and a DataBatch from it is a violation.
+#[test]
+fn a_version_1_peer_gets_plain_data_and_may_not_batch() {
+    let mut p = version_1_pair();
+    let mut h = [0u8; message::MAX_HEADER_LEN];
     assert!(p.a.is_ready() && p.b.is_ready(), "B accepted a version-1 Hello; A its answer");
     assert!(!p.a.peer_batches && !p.b.peer_batches, "B answered with version 1");
     let before = items_queued(&p.b);
@@ -552,14 +559,7 @@ fn tiny_messages_beyond_the_minimum_credit_are_a_violation() {
 /// A version-1 peer is charged the length alone (its own accounting), both ways.
 #[test]
 fn a_version_1_peer_is_charged_the_length_alone() {
-    let mut p = Pair::new(SessionConfig::default());
-    let mut raw = Conduit::new(Role::Initiator, ConduitConfig::default()).expect("config");
-    let body = HelloBody { version: 1, parity: Parity::Odd, root_credit: 1 << 16, max_connections: 8, metadata: &[] };
-    let mut h = [0u8; message::MAX_HEADER_LEN];
-    let (head, tail) = Message::Hello(body).encode_parts(&mut h);
-    raw.send_vectored(&[head, tail]).expect("send");
-    p.a.conduit = raw;
-    p.connect();
+    let mut p = version_1_pair();
     assert_eq!((p.b.credit_of(0), p.b.credit_of(5)), (0, 5));
     let before = p.b.send_credit(ROOT);
     p.b.send(ROOT, b"abc").expect("send");
