@@ -18,6 +18,19 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
+/// A fault-free proxy to `addr`: dropping it cuts every link through it at once, as a crash
+/// of the far side would (dropping a handle closes its session with GOODBYE instead).
+fn cuttable(addr: SocketAddr) -> (ChaosProxy, SocketAddr) {
+    let proxy = ChaosProxy::start(
+        Endpoint::Tcp("127.0.0.1:0".parse().expect("addr")),
+        Endpoint::Tcp(addr),
+        Chaos::kills(seed(), 0),
+    )
+    .expect("proxy");
+    let Endpoint::Tcp(paddr) = proxy.endpoint.clone() else { unreachable!() };
+    (proxy, paddr)
+}
+
 async fn tcp_listener() -> (TcpListener, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let a = l.local_addr().expect("addr");
@@ -217,7 +230,8 @@ async fn rejected_resume_is_lost_and_never_retried() {
     let (l2, addr2) = tcp_listener().await;
     let first = serve_tcp(l1, test_config()).expect("config");
     let second = serve_tcp(l2, test_config()).expect("config");
-    let target = Arc::new(std::sync::Mutex::new(addr1));
+    let (proxy, paddr1) = cuttable(addr1);
+    let target = Arc::new(std::sync::Mutex::new(paddr1));
     let t = Arc::clone(&target);
     let dials = Arc::new(AtomicU32::new(0));
     let d = Arc::clone(&dials);
@@ -232,8 +246,10 @@ async fn rejected_resume_is_lost_and_never_retried() {
     .await
     .expect("connect");
     let b = first.accept().await.expect("accept");
-    // The "acceptor restarts": the session's key is unknown to the other one.
+    // The "acceptor restarts" (crashes: no GOODBYE): the session's key is unknown to the
+    // other one.
     *target.lock().expect("lock") = addr2;
+    drop(proxy);
     drop(b);
     drop(first);
     assert!(eventually(LIMIT, || a.ended().is_some()).await);
@@ -291,8 +307,11 @@ async fn recovery_timeout_reports_the_session_lost() {
     let acceptor = serve_tcp(l, test_config()).expect("config");
     let mut cfg = test_config();
     cfg.conduit.recovery_timeout = Duration::from_millis(500).into();
-    let a = connect(move || dial_tcp(addr), cfg).await.expect("connect");
+    let (proxy, paddr) = cuttable(addr);
+    let a = connect(move || dial_tcp(paddr), cfg).await.expect("connect");
     let b = acceptor.accept().await.expect("accept");
+    // The acceptor's side crashes (no GOODBYE): the link goes, redials are refused.
+    drop(proxy);
     drop(b);
     drop(acceptor);
     let recv = within(Duration::from_secs(5), "pending recv completes", a.recv()).await;
