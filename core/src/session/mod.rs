@@ -456,8 +456,10 @@ impl Session {
             return Err(CommandError::NoCredit);
         }
         let batch_bytes = self.batch_limit;
+        let mut h = [0u8; 11];
+        // `Some(batch)`: a small message, remembered as the newest small item (a batch or not).
+        let mut small = None;
         if self.peer_batches && batch_bytes > 0 && payload.len() <= batch_bytes / 4 {
-            let mut h = [0u8; 11];
             // A message starts a batch only in a burst: when the previous one went to the same
             // connection and is still unsent. Otherwise (connections taking turns, a trickle)
             // it travels as plain Data, which costs less than a batch of one.
@@ -479,27 +481,21 @@ impl Session {
                     burst = self.conduit.is_unsent_newest(b.seq);
                 }
             }
-            if burst {
-                h[0] = message::TAG_DATA_BATCH;
-                let mut n = 1 + crate::wire::varint::encode_varint(conn, &mut h[1..]).unwrap_or(0);
-                n += crate::wire::varint::encode_varint(len as u32, &mut h[n..]).unwrap_or(0);
-                let seq = self.conduit.send_with_header(&h[..n], payload)?;
-                self.open_batch = Some(OpenBatch { conn, seq, len: n + payload.len(), batch: true });
-                c.send_credit -= cost;
-                return Ok(());
-            }
-            h[0] = message::TAG_DATA;
-            let n = 1 + crate::wire::varint::encode_varint(conn, &mut h[1..]).unwrap_or(0);
-            let seq = self.conduit.send_with_header(&h[..n], payload)?;
-            self.open_batch = Some(OpenBatch { conn, seq, len: n + payload.len(), batch: false });
-            c.send_credit -= cost;
-            return Ok(());
+            small = Some(burst);
         }
-        let mut h = [0u8; 6];
-        h[0] = message::TAG_DATA;
-        let n = 1 + crate::wire::varint::encode_varint(conn, &mut h[1..]).unwrap_or(0);
-        // Disjoint fields: the connection entry stays borrowed across the conduit call.
-        self.conduit.send_with_header(&h[..n], payload)?;
+        // One call site for the conduit's send, so that it stays inlined here.
+        let n = if small == Some(true) {
+            h[0] = message::TAG_DATA_BATCH;
+            let n = 1 + crate::wire::varint::encode_varint(conn, &mut h[1..]).unwrap_or(0);
+            n + crate::wire::varint::encode_varint(len as u32, &mut h[n..]).unwrap_or(0)
+        } else {
+            h[0] = message::TAG_DATA;
+            1 + crate::wire::varint::encode_varint(conn, &mut h[1..]).unwrap_or(0)
+        };
+        let seq = self.conduit.send_with_header(&h[..n], payload)?;
+        if let Some(batch) = small {
+            self.open_batch = Some(OpenBatch { conn, seq, len: n + payload.len(), batch });
+        }
         c.send_credit -= cost;
         Ok(())
     }
