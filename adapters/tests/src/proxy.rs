@@ -394,3 +394,18 @@ fn pump(
     from.shutdown();
     to.shutdown();
 }
+
+/// A fault-free TCP proxy to `addr`, and its address: dropping it cuts every link through it
+/// at once, as a crash of the far side would (dropping a handle closes its session with
+/// GOODBYE instead).
+#[must_use]
+pub fn cuttable_tcp(addr: std::net::SocketAddr) -> (ChaosProxy, std::net::SocketAddr) {
+    let proxy = ChaosProxy::start(
+        Endpoint::Tcp("127.0.0.1:0".parse().expect("addr")),
+        Endpoint::Tcp(addr),
+        Chaos::kills(crate::workload::seed(), 0),
+    )
+    .expect("proxy");
+    let Endpoint::Tcp(paddr) = proxy.endpoint.clone() else { unreachable!("a TCP proxy listens on TCP") };
+    (proxy, paddr)
+}

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use sotto_adapter_tests::proxy::{Chaos, ChaosProxy, Endpoint};
-use sotto_adapter_tests::workload::{eventually, exchange, seed, test_config, within};
+use sotto_adapter_tests::proxy::cuttable_tcp;
+use sotto_adapter_tests::workload::{eventually, exchange, test_config, within};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -20,13 +20,7 @@ fn a6_dropping_handles_ends_every_task() {
         let acceptor = sotto_tokio::serve_tcp(l, test_config()).expect("config");
         let dial = move || tokio::net::TcpStream::connect(addr);
         // `a` goes through a proxy (no faults), whose drop cuts its link without a GOODBYE.
-        let proxy = ChaosProxy::start(
-            Endpoint::Tcp("127.0.0.1:0".parse().expect("addr")),
-            Endpoint::Tcp(addr),
-            Chaos::kills(seed(), 0),
-        )
-        .expect("proxy");
-        let Endpoint::Tcp(paddr) = proxy.endpoint.clone() else { unreachable!() };
+        let (proxy, paddr) = cuttable_tcp(addr);
         let a =
             sotto_tokio::connect(move || tokio::net::TcpStream::connect(paddr), test_config()).await.expect("connect");
         let b = acceptor.accept().await.expect("accept");

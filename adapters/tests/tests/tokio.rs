@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sotto::SessionEnd;
-use sotto_adapter_tests::proxy::{Chaos, ChaosProxy, Endpoint};
+use sotto_adapter_tests::proxy::{cuttable_tcp, Chaos, ChaosProxy, Endpoint};
 use sotto_adapter_tests::streams::{OneByte, WriteZeroAfter};
 use sotto_adapter_tests::workload::{eventually, exchange, seed, sleep, test_config, unix_path, within};
 use sotto_tokio::{connect, serve, serve_tcp, serve_unix, ConduitEvent, ConnectError, StableConduit};
@@ -17,19 +17,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// A fault-free proxy to `addr`: dropping it cuts every link through it at once, as a crash
-/// of the far side would (dropping a handle closes its session with GOODBYE instead).
-fn cuttable(addr: SocketAddr) -> (ChaosProxy, SocketAddr) {
-    let proxy = ChaosProxy::start(
-        Endpoint::Tcp("127.0.0.1:0".parse().expect("addr")),
-        Endpoint::Tcp(addr),
-        Chaos::kills(seed(), 0),
-    )
-    .expect("proxy");
-    let Endpoint::Tcp(paddr) = proxy.endpoint.clone() else { unreachable!() };
-    (proxy, paddr)
-}
 
 async fn tcp_listener() -> (TcpListener, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -230,7 +217,7 @@ async fn rejected_resume_is_lost_and_never_retried() {
     let (l2, addr2) = tcp_listener().await;
     let first = serve_tcp(l1, test_config()).expect("config");
     let second = serve_tcp(l2, test_config()).expect("config");
-    let (proxy, paddr1) = cuttable(addr1);
+    let (proxy, paddr1) = cuttable_tcp(addr1);
     let target = Arc::new(std::sync::Mutex::new(paddr1));
     let t = Arc::clone(&target);
     let dials = Arc::new(AtomicU32::new(0));
@@ -307,7 +294,7 @@ async fn recovery_timeout_reports_the_session_lost() {
     let acceptor = serve_tcp(l, test_config()).expect("config");
     let mut cfg = test_config();
     cfg.conduit.recovery_timeout = Duration::from_millis(500).into();
-    let (proxy, paddr) = cuttable(addr);
+    let (proxy, paddr) = cuttable_tcp(addr);
     let a = connect(move || dial_tcp(paddr), cfg).await.expect("connect");
     let b = acceptor.accept().await.expect("accept");
     // The acceptor's side crashes (no GOODBYE): the link goes, redials are refused.
