@@ -245,10 +245,53 @@ async fn smol_session(k: usize) -> SessionPair {
     SessionPair { a, _b: b, conns, _keep: Box::new(acc) }
 }
 
-async fn sotto_send(mut tx: ConnSender, size: usize, n: u64) -> ConnSender {
-    let payload = Bytes::from(vec![7u8; size]);
-    for _ in 0..n {
-        tx.send(payload.clone()).await.expect("send");
+/// How the sotto sender hands messages over.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// `ConnSender::send` per message (one lock each).
+    Send,
+    /// `ConnSender::send_many`, bursts of up to 64.
+    SendMany,
+    /// The `Sink`: `feed` per message, one `flush` at the end (like the raw `BufWriter`).
+    Sink,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Send => "send",
+            Self::SendMany => "send_many",
+            Self::Sink => "sink",
+        }
+    }
+}
+
+/// Every sender's payload bytes: static, so a `Bytes` of them clones without touching a
+/// reference count (the raw writer, too, writes from a slice it already has).
+static PAYLOAD: [u8; 65536] = [7; 65536];
+
+async fn sotto_send(mut tx: ConnSender, size: usize, n: u64, mode: Mode) -> ConnSender {
+    use futures::SinkExt;
+    let payload = Bytes::from_static(&PAYLOAD[..size]);
+    match mode {
+        Mode::Send => {
+            for _ in 0..n {
+                tx.send(&payload).await.expect("send");
+            }
+        }
+        Mode::SendMany => {
+            let burst = [&payload[..]; 64];
+            let mut left = n as usize;
+            while left > 0 {
+                left -= tx.send_many(&burst[..left.min(64)]).await.expect("send");
+            }
+        }
+        Mode::Sink => {
+            for _ in 0..n {
+                tx.feed(payload.clone()).await.expect("feed");
+            }
+            tx.flush().await.expect("flush");
+        }
     }
     tx
 }
@@ -286,14 +329,16 @@ where
     }
 }
 
-fn local_send(tx: ConnSender, size: usize, n: u64) -> std::pin::Pin<Box<dyn Future<Output = ConnSender>>> {
-    Box::pin(sotto_send(tx, size, n))
+type SpawnSend = Box<dyn Fn(ConnSender, usize, u64) -> std::pin::Pin<Box<dyn Future<Output = ConnSender>>>>;
+
+fn local_send(mode: Mode) -> SpawnSend {
+    Box::new(move |tx, size, n| Box::pin(sotto_send(tx, size, n, mode)))
 }
 fn local_recv(rx: ConnReceiver, size: usize, n: u64) -> std::pin::Pin<Box<dyn Future<Output = ConnReceiver>>> {
     Box::pin(sotto_recv(rx, size, n))
 }
-fn smol_send(tx: ConnSender, size: usize, n: u64) -> std::pin::Pin<Box<dyn Future<Output = ConnSender>>> {
-    Box::pin(smol::spawn(sotto_send(tx, size, n)))
+fn smol_send(mode: Mode) -> SpawnSend {
+    Box::new(move |tx, size, n| Box::pin(smol::spawn(sotto_send(tx, size, n, mode))))
 }
 fn smol_recv(rx: ConnReceiver, size: usize, n: u64) -> std::pin::Pin<Box<dyn Future<Output = ConnReceiver>>> {
     Box::pin(smol::spawn(sotto_recv(rx, size, n)))
@@ -343,7 +388,7 @@ fn case(name: &str, unit: &'static str, mut measure: impl FnMut() -> (f64, f64))
     Some(row)
 }
 
-fn tokio_oneway(size: usize) -> (f64, f64) {
+fn tokio_oneway(size: usize, mode: Mode) -> (f64, f64) {
     let n = count_for(size);
     let rt = tokio_rt();
     rt.block_on(async {
@@ -353,14 +398,14 @@ fn tokio_oneway(size: usize) -> (f64, f64) {
         let raw = n as f64 / t.elapsed().as_secs_f64();
         let mut p = tokio_session(1).await;
         let t = Instant::now();
-        sotto_oneway(&mut p, size, n, local_send, local_recv).await;
+        sotto_oneway(&mut p, size, n, local_send(mode), local_recv).await;
         let sotto = n as f64 / t.elapsed().as_secs_f64();
         p.a.close(0, "done").await;
         (raw, sotto)
     })
 }
 
-fn smol_oneway(size: usize) -> (f64, f64) {
+fn smol_oneway(size: usize, mode: Mode) -> (f64, f64) {
     let n = count_for(size);
     smol::block_on(async {
         let (a, b) = smol_tcp_pair().await;
@@ -369,7 +414,7 @@ fn smol_oneway(size: usize) -> (f64, f64) {
         let raw = n as f64 / t.elapsed().as_secs_f64();
         let mut p = smol_session(1).await;
         let t = Instant::now();
-        sotto_oneway(&mut p, size, n, smol_send, smol_recv).await;
+        sotto_oneway(&mut p, size, n, smol_send(mode), smol_recv).await;
         let sotto = n as f64 / t.elapsed().as_secs_f64();
         p.a.close(0, "done").await;
         (raw, sotto)
@@ -390,7 +435,7 @@ fn tokio_many(k: usize, size: usize) -> (f64, f64) {
         let raw = (n * k as u64) as f64 / t.elapsed().as_secs_f64();
         let mut p = tokio_session(k).await;
         let t = Instant::now();
-        sotto_oneway(&mut p, size, n, local_send, local_recv).await;
+        sotto_oneway(&mut p, size, n, local_send(Mode::Send), local_recv).await;
         let sotto = (n * k as u64) as f64 / t.elapsed().as_secs_f64();
         p.a.close(0, "done").await;
         (raw, sotto)
@@ -443,7 +488,7 @@ fn tokio_rtt() -> (f64, f64) {
         let mut sotto = Vec::with_capacity(N);
         for _ in 0..N {
             let t = Instant::now();
-            x.send(msg.clone()).await.expect("send");
+            x.send(&msg).await.expect("send");
             let _ = x.recv().await.expect("recv");
             sotto.push(t.elapsed().as_secs_f64() * 1e6);
         }
@@ -511,11 +556,17 @@ fn main() {
     // `cargo bench` passes `--bench`; nothing else is understood.
     println!("adapters vs raw length-prefixed TCP; medians of {} runs (ratios per run)", runs());
     let mut rows = Vec::new();
-    for size in [16usize, 256, 4096, 65536] {
-        rows.extend(case(&format!("tokio 1 conn {size:>5} B msgs/s"), "msg/s", || tokio_oneway(size)));
+    for mode in [Mode::Send, Mode::SendMany, Mode::Sink] {
+        for size in [16usize, 256, 4096, 65536] {
+            let name = format!("tokio 1 conn {size:>5} B {:<9}", mode.label());
+            rows.extend(case(&name, "msg/s", || tokio_oneway(size, mode)));
+        }
     }
-    for size in [16usize, 256, 4096, 65536] {
-        rows.extend(case(&format!("smol  1 conn {size:>5} B msgs/s"), "msg/s", || smol_oneway(size)));
+    for mode in [Mode::Send, Mode::SendMany, Mode::Sink] {
+        for size in [16usize, 256, 4096, 65536] {
+            let name = format!("smol  1 conn {size:>5} B {:<9}", mode.label());
+            rows.extend(case(&name, "msg/s", || smol_oneway(size, mode)));
+        }
     }
     for size in [256usize, 4096] {
         rows.extend(case(&format!("tokio 100 conns {size:>4} B msgs/s"), "msg/s", || tokio_many(100, size)));

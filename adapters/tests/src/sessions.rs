@@ -45,10 +45,35 @@ pub async fn open_accept(a: &SessionHandle, b: &SessionHandle, k: usize) -> Vec<
     x.into_iter().zip(y).collect()
 }
 
-/// Send messages `0..n` of connection `tag`.
+/// Send messages `0..n` of connection `tag`, through each of the three ways of sending by
+/// turns (by `tag`): `send` per message, `send_many` in bursts of up to 7, the `Sink` fed
+/// per message and flushed every 50.
 pub async fn send_seq(tx: &mut ConnSender, tag: u32, n: u64) {
-    for i in 0..n {
-        tx.send(conn_message(tag, i)).await.expect("send accepted");
+    use futures::SinkExt;
+    match tag % 3 {
+        0 => {
+            for i in 0..n {
+                tx.send(conn_message(tag, i)).await.expect("send accepted");
+            }
+        }
+        1 => {
+            let mut i = 0;
+            while i < n {
+                let burst: Vec<Bytes> = (i..n.min(i + 7)).map(|i| conn_message(tag, i)).collect();
+                let sent = tx.send_many(&burst).await.expect("send accepted");
+                assert!((1..=burst.len()).contains(&sent), "send_many queued {sent} of {}", burst.len());
+                i += sent as u64;
+            }
+        }
+        _ => {
+            for i in 0..n {
+                tx.feed(conn_message(tag, i)).await.expect("send accepted");
+                if i % 50 == 49 {
+                    tx.flush().await.expect("flush");
+                }
+            }
+            tx.flush().await.expect("flush");
+        }
     }
 }
 

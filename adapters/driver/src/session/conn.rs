@@ -3,7 +3,8 @@
 //!
 //! Sending copies the payload once, into the session's replay ring; it waits (the send stays
 //! pending, nothing is buffered elsewhere) while the connection has no credit or the ring is
-//! full. Receiving takes the connection's whole queue under one lock into the receiver
+//! full. [`ConnSender::send_many`] queues a burst under one lock; the [`Sink`] stages up to
+//! 256 messages and queues them together when flushed. Receiving takes the connection's whole queue under one lock into the receiver
 //! (a swap, no copy), then hands messages out one by one; the credit for what the
 //! application took goes back to the core in batches (a quarter of the window, or whenever
 //! the receiver next locks), so the peer's sender is never starved while a reader keeps up,
@@ -23,6 +24,7 @@ use sotto::SessionEnd;
 
 use super::handle::end_of;
 use super::home::SessionHome;
+use super::staging::Staging;
 use super::state::{self, Phase};
 use crate::shared::register;
 
@@ -95,7 +97,7 @@ impl Connection {
     pub(crate) fn new(home: Arc<dyn SessionHome>, id: ConnId, metadata: Bytes, release_at: usize) -> Self {
         let shared = Arc::new(ConnShared { home, id, metadata });
         Self {
-            tx: ConnSender { shared: Arc::clone(&shared), slot: None },
+            tx: ConnSender { shared: Arc::clone(&shared), staged: Staging::default() },
             rx: ConnReceiver {
                 shared,
                 local: VecDeque::new(),
@@ -121,8 +123,13 @@ impl Connection {
     }
 
     /// Send `item`; see [`ConnSender::send`].
-    pub async fn send(&mut self, item: Bytes) -> Result<(), ConnError> {
+    pub async fn send(&mut self, item: impl AsRef<[u8]>) -> Result<(), ConnError> {
         self.tx.send(item).await
+    }
+
+    /// Send a prefix of `items`; see [`ConnSender::send_many`].
+    pub async fn send_many<B: AsRef<[u8]>>(&mut self, items: &[B]) -> Result<usize, ConnError> {
+        self.tx.send_many(items).await
     }
 
     /// Receive the next message; see [`ConnReceiver::recv`].
@@ -132,7 +139,7 @@ impl Connection {
 
     /// Close the connection with `metadata` (both ways: the peer's data still in flight is
     /// dropped on arrival). Waits for room in the replay ring.
-    pub async fn close(self, metadata: &[u8]) {
+    pub async fn close(mut self, metadata: &[u8]) {
         self.tx.close_with(metadata).await;
     }
 
@@ -157,8 +164,8 @@ impl Connection {
 /// The sending half of a [`Connection`].
 pub struct ConnSender {
     shared: Arc<ConnShared>,
-    /// The [`Sink`]'s one-item slot.
-    slot: Option<Bytes>,
+    /// Messages fed to the [`Sink`], not yet queued in the session.
+    staged: Staging,
 }
 
 impl std::fmt::Debug for ConnSender {
@@ -177,35 +184,78 @@ impl ConnSender {
     /// Send `item`: completes once it is in the session's replay ring (delivery is then the
     /// session's job, across link losses). Waits while the connection has no credit (the
     /// peer's reader is behind) or the ring is full. Cancel-safe: a dropped `send` did not
-    /// send its item.
-    pub async fn send(&mut self, item: Bytes) -> Result<(), ConnError> {
-        poll_fn(|cx| self.poll_send(cx, &item)).await
+    /// send its item. The payload is copied once (into the ring), so any byte slice will do.
+    pub async fn send(&mut self, item: impl AsRef<[u8]>) -> Result<(), ConnError> {
+        let item = item.as_ref();
+        poll_fn(|cx| self.poll_send(cx, item)).await
     }
 
     /// [`send`](Self::send) as a poll function: `Ready(Ok)` once `item` is queued.
     pub fn poll_send(&self, cx: &mut Context<'_>, item: &[u8]) -> Poll<Result<(), ConnError>> {
+        self.poll_send_many(cx, std::slice::from_ref(&item)).map_ok(|_| ())
+    }
+
+    /// Send a prefix of `items`, in order, under one lock of the session: as many as the
+    /// connection's credit and the replay ring take now, at least one (it waits, like
+    /// [`send`](Self::send), until the first one fits). Returns how many were queued, like
+    /// a `write` that may be short; `Ok(0)` only for an empty `items`. Cancel-safe: a
+    /// dropped call queued nothing.
+    ///
+    /// Call it when messages come in bursts: the per-message cost of the lock and of waking
+    /// the driver is paid once per call. An error on a later item is not lost: the call
+    /// returns the count before it, and the next call (starting at that item) returns the
+    /// error.
+    pub async fn send_many<B: AsRef<[u8]>>(&mut self, items: &[B]) -> Result<usize, ConnError> {
+        poll_fn(|cx| self.poll_send_many(cx, items)).await
+    }
+
+    /// [`send_many`](Self::send_many) as a poll function.
+    pub fn poll_send_many<B: AsRef<[u8]>>(&self, cx: &mut Context<'_>, items: &[B]) -> Poll<Result<usize, ConnError>> {
+        if items.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        self.poll_queue(cx, items.iter().map(AsRef::as_ref))
+    }
+
+    /// Queue a prefix of `items` (not empty) under one lock; see
+    /// [`send_many`](Self::send_many).
+    fn poll_queue<'a>(
+        &self,
+        cx: &mut Context<'_>,
+        items: impl Iterator<Item = &'a [u8]>,
+    ) -> Poll<Result<usize, ConnError>> {
         let id = self.shared.id;
         let mut l = self.shared.home.lock();
         let (s, st) = l.parts();
-        match s.send(id, item) {
-            Ok(()) => {
-                st.common.wake_driver();
-                Poll::Ready(Ok(()))
+        let mut queued = 0;
+        let mut refused = None;
+        for item in items {
+            if let Err(e) = s.send(id, item) {
+                refused = Some(e);
+                break;
             }
-            Err(CommandError::NoCredit) => match st.conns.get_mut(&id) {
+            queued += 1;
+        }
+        if queued > 0 {
+            st.common.wake_driver();
+            return Poll::Ready(Ok(queued));
+        }
+        match refused {
+            None => Poll::Ready(Ok(0)),
+            Some(CommandError::NoCredit) => match st.conns.get_mut(&id) {
                 Some(slot) => {
                     register(&mut slot.tx, cx);
                     Poll::Pending
                 }
                 None => Poll::Ready(Err(ConnError::Closed)),
             },
-            Err(CommandError::WouldBlock) => {
+            Some(CommandError::WouldBlock) => {
                 st.ring.register(cx);
                 Poll::Pending
             }
-            Err(CommandError::TooLarge { len, max }) => Poll::Ready(Err(ConnError::TooLarge { len, max })),
-            Err(CommandError::Ended) => Poll::Ready(Err(ConnError::Ended(end_of(s, st)))),
-            Err(_) => Poll::Ready(Err(match st.conns.get(&id) {
+            Some(CommandError::TooLarge { len, max }) => Poll::Ready(Err(ConnError::TooLarge { len, max })),
+            Some(CommandError::Ended) => Poll::Ready(Err(ConnError::Ended(end_of(s, st)))),
+            Some(_) => Poll::Ready(Err(match st.conns.get(&id) {
                 Some(slot) if !slot.local_closed => match &slot.peer_closed {
                     Some(md) => ConnError::PeerClosed(md.clone()),
                     None => ConnError::Closed,
@@ -215,8 +265,11 @@ impl ConnSender {
         }
     }
 
-    /// Close the connection with `metadata`; see [`Connection::close`].
-    pub async fn close_with(&self, metadata: &[u8]) {
+    /// Close the connection with `metadata`; see [`Connection::close`]. Messages staged in
+    /// the [`Sink`] are queued first (they go before the close).
+    pub async fn close_with(&mut self, metadata: &[u8]) {
+        // An error here means the connection can no longer send: closing is then a no-op.
+        let _ = poll_fn(|cx| self.poll_staged(cx)).await;
         let id = self.shared.id;
         poll_fn(|cx| {
             let mut l = self.shared.home.lock();
@@ -244,12 +297,16 @@ impl ConnSender {
         .await;
     }
 
-    fn poll_slot(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
-        if let Some(item) = &self.slot {
-            match self.poll_send(cx, item) {
-                Poll::Ready(Ok(())) => self.slot = None,
+    /// Queue the staged messages (the [`Sink`]'s), in order, as far as they fit now.
+    /// `Ready(Ok)` once none is left. An error drops what it concerns: the one message that
+    /// is too large, or every staged message if the connection or the session is over.
+    fn poll_staged(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        while !self.staged.is_empty() {
+            match self.poll_queue(cx, self.staged.items()) {
+                Poll::Ready(Ok(n)) => self.staged.consume(n),
                 Poll::Ready(Err(e)) => {
-                    self.slot = None;
+                    let n = if matches!(e, ConnError::TooLarge { .. }) { 1 } else { self.staged.len() };
+                    self.staged.consume(n);
                     return Poll::Ready(Err(e));
                 }
                 Poll::Pending => return Poll::Pending,
@@ -259,29 +316,66 @@ impl ConnSender {
     }
 }
 
+impl Drop for ConnSender {
+    /// Messages fed to the [`Sink`] and not flushed yet are queued if they fit now; those
+    /// that do not are lost (flush or close the sink before dropping it to know).
+    fn drop(&mut self) {
+        if self.staged.is_empty() {
+            return;
+        }
+        let mut l = self.shared.home.lock();
+        let (s, st) = l.parts();
+        let mut queued = 0;
+        for item in self.staged.items() {
+            if s.send(self.shared.id, item).is_err() {
+                break;
+            }
+            queued += 1;
+        }
+        if queued > 0 {
+            st.common.wake_driver();
+        }
+        let lost = self.staged.len() - queued;
+        if lost > 0 {
+            tracing::debug!(conn = self.shared.id, lost, "sink dropped before its messages fit");
+        }
+    }
+}
+
+/// A [`Sink`] that stages up to 256 messages (16 KiB of small ones, or one large one) and
+/// queues them in the session together, under one lock, when it is flushed or full: feed it a
+/// burst ([`SinkExt::feed`](futures::SinkExt::feed), or
+/// [`SinkExt::send_all`](futures::SinkExt::send_all)) and flush once. `poll_flush` is ready
+/// once every staged message is in the replay ring.
 impl Sink<Bytes> for ConnSender {
     type Error = ConnError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
-        self.get_mut().poll_slot(cx)
+        let this = self.get_mut();
+        if !this.staged.is_full() {
+            return Poll::Ready(Ok(()));
+        }
+        match this.poll_staged(cx) {
+            Poll::Pending if this.staged.is_full() => Poll::Pending,
+            Poll::Pending => Poll::Ready(Ok(())),
+            ready => ready,
+        }
     }
 
     fn start_send(self: Pin<&mut Self>, item: Bytes) -> Result<(), ConnError> {
-        let this = self.get_mut();
-        debug_assert!(this.slot.is_none(), "start_send without poll_ready");
-        this.slot = Some(item);
+        self.get_mut().staged.push(item);
         Ok(())
     }
 
-    /// Ready once every item is in the replay ring.
+    /// Ready once every staged message is in the replay ring.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
-        self.get_mut().poll_slot(cx)
+        self.get_mut().poll_staged(cx)
     }
 
     /// Flush, then close the connection (both ways).
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
         let this = self.get_mut();
-        futures::ready!(this.poll_slot(cx))?;
+        futures::ready!(this.poll_staged(cx))?;
         let close = this.close_with(&[]);
         let close = std::pin::pin!(close);
         close.poll(cx).map(Ok)

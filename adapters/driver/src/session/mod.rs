@@ -13,6 +13,7 @@ mod acceptor;
 mod conn;
 mod handle;
 mod home;
+mod staging;
 mod state;
 
 pub use acceptor::{serve_sessions, source_of, SessionAcceptor, SessionAcceptorStats};
