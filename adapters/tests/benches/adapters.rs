@@ -15,7 +15,8 @@
 //! one thread: both ends in one thread, so the ratio is one of CPU cost per message.
 //! Each case runs `SOTTO_BENCH_RUNS` times (default 5); the table shows medians. Environment:
 //! `SOTTO_BENCH_ONLY` (substring of a case name), `SOTTO_BENCH_SCALE` (multiplies message
-//! counts), `SOTTO_BENCH_CREDIT_KIB` (per-connection credit instead of the default 256 KiB).
+//! counts), `SOTTO_BENCH_CREDIT_KIB` (per-connection credit instead of the default 256 KiB),
+//! `SOTTO_BENCH_SKIP_RAW` (one-connection cases: leave the baseline out, to profile sotto).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,6 +32,11 @@ fn env_f64(name: &str, default: f64) -> f64 {
 
 fn runs() -> usize {
     env_f64("SOTTO_BENCH_RUNS", 5.0) as usize
+}
+
+/// `SOTTO_BENCH_SKIP_RAW` set: the one-connection cases measure sotto only (to profile it).
+fn skip_raw() -> bool {
+    std::env::var_os("SOTTO_BENCH_SKIP_RAW").is_some()
 }
 
 fn selected(name: &str) -> bool {
@@ -394,7 +400,9 @@ fn tokio_oneway(size: usize, mode: Mode) -> (f64, f64) {
     rt.block_on(async {
         let (a, b) = tokio_tcp_pair().await;
         let t = Instant::now();
-        raw_tokio_oneway(a, b, size, n).await;
+        if !skip_raw() {
+            raw_tokio_oneway(a, b, size, n).await;
+        }
         let raw = n as f64 / t.elapsed().as_secs_f64();
         let mut p = tokio_session(1).await;
         let t = Instant::now();
@@ -410,7 +418,9 @@ fn smol_oneway(size: usize, mode: Mode) -> (f64, f64) {
     smol::block_on(async {
         let (a, b) = smol_tcp_pair().await;
         let t = Instant::now();
-        raw_smol_oneway(a, b, size, n).await;
+        if !skip_raw() {
+            raw_smol_oneway(a, b, size, n).await;
+        }
         let raw = n as f64 / t.elapsed().as_secs_f64();
         let mut p = smol_session(1).await;
         let t = Instant::now();

@@ -10,7 +10,6 @@
 //! the receiver next locks), so the peer's sender is never starved while a reader keeps up,
 //! and a slow reader only holds back its own connection.
 
-use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,6 +23,7 @@ use sotto::SessionEnd;
 
 use super::handle::end_of;
 use super::home::SessionHome;
+use super::inbox::Inbox;
 use super::staging::Staging;
 use super::state::{self, Phase};
 use crate::shared::register;
@@ -100,7 +100,7 @@ impl Connection {
             tx: ConnSender { shared: Arc::clone(&shared), staged: Staging::default() },
             rx: ConnReceiver {
                 shared,
-                local: VecDeque::new(),
+                local: Inbox::default(),
                 unreleased: 0,
                 unreleased_bytes: 0,
                 credit_floor: 0,
@@ -386,7 +386,7 @@ impl Sink<Bytes> for ConnSender {
 pub struct ConnReceiver {
     shared: Arc<ConnShared>,
     /// Messages taken from the connection's queue, not yet handed out.
-    local: VecDeque<Bytes>,
+    local: Inbox,
     /// Credit of the messages handed out that has not gone back yet
     /// ([`Session::credit_of`](sotto::session::Session::credit_of) each).
     unreleased: usize,
@@ -427,7 +427,7 @@ impl ConnReceiver {
 
     /// [`recv`](Self::recv) as a poll function.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, ConnError>> {
-        if let Some(item) = self.local.pop_front() {
+        if let Some(item) = self.local.pop() {
             self.taken(item.len());
             if self.unreleased >= self.release_at {
                 let shared = Arc::clone(&self.shared);
@@ -452,7 +452,7 @@ impl ConnReceiver {
             st.unfull(id);
             self.credit_floor = s.credit_of(0) as usize;
             drop(l);
-            let item = self.local.pop_front().unwrap_or_default();
+            let item = self.local.pop().unwrap_or_default();
             self.taken(item.len());
             return Poll::Ready(Ok(item));
         }
@@ -504,8 +504,9 @@ impl Drop for ConnReceiver {
     /// back, and so will what arrives later: the peer's sender never waits on a dropped
     /// reader (the connection stays open for sending until the `ConnSender` goes too).
     fn drop(&mut self) {
-        for item in std::mem::take(&mut self.local) {
-            self.taken(item.len());
+        let local = std::mem::take(&mut self.local);
+        for len in local.lens() {
+            self.taken(len);
         }
         let shared = Arc::clone(&self.shared);
         let mut l = shared.home.lock();

@@ -294,7 +294,7 @@ impl SessionHandle {
             events_dropped: c.events_dropped,
             link_established: s.conduit().is_established(),
             delivered_bytes: st.delivered_bytes,
-            queued_messages: st.conns.values().map(|c| c.queue.len()).sum(),
+            queued_messages: st.conns.values().map(|c| c.queue.messages()).sum(),
             pending_opens: st.incoming.len(),
         }
     }

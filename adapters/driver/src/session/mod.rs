@@ -13,6 +13,7 @@ mod acceptor;
 mod conn;
 mod handle;
 mod home;
+mod inbox;
 mod staging;
 mod state;
 

@@ -13,6 +13,7 @@ use sotto::session::{
 };
 use sotto::{Event, Instant, LinkId};
 
+use super::inbox::Inbox;
 use crate::shared::{wake, Common, WakerList};
 
 /// Small payloads are copied into a per-connection arena of this many bytes (a new one when
@@ -68,7 +69,7 @@ pub(crate) struct ConnSlot {
     /// The peer's metadata: its Accept (our Opens) or its Open (its Opens).
     pub(crate) metadata: Bytes,
     /// Delivered payloads waiting for the reader (bounded in bytes by credit).
-    pub(crate) queue: VecDeque<Bytes>,
+    pub(crate) queue: Inbox,
     /// The queue reached `conn_inbound_items` (counted in `SessState::full_conns`).
     pub(crate) full: bool,
     /// Listed in `SessState::dirty` (its reader is woken after the current run).
@@ -97,7 +98,7 @@ impl ConnSlot {
         Self {
             phase,
             metadata,
-            queue: VecDeque::new(),
+            queue: Inbox::default(),
             full: false,
             dirty: false,
             peer_closed: None,
@@ -126,30 +127,23 @@ impl ConnSlot {
         } else {
             chunk.slice_ref(payload)
         };
-        self.queue.push_back(item);
+        self.queue.push_one(item);
     }
 
-    /// Queue the messages of a batch. Small ones on average: the batch is copied into the
-    /// arena in one piece and each message is a slice of that copy; else each is sliced from
-    /// the read chunk.
+    /// Queue a batch whole (the reader cuts it into messages). Small messages on average:
+    /// the body is copied into the arena in one piece; else it is sliced from the read chunk.
     fn push_batch(&mut self, batch: DataBatch<'_>, chunk: &Bytes, copy_below: usize) {
         let body = batch.as_bytes();
-        if (batch.payload_len() as usize) >= copy_below.saturating_mul(batch.count() as usize) {
-            for payload in batch {
-                self.queue.push_back(chunk.slice_ref(payload));
+        let block = if (batch.payload_len() as usize) >= copy_below.saturating_mul(batch.count() as usize) {
+            chunk.slice_ref(body)
+        } else {
+            if self.arena.capacity() - self.arena.len() < body.len() {
+                self.arena = BytesMut::with_capacity(ARENA.max(body.len()));
             }
-            return;
-        }
-        if self.arena.capacity() - self.arena.len() < body.len() {
-            self.arena = BytesMut::with_capacity(ARENA.max(body.len()));
-        }
-        self.arena.extend_from_slice(body);
-        let block = self.arena.split().freeze();
-        let base = body.as_ptr() as usize;
-        for payload in batch {
-            let at = payload.as_ptr() as usize - base;
-            self.queue.push_back(block.slice(at..at + payload.len()));
-        }
+            self.arena.extend_from_slice(body);
+            self.arena.split().freeze()
+        };
+        self.queue.push_batch(block, batch.count());
     }
 }
 
@@ -350,7 +344,7 @@ fn queued(st: &mut SessState, conn: ConnId) {
         slot.dirty = true;
         st.dirty.push(conn);
     }
-    if !slot.full && slot.queue.len() >= st.tuning.conn_items {
+    if !slot.full && slot.queue.entries() >= st.tuning.conn_items {
         slot.full = true;
         st.full_conns += 1;
     }
@@ -399,7 +393,7 @@ pub(crate) fn flush_owed(s: &mut Session, st: &mut SessState, now: Instant) {
 pub(crate) fn discard_incoming(s: &mut Session, st: &mut SessState, conn: ConnId) {
     let Some(slot) = st.conns.get_mut(&conn) else { return };
     slot.discard = true;
-    let credit: u64 = slot.queue.iter().map(|m| s.credit_of(m.len())).sum();
+    let credit: u64 = slot.queue.lens().map(|len| s.credit_of(len)).sum();
     slot.queue.clear();
     if credit > 0 {
         s.release(conn, credit as usize);

@@ -1,0 +1,205 @@
+//! Delivered messages waiting for one connection's reader, in order.
+//!
+//! A `DataBatch` from the peer is queued whole, as its encoded body, and cut into messages
+//! only when the reader takes them: the driver does one push per batch instead of one per
+//! message, and each message's `Bytes` is made just before the application gets it (still
+//! hot in the cache) instead of being stored and loaded again.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use sotto::wire::varint::decode_varint;
+
+/// One queued entry.
+#[derive(Debug)]
+enum Entry {
+    /// A single message.
+    One(Bytes),
+    /// The messages of a batch: `(varint(len) payload)+`, validated by the core on arrival;
+    /// the next one starts at `at`, and `left` remain.
+    Batch { body: Bytes, at: usize, left: u32 },
+}
+
+/// A connection's delivered messages, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    entries: VecDeque<Entry>,
+    /// How many messages the entries hold.
+    messages: usize,
+}
+
+impl Inbox {
+    /// Queue one message.
+    pub(crate) fn push_one(&mut self, message: Bytes) {
+        self.entries.push_back(Entry::One(message));
+        self.messages += 1;
+    }
+
+    /// Queue the `count` messages of a batch whose body (as the core validated it) is
+    /// `body`.
+    pub(crate) fn push_batch(&mut self, body: Bytes, count: u32) {
+        if count > 0 {
+            self.entries.push_back(Entry::Batch { body, at: 0, left: count });
+            self.messages += count as usize;
+        }
+    }
+
+    /// No message is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.messages == 0
+    }
+
+    /// How many messages are queued.
+    pub(crate) fn messages(&self) -> usize {
+        self.messages
+    }
+
+    /// How many entries are queued (a batch is one): what the driver's count limit bounds.
+    pub(crate) fn entries(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Take the next message.
+    pub(crate) fn pop(&mut self) -> Option<Bytes> {
+        loop {
+            let front = self.entries.front_mut()?;
+            let message = match front {
+                Entry::One(m) => {
+                    let m = std::mem::take(m);
+                    self.entries.pop_front();
+                    Some(m)
+                }
+                Entry::Batch { body, at, left } => {
+                    let next = next_in(body, *at);
+                    *left -= 1;
+                    match next {
+                        Some((start, end)) if *left > 0 => {
+                            *at = end;
+                            Some(body.slice(start..end))
+                        }
+                        Some((start, end)) => {
+                            let m = body.slice(start..end);
+                            self.entries.pop_front();
+                            Some(m)
+                        }
+                        // The core validated the body, so this does not happen; were it
+                        // malformed, the rest of the batch would go, counted, not loop.
+                        None => {
+                            let Some(Entry::Batch { left, .. }) = self.entries.pop_front() else { return None };
+                            self.messages -= left as usize;
+                            None
+                        }
+                    }
+                }
+            };
+            self.messages -= 1;
+            if message.is_some() {
+                return message;
+            }
+        }
+    }
+
+    /// Every queued message's length, in order.
+    pub(crate) fn lens(&self) -> impl Iterator<Item = usize> + '_ {
+        self.entries.iter().flat_map(|e| {
+            let (one, batch) = match e {
+                Entry::One(m) => (Some(m.len()), None),
+                Entry::Batch { body, at, left } => (None, Some(BatchLens { body, at: *at, left: *left })),
+            };
+            one.into_iter().chain(batch.into_iter().flatten())
+        })
+    }
+
+    /// Drop every queued message.
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+        self.messages = 0;
+    }
+}
+
+/// The extent `(start, end)` in `body` of the message whose length prefix is at `at`.
+fn next_in(body: &[u8], at: usize) -> Option<(usize, usize)> {
+    let (len, n) = decode_varint(body.get(at..)?).ok()?;
+    let start = at + n;
+    let end = start.checked_add(len as usize)?;
+    (end <= body.len()).then_some((start, end))
+}
+
+/// The lengths of a batch's remaining messages.
+struct BatchLens<'a> {
+    body: &'a [u8],
+    at: usize,
+    left: u32,
+}
+
+impl Iterator for BatchLens<'_> {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let (start, end) = next_in(self.body, self.at)?;
+        self.at = end;
+        Some(end - start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch body of `payloads`.
+    fn body(payloads: &[&[u8]]) -> Bytes {
+        let mut v = Vec::new();
+        for p in payloads {
+            let mut h = [0u8; 5];
+            let n = sotto::wire::varint::encode_varint(p.len() as u32, &mut h).expect("varint");
+            v.extend_from_slice(&h[..n]);
+            v.extend_from_slice(p);
+        }
+        Bytes::from(v)
+    }
+
+    #[test]
+    fn hands_out_single_and_batched_messages_in_order() {
+        let mut q = Inbox::default();
+        let long = vec![5u8; 300];
+        q.push_one(Bytes::from_static(b"first"));
+        q.push_batch(body(&[b"a", b"", &long]), 3);
+        q.push_batch(body(&[]), 0);
+        q.push_one(Bytes::new());
+        assert_eq!((q.messages(), q.entries()), (5, 3), "an empty batch is not queued");
+        assert_eq!(q.lens().collect::<Vec<_>>(), [5, 1, 0, 300, 0]);
+        let mut got = Vec::new();
+        while let Some(m) = q.pop() {
+            got.push(m.to_vec());
+            assert_eq!(q.lens().count(), q.messages(), "the count follows the pops");
+        }
+        assert_eq!(got, [b"first".to_vec(), b"a".to_vec(), vec![], long, vec![]]);
+        assert!(q.is_empty());
+        assert_eq!(q.entries(), 0);
+    }
+
+    #[test]
+    fn a_malformed_batch_is_dropped_and_counted_not_looped_on() {
+        let mut q = Inbox::default();
+        // Claims three messages, holds one, then a length running past the end.
+        let mut v = body(&[b"ok"]).to_vec();
+        v.extend_from_slice(&[9, 1]);
+        q.push_batch(Bytes::from(v), 3);
+        q.push_one(Bytes::from_static(b"after"));
+        assert_eq!(&q.pop().expect("the good message")[..], b"ok");
+        assert_eq!(&q.pop().expect("the next entry")[..], b"after");
+        assert!(q.pop().is_none());
+        assert_eq!(q.messages(), 0);
+    }
+
+    #[test]
+    fn clear_empties_it() {
+        let mut q = Inbox::default();
+        q.push_batch(body(&[b"x", b"y"]), 2);
+        q.clear();
+        assert!(q.is_empty() && q.pop().is_none() && q.lens().next().is_none());
+    }
+}
