@@ -37,6 +37,7 @@ use crate::dialer::{Dialed, Dialer};
 use crate::host::{Host, Locked};
 use crate::keys::fresh_key;
 use crate::read_buffer::ReadBuffer;
+use crate::read_gate::ReadGate;
 use crate::router::{NewLink, Registration};
 use crate::shared::{ConduitEvent, LinkDownCause};
 use crate::tasks::LiveTask;
@@ -94,6 +95,8 @@ pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     link: Option<Link<S>>,
     drain: Option<Drain<S>>,
     read: ReadBuffer,
+    /// Skips polling the read until the stream woke since its last `Pending`.
+    read_gate: ReadGate,
     write: LendingBatch<Vec<u8>>,
     split: FrameSplitter,
     timer: R::Timer,
@@ -123,6 +126,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             link: None,
             drain: None,
             read: ReadBuffer::new(config.read_chunk, S::READS_UNINIT),
+            read_gate: ReadGate::default(),
             write: LendingBatch::new(vec![0; config.write_buffer_len()], config.lend_from, MAX_LENT),
             split: FrameSplitter::new(config.conduit.max_frame_len),
             timer: rt.timer(),
@@ -486,14 +490,18 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             reads += 1;
             let wanted = self.split.wanted(self.read.data());
             let Some(link) = self.link.as_mut() else { return busy };
+            if !self.read_gate.open(link.id, cx) {
+                return busy;
+            }
+            let mut rcx = Context::from_waker(self.read_gate.waker());
             let (r, asked) = if S::READS_UNINIT {
                 let buf = self.read.appendable(wanted);
                 let asked = buf.capacity() - buf.len();
-                (link.io.poll_read_uninit(cx, buf), asked)
+                (link.io.poll_read_uninit(&mut rcx, buf), asked)
             } else {
                 let spare = self.read.spare(wanted);
                 let asked = spare.len();
-                (Pin::new(&mut link.io).poll_read(cx, spare), asked)
+                (Pin::new(&mut link.io).poll_read(&mut rcx, spare), asked)
             };
             let cause = match r {
                 Poll::Ready(Ok(0)) => match self.split.at_eof(self.read.data()) {
@@ -508,7 +516,10 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                     continue;
                 }
                 Poll::Ready(Err(e)) => LinkDownCause::Io(e.kind()),
-                Poll::Pending => return busy,
+                Poll::Pending => {
+                    self.read_gate.pending(link.id);
+                    return busy;
+                }
             };
             let host = Arc::clone(&self.host);
             let mut g = host.lock();

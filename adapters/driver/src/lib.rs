@@ -65,6 +65,7 @@ mod listen;
 mod pending;
 mod raw;
 mod read_buffer;
+mod read_gate;
 mod router;
 mod session;
 mod shared;

@@ -16,7 +16,10 @@
 //! Each case runs `SOTTO_BENCH_RUNS` times (default 5); the table shows medians. Environment:
 //! `SOTTO_BENCH_ONLY` (substring of a case name), `SOTTO_BENCH_SCALE` (multiplies message
 //! counts), `SOTTO_BENCH_CREDIT_KIB` (per-connection credit instead of the default 256 KiB),
-//! `SOTTO_BENCH_SKIP_RAW` (one-connection cases: leave the baseline out, to profile sotto).
+//! `SOTTO_BENCH_SKIP_RAW` (one-connection cases: leave the baseline out, to profile sotto),
+//! `SOTTO_BENCH_VERBOSE` (print every run). Each case first runs once uncounted (warm-up).
+//! In the one-connection cases the order of the two
+//! measurements alternates from run to run (even runs: raw first).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -372,13 +375,18 @@ fn print_row(r: &Row) {
 }
 
 /// `measure` returns (raw, sotto) rates for one run; medians over runs, ratio per run.
-fn case(name: &str, unit: &'static str, mut measure: impl FnMut() -> (f64, f64)) -> Option<Row> {
+fn case(name: &str, unit: &'static str, mut measure: impl FnMut(usize) -> (f64, f64)) -> Option<Row> {
     if !selected(name) {
         return None;
     }
     let (mut raws, mut sottos, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs() {
-        let (raw, sotto) = measure();
+    // A first run warms both sides up (fresh heap pages, the runtime's threads) uncounted.
+    let _ = measure(1);
+    for i in 0..runs() {
+        let (raw, sotto) = measure(i);
+        if std::env::var_os("SOTTO_BENCH_VERBOSE").is_some() {
+            println!("  run {i}: raw {raw:.0} sotto {sotto:.0} ratio {:.2}", sotto / raw);
+        }
         raws.push(raw);
         sottos.push(sotto);
         ratios.push(sotto / raw);
@@ -394,40 +402,83 @@ fn case(name: &str, unit: &'static str, mut measure: impl FnMut() -> (f64, f64))
     Some(row)
 }
 
-fn tokio_oneway(size: usize, mode: Mode) -> (f64, f64) {
+/// Which side of a case is measured first.
+#[derive(Clone, Copy, Debug)]
+enum Order {
+    RawFirst,
+    SottoFirst,
+}
+
+impl Order {
+    /// Run `i` of a case: the order alternates, so that neither side always runs on what
+    /// the other left (warm caches and heap, a socket's teardown, the CPU's clock).
+    fn of_run(i: usize) -> Self {
+        if i % 2 == 0 {
+            Self::RawFirst
+        } else {
+            Self::SottoFirst
+        }
+    }
+}
+
+/// Run `raw` and `sotto` one after the other in `order`; returns (raw, sotto).
+async fn in_order(order: Order, raw: impl Future<Output = f64>, sotto: impl Future<Output = f64>) -> (f64, f64) {
+    match order {
+        Order::RawFirst => {
+            let r = raw.await;
+            (r, sotto.await)
+        }
+        Order::SottoFirst => {
+            let s = sotto.await;
+            (raw.await, s)
+        }
+    }
+}
+
+fn tokio_oneway(size: usize, mode: Mode, order: Order) -> (f64, f64) {
     let n = count_for(size);
     let rt = tokio_rt();
     rt.block_on(async {
-        let (a, b) = tokio_tcp_pair().await;
-        let t = Instant::now();
-        if !skip_raw() {
-            raw_tokio_oneway(a, b, size, n).await;
-        }
-        let raw = n as f64 / t.elapsed().as_secs_f64();
-        let mut p = tokio_session(1).await;
-        let t = Instant::now();
-        sotto_oneway(&mut p, size, n, local_send(mode), local_recv).await;
-        let sotto = n as f64 / t.elapsed().as_secs_f64();
-        p.a.close(0, "done").await;
-        (raw, sotto)
+        let raw = async {
+            let (a, b) = tokio_tcp_pair().await;
+            let t = Instant::now();
+            if !skip_raw() {
+                raw_tokio_oneway(a, b, size, n).await;
+            }
+            n as f64 / t.elapsed().as_secs_f64()
+        };
+        let sotto = async {
+            let mut p = tokio_session(1).await;
+            let t = Instant::now();
+            sotto_oneway(&mut p, size, n, local_send(mode), local_recv).await;
+            let rate = n as f64 / t.elapsed().as_secs_f64();
+            p.a.close(0, "done").await;
+            rate
+        };
+        in_order(order, raw, sotto).await
     })
 }
 
-fn smol_oneway(size: usize, mode: Mode) -> (f64, f64) {
+fn smol_oneway(size: usize, mode: Mode, order: Order) -> (f64, f64) {
     let n = count_for(size);
     smol::block_on(async {
-        let (a, b) = smol_tcp_pair().await;
-        let t = Instant::now();
-        if !skip_raw() {
-            raw_smol_oneway(a, b, size, n).await;
-        }
-        let raw = n as f64 / t.elapsed().as_secs_f64();
-        let mut p = smol_session(1).await;
-        let t = Instant::now();
-        sotto_oneway(&mut p, size, n, smol_send(mode), smol_recv).await;
-        let sotto = n as f64 / t.elapsed().as_secs_f64();
-        p.a.close(0, "done").await;
-        (raw, sotto)
+        let raw = async {
+            let (a, b) = smol_tcp_pair().await;
+            let t = Instant::now();
+            if !skip_raw() {
+                raw_smol_oneway(a, b, size, n).await;
+            }
+            n as f64 / t.elapsed().as_secs_f64()
+        };
+        let sotto = async {
+            let mut p = smol_session(1).await;
+            let t = Instant::now();
+            sotto_oneway(&mut p, size, n, smol_send(mode), smol_recv).await;
+            let rate = n as f64 / t.elapsed().as_secs_f64();
+            p.a.close(0, "done").await;
+            rate
+        };
+        in_order(order, raw, sotto).await
     })
 }
 
@@ -569,17 +620,17 @@ fn main() {
     for mode in [Mode::Send, Mode::SendMany, Mode::Sink] {
         for size in [16usize, 256, 4096, 65536] {
             let name = format!("tokio 1 conn {size:>5} B {:<9}", mode.label());
-            rows.extend(case(&name, "msg/s", || tokio_oneway(size, mode)));
+            rows.extend(case(&name, "msg/s", |i| tokio_oneway(size, mode, Order::of_run(i))));
         }
     }
     for mode in [Mode::Send, Mode::SendMany, Mode::Sink] {
         for size in [16usize, 256, 4096, 65536] {
             let name = format!("smol  1 conn {size:>5} B {:<9}", mode.label());
-            rows.extend(case(&name, "msg/s", || smol_oneway(size, mode)));
+            rows.extend(case(&name, "msg/s", |i| smol_oneway(size, mode, Order::of_run(i))));
         }
     }
     for size in [256usize, 4096] {
-        rows.extend(case(&format!("tokio 100 conns {size:>4} B msgs/s"), "msg/s", || tokio_many(100, size)));
+        rows.extend(case(&format!("tokio 100 conns {size:>4} B msgs/s"), "msg/s", |_| tokio_many(100, size)));
     }
     if selected("rtt") {
         let (mut raws, mut sottos, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
