@@ -413,7 +413,7 @@ impl Order {
     /// Run `i` of a case: the order alternates, so that neither side always runs on what
     /// the other left (warm caches and heap, a socket's teardown, the CPU's clock).
     fn of_run(i: usize) -> Self {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             Self::RawFirst
         } else {
             Self::SottoFirst
