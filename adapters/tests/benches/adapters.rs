@@ -261,7 +261,8 @@ enum Mode {
     Send,
     /// `ConnSender::send_many`, bursts of up to 64.
     SendMany,
-    /// The `Sink`: `feed` per message, one `flush` at the end (like the raw `BufWriter`).
+    /// The `Sink`, fed a stream of the messages (`SinkExt::send_all`: it flushes when the
+    /// stream is pending or done, like the raw `BufWriter`).
     Sink,
 }
 
@@ -296,10 +297,8 @@ async fn sotto_send(mut tx: ConnSender, size: usize, n: u64, mode: Mode) -> Conn
             }
         }
         Mode::Sink => {
-            for _ in 0..n {
-                tx.feed(payload.clone()).await.expect("feed");
-            }
-            tx.flush().await.expect("flush");
+            let mut items = futures::stream::iter((0..n).map(|_| Ok(payload.clone())));
+            tx.send_all(&mut items).await.expect("send_all");
         }
     }
     tx
