@@ -7,8 +7,10 @@
 //! - the per-session **driver** task: one future per session looping "drain the core's
 //!   outputs, check the clock against `poll_timeout`, wait for one input (link readable or
 //!   writable, application command, new link, timer), feed it"; reads go into one reusable
-//!   `BytesMut`, writes are batched through [`sotto::stream::LendingBatch`] (one write call
-//!   for many frames; large items written straight from the replay ring, vectored). The
+//!   `BytesMut` (polled only when the stream has woken since its last `Pending`: a spurious
+//!   wake-up of the task costs no read system call), writes are batched through
+//!   [`sotto::stream::LendingBatch`] (one write call for many frames; large items written
+//!   straight from the replay ring, vectored). The
 //!   loop is generic over the state it drives, so the same code runs raw stable conduits and
 //!   session-layer sessions;
 //! - the **session API**: [`connect_session`], [`serve_sessions`] ([`SessionAcceptor`]),
@@ -29,6 +31,14 @@
 //! driver and the application's handles: the handles call the core directly (`send` copies
 //! a payload once, into the replay ring; nothing is queued in between), and the driver takes
 //! the lock once per batch of input (a whole read's worth of messages is fed under one lock).
+//!
+//! What a message costs the application: [`ConnSender::send`] takes the lock once per
+//! message; [`ConnSender::send_many`] and the connection's `Sink` (which stages up to 256
+//! messages and queues them on flush) take it once per burst, which at 16 B messages is the
+//! difference between about 0.7x and 1.0-1.1x of raw buffered TCP (`docs/benchmarks.md`).
+//! On the receiving side a whole read's messages reach the connection's queue under one
+//! lock, a peer's batch of small messages as one entry, cut into messages as the reader
+//! takes them; the reader takes the whole queue under one lock.
 //!
 //! - An initiator owns its [`sotto::session::Session`]: one mutex per session.
 //! - An acceptor runs the core [`sotto::endpoint::Endpoint`], which owns all of the
