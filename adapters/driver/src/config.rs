@@ -70,8 +70,8 @@ pub struct Config {
     pub failure_budget: u32,
     /// See `failure_budget`. Default 10 s.
     pub failure_period: Duration,
-    /// Session API: messages waiting in one connection's queue before the driver stops
-    /// reading the link. A connection's queue is already bounded by its credit
+    /// Session API: entries waiting in one connection's queue before the driver stops
+    /// reading the link (a message, or a peer's batch of small messages, is one entry). A connection's queue is already bounded by its credit
     /// (`session.initial_credit`), in bytes and, with a version-2 peer (every sotto peer of
     /// this version), in messages: each spends at least `MIN_MESSAGE_CREDIT` (16) of it. The
     /// driver raises this limit to `initial_credit / 16 + 1`, so that credit always binds

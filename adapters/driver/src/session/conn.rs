@@ -4,11 +4,13 @@
 //! Sending copies the payload once, into the session's replay ring; it waits (the send stays
 //! pending, nothing is buffered elsewhere) while the connection has no credit or the ring is
 //! full. [`ConnSender::send_many`] queues a burst under one lock; the [`Sink`] stages up to
-//! 256 messages and queues them together when flushed. Receiving takes the connection's whole queue under one lock into the receiver
-//! (a swap, no copy), then hands messages out one by one; the credit for what the
-//! application took goes back to the core in batches (a quarter of the window, or whenever
-//! the receiver next locks), so the peer's sender is never starved while a reader keeps up,
-//! and a slow reader only holds back its own connection.
+//! 256 messages and queues them together when flushed.
+//!
+//! Receiving takes the connection's whole queue under one lock into the receiver (a swap, no
+//! copy), then hands messages out one by one (cutting a peer's batch as it goes); the credit
+//! for what the application took goes back to the core in batches (a quarter of the window,
+//! or whenever the receiver next locks), so the peer's sender is never starved while a
+//! reader keeps up, and a slow reader only holds back its own connection.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
