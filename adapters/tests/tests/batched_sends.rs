@@ -170,3 +170,46 @@ async fn dropping_a_sink_queues_what_it_staged() {
     }
     nothing_arrives(&mut y).await;
 }
+
+/// A2 for the sending side: `send` and `send_many` raced against short timeouts (a small
+/// window, so they often wait for credit) neither lose nor duplicate a message: a cancelled
+/// call queued nothing, and the same messages are offered again.
+#[tokio::test]
+async fn a2_cancelled_sends_lose_and_duplicate_nothing() {
+    let (x, y, _a, _b) = one_connection(4 << 10).await;
+    let (mut tx, _xr) = x.split();
+    let (_yt, mut rx) = y.split();
+    let n = 3000u64;
+    let writer = async {
+        let (mut i, mut cancelled) = (0u64, 0u32);
+        while i < n {
+            let short = Duration::from_micros(50);
+            if i % 2 == 0 {
+                match tokio::time::timeout(short, tx.send(conn_message(5, i))).await {
+                    Ok(r) => {
+                        r.expect("send");
+                        i += 1;
+                    }
+                    Err(_) => cancelled += 1,
+                }
+            } else {
+                let burst: Vec<Bytes> = (i..n.min(i + 5)).map(|k| conn_message(5, k)).collect();
+                match tokio::time::timeout(short, tx.send_many(&burst)).await {
+                    Ok(r) => i += r.expect("send_many") as u64,
+                    Err(_) => cancelled += 1,
+                }
+            }
+        }
+        cancelled
+    };
+    let reader = async {
+        for i in 0..n {
+            let got = rx.recv().await.expect("message");
+            assert_eq!(got, conn_message(5, i), "message {i}: lost, duplicated or out of order");
+        }
+    };
+    let (cancelled, ()) = within(LIMIT, "cancelled sends", futures::future::join(writer, reader)).await;
+    println!("{cancelled} sends cancelled while waiting");
+    let extra = tokio::time::timeout(Duration::from_millis(150), rx.recv()).await;
+    assert!(extra.is_err(), "a cancelled send went out after all: {extra:?}");
+}
