@@ -195,6 +195,56 @@ mod tests {
         assert_eq!(q.messages(), 0);
     }
 
+    /// One step of the model test: queue one message, queue a batch, or take one.
+    #[derive(Clone, Debug)]
+    enum Op {
+        One(Vec<u8>),
+        Batch(Vec<Vec<u8>>),
+        Pop,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let payload = || proptest::collection::vec(any::<u8>(), 0..200);
+        prop_oneof![
+            payload().prop_map(Op::One),
+            proptest::collection::vec(payload(), 0..6).prop_map(Op::Batch),
+            Just(Op::Pop),
+            Just(Op::Pop),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Against a plain queue of messages: the same messages come out in the same order,
+        /// and the counts and lengths agree after every step.
+        #[test]
+        fn matches_a_queue_of_messages(ops in proptest::collection::vec(op(), 0..80)) {
+            let mut q = Inbox::default();
+            let mut model: std::collections::VecDeque<Vec<u8>> = Default::default();
+            for op in ops {
+                match op {
+                    Op::One(m) => {
+                        q.push_one(Bytes::from(m.clone()));
+                        model.push_back(m);
+                    }
+                    Op::Batch(ms) => {
+                        let refs: Vec<&[u8]> = ms.iter().map(Vec::as_slice).collect();
+                        q.push_batch(body(&refs), ms.len() as u32);
+                        model.extend(ms);
+                    }
+                    Op::Pop => {
+                        proptest::prop_assert_eq!(q.pop().map(|b| b.to_vec()), model.pop_front());
+                    }
+                }
+                proptest::prop_assert_eq!(q.messages(), model.len());
+                proptest::prop_assert_eq!(q.is_empty(), model.is_empty());
+                let lens: Vec<usize> = q.lens().collect();
+                let model_lens: Vec<usize> = model.iter().map(Vec::len).collect();
+                proptest::prop_assert_eq!(lens, model_lens);
+            }
+        }
+    }
+
     #[test]
     fn clear_empties_it() {
         let mut q = Inbox::default();

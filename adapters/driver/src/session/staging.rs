@@ -124,6 +124,33 @@ mod tests {
         assert_eq!(s.len(), 0);
     }
 
+    proptest::proptest! {
+        /// Against a plain queue: staging respects `is_full`, hands the messages back in
+        /// order, and consuming any prefix leaves the rest.
+        #[test]
+        fn matches_a_queue_of_messages(
+            steps in proptest::collection::vec((0usize..3000, 0usize..4), 0..300),
+        ) {
+            let mut s = Staging::default();
+            let mut model: std::collections::VecDeque<Vec<u8>> = Default::default();
+            for (i, (len, consume)) in steps.into_iter().enumerate() {
+                if s.is_full() {
+                    let n = consume.min(model.len()).max(1);
+                    s.consume(n);
+                    model.drain(..n);
+                } else {
+                    let m = vec![i as u8; len];
+                    s.push(Bytes::from(m.clone()));
+                    model.push_back(m);
+                }
+                proptest::prop_assert_eq!(staged(&s), Vec::from(model.clone()));
+                proptest::prop_assert_eq!(s.len(), model.len());
+                proptest::prop_assert!(s.len() <= MAX_ITEMS + 1);
+                proptest::prop_assert!(s.buf.len() <= MAX_BYTES);
+            }
+        }
+    }
+
     #[test]
     fn is_full_by_count_and_by_bytes() {
         let mut s = Staging::default();
