@@ -158,8 +158,13 @@ impl ReplayRing {
         match self.bytes.get_mut(at..at + len) {
             Some(dest) => {
                 let (h, p) = dest.split_at_mut(header.len());
-                for (d, s) in h.iter_mut().zip(header) {
+                if let ([d], [s]) = (&mut *h, header) {
+                    // A batched message's length prefix: one byte below 128.
                     *d = *s;
+                } else {
+                    for (d, s) in h.iter_mut().zip(header) {
+                        *d = *s;
+                    }
                 }
                 p.copy_from_slice(payload);
             }

@@ -466,6 +466,7 @@ pub const fn batch_header_len(conn: u32, len: u32) -> usize {
 
 /// Length of a Data header for `conn` (tag + varint).
 #[must_use]
+#[inline]
 pub const fn data_header_len(conn: u32) -> usize {
     1 + varint_len(conn)
 }

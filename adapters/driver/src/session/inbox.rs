@@ -15,16 +15,42 @@ use sotto::wire::varint::decode_varint;
 enum Entry {
     /// A single message.
     One(Bytes),
-    /// The messages of a batch: `(varint(len) payload)+`, validated by the core on arrival;
-    /// the next one starts at `at`, and `left` remain.
-    Batch { body: Bytes, at: usize, left: u32 },
+    /// The `count` messages of a batch: `(varint(len) payload)+`, validated by the core on
+    /// arrival.
+    Batch { body: Bytes, count: u32 },
+}
+
+/// The batch being cut into messages: the next one's length prefix is at `at`, and `left`
+/// remain.
+#[derive(Debug)]
+struct Cursor {
+    body: Bytes,
+    at: usize,
+    left: u32,
+}
+
+impl Cursor {
+    /// The next message, or `None` at the end (or, which the core's validation rules out,
+    /// where the body is malformed).
+    #[inline]
+    fn next(&mut self) -> Option<Bytes> {
+        if self.left == 0 {
+            return None;
+        }
+        let (start, end) = next_in(&self.body, self.at)?;
+        self.at = end;
+        self.left -= 1;
+        Some(self.body.slice(start..end))
+    }
 }
 
 /// A connection's delivered messages, in order.
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
+    /// The batch being cut, ahead of `entries`.
+    current: Option<Cursor>,
     entries: VecDeque<Entry>,
-    /// How many messages the entries hold.
+    /// How many messages the cursor and the entries hold.
     messages: usize,
 }
 
@@ -39,7 +65,7 @@ impl Inbox {
     /// `body`.
     pub(crate) fn push_batch(&mut self, body: Bytes, count: u32) {
         if count > 0 {
-            self.entries.push_back(Entry::Batch { body, at: 0, left: count });
+            self.entries.push_back(Entry::Batch { body, count });
             self.messages += count as usize;
         }
     }
@@ -56,62 +82,51 @@ impl Inbox {
 
     /// How many entries are queued (a batch is one): what the driver's count limit bounds.
     pub(crate) fn entries(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + usize::from(self.current.is_some())
     }
 
     /// Take the next message.
+    #[inline]
     pub(crate) fn pop(&mut self) -> Option<Bytes> {
         loop {
-            let front = self.entries.front_mut()?;
-            let message = match front {
-                Entry::One(m) => {
-                    let m = std::mem::take(m);
-                    self.entries.pop_front();
-                    Some(m)
-                }
-                Entry::Batch { body, at, left } => {
-                    let next = next_in(body, *at);
-                    *left -= 1;
-                    match next {
-                        Some((start, end)) if *left > 0 => {
-                            *at = end;
-                            Some(body.slice(start..end))
-                        }
-                        Some((start, end)) => {
-                            let m = body.slice(start..end);
-                            self.entries.pop_front();
-                            Some(m)
-                        }
-                        // The core validated the body, so this does not happen; were it
-                        // malformed, the rest of the batch would go, counted, not loop.
-                        None => {
-                            let Some(Entry::Batch { left, .. }) = self.entries.pop_front() else { return None };
-                            self.messages -= left as usize;
-                            None
-                        }
+            if let Some(c) = &mut self.current {
+                if let Some(m) = c.next() {
+                    self.messages -= 1;
+                    if c.left == 0 {
+                        self.current = None;
                     }
+                    return Some(m);
                 }
-            };
-            self.messages -= 1;
-            if message.is_some() {
-                return message;
+                // Malformed (the core validated the body, so this does not happen): the rest
+                // of the batch goes, counted, rather than loop.
+                self.messages -= c.left as usize;
+                self.current = None;
+            }
+            match self.entries.pop_front()? {
+                Entry::One(m) => {
+                    self.messages -= 1;
+                    return Some(m);
+                }
+                Entry::Batch { body, count } => self.current = Some(Cursor { body, at: 0, left: count }),
             }
         }
     }
 
     /// Every queued message's length, in order.
     pub(crate) fn lens(&self) -> impl Iterator<Item = usize> + '_ {
-        self.entries.iter().flat_map(|e| {
+        let current = self.current.iter().flat_map(|c| BatchLens { body: &c.body, at: c.at, left: c.left });
+        current.chain(self.entries.iter().flat_map(|e| {
             let (one, batch) = match e {
                 Entry::One(m) => (Some(m.len()), None),
-                Entry::Batch { body, at, left } => (None, Some(BatchLens { body, at: *at, left: *left })),
+                Entry::Batch { body, count } => (None, Some(BatchLens { body, at: 0, left: *count })),
             };
             one.into_iter().chain(batch.into_iter().flatten())
-        })
+        }))
     }
 
     /// Drop every queued message.
     pub(crate) fn clear(&mut self) {
+        self.current = None;
         self.entries.clear();
         self.messages = 0;
     }
