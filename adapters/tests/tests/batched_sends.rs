@@ -82,21 +82,33 @@ async fn send_many_reports_a_later_error_on_the_next_call() {
 #[tokio::test]
 async fn sink_stages_until_flushed_and_keeps_order_across_sizes() {
     let (mut x, mut y, _a, _b) = one_connection(256 << 10).await;
-    // Empty, small, and large (kept as `Bytes`, not copied) messages, interleaved.
-    let items: Vec<Bytes> =
-        (0..12u64).map(|i| if i % 4 == 3 { Bytes::from(vec![i as u8; 5000]) } else { conn_message(1, i) }).collect();
-    let mut items = items;
-    items.insert(0, Bytes::new());
-    for item in &items {
+    // Empty, small and large messages, interleaved; the third large one takes the stage
+    // past its 64 KiB.
+    let large = |i: u8| Bytes::from(vec![i; 30 << 10]);
+    let items: Vec<Bytes> = vec![
+        Bytes::new(),
+        conn_message(1, 0),
+        conn_message(1, 1),
+        large(1),
+        conn_message(1, 2),
+        large(2),
+        conn_message(1, 3),
+        large(3),
+        conn_message(1, 4),
+        conn_message(1, 5),
+    ];
+    for item in &items[..8] {
         within(LIMIT, "feed", x.feed(item.clone())).await.expect("feed");
     }
-    // A large message fills the stage, so feeding the next one queued it and those before
-    // it: the first 9 went that way; the last 4 (up to the last large one) are staged.
-    let early = take(&mut y, 9).await;
-    assert_eq!(early, items[..9], "queued as the stage filled, in order");
+    nothing_arrives(&mut y).await;
+    // The stage is full: feeding the next message queues the eight before it.
+    for item in &items[8..] {
+        within(LIMIT, "feed", x.feed(item.clone())).await.expect("feed");
+    }
+    assert_eq!(take(&mut y, 8).await, items[..8], "queued as the stage filled, in order");
     nothing_arrives(&mut y).await;
     within(LIMIT, "flush", x.flush()).await.expect("flush");
-    assert_eq!(take(&mut y, 4).await, items[9..], "the flush sends the rest");
+    assert_eq!(take(&mut y, 2).await, items[8..], "the flush sends the rest");
 }
 
 #[tokio::test]

@@ -344,7 +344,7 @@ impl Drop for ConnSender {
     }
 }
 
-/// A [`Sink`] that stages up to 256 messages (16 KiB of small ones, or one large one) and
+/// A [`Sink`] that stages up to 256 messages (or 64 KiB; the `Bytes` as they came) and
 /// queues them in the session together, under one lock, when it is flushed or full: feed it a
 /// burst ([`SinkExt::feed`](futures::SinkExt::feed), or
 /// [`SinkExt::send_all`](futures::SinkExt::send_all)) and flush once. `poll_flush` is ready

@@ -1,95 +1,68 @@
 //! The messages a connection's [`Sink`](futures::sink::Sink) holds between `start_send` and
 //! the flush that queues them in the session together, under one lock.
 //!
-//! Small messages are copied into one buffer (a copy of a few bytes costs less than the two
-//! reference-count updates of keeping the `Bytes`); a large one is kept as it came, and is
-//! always the last staged message. Bounded: at most [`MAX_ITEMS`] messages and about
-//! [`MAX_BYTES`] bytes (plus the one large message).
+//! The `Bytes` are kept as they came (no copy: `start_send` takes ownership, and dropping a
+//! `Bytes` costs the same here as in the application). Bounded: at most [`MAX_ITEMS`]
+//! messages, and no message is staged behind [`MAX_BYTES`] bytes.
 
 use bytes::Bytes;
 
 /// The most messages staged at once.
 pub(crate) const MAX_ITEMS: usize = 256;
-/// The most bytes copied into the buffer.
-pub(crate) const MAX_BYTES: usize = 16 << 10;
-/// Messages up to this size are copied; larger ones are kept as `Bytes`.
-const COPY_MAX: usize = 1 << 10;
+/// Staged bytes past which the sink is full (the message that crosses it is staged).
+pub(crate) const MAX_BYTES: usize = 64 << 10;
 
-/// Staged messages, in order: the copied ones, then at most one large one.
+/// Staged messages, in order: `items[done..]`.
 #[derive(Debug, Default)]
 pub(crate) struct Staging {
-    /// The copied messages' bytes, back to back.
-    buf: Vec<u8>,
-    /// Their lengths.
-    lens: Vec<u32>,
-    /// How many of the copied messages were queued already.
+    items: Vec<Bytes>,
+    /// How many of `items` were queued already.
     done: usize,
-    /// Where the first one not queued starts in `buf`.
-    done_bytes: usize,
-    /// A large message, after the copied ones.
-    large: Option<Bytes>,
+    /// The bytes of `items[done..]`.
+    bytes: usize,
 }
 
 impl Staging {
     /// Nothing is staged.
     pub(crate) fn is_empty(&self) -> bool {
-        self.done == self.lens.len() && self.large.is_none()
+        self.done == self.items.len()
     }
 
     /// How many messages are staged.
     pub(crate) fn len(&self) -> usize {
-        self.lens.len() - self.done + usize::from(self.large.is_some())
+        self.items.len() - self.done
     }
 
-    /// Another message may not fit: the sink is not ready until some are queued.
+    /// The sink is not ready for another message until some are queued.
     pub(crate) fn is_full(&self) -> bool {
-        self.large.is_some() || self.lens.len() == MAX_ITEMS || self.buf.len() + COPY_MAX > MAX_BYTES
+        self.items.len() >= MAX_ITEMS || self.bytes >= MAX_BYTES
     }
 
     /// Stage `item` (the caller checked [`is_full`](Self::is_full)).
     pub(crate) fn push(&mut self, item: Bytes) {
-        if self.lens.capacity() == 0 {
-            self.lens.reserve_exact(MAX_ITEMS);
-            self.buf.reserve_exact(MAX_BYTES);
+        if self.items.capacity() == 0 {
+            self.items.reserve_exact(MAX_ITEMS);
         }
-        if item.len() <= COPY_MAX && self.lens.len() < MAX_ITEMS && self.large.is_none() {
-            self.buf.extend_from_slice(&item);
-            self.lens.push(item.len() as u32);
-        } else {
-            // Only when the caller ignored `is_full`: a large message is last in any case.
-            debug_assert!(self.large.is_none(), "start_send on a full sink");
-            self.large = Some(item);
-        }
+        self.bytes += item.len();
+        self.items.push(item);
     }
 
     /// The staged messages not queued yet, in order.
     pub(crate) fn items(&self) -> impl Iterator<Item = &[u8]> {
-        let mut at = self.done_bytes;
-        self.lens[self.done..]
-            .iter()
-            .map(move |&len| {
-                let item = &self.buf[at..at + len as usize];
-                at += len as usize;
-                item
-            })
-            .chain(self.large.as_deref())
+        self.items[self.done..].iter().map(|b| &b[..])
     }
 
     /// The first `n` staged messages were queued (or dropped).
     pub(crate) fn consume(&mut self, n: usize) {
-        let copied = n.min(self.lens.len() - self.done);
-        for &len in &self.lens[self.done..self.done + copied] {
-            self.done_bytes += len as usize;
+        let n = n.min(self.len());
+        for item in &self.items[self.done..self.done + n] {
+            self.bytes -= item.len();
         }
-        self.done += copied;
-        if n > copied {
-            self.large = None;
-        }
-        if self.done == self.lens.len() {
-            self.buf.clear();
-            self.lens.clear();
+        self.done += n;
+        if self.done == self.items.len() {
+            // Drops the queued `Bytes`; the vector keeps its capacity.
+            self.items.clear();
             self.done = 0;
-            self.done_bytes = 0;
         }
     }
 }
@@ -103,15 +76,14 @@ mod tests {
     }
 
     #[test]
-    fn keeps_order_across_copied_and_large_messages() {
+    fn keeps_order_and_consumes_prefixes() {
         let mut s = Staging::default();
         assert!(s.is_empty());
         s.push(Bytes::from_static(b"a"));
         s.push(Bytes::new());
         s.push(Bytes::from_static(b"bcd"));
-        let large = Bytes::from(vec![9u8; COPY_MAX + 1]);
+        let large = Bytes::from(vec![9u8; 5000]);
         s.push(large.clone());
-        assert!(s.is_full(), "a large message is last");
         assert_eq!(s.len(), 4);
         assert_eq!(staged(&s), vec![b"a".to_vec(), vec![], b"bcd".to_vec(), large.to_vec()]);
         s.consume(2);
@@ -121,7 +93,23 @@ mod tests {
         assert!(!s.is_empty());
         s.consume(1);
         assert!(s.is_empty() && !s.is_full());
-        assert_eq!(s.len(), 0);
+        assert_eq!((s.len(), s.bytes), (0, 0));
+    }
+
+    #[test]
+    fn is_full_by_count_and_by_bytes() {
+        let mut s = Staging::default();
+        for i in 0..MAX_ITEMS {
+            assert!(!s.is_full(), "full after {i} empty messages");
+            s.push(Bytes::new());
+        }
+        assert!(s.is_full());
+        s.consume(MAX_ITEMS);
+        assert!(s.is_empty() && !s.is_full());
+        s.push(Bytes::from(vec![1u8; MAX_BYTES - 1]));
+        assert!(!s.is_full());
+        s.push(Bytes::from_static(b"x"));
+        assert!(s.is_full(), "full at MAX_BYTES");
     }
 
     proptest::proptest! {
@@ -129,7 +117,7 @@ mod tests {
         /// order, and consuming any prefix leaves the rest.
         #[test]
         fn matches_a_queue_of_messages(
-            steps in proptest::collection::vec((0usize..3000, 0usize..4), 0..300),
+            steps in proptest::collection::vec((0usize..30_000, 0usize..4), 0..300),
         ) {
             let mut s = Staging::default();
             let mut model: std::collections::VecDeque<Vec<u8>> = Default::default();
@@ -145,28 +133,9 @@ mod tests {
                 }
                 proptest::prop_assert_eq!(staged(&s), Vec::from(model.clone()));
                 proptest::prop_assert_eq!(s.len(), model.len());
-                proptest::prop_assert!(s.len() <= MAX_ITEMS + 1);
-                proptest::prop_assert!(s.buf.len() <= MAX_BYTES);
+                proptest::prop_assert!(s.items.len() <= MAX_ITEMS);
+                proptest::prop_assert!(s.bytes < MAX_BYTES + 30_000);
             }
         }
-    }
-
-    #[test]
-    fn is_full_by_count_and_by_bytes() {
-        let mut s = Staging::default();
-        for i in 0..MAX_ITEMS {
-            assert!(!s.is_full(), "full after {i} empty messages");
-            s.push(Bytes::new());
-        }
-        assert!(s.is_full());
-        s.consume(MAX_ITEMS);
-        assert!(s.is_empty() && !s.is_full());
-        let mut pushed = 0;
-        while !s.is_full() {
-            s.push(Bytes::from(vec![1u8; COPY_MAX]));
-            pushed += 1;
-        }
-        assert_eq!(pushed, MAX_BYTES / COPY_MAX);
-        assert!(s.buf.len() <= MAX_BYTES, "the buffer never grows past its bound");
     }
 }
