@@ -15,7 +15,8 @@
 //!   session-layer sessions;
 //! - the **session API**: [`connect_session`], [`serve_sessions`] ([`SessionAcceptor`]),
 //!   [`SessionHandle`] (open, accept, events, stats, graceful close) and [`Connection`]
-//!   (`Stream<Item = Bytes>` + `Sink<Bytes>`, per-connection credit backpressure);
+//!   (`Stream<Item = Bytes>` + `Sink<Bytes>`, and `futures::io::AsyncRead` + `AsyncWrite` as a
+//!   byte stream; per-connection credit backpressure);
 //! - the **raw stable-conduit API** for vox peers: [`connect`], [`serve`] ([`Acceptor`]),
 //!   [`StableConduit`] (items in and out, events, stats, graceful close);
 //! - the initiator's **redial** policy ([`Backoff`]: exponential with full jitter, randomness
@@ -94,6 +95,7 @@ pub use handle::{connect, ConnectError, Ended, SendError, StableConduit, TrySend
 pub use session::{
     connect_session, serve_sessions, source_of, AnswerError, ConnError, ConnReceiver, ConnSender, Connection,
     IncomingOpen, OpenError, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats,
+    WRITE_CHUNK,
 };
 pub use shared::{ConduitEvent, LinkDownCause, ResumeTiming, Stats};
 pub use tasks::live_tasks;

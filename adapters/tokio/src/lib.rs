@@ -85,7 +85,7 @@ pub use sotto_driver::{
     live_tasks, source_of, Acceptor, AcceptorStats, AnswerError, ConduitEvent, Config, ConnError, ConnReceiver,
     ConnSender, ConnectError, Connection, Ended, IncomingOpen, LinkDownCause, OpenError, ResumeTiming, SendError,
     SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats, StableConduit, Stats,
-    TrySendError,
+    TrySendError, WRITE_CHUNK,
 };
 
 /// Start an initiator session and wait until its first link is attached.

@@ -108,6 +108,7 @@ impl Connection {
                 credit_floor: 0,
                 release_at,
                 done: None,
+                partial: Bytes::new(),
             },
         }
     }
@@ -143,6 +144,11 @@ impl Connection {
     /// dropped on arrival). Waits for room in the replay ring.
     pub async fn close(mut self, metadata: &[u8]) {
         self.tx.close_with(metadata).await;
+    }
+
+    /// Both halves, borrowed.
+    pub(super) fn halves_mut(&mut self) -> (&mut ConnSender, &mut ConnReceiver) {
+        (&mut self.tx, &mut self.rx)
     }
 
     /// The two halves, for sending and receiving from different tasks. The connection is
@@ -265,6 +271,11 @@ impl ConnSender {
                 _ => ConnError::Closed,
             })),
         }
+    }
+
+    /// Queue what the [`Sink`] staged; see [`Sink::poll_flush`].
+    pub(super) fn poll_flush_staged(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        self.poll_staged(cx)
     }
 
     /// Close the connection with `metadata`; see [`Connection::close`]. Messages staged in
@@ -400,6 +411,9 @@ pub struct ConnReceiver {
     release_at: usize,
     /// Why the stream ended, once it has.
     done: Option<ConnError>,
+    /// The unread rest of a message that [`AsyncRead`](futures::io::AsyncRead) took in part
+    /// (its credit was accounted when it was taken); `recv` returns it first.
+    pub(super) partial: Bytes,
 }
 
 impl std::fmt::Debug for ConnReceiver {
@@ -429,6 +443,9 @@ impl ConnReceiver {
 
     /// [`recv`](Self::recv) as a poll function.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, ConnError>> {
+        if !self.partial.is_empty() {
+            return Poll::Ready(Ok(std::mem::take(&mut self.partial)));
+        }
         if let Some(item) = self.local.pop() {
             self.taken(item.len());
             if self.unreleased >= self.release_at {
@@ -523,7 +540,7 @@ impl Stream for ConnReceiver {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = self.get_mut();
-        if this.done.is_some() && this.local.is_empty() {
+        if this.done.is_some() && this.local.is_empty() && this.partial.is_empty() {
             return Poll::Ready(None);
         }
         this.poll_recv(cx).map(Result::ok)
@@ -532,7 +549,7 @@ impl Stream for ConnReceiver {
 
 impl FusedStream for ConnReceiver {
     fn is_terminated(&self) -> bool {
-        self.done.is_some() && self.local.is_empty()
+        self.done.is_some() && self.local.is_empty() && self.partial.is_empty()
     }
 }
 

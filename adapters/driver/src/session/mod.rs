@@ -10,6 +10,7 @@
 //! See `home` for where each session's state lives and why.
 
 mod acceptor;
+mod byte_stream;
 mod conn;
 mod handle;
 mod home;
@@ -18,5 +19,6 @@ mod staging;
 mod state;
 
 pub use acceptor::{serve_sessions, source_of, SessionAcceptor, SessionAcceptorStats};
+pub use byte_stream::WRITE_CHUNK;
 pub use conn::{ConnError, ConnReceiver, ConnSender, Connection};
 pub use handle::{connect_session, AnswerError, IncomingOpen, OpenError, SessionEvent, SessionHandle, SessionStats};
