@@ -266,11 +266,22 @@ impl StableConduit {
         self.shared.lock_inner().end()
     }
 
+    /// Items sent that the peer has not acknowledged yet (they wait in the replay ring).
+    /// After a [`close`](Self::close) that ended the session without GOODBYE (no link at
+    /// the time, or a peer without sotto's extensions), these items may never have reached
+    /// the peer: this is how many the close may have lost. After a GOODBYE they were all
+    /// written before it.
+    #[must_use]
+    pub fn unacked(&self) -> u64 {
+        self.shared.lock_inner().conduit.unacked()
+    }
+
     /// End the session gracefully: items already sent go out first, then GOODBYE with
     /// `code` and `reason`; the peer does not reconnect, and neither do we. Resolves once the
     /// session's task is done, with how the session ended (which is not `LocalClose` if it
     /// had already ended otherwise). Without a link (or against a peer without sotto's
-    /// extensions) the session ends at once and no GOODBYE is sent.
+    /// extensions) the session ends at once and no GOODBYE is sent: what the peer had not
+    /// acknowledged may be lost, and [`unacked`](Self::unacked) says how many items that is.
     pub async fn close(&self, code: u32, reason: &str) -> SessionEnd {
         {
             let mut g = self.shared.lock_inner();

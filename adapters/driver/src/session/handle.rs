@@ -315,6 +315,16 @@ impl SessionHandle {
         st.common.end(s.conduit())
     }
 
+    /// Conduit items sent that the peer has not acknowledged yet (they wait in the replay
+    /// ring; one item carries one message, or a batch of small ones sent in a burst). After
+    /// a [`close`](Self::close) that ended the session without GOODBYE (no link at the
+    /// time), these may never have reached the peer: this is how many items the close may
+    /// have lost. After a GOODBYE they were all written before it.
+    #[must_use]
+    pub fn unacked(&self) -> u64 {
+        self.home.lock().parts_ref().0.conduit().unacked()
+    }
+
     /// The metadata of the peer's session hello, once the handshake got that far.
     #[must_use]
     pub fn peer_metadata(&self) -> Option<Bytes> {
@@ -324,7 +334,9 @@ impl SessionHandle {
     /// End the session gracefully: what was sent goes out first, then GOODBYE with `code`
     /// and `reason`; the peer does not reconnect, and neither do we. Resolves once the
     /// session's task is done, with how the session ended (not `LocalClose` if it had
-    /// already ended otherwise). Without a link the session ends at once, without GOODBYE.
+    /// already ended otherwise). Without a link the session ends at once, without GOODBYE:
+    /// what the peer had not acknowledged may be lost, and [`unacked`](Self::unacked) says
+    /// how many items that is.
     pub async fn close(&self, code: u32, reason: &str) -> SessionEnd {
         {
             let mut l = self.home.lock();
