@@ -1,4 +1,5 @@
-//! The session-and-endpoint simulation: several initiator [`Session`]s (clients, each with a
+//! The session-and-endpoint simulation: several initiator
+//! [`Session`](sotto::session::Session)s (clients, each with a
 //! dialer and an application model) against one acceptor [`Endpoint`], through simulated
 //! byte-stream links with the real link framing and the same faults as the conduit harness
 //! (kill at any byte, half-open, stalls, failed, dropped and delayed dials), a virtual clock
