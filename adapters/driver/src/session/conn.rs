@@ -193,6 +193,8 @@ impl ConnSender {
     /// session's job, across link losses). Waits while the connection has no credit (the
     /// peer's reader is behind) or the ring is full. Cancel-safe: a dropped `send` did not
     /// send its item. The payload is copied once (into the ring), so any byte slice will do.
+    /// Each call takes the session's lock once: to send many small messages, hand them over
+    /// in bursts with [`send_many`](Self::send_many), which takes it once per burst.
     pub async fn send(&mut self, item: impl AsRef<[u8]>) -> Result<(), ConnError> {
         let item = item.as_ref();
         poll_fn(|cx| self.poll_send(cx, item)).await
