@@ -43,7 +43,7 @@ impl AsyncWrite for ConnSender {
             return Poll::Ready(Ok(0));
         }
         // Messages the Sink staged go first.
-        ready!(this.poll_flush_staged(cx)).map_err(io_error)?;
+        ready!(this.poll_staged(cx)).map_err(io_error)?;
         let mut n = buf.len().min(WRITE_CHUNK);
         loop {
             match ready!(this.poll_send(cx, &buf[..n])) {
@@ -56,7 +56,7 @@ impl AsyncWrite for ConnSender {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_flush_staged(cx).map_err(io_error)
+        self.get_mut().poll_staged(cx).map_err(io_error)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -275,11 +275,6 @@ impl ConnSender {
         }
     }
 
-    /// Queue what the [`Sink`] staged; see [`Sink::poll_flush`].
-    pub(super) fn poll_flush_staged(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
-        self.poll_staged(cx)
-    }
-
     /// Close the connection with `metadata`; see [`Connection::close`]. Messages staged in
     /// the [`Sink`] are queued first (they go before the close).
     pub async fn close_with(&mut self, metadata: &[u8]) {
@@ -315,7 +310,7 @@ impl ConnSender {
     /// Queue the staged messages (the [`Sink`]'s), in order, as far as they fit now.
     /// `Ready(Ok)` once none is left. An error drops what it concerns: the one message that
     /// is too large, or every staged message if the connection or the session is over.
-    fn poll_staged(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+    pub(super) fn poll_staged(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
         while !self.staged.is_empty() {
             match self.poll_queue(cx, self.staged.items()) {
                 Poll::Ready(Ok(n)) => self.staged.consume(n),
