@@ -2,8 +2,8 @@
 //! itself (the handle calls `send`/`close` on it directly, so an item is copied once, into the
 //! replay ring), the bounded inbound queue, and the driver-managed [`Common`] fields.
 
+use crate::lean_mutex::{LeanGuard, LeanMutex};
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 use sotto::conduit::InputError;
@@ -47,14 +47,14 @@ impl Inner {
 /// The lock plus the clock.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    inner: Mutex<Inner>,
+    inner: LeanMutex<Inner>,
     clock: Clock,
 }
 
 impl Shared {
     pub(crate) fn new(conduit: Conduit, config: &crate::Config) -> Self {
         Self {
-            inner: Mutex::new(Inner {
+            inner: LeanMutex::new(Inner {
                 conduit,
                 common: Common::default(),
                 inbound: VecDeque::new(),
@@ -72,8 +72,8 @@ impl Shared {
     }
 
     /// Lock the state (see [`Host::lock`] on poisoning).
-    pub(crate) fn lock_inner(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    pub(crate) fn lock_inner(&self) -> LeanGuard<'_, Inner> {
+        self.inner.lock()
     }
 
     /// The core's "now".
@@ -83,7 +83,7 @@ impl Shared {
 }
 
 /// The raw session's locked state, as the driver sees it.
-pub(crate) struct RawGuard<'a>(MutexGuard<'a, Inner>);
+pub(crate) struct RawGuard<'a>(LeanGuard<'a, Inner>);
 
 impl<S: 'static> Host<S> for Shared {
     type Guard<'a> = RawGuard<'a>;

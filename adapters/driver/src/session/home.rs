@@ -12,7 +12,7 @@
 
 use std::any::Any;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sotto::conduit::InputError;
@@ -24,6 +24,7 @@ use sotto::{Conduit, ConduitConfig, Event, Instant, LinkId, ResumeKey, Role, Ses
 
 use super::state::{self, SessState};
 use crate::host::{Host, Locked};
+use crate::lean_mutex::{LeanGuard, LeanMutex};
 use crate::shared::{Clock, Common};
 
 /// A session's lock, as its handles reach it.
@@ -32,12 +33,6 @@ pub(crate) trait SessionHome: Send + Sync + 'static {
     fn lock(&self) -> SessLock<'_>;
     /// The session's clock.
     fn clock(&self) -> &Clock;
-}
-
-/// Lock a mutex; a panic elsewhere while it was held does not make it unusable (the core
-/// never panics on input, so its state is consistent).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// An initiator's session and its state.
@@ -50,19 +45,19 @@ pub(crate) struct Owned {
 /// An initiator's session behind its own lock.
 #[derive(Debug)]
 pub(crate) struct OwnHome {
-    inner: Mutex<Owned>,
+    inner: LeanMutex<Owned>,
     clock: Clock,
 }
 
 impl OwnHome {
     pub(crate) fn new(session: Session, state: SessState) -> Self {
-        Self { inner: Mutex::new(Owned { session, state }), clock: Clock::new() }
+        Self { inner: LeanMutex::new(Owned { session, state }), clock: Clock::new() }
     }
 }
 
 impl SessionHome for OwnHome {
     fn lock(&self) -> SessLock<'_> {
-        SessLock::Own(lock(&self.inner))
+        SessLock::Own(self.inner.lock())
     }
     fn clock(&self) -> &Clock {
         &self.clock
@@ -143,7 +138,7 @@ impl EpHost {
 
 /// An acceptor's endpoint behind one lock.
 pub(crate) struct EpShared {
-    inner: Mutex<EpHost>,
+    inner: LeanMutex<EpHost>,
     pub(crate) clock: Clock,
 }
 
@@ -170,11 +165,11 @@ impl EpShared {
         let mut orphan_state = SessState::new(config);
         orphan_state.common.driver_done = true;
         orphan_state.common.handle_dropped = true;
-        Ok(Self { inner: Mutex::new(EpHost { endpoint, slots, orphan: (orphan, orphan_state) }), clock })
+        Ok(Self { inner: LeanMutex::new(EpHost { endpoint, slots, orphan: (orphan, orphan_state) }), clock })
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, EpHost> {
-        lock(&self.inner)
+    pub(crate) fn lock(&self) -> LeanGuard<'_, EpHost> {
+        self.inner.lock()
     }
 }
 
@@ -196,9 +191,9 @@ impl SessionHome for EpHome {
 /// A locked session, wherever it lives.
 pub(crate) enum SessLock<'a> {
     /// An initiator's.
-    Own(MutexGuard<'a, Owned>),
+    Own(LeanGuard<'a, Owned>),
     /// One of an acceptor's.
-    Ep(MutexGuard<'a, EpHost>, EpHandle),
+    Ep(LeanGuard<'a, EpHost>, EpHandle),
 }
 
 impl SessLock<'_> {
