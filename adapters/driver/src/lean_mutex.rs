@@ -23,6 +23,7 @@
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
@@ -69,7 +70,7 @@ impl<T> LeanMutex<T> {
         if !self.try_acquire() {
             self.lock_contended();
         }
-        LeanGuard { lock: self }
+        LeanGuard { lock: self, _access: PhantomData }
     }
 
     #[inline]
@@ -128,6 +129,9 @@ impl<T: std::fmt::Debug> std::fmt::Debug for LeanMutex<T> {
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub(crate) struct LeanGuard<'a, T> {
     lock: &'a LeanMutex<T>,
+    /// Makes the guard `Sync` only for `T: Sync` (a shared guard hands out `&T`), and
+    /// `Send` for `T: Send`, as `&mut T` is.
+    _access: PhantomData<&'a mut T>,
 }
 
 impl<T> Deref for LeanGuard<'_, T> {
