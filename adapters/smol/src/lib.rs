@@ -12,7 +12,8 @@
 //!   accept virtual [`Connection`]s (`Stream<Item = Bytes>` + `Sink<Bytes>`, credit flow
 //!   control per connection).
 //!
-//! Tasks run on smol's global executor (`smol::spawn`); each session runs one driver task;
+//! Tasks run on smol's global executor (`smol::spawn`), or on an executor of yours through
+//! [`Smol::on`] (the same entry points as methods); each session runs one driver task;
 //! dropping its handle closes the session (GOODBYE after what was sent) and the task ends by
 //! itself within `drain_timeout`. The driver and the handles are shared with `sotto-tokio`
 //! (crate `sotto-driver`), so both adapters behave the same and interoperate.
@@ -68,93 +69,166 @@ pub use sotto_driver::{
 /// and failed handshakes are retried with backoff until `config.connect_timeout`; a REJECTED
 /// answer is not. Afterwards a lost link is redialed (at once, then with exponential backoff
 /// 50 ms to 5 s, full jitter) until `config.conduit.recovery_timeout`, after which the session
-/// ends as lost.
+/// ends as lost. Runs on smol's global executor; [`Smol::connect`] on another.
 pub async fn connect<F, Fut, S>(connector: F, config: Config) -> Result<StableConduit, ConnectError>
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    sotto_driver::connect(Smol, wrap(connector), config).await
+    Smol::global().connect(connector, config).await
 }
 
-/// Serve a TCP listener (accepted streams get `TCP_NODELAY`).
+/// Serve a TCP listener (accepted streams get `TCP_NODELAY`), on smol's global executor.
 pub fn serve_tcp(listener: smol::net::TcpListener, config: Config) -> Result<Acceptor, ConfigError> {
-    let incoming = futures::stream::unfold(listener, |l| async move {
-        let r = l.accept().await.map(|(s, _)| {
-            let _ = s.set_nodelay(true);
-            s
-        });
-        Some((r, l))
-    });
-    serve(incoming, config)
+    Smol::global().serve_tcp(listener, config)
 }
 
-/// Serve a Unix socket listener.
+/// Serve a Unix socket listener, on smol's global executor.
 #[cfg(unix)]
 pub fn serve_unix(listener: smol::net::unix::UnixListener, config: Config) -> Result<Acceptor, ConfigError> {
-    let incoming = futures::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) });
-    serve(incoming, config)
+    Smol::global().serve_unix(listener, config)
 }
 
-/// Serve any source of freshly accepted streams; the acceptor stops taking new links when
-/// `incoming` ends.
+/// Serve any source of freshly accepted streams, on smol's global executor; the acceptor
+/// stops taking new links when `incoming` ends.
 pub fn serve<St, S>(incoming: St, config: Config) -> Result<Acceptor, ConfigError>
 where
     St: Stream<Item = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    use futures::stream::StreamExt;
-    sotto_driver::serve(Smol, incoming.map(|r| r.map(FuturesIo)), config)
+    Smol::global().serve(incoming, config)
 }
 
 /// Start an initiator session (session API) and wait until it is ready for connections.
-/// `connector` is as for [`connect`]; the session redials and resumes the same way.
+/// `connector` is as for [`connect`]; the session redials and resumes the same way. Runs on
+/// smol's global executor; [`Smol::connect_session`] on another.
 pub async fn connect_session<F, Fut, S>(connector: F, config: Config) -> Result<SessionHandle, ConnectError>
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    sotto_driver::connect_session(Smol, wrap(connector), config).await
+    Smol::global().connect_session(connector, config).await
 }
 
-/// Serve a TCP listener with the session API, through the core endpoint (accepted streams
-/// get `TCP_NODELAY`; the per-source failure budget is keyed by peer IP).
+/// Serve a TCP listener with the session API, through the core endpoint, on smol's global
+/// executor (accepted streams get `TCP_NODELAY`; the per-source failure budget is keyed by
+/// peer IP).
 pub fn serve_sessions_tcp(listener: smol::net::TcpListener, config: Config) -> Result<SessionAcceptor, ConfigError> {
-    let incoming = futures::stream::unfold(listener, |l| async move {
-        let r = l.accept().await.map(|(s, addr)| {
-            let _ = s.set_nodelay(true);
-            (FuturesIo(s), source_of(&addr))
-        });
-        Some((r, l))
-    });
-    sotto_driver::serve_sessions(Smol, incoming, config)
+    Smol::global().serve_sessions_tcp(listener, config)
 }
 
-/// Serve a Unix socket listener with the session API.
+/// Serve a Unix socket listener with the session API, on smol's global executor.
 #[cfg(unix)]
 pub fn serve_sessions_unix(
     listener: smol::net::unix::UnixListener,
     config: Config,
 ) -> Result<SessionAcceptor, ConfigError> {
-    let incoming =
-        futures::stream::unfold(
-            listener,
-            |l| async move { Some((l.accept().await.map(|(s, _)| (FuturesIo(s), 0)), l)) },
-        );
-    sotto_driver::serve_sessions(Smol, incoming, config)
+    Smol::global().serve_sessions_unix(listener, config)
 }
 
 /// Serve any source of freshly accepted streams with the session API (all counted as one
-/// source for the failure budget).
+/// source for the failure budget), on smol's global executor.
 pub fn serve_sessions<St, S>(incoming: St, config: Config) -> Result<SessionAcceptor, ConfigError>
 where
     St: Stream<Item = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    use futures::stream::StreamExt;
-    sotto_driver::serve_sessions(Smol, incoming.map(|r| r.map(|s| (FuturesIo(s), 0))), config)
+    Smol::global().serve_sessions(incoming, config)
+}
+
+/// The same entry points as the crate's free functions, with sotto's tasks on this
+/// runtime's executor (see [`Smol::on`]).
+impl Smol {
+    /// [`connect`] on this executor.
+    pub async fn connect<F, Fut, S>(&self, connector: F, config: Config) -> Result<StableConduit, ConnectError>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = io::Result<S>> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        sotto_driver::connect(self.clone(), wrap(connector), config).await
+    }
+
+    /// [`serve_tcp`] on this executor.
+    pub fn serve_tcp(&self, listener: smol::net::TcpListener, config: Config) -> Result<Acceptor, ConfigError> {
+        let incoming = futures::stream::unfold(listener, |l| async move {
+            let r = l.accept().await.map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                s
+            });
+            Some((r, l))
+        });
+        self.serve(incoming, config)
+    }
+
+    /// [`serve_unix`] on this executor.
+    #[cfg(unix)]
+    pub fn serve_unix(&self, listener: smol::net::unix::UnixListener, config: Config) -> Result<Acceptor, ConfigError> {
+        let incoming =
+            futures::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) });
+        self.serve(incoming, config)
+    }
+
+    /// [`serve`] on this executor.
+    pub fn serve<St, S>(&self, incoming: St, config: Config) -> Result<Acceptor, ConfigError>
+    where
+        St: Stream<Item = io::Result<S>> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        use futures::stream::StreamExt;
+        sotto_driver::serve(self.clone(), incoming.map(|r| r.map(FuturesIo)), config)
+    }
+
+    /// [`connect_session`] on this executor.
+    pub async fn connect_session<F, Fut, S>(&self, connector: F, config: Config) -> Result<SessionHandle, ConnectError>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = io::Result<S>> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        sotto_driver::connect_session(self.clone(), wrap(connector), config).await
+    }
+
+    /// [`serve_sessions_tcp`] on this executor.
+    pub fn serve_sessions_tcp(
+        &self,
+        listener: smol::net::TcpListener,
+        config: Config,
+    ) -> Result<SessionAcceptor, ConfigError> {
+        let incoming = futures::stream::unfold(listener, |l| async move {
+            let r = l.accept().await.map(|(s, addr)| {
+                let _ = s.set_nodelay(true);
+                (FuturesIo(s), source_of(&addr))
+            });
+            Some((r, l))
+        });
+        sotto_driver::serve_sessions(self.clone(), incoming, config)
+    }
+
+    /// [`serve_sessions_unix`] on this executor.
+    #[cfg(unix)]
+    pub fn serve_sessions_unix(
+        &self,
+        listener: smol::net::unix::UnixListener,
+        config: Config,
+    ) -> Result<SessionAcceptor, ConfigError> {
+        let incoming = futures::stream::unfold(listener, |l| async move {
+            Some((l.accept().await.map(|(s, _)| (FuturesIo(s), 0)), l))
+        });
+        sotto_driver::serve_sessions(self.clone(), incoming, config)
+    }
+
+    /// [`serve_sessions`] on this executor.
+    pub fn serve_sessions<St, S>(&self, incoming: St, config: Config) -> Result<SessionAcceptor, ConfigError>
+    where
+        St: Stream<Item = io::Result<S>> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        use futures::stream::StreamExt;
+        sotto_driver::serve_sessions(self.clone(), incoming.map(|r| r.map(|s| (FuturesIo(s), 0))), config)
+    }
 }
 
 /// The application's connector, its streams wrapped for the driver.

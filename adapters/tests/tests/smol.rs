@@ -200,3 +200,51 @@ fn h7_handshake_deadline_drops_a_silent_client() {
         within(LIMIT, "exchange", exchange(&a, &b, 10)).await;
     });
 }
+
+/// `Smol::on(executor)`: sotto's tasks run on the application's executor, and only while it
+/// runs. The session's dials (made by its driver task) happen on the one thread running the
+/// executor, and nothing connects while the executor is not run.
+#[test]
+fn tasks_run_on_the_applications_executor() {
+    let ex = Arc::new(smol::Executor::new());
+    let rt = sotto_smol::Smol::on(Arc::clone(&ex));
+    let here = std::thread::current().id();
+    let dialed_on = Arc::new(std::sync::Mutex::new(Vec::new()));
+    smol::block_on(async {
+        let (l, addr) = tcp_listener().await;
+        let acceptor = rt.serve_sessions_tcp(l, test_config()).expect("config");
+        let d = Arc::clone(&dialed_on);
+        let connecting = rt.connect_session(
+            move || {
+                d.lock().expect("lock").push(std::thread::current().id());
+                dial_tcp(addr)
+            },
+            test_config(),
+        );
+        let mut connecting = Box::pin(connecting);
+        // The executor is not running: the driver is never polled, so no dial happens.
+        let idle = futures::future::select(connecting.as_mut(), Box::pin(sleep(Duration::from_millis(300)))).await;
+        assert!(matches!(idle, futures::future::Either::Right(_)), "connected without the executor running");
+        assert!(dialed_on.lock().expect("lock").is_empty());
+        ex.run(async {
+            let a = within(LIMIT, "connect", connecting).await.expect("connect");
+            let b = within(LIMIT, "accept", acceptor.accept()).await.expect("accept");
+            let (x, y) = futures::future::join(a.open(b"m"), async {
+                b.accept().await.expect("incoming").accept(b"").await.expect("answer")
+            })
+            .await;
+            let (mut x, mut y) = (x.expect("open"), y);
+            for i in 0..100u32 {
+                x.send(i.to_le_bytes()).await.expect("send");
+            }
+            for i in 0..100u32 {
+                assert_eq!(&y.recv().await.expect("recv")[..], &i.to_le_bytes());
+            }
+            a.close(0, "done").await;
+        })
+        .await;
+    });
+    let dialed_on = dialed_on.lock().expect("lock");
+    assert!(!dialed_on.is_empty());
+    assert!(dialed_on.iter().all(|t| *t == here), "dialed on {dialed_on:?}, the executor runs on {here:?}");
+}
