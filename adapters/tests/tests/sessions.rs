@@ -12,7 +12,7 @@ use futures::future::join;
 use sotto::SessionEnd;
 use sotto_adapter_tests::proxy::{Chaos, Endpoint};
 use sotto_adapter_tests::sessions::{
-    conn_message, dial, exchange_all, listen, open_accept, proxy_to, send_seq, session_config, Rt, Transport,
+    conn_message, dial, exchange_all, listen, open_accept, proxy_to, recv_seq, send_seq, session_config, Rt, Transport,
 };
 use sotto_adapter_tests::workload::{eventually, seed, sleep, within};
 use sotto_tokio::{ConnError, OpenError, SessionEvent};
@@ -517,4 +517,60 @@ async fn a9_panicking_stream_ends_only_its_own_session() {
     let late = dial(Rt::Tokio, Endpoint::Tcp(addr), session_config()).await;
     drop(acc.accept().await.expect("the acceptor still accepts"));
     drop(late);
+}
+
+/// Every half of every connection in its own task on a 4-worker tokio runtime, so the
+/// application's tasks and the drivers take a session's lock from different threads at once
+/// (the contended path of the session lock: spinning, sleeping, waking), plus a task reading
+/// `stats()` and events in a loop, all through a proxy killing links. Exactly once, in
+/// order, on every connection, both ways. (Counted once with a temporary counter in the
+/// lock: a run takes the contended path a few hundred times and sleeps some 35 times.)
+#[test]
+fn tokio_multi_thread_tasks_contend_for_the_session_lock() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let seed = seed();
+        println!("seed {seed}");
+        let (acc, upstream) = listen(Rt::Tokio, Transport::Tcp, session_config()).await;
+        let proxy = proxy_to(upstream, Chaos { budget: (1, 64 << 10), ..Chaos::kills(seed, 10) });
+        let a = std::sync::Arc::new(dial(Rt::Tokio, proxy.endpoint.clone(), session_config()).await);
+        let b = acc.accept().await.expect("accept");
+        let pairs = within(LIMIT, "open", open_accept(&a, &b, 6)).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (a, stop) = (std::sync::Arc::clone(&a), std::sync::Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut looks = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = a.stats();
+                    while futures::FutureExt::now_or_never(a.next_event()).flatten().is_some() {}
+                    looks += 1;
+                    tokio::task::yield_now().await;
+                }
+                looks
+            })
+        };
+        let mut tasks = Vec::new();
+        for (tag, (x, y)) in pairs.into_iter().enumerate() {
+            let tag = tag as u32;
+            let (mut xt, mut xr) = x.split();
+            let (mut yt, mut yr) = y.split();
+            tasks.push(tokio::spawn(async move { send_seq(&mut xt, tag, 3000).await }));
+            tasks.push(tokio::spawn(async move { recv_seq(&mut yr, tag, 3000).await }));
+            tasks.push(tokio::spawn(async move { send_seq(&mut yt, tag, 3000).await }));
+            tasks.push(tokio::spawn(async move { recv_seq(&mut xr, tag, 3000).await }));
+        }
+        within(Duration::from_secs(60), "exchange on four workers", async {
+            for t in tasks {
+                t.await.expect("a sending or receiving task panicked");
+            }
+        })
+        .await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let looks = watcher.await.expect("watcher");
+        println!("kills {} stats looks {looks}", proxy.kills());
+        assert!(looks > 0);
+        assert!(proxy.kills() >= 3, "the proxy should have killed links");
+        assert_eq!(acc.stats().endpoint.sessions_created, 1, "every link resumed the one session");
+    });
 }
