@@ -20,6 +20,16 @@
 //!
 //! A panic while the lock is held unlocks it on unwind; like the crate's other locks, the
 //! lock is then usable (the core never panics on input, so its state is consistent).
+//!
+//! Limits, as for `std`'s futex mutex unless said otherwise:
+//! - not fair: a thread on the fast path can take the lock ahead of a woken sleeper (no
+//!   hand-off), so a sleeper's wait has no fixed bound under constant traffic;
+//! - taking it twice on one thread deadlocks (std's may panic instead);
+//! - while a sleeper is counted, every unlock pays a wake-up (a lock of `sleep` and a
+//!   `notify_one`), even if one is already on its way; and each sleeper looks again every
+//!   [`PARK_TIMEOUT`] while the lock stays busy.
+//!
+//! The guard is `!Send`, as std's, so a `Send` future cannot hold it across an `.await`.
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
@@ -70,7 +80,7 @@ impl<T> LeanMutex<T> {
         if !self.try_acquire() {
             self.lock_contended();
         }
-        LeanGuard { lock: self, _access: PhantomData }
+        LeanGuard { lock: self, _access: PhantomData, _not_send: PhantomData }
     }
 
     #[inline]
@@ -92,7 +102,9 @@ impl<T> LeanMutex<T> {
                 return;
             }
         }
-        self.waiters.fetch_add(1, Ordering::SeqCst);
+        // Relaxed: no ordering here closes the race with `unlock`'s unfenced load (that
+        // would take a fence on both sides); the timed wait covers it.
+        self.waiters.fetch_add(1, Ordering::Relaxed);
         let mut asleep = self.sleep.lock().unwrap_or_else(PoisonError::into_inner);
         while !self.try_acquire() {
             asleep = self.wake.wait_timeout(asleep, PARK_TIMEOUT).unwrap_or_else(PoisonError::into_inner).0;
@@ -129,16 +141,19 @@ impl<T: std::fmt::Debug> std::fmt::Debug for LeanMutex<T> {
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub(crate) struct LeanGuard<'a, T> {
     lock: &'a LeanMutex<T>,
-    /// Makes the guard `Sync` only for `T: Sync` (a shared guard hands out `&T`), and
-    /// `Send` for `T: Send`, as `&mut T` is.
+    /// Makes the guard `Sync` only for `T: Sync` (a shared guard hands out `&T`).
     _access: PhantomData<&'a mut T>,
+    /// Makes the guard `!Send`, as std's: a future holding it across an `.await` is then not
+    /// `Send`, so the crate's spawned futures cannot (they must be `Send`), and no thread
+    /// blocks on a lock held by a suspended task.
+    _not_send: PhantomData<std::sync::MutexGuard<'static, ()>>,
 }
 
 impl<T> Deref for LeanGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: this guard's thread holds the lock, so no other reference to the value
-        // exists until the guard is dropped.
+        // SAFETY: the guard exists only while the lock is held (acquired by its creation,
+        // released by its drop), so no other reference to the value exists meanwhile.
         unsafe { &*self.lock.value.get() }
     }
 }
@@ -212,6 +227,32 @@ mod tests {
         drop(g);
         waiter.join().expect("waiter");
         assert_eq!(*m.lock(), 1);
+        assert_eq!(m.waiters.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn several_sleeping_waiters_all_get_the_lock() {
+        const WAITERS: usize = 3;
+        let m = Arc::new(LeanMutex::new(0usize));
+        let g = m.lock();
+        let waiters: Vec<_> = (0..WAITERS)
+            .map(|_| {
+                let m = Arc::clone(&m);
+                std::thread::spawn(move || {
+                    *m.lock() += 1;
+                })
+            })
+            .collect();
+        let t = Instant::now();
+        while m.waiters.load(Ordering::SeqCst) < WAITERS {
+            assert!(t.elapsed() < Duration::from_secs(10), "the waiters never all slept");
+            std::thread::yield_now();
+        }
+        drop(g);
+        for w in waiters {
+            w.join().expect("waiter");
+        }
+        assert_eq!(*m.lock(), WAITERS);
         assert_eq!(m.waiters.load(Ordering::SeqCst), 0);
     }
 
