@@ -25,7 +25,7 @@ use sotto::wire::{ClientHello, HELLO_LEN};
 use sotto::{Instant, ResumeKey};
 
 use super::handle::SessionHandle;
-use super::home::{EpHome, EpHost, EpShared, SessDriverHost, SessionHome};
+use super::home::{EpHost, EpShared, Home, SessDriverHost};
 use crate::config::Config;
 use crate::driver::{Driver, Source};
 use crate::keys::fresh_key;
@@ -306,8 +306,8 @@ impl<R: Runtime> EpRouting<R> {
             After::Nothing => {}
             After::Reject(io) => l.reject(io, p),
             After::Spawn(handle) => {
-                let home: Arc<dyn SessionHome> = Arc::new(EpHome { ep: Arc::clone(&self.ep), handle });
-                let host = Arc::new(SessDriverHost::<S>::new(Arc::clone(&home)));
+                let home = Home::Ep(Arc::clone(&self.ep), handle);
+                let host = Arc::new(SessDriverHost::<S>::new(home.clone()));
                 let driver = Driver::<R, S, SessDriverHost<S>>::new(&l.rt, host, Source::Mailbox, l.config);
                 let task = l.rt.spawn(crate::tasks::isolated(driver));
                 let session = SessionHandle::new(home, task);

@@ -24,7 +24,7 @@ use sotto::session::{CommandError, ConnId};
 use sotto::SessionEnd;
 
 use super::handle::end_of;
-use super::home::SessionHome;
+use super::home::Home;
 use super::inbox::Inbox;
 use super::staging::Staging;
 use super::state::{self, Phase};
@@ -65,7 +65,7 @@ impl std::error::Error for ConnError {}
 
 /// What both halves share; the last one dropped closes the connection.
 struct ConnShared {
-    home: Arc<dyn SessionHome>,
+    home: Home,
     id: ConnId,
     metadata: Bytes,
 }
@@ -96,7 +96,7 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(home: Arc<dyn SessionHome>, id: ConnId, metadata: Bytes, release_at: usize) -> Self {
+    pub(crate) fn new(home: Home, id: ConnId, metadata: Bytes, release_at: usize) -> Self {
         let shared = Arc::new(ConnShared { home, id, metadata });
         Self {
             tx: ConnSender { shared: Arc::clone(&shared), staged: Staging::default() },

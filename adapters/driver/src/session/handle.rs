@@ -13,7 +13,7 @@ use sotto::session::{CommandError, ConnId, Session};
 use sotto::{Role, SessionEnd};
 
 use super::conn::Connection;
-use super::home::{OwnHome, SessDriverHost, SessionHome};
+use super::home::{Home, OwnHome, SessDriverHost};
 use super::state::{self, ConnSlot, Owed, Phase, SessState, DROPPED_OPEN_CODE};
 use crate::config::Config;
 use crate::dialer::{DialFuture, Dialer};
@@ -151,7 +151,7 @@ pub(crate) fn end_of(s: &Session, st: &SessState) -> SessionEnd {
 /// graceful close too (GOODBYE once queued data is out, bounded by `drain_timeout`), after
 /// which the session's task ends; connections still held then fail with `Ended`.
 pub struct SessionHandle {
-    home: Arc<dyn SessionHome>,
+    home: Home,
     task: Option<TaskGuard>,
 }
 
@@ -162,7 +162,7 @@ impl std::fmt::Debug for SessionHandle {
 }
 
 impl SessionHandle {
-    pub(crate) fn new(home: Arc<dyn SessionHome>, task: TaskGuard) -> Self {
+    pub(crate) fn new(home: Home, task: TaskGuard) -> Self {
         Self { home, task: Some(task) }
     }
 
@@ -221,7 +221,7 @@ impl SessionHandle {
         .await;
         guard.armed = false;
         match metadata {
-            Ok(metadata) => Ok(Connection::new(Arc::clone(&self.home), id, metadata, self.release_at())),
+            Ok(metadata) => Ok(Connection::new(self.home.clone(), id, metadata, self.release_at())),
             Err(e) => {
                 let mut l = self.home.lock();
                 l.parts().1.conns.remove(&id);
@@ -251,7 +251,7 @@ impl SessionHandle {
             Poll::Pending
         })
         .await?;
-        Ok(IncomingOpen { home: Arc::clone(&self.home), id, metadata, answered: false, release_at: self.release_at() })
+        Ok(IncomingOpen { home: self.home.clone(), id, metadata, answered: false, release_at: self.release_at() })
     }
 
     /// The next link event, or `None` once the session is over and every event was read.
@@ -392,7 +392,7 @@ impl Drop for SessionHandle {
 
 /// Closes a connection whose `open` was cancelled before the answer.
 struct OpenGuard<'a> {
-    home: &'a Arc<dyn SessionHome>,
+    home: &'a Home,
     id: ConnId,
     armed: bool,
 }
@@ -411,7 +411,7 @@ impl Drop for OpenGuard<'_> {
 /// A connection the peer wants to open. Answer with [`accept`](Self::accept) or
 /// [`reject`](Self::reject); dropping it rejects it (code 0x100, no metadata).
 pub struct IncomingOpen {
-    home: Arc<dyn SessionHome>,
+    home: Home,
     id: ConnId,
     metadata: Bytes,
     answered: bool,
@@ -454,7 +454,7 @@ impl IncomingOpen {
         })
         .await
         .inspect(|()| self.answered = true)?;
-        Ok(Connection::new(Arc::clone(&self.home), id, self.metadata.clone(), self.release_at))
+        Ok(Connection::new(self.home.clone(), id, self.metadata.clone(), self.release_at))
     }
 
     /// Reject the connection with `code` and `metadata`. Waits for room in the replay ring.
@@ -525,10 +525,10 @@ where
     Fut: Future<Output = io::Result<S>> + Send + 'static,
 {
     let session = Session::new(Role::Initiator, config.session_config(), &[]).map_err(ConnectError::Config)?;
-    let home: Arc<dyn SessionHome> = Arc::new(OwnHome::new(session, SessState::new(&config)));
+    let home = Home::Own(Arc::new(OwnHome::new(session, SessState::new(&config))));
     let dial = Box::new(move || -> DialFuture<S> { Box::pin(connector()) });
     let dialer = Dialer::new(dial, &config, StdInstant::now());
-    let host = Arc::new(SessDriverHost::<S>::new(Arc::clone(&home)));
+    let host = Arc::new(SessDriverHost::<S>::new(home.clone()));
     let driver = Driver::<R, S, SessDriverHost<S>>::new(&rt, host, Source::Dialer(dialer), config);
     let task = rt.spawn(crate::tasks::isolated(driver));
     let handle = SessionHandle::new(home, task);

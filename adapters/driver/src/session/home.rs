@@ -27,12 +27,35 @@ use crate::host::{Host, Locked};
 use crate::lean_mutex::{LeanGuard, LeanMutex};
 use crate::shared::{Clock, Common};
 
-/// A session's lock, as its handles reach it.
-pub(crate) trait SessionHome: Send + Sync + 'static {
+/// Where a session lives, as its handles and its driver reach it: an enum rather than a
+/// trait object, so that `lock` inlines into the send path (no indirect call, and the
+/// variant is known to `SessLock`'s matches that follow).
+#[derive(Clone)]
+pub(crate) enum Home {
+    /// An initiator's session.
+    Own(Arc<OwnHome>),
+    /// One session of an acceptor's endpoint.
+    Ep(Arc<EpShared>, EpHandle),
+}
+
+impl Home {
     /// Lock the session and its state.
-    fn lock(&self) -> SessLock<'_>;
+    #[inline]
+    pub(crate) fn lock(&self) -> SessLock<'_> {
+        match self {
+            Self::Own(h) => SessLock::Own(h.inner.lock()),
+            Self::Ep(ep, handle) => SessLock::Ep(ep.lock(), *handle),
+        }
+    }
+
     /// The session's clock.
-    fn clock(&self) -> &Clock;
+    #[inline]
+    pub(crate) fn clock(&self) -> &Clock {
+        match self {
+            Self::Own(h) => &h.clock,
+            Self::Ep(ep, _) => &ep.clock,
+        }
+    }
 }
 
 /// An initiator's session and its state.
@@ -52,15 +75,6 @@ pub(crate) struct OwnHome {
 impl OwnHome {
     pub(crate) fn new(session: Session, state: SessState) -> Self {
         Self { inner: LeanMutex::new(Owned { session, state }), clock: Clock::new() }
-    }
-}
-
-impl SessionHome for OwnHome {
-    fn lock(&self) -> SessLock<'_> {
-        SessLock::Own(self.inner.lock())
-    }
-    fn clock(&self) -> &Clock {
-        &self.clock
     }
 }
 
@@ -173,21 +187,6 @@ impl EpShared {
     }
 }
 
-/// One session of an acceptor's endpoint.
-pub(crate) struct EpHome {
-    pub(crate) ep: Arc<EpShared>,
-    pub(crate) handle: EpHandle,
-}
-
-impl SessionHome for EpHome {
-    fn lock(&self) -> SessLock<'_> {
-        SessLock::Ep(self.ep.lock(), self.handle)
-    }
-    fn clock(&self) -> &Clock {
-        &self.ep.clock
-    }
-}
-
 /// A locked session, wherever it lives.
 pub(crate) enum SessLock<'a> {
     /// An initiator's.
@@ -254,12 +253,12 @@ fn light_drain(
 
 /// The driver's view of a session: its home, and the stream type its links carry.
 pub(crate) struct SessDriverHost<S> {
-    home: Arc<dyn SessionHome>,
+    home: Home,
     _stream: PhantomData<fn() -> S>,
 }
 
 impl<S> SessDriverHost<S> {
-    pub(crate) fn new(home: Arc<dyn SessionHome>) -> Self {
+    pub(crate) fn new(home: Home) -> Self {
         Self { home, _stream: PhantomData }
     }
 }
