@@ -62,9 +62,8 @@
 //! the core endpoint hosts session-layer sessions, not bare conduits.
 //!
 //! The session's lock is `lean_mutex::LeanMutex`, not `std::sync::Mutex`: every `send` takes
-//! it once, and its uncontended unlock is one release store instead of an atomic swap (at
-//! 16-byte messages that swap was about a tenth of the per-message cost; see
-//! docs/benchmarks.md). It is the only `unsafe` code in the workspace (an `UnsafeCell` behind
+//! it once, and its uncontended unlock is one release store instead of an atomic swap
+//! (without that swap, sotto's 16-byte `send` rate rose 10-20 %; see docs/benchmarks.md). It is the only `unsafe` code in the workspace (an `UnsafeCell` behind
 //! the lock); CI runs its tests under Miri. Everything else here is `deny(unsafe_code)`.
 //!
 //! Applications use `sotto-tokio` or `sotto-smol`, which re-export the types of this crate.

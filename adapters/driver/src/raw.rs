@@ -2,7 +2,6 @@
 //! itself (the handle calls `send`/`close` on it directly, so an item is copied once, into the
 //! replay ring), the bounded inbound queue, and the driver-managed [`Common`] fields.
 
-use crate::lean_mutex::{LeanGuard, LeanMutex};
 use std::collections::VecDeque;
 
 use bytes::Bytes;
@@ -12,6 +11,7 @@ use sotto::wire::ClientHello;
 use sotto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
 
 use crate::host::{Host, Locked};
+use crate::lean_mutex::{LeanGuard, LeanMutex};
 use crate::shared::{Clock, Common, WakerList};
 
 /// Everything behind a raw session's lock.
@@ -71,7 +71,7 @@ impl Shared {
         }
     }
 
-    /// Lock the state (see [`Host::lock`] on poisoning).
+    /// Lock the state (see [`Host::lock`] on panics under the lock).
     pub(crate) fn lock_inner(&self) -> LeanGuard<'_, Inner> {
         self.inner.lock()
     }
