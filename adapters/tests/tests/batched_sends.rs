@@ -1,7 +1,8 @@
 //! Sending in bursts: `ConnSender::send_many` (a prefix of a slice under one lock, like a
 //! short `write`) and the connection's `Sink` (messages staged until a flush, a full stage,
 //! a close or a drop). Each test checks what reaches the peer, in order, and that an error
-//! is reported where the API says, never swallowed.
+//! is reported where the API says, never swallowed. And the other end of a burst: a reader
+//! handed a whole window yields once after giving credit back.
 
 use std::time::Duration;
 
@@ -224,4 +225,56 @@ async fn a2_cancelled_sends_lose_and_duplicate_nothing() {
     println!("{cancelled} sends cancelled while waiting");
     let extra = tokio::time::timeout(Duration::from_millis(150), rx.recv()).await;
     assert!(extra.is_err(), "a cancelled send went out after all: {extra:?}");
+}
+
+/// Counts its wake-ups.
+struct WakeCount(std::sync::atomic::AtomicUsize);
+
+impl futures::task::ArcWake for WakeCount {
+    fn wake_by_ref(arc_self: &std::sync::Arc<Self>) {
+        arc_self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A burst received whole: the reader yields once (`Pending`, its task already woken) right
+/// after the message whose credit release queued a grant to the peer, then goes on; every
+/// message arrives once, in order. (The yield lets the driver send the grant while the rest
+/// is read; see `ConnReceiver::recv`.)
+#[tokio::test]
+async fn a_reader_yields_once_after_giving_credit_back() {
+    // 256 messages of 16 B spend a 4 KiB window (16 credit each). The reader gives credit
+    // back every quarter window (64 messages); the core sends a grant once half the window
+    // is owed: after message 128, with 128 still queued (a yield), and after message 256,
+    // with none (no yield).
+    const N: u64 = 256;
+    let (mut x, y, _a, _b) = one_connection(4 << 10).await;
+    let items: Vec<Bytes> = (0..N).map(|i| Bytes::from(format!("{i:016}"))).collect();
+    let mut at = 0;
+    while at < items.len() {
+        at += within(LIMIT, "send_many", x.send_many(&items[at..])).await.expect("send_many");
+    }
+    // All of it reaches the peer's queue (loopback).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_yt, mut yr) = y.split();
+    let count = std::sync::Arc::new(WakeCount(std::sync::atomic::AtomicUsize::new(0)));
+    let waker = futures::task::waker(std::sync::Arc::clone(&count));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let (mut got, mut yields, mut waits) = (0u64, 0, 0);
+    while got < N {
+        let before = count.0.load(std::sync::atomic::Ordering::SeqCst);
+        match yr.poll_recv(&mut cx) {
+            std::task::Poll::Ready(m) => {
+                assert_eq!(m.expect("message"), items[got as usize], "message {got}");
+                got += 1;
+            }
+            std::task::Poll::Pending if count.0.load(std::sync::atomic::Ordering::SeqCst) > before => yields += 1,
+            std::task::Poll::Pending => {
+                waits += 1;
+                assert!(waits < 100, "messages stopped arriving at {got}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    assert_eq!(waits, 0, "the whole burst was queued before reading");
+    assert_eq!(yields, 1, "one grant queued with messages still waiting");
 }

@@ -107,6 +107,7 @@ impl Connection {
                 unreleased_bytes: 0,
                 credit_floor: 0,
                 release_at,
+                yield_next: false,
                 done: None,
                 partial: Bytes::new(),
             },
@@ -406,6 +407,9 @@ pub struct ConnReceiver {
     /// the session whenever the queue is taken.
     credit_floor: usize,
     release_at: usize,
+    /// A credit grant was queued while messages were handed out from the local queue, and
+    /// more wait: the next `poll_recv` yields once first (see [`recv`](Self::recv)).
+    yield_next: bool,
     /// Why the stream ended, once it has.
     done: Option<ConnError>,
     /// The unread rest of a message that [`AsyncRead`](futures::io::AsyncRead) took in part
@@ -428,6 +432,13 @@ impl ConnReceiver {
 
     /// The next message. Cancel-safe. After the connection or the session ended, the
     /// messages already delivered are still returned, then the reason.
+    ///
+    /// Cooperative, as tokio's budgeted resources are: when handing out a message gives the
+    /// peer a credit grant (about once per half window) and more messages are waiting, the
+    /// next call returns `Pending` once, with the task already woken, so that the session's
+    /// driver can send the grant while the rest are read. On one thread this keeps the peer's
+    /// sender busy instead of letting the whole pipeline drain once per window. A loop that
+    /// polls without waiting (`now_or_never`) can see such a `Pending` with messages queued.
     pub async fn recv(&mut self) -> Result<Bytes, ConnError> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
@@ -443,11 +454,16 @@ impl ConnReceiver {
         if !self.partial.is_empty() {
             return Poll::Ready(Ok(std::mem::take(&mut self.partial)));
         }
+        if self.yield_next {
+            self.yield_next = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         if let Some(item) = self.local.pop() {
             self.taken(item.len());
             if self.unreleased >= self.release_at {
                 let shared = Arc::clone(&self.shared);
-                self.release(&mut shared.home.lock());
+                self.yield_next = self.release(&mut shared.home.lock()) && !self.local.is_empty();
             }
             return Poll::Ready(Ok(item));
         }
@@ -498,9 +514,10 @@ impl ConnReceiver {
     }
 
     /// Give the credit for what the application took back to the core.
-    fn release(&mut self, l: &mut super::home::SessLock<'_>) {
+    /// Give back the credit of what was handed out; `true` if that queued a grant.
+    fn release(&mut self, l: &mut super::home::SessLock<'_>) -> bool {
         if self.unreleased == 0 {
-            return;
+            return false;
         }
         let (s, st) = l.parts();
         let before = s.conduit().items_sent();
@@ -511,7 +528,9 @@ impl ConnReceiver {
         if s.conduit().items_sent() != before {
             // A credit grant was queued: the driver transmits it.
             st.common.wake_driver();
+            return true;
         }
+        false
     }
 }
 
