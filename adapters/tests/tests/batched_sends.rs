@@ -242,12 +242,12 @@ impl futures::task::ArcWake for WakeCount {
 /// is read; see `ConnReceiver::recv`.)
 #[tokio::test]
 async fn a_reader_yields_once_after_giving_credit_back() {
-    // 256 messages of 16 B spend a 4 KiB window (16 credit each). The reader gives credit
-    // back every quarter window (64 messages); the core sends a grant once half the window
-    // is owed: after message 128, with 128 still queued (a yield), and after message 256,
-    // with none (no yield).
-    const N: u64 = 256;
-    let (mut x, y, _a, _b) = one_connection(4 << 10).await;
+    // 4096 messages of 16 B spend a 64 KiB window (16 credit each). The reader gives credit
+    // back every quarter window (1024 messages); the core sends a grant once half the
+    // window is owed: after message 2048, with 2048 still queued (a backlog: a yield), and
+    // after message 4096, with none (no yield).
+    const N: u64 = 4096;
+    let (mut x, y, _a, _b) = one_connection(64 << 10).await;
     let items: Vec<Bytes> = (0..N).map(|i| Bytes::from(format!("{i:016}"))).collect();
     let mut at = 0;
     while at < items.len() {
