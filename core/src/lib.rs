@@ -67,7 +67,8 @@
 //! let mut at_a = Vec::new();
 //! let now = Instant::ZERO;
 //!
-//! // First link. The acceptor's resume key comes from the driver (adapters use getrandom).
+//! // First link. The acceptor's resume key comes from the driver (the adapters draw it
+//! // from the OS random source).
 //! a.link = Some(a.conduit.link_up(now, ResumeKey::ZERO));
 //! b.link = Some(b.conduit.link_up(now, ResumeKey([1; 16])));
 //! for i in 0..3u8 {

@@ -71,7 +71,7 @@ impl From<Duration> for core::time::Duration {
 
 /// A point in time: nanoseconds since an arbitrary origin fixed by the driver.
 ///
-/// Drivers usually keep a `std::time::Instant` origin and pass
+/// Drivers usually keep an origin from the standard library's monotonic clock and pass
 /// `Instant::from_nanos(origin.elapsed().as_nanos() as u64)`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]

@@ -154,10 +154,7 @@ impl Smol {
     /// [`serve_tcp`] on this executor.
     pub fn serve_tcp(&self, listener: smol::net::TcpListener, config: Config) -> Result<Acceptor, ConfigError> {
         let incoming = futures::stream::unfold(listener, |l| async move {
-            let r = l.accept().await.map(|(s, _)| {
-                let _ = s.set_nodelay(true);
-                s
-            });
+            let r = accept_nodelay(&l).await.map(|(s, _)| s);
             Some((r, l))
         });
         self.serve(incoming, config)
@@ -198,10 +195,7 @@ impl Smol {
         config: Config,
     ) -> Result<SessionAcceptor, ConfigError> {
         let incoming = futures::stream::unfold(listener, |l| async move {
-            let r = l.accept().await.map(|(s, addr)| {
-                let _ = s.set_nodelay(true);
-                (FuturesIo(s), source_of(&addr))
-            });
+            let r = accept_nodelay(&l).await.map(|(s, addr)| (FuturesIo(s), source_of(&addr)));
             Some((r, l))
         });
         sotto_driver::serve_sessions(self.clone(), incoming, config)
@@ -229,6 +223,14 @@ impl Smol {
         use futures::stream::StreamExt;
         sotto_driver::serve_sessions(self.clone(), incoming.map(|r| r.map(|s| (FuturesIo(s), 0))), config)
     }
+}
+
+/// The next TCP stream from `listener`, with `TCP_NODELAY` set (writes are already batched;
+/// a failure to set it leaves the stream usable).
+async fn accept_nodelay(listener: &smol::net::TcpListener) -> io::Result<(smol::net::TcpStream, std::net::SocketAddr)> {
+    let (s, addr) = listener.accept().await?;
+    let _ = s.set_nodelay(true);
+    Ok((s, addr))
 }
 
 /// The application's connector, its streams wrapped for the driver.

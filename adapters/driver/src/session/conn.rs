@@ -445,9 +445,9 @@ impl ConnReceiver {
     /// peer a credit grant (about once per half window) and a long backlog is still queued
     /// here (a thousand messages or more), the next call returns `Pending` once, with the
     /// task already woken, so that the session's driver can send the grant while the rest
-    /// are read. On one thread this keeps the peer's
-    /// sender busy instead of letting the whole pipeline drain once per window. A loop that
-    /// polls without waiting (`now_or_never`) can see such a `Pending` with messages queued.
+    /// are read. On one thread this keeps the peer's sender busy instead of letting the
+    /// whole pipeline drain once per window. A loop that polls without waiting
+    /// (`now_or_never`) can see such a `Pending` with messages queued.
     pub async fn recv(&mut self) -> Result<Bytes, ConnError> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
@@ -522,8 +522,8 @@ impl ConnReceiver {
         self.unreleased_bytes += len;
     }
 
-    /// Give the credit for what the application took back to the core.
-    /// Give back the credit of what was handed out; `true` if that queued a grant.
+    /// Give the credit for what the application took back to the core; `true` if that
+    /// queued a credit grant to the peer.
     fn release(&mut self, l: &mut super::home::SessLock<'_>) -> bool {
         if self.unreleased == 0 {
             return false;
