@@ -1,7 +1,7 @@
 //! In-memory benchmark of two cores (no I/O): one-way throughput of a conduit pair and of a
 //! session pair (1 and 100 connections), with allocations counted per message.
 //!
-//! Run: `cargo bench -p sotto --bench core_pair` (release). Prints one line per case with the
+//! Run: `cargo bench -p sotto-proto --bench core_pair` (release). Prints one line per case with the
 //! median of several runs; `SOTTO_BENCH_MSGS` scales the message count, `SOTTO_BENCH_ONLY`
 //! picks one case (`conduit16`, `session16x100`, ...), `SOTTO_BENCH_BATCH_BYTES=0` turns
 //! DataBatch off, `SOTTO_BENCH_UNPAIRED=1` skips the
@@ -12,9 +12,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant as StdInstant;
 
-use sotto::session::{Incoming, Session, SessionConfig};
-use sotto::stream::{FrameSplitter, WriteBatch};
-use sotto::{Conduit, ConduitConfig, Instant, ResumeKey, Role};
+use sotto_proto::session::{Incoming, Session, SessionConfig};
+use sotto_proto::stream::{FrameSplitter, WriteBatch};
+use sotto_proto::{Conduit, ConduitConfig, Instant, ResumeKey, Role};
 
 struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -38,14 +38,14 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 /// Anything with the driver-facing surface the pump needs.
-trait Machine: sotto::stream::FrameSource {
-    fn feed(&mut self, now: Instant, link: sotto::LinkId, msg: &[u8]) -> usize;
+trait Machine: sotto_proto::stream::FrameSource {
+    fn feed(&mut self, now: Instant, link: sotto_proto::LinkId, msg: &[u8]) -> usize;
     fn drain_events(&mut self);
     fn timeout(&mut self, now: Instant);
 }
 
 impl Machine for Conduit {
-    fn feed(&mut self, now: Instant, link: sotto::LinkId, msg: &[u8]) -> usize {
+    fn feed(&mut self, now: Instant, link: sotto_proto::LinkId, msg: &[u8]) -> usize {
         match self.handle_message(now, link, msg) {
             Ok(Some(item)) => {
                 std::hint::black_box(item);
@@ -63,7 +63,7 @@ impl Machine for Conduit {
 }
 
 impl Machine for Session {
-    fn feed(&mut self, now: Instant, link: sotto::LinkId, msg: &[u8]) -> usize {
+    fn feed(&mut self, now: Instant, link: sotto_proto::LinkId, msg: &[u8]) -> usize {
         match self.handle_message(now, link, msg) {
             Ok(Some(Incoming::Data { conn, payload })) => {
                 let n = std::hint::black_box(payload).len();
@@ -90,7 +90,7 @@ impl Machine for Session {
 
 struct Wire<M> {
     m: M,
-    link: sotto::LinkId,
+    link: sotto_proto::LinkId,
     out: WriteBatch<Vec<u8>>,
 }
 
@@ -192,7 +192,7 @@ fn run<A: Machine, B: Machine>(
         }
         delivered += transfer(now, a, b, &split) as u64;
         // Let acks (and grants) flow back: advance time past ack_delay when needed.
-        now = now.saturating_add(sotto::Duration::from_millis(30));
+        now = now.saturating_add(sotto_proto::Duration::from_millis(30));
         b.m.timeout(now);
         a.m.timeout(now);
         transfer(now, b, a, &split);

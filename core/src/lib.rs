@@ -34,7 +34,7 @@
 //! peer had not received:
 //!
 //! ```
-//! use sotto::{Conduit, ConduitConfig, Event, Instant, LinkId, ResumeKey, Role};
+//! use sotto_proto::{Conduit, ConduitConfig, Event, Instant, LinkId, ResumeKey, Role};
 //!
 //! /// One side's view of the link: messages in flight to the other side.
 //! struct Side {

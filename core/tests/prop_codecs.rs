@@ -8,8 +8,8 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use sotto::wire::varint::{decode_varint, encode_varint, varint_len, MAX_VARINT_LEN};
-use sotto::wire::{
+use sotto_proto::wire::varint::{decode_varint, encode_varint, varint_len, MAX_VARINT_LEN};
+use sotto_proto::wire::{
     next_message_extent, ClientHello, DataHeader, Frame, FramingError, LinkDecoder, Message, ResumeKey, ServerHello,
     HELLO_LEN,
 };

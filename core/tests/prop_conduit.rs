@@ -16,8 +16,8 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use sotto::conduit::{ConduitStats, SendError};
-use sotto::{Conduit, ConduitConfig, Duration, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
+use sotto_proto::conduit::{ConduitStats, SendError};
+use sotto_proto::{Conduit, ConduitConfig, Duration, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
 use std::collections::VecDeque;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

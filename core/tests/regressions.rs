@@ -2,7 +2,7 @@
 //! interop tests (interop/). Each names what found it and the input that did, reduced to its
 //! essence.
 
-use sotto::wire::{ResumeKey, ServerHello, WireError};
+use sotto_proto::wire::{ResumeKey, ServerHello, WireError};
 
 /// `hello_decode`: a REJECTED ServerHello that also carried EXT (or a position, or a key)
 /// decoded as the canonical `ServerHello::rejected()`, dropping those fields, so
@@ -33,8 +33,13 @@ fn fuzz_hello_decode_rejected_server_hello_round_trips() {
 
 /// Move every frame between `a` and `b` (one link each) until nothing moves; returns the
 /// largest frame seen.
-fn pump(a: &mut sotto::Conduit, b: &mut sotto::Conduit, la: sotto::LinkId, lb: sotto::LinkId) -> usize {
-    let now = sotto::Instant::ZERO;
+fn pump(
+    a: &mut sotto_proto::Conduit,
+    b: &mut sotto_proto::Conduit,
+    la: sotto_proto::LinkId,
+    lb: sotto_proto::LinkId,
+) -> usize {
+    let now = sotto_proto::Instant::ZERO;
     let mut buf = vec![0u8; a.max_transmit_len().max(b.max_transmit_len())];
     let mut largest = 0;
     for _ in 0..100 {
@@ -51,13 +56,13 @@ fn pump(a: &mut sotto::Conduit, b: &mut sotto::Conduit, la: sotto::LinkId, lb: s
         }
         while let Some(e) = a.poll_event() {
             moved = true;
-            if let sotto::Event::DropLink { link, .. } = e {
+            if let sotto_proto::Event::DropLink { link, .. } = e {
                 a.link_down(now, link);
             }
         }
         while let Some(e) = b.poll_event() {
             moved = true;
-            if let sotto::Event::DropLink { link, .. } = e {
+            if let sotto_proto::Event::DropLink { link, .. } = e {
                 b.link_down(now, link);
             }
         }
@@ -75,10 +80,11 @@ fn pump(a: &mut sotto::Conduit, b: &mut sotto::Conduit, la: sotto::LinkId, lb: s
 /// is now cut to fit one frame.
 #[test]
 fn fuzz_conduit_close_reason_longer_than_a_frame() {
-    let cfg = sotto::ConduitConfig { max_frame_len: 64, replay_bytes: 64, ..sotto::ConduitConfig::default() };
-    let now = sotto::Instant::ZERO;
-    let mut a = sotto::Conduit::new(sotto::Role::Initiator, cfg).expect("config");
-    let mut b = sotto::Conduit::new(sotto::Role::Acceptor, cfg).expect("config");
+    let cfg =
+        sotto_proto::ConduitConfig { max_frame_len: 64, replay_bytes: 64, ..sotto_proto::ConduitConfig::default() };
+    let now = sotto_proto::Instant::ZERO;
+    let mut a = sotto_proto::Conduit::new(sotto_proto::Role::Initiator, cfg).expect("config");
+    let mut b = sotto_proto::Conduit::new(sotto_proto::Role::Acceptor, cfg).expect("config");
     let la = a.link_up(now, ResumeKey::ZERO);
     let lb = b.link_up(now, ResumeKey([9; 16]));
     pump(&mut a, &mut b, la, lb);
@@ -88,8 +94,8 @@ fn fuzz_conduit_close_reason_longer_than_a_frame() {
     let largest = pump(&mut a, &mut b, la, lb);
     assert!(!a.has_transmit());
     assert!(largest <= 64);
-    assert_eq!(a.ended(), Some(sotto::SessionEnd::LocalClose { code: 0x1234 }));
-    assert_eq!(b.ended(), Some(sotto::SessionEnd::PeerGoodbye { code: 0x1234 }));
+    assert_eq!(a.ended(), Some(sotto_proto::SessionEnd::LocalClose { code: 0x1234 }));
+    assert_eq!(b.ended(), Some(sotto_proto::SessionEnd::PeerGoodbye { code: 0x1234 }));
     let (code, text) = b.peer_goodbye().expect("goodbye received");
     assert_eq!(code, 0x1234);
     // 64 - kind byte - 3-byte varint = 60 bytes: 30 whole chars.
@@ -98,12 +104,12 @@ fn fuzz_conduit_close_reason_longer_than_a_frame() {
 
 /// A peer's ClientHello, as a vox initiator (`ext: false`) or a sotto one sends it.
 fn client_hello(key: Option<ResumeKey>, ext: bool) -> [u8; 25] {
-    sotto::wire::ClientHello { resume_key: key, last_received: None, ext }.encode()
+    sotto_proto::wire::ClientHello { resume_key: key, last_received: None, ext }.encode()
 }
 
 /// A data frame from the peer, base form or extended.
 fn data_frame(seq: u32, ext: bool) -> Vec<u8> {
-    let f = sotto::wire::Frame::Data { seq, ack: None, item: b"\x01x" };
+    let f = sotto_proto::wire::Frame::Data { seq, ack: None, item: b"\x01x" };
     let mut out = vec![0; f.encoded_len(ext)];
     let n = f.encode(ext, &mut out).expect("room");
     out.truncate(n);
@@ -111,9 +117,9 @@ fn data_frame(seq: u32, ext: bool) -> Vec<u8> {
 }
 
 /// Run the acceptor's outputs dry (the frames go nowhere); returns its events.
-fn drain(a: &mut sotto::Conduit) -> Vec<sotto::Event> {
+fn drain(a: &mut sotto_proto::Conduit) -> Vec<sotto_proto::Event> {
     let mut buf = vec![0; a.max_transmit_len()];
-    while a.poll_transmit(sotto::Instant::ZERO, &mut buf).is_some() {}
+    while a.poll_transmit(sotto_proto::Instant::ZERO, &mut buf).is_some() {}
     std::iter::from_fn(|| a.poll_event()).collect()
 }
 
@@ -127,10 +133,11 @@ fn drain(a: &mut sotto::Conduit) -> Vec<sotto::Event> {
 /// frame still retires it (R15).
 #[test]
 fn interop_vox_resumes_with_the_old_key_after_a_replay_cut_short() {
-    let now = sotto::Instant::ZERO;
+    let now = sotto_proto::Instant::ZERO;
     let k = |b: u8| ResumeKey([b; 16]);
     for ext in [false, true] {
-        let mut a = sotto::Conduit::new(sotto::Role::Acceptor, sotto::ConduitConfig::default()).expect("config");
+        let mut a = sotto_proto::Conduit::new(sotto_proto::Role::Acceptor, sotto_proto::ConduitConfig::default())
+            .expect("config");
         // Link 1: fresh session, key K1 issued, one item delivered.
         let l1 = a.link_up(now, k(1));
         assert_eq!(a.handle_message(now, l1, &client_hello(None, ext)), Ok(None));
@@ -156,7 +163,7 @@ fn interop_vox_resumes_with_the_old_key_after_a_replay_cut_short() {
             continue;
         }
         assert_eq!(r, Ok(false), "base form: K1 must stay valid until K2 (or a newer key) is presented");
-        assert!(events.iter().any(|e| matches!(e, sotto::Event::Attached { resumed: true, .. })), "{events:?}");
+        assert!(events.iter().any(|e| matches!(e, sotto_proto::Event::Attached { resumed: true, .. })), "{events:?}");
         assert!(a.handle_message(now, l3, &data_frame(2, ext)).expect("frame").is_some());
         a.link_down(now, l3);
         drain(&mut a);

@@ -253,7 +253,7 @@ fn build_report(
     run: Stats,
     timings: &[(bool, ResumeTiming)],
     (sa, sb): (&sotto_tokio::SessionStats, &sotto_tokio::SessionStats),
-    (initiator_end, acceptor_end): (sotto::SessionEnd, String),
+    (initiator_end, acceptor_end): (sotto_proto::SessionEnd, String),
 ) -> Report {
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::SeqCst);
     let kills: Vec<Instant> = proxy.log.kills.lock().map(|k| k.clone()).unwrap_or_default();

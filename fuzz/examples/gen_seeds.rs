@@ -14,8 +14,8 @@
 //! Run: `cargo run --manifest-path fuzz/Cargo.toml --example gen_seeds` (deterministic; it
 //! rewrites the same files).
 
-use sotto::wire::{Frame, HELLO_LEN};
-use sotto::{Conduit, ConduitConfig, Duration, Event, Instant, LinkId, ResumeKey, Role};
+use sotto_proto::wire::{Frame, HELLO_LEN};
+use sotto_proto::{Conduit, ConduitConfig, Duration, Event, Instant, LinkId, ResumeKey, Role};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -400,8 +400,8 @@ fn session_script_config(role: u8) -> Vec<u8> {
 /// `session_receive` script that replays its view: the peer's messages (op 2, raw), its own
 /// commands (the script's ops), link changes and time.
 struct SessionCapture {
-    a: sotto::session::Session,
-    b: sotto::session::Session,
+    a: sotto_proto::session::Session,
+    b: sotto_proto::session::Session,
     la: Option<LinkId>,
     lb: Option<LinkId>,
     now: Instant,
@@ -421,8 +421,8 @@ impl SessionCapture {
             sotto_fuzz::session_single::session_config_from(&mut sotto_fuzz::script::Script::new(&b_cfg));
         assert_eq!((ra, rb), (Role::Initiator, Role::Acceptor));
         Self {
-            a: sotto::session::Session::new(ra, ca, &ma).expect("config"),
-            b: sotto::session::Session::new(rb, cb, &mb).expect("config"),
+            a: sotto_proto::session::Session::new(ra, ca, &ma).expect("config"),
+            b: sotto_proto::session::Session::new(rb, cb, &mb).expect("config"),
             la: None,
             lb: None,
             now: Instant::ZERO,
@@ -469,7 +469,7 @@ impl SessionCapture {
     }
 
     /// A command on side `side` (0 = A), recorded as the script op `op`.
-    fn cmd(&mut self, side: usize, op: &[u8], f: impl FnOnce(&mut sotto::session::Session, Instant)) {
+    fn cmd(&mut self, side: usize, op: &[u8], f: impl FnOnce(&mut sotto_proto::session::Session, Instant)) {
         let now = self.now;
         f(if side == 0 { &mut self.a } else { &mut self.b }, now);
         self.scripts[side].extend_from_slice(op);
@@ -504,7 +504,7 @@ impl SessionCapture {
                 }
                 while let Some(e) = from.poll_event() {
                     moved = true;
-                    if let sotto::session::SessionEvent::Conduit(Event::DropLink { link, .. }) = e {
+                    if let sotto_proto::session::SessionEvent::Conduit(Event::DropLink { link, .. }) = e {
                         from.link_down(self.now, link);
                         if side == 0 && self.la == Some(link) {
                             self.la = None;
@@ -524,7 +524,7 @@ impl SessionCapture {
 }
 
 fn session_seeds(w: &mut Writer) {
-    use sotto::session::ROOT;
+    use sotto_proto::session::ROOT;
     for (name, h) in PROTOCOL_MD_MESSAGES {
         w.put("session_message", &format!("protocol-md-{name}"), &hex(h));
     }

@@ -1,4 +1,4 @@
 //! Fuzz target `conduit_acceptor`: see `sotto_fuzz::single`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| sotto_fuzz::single::run(sotto::Role::Acceptor, data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sotto_fuzz::single::run(sotto_proto::Role::Acceptor, data));

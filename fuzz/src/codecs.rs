@@ -2,8 +2,8 @@
 //! never panics and that encode and decode are exact inverses (WIRE.md; SCENARIOS M5).
 
 use crate::script::Script;
-use sotto::wire::frame::KIND_DATA;
-use sotto::wire::{
+use sotto_proto::wire::frame::KIND_DATA;
+use sotto_proto::wire::{
     next_message_extent, ClientHello, DataHeader, Frame, FramingError, LinkDecoder, Message, ResumeKey, ServerHello,
     HELLO_LEN, LEN_PREFIX,
 };
@@ -207,8 +207,8 @@ pub fn frame_decode(data: &[u8]) {
 /// of a short input decodes or fails without a panic. Messages built from the input's bytes
 /// round trip too.
 pub fn session_message(data: &[u8]) {
-    use sotto::session::message::MAX_HEADER_LEN;
-    use sotto::session::Message as SMsg;
+    use sotto_proto::session::message::MAX_HEADER_LEN;
+    use sotto_proto::session::Message as SMsg;
     if let Ok(m) = SMsg::decode(data) {
         assert_eq!(m.encoded_len(), data.len(), "encoded_len of {m:?}");
         let mut buf = vec![0u8; data.len()];
@@ -248,12 +248,12 @@ pub fn session_message(data: &[u8]) {
     let mut s = Script::new(data);
     let kind = s.u8();
     let (a, b, c) = (s.u32(), s.u32(), s.u32());
-    let parity = if kind & 0x80 == 0 { sotto::session::Parity::Odd } else { sotto::session::Parity::Even };
+    let parity = if kind & 0x80 == 0 { sotto_proto::session::Parity::Odd } else { sotto_proto::session::Parity::Even };
     let tail_len = usize::from(s.u8() % 64);
     let tail = s.bytes(tail_len).to_vec();
     let text = String::from_utf8_lossy(&tail).into_owned();
     let body =
-        sotto::session::message::HelloBody { version: a, parity, root_credit: b, max_connections: c, metadata: &tail };
+        sotto_proto::session::message::HelloBody { version: a, parity, root_credit: b, max_connections: c, metadata: &tail };
     let m = match kind % 12 {
         0 => SMsg::Hello(body),
         1 => SMsg::HelloYourself(body),
@@ -267,9 +267,9 @@ pub fn session_message(data: &[u8]) {
         9 => SMsg::Credit { conn: a, grant: b },
         10 => SMsg::ProtocolError { code: a, reason: &text },
         // The tail as a batch body, when it is one (else nothing to round trip).
-        _ => match sotto::session::DataBatch::parse(&tail) {
+        _ => match sotto_proto::session::DataBatch::parse(&tail) {
             Ok(batch) => {
-                let credit: u64 = batch.iter().map(|p| sotto::session::message_credit(p.len() as u64, true)).sum();
+                let credit: u64 = batch.iter().map(|p| sotto_proto::session::message_credit(p.len() as u64, true)).sum();
                 assert_eq!(batch.credit(), credit, "a batch's credit is its messages' credit");
                 assert_eq!(batch.payload_len(), batch.iter().map(|p| p.len() as u64).sum::<u64>());
                 SMsg::DataBatch { conn: a, batch }

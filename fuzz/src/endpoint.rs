@@ -27,11 +27,11 @@
 
 use crate::pair::{timer_profile, Unit};
 use arbitrary::{Arbitrary, Unstructured};
-use sotto::conduit::LinkDropReason;
-use sotto::endpoint::{Endpoint, EndpointConfig, EndpointEvent, LinkRefusal, PendingLink, Routed, SessionHandle};
-use sotto::session::{Incoming, Session, SessionConfig, SessionEvent, ROOT};
-use sotto::wire::{ClientHello, Frame, ServerHello, HELLO_LEN};
-use sotto::{ConduitConfig, Duration, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
+use sotto_proto::conduit::LinkDropReason;
+use sotto_proto::endpoint::{Endpoint, EndpointConfig, EndpointEvent, LinkRefusal, PendingLink, Routed, SessionHandle};
+use sotto_proto::session::{Incoming, Session, SessionConfig, SessionEvent, ROOT};
+use sotto_proto::wire::{ClientHello, Frame, ServerHello, HELLO_LEN};
+use sotto_proto::{ConduitConfig, Duration, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
 use std::collections::{BTreeSet, VecDeque};
 
 /// Most operations run per input.

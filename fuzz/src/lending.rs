@@ -15,8 +15,8 @@
 //! opcode byte `% 5` and its operands, see [`run`]).
 
 use crate::script::Script;
-use sotto::stream::{FrameSplitter, LendingBatch};
-use sotto::{Conduit, ConduitConfig, Instant, LinkId, ResumeKey, Role};
+use sotto_proto::stream::{FrameSplitter, LendingBatch};
+use sotto_proto::{Conduit, ConduitConfig, Instant, LinkId, ResumeKey, Role};
 
 /// Most operations per input.
 const MAX_OPS: usize = 600;

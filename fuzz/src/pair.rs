@@ -11,9 +11,9 @@
 //! on a link, an inconsistent resume, "too many pings".
 
 use arbitrary::{Arbitrary, Unstructured};
-use sotto::conduit::LinkDropReason;
-use sotto::wire::{LinkDecoder, Message};
-use sotto::{Conduit, ConduitConfig, Duration, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
+use sotto_proto::conduit::LinkDropReason;
+use sotto_proto::wire::{LinkDecoder, Message};
+use sotto_proto::{Conduit, ConduitConfig, Duration, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
 use std::collections::VecDeque;
 
 /// Most operations run per input (keeps each execution short).
@@ -85,7 +85,7 @@ impl PairConfig {
     #[must_use]
     pub fn build(&self, side: Side) -> ConduitConfig {
         let max_frame_len = 64 + 4 * u32::from(self.frame_len);
-        let max_item = max_frame_len - sotto::wire::MAX_DATA_HEADER_LEN as u32;
+        let max_item = max_frame_len - sotto_proto::wire::MAX_DATA_HEADER_LEN as u32;
         let [ack_delay, ping, pong, min_ping, handshake, recovery] = timer_profile(self.timers);
         let cfg = ConduitConfig {
             max_frame_len,
@@ -336,7 +336,7 @@ impl Pair {
     pub fn new(config: &PairConfig) -> Self {
         let ca = config.build(Side::A);
         let cb = config.build(Side::B);
-        let per_frame = sotto::wire::MAX_DATA_HEADER_LEN + 4;
+        let per_frame = sotto_proto::wire::MAX_DATA_HEADER_LEN + 4;
         Self {
             a: Peer::new(Role::Initiator, ca),
             b: Peer::new(Role::Acceptor, cb),
@@ -411,7 +411,7 @@ impl Pair {
                             .peer(side)
                             .c
                             .poll_transmit(now, &mut buf)
-                            .map(|t| sotto::conduit::LendingTransmit { link: t.link, len: t.len, lent: None }),
+                            .map(|t| sotto_proto::conduit::LendingTransmit { link: t.link, len: t.len, lent: None }),
                     };
                     let Some(t) = t else {
                         self.buf = buf;
@@ -548,11 +548,11 @@ impl Pair {
                 assert_eq!(seq, n);
                 p.sent.push(item);
             }
-            Err(sotto::conduit::SendError::WouldBlock) => {
+            Err(sotto_proto::conduit::SendError::WouldBlock) => {
                 p.writable_pending = Some(p.c.items_acked());
             }
-            Err(sotto::conduit::SendError::TooLarge { .. }) => assert!(len > max),
-            Err(sotto::conduit::SendError::Ended) => assert!(p.c.is_ended() || p.close_called),
+            Err(sotto_proto::conduit::SendError::TooLarge { .. }) => assert!(len > max),
+            Err(sotto_proto::conduit::SendError::Ended) => assert!(p.c.is_ended() || p.close_called),
         }
         self.drain();
     }

@@ -20,12 +20,12 @@
 
 use crate::pair::{timer_profile, Notify, Pipe, Unit};
 use arbitrary::{Arbitrary, Unstructured};
-use sotto::conduit::LinkDropReason;
-use sotto::endpoint::{Endpoint, EndpointConfig, EndpointEvent, PendingLink, Routed, SessionHandle};
-use sotto::session::{CommandError, ConnId, DataBatch, Incoming, Session, SessionConfig, SessionEvent, ROOT};
-use sotto::wire::varint::encode_varint;
-use sotto::wire::Message;
-use sotto::{ConduitConfig, Duration, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
+use sotto_proto::conduit::LinkDropReason;
+use sotto_proto::endpoint::{Endpoint, EndpointConfig, EndpointEvent, PendingLink, Routed, SessionHandle};
+use sotto_proto::session::{CommandError, ConnId, DataBatch, Incoming, Session, SessionConfig, SessionEvent, ROOT};
+use sotto_proto::wire::varint::encode_varint;
+use sotto_proto::wire::Message;
+use sotto_proto::{ConduitConfig, Duration, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Most operations per input.
@@ -57,7 +57,7 @@ pub struct SpConfig {
 impl SpConfig {
     fn session(&self, acceptor: bool) -> SessionConfig {
         let max_frame_len = 128 + 8 * u32::from(self.frame_len);
-        let max_item = max_frame_len - sotto::wire::MAX_DATA_HEADER_LEN as u32;
+        let max_item = max_frame_len - sotto_proto::wire::MAX_DATA_HEADER_LEN as u32;
         let [ack_delay, ping, pong, min_ping, handshake, recovery] = timer_profile(self.timers);
         let conduit = ConduitConfig {
             max_frame_len,
@@ -322,7 +322,7 @@ impl Sim {
                 lost: false,
             })
             .collect();
-        let per_frame = sotto::wire::MAX_DATA_HEADER_LEN + 4;
+        let per_frame = sotto_proto::wire::MAX_DATA_HEADER_LEN + 4;
         let ring = |c: &SessionConfig| c.conduit.replay_bytes as usize + c.conduit.replay_frames as usize * per_frame;
         Self {
             config,
@@ -773,7 +773,7 @@ impl Sim {
                 // earlier fresh dials whose EOF is not read yet): the endpoint is full (the
                 // `endpoint` target checks when that may happen).
                 let held = pr.links[i].a.is_some();
-                let fresh = sotto::wire::ClientHello::decode(first).is_ok_and(|h| h.resume_key.is_none());
+                let fresh = sotto_proto::wire::ClientHello::decode(first).is_ok_and(|h| h.resume_key.is_none());
                 assert!(
                     !held || fresh || pr.lost || pr.handle.is_none(),
                     "pairing {p} REJECTED while its session lives"
@@ -915,7 +915,7 @@ impl Sim {
                 Err(e) => {
                     // Links the initiator gave up still wait for their EOF to be read: the
                     // pending table may be full. The link is closed unread.
-                    assert_eq!(e, sotto::endpoint::LinkRefusal::TooManyPendingHandshakes);
+                    assert_eq!(e, sotto_proto::endpoint::LinkRefusal::TooManyPendingHandshakes);
                     let l = &mut self.pairs[p].links[i];
                     l.to_b.discard();
                     l.to_a.open = false;

@@ -31,17 +31,17 @@
 
 use crate::script::Script;
 use crate::single::config_from;
-use sotto::conduit::{InputError, LinkDropReason};
-use sotto::session::message::{data_header_len, HelloBody, TAG_DATA_BATCH};
-use sotto::session::{
+use sotto_proto::conduit::{InputError, LinkDropReason};
+use sotto_proto::session::message::{data_header_len, HelloBody, TAG_DATA_BATCH};
+use sotto_proto::session::{
     message_credit, refusal, CommandError, ConnId, DataBatch, Incoming, Message as SMsg, Parity, Session,
     SessionConfig, SessionEvent, SessionFailure, SessionInputError as E, SessionViolation as V, MIN_MESSAGE_CREDIT,
     MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ROOT,
 };
-use sotto::wire::varint::encode_varint;
-use sotto::wire::WireError;
-use sotto::wire::{ClientHello, Frame, ServerHello, HELLO_LEN};
-use sotto::{Duration, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
+use sotto_proto::wire::varint::encode_varint;
+use sotto_proto::wire::WireError;
+use sotto_proto::wire::{ClientHello, Frame, ServerHello, HELLO_LEN};
+use sotto_proto::{Duration, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
 use std::collections::BTreeMap;
 
 /// Beyond this instant deadlines may saturate; the strict timer checks stop there.

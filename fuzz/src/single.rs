@@ -7,9 +7,9 @@
 //! each an opcode byte (`% 16`) and its operands (see [`Driver::step`]).
 
 use crate::script::Script;
-use sotto::conduit::{ConduitStats, InputError, LinkDropReason, SendError};
-use sotto::wire::{ClientHello, Frame, ServerHello, HELLO_LEN};
-use sotto::{Conduit, ConduitConfig, Duration, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
+use sotto_proto::conduit::{ConduitStats, InputError, LinkDropReason, SendError};
+use sotto_proto::wire::{ClientHello, Frame, ServerHello, HELLO_LEN};
+use sotto_proto::{Conduit, ConduitConfig, Duration, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
 
 /// Durations a config may use, in nanoseconds (zero included on purpose).
 const DURATIONS: [u64; 8] =
@@ -31,7 +31,7 @@ pub fn config_from(s: &mut Script<'_>) -> ConduitConfig {
     let t2 = s.u8();
     let t3 = s.u8();
     let max_frame_len = [64u32, 100, 256, 1024][usize::from(f & 3)];
-    let max_item = max_frame_len - sotto::wire::MAX_DATA_HEADER_LEN as u32;
+    let max_item = max_frame_len - sotto_proto::wire::MAX_DATA_HEADER_LEN as u32;
     let cfg = ConduitConfig {
         max_frame_len,
         replay_frames: [1u32, 2, 5, 64][usize::from((f >> 2) & 3)],

@@ -19,10 +19,10 @@
 //! operations (an opcode byte `% 8` and its operands, see [`run`]).
 
 use crate::script::Script;
-use sotto::conduit::Transmit;
-use sotto::stream::{FrameSource, FrameSplitter, WriteBatch};
-use sotto::wire::{FramingError, LEN_PREFIX};
-use sotto::{Instant, LinkId};
+use sotto_proto::conduit::Transmit;
+use sotto_proto::stream::{FrameSource, FrameSplitter, WriteBatch};
+use sotto_proto::wire::{FramingError, LEN_PREFIX};
+use sotto_proto::{Instant, LinkId};
 use std::collections::{BTreeMap, VecDeque};
 
 /// A frame source scripted by the fuzzer.

@@ -11,7 +11,7 @@
 //! After [`Chaos::new`] nothing here allocates, so the same run can be measured with a
 //! counting allocator.
 
-use sotto::{ConduitConfig, Duration, Instant};
+use sotto_proto::{ConduitConfig, Duration, Instant};
 
 use crate::config::SimConfig;
 use crate::dialer::DialPolicy;

@@ -2,7 +2,7 @@
 //! [`Net`](crate::net::Net) for sessions and an endpoint): jump the clock to the next thing
 //! due, process it, repeat.
 
-use sotto::{Duration, Instant};
+use sotto_proto::{Duration, Instant};
 
 /// A simulation driven by a virtual clock.
 pub(crate) trait VirtualClock {

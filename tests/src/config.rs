@@ -1,8 +1,8 @@
 //! What a simulation is made of: the two conduits' configurations, the link's latency and
 //! read chunking, the dial policy, the items the applications send, and the seed.
 
-use sotto::wire::{LEN_PREFIX, MAX_DATA_HEADER_LEN};
-use sotto::{ConduitConfig, Duration};
+use sotto_proto::wire::{LEN_PREFIX, MAX_DATA_HEADER_LEN};
+use sotto_proto::{ConduitConfig, Duration};
 
 use crate::dialer::DialPolicy;
 

@@ -2,8 +2,8 @@
 //! each side reads it through and each side's link id for it. Slots are allocated once and
 //! reused.
 
-use sotto::wire::LinkDecoder;
-use sotto::{Instant, LinkId};
+use sotto_proto::wire::LinkDecoder;
+use sotto_proto::{Instant, LinkId};
 
 use crate::pipe::Pipe;
 use crate::Side;

@@ -3,7 +3,7 @@
 //! gets a link that leads nowhere: no byte and no EOF ever come back), or is delayed. Outcomes
 //! come from a script first, then from the policy's odds.
 
-use sotto::{Duration, Instant};
+use sotto_proto::{Duration, Instant};
 
 use crate::rng::SimRng;
 

@@ -2,9 +2,9 @@
 //! close it cleanly, blackhole or stall one direction, tap frames as they are written, inject
 //! hand-crafted messages, write raw bytes, restart a side, interpose commands.
 
-use sotto::conduit::InputError;
-use sotto::wire::LEN_PREFIX;
-use sotto::{Instant, LinkId};
+use sotto_proto::conduit::InputError;
+use sotto_proto::wire::LEN_PREFIX;
+use sotto_proto::{Instant, LinkId};
 
 use crate::pipe::EndKind;
 use crate::sim::{Interposer, Sim, Tap};

@@ -1,8 +1,8 @@
 //! Deterministic simulation harness for sotto's stable conduit.
 //!
-//! A [`Sim`] holds two [`Conduit`](sotto::Conduit)s, A (initiator) and B (acceptor), a
+//! A [`Sim`] holds two [`Conduit`](sotto_proto::Conduit)s, A (initiator) and B (acceptor), a
 //! virtual clock, and simulated byte-stream links between them that use the real link framing
-//! (a u32 LE length prefix written by the sender, [`sotto::wire::LinkDecoder`] on the reading
+//! (a u32 LE length prefix written by the sender, [`sotto_proto::wire::LinkDecoder`] on the reading
 //! side, reads split anywhere). The harness plays the driver exactly as the contract on
 //! `Conduit` asks: after each input it drains `poll_transmit`, then `poll_event` (closing the
 //! link on `DropLink`), and time jumps to the next timer or delivery. A redials after a
@@ -20,8 +20,8 @@
 //! counting allocator.
 //!
 //! [`net`] is the same kind of harness one layer up: several initiator
-//! [`Session`](sotto::session::Session)s (clients with dialers and application models) against
-//! one acceptor [`Endpoint`](sotto::endpoint::Endpoint), with the same link faults, raw test
+//! [`Session`](sotto_proto::session::Session)s (clients with dialers and application models) against
+//! one acceptor [`Endpoint`](sotto_proto::endpoint::Endpoint), with the same link faults, raw test
 //! connections and message forging; [`net::chaos`] runs randomized multi-connection workloads.
 //!
 //! Running: `cargo test -p sotto-tests` runs the named scenarios (tests/handshake.rs,
@@ -98,12 +98,12 @@ impl Side {
 
 /// `n` seconds.
 #[must_use]
-pub const fn secs(n: u64) -> sotto::Duration {
-    sotto::Duration::from_secs(n)
+pub const fn secs(n: u64) -> sotto_proto::Duration {
+    sotto_proto::Duration::from_secs(n)
 }
 
 /// `n` milliseconds.
 #[must_use]
-pub const fn ms(n: u64) -> sotto::Duration {
-    sotto::Duration::from_millis(n)
+pub const fn ms(n: u64) -> sotto_proto::Duration {
+    sotto_proto::Duration::from_millis(n)
 }

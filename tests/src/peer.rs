@@ -1,9 +1,9 @@
 //! One simulated endpoint: a conduit, the application on top of it (items sent and delivered,
 //! checked against [`ItemGen`]), its transmit buffer, and what it reported.
 
-use sotto::conduit::{InputError, LinkDropReason, SendError};
-use sotto::wire::LEN_PREFIX;
-use sotto::{Conduit, ConduitConfig, Event, Instant, Role};
+use sotto_proto::conduit::{InputError, LinkDropReason, SendError};
+use sotto_proto::wire::LEN_PREFIX;
+use sotto_proto::{Conduit, ConduitConfig, Event, Instant, Role};
 
 use crate::items::ItemGen;
 use crate::Side;

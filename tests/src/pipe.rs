@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use sotto::{Duration, Instant};
+use sotto_proto::{Duration, Instant};
 
 use crate::bytering::ByteRing;
 

@@ -1,7 +1,7 @@
 //! The harness's own seeded PRNG (SplitMix64): small, fast, deterministic on every platform,
 //! and free of dependencies, so a seed printed by a failing run reproduces it exactly.
 
-use sotto::{Duration, ResumeKey};
+use sotto_proto::{Duration, ResumeKey};
 
 /// SplitMix64 (Steele, Lea, Flood 2014). Every random choice of a simulation comes from one of
 /// these, seeded from the run's seed.

@@ -4,8 +4,8 @@
 //! dry; time then jumps to the earliest of both `poll_timeout`s, the next link delivery and
 //! the dialer's next move. Invariants are checked after every input.
 
-use sotto::wire::{Message, LEN_PREFIX};
-use sotto::{Event, Instant, LinkId};
+use sotto_proto::wire::{Message, LEN_PREFIX};
+use sotto_proto::{Event, Instant, LinkId};
 
 use crate::config::SimConfig;
 use crate::conn::Conn;
@@ -110,7 +110,7 @@ impl Sim {
     #[must_use]
     pub fn connected(cfg: SimConfig) -> Self {
         let mut sim = Self::new(cfg);
-        let ok = sim.run_until(sotto::Duration::from_secs(60), Self::established);
+        let ok = sim.run_until(sotto_proto::Duration::from_secs(60), Self::established);
         assert!(ok, "the first handshake did not finish");
         sim
     }
@@ -188,7 +188,7 @@ impl Sim {
     }
 
     /// `from`'s application sends one item (drained and checked). Returns its seq or the refusal.
-    pub fn send_one(&mut self, from: Side) -> Result<u64, sotto::conduit::SendError> {
+    pub fn send_one(&mut self, from: Side) -> Result<u64, sotto_proto::conduit::SendError> {
         self.interpose(from);
         let r = self.peers[from.idx()].send_next();
         self.stats.inputs += 1;
@@ -226,13 +226,13 @@ impl Sim {
     }
 
     /// [`advance_to`](Self::advance_to) `now + d`.
-    pub fn run_for(&mut self, d: sotto::Duration) {
+    pub fn run_for(&mut self, d: sotto_proto::Duration) {
         self.advance_to(self.now.saturating_add(d));
     }
 
     /// Run event by event until `pred` holds (returns true) or `limit` of simulated time has
     /// passed (returns false; the clock is then at the limit).
-    pub fn run_until(&mut self, limit: sotto::Duration, pred: impl FnMut(&Self) -> bool) -> bool {
+    pub fn run_until(&mut self, limit: sotto_proto::Duration, pred: impl FnMut(&Self) -> bool) -> bool {
         crate::clock::run_until(self, limit, pred)
     }
 
@@ -557,7 +557,7 @@ impl Sim {
         }
         if self.conns[c].serial == serial {
             self.interpose(Side::A);
-            let la = self.peers[0].conduit.link_up(self.now, sotto::ResumeKey::ZERO);
+            let la = self.peers[0].conduit.link_up(self.now, sotto_proto::ResumeKey::ZERO);
             self.stats.inputs += 1;
             self.conns[c].ends[0] = Some(la);
             self.drain(Side::A);

@@ -1,7 +1,7 @@
 //! Hand-crafted link messages for injection: frames and hellos encoded with the core's own
 //! encoders, and a few decoders to look at what a tap sees.
 
-use sotto::wire::{ClientHello, Frame, ResumeKey, ServerHello};
+use sotto_proto::wire::{ClientHello, Frame, ResumeKey, ServerHello};
 
 /// Encode `frame` (`ext`: with the kind byte) into a fresh vector.
 #[must_use]
@@ -73,7 +73,7 @@ pub enum Kind {
 /// Classify a link message as written on a link with extensions `ext`.
 #[must_use]
 pub fn kind(bytes: &[u8], ext: bool) -> Option<Kind> {
-    if bytes.len() == sotto::wire::HELLO_LEN
+    if bytes.len() == sotto_proto::wire::HELLO_LEN
         && (ClientHello::decode(bytes).is_ok() || ServerHello::decode(bytes).is_ok())
     {
         return Some(Kind::Hello);

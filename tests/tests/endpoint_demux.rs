@@ -7,8 +7,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use sotto::session::message::{HelloBody, Message, Parity, TAG_HELLO};
-use sotto::session::{refusal, CommandError, SessionFailure, SessionViolation, ROOT};
+use sotto_proto::session::message::{HelloBody, Message, Parity, TAG_HELLO};
+use sotto_proto::session::{refusal, CommandError, SessionFailure, SessionViolation, ROOT};
 use sotto_tests::net::forge::{encode, replace_marker, rewrite_items};
 use sotto_tests::net::{Net, NetConfig, Who, Writer};
 use sotto_tests::pipe::EndKind;

@@ -2,11 +2,11 @@
 //! H9, H12), the lost first ServerHello, and new sessions that never finish their session
 //! handshake, on the session/endpoint harness.
 
-use sotto::endpoint::{EndpointConfig, LinkRefusal};
-use sotto::session::message::HelloBody;
-use sotto::session::{Message, Parity, PROTOCOL_VERSION, ROOT};
-use sotto::wire::{ClientHello, ResumeKey, ServerHello, LEN_PREFIX};
-use sotto::{Duration, SessionEnd};
+use sotto_proto::endpoint::{EndpointConfig, LinkRefusal};
+use sotto_proto::session::message::HelloBody;
+use sotto_proto::session::{Message, Parity, PROTOCOL_VERSION, ROOT};
+use sotto_proto::wire::{ClientHello, ResumeKey, ServerHello, LEN_PREFIX};
+use sotto_proto::{Duration, SessionEnd};
 use sotto_tests::net::{forge, Net, NetConfig, Who, Writer};
 use sotto_tests::pipe::EndKind;
 use sotto_tests::{ms, secs, wire_util};

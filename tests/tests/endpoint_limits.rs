@@ -1,10 +1,10 @@
 //! Resource limits and DoS scenarios (shared/SCENARIOS.md section 7: L1 to L4) against the
 //! acceptor endpoint, on the session/endpoint harness.
 
-use sotto::endpoint::LinkRefusal;
-use sotto::session::{CommandError, ROOT};
-use sotto::wire::{ClientHello, ResumeKey, HELLO_LEN, LEN_PREFIX, MAX_DATA_HEADER_LEN};
-use sotto::{Duration, Instant, SessionEnd};
+use sotto_proto::endpoint::LinkRefusal;
+use sotto_proto::session::{CommandError, ROOT};
+use sotto_proto::wire::{ClientHello, ResumeKey, HELLO_LEN, LEN_PREFIX, MAX_DATA_HEADER_LEN};
+use sotto_proto::{Duration, Instant, SessionEnd};
 use sotto_tests::net::{AppPolicy, Net, NetConfig, Who, Writer};
 use sotto_tests::{ms, secs, SimRng};
 

@@ -1,11 +1,11 @@
 //! Reconnect and resume scenarios against the acceptor endpoint (shared/SCENARIOS.md section 3:
 //! R7, R9, R10, R11, R13, R14, R15, R16), on the session/endpoint harness.
 
-use sotto::conduit::InputError;
-use sotto::endpoint::{Endpoint, LinkRefusal};
-use sotto::session::{SessionInputError, ROOT};
-use sotto::wire::{ClientHello, ResumeKey, ServerHello, HELLO_LEN, LEN_PREFIX};
-use sotto::{Duration, Instant, SessionEnd};
+use sotto_proto::conduit::InputError;
+use sotto_proto::endpoint::{Endpoint, LinkRefusal};
+use sotto_proto::session::{SessionInputError, ROOT};
+use sotto_proto::wire::{ClientHello, ResumeKey, ServerHello, HELLO_LEN, LEN_PREFIX};
+use sotto_proto::{Duration, Instant, SessionEnd};
 use sotto_tests::net::forge::root_item;
 use sotto_tests::net::{Net, NetConfig, Who, Writer};
 use sotto_tests::{ms, secs, wire_util};

@@ -1,8 +1,8 @@
 //! Handshake scenarios (shared/SCENARIOS.md section 1) on the simulation harness.
 
-use sotto::conduit::{InputError, LinkDropReason, SessionEnd, Violation};
-use sotto::wire::{ClientHello, ResumeKey, ServerHello, WireError, HELLO_LEN};
-use sotto::{Conduit, ConduitConfig, Duration, Event, Instant, Role};
+use sotto_proto::conduit::{InputError, LinkDropReason, SessionEnd, Violation};
+use sotto_proto::wire::{ClientHello, ResumeKey, ServerHello, WireError, HELLO_LEN};
+use sotto_proto::{Conduit, ConduitConfig, Duration, Event, Instant, Role};
 use sotto_tests::taps::{drop_if, recorder, rewrite_first_on};
 use sotto_tests::{secs, wire_util, DialOutcome, Side, Sim, SimConfig};
 

@@ -1,7 +1,7 @@
 //! Keepalive and timer scenarios (shared/SCENARIOS.md section 5).
 
-use sotto::conduit::{goodbye_code, LinkDropReason, SessionEnd};
-use sotto::{Event, Instant};
+use sotto_proto::conduit::{goodbye_code, LinkDropReason, SessionEnd};
+use sotto_proto::{Event, Instant};
 use sotto_tests::{ms, secs, wire_util, Side, Sim, SimConfig};
 
 fn keepalive_drops(sim: &Sim, side: Side) -> Vec<Instant> {
@@ -67,7 +67,7 @@ fn k3_ping_flood() {
     // Spaced legally (min_ping_interval 1 ms here) but never read: one pending PONG, carrying
     // the latest nonce.
     let cfg = SimConfig::small();
-    let cfg = cfg.with_conduit(sotto::ConduitConfig { min_ping_interval: ms(1), ..cfg.a });
+    let cfg = cfg.with_conduit(sotto_proto::ConduitConfig { min_ping_interval: ms(1), ..cfg.a });
     let mut sim = Sim::connected(cfg);
     let frames_before = sim.peer(Side::B).counters.frames_out;
     for i in 0..1000u64 {

@@ -1,8 +1,8 @@
 //! Malformed input scenarios (shared/SCENARIOS.md section 6).
 
-use sotto::conduit::{InputError, LinkDropReason, Violation};
-use sotto::wire::{ClientHello, Frame, FramingError, LinkDecoder, ServerHello, WireError, HELLO_LEN};
-use sotto::ConduitConfig;
+use sotto_proto::conduit::{InputError, LinkDropReason, Violation};
+use sotto_proto::wire::{ClientHello, Frame, FramingError, LinkDecoder, ServerHello, WireError, HELLO_LEN};
+use sotto_proto::ConduitConfig;
 use sotto_tests::{secs, wire_util, Side, Sim, SimConfig, SimRng};
 
 fn random_bytes(rng: &mut SimRng, max: u64) -> Vec<u8> {
@@ -83,7 +83,7 @@ fn m1_random_bytes_on_the_wire() {
         if !sim.all_acked() {
             // Garbage that happens to be a GOODBYE ends the session; nothing else may.
             let end = sim.peer(from.other()).conduit.ended();
-            assert!(matches!(end, Some(sotto::SessionEnd::PeerGoodbye { .. })), "seed {seed}: {end:?}");
+            assert!(matches!(end, Some(sotto_proto::SessionEnd::PeerGoodbye { .. })), "seed {seed}: {end:?}");
         }
     }
 }
@@ -165,8 +165,8 @@ fn m5_round_trip() {
         wire_util::ping(42),
         wire_util::pong(u64::MAX),
         wire_util::encode(Frame::Goodbye { code: 300, reason: "bye" }, true),
-        wire_util::client_hello(Some(sotto::ResumeKey([3; 16])), Some(9), true),
-        wire_util::server_hello(sotto::ResumeKey([4; 16]), None, false),
+        wire_util::client_hello(Some(sotto_proto::ResumeKey([3; 16])), Some(9), true),
+        wire_util::server_hello(sotto_proto::ResumeKey([4; 16]), None, false),
         ServerHello::rejected().encode().to_vec(),
     ];
     let (mut frames, mut hellos) = (0, 0);

@@ -6,7 +6,7 @@
 //! endpoint, the link decoders and the harness allocate everything up front; the measured
 //! sections must allocate nothing at all.
 
-use sotto::session::ROOT;
+use sotto_proto::session::ROOT;
 use sotto_tests::counting_alloc::{allocations, Counting};
 use sotto_tests::net::chaos::{random_setup, NetChaos};
 use sotto_tests::net::{Net, Who};

@@ -1,8 +1,8 @@
 //! Reconnect and resume scenarios (shared/SCENARIOS.md section 3).
 
-use sotto::conduit::LinkDropReason;
-use sotto::wire::ClientHello;
-use sotto::{Duration, Event, Instant};
+use sotto_proto::conduit::LinkDropReason;
+use sotto_proto::wire::ClientHello;
+use sotto_proto::{Duration, Event, Instant};
 use sotto_tests::taps::recorder;
 use sotto_tests::{ms, secs, DialPolicy, EndKind, Side, Sim, SimConfig, SimRng};
 
@@ -144,7 +144,7 @@ fn r4_link_dies_during_replay() {
     assert_eq!(sim.peer(Side::B).conduit.stats().duplicates_dropped, 0);
 }
 
-fn presented_key(frames: &[(u64, Vec<u8>)], serial: u64) -> Option<sotto::ResumeKey> {
+fn presented_key(frames: &[(u64, Vec<u8>)], serial: u64) -> Option<sotto_proto::ResumeKey> {
     let (_, f) = frames.iter().find(|(s, _)| *s == serial)?;
     ClientHello::decode(f).ok()?.resume_key
 }

@@ -3,9 +3,9 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use sotto::conduit::{goodbye_code, InputError, LinkDropReason, SendError, SessionEnd, Violation};
-use sotto::wire::WireError;
-use sotto::{ConduitConfig, Event, Instant, LinkId};
+use sotto_proto::conduit::{goodbye_code, InputError, LinkDropReason, SendError, SessionEnd, Violation};
+use sotto_proto::wire::WireError;
+use sotto_proto::{ConduitConfig, Event, Instant, LinkId};
 use sotto_tests::taps::{drop_if, recorder, rewrite_first_on};
 use sotto_tests::wire_util::{self, Kind};
 use sotto_tests::{ms, secs, EndKind, Side, Sim, SimConfig};
@@ -56,7 +56,7 @@ fn s1_ack_lost_with_the_link() {
     assert!(sim.kill());
     assert!(sim.run_until(secs(10), |s| s.peer(Side::A).counters.resumed == 1));
     let sh = from_b.borrow().iter().find(|(s, _)| *s == 2).map(|(_, f)| f.clone()).expect("SH on link 2");
-    let sh = sotto::wire::ServerHello::decode(&sh).expect("ServerHello");
+    let sh = sotto_proto::wire::ServerHello::decode(&sh).expect("ServerHello");
     assert_eq!(sh.last_received, Some(7));
     assert_eq!(last_attached(&sim, Side::A).1, 2, "A replays 8 and 9 only");
     assert!(sim.run_until(secs(1), Sim::all_delivered));
@@ -205,8 +205,10 @@ fn s8_stale_acks_inside_replayed_frames() {
     let old: Vec<Vec<u8>> = from_b
         .borrow()
         .iter()
-        .filter_map(|(_, f)| match sotto::wire::Frame::decode(f, true) {
-            Ok(sotto::wire::Frame::Data { seq, ack: None, item }) => Some(wire_util::data(seq, Some(4), item, true)),
+        .filter_map(|(_, f)| match sotto_proto::wire::Frame::decode(f, true) {
+            Ok(sotto_proto::wire::Frame::Data { seq, ack: None, item }) => {
+                Some(wire_util::data(seq, Some(4), item, true))
+            }
             _ => None,
         })
         .collect();
@@ -236,7 +238,7 @@ fn s9_one_way_traffic_is_acked_standalone() {
     let mut max_unacked = 0;
     for _ in 0..n {
         assert_eq!(sim.send(Side::A, 1), 1, "never backpressured");
-        sim.run_for(sotto::Duration::from_micros(10));
+        sim.run_for(sotto_proto::Duration::from_micros(10));
         max_unacked = max_unacked.max(sim.peer(Side::A).conduit.unacked());
     }
     assert!(sim.run_until(ms(100), Sim::all_acked));

@@ -10,9 +10,9 @@ use std::io;
 use std::sync::Arc;
 
 use futures::stream::Stream;
-use sotto::conduit::ConfigError;
-use sotto::wire::ClientHello;
-use sotto::{Conduit, Role};
+use sotto_proto::conduit::ConfigError;
+use sotto_proto::wire::ClientHello;
+use sotto_proto::{Conduit, Role};
 
 use crate::config::Config;
 use crate::driver::{Driver, Source};

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use sotto::endpoint::EndpointConfig;
-use sotto::session::SessionConfig;
-use sotto::ConduitConfig;
+use sotto_proto::endpoint::EndpointConfig;
+use sotto_proto::session::SessionConfig;
+use sotto_proto::ConduitConfig;
 
 /// Everything a session driver and an acceptor need. Start from [`Config::default`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +120,7 @@ impl Config {
     /// The write buffer size actually used: at least one largest frame with its prefix.
     #[must_use]
     pub fn write_buffer_len(&self) -> usize {
-        self.write_buffer.max(self.conduit.max_frame_len as usize + sotto::wire::LEN_PREFIX)
+        self.write_buffer.max(self.conduit.max_frame_len as usize + sotto_proto::wire::LEN_PREFIX)
     }
 
     /// The session configuration in force: [`Config::session`] with [`Config::conduit`].

@@ -29,8 +29,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
-use sotto::stream::{FrameSplitter, LendingBatch};
-use sotto::{Event, Instant, LinkId, ResumeKey, SessionEnd};
+use sotto_proto::stream::{FrameSplitter, LendingBatch};
+use sotto_proto::{Event, Instant, LinkId, ResumeKey, SessionEnd};
 
 use crate::config::Config;
 use crate::dialer::{Dialed, Dialer};
@@ -190,7 +190,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             let deadline = *self.ended_deadline.get_or_insert_with(|| now_std + self.config.drain_timeout);
             if self.link.is_some() && now_std >= deadline {
                 let mut g = host.lock();
-                let cause = LinkDownCause::Dropped(sotto::conduit::LinkDropReason::SessionEnded);
+                let cause = LinkDownCause::Dropped(sotto_proto::conduit::LinkDropReason::SessionEnded);
                 self.retire(&mut g, now, now_std, cause, true);
             }
             if self.link.is_none() && self.drain.is_none() {

@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
-use sotto::conduit::{ConfigError, SendError as CoreSendError};
-use sotto::{Conduit, Role, SessionEnd};
+use sotto_proto::conduit::{ConfigError, SendError as CoreSendError};
+use sotto_proto::{Conduit, Role, SessionEnd};
 
 use crate::config::Config;
 use crate::dialer::{DialFuture, Dialer};

@@ -1,12 +1,12 @@
 //! What the driver loop needs from the state behind a session's lock, so that one loop drives
-//! both kinds of session: a raw stable conduit (`raw`) and a session-layer [`sotto::session::Session`]
+//! both kinds of session: a raw stable conduit (`raw`) and a session-layer [`sotto_proto::session::Session`]
 //! (`session`), the latter either owned (initiator) or living in a core endpoint (acceptor).
 
 use bytes::Bytes;
-use sotto::conduit::InputError;
-use sotto::stream::{LendingBatch, Messages};
-use sotto::wire::ClientHello;
-use sotto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
+use sotto_proto::conduit::InputError;
+use sotto_proto::stream::{LendingBatch, Messages};
+use sotto_proto::wire::ClientHello;
+use sotto_proto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
 
 use crate::shared::{Clock, Common};
 

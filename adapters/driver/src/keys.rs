@@ -1,6 +1,6 @@
 //! Resume keys from the operating system's randomness.
 
-use sotto::ResumeKey;
+use sotto_proto::ResumeKey;
 
 /// A fresh random resume key (never the all-zero "absent" key).
 pub(crate) fn fresh_key() -> ResumeKey {

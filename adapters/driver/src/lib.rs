@@ -9,7 +9,7 @@
 //!   writable, application command, new link, timer), feed it"; reads go into one reusable
 //!   `BytesMut` (polled only when the stream has woken since its last `Pending`: a spurious
 //!   wake-up of the task costs no read system call), writes are batched through
-//!   [`sotto::stream::LendingBatch`] (one write call for many frames; large items written
+//!   [`sotto_proto::stream::LendingBatch`] (one write call for many frames; large items written
 //!   straight from the replay ring, vectored). The
 //!   loop is generic over the state it drives, so the same code runs raw stable conduits and
 //!   session-layer sessions;
@@ -41,8 +41,8 @@
 //! lock, a peer's batch of small messages as one entry, cut into messages as the reader
 //! takes them; the reader takes the whole queue under one lock.
 //!
-//! - An initiator owns its [`sotto::session::Session`]: one mutex per session.
-//! - An acceptor runs the core [`sotto::endpoint::Endpoint`], which owns all of the
+//! - An initiator owns its [`sotto_proto::session::Session`]: one mutex per session.
+//! - An acceptor runs the core [`sotto_proto::endpoint::Endpoint`], which owns all of the
 //!   listener's sessions (allocated up front), routes every new link by its resume key and
 //!   enforces the acceptor's limits (pending handshakes and their deadline, per-source
 //!   failure budget, detached sessions). The endpoint lives behind **one mutex shared by the

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
-use sotto::wire::{ServerHello, HELLO_LEN, LEN_PREFIX};
+use sotto_proto::wire::{ServerHello, HELLO_LEN, LEN_PREFIX};
 
 use crate::{Io, Timer};
 

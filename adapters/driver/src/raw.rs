@@ -5,10 +5,10 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use sotto::conduit::InputError;
-use sotto::stream::LendingBatch;
-use sotto::wire::ClientHello;
-use sotto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
+use sotto_proto::conduit::InputError;
+use sotto_proto::stream::LendingBatch;
+use sotto_proto::wire::ClientHello;
+use sotto_proto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
 
 use crate::host::{Host, Locked};
 use crate::lean_mutex::{LeanGuard, LeanMutex};
@@ -195,7 +195,7 @@ impl<S> Locked<S> for RawGuard<'_> {
         // extensions, a vox peer, has no GOODBYE: the session ends at once there).
         let c = &mut self.0.conduit;
         if !c.is_ended() {
-            c.close(now, sotto::conduit::goodbye_code::NORMAL, "handle dropped");
+            c.close(now, sotto_proto::conduit::goodbye_code::NORMAL, "handle dropped");
         }
         true
     }

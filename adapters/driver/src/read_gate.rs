@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Wake, Waker};
 
 use futures::task::AtomicWaker;
-use sotto::LinkId;
+use sotto_proto::LinkId;
 
 /// The stream's read waker: records the wake-up, then wakes the driver task.
 #[derive(Debug, Default)]

@@ -13,8 +13,8 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::task::AtomicWaker;
-use sotto::wire::ClientHello;
-use sotto::ResumeKey;
+use sotto_proto::wire::ClientHello;
+use sotto_proto::ResumeKey;
 
 /// A link whose ClientHello has been read, on its way to a session.
 #[derive(Debug)]

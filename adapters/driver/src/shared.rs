@@ -7,9 +7,9 @@ use std::io;
 use std::task::{Context, Waker};
 use std::time::Instant as StdInstant;
 
-use sotto::conduit::{ConduitStats, LinkDropReason};
-use sotto::wire::FramingError;
-use sotto::{Conduit, Instant, SessionEnd};
+use sotto_proto::conduit::{ConduitStats, LinkDropReason};
+use sotto_proto::wire::FramingError;
+use sotto_proto::{Conduit, Instant, SessionEnd};
 
 /// Events kept for the application at most; older ones are dropped (and counted) when nobody
 /// reads them.

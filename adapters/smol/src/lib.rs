@@ -52,8 +52,6 @@ use futures::io::{AsyncRead, AsyncWrite};
 use futures::stream::Stream;
 
 pub use runtime::Smol;
-pub use sotto::conduit::ConfigError;
-pub use sotto::{ConduitConfig, SessionEnd};
 use sotto_driver::FuturesIo;
 pub use sotto_driver::{
     live_tasks, source_of, Acceptor, AcceptorStats, AnswerError, ConduitEvent, Config, ConnError, ConnReceiver,
@@ -61,6 +59,8 @@ pub use sotto_driver::{
     SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats, StableConduit, Stats,
     TrySendError, WRITE_CHUNK,
 };
+pub use sotto_proto::conduit::ConfigError;
+pub use sotto_proto::{ConduitConfig, SessionEnd};
 
 /// Start an initiator session and wait until its first link is attached.
 ///

@@ -73,7 +73,7 @@ impl Chaos {
 }
 
 /// Both hellos of a handshake, with their length prefixes.
-const HANDSHAKE_BYTES: u64 = 2 * (sotto::wire::LEN_PREFIX + sotto::wire::HELLO_LEN) as u64;
+const HANDSHAKE_BYTES: u64 = 2 * (sotto_proto::wire::LEN_PREFIX + sotto_proto::wire::HELLO_LEN) as u64;
 
 /// Counters of what the proxy did.
 #[derive(Debug, Default)]

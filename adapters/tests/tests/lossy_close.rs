@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sotto::SessionEnd;
 use sotto_adapter_tests::proxy::{cuttable_tcp, Endpoint};
 use sotto_adapter_tests::sessions::{dial, listen, open_accept, session_config, Rt, Transport};
 use sotto_adapter_tests::workload::{eventually, test_config, within};
+use sotto_proto::SessionEnd;
 
 const LIMIT: Duration = Duration::from_secs(20);
 

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::join;
-use sotto::SessionEnd;
 use sotto_adapter_tests::proxy::{Chaos, Endpoint};
 use sotto_adapter_tests::sessions::{
     conn_message, dial, exchange_all, listen, open_accept, proxy_to, recv_seq, send_seq, session_config, Rt, Transport,
 };
 use sotto_adapter_tests::workload::{eventually, seed, sleep, within};
+use sotto_proto::SessionEnd;
 use sotto_tokio::{ConnError, OpenError, SessionEvent};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -157,10 +157,14 @@ async fn slow_reader_run(tiny: bool) {
     }
     let queued = b.stats().queued_messages;
     println!("slow connection blocked after {sent} messages, {queued} queued at the reader");
-    let credit: u64 = (0..sent).map(|i| (message(i).len() as u64).max(sotto::session::MIN_MESSAGE_CREDIT)).sum();
+    let credit: u64 = (0..sent).map(|i| (message(i).len() as u64).max(sotto_proto::session::MIN_MESSAGE_CREDIT)).sum();
     assert!(credit <= 16 << 10, "no more than the credit was sent: {credit}");
     if tiny {
-        assert_eq!(sent, (16 << 10) / sotto::session::MIN_MESSAGE_CREDIT, "credit, not the ring, stopped the sender");
+        assert_eq!(
+            sent,
+            (16 << 10) / sotto_proto::session::MIN_MESSAGE_CREDIT,
+            "credit, not the ring, stopped the sender"
+        );
         let all_queued = eventually(LIMIT, || b.stats().queued_messages as u64 == sent).await;
         assert!(all_queued, "all of them wait at the reader: {} of {sent}", b.stats().queued_messages);
     }
@@ -367,7 +371,7 @@ async fn unfinished_session_handshake_run(acceptor: Rt) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (acc, upstream) = listen(acceptor, Transport::Tcp, session_config()).await;
     let Endpoint::Tcp(addr) = upstream.clone() else { unreachable!() };
-    let hello = sotto::wire::ClientHello { resume_key: None, last_received: None, ext: true }.encode();
+    let hello = sotto_proto::wire::ClientHello { resume_key: None, last_received: None, ext: true }.encode();
     let mut first = (hello.len() as u32).to_le_bytes().to_vec();
     first.extend_from_slice(&hello);
     let started = std::time::Instant::now();
@@ -375,7 +379,7 @@ async fn unfinished_session_handshake_run(acceptor: Rt) {
     silent.write_all(&first).await.expect("write");
     let mut server_hello = vec![0u8; first.len()];
     within(LIMIT, "ServerHello", silent.read_exact(&mut server_hello)).await.expect("ServerHello");
-    let decoded = sotto::wire::ServerHello::decode(server_hello[4..].try_into().expect("len")).expect("decode");
+    let decoded = sotto_proto::wire::ServerHello::decode(server_hello[4..].try_into().expect("len")).expect("decode");
     assert!(!decoded.rejected, "a fresh session was created");
     let mut dropper = tokio::net::TcpStream::connect(addr).await.expect("connect");
     dropper.write_all(&first).await.expect("write");

@@ -9,10 +9,10 @@ use std::time::Duration;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::unix::{UnixListener, UnixStream};
 use smol::net::{TcpListener, TcpStream};
-use sotto::SessionEnd;
 use sotto_adapter_tests::proxy::{Chaos, ChaosProxy, Endpoint};
 use sotto_adapter_tests::streams::{OneByte, OverReport, WriteZeroAfter};
 use sotto_adapter_tests::workload::{eventually, exchange, seed, sleep, test_config, unix_path, within};
+use sotto_proto::SessionEnd;
 use sotto_smol::{connect, serve, serve_tcp, serve_unix, StableConduit};
 
 const LIMIT: Duration = Duration::from_secs(20);

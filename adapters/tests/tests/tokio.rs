@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sotto::SessionEnd;
 use sotto_adapter_tests::proxy::{cuttable_tcp, Chaos, ChaosProxy, Endpoint};
 use sotto_adapter_tests::streams::{OneByte, WriteZeroAfter};
 use sotto_adapter_tests::workload::{eventually, exchange, seed, sleep, test_config, unix_path, within};
+use sotto_proto::SessionEnd;
 use sotto_tokio::{connect, serve, serve_tcp, serve_unix, ConduitEvent, ConnectError, StableConduit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};

@@ -79,14 +79,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use compat::TokioIo;
 pub use runtime::Tokio;
-pub use sotto::conduit::ConfigError;
-pub use sotto::{ConduitConfig, SessionEnd};
 pub use sotto_driver::{
     live_tasks, source_of, Acceptor, AcceptorStats, AnswerError, ConduitEvent, Config, ConnError, ConnReceiver,
     ConnSender, ConnectError, Connection, Ended, IncomingOpen, LinkDownCause, OpenError, ResumeTiming, SendError,
     SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats, StableConduit, Stats,
     TrySendError, WRITE_CHUNK,
 };
+pub use sotto_proto::conduit::ConfigError;
+pub use sotto_proto::{ConduitConfig, SessionEnd};
 
 /// Start an initiator session and wait until its first link is attached.
 ///

@@ -17,8 +17,8 @@
 //! A driver's loop, for one link:
 //!
 //! ```
-//! use sotto::stream::{FrameSplitter, WriteBatch};
-//! use sotto::{Conduit, ConduitConfig, Instant, ResumeKey, Role};
+//! use sotto_proto::stream::{FrameSplitter, WriteBatch};
+//! use sotto_proto::{Conduit, ConduitConfig, Instant, ResumeKey, Role};
 //!
 //! let cfg = ConduitConfig::default();
 //! let mut a = Conduit::new(Role::Initiator, cfg).expect("valid config");

@@ -5,8 +5,8 @@
 //! connection) and that the peer never sent more than the window we granted (initial credit
 //! plus what we released: grants never exceed releases). Allocated once; reset per session.
 
-use sotto::session::{CommandError, ConnId, Incoming, Session, SessionEvent, ROOT};
-use sotto::{Event, Instant, SessionEnd};
+use sotto_proto::session::{CommandError, ConnId, Incoming, Session, SessionEvent, ROOT};
+use sotto_proto::{Event, Instant, SessionEnd};
 
 use crate::items::ItemGen;
 use crate::rng::{mix64, SimRng};

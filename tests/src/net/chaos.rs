@@ -14,8 +14,8 @@
 //! After [`NetChaos::new`] nothing here allocates, so a run can be measured with a counting
 //! allocator.
 
-use sotto::session::{ConnId, SessionConfig};
-use sotto::{ConduitConfig, Duration, Instant};
+use sotto_proto::session::{ConnId, SessionConfig};
+use sotto_proto::{ConduitConfig, Duration, Instant};
 
 use super::app::{AppPolicy, ConnPhase};
 use super::{Net, NetConfig, Who, Writer};
@@ -78,7 +78,7 @@ pub fn random_setup(seed: u64, repro: &'static str) -> (NetConfig, NetPlan) {
     let clients = r.range(1, 4) as usize;
     let max_frame_len = r.range(256, 4096) as u32;
     // The largest item less the session's data header (tag and a varint of up to 5 bytes).
-    let item_max = u64::from(max_frame_len.min(1024)) - sotto::wire::MAX_DATA_HEADER_LEN as u64 - 6;
+    let item_max = u64::from(max_frame_len.min(1024)) - sotto_proto::wire::MAX_DATA_HEADER_LEN as u64 - 6;
     let payload_max = r.range(8, item_max) as u32;
     let ext = r.below(20) != 0;
     let conduit = |r: &mut SimRng| ConduitConfig {
@@ -125,12 +125,12 @@ pub fn random_setup(seed: u64, repro: &'static str) -> (NetConfig, NetPlan) {
     let cfg = NetConfig {
         clients,
         client,
-        endpoint: sotto::endpoint::EndpointConfig {
+        endpoint: sotto_proto::endpoint::EndpointConfig {
             session: server,
             max_sessions,
             max_pending_handshakes: clients as u32 + 1,
             max_detached_sessions: max_sessions,
-            ..sotto::endpoint::EndpointConfig::default()
+            ..sotto_proto::endpoint::EndpointConfig::default()
         },
         latency: r.duration(Duration::ZERO, Duration::from_millis(30)),
         chunk_max: if r.chance(500) { 0 } else { r.range(1, 64) as usize },

@@ -14,7 +14,7 @@
 //! - endpoint bounds: live sessions, pending links and detached sessions within their limits,
 //!   and every live session known to the harness.
 
-use sotto::session::Session;
+use sotto_proto::session::Session;
 
 use super::app::App;
 use super::link::{ClientEnd, ServerEnd};

@@ -1,9 +1,9 @@
 //! One initiator of a [`Net`](super::Net): its session, the application on top, its dialer,
 //! and what it saw.
 
-use sotto::endpoint::SessionHandle;
-use sotto::session::{Session, SessionConfig};
-use sotto::{LinkId, Role};
+use sotto_proto::endpoint::SessionHandle;
+use sotto_proto::session::{Session, SessionConfig};
+use sotto_proto::{LinkId, Role};
 
 use super::app::App;
 use crate::dialer::{DialPolicy, Dialer};

@@ -2,8 +2,8 @@
 //! endpoint session's connections, or run any command on a session; each is followed by a
 //! drain and an invariant check, as a driver would.
 
-use sotto::session::{ConnId, Session};
-use sotto::Instant;
+use sotto_proto::session::{ConnId, Session};
+use sotto_proto::Instant;
 
 use super::app::{App, SendOutcome};
 use super::{Net, Who};

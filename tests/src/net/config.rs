@@ -2,10 +2,10 @@
 //! endpoint's configuration, the links' latency and read chunking, the dial policy, the
 //! payloads the applications send, and the seed.
 
-use sotto::endpoint::EndpointConfig;
-use sotto::session::SessionConfig;
-use sotto::wire::{LEN_PREFIX, MAX_DATA_HEADER_LEN};
-use sotto::{ConduitConfig, Duration};
+use sotto_proto::endpoint::EndpointConfig;
+use sotto_proto::session::SessionConfig;
+use sotto_proto::wire::{LEN_PREFIX, MAX_DATA_HEADER_LEN};
+use sotto_proto::{ConduitConfig, Duration};
 
 use crate::dialer::DialPolicy;
 

@@ -3,10 +3,10 @@
 //! machine (the endpoint's `route` for a pending link, then the session it was routed to),
 //! drain the endpoint's events, close link ends.
 
-use sotto::endpoint::{EndpointEvent, Routed, SessionHandle};
-use sotto::session::SessionEvent;
-use sotto::wire::LEN_PREFIX;
-use sotto::{Event, LinkId};
+use sotto_proto::endpoint::{EndpointEvent, Routed, SessionHandle};
+use sotto_proto::session::SessionEvent;
+use sotto_proto::wire::LEN_PREFIX;
+use sotto_proto::{Event, LinkId};
 
 use super::link::{ClientEnd, ServerEnd, CLIENT, SERVER};
 use super::Net;
@@ -95,7 +95,7 @@ impl Net {
                 };
                 self.write_frame(slot, SERVER, t.len);
             }
-            while let Some(e) = self.endpoint.session_mut(h).and_then(sotto::session::Session::poll_event) {
+            while let Some(e) = self.endpoint.session_mut(h).and_then(sotto_proto::session::Session::poll_event) {
                 progressed = true;
                 if let Err(msg) = self.servers[idx].app.on_event(e) {
                     self.fail_fmt(format_args!("endpoint session {h:?}: {msg}"));
@@ -110,7 +110,7 @@ impl Net {
                 break;
             }
         }
-        if self.endpoint.session(h).is_some_and(sotto::session::Session::is_ended) {
+        if self.endpoint.session(h).is_some_and(sotto_proto::session::Session::is_ended) {
             for slot in 0..self.links.len() {
                 if matches!(self.links[slot].server, ServerEnd::Session(sh, _) if sh == h) {
                     self.close_end(slot, SERVER);
@@ -158,7 +158,7 @@ impl Net {
             self.fail_fmt(format_args!("SessionReady({h:?}) for a session not live or already announced"));
         }
         s.announced = true;
-        if !self.endpoint.session(h).is_some_and(sotto::session::Session::is_ready) {
+        if !self.endpoint.session(h).is_some_and(sotto_proto::session::Session::is_ready) {
             self.fail_fmt(format_args!("SessionReady({h:?}) for a session that is not ready"));
         }
     }
@@ -181,7 +181,7 @@ impl Net {
         }
         let s = &mut self.servers[idx];
         s.handle = None;
-        s.last_end = Some(sotto::SessionEnd::Evicted);
+        s.last_end = Some(sotto_proto::SessionEnd::Evicted);
     }
 
     pub(crate) fn slot_of_server(&self, h: SessionHandle, link: LinkId) -> Option<usize> {

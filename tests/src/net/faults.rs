@@ -2,8 +2,8 @@
 //! one end cleanly, blackhole or stall a direction, make a link vanish for the client only
 //! (half-open towards the endpoint), tap frames, restart or swap the endpoint.
 
-use sotto::endpoint::Endpoint;
-use sotto::Instant;
+use sotto_proto::endpoint::Endpoint;
+use sotto_proto::Instant;
 
 use super::link::{CLIENT, SERVER};
 use super::Net;

@@ -6,8 +6,8 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use sotto::session::message::{Message, TAG_DATA, TAG_DATA_BATCH};
-use sotto::wire::Frame;
+use sotto_proto::session::message::{Message, TAG_DATA, TAG_DATA_BATCH};
+use sotto_proto::wire::Frame;
 
 use crate::sim::Tap;
 use crate::wire_util;

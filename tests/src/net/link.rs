@@ -2,9 +2,9 @@
 //! test connection) and the endpoint, both directions, the decoders each end reads through,
 //! and what each end is bound to. Slots are allocated once and reused.
 
-use sotto::endpoint::{PendingLink, SessionHandle};
-use sotto::wire::LinkDecoder;
-use sotto::LinkId;
+use sotto_proto::endpoint::{PendingLink, SessionHandle};
+use sotto_proto::wire::LinkDecoder;
+use sotto_proto::LinkId;
 
 use crate::pipe::Pipe;
 

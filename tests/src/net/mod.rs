@@ -1,5 +1,5 @@
 //! The session-and-endpoint simulation: several initiator
-//! [`Session`](sotto::session::Session)s (clients, each with a
+//! [`Session`](sotto_proto::session::Session)s (clients, each with a
 //! dialer and an application model) against one acceptor [`Endpoint`], through simulated
 //! byte-stream links with the real link framing and the same faults as the conduit harness
 //! (kill at any byte, half-open, stalls, failed, dropped and delayed dials), a virtual clock
@@ -42,9 +42,9 @@ mod link;
 mod raw;
 mod run;
 
-use sotto::endpoint::{Endpoint, SessionHandle};
-use sotto::wire::LEN_PREFIX;
-use sotto::Instant;
+use sotto_proto::endpoint::{Endpoint, SessionHandle};
+use sotto_proto::wire::LEN_PREFIX;
+use sotto_proto::Instant;
 
 pub use app::{App, AppPolicy, ConnModel, ConnPhase, SendOutcome};
 pub use client::{Client, ClientCounters};
@@ -76,11 +76,11 @@ pub struct ServerSlot {
     /// The application on top.
     pub app: App,
     /// How the latest session of this slot ended (kept after it was freed).
-    pub last_end: Option<sotto::SessionEnd>,
+    pub last_end: Option<sotto_proto::SessionEnd>,
     /// Its session-layer failure, if any (kept after it was freed).
-    pub last_failure: Option<sotto::session::SessionFailure>,
+    pub last_failure: Option<sotto_proto::session::SessionFailure>,
     /// Its counters when it was freed.
-    pub last_stats: Option<sotto::session::SessionStats>,
+    pub last_stats: Option<sotto_proto::session::SessionStats>,
     /// Whether the endpoint reported the live session ready (`SessionReady`).
     pub announced: bool,
 }
@@ -220,7 +220,7 @@ impl Net {
     #[must_use]
     pub fn connected(cfg: NetConfig) -> Self {
         let mut net = Self::new(cfg);
-        let ok = net.run_until(sotto::Duration::from_secs(60), Self::all_ready);
+        let ok = net.run_until(sotto_proto::Duration::from_secs(60), Self::all_ready);
         if !ok {
             net.fail("the first handshakes did not finish");
         }
@@ -284,7 +284,7 @@ impl Net {
 
     /// The session of `who`, if live.
     #[must_use]
-    pub fn session(&self, who: Who) -> Option<&sotto::session::Session> {
+    pub fn session(&self, who: Who) -> Option<&sotto_proto::session::Session> {
         match who {
             Who::Client(i) => Some(&self.clients[i].session),
             Who::Server(i) => self.server_handle(i).and_then(|h| self.endpoint.session(h)),

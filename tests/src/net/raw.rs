@@ -2,9 +2,9 @@
 //! bytes (silent floods, hand-written or stolen hellos, hostile frames) and reads what came
 //! back. They go through the same `accept_link` / `route` path as the clients' links.
 
-use sotto::endpoint::{LinkRefusal, SessionHandle};
-use sotto::wire::LEN_PREFIX;
-use sotto::LinkId;
+use sotto_proto::endpoint::{LinkRefusal, SessionHandle};
+use sotto_proto::wire::LEN_PREFIX;
+use sotto_proto::LinkId;
 
 use super::link::{ClientEnd, ServerEnd, CLIENT};
 use super::Net;
@@ -100,7 +100,7 @@ impl Net {
         h: SessionHandle,
         link: LinkId,
         msg: &[u8],
-    ) -> Option<Result<bool, sotto::session::SessionInputError>> {
+    ) -> Option<Result<bool, sotto_proto::session::SessionInputError>> {
         let now = self.now;
         let s = self.endpoint.session_mut(h)?;
         let r = s.handle_message(now, link, msg).map(|i| i.is_some());

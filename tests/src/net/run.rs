@@ -2,9 +2,9 @@
 //! deliveries, dialers), processing an instant (timers, then links, then dialers), reading
 //! links into their decoders, and the clients' dialers opening links.
 
-use sotto::endpoint::LinkRefusal;
-use sotto::wire::Message;
-use sotto::{Duration, Instant, ResumeKey};
+use sotto_proto::endpoint::LinkRefusal;
+use sotto_proto::wire::Message;
+use sotto_proto::{Duration, Instant, ResumeKey};
 
 use super::link::{ClientEnd, ServerEnd, CLIENT, SERVER};
 use super::Net;
@@ -31,7 +31,7 @@ impl Net {
         take(self.endpoint.poll_timeout());
         for s in &self.servers {
             if let Some(h) = s.handle {
-                take(self.endpoint.session(h).and_then(sotto::session::Session::poll_timeout));
+                take(self.endpoint.session(h).and_then(sotto_proto::session::Session::poll_timeout));
             }
         }
         for l in self.links.iter().filter(|l| !l.is_free()) {

@@ -19,10 +19,10 @@ use std::task::Context;
 use std::time::Instant as StdInstant;
 
 use futures::stream::Stream;
-use sotto::conduit::ConfigError;
-use sotto::endpoint::{Endpoint, EndpointEvent, EndpointStats, PendingLink as EpPending, Routed};
-use sotto::wire::{ClientHello, HELLO_LEN};
-use sotto::{Instant, ResumeKey};
+use sotto_proto::conduit::ConfigError;
+use sotto_proto::endpoint::{Endpoint, EndpointEvent, EndpointStats, PendingLink as EpPending, Routed};
+use sotto_proto::wire::{ClientHello, HELLO_LEN};
+use sotto_proto::{Instant, ResumeKey};
 
 use super::handle::SessionHandle;
 use super::home::{EpHost, EpShared, Home, SessDriverHost};
@@ -120,10 +120,10 @@ struct EpRouting<R: Runtime> {
     ep: Arc<EpShared>,
     /// New sessions the endpoint has not reported ready yet: not shown to the application.
     /// Dropping one closes it.
-    unannounced: Vec<(sotto::endpoint::SessionHandle, SessionHandle)>,
+    unannounced: Vec<(sotto_proto::endpoint::SessionHandle, SessionHandle)>,
     /// New sessions the endpoint reported ready (`true`) or gone (`false`), to settle outside
     /// the endpoint lock.
-    settled: Vec<(sotto::endpoint::SessionHandle, bool)>,
+    settled: Vec<(sotto_proto::endpoint::SessionHandle, bool)>,
     /// Fires at the endpoint's [`poll_timeout`](Endpoint::poll_timeout).
     timer: Option<R::Timer>,
     /// The deadline `timer` is armed for.
@@ -132,14 +132,14 @@ struct EpRouting<R: Runtime> {
 
 enum After<S> {
     Nothing,
-    Spawn(sotto::endpoint::SessionHandle),
+    Spawn(sotto_proto::endpoint::SessionHandle),
     Reject(S),
 }
 
 /// Drain the endpoint's events (call after every endpoint call, in the same lock hold):
 /// drivers of evicted and expired sessions are woken to see their end; new sessions reported
 /// ready or expired are noted in `settled`.
-fn drain(g: &mut EpHost, settled: &mut Vec<(sotto::endpoint::SessionHandle, bool)>) {
+fn drain(g: &mut EpHost, settled: &mut Vec<(sotto_proto::endpoint::SessionHandle, bool)>) {
     while let Some(e) = g.endpoint.poll_event() {
         match e {
             EndpointEvent::SessionReady(h) => settled.push((h, true)),

@@ -20,8 +20,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures::sink::Sink;
 use futures::stream::{FusedStream, Stream};
-use sotto::session::{CommandError, ConnId};
-use sotto::SessionEnd;
+use sotto_proto::session::{CommandError, ConnId};
+use sotto_proto::SessionEnd;
 
 use super::handle::end_of;
 use super::home::Home;
@@ -407,7 +407,7 @@ pub struct ConnReceiver {
     /// Messages taken from the connection's queue, not yet handed out.
     local: Inbox,
     /// Credit of the messages handed out that has not gone back yet
-    /// ([`Session::credit_of`](sotto::session::Session::credit_of) each).
+    /// ([`Session::credit_of`](sotto_proto::session::Session::credit_of) each).
     unreleased: usize,
     /// Their bytes (for the statistics).
     unreleased_bytes: usize,

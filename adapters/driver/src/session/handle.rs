@@ -9,8 +9,8 @@ use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
 use futures::stream::Stream;
-use sotto::session::{CommandError, ConnId, Session};
-use sotto::{Role, SessionEnd};
+use sotto_proto::session::{CommandError, ConnId, Session};
+use sotto_proto::{Role, SessionEnd};
 
 use super::conn::Connection;
 use super::home::{Home, OwnHome, SessDriverHost};
@@ -65,7 +65,7 @@ impl From<ConduitEvent> for SessionEvent {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SessionStats {
     /// The session layer's counters (with the conduit's inside).
-    pub session: sotto::session::SessionStats,
+    pub session: sotto_proto::session::SessionStats,
     /// Links that completed a handshake.
     pub link_ups: u64,
     /// Links lost or dropped.
@@ -140,7 +140,7 @@ impl std::error::Error for AnswerError {}
 
 /// The end of a session whose command failed with `Ended` (closing counts as closed).
 pub(crate) fn end_of(s: &Session, st: &SessState) -> SessionEnd {
-    st.common.end(s.conduit()).unwrap_or(SessionEnd::LocalClose { code: sotto::conduit::goodbye_code::NORMAL })
+    st.common.end(s.conduit()).unwrap_or(SessionEnd::LocalClose { code: sotto_proto::conduit::goodbye_code::NORMAL })
 }
 
 /// One session: virtual connections, each an ordered, exactly-once message stream with

@@ -15,12 +15,12 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sotto::conduit::InputError;
-use sotto::endpoint::{Endpoint, EndpointEvent, SessionHandle as EpHandle};
-use sotto::session::{Session, SessionConfig};
-use sotto::stream::{LendingBatch, Messages};
-use sotto::wire::ClientHello;
-use sotto::{Conduit, ConduitConfig, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
+use sotto_proto::conduit::InputError;
+use sotto_proto::endpoint::{Endpoint, EndpointEvent, SessionHandle as EpHandle};
+use sotto_proto::session::{Session, SessionConfig};
+use sotto_proto::stream::{LendingBatch, Messages};
+use sotto_proto::wire::ClientHello;
+use sotto_proto::{Conduit, ConduitConfig, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
 
 use super::state::{self, SessState};
 use crate::host::{Host, Locked};
@@ -157,7 +157,7 @@ pub(crate) struct EpShared {
 }
 
 impl EpShared {
-    pub(crate) fn new(endpoint: Endpoint, config: &crate::Config) -> Result<Self, sotto::conduit::ConfigError> {
+    pub(crate) fn new(endpoint: Endpoint, config: &crate::Config) -> Result<Self, sotto_proto::conduit::ConfigError> {
         let slots = (0..endpoint.config().max_sessions)
             .map(|_| Slot { generation: 0, state: SessState::new(config), mailbox: None })
             .collect();
@@ -391,7 +391,7 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
     fn close_on_drop(&mut self, now: Instant) -> bool {
         let (s, _) = self.lock.parts();
         if !s.is_ended() {
-            s.close(now, sotto::conduit::goodbye_code::NORMAL, "session handle dropped");
+            s.close(now, sotto_proto::conduit::goodbye_code::NORMAL, "session handle dropped");
         }
         true
     }

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use sotto::wire::varint::decode_varint;
+use sotto_proto::wire::varint::decode_varint;
 
 /// One queued entry.
 #[derive(Debug)]
@@ -169,7 +169,7 @@ mod tests {
         let mut v = Vec::new();
         for p in payloads {
             let mut h = [0u8; 5];
-            let n = sotto::wire::varint::encode_varint(p.len() as u32, &mut h).expect("varint");
+            let n = sotto_proto::wire::varint::encode_varint(p.len() as u32, &mut h).expect("varint");
             v.extend_from_slice(&h[..n]);
             v.extend_from_slice(p);
         }

@@ -1,8 +1,8 @@
 //! The session API: [`SessionHandle`]s carrying virtual [`Connection`]s with credit flow
-//! control, over the core's session layer ([`sotto::session::Session`]).
+//! control, over the core's session layer ([`sotto_proto::session::Session`]).
 //!
 //! - Initiators: [`connect_session`] owns its session (one lock per session).
-//! - Acceptors: [`serve_sessions`] runs the core [`sotto::endpoint::Endpoint`], which owns
+//! - Acceptors: [`serve_sessions`] runs the core [`sotto_proto::endpoint::Endpoint`], which owns
 //!   every session of the listener, routes each new link by its resume key (handshake
 //!   deadline, pending-handshake cap, per-source failure budget, detached-session cap), and
 //!   hands new sessions to the application.

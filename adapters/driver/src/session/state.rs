@@ -8,10 +8,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::task::Waker;
 
 use bytes::{Bytes, BytesMut};
-use sotto::session::{
+use sotto_proto::session::{
     CommandError, ConnId, DataBatch, Incoming, Session, SessionEvent as CoreEvent, MIN_MESSAGE_CREDIT,
 };
-use sotto::{Event, Instant, LinkId};
+use sotto_proto::{Event, Instant, LinkId};
 
 use super::inbox::Inbox;
 use crate::shared::{wake, Common, WakerList};
