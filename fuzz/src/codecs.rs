@@ -252,8 +252,13 @@ pub fn session_message(data: &[u8]) {
     let tail_len = usize::from(s.u8() % 64);
     let tail = s.bytes(tail_len).to_vec();
     let text = String::from_utf8_lossy(&tail).into_owned();
-    let body =
-        sotto_proto::session::message::HelloBody { version: a, parity, root_credit: b, max_connections: c, metadata: &tail };
+    let body = sotto_proto::session::message::HelloBody {
+        version: a,
+        parity,
+        root_credit: b,
+        max_connections: c,
+        metadata: &tail,
+    };
     let m = match kind % 12 {
         0 => SMsg::Hello(body),
         1 => SMsg::HelloYourself(body),
@@ -269,7 +274,8 @@ pub fn session_message(data: &[u8]) {
         // The tail as a batch body, when it is one (else nothing to round trip).
         _ => match sotto_proto::session::DataBatch::parse(&tail) {
             Ok(batch) => {
-                let credit: u64 = batch.iter().map(|p| sotto_proto::session::message_credit(p.len() as u64, true)).sum();
+                let credit: u64 =
+                    batch.iter().map(|p| sotto_proto::session::message_credit(p.len() as u64, true)).sum();
                 assert_eq!(batch.credit(), credit, "a batch's credit is its messages' credit");
                 assert_eq!(batch.payload_len(), batch.iter().map(|p| p.len() as u64).sum::<u64>());
                 SMsg::DataBatch { conn: a, batch }

@@ -405,14 +405,13 @@ impl Pair {
                     let mut buf = std::mem::take(&mut self.buf);
                     // A lends items of 32 bytes and more from its ring (the vectored-write
                     // path), B copies every frame: both paths carry the same frames.
-                    let t = match side {
-                        Side::A => self.peer(side).c.poll_transmit_lending(now, &mut buf, 32),
-                        Side::B => self
-                            .peer(side)
-                            .c
-                            .poll_transmit(now, &mut buf)
-                            .map(|t| sotto_proto::conduit::LendingTransmit { link: t.link, len: t.len, lent: None }),
-                    };
+                    let t =
+                        match side {
+                            Side::A => self.peer(side).c.poll_transmit_lending(now, &mut buf, 32),
+                            Side::B => self.peer(side).c.poll_transmit(now, &mut buf).map(|t| {
+                                sotto_proto::conduit::LendingTransmit { link: t.link, len: t.len, lent: None }
+                            }),
+                        };
                     let Some(t) = t else {
                         self.buf = buf;
                         break;
