@@ -544,7 +544,13 @@ fn echoes_through_a_vox_acceptor_survive_a_few_link_cuts() {
 /// Issue 14 defect 7: a raw sotto acceptor whose application is one loop, `recv` then
 /// `send(..).await`, echoes `ECHOES` items to a vox initiator sending at full speed. It must
 /// complete without a stall: no link cycled for lack of acks and no keepalive timeout.
+///
+/// The loop stops reading while its `send` waits for acks, and vox's acks ride on the frames
+/// it no longer reads: the driver must keep applying them while the application's queue is
+/// full. Without that, the base-form rule breaks the stall by a cycle per
+/// `ack_starved_timeout` (about 20 cycles and 24 s for 100 000 echoes).
 #[test]
+#[ignore = "issue 14 defect 7: needs the driverfix branch"]
 fn recv_then_send_echo_acceptor_keeps_up_with_a_vox_initiator() {
     let _g = serial();
     let s = Scenario {
