@@ -19,6 +19,11 @@
 //! a sotto acceptor's `close` ends the session locally, the vox initiator sees a link loss,
 //! resumes, and is answered REJECTED (`SessionLost`).
 //!
+//! The full-speed scenarios of issue 14: a 20 000-item burst to a vox acceptor that only reads
+//! (defect 6: it must complete), 100 000 echoes through an echoing vox acceptor (defect 8: a
+//! ring filled by lagging acks is backpressure, never a link cycle), and 100 000 echoes from a
+//! vox initiator through a sotto acceptor's `recv`-then-`send` loop (defect 7).
+//!
 //! Run through `interop/run.sh` (which builds the binaries first). Scenarios run one at a time.
 
 use std::net::SocketAddr;
@@ -375,13 +380,15 @@ fn chaos_vox_initiator_sotto_acceptor() {
 }
 
 /// sotto sends one way into a 64-frame ring; vox sends nothing, so it acks only in resume
-/// handshakes. sotto must not stall: it cycles the link (`AckStarved`) and the resume trims
-/// its ring.
+/// handshakes. sotto must not stall: once vox has been silent for `ack_starved_timeout`, it
+/// cycles the link (`AckStarved`) and the resume trims its ring.
 fn ack_starvation(dir: Dir, name: &'static str) {
     let _g = serial();
     let mut config = Config::default();
     config.conduit.replay_frames = 64;
-    // The retry delay when a cycle brought no ack (base form has no other use for it).
+    // How long vox may stay silent before a cycle, and the retry delay when a cycle brought
+    // no ack (base form has no other use for `ping_interval`): short, to keep the test short.
+    config.conduit.ack_starved_timeout = Duration::from_millis(300).into();
     config.conduit.ping_interval = Duration::from_millis(300).into();
     let s = Scenario {
         name,
