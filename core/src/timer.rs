@@ -16,7 +16,8 @@ pub(crate) enum Timer {
     PongTimeout = 3,
     /// A detached session is lost at this point.
     Recovery = 4,
-    /// Base form: a sender still blocked on a full ring with no ack cycles the link again.
+    /// Base form: a sender blocked on a full ring toward a peer that sent no ack for this
+    /// long cycles the link.
     AckStarved = 5,
 }
 

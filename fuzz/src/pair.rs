@@ -100,6 +100,7 @@ impl PairConfig {
             max_ping_strikes: 2,
             handshake_timeout: handshake,
             recovery_timeout: recovery,
+            ack_starved_timeout: min_ping,
             duplicate_window: 1 << 24,
         };
         assert_eq!(cfg.validate(), Ok(()), "pair config must be valid: {cfg:?}");

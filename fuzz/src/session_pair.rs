@@ -72,6 +72,7 @@ impl SpConfig {
             max_ping_strikes: 2,
             handshake_timeout: handshake,
             recovery_timeout: recovery,
+            ack_starved_timeout: min_ping,
             duplicate_window: 1 << 24,
         };
         let initial = [16u32, 64, 100, 1000, 4096, 65_536][usize::from(self.credit & 7) % 6];

@@ -44,6 +44,7 @@ pub fn config_from(s: &mut Script<'_>) -> ConduitConfig {
         handshake_timeout: dur(t2 >> 3),
         duplicate_window: [0u32, 1, 16, 1 << 24][usize::from(t2 >> 6)],
         recovery_timeout: dur(t3),
+        ack_starved_timeout: dur(t3 >> 1),
         min_ping_interval: dur(t3 >> 3),
         max_ping_strikes: u32::from(t3 >> 6),
     };

@@ -319,14 +319,21 @@ fn s11_never_acked_while_the_link_is_alive() {
 }
 
 /// Regression (found by the randomized runs, seed 242): base form, both sides blocked on full
-/// rings at once. Both cycle the link at the same instant (their frames in flight die with it),
-/// then both replay on the next link with acks that are stale by the time they arrive, and
-/// nobody has anything more to send. The conduit now cycles the link again after
+/// rings at once. Both cycle the link at the same instant (their frames in flight die with it;
+/// a zero `ack_starved_timeout` cycles as soon as a send is refused, as the conduit once did
+/// always), then both replay on the next link with acks that are stale by the time they
+/// arrive, and nobody has anything more to send. The conduit cycles the link again after
 /// `ping_interval` while a sender stays blocked, and the hellos of the next link trim both
 /// rings.
 #[test]
 fn s11_base_form_both_sides_blocked_recover() {
-    let base = ConduitConfig { ext: false, replay_frames: 4, ping_interval: secs(2), ..SimConfig::small().a };
+    let base = ConduitConfig {
+        ext: false,
+        replay_frames: 4,
+        ping_interval: secs(2),
+        ack_starved_timeout: ms(0),
+        ..SimConfig::small().a
+    };
     let cfg = SimConfig { latency: ms(10), ..SimConfig::small().with_conduit(base) };
     let mut sim = Sim::connected(cfg);
     assert_eq!(sim.send(Side::A, 4), 4);

@@ -21,9 +21,18 @@ pub struct ConduitConfig {
     /// Send a standalone ack after this many unacked deliveries (extensions). Default 32.
     pub ack_every: u32,
     /// Time between PINGs on an idle or busy link (extensions). Default 10 s. In the base form
-    /// (no PING): how long a sender blocked on a full ring waits for an ack before it cycles
-    /// the link again.
+    /// (no PING): after a link cycled for ack starvation brought no ack, how long a sender
+    /// still blocked on a full ring waits before the next cycle (at least
+    /// `ack_starved_timeout`).
     pub ping_interval: Duration,
+    /// Base form only (no extensions: a vox peer acks only on its own data frames and in
+    /// resume handshakes). While a `send` is blocked on a full ring and transmitted frames are
+    /// unacked, the link is cycled (`LinkDropReason::AckStarved`, so that the resume handshake
+    /// carries the peer's position) once neither an ack-bearing frame has arrived nor a data
+    /// frame been transmitted for this long. A peer that keeps acking, however late, is never
+    /// cycled: its sender just waits for `Writable`. Default 1 s; longer than the link's
+    /// round trip plus the peer's longest pause between its own sends avoids needless cycles.
+    pub ack_starved_timeout: Duration,
     /// A link on which nothing arrives for this long after a PING is dead. Default 20 s.
     pub pong_timeout: Duration,
     /// Inbound PINGs closer together than this are strikes. Default 1 s.
@@ -50,6 +59,7 @@ impl Default for ConduitConfig {
             ack_delay: Duration::from_millis(25),
             ack_every: 32,
             ping_interval: Duration::from_secs(10),
+            ack_starved_timeout: Duration::from_secs(1),
             pong_timeout: Duration::from_secs(20),
             min_ping_interval: Duration::from_secs(1),
             max_ping_strikes: 2,

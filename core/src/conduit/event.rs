@@ -55,8 +55,9 @@ pub enum LinkDropReason {
     Gap,
     /// Nothing arrived for `pong_timeout` after a PING: the link is silent (half-open).
     KeepaliveTimeout,
-    /// Base form only: the replay ring filled with no ack in sight; a resume handshake carries
-    /// the peer's position and trims it.
+    /// Base form only: a sender was blocked on a full replay ring and the peer sent no ack
+    /// for `ack_starved_timeout`; a resume handshake carries the peer's position and trims
+    /// the ring.
     AckStarved,
     /// A newer link replaced this one.
     Superseded,

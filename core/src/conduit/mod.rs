@@ -171,7 +171,8 @@ pub struct Conduit {
     pub(crate) pong_owed: Option<u64>,
     pub(crate) last_ping_rx: Option<Instant>,
     pub(crate) ping_strikes: u32,
-    /// A link was cycled for ack starvation and nothing has been acked since.
+    /// A link was cycled for ack starvation and nothing has been acked since: the next cycle
+    /// waits `ping_interval` rather than `ack_starved_timeout`.
     pub(crate) starved_cycle: bool,
     /// `close` was called: drain data, then GOODBYE.
     pub(crate) closing: Option<Reason>,
@@ -492,7 +493,8 @@ impl Conduit {
     #[cold]
     fn ring_full(&mut self) -> SendError {
         self.want_writable = true;
-        self.maybe_cycle_starved_link();
+        // A sender retrying on a full ring must not push the deadline back.
+        self.arm_ack_starved(self.clock.get(), false);
         SendError::WouldBlock
     }
 
@@ -602,6 +604,8 @@ impl Conduit {
         }
         if self.timers.is_due(Timer::AckStarved, now) {
             self.timers.clear(Timer::AckStarved);
+            // Nothing transmitted is unacked: nothing to learn from the peer. The next data
+            // frame transmitted re-arms the timer.
             if let LinkState::Established { id, ext: false } = self.link {
                 if self.want_writable && self.tx_cursor > self.acked {
                     self.starved_cycle = true;
@@ -705,33 +709,31 @@ impl Conduit {
         self.timers.clear(Timer::Recovery);
     }
 
-    /// Base form only: the ring is full, the peer never acks without sending data; cycle the
-    /// link so the resume handshake carries its position (WIRE.md section 5). At once the first
-    /// time; if a cycle already happened without an ack since (what we sent may have been lost
-    /// with that link), again after `ping_interval` (see [`Self::arm_starved_retry`]).
-    fn maybe_cycle_starved_link(&mut self) {
-        if let LinkState::Established { id, ext: false } = self.link {
-            if self.tx_cursor > self.acked {
-                if self.starved_cycle {
-                    self.arm_starved_retry(self.clock.get());
-                    return;
-                }
-                self.starved_cycle = true;
-                self.stats.link_drops.ack_starved += 1;
-                let now = self.clock.get();
-                self.drop_link(now, id, LinkDropReason::AckStarved);
-            }
+    /// Base form only (WIRE.md section 5): a peer without extensions acks only on its own
+    /// data frames and in resume handshakes, so a sender blocked on a full ring toward a peer
+    /// that sends nothing (or toward one blocked in turn, holding our acks) would wait
+    /// forever. While a sender is blocked, the [`Timer::AckStarved`] deadline runs; when it
+    /// passes with transmitted frames unacked, the link is cycled so that the resume handshake
+    /// carries the peer's position. The deadline is `ack_starved_timeout` after the latest of:
+    /// the send that found the ring full, the latest ack-bearing frame from the peer (`reset`
+    /// from the receive path) and the latest data frame we transmitted (`reset` from the
+    /// transmit path): a peer that keeps acking, however late, is never cycled. After a cycle
+    /// that brought no ack, the next one waits `ping_interval` instead (at least as long):
+    /// a peer that does not read gets a cycle now and then, not one a second. Called only
+    /// off the fast path (a full ring, or a sender already blocked).
+    pub(crate) fn arm_ack_starved(&mut self, now: Instant, reset: bool) {
+        if !self.want_writable || !matches!(self.link, LinkState::Established { ext: false, .. }) {
+            return;
         }
-    }
-
-    /// Base form, a sender blocked on a full ring: unless an ack arrives first, cycle the link
-    /// after `ping_interval` (a knob the base form has no other use for). By then every frame
-    /// in flight has arrived, so the resume handshake carries positions that trim both rings.
-    /// Without this, two senders both blocked with stale acks (or a one-way sender whose first
-    /// cycle lost its frames) would wait for each other forever.
-    pub(crate) fn arm_starved_retry(&mut self, now: Instant) {
-        if self.want_writable && matches!(self.link, LinkState::Established { ext: false, .. }) {
-            self.timers.set_if_unset(Timer::AckStarved, now.saturating_add(self.config.ping_interval));
+        let mut delay = self.config.ack_starved_timeout;
+        if self.starved_cycle && self.config.ping_interval > delay {
+            delay = self.config.ping_interval;
+        }
+        let at = now.saturating_add(delay);
+        if reset {
+            self.timers.set(Timer::AckStarved, at);
+        } else {
+            self.timers.set_if_unset(Timer::AckStarved, at);
         }
     }
 

@@ -171,7 +171,7 @@ impl Conduit {
         if ext {
             self.timers.set(Timer::Ping, now.saturating_add(self.config.ping_interval));
         }
-        self.arm_starved_retry(now);
+        self.arm_ack_starved(now, true);
         let replaying = self.sent - self.tx_cursor;
         self.events.push(super::Event::Attached { link: id, resumed, ext, replaying });
     }
@@ -220,6 +220,11 @@ impl Conduit {
             Frame::Data { seq, ack, item } => {
                 if let Some(ack) = ack {
                     self.handle_ack(now, id, ack)?;
+                    if !ext && self.want_writable {
+                        // The peer is acking, only not far enough yet: backpressure, not
+                        // starvation.
+                        self.arm_ack_starved(now, true);
+                    }
                 }
                 let Some(seq) = expand(seq, self.received) else {
                     return Err(self.violation(now, id, Violation::StaleBeyondWindow));

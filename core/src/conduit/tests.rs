@@ -302,3 +302,31 @@ fn keepalive_drops_a_link_whose_writes_are_stuck() {
     assert_eq!(dropped, Some((la, LinkDropReason::KeepaliveTimeout)));
     assert!(!p.a.is_ended(), "the link died, not the session");
 }
+
+/// Issue 14 defect 6 at the core: a base-form sender fills its ring before a single frame is
+/// transmitted toward a peer that only reads. The refused `send` arms the starvation timer
+/// (it shows in `poll_timeout`), each frame transmitted pushes it back, and when it fires the
+/// link is cycled; the resume hello's position trims the ring and `Writable` follows.
+#[test]
+fn base_form_full_ring_before_any_transmit_still_cycles_on_time() {
+    let cfg = ConduitConfig { ext: false, replay_frames: 4, ..ConduitConfig::default() };
+    let timeout = cfg.ack_starved_timeout;
+    let mut p = Pair::new(cfg);
+    p.connect();
+    for i in 0..4u8 {
+        p.a.send(&[i]).expect("room");
+    }
+    assert_eq!(p.a.send(&[4]), Err(SendError::WouldBlock));
+    assert_eq!(p.a.poll_timeout(), Some(p.now.saturating_add(timeout)), "armed by the refused send");
+    p.advance(Duration::from_millis(300));
+    assert_eq!(p.got_b.len(), 4, "transmitted and delivered, never acked");
+    assert_eq!(p.a.poll_timeout(), Some(p.now.saturating_add(timeout)), "pushed back by the transmits");
+    p.advance(timeout.saturating_sub(Duration::from_millis(1)));
+    assert_eq!(p.a.stats().link_drops.ack_starved, 0, "not before the timeout");
+    p.advance(Duration::from_millis(1));
+    assert_eq!(p.a.stats().link_drops.ack_starved, 1);
+    assert!(p.la.is_none(), "the link was cycled");
+    p.connect();
+    assert_eq!(p.a.unacked(), 0, "the resume hello carried B's position");
+    assert!(p.events_a.contains(&Event::Writable));
+}

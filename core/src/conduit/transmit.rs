@@ -176,7 +176,7 @@ impl Conduit {
         lend_from: usize,
     ) -> Option<(usize, Option<LentItem>)> {
         if self.tx_cursor < self.sent && !(ext && self.pong_owed.is_some()) {
-            return self.transmit_data::<LEND>(ext, out, lend_from);
+            return self.transmit_data::<LEND>(now, ext, out, lend_from);
         }
         self.transmit_control(now, ext, out).map(|n| (n, None))
     }
@@ -218,6 +218,7 @@ impl Conduit {
     #[inline(always)]
     fn transmit_data<const LEND: bool>(
         &mut self,
+        now: Instant,
         ext: bool,
         out: &mut [u8],
         lend_from: usize,
@@ -257,6 +258,10 @@ impl Conduit {
             self.tx_high = seq + 1;
         }
         self.mark_acked();
+        if !ext && self.want_writable {
+            // The peer cannot have acked what it has not been sent yet.
+            self.arm_ack_starved(now, true);
+        }
         Some((h + copied, lent))
     }
 

@@ -484,7 +484,11 @@ impl SottoRun {
 /// Run the sotto side of one exchange: send `msg-0 .. msg-(n_send-1)`, receive everything,
 /// and keep the session up until the vox peer exits (it exits once it has what it expects,
 /// after a linger) or `timeout` passes. Then read the inbound queue dry and report.
-pub async fn drive_sotto(conduit: &StableConduit, n_send: usize, peer: &mut Proc, timeout: Duration) -> SottoRun {
+///
+/// The sender is a task of its own, woken only by the conduit (when the replay ring has room
+/// again), as an application's sender would be: a sender polled again on every wake of a
+/// shared task (a `select!` loop) retries its send on unrelated wakes, which hides a stall.
+pub async fn drive_sotto(conduit: &Arc<StableConduit>, n_send: usize, peer: &mut Proc, timeout: Duration) -> SottoRun {
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
     let mut run = SottoRun {
@@ -498,15 +502,18 @@ pub async fn drive_sotto(conduit: &StableConduit, n_send: usize, peer: &mut Proc
         peer_exited: false,
         elapsed: Duration::ZERO,
     };
-    let sent = std::cell::Cell::new(0usize);
-    let sender = async {
-        for i in 0..n_send {
-            conduit.send(encode_string(&msg(i))).await.map_err(|e| e.to_string())?;
-            sent.set(i + 1);
-        }
-        Ok::<(), String>(())
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut sender = {
+        let conduit = Arc::clone(conduit);
+        let sent = Arc::clone(&sent);
+        tokio::spawn(async move {
+            for i in 0..n_send {
+                conduit.send(encode_string(&msg(i))).await.map_err(|e| e.to_string())?;
+                sent.store(i + 1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok::<(), String>(())
+        })
     };
-    tokio::pin!(sender);
     let mut sending = n_send > 0;
     let mut events_open = true;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -514,8 +521,10 @@ pub async fn drive_sotto(conduit: &StableConduit, n_send: usize, peer: &mut Proc
         tokio::select! {
             r = &mut sender, if sending => {
                 sending = false;
-                if let Err(e) = r {
-                    run.send_error = Some(e);
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => run.send_error = Some(e),
+                    Err(e) => run.send_error = Some(format!("sender task: {e}")),
                 }
             }
             r = conduit.recv() => match r {
@@ -551,11 +560,86 @@ pub async fn drive_sotto(conduit: &StableConduit, n_send: usize, peer: &mut Proc
     while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(1), conduit.next_event()).await {
         run.events.push(e);
     }
-    run.sent = sent.get();
+    // The sender task holds a handle to the conduit: stop it, so that dropping the caller's
+    // handle closes the session.
+    if sending {
+        sender.abort();
+        let _ = sender.await;
+    }
+    run.sent = sent.load(std::sync::atomic::Ordering::Relaxed);
     run.stats = conduit.stats();
     if run.ended.is_none() {
         run.ended = conduit.ended();
     }
+    run.elapsed = start.elapsed();
+    run
+}
+
+/// Run the sotto side as an echo loop written the way vox users write one: one task that
+/// `recv`s an item, then `send(..).await`s it back, `n` times; then keep the session up until
+/// the vox peer exits or `timeout` passes. Link events are collected alongside (the
+/// application's loop itself never looks at them).
+pub async fn drive_sotto_echo(conduit: &StableConduit, n: usize, peer: &mut Proc, timeout: Duration) -> SottoRun {
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut run = SottoRun {
+        sent: 0,
+        send_error: None,
+        delivered: Vec::new(),
+        undecodable: Vec::new(),
+        events: Vec::new(),
+        stats: Stats::default(),
+        ended: None,
+        peer_exited: false,
+        elapsed: Duration::ZERO,
+    };
+    let got = std::cell::RefCell::new(Vec::<Bytes>::with_capacity(n));
+    let echoed = std::cell::Cell::new(0usize);
+    let echo = async {
+        for i in 0..n {
+            let item = conduit.recv().await.map_err(|e| format!("recv: {e:?}"))?;
+            got.borrow_mut().push(item.clone());
+            conduit.send(item).await.map_err(|e| e.to_string())?;
+            echoed.set(i + 1);
+        }
+        Ok::<(), String>(())
+    };
+    tokio::pin!(echo);
+    let mut echoing = n > 0;
+    let mut events_open = true;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            r = &mut echo, if echoing => {
+                echoing = false;
+                if let Err(e) = r {
+                    run.send_error = Some(e);
+                }
+            }
+            e = conduit.next_event(), if events_open => match e {
+                Some(e) => run.events.push(e),
+                None => events_open = false,
+            },
+            _ = tick.tick() => {
+                if peer.exited().is_some() {
+                    run.peer_exited = true;
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
+    }
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(1), conduit.next_event()).await {
+        run.events.push(e);
+    }
+    for item in got.borrow().iter() {
+        on_item(&mut run, item);
+    }
+    run.sent = echoed.get();
+    run.stats = conduit.stats();
+    run.ended = conduit.ended();
     run.elapsed = start.elapsed();
     run
 }

@@ -19,14 +19,20 @@
 //! a sotto acceptor's `close` ends the session locally, the vox initiator sees a link loss,
 //! resumes, and is answered REJECTED (`SessionLost`).
 //!
+//! The full-speed scenarios of issue 14: a 20 000-item burst to a vox acceptor that only reads
+//! (defect 6: it must complete), 100 000 echoes through an echoing vox acceptor (defect 8: a
+//! ring filled by lagging acks is backpressure, never a link cycle), and 100 000 echoes from a
+//! vox initiator through a sotto acceptor's `recv`-then-`send` loop (defect 7).
+//!
 //! Run through `interop/run.sh` (which builds the binaries first). Scenarios run one at a time.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use interop_tests::{
-    chaos_proxy, drive_sotto, encode_string, msg, vox_peer, Delivery, Proc, ProxyReport, SottoRun, VoxReport,
+    chaos_proxy, drive_sotto, drive_sotto_echo, encode_string, msg, vox_peer, Delivery, Proc, ProxyReport, SottoRun,
+    VoxReport,
 };
 use sotto_tokio::{AcceptorStats, Config, SessionEnd};
 
@@ -56,8 +62,15 @@ struct Scenario {
     dir: Dir,
     /// Chaos proxy seed; `None` connects directly.
     chaos: Option<u64>,
+    /// The range the proxy draws each connection's byte budget from.
+    cuts: (u64, u64),
     sotto_sends: usize,
     vox_sends: usize,
+    /// The vox peer sends back what it receives (`--echo`) instead of its own messages.
+    vox_echoes: bool,
+    /// The sotto side is a `recv`-then-`send(..).await` echo loop instead of a sender and a
+    /// receiver running side by side.
+    sotto_echoes: bool,
     config: Config,
 }
 
@@ -73,8 +86,8 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
-fn vox_args(role: &str, addr_flag: &str, addr: &str, sends: usize, expect: usize) -> Vec<String> {
-    args(&[
+fn vox_args(role: &str, addr_flag: &str, addr: &str, sends: usize, expect: usize, echo: bool) -> Vec<String> {
+    let mut a = args(&[
         "--role",
         role,
         addr_flag,
@@ -87,13 +100,20 @@ fn vox_args(role: &str, addr_flag: &str, addr: &str, sends: usize, expect: usize
         &VOX_TIMEOUT_SECS.to_string(),
         "--linger-ms",
         &LINGER_MS.to_string(),
-    ])
+    ]);
+    if echo {
+        a.push("--echo".to_owned());
+    }
+    a
 }
 
-async fn maybe_proxy(upstream: SocketAddr, chaos: Option<u64>) -> (Option<Proc>, SocketAddr) {
+/// The chaos runs' byte budget per connection: a few dozen cuts in a 1000-item run.
+const CUTS: (u64, u64) = (200, 5000);
+
+async fn maybe_proxy(upstream: SocketAddr, chaos: Option<u64>, cuts: (u64, u64)) -> (Option<Proc>, SocketAddr) {
     match chaos {
         Some(seed) => {
-            let (p, addr) = chaos_proxy(upstream, seed, 200, 5000).await;
+            let (p, addr) = chaos_proxy(upstream, seed, cuts.0, cuts.1).await;
             (Some(p), addr)
         }
         None => (None, upstream),
@@ -104,9 +124,10 @@ async fn run(s: &Scenario) -> Outcome {
     let sotto_timeout = Duration::from_secs(VOX_TIMEOUT_SECS + 10);
     let (sotto, mut vox, proxy, acceptor) = match s.dir {
         Dir::SottoInitiator => {
-            let mut vox = vox_peer(&vox_args("acceptor", "--listen", "127.0.0.1:0", s.vox_sends, s.sotto_sends));
+            let mut vox =
+                vox_peer(&vox_args("acceptor", "--listen", "127.0.0.1:0", s.vox_sends, s.sotto_sends, s.vox_echoes));
             let vox_addr = vox.listen_addr().await;
-            let (proxy, target) = maybe_proxy(vox_addr, s.chaos).await;
+            let (proxy, target) = maybe_proxy(vox_addr, s.chaos, s.cuts).await;
             let connector = move || async move {
                 let stream = tokio::net::TcpStream::connect(target).await?;
                 stream.set_nodelay(true)?;
@@ -114,6 +135,7 @@ async fn run(s: &Scenario) -> Outcome {
             };
             let conduit = sotto_tokio::connect(connector, s.config)
                 .await
+                .map(Arc::new)
                 .unwrap_or_else(|e| panic!("{}: connect: {e}; vox stderr: {:?}", s.name, vox.stderr()));
             let run = drive_sotto(&conduit, s.sotto_sends, &mut vox, sotto_timeout).await;
             drop(conduit);
@@ -123,14 +145,20 @@ async fn run(s: &Scenario) -> Outcome {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let sotto_addr = listener.local_addr().expect("local_addr");
             let acceptor = sotto_tokio::serve_tcp(listener, s.config).expect("valid config");
-            let (proxy, target) = maybe_proxy(sotto_addr, s.chaos).await;
+            let (proxy, target) = maybe_proxy(sotto_addr, s.chaos, s.cuts).await;
+            let target = target.to_string();
             let mut vox =
-                vox_peer(&vox_args("initiator", "--connect", &target.to_string(), s.vox_sends, s.sotto_sends));
+                vox_peer(&vox_args("initiator", "--connect", &target, s.vox_sends, s.sotto_sends, s.vox_echoes));
             let conduit = tokio::time::timeout(Duration::from_secs(20), acceptor.accept())
                 .await
                 .unwrap_or_else(|_| panic!("{}: no session from vox; vox stderr: {:?}", s.name, vox.stderr()))
+                .map(Arc::new)
                 .expect("accept");
-            let run = drive_sotto(&conduit, s.sotto_sends, &mut vox, sotto_timeout).await;
+            let run = if s.sotto_echoes {
+                drive_sotto_echo(&conduit, s.vox_sends, &mut vox, sotto_timeout).await
+            } else {
+                drive_sotto(&conduit, s.sotto_sends, &mut vox, sotto_timeout).await
+            };
             drop(conduit);
             let stats = acceptor.stats();
             (run, vox, proxy, Some(stats))
@@ -239,7 +267,17 @@ fn assert_sotto(s: &Scenario, o: &Outcome) {
 }
 
 fn scenario(name: &'static str, dir: Dir, chaos: Option<u64>) -> Scenario {
-    Scenario { name, dir, chaos, sotto_sends: N, vox_sends: N, config: Config::default() }
+    Scenario {
+        name,
+        dir,
+        chaos,
+        cuts: CUTS,
+        sotto_sends: N,
+        vox_sends: N,
+        vox_echoes: false,
+        sotto_echoes: false,
+        config: Config::default(),
+    }
 }
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -342,15 +380,27 @@ fn chaos_vox_initiator_sotto_acceptor() {
 }
 
 /// sotto sends one way into a 64-frame ring; vox sends nothing, so it acks only in resume
-/// handshakes. sotto must not stall: it cycles the link (`AckStarved`) and the resume trims
-/// its ring.
+/// handshakes. sotto must not stall: once vox has been silent for `ack_starved_timeout`, it
+/// cycles the link (`AckStarved`) and the resume trims its ring.
 fn ack_starvation(dir: Dir, name: &'static str) {
     let _g = serial();
     let mut config = Config::default();
     config.conduit.replay_frames = 64;
-    // The retry delay when a cycle brought no ack (base form has no other use for it).
+    // How long vox may stay silent before a cycle, and the retry delay when a cycle brought
+    // no ack (base form has no other use for `ping_interval`): short, to keep the test short.
+    config.conduit.ack_starved_timeout = Duration::from_millis(300).into();
     config.conduit.ping_interval = Duration::from_millis(300).into();
-    let s = Scenario { name, dir, chaos: None, sotto_sends: 600, vox_sends: 0, config };
+    let s = Scenario {
+        name,
+        dir,
+        chaos: None,
+        cuts: CUTS,
+        sotto_sends: 600,
+        vox_sends: 0,
+        vox_echoes: false,
+        sotto_echoes: false,
+        config,
+    };
     let o = block_on(run(&s));
     assert_sotto(&s, &o);
     let cycles = o.sotto.stats.conduit.link_drops.ack_starved;
@@ -378,7 +428,7 @@ fn close_against_a_vox_initiator_is_a_lost_session_for_vox() {
         let addr = listener.local_addr().expect("local_addr");
         let acceptor = sotto_tokio::serve_tcp(listener, Config::default()).expect("valid config");
         // vox waits for 20 items; it gets 10, then the close.
-        let mut vox = vox_peer(&vox_args("initiator", "--connect", &addr.to_string(), 0, 20));
+        let mut vox = vox_peer(&vox_args("initiator", "--connect", &addr.to_string(), 0, 20, false));
         let conduit = tokio::time::timeout(Duration::from_secs(20), acceptor.accept())
             .await
             .expect("a session from vox")
@@ -403,4 +453,129 @@ fn close_against_a_vox_initiator_is_a_lost_session_for_vox() {
         assert!(stderr.iter().any(|l| l.contains("session lost")), "vox should report SessionLost: {stderr:?}");
         assert!(acceptor.stats().rejected >= 1, "sotto answers the resume of a closed session with REJECTED");
     });
+}
+
+/// Items in the one-way burst of issue 14 defect 6 (five times the default replay ring).
+const BURST: usize = 20_000;
+/// Echoes in the full-speed echo scenarios (issue 14 defects 7 and 8).
+const ECHOES: usize = 100_000;
+
+/// Issue 14 defect 6: a sotto initiator sends `BURST` items as fast as it can, with the
+/// default configuration (a 4096-frame ring), to a vox acceptor that only reads and so never
+/// acks except in a resume handshake. The burst used to stop for good after one ring's worth
+/// (no cycle, no event). Now the conduit cycles the link once the peer has sent no ack for
+/// `ack_starved_timeout`, and the resume hello's position trims the ring.
+///
+/// Run twice: on a current-thread runtime, where the sender fills the whole ring before the
+/// driver transmits a frame (the case that stalled every time), and on a multi-thread one.
+#[test]
+fn one_way_burst_to_a_read_only_vox_acceptor_is_all_delivered() {
+    let _g = serial();
+    one_way_burst(false);
+    one_way_burst(true);
+}
+
+fn one_way_burst(multi_thread: bool) {
+    let rt = if multi_thread { "multi-thread runtime" } else { "current-thread runtime" };
+    println!("--- {rt}");
+    let s = Scenario {
+        name: "one-way burst: sotto initiator -> read-only vox acceptor, default ring",
+        dir: Dir::SottoInitiator,
+        chaos: None,
+        cuts: CUTS,
+        sotto_sends: BURST,
+        vox_sends: 0,
+        vox_echoes: false,
+        sotto_echoes: false,
+        config: Config::default(),
+    };
+    let o = if multi_thread {
+        block_on(run(&s))
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(run(&s))
+    };
+    assert_sotto(&s, &o);
+    assert!(o.vox.delivery.exact(), "vox must receive the whole burst ({rt}): {}", o.vox.delivery);
+    let cycles = o.sotto.stats.conduit.link_drops.ack_starved;
+    let rings = (BURST as u64).div_ceil(u64::from(s.config.conduit.replay_frames));
+    assert!(
+        (1..=2 * rings).contains(&cycles),
+        "a ring's worth per cycle: expected 1..={} ack-starved cycles, got {cycles} ({rt})",
+        2 * rings
+    );
+}
+
+fn echo_through_a_vox_acceptor(name: &'static str, chaos: Option<u64>, cuts: (u64, u64)) -> Outcome {
+    let s = Scenario {
+        name,
+        dir: Dir::SottoInitiator,
+        chaos,
+        cuts,
+        sotto_sends: ECHOES,
+        vox_sends: ECHOES,
+        vox_echoes: true,
+        sotto_echoes: false,
+        config: Config::default(),
+    };
+    let o = block_on(run(&s));
+    assert_sotto(&s, &o);
+    o
+}
+
+/// Issue 14 defect 8: a sotto initiator sends `ECHOES` items at full speed to a vox acceptor
+/// that echoes each one. The ring fills, because vox's acks ride on its echoes and lag by what
+/// is in flight; that is backpressure, not starvation: the link is never cycled.
+#[test]
+fn echoes_through_a_healthy_vox_acceptor_never_cycle_the_link() {
+    let _g = serial();
+    let o = echo_through_a_vox_acceptor("echoes: sotto initiator -> echoing vox acceptor", None, CUTS);
+    assert_eq!(o.sotto.stats.conduit.link_drops.ack_starved, 0, "no ack-starved cycle with a healthy vox peer");
+    assert_eq!(o.sotto.stats.link_ups, 1, "no link should die without a proxy");
+}
+
+/// Issue 14 defect 8, with a few link cuts: the same echoes through the chaos proxy, which
+/// cuts each connection after 1 to 3 MB (a handful of cuts a run). Every echo arrives exactly
+/// once and in order; the ack-starved cycles are reported.
+#[test]
+fn echoes_through_a_vox_acceptor_survive_a_few_link_cuts() {
+    let _g = serial();
+    let o = echo_through_a_vox_acceptor(
+        "echoes: sotto initiator -> proxy (1-3 MB a link) -> echoing vox acceptor",
+        Some(1),
+        (1_000_000, 3_000_000),
+    );
+    println!("  ack-starved cycles with link cuts: {}", o.sotto.stats.conduit.link_drops.ack_starved);
+    assert!(o.sotto.stats.conduit.resumes >= 1, "the proxy should have cut at least one link");
+}
+
+/// Issue 14 defect 7: a raw sotto acceptor whose application is one loop, `recv` then
+/// `send(..).await`, echoes `ECHOES` items to a vox initiator sending at full speed. It must
+/// complete without a stall: no link cycled for lack of acks and no keepalive timeout.
+///
+/// The loop stops reading while its `send` waits for acks, and vox's acks ride on the frames
+/// it no longer reads: the driver must keep applying them while the application's queue is
+/// full. Without that, the base-form rule breaks the stall by a cycle per
+/// `ack_starved_timeout` (about 20 cycles and 24 s for 100 000 echoes).
+#[test]
+#[ignore = "issue 14 defect 7: needs the driverfix branch"]
+fn recv_then_send_echo_acceptor_keeps_up_with_a_vox_initiator() {
+    let _g = serial();
+    let s = Scenario {
+        name: "echoes: vox initiator -> sotto acceptor echoing in a recv-then-send loop",
+        dir: Dir::VoxInitiator,
+        chaos: None,
+        cuts: CUTS,
+        sotto_sends: ECHOES,
+        vox_sends: ECHOES,
+        vox_echoes: false,
+        sotto_echoes: true,
+        config: Config::default(),
+    };
+    let o = block_on(run(&s));
+    assert_sotto(&s, &o);
+    assert!(o.vox.delivery.exact(), "vox must get every echo back: {}", o.vox.delivery);
+    let keepalive = o.sotto.stats.conduit.link_drops.keepalive;
+    assert_eq!(keepalive, 0, "a healthy link is never blamed with KeepaliveTimeout");
+    assert_eq!(o.sotto.stats.conduit.link_drops.ack_starved, 0, "the loop never stalls waiting for acks");
+    assert_eq!(o.sotto.stats.link_ups, 1, "no link should die without a proxy");
 }

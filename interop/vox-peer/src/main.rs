@@ -3,8 +3,10 @@
 //! Usage:
 //!   vox-peer --role acceptor  --listen  127.0.0.1:PORT [--send N] [--expect N] [--timeout-secs T] [--linger-ms MS]
 //!   vox-peer --role initiator --connect 127.0.0.1:PORT [--send N] [--expect N] [--timeout-secs T] [--linger-ms MS]
+//!   ... [--echo]
 //!
-//! Sends N `String` messages "msg-<i>" (i from 0) and receives up to `--expect` messages,
+//! Sends N `String` messages "msg-<i>" (i from 0) (with `--echo`: sends back the first N
+//! messages it receives, in order, as it receives them) and receives up to `--expect` messages,
 //! printing `recv <string>` per message on stdout and finally
 //! `summary sent=<n> received=<n> in_order=<bool>`. Exit 0 when `received == expect` and all
 //! messages arrived as msg-0, msg-1, ... without gaps/dups within the timeout, 2 otherwise.
@@ -123,6 +125,7 @@ struct Args {
     expect: u64,
     timeout_secs: u64,
     linger_ms: u64,
+    echo: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -139,6 +142,7 @@ fn parse_args() -> Result<Args, String> {
             "--expect" => a.expect = num(val()?)?,
             "--timeout-secs" => a.timeout_secs = num(val()?)?,
             "--linger-ms" => a.linger_ms = num(val()?)?,
+            "--echo" => a.echo = true,
             _ => return Err(format!("unknown argument {flag:?}")),
         }
     }
@@ -251,9 +255,13 @@ where
     let tx = Arc::new(tx);
     let n_send = args.send;
 
-    // Sender task: "msg-0" .. "msg-(N-1)". Errors from reserve/send are retried (the message is
-    // not consumed when `send` returns LinkDead: that check precedes seq assignment), except a
-    // lost session.
+    // With `--echo`, the sender sends what the main loop received, in order.
+    let (echo_tx, mut echo_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let echo = args.echo;
+
+    // Sender task: "msg-0" .. "msg-(N-1)", or the echoes. Errors from reserve/send are retried
+    // (the message is not consumed when `send` returns LinkDead: that check precedes seq
+    // assignment), except a lost session.
     let sent_ctr = Arc::new(AtomicU64::new(0));
     let sender = {
         let tx = Arc::clone(&tx);
@@ -261,7 +269,14 @@ where
         tokio::spawn(async move {
             let mut sent = 0u64;
             'outer: while sent < n_send {
-                let msg = format!("msg-{sent}");
+                let msg = if echo {
+                    match echo_rx.recv().await {
+                        Some(m) => m,
+                        None => break,
+                    }
+                } else {
+                    format!("msg-{sent}")
+                };
                 loop {
                     match tx.reserve().await {
                         Ok(permit) => match permit.send(msg.clone()) {
@@ -349,6 +364,9 @@ where
                 }
                 received += 1;
                 let _ = writeln!(stdout, "recv {s}");
+                if echo {
+                    let _ = echo_tx.send(s);
+                }
             }
             Ok(Some(Err(e))) => eprintln!("vox-peer: {e}"),
             Ok(None) => receiver_alive = false,
