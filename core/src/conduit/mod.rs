@@ -185,8 +185,10 @@ pub struct Conduit {
 }
 
 impl Conduit {
-    /// Build a conduit. Allocates the replay ring (`replay_bytes` + `replay_frames`
-    /// entries) now; nothing else is ever allocated.
+    /// Build a conduit. Allocates nothing for the replay ring yet: it grows by doubling, up
+    /// to `replay_bytes` and `replay_frames` entries, as items need room (a few times while a
+    /// session warms up, never in steady state), and gives memory back on
+    /// [`shrink_buffers`](Self::shrink_buffers). Nothing else is ever allocated.
     pub fn new(role: Role, config: ConduitConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self::with_ring(role, config, ReplayRing::new(config.replay_bytes, config.replay_frames)))
@@ -339,6 +341,32 @@ impl Conduit {
     pub fn can_send(&self, len: usize) -> bool {
         self.ended.is_none() && self.closing.is_none() && !self.ring.is_full_for(len)
     }
+    /// Bytes the replay ring has allocated now (item storage and entry slots): at most
+    /// `replay_bytes` plus 8 bytes per `replay_frames`, and 0 before the first item and after
+    /// [`shrink_buffers`](Self::shrink_buffers) of an empty ring.
+    #[must_use]
+    pub fn buffer_bytes(&self) -> usize {
+        self.ring.allocated()
+    }
+
+    /// Grow the replay ring to its caps now (`replay_bytes` and `replay_frames`), so that no
+    /// later call allocates, not even while the session warms up: for a deployment that
+    /// wants every allocation made up front, and for tests that count allocations from the
+    /// start. [`shrink_buffers`](Self::shrink_buffers) undoes it.
+    pub fn reserve_buffers(&mut self) {
+        self.ring.reserve_full();
+    }
+
+    /// Give back replay-ring memory that the unacked items do not need: all of it when
+    /// every item was acked, else down to twice what is held (only when that frees three
+    /// quarters or more). Call when the session has been idle for a while (the driver does,
+    /// after a second without traffic), not after every ack: the next burst grows the ring
+    /// again, which allocates. Bounded work (a copy of the held bytes at most). Returns the
+    /// bytes freed.
+    pub fn shrink_buffers(&mut self) -> usize {
+        self.ring.shrink()
+    }
+
     /// A snapshot of the counters.
     #[must_use]
     pub fn stats(&self) -> ConduitStats {

@@ -1,9 +1,21 @@
 //! The replay ring: every frame sent and not yet acked, in seq order, bounded in bytes and in
-//! frames, allocated once. Items are stored (not encoded frames) because a replayed frame
-//! carries a fresh ack.
+//! frames. Items are stored (not encoded frames) because a replayed frame carries a fresh ack.
+//!
+//! Memory follows live data: the ring starts with no storage and grows by doubling (bytes and
+//! entries separately, each up to its cap) when an item does not fit in what it has; the
+//! caps bound it, never its allocation up front. Growth copies the held items once into the
+//! larger storage, so it happens a few times while a session warms up (log2 of cap over
+//! [`MIN_BYTES`] at most) and never in steady state. [`shrink`](ReplayRing::shrink) gives
+//! memory back; the ring never shrinks on its own (that would allocate again on the next
+//! burst): the driver calls it when the session has been idle for a while.
 
 use alloc::vec;
 use alloc::vec::Vec;
+
+/// The smallest byte storage the ring allocates (a session's hello and a few small items).
+const MIN_BYTES: usize = 1024;
+/// The smallest entry table the ring allocates.
+const MIN_ENTRIES: usize = 16;
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
@@ -15,11 +27,16 @@ struct Entry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RingFull;
 
-/// Fixed-capacity ring of items keyed by consecutive u64 sequence numbers.
+/// Ring of items keyed by consecutive u64 sequence numbers, bounded by `max_bytes` and
+/// `max_frames`, its storage grown on demand.
 #[derive(Debug)]
 pub(crate) struct ReplayRing {
+    /// Storage; its length is the room allocated now (at most `max_bytes`).
     bytes: Vec<u8>,
+    /// Entry slots; its length is the room allocated now (at most `max_frames`).
     entries: Vec<Entry>,
+    max_bytes: usize,
+    max_frames: usize,
     /// Offset of the oldest item's first byte.
     byte_head: usize,
     byte_used: usize,
@@ -34,10 +51,13 @@ pub(crate) struct ReplayRing {
 }
 
 impl ReplayRing {
+    /// An empty ring holding at most `bytes` item bytes and `frames` items. Allocates nothing.
     pub(crate) fn new(bytes: u32, frames: u32) -> Self {
         Self {
-            bytes: vec![0; bytes as usize],
-            entries: vec![Entry::default(); frames as usize],
+            bytes: Vec::new(),
+            entries: Vec::new(),
+            max_bytes: bytes as usize,
+            max_frames: frames as usize,
             byte_head: 0,
             byte_used: 0,
             entry_head: 0,
@@ -45,6 +65,42 @@ impl ReplayRing {
             first_seq: 0,
             epoch: 0,
         }
+    }
+
+    /// Bytes of storage allocated now (item bytes plus entry slots).
+    pub(crate) fn allocated(&self) -> usize {
+        self.bytes.len() + self.entries.len() * core::mem::size_of::<Entry>()
+    }
+
+    /// Grow the storage to both caps now (what a fixed-capacity ring would hold from the
+    /// start), so that nothing is allocated later.
+    pub(crate) fn reserve_full(&mut self) {
+        if self.bytes.len() < self.max_bytes || self.entries.len() < self.max_frames {
+            self.relocate(self.max_bytes, self.max_frames);
+        }
+    }
+
+    /// Give back storage the held items do not need: all of it when the ring is empty, else
+    /// down to twice the held items (bytes and entries separately, each only if that frees
+    /// three quarters or more of it). Work is bounded by the bytes held. Allocates (the
+    /// smaller storage) only when the ring holds items; returns the bytes freed.
+    pub(crate) fn shrink(&mut self) -> usize {
+        let before = self.allocated();
+        if self.entry_count == 0 {
+            self.bytes = Vec::new();
+            self.entries = Vec::new();
+            self.byte_head = 0;
+            self.entry_head = 0;
+            return before;
+        }
+        let want_bytes = (2 * self.byte_used).next_power_of_two().max(MIN_BYTES);
+        let want_entries = (2 * self.entry_count).next_power_of_two().max(MIN_ENTRIES);
+        let bytes = if want_bytes <= self.bytes.len() / 4 { want_bytes } else { self.bytes.len() };
+        let entries = if want_entries <= self.entries.len() / 4 { want_entries } else { self.entries.len() };
+        if bytes < self.bytes.len() || entries < self.entries.len() {
+            self.relocate(bytes, entries);
+        }
+        before - self.allocated()
     }
 
     /// Drop everything and restart at seq 0, keeping the allocation.
@@ -80,14 +136,70 @@ impl ReplayRing {
         self.byte_used
     }
     pub(crate) fn is_full_for(&self, len: usize) -> bool {
+        self.entry_count == self.max_frames || self.max_bytes - self.byte_used < len
+    }
+
+    /// Whether the storage allocated now lacks room for a new item of `len` bytes.
+    #[inline]
+    fn must_grow_for(&self, len: usize) -> bool {
         self.entry_count == self.entries.len() || self.bytes.len() - self.byte_used < len
     }
 
-    /// Where an item of `len` bytes would start, if it fits.
+    /// Grow the storage (doubling, within the caps) so that `len` more bytes and `frames`
+    /// more entries fit. The caller has checked the caps.
+    #[cold]
+    fn grow(&mut self, len: usize, frames: usize) {
+        let need_bytes = self.byte_used + len;
+        let mut bytes = self.bytes.len().max(MIN_BYTES);
+        while bytes < need_bytes {
+            bytes = bytes.saturating_mul(2);
+        }
+        let need_entries = self.entry_count + frames;
+        let mut entries = self.entries.len().max(MIN_ENTRIES);
+        while entries < need_entries {
+            entries = entries.saturating_mul(2);
+        }
+        self.relocate(bytes.min(self.max_bytes), entries.min(self.max_frames));
+    }
+
+    /// Move the held items into new storage of `bytes` and `entries` slots (each at least
+    /// what is held), oldest first at offset 0.
+    fn relocate(&mut self, bytes: usize, entries: usize) {
+        debug_assert!(bytes >= self.byte_used && entries >= self.entry_count);
+        if bytes != self.bytes.len() {
+            let mut new = vec![0u8; bytes];
+            let cap = self.bytes.len();
+            let first = (cap - self.byte_head).min(self.byte_used);
+            new[..first].copy_from_slice(&self.bytes[self.byte_head..self.byte_head + first]);
+            new[first..self.byte_used].copy_from_slice(&self.bytes[..self.byte_used - first]);
+            // Every held item now starts `byte_head` earlier, modulo the old capacity.
+            for i in 0..self.entry_count {
+                let idx = (self.entry_head + i) % self.entries.len();
+                let e = &mut self.entries[idx];
+                let off = e.offset as usize;
+                e.offset = (if off >= self.byte_head { off - self.byte_head } else { off + cap - self.byte_head }) as u32;
+            }
+            self.bytes = new;
+            self.byte_head = 0;
+        }
+        if entries != self.entries.len() {
+            let mut new = vec![Entry::default(); entries];
+            for (i, slot) in new.iter_mut().take(self.entry_count).enumerate() {
+                *slot = self.entries[(self.entry_head + i) % self.entries.len()];
+            }
+            self.entries = new;
+            self.entry_head = 0;
+        }
+    }
+
+    /// Where an item of `len` bytes would start, if it fits (growing the storage if needed).
     #[inline]
-    fn tail_for(&self, len: usize) -> Result<usize, RingFull> {
+    fn tail_for(&mut self, len: usize) -> Result<usize, RingFull> {
         if self.is_full_for(len) {
             return Err(RingFull);
+        }
+        if self.must_grow_for(len) {
+            self.grow(len, 1);
         }
         let offset = self.byte_head + self.byte_used;
         Ok(if offset >= self.bytes.len() { offset - self.bytes.len() } else { offset })
@@ -147,8 +259,11 @@ impl ReplayRing {
     #[inline(always)]
     pub(crate) fn extend_last(&mut self, header: &[u8], payload: &[u8]) -> Result<(), RingFull> {
         let len = header.len() + payload.len();
-        if self.entry_count == 0 || self.bytes.len() - self.byte_used < len {
+        if self.entry_count == 0 || self.max_bytes - self.byte_used < len {
             return Err(RingFull);
+        }
+        if self.bytes.len() - self.byte_used < len {
+            self.grow(len, 0);
         }
         let cap = self.bytes.len();
         let mut at = self.byte_head + self.byte_used;
@@ -323,5 +438,107 @@ mod tests {
         r.trim_to(1);
         r.push(&[b"wxyz"]).expect("fits after trim");
         assert_eq!(item(&r, 1), b"wxyz");
+    }
+}
+
+#[cfg(test)]
+mod growth_tests {
+    use super::*;
+
+    fn item(r: &ReplayRing, seq: u64) -> Vec<u8> {
+        let (a, b) = r.get(seq).expect("held");
+        [a, b].concat()
+    }
+
+    #[test]
+    fn allocates_nothing_until_the_first_push_and_grows_by_doubling_to_the_caps() {
+        let mut r = ReplayRing::new(1 << 20, 4096);
+        assert_eq!(r.allocated(), 0, "a new ring holds no storage");
+        r.push(&[b"hello"]).expect("fits");
+        assert_eq!(r.bytes.len(), MIN_BYTES);
+        assert_eq!(r.entries.len(), MIN_ENTRIES);
+        let big = vec![7u8; 3000];
+        r.push(&[&big]).expect("fits after growing");
+        assert_eq!(r.bytes.len(), 4096, "doubled until 3005 bytes fit");
+        for i in 0..100u8 {
+            r.push(&[&[i]]).expect("fits");
+        }
+        assert_eq!(r.entries.len(), 128, "entries doubled separately");
+        assert_eq!(item(&r, 0), b"hello");
+        assert_eq!(item(&r, 1), big);
+        assert_eq!(item(&r, 101), [99]);
+        // The caps bind, not the allocation.
+        let mut small = ReplayRing::new(3000, 3);
+        small.push(&[&[1u8; 1500]]).expect("fits");
+        small.push(&[&[2u8; 1500]]).expect("fits: exactly the cap");
+        assert_eq!(small.bytes.len(), 3000, "growth stops at the byte cap");
+        assert_eq!(small.push(&[b""]), Ok(()));
+        assert_eq!(small.entries.len(), 3, "growth stops at the frame cap");
+        assert_eq!(small.push(&[b""]), Err(RingFull));
+        assert_eq!(small.push_with_header(b"", b""), Err(RingFull));
+    }
+
+    /// Items that wrap in the old storage come out whole and in order from the new one, for
+    /// every head position; extending the newest item grows the ring too.
+    #[test]
+    fn growth_keeps_wrapped_items_and_their_order() {
+        for shift in 0..MIN_BYTES {
+            let mut r = ReplayRing::new(1 << 16, 64);
+            // Move the head to `shift` with a filler item, then trim it.
+            r.push(&[&vec![0u8; shift]]).expect("fits");
+            r.push(&[b"x"]).expect("keeps the ring non-empty");
+            r.trim_to(1);
+            let mut expect = vec![b"x".to_vec()];
+            let mut i = 0u8;
+            while r.bytes.len() == MIN_BYTES {
+                let it = vec![i; 100 + usize::from(i) % 7];
+                r.push(&[&it]).expect("fits");
+                expect.push(it);
+                i = i.wrapping_add(1);
+            }
+            r.extend_last(b"+", b"tail").expect("room");
+            expect.last_mut().expect("items").extend_from_slice(b"+tail");
+            for (k, want) in expect.iter().enumerate() {
+                assert_eq!(&item(&r, 1 + k as u64), want, "shift {shift}, item {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn extend_last_grows_the_storage() {
+        let mut r = ReplayRing::new(1 << 16, 4);
+        r.push(&[b"a"]).expect("fits");
+        let more = vec![3u8; 5000];
+        r.extend_last(b"h", &more).expect("grows");
+        assert!(r.bytes.len() >= 5002);
+        assert_eq!(item(&r, 0).len(), 5002);
+        assert_eq!(r.extend_last(b"", &vec![0u8; 1 << 16]), Err(RingFull), "past the cap");
+    }
+
+    #[test]
+    fn shrink_frees_an_empty_ring_and_compacts_a_mostly_empty_one() {
+        let mut r = ReplayRing::new(1 << 20, 4096);
+        for i in 0..200u64 {
+            r.push(&[&[i as u8; 1000]]).expect("fits");
+        }
+        assert_eq!(r.bytes.len(), 256 << 10);
+        assert_eq!(r.entries.len(), 256);
+        // Nothing to give back while the held items need most of it.
+        assert_eq!(r.shrink(), 0);
+        r.trim_to(198);
+        let freed = r.shrink();
+        assert!(freed > 0);
+        assert_eq!(r.bytes.len(), 4096, "2 items of 1000 bytes: twice that, rounded up");
+        assert_eq!(r.entries.len(), MIN_ENTRIES);
+        assert_eq!(item(&r, 198), [198u8; 1000]);
+        assert_eq!(item(&r, 199), [199u8; 1000]);
+        r.push(&[b"after"]).expect("fits");
+        assert_eq!(item(&r, 200), b"after");
+        r.trim_to(201);
+        assert!(r.shrink() > 0);
+        assert_eq!(r.allocated(), 0, "an empty ring holds no storage after shrink");
+        assert_eq!(r.first_seq(), 201, "numbering goes on");
+        r.push(&[b"again"]).expect("grows again");
+        assert_eq!(item(&r, 201), b"again");
     }
 }

@@ -265,6 +265,14 @@ impl Endpoint {
         })
     }
 
+    /// Grow every session slot's replay ring to its caps now (see
+    /// [`Session::reserve_buffers`]): for tests that count allocations from the start.
+    pub fn reserve_buffers(&mut self) {
+        for slot in &mut self.sessions {
+            slot.session.reserve_buffers();
+        }
+    }
+
     /// The configuration in force.
     #[must_use]
     pub fn config(&self) -> &EndpointConfig {

@@ -110,7 +110,8 @@ pub struct Session {
 impl Session {
     /// Build a session endpoint. `hello_metadata` (at most `max_metadata` bytes) goes in our
     /// Hello (initiator) or HelloYourself (acceptor). The initiator queues its Hello now, so
-    /// it leaves on the first link. Allocates the conduit's ring and every table now.
+    /// it leaves on the first link. Allocates every table now; the conduit's replay ring grows
+    /// as items need room (see [`Conduit::new`]).
     pub fn new(role: Role, config: SessionConfig, hello_metadata: &[u8]) -> Result<Self, ConfigError> {
         config.validate()?;
         if hello_metadata.len() > config.max_metadata as usize
@@ -209,6 +210,16 @@ impl Session {
     #[must_use]
     pub fn conduit(&self) -> &Conduit {
         &self.conduit
+    }
+    /// Grow the replay ring to its caps now; see [`Conduit::reserve_buffers`].
+    pub fn reserve_buffers(&mut self) {
+        self.conduit.reserve_buffers();
+    }
+    /// Give back replay-ring memory the unacked items do not need; see
+    /// [`Conduit::shrink_buffers`] (call when the session has been idle for a while).
+    /// Returns the bytes freed.
+    pub fn shrink_buffers(&mut self) -> usize {
+        self.conduit.shrink_buffers()
     }
     /// The configuration in force.
     #[must_use]

@@ -254,6 +254,15 @@ impl Net {
     pub fn client_mut(&mut self, i: usize) -> &mut Client {
         &mut self.clients[i]
     }
+    /// Grow every replay ring (the endpoint's session slots, the clients' sessions) to its
+    /// caps now, as a driver that wants no allocation after construction does (see
+    /// `Conduit::reserve_buffers`): the allocation tests measure from the start this way.
+    pub fn reserve_buffers(&mut self) {
+        self.endpoint.reserve_buffers();
+        for c in &mut self.clients {
+            c.session.reserve_buffers();
+        }
+    }
     /// How many clients there are.
     #[must_use]
     pub fn client_count(&self) -> usize {
