@@ -36,8 +36,11 @@ pub struct Config {
     /// in several 64 KiB ones (one read call each). Reading into uninitialized capacity
     /// (tokio) touches only the pages data arrives in.
     pub read_chunk: usize,
-    /// Size of the write buffer that batches frames; raised to `max_frame_len + 4` if
-    /// smaller. Default 64 KiB.
+    /// Size the write buffer that batches frames grows to; raised to the largest frame it
+    /// must hold whole if smaller (a copied item, shorter than `lend_from`, with its header;
+    /// with lending off, `max_frame_len`), plus the 4-byte prefix. The buffer starts at a
+    /// few KiB, doubles while batches fill it, and goes back to its first size when the link
+    /// has been idle for a second. Default 64 KiB.
     pub write_buffer: usize,
     /// Items at least this long are not copied into the write buffer: they are written
     /// straight from the core's replay ring with a vectored write (headers from the buffer,
@@ -117,10 +120,23 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The write buffer size actually used: at least one largest frame with its prefix.
+    /// The write buffer's largest size: [`write_buffer`](Self::write_buffer), at least one
+    /// largest frame that is copied rather than lent, with its prefix.
     #[must_use]
     pub fn write_buffer_len(&self) -> usize {
-        self.write_buffer.max(self.conduit.max_frame_len as usize + sotto_proto::wire::LEN_PREFIX)
+        self.write_buffer.max(self.write_buffer_min())
+    }
+
+    /// The write buffer's first size: the largest frame that is copied into it (an item
+    /// shorter than `lend_from` with its data header, or a control frame, under 1 KiB),
+    /// with its prefix, at least 4 KiB.
+    #[must_use]
+    pub fn write_buffer_min(&self) -> usize {
+        use sotto_proto::wire::{LEN_PREFIX, MAX_DATA_HEADER_LEN};
+        let max_frame = self.conduit.max_frame_len as usize;
+        let copied = self.lend_from.max(1) - 1;
+        let frame = copied.saturating_add(MAX_DATA_HEADER_LEN).max(1024).min(max_frame);
+        (frame + LEN_PREFIX).max(4096)
     }
 
     /// The session configuration in force: [`Config::session`] with [`Config::conduit`].

@@ -15,6 +15,13 @@
 //! 5. finish writing the last frames of a dropped link (GOODBYE, REJECTED);
 //! 6. arm the runtime timer for the earliest deadline.
 //!
+//! Buffers follow the traffic: the write buffer starts at the largest frame it must copy
+//! (a few KiB) and doubles while batches fill it more than half, up to `write_buffer`; the
+//! read buffer and the core's replay ring grow as they need room. Once the link has moved
+//! no bytes for [`SHRINK_AFTER`], the driver shrinks all three back, once (the next byte
+//! moved re-arms it): a busy link never shrinks, so nothing is freed and allocated again
+//! message by message, and an idle session keeps only its bookkeeping.
+//!
 //! Every step either makes progress (and the loop goes round again) or has registered a
 //! waker; the future returns `Pending` only after a round in which nothing moved.
 //!
@@ -47,6 +54,8 @@ use crate::{Io, Runtime, Timer};
 const BUDGET: usize = 64;
 /// Reads per step at most (each followed by feeding what it completed).
 const READ_ROUNDS: usize = 4;
+/// A link that moved no bytes for this long has its buffers shrunk (see the module docs).
+pub(crate) const SHRINK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where new links come from.
 pub(crate) enum Source<S> {
@@ -113,6 +122,10 @@ pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     ended_deadline: Option<StdInstant>,
     /// The handle was dropped and a graceful close started: the task ends by this time anyway.
     exit_deadline: Option<StdInstant>,
+    /// When bytes last moved on a link (or the driver started).
+    last_io: StdInstant,
+    /// The buffers were shrunk since bytes last moved.
+    shrunk: bool,
     config: Config,
     _live: LiveTask,
     _rt: PhantomData<fn() -> R>,
@@ -127,7 +140,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             drain: None,
             read: ReadBuffer::new(config.read_chunk, S::READS_UNINIT),
             read_gate: ReadGate::default(),
-            write: LendingBatch::new(vec![0; config.write_buffer_len()], config.lend_from, MAX_LENT),
+            write: LendingBatch::new(vec![0; config.write_buffer_min()], config.lend_from, MAX_LENT),
             split: FrameSplitter::new(config.conduit.max_frame_len),
             timer: rt.timer(),
             timer_at: None,
@@ -135,6 +148,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             held: None,
             ended_deadline: None,
             exit_deadline: None,
+            last_io: StdInstant::now(),
+            shrunk: false,
             config,
             _live: LiveTask::new(),
             _rt: PhantomData,
@@ -169,6 +184,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 }
             }
             busy |= self.drain_outputs(&mut g, now, now_std);
+            g.common().counters.io_buffer_bytes = (self.read.allocated() + self.write.capacity()) as u64;
             self.room = g.read_room();
             let (ended, deadline) = g.status();
             (ended, deadline.and_then(|t| host.clock().std_time(t)))
@@ -179,9 +195,16 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             busy |= self.poll_source(cx, now, now_std);
         }
 
-        // 3. Write, 4. read.
-        busy |= self.poll_write(cx, now, now_std);
-        busy |= self.poll_read(cx, now, now_std);
+        // 3. Write, 4. read; buffers shrunk after a while without either.
+        let wrote = self.poll_write(cx, now, now_std);
+        let read = self.poll_read(cx, now, now_std);
+        if wrote || read {
+            busy = true;
+            self.last_io = now_std;
+            self.shrunk = false;
+        } else if !self.shrunk && now_std >= self.last_io + SHRINK_AFTER {
+            self.shrink_buffers();
+        }
 
         // 5. The last frames of a dropped link.
         busy |= self.poll_drain(cx, now_std);
@@ -208,6 +231,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             self.drain.as_ref().map(|d| d.deadline),
             self.ended_deadline,
             self.exit_deadline,
+            (!self.shrunk).then(|| self.last_io + SHRINK_AFTER),
         ]
         .into_iter()
         .flatten()
@@ -233,6 +257,19 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         } else {
             Step::Idle
         }
+    }
+
+    /// The link has been idle for [`SHRINK_AFTER`]: give back the read buffer, the write
+    /// buffer's growth and the replay ring's room beyond what unacked items need.
+    fn shrink_buffers(&mut self) {
+        self.shrunk = true;
+        self.read.shrink();
+        if self.write.is_empty() {
+            self.write.resize_buffer(self.config.write_buffer_min());
+        }
+        let mut g = self.host.lock();
+        g.shrink_buffers();
+        g.common().counters.io_buffer_bytes = (self.read.allocated() + self.write.capacity()) as u64;
     }
 
     /// Drain the core's outputs: links handed over, owed commands, frames into the write
@@ -406,6 +443,11 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             self.held = None;
         }
         let Some(link) = self.link.as_mut() else { return false };
+        let cap = self.write.capacity();
+        if self.write.owned_end() * 2 > cap && cap < self.config.write_buffer_len() {
+            // Batches fill the buffer: double it for the next ones.
+            self.write.resize_buffer((cap * 2).min(self.config.write_buffer_len()));
+        }
         let cause = if !self.write.is_empty() {
             let (written, asked) = match self.write.owned_only() {
                 Some(bytes) => (Pin::new(&mut link.io).poll_write(cx, bytes), bytes.len()),

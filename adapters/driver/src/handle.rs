@@ -247,6 +247,7 @@ impl StableConduit {
             ..Stats::default()
         };
         s.conduit = g.conduit.stats();
+        s.buffer_bytes = c.io_buffer_bytes + g.conduit.buffer_bytes() as u64;
         s.inbound_items = g.inbound.len();
         s.inbound_bytes = g.inbound_bytes;
         s.link_established = g.conduit.is_established();

@@ -107,4 +107,7 @@ pub(crate) trait Locked<S> {
     fn close_on_drop(&mut self, now: Instant) -> bool;
     /// The driver task is finishing.
     fn driver_exit(&mut self, now: Instant);
+    /// The link has been idle for a while: give back replay-ring memory the unacked items
+    /// do not need (see [`Conduit::shrink_buffers`]).
+    fn shrink_buffers(&mut self);
 }

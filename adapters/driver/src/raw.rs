@@ -108,6 +108,9 @@ impl<S> Locked<S> for RawGuard<'_> {
         }
         g.common.handle_dropped
     }
+    fn shrink_buffers(&mut self) {
+        let _ = self.0.conduit.shrink_buffers();
+    }
     fn drain_round(
         &mut self,
         batch: &mut LendingBatch<Vec<u8>>,

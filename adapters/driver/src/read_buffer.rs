@@ -5,11 +5,19 @@
 //! streams that can read into uninitialized capacity (tokio's) append to the buffer directly;
 //! others (`futures::io` streams) read into room that was zero-filled once and is kept
 //! between reads, so zeroing happens once per byte of buffer, not per read call.
+//!
+//! Memory follows the traffic: the buffer allocates nothing until the first read, and the
+//! room reserved for a read (`chunk`) starts at [`FIRST_CHUNK`] and doubles, up to the
+//! configured `read_chunk`, each time a read fills all the room it was given (more was
+//! waiting). [`shrink`](ReadBuffer::shrink), called by the driver when the link has been
+//! idle, releases the buffer and starts `chunk` small again.
 
 use bytes::{Bytes, BytesMut};
 
 /// Below this much spare room, grow before reading (tiny reads cost a syscall each).
 const MIN_READ: usize = 1024;
+/// The room reserved for the first reads, and again after a [`ReadBuffer::shrink`].
+pub(crate) const FIRST_CHUNK: usize = 4096;
 
 #[derive(Debug)]
 pub(crate) struct ReadBuffer {
@@ -17,19 +25,34 @@ pub(crate) struct ReadBuffer {
     /// is zeroed room. Append mode: `buf.len() == filled`.
     buf: BytesMut,
     filled: usize,
+    /// Room reserved for a read now: grows from [`FIRST_CHUNK`] to `max_chunk`.
     chunk: usize,
+    max_chunk: usize,
+    /// The room the last read was given.
+    offered: usize,
     append: bool,
 }
 
 impl ReadBuffer {
     /// `append`: the stream reads into uninitialized capacity (see [`appendable`](Self::appendable)).
+    /// `chunk`: the most room reserved for one read. Allocates nothing yet.
     pub(crate) fn new(chunk: usize, append: bool) -> Self {
-        let chunk = chunk.max(MIN_READ);
-        let mut buf = BytesMut::with_capacity(chunk);
-        if !append {
-            buf.resize(chunk, 0);
+        let max_chunk = chunk.max(MIN_READ);
+        Self { buf: BytesMut::new(), filled: 0, chunk: FIRST_CHUNK.min(max_chunk), max_chunk, offered: 0, append }
+    }
+
+    /// Bytes allocated for reading now (the capacity of the current buffer).
+    pub(crate) fn allocated(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// The link is idle: if no unread bytes are held, release the buffer (an earlier split
+    /// off `Bytes` keeps its own part alive) and start the read size small again.
+    pub(crate) fn shrink(&mut self) {
+        if self.filled == 0 {
+            self.buf = BytesMut::new();
+            self.chunk = FIRST_CHUNK.min(self.max_chunk);
         }
-        Self { buf, filled: 0, chunk, append }
     }
 
     /// The bytes read and not yet split off.
@@ -49,6 +72,7 @@ impl ReadBuffer {
             let cap = self.buf.capacity();
             self.buf.resize(cap, 0);
         }
+        self.offered = self.buf.len() - self.filled;
         &mut self.buf[self.filled..]
     }
 
@@ -57,12 +81,17 @@ impl ReadBuffer {
         if self.buf.capacity() - self.buf.len() < wanted.max(MIN_READ) {
             self.buf.reserve(wanted.max(self.chunk));
         }
+        self.offered = self.buf.capacity() - self.buf.len();
         &mut self.buf
     }
 
-    /// `n` bytes were read (into [`spare`](Self::spare), or appended).
+    /// `n` bytes were read (into [`spare`](Self::spare), or appended). A read that filled
+    /// all the room it was given doubles the room reserved for the next ones.
     pub(crate) fn advance(&mut self, n: usize) {
         self.filled = if self.append { self.buf.len() } else { (self.filled + n).min(self.buf.len()) };
+        if n >= self.offered && self.chunk < self.max_chunk {
+            self.chunk = (self.chunk * 2).min(self.max_chunk);
+        }
     }
 
     /// Split the first `n` bytes of data off as an immutable, shareable chunk.
@@ -82,6 +111,47 @@ impl ReadBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_grow_when_they_fill_the_room_and_shrink_releases_it() {
+        for append in [false, true] {
+            let mut r = ReadBuffer::new(64 << 10, append);
+            assert_eq!(r.allocated(), 0, "nothing before the first read");
+            let mut rooms = Vec::new();
+            for _ in 0..8 {
+                // A read that fills all the room it was given.
+                let room = if append {
+                    let b = r.appendable(1);
+                    let room = b.capacity() - b.len();
+                    b.resize(b.capacity(), 7);
+                    room
+                } else {
+                    r.spare(1).len()
+                };
+                rooms.push(room);
+                r.advance(room);
+                let n = r.data().len();
+                let _ = r.split(n);
+            }
+            assert!(rooms[0] < 2 * FIRST_CHUNK, "starts small: {rooms:?}");
+            assert!(*rooms.last().expect("reads") >= 64 << 10, "grows to the cap: {rooms:?}");
+            assert!(rooms.iter().all(|&x| x < 2 * (64 << 10)), "never past it: {rooms:?}");
+            // Idle with nothing unread: released, and small again.
+            r.shrink();
+            assert_eq!(r.allocated(), 0);
+            let room = if append { r.appendable(1).capacity() } else { r.spare(1).len() };
+            assert!(room < 2 * FIRST_CHUNK, "append {append}: {room}");
+            // Unread bytes are kept.
+            if append {
+                r.appendable(1).extend_from_slice(b"abc");
+            } else {
+                r.spare(1)[..3].copy_from_slice(b"abc");
+            }
+            r.advance(3);
+            r.shrink();
+            assert_eq!(r.data(), b"abc", "unread data survives a shrink");
+        }
+    }
 
     #[test]
     fn reads_split_and_refill() {

@@ -60,6 +60,10 @@ pub enum LinkDownCause {
 pub struct Stats {
     /// The stable conduit's counters.
     pub conduit: ConduitStats,
+    /// Bytes allocated for this session's buffers now: the replay ring, and the driver's
+    /// read and write buffers (as of its last step). They grow with traffic and shrink
+    /// back after a second without any.
+    pub buffer_bytes: u64,
     /// Links that completed a handshake.
     pub link_ups: u64,
     /// Links lost or dropped.
@@ -102,6 +106,8 @@ pub(crate) struct Counters {
     pub(crate) dials: u64,
     pub(crate) dial_failures: u64,
     pub(crate) events_dropped: u64,
+    /// Bytes the driver's read and write buffers hold, as of its last step.
+    pub(crate) io_buffer_bytes: u64,
 }
 
 /// Wakers of tasks waiting on one condition. Registering twice from the same task keeps one.

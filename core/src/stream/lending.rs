@@ -286,6 +286,31 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> LendingBatch<B> {
     }
 }
 
+impl LendingBatch<Vec<u8>> {
+    /// Give the batch a buffer of `len` bytes (at least the pending owned bytes; less is
+    /// raised to that), keeping what is pending, moved to the front: a driver grows the
+    /// buffer when batches fill it and shrinks it back when the link goes idle. Allocates
+    /// the new buffer (unless `len` is its length already). The buffer must still hold the
+    /// largest frame the source may write unlent; see [`new`](Self::new).
+    pub fn resize_buffer(&mut self, len: usize) {
+        let len = len.max(self.end - self.start);
+        if len == self.buf.len() {
+            return;
+        }
+        self.compact();
+        let mut buf = alloc::vec![0u8; len];
+        buf[..self.end].copy_from_slice(&self.buf[..self.end]);
+        self.buf = buf;
+    }
+
+    /// Bytes of the buffer in use by pending owned bytes, counted from the buffer's start
+    /// (what is left of it is the room [`fill`](Self::fill) has before it compacts).
+    #[must_use]
+    pub fn owned_end(&self) -> usize {
+        self.end
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

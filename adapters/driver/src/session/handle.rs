@@ -66,6 +66,10 @@ impl From<ConduitEvent> for SessionEvent {
 pub struct SessionStats {
     /// The session layer's counters (with the conduit's inside).
     pub session: sotto_proto::session::SessionStats,
+    /// Bytes allocated for this session's link buffers now: the replay ring, and the
+    /// driver's read and write buffers (as of its last step). They grow with traffic and
+    /// shrink back after a second without any.
+    pub buffer_bytes: u64,
     /// Links that completed a handshake.
     pub link_ups: u64,
     /// Links lost or dropped.
@@ -287,6 +291,7 @@ impl SessionHandle {
         let c = st.common.counters;
         SessionStats {
             session: s.stats(),
+            buffer_bytes: c.io_buffer_bytes + s.conduit().buffer_bytes() as u64,
             link_ups: c.link_ups,
             link_downs: c.link_downs,
             dials: c.dials,

@@ -292,6 +292,9 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         }
         st.common.handle_dropped
     }
+    fn shrink_buffers(&mut self) {
+        let _ = self.lock.parts().0.shrink_buffers();
+    }
     fn drain_round(
         &mut self,
         batch: &mut LendingBatch<Vec<u8>>,
