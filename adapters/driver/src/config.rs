@@ -31,7 +31,9 @@ pub struct Config {
     /// Delivered item bytes waiting for `recv`, at most (one item is always allowed).
     /// Default 4 MiB.
     pub inbound_bytes: usize,
-    /// Bytes reserved in the read buffer for one read. Default 256 KiB: a peer's write
+    /// Bytes reserved in the read buffer for one read, at most: the room starts at 4 KiB,
+    /// doubles each time a read fills all of it, and the buffer is released once no item
+    /// has moved for a second. Default 256 KiB: a peer's write
     /// batch (up to `max_frame_len + 4`) then mostly arrives in one or two reads rather than
     /// in several 64 KiB ones (one read call each). Reading into uninitialized capacity
     /// (tokio) touches only the pages data arrives in.
@@ -39,8 +41,8 @@ pub struct Config {
     /// Size the write buffer that batches frames grows to; raised to the largest frame it
     /// must hold whole if smaller (a copied item, shorter than `lend_from`, with its header;
     /// with lending off, `max_frame_len`), plus the 4-byte prefix. The buffer starts at a
-    /// few KiB, doubles while batches fill it, and goes back to its first size when the link
-    /// has been idle for a second. Default 64 KiB.
+    /// few KiB, doubles while batches fill it, and goes back to its first size once no item
+    /// has moved for a second. Default 64 KiB.
     pub write_buffer: usize,
     /// Items at least this long are not copied into the write buffer: they are written
     /// straight from the core's replay ring with a vectored write (headers from the buffer,

@@ -17,10 +17,11 @@
 //!
 //! Buffers follow the traffic: the write buffer starts at the largest frame it must copy
 //! (a few KiB) and doubles while batches fill it more than half, up to `write_buffer`; the
-//! read buffer and the core's replay ring grow as they need room. Once the link has moved
-//! no bytes for [`SHRINK_AFTER`], the driver shrinks all three back, once (the next byte
-//! moved re-arms it): a busy link never shrinks, so nothing is freed and allocated again
-//! message by message, and an idle session keeps only its bookkeeping.
+//! read buffer and the core's replay ring grow as they need room. Once no item has been
+//! sent, acked or received for [`SHRINK_AFTER`] (keepalive frames do not count), the driver
+//! shrinks all three back, once (the next item re-arms it): a busy session never shrinks,
+//! so nothing is freed and allocated again message by message, and an idle session keeps
+//! only its bookkeeping.
 //!
 //! Every step either makes progress (and the loop goes round again) or has registered a
 //! waker; the future returns `Pending` only after a round in which nothing moved.
@@ -54,7 +55,7 @@ use crate::{Io, Runtime, Timer};
 const BUDGET: usize = 64;
 /// Reads per step at most (each followed by feeding what it completed).
 const READ_ROUNDS: usize = 4;
-/// A link that moved no bytes for this long has its buffers shrunk (see the module docs).
+/// A session that moved no item for this long has its buffers shrunk (see the module docs).
 pub(crate) const SHRINK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where new links come from.
@@ -122,9 +123,11 @@ pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     ended_deadline: Option<StdInstant>,
     /// The handle was dropped and a graceful close started: the task ends by this time anyway.
     exit_deadline: Option<StdInstant>,
-    /// When bytes last moved on a link (or the driver started).
-    last_io: StdInstant,
-    /// The buffers were shrunk since bytes last moved.
+    /// Items sent, acked and received, as of the last step.
+    items_seen: u64,
+    /// When that count last changed (or the driver started).
+    last_data: StdInstant,
+    /// The buffers were shrunk since it last changed.
     shrunk: bool,
     config: Config,
     _live: LiveTask,
@@ -148,7 +151,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             held: None,
             ended_deadline: None,
             exit_deadline: None,
-            last_io: StdInstant::now(),
+            items_seen: 0,
+            last_data: StdInstant::now(),
             shrunk: false,
             config,
             _live: LiveTask::new(),
@@ -161,6 +165,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         let host = Arc::clone(&self.host);
         let now = host.clock().core_time(now_std);
         let mut busy = false;
+        let items;
 
         // 1. Timers by the clock, then drain the outputs of whatever the handle did.
         let (ended, core_deadline) = {
@@ -186,6 +191,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             busy |= self.drain_outputs(&mut g, now, now_std);
             g.common().counters.io_buffer_bytes = (self.read.allocated() + self.write.capacity()) as u64;
             self.room = g.read_room();
+            let c = g.conduit();
+            items = c.items_sent() + c.items_acked() + c.items_received();
             let (ended, deadline) = g.status();
             (ended, deadline.and_then(|t| host.clock().std_time(t)))
         };
@@ -195,14 +202,16 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             busy |= self.poll_source(cx, now, now_std);
         }
 
-        // 3. Write, 4. read; buffers shrunk after a while without either.
-        let wrote = self.poll_write(cx, now, now_std);
-        let read = self.poll_read(cx, now, now_std);
-        if wrote || read {
-            busy = true;
-            self.last_io = now_std;
+        // 3. Write, 4. read.
+        busy |= self.poll_write(cx, now, now_std);
+        busy |= self.poll_read(cx, now, now_std);
+
+        // Buffers shrunk after a while without data.
+        if items != self.items_seen {
+            self.items_seen = items;
+            self.last_data = now_std;
             self.shrunk = false;
-        } else if !self.shrunk && now_std >= self.last_io + SHRINK_AFTER {
+        } else if !self.shrunk && now_std >= self.last_data + SHRINK_AFTER {
             self.shrink_buffers();
         }
 
@@ -231,7 +240,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             self.drain.as_ref().map(|d| d.deadline),
             self.ended_deadline,
             self.exit_deadline,
-            (!self.shrunk).then(|| self.last_io + SHRINK_AFTER),
+            (!self.shrunk).then(|| self.last_data + SHRINK_AFTER),
         ]
         .into_iter()
         .flatten()
@@ -259,7 +268,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         }
     }
 
-    /// The link has been idle for [`SHRINK_AFTER`]: give back the read buffer, the write
+    /// No item moved for [`SHRINK_AFTER`]: give back the read buffer, the write
     /// buffer's growth and the replay ring's room beyond what unacked items need.
     fn shrink_buffers(&mut self) {
         self.shrunk = true;

@@ -62,7 +62,7 @@ pub struct Stats {
     pub conduit: ConduitStats,
     /// Bytes allocated for this session's buffers now: the replay ring, and the driver's
     /// read and write buffers (as of its last step). They grow with traffic and shrink
-    /// back after a second without any.
+    /// back once no item has moved for a second.
     pub buffer_bytes: u64,
     /// Links that completed a handshake.
     pub link_ups: u64,

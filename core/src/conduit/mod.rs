@@ -360,7 +360,7 @@ impl Conduit {
     /// Give back replay-ring memory that the unacked items do not need: all of it when
     /// every item was acked, else down to twice what is held (only when that frees three
     /// quarters or more). Call when the session has been idle for a while (the driver does,
-    /// after a second without traffic), not after every ack: the next burst grows the ring
+    /// once no item has moved for a second), not after every ack: the next burst grows the ring
     /// again, which allocates. Bounded work (a copy of the held bytes at most). Returns the
     /// bytes freed.
     pub fn shrink_buffers(&mut self) -> usize {

@@ -68,7 +68,7 @@ pub struct SessionStats {
     pub session: sotto_proto::session::SessionStats,
     /// Bytes allocated for this session's link buffers now: the replay ring, and the
     /// driver's read and write buffers (as of its last step). They grow with traffic and
-    /// shrink back after a second without any.
+    /// shrink back once no item has moved for a second.
     pub buffer_bytes: u64,
     /// Links that completed a handshake.
     pub link_ups: u64,

@@ -1,0 +1,70 @@
+//! Issue 13, item 3: a session's buffers follow its live data. Over loopback TCP, both ends
+//! of a session carry 4 MiB each way, then go idle: each end's buffers (replay ring, read and
+//! write buffer, as `SessionStats::buffer_bytes` reports them) grew during the burst and come
+//! back to their idle size once the link has been quiet for the driver's shrink delay.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join;
+use sotto_adapter_tests::sessions::{dial, listen, open_accept, session_config, Rt, Transport};
+use sotto_adapter_tests::workload::{eventually, within};
+use sotto_driver::SessionHandle;
+
+const LIMIT: Duration = Duration::from_secs(20);
+const BURST: usize = 4 << 20;
+const MESSAGE: usize = 16 << 10;
+
+fn buffers(s: &SessionHandle) -> u64 {
+    s.stats().buffer_bytes
+}
+
+#[test]
+fn session_buffers_grow_with_a_burst_and_shrink_back_when_idle() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let mut config = session_config();
+        // A window that lets the burst fill the ring, not only the credit.
+        config.session.initial_credit = 1 << 20;
+        config.session.max_credit = 1 << 20;
+        let (acc, upstream) = listen(Rt::Tokio, Transport::Tcp, config).await;
+        let a = dial(Rt::Tokio, upstream, config).await;
+        let b = acc.accept().await.expect("accept");
+        let mut pairs = within(LIMIT, "open", open_accept(&a, &b, 1)).await;
+        let (mut x, mut y) = pairs.pop().expect("pair");
+        // Idle: settled after the handshake.
+        let idle = |s: &SessionHandle| buffers(s) < 64 << 10;
+        assert!(eventually(LIMIT, || idle(&a) && idle(&b)).await, "idle sizes: {} {}", buffers(&a), buffers(&b));
+        let (idle_a, idle_b) = (buffers(&a), buffers(&b));
+
+        let payload = Bytes::from(vec![0x5a; MESSAGE]);
+        let (mut peak_a, mut peak_b) = (0, 0);
+        let send = async {
+            for _ in 0..BURST / MESSAGE {
+                x.send(payload.clone()).await.expect("send");
+                peak_a = peak_a.max(buffers(&a));
+            }
+        };
+        let recv = async {
+            let mut got = 0;
+            while got < BURST {
+                got += y.recv().await.expect("recv").len();
+                peak_b = peak_b.max(buffers(&b));
+            }
+        };
+        within(LIMIT, "burst", join(send, recv)).await;
+        eprintln!("buffers idle {idle_a} / {idle_b}, peak during the burst {peak_a} / {peak_b}");
+        assert!(peak_a > idle_a + (256 << 10), "the sender's ring grew: {idle_a} -> {peak_a}");
+        assert!(peak_b > idle_b + (32 << 10), "the receiver's read buffer grew: {idle_b} -> {peak_b}");
+
+        assert!(
+            eventually(LIMIT, || buffers(&a) <= idle_a && buffers(&b) <= idle_b).await,
+            "after the burst, idle again: {} (was {idle_a}) and {} (was {idle_b})",
+            buffers(&a),
+            buffers(&b)
+        );
+        // And the session still works, growing again as needed.
+        x.send(payload.clone()).await.expect("send after shrink");
+        assert_eq!(y.recv().await.expect("recv after shrink").len(), MESSAGE);
+    });
+}
