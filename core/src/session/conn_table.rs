@@ -1,6 +1,8 @@
-//! The connection table: fixed slots plus an open-addressing index from connection id to
-//! slot, both sized at construction. Lookups are O(1) on average; removal uses backward-shift
-//! deletion, so there are no tombstones to accumulate.
+//! The connection table: slots plus an open-addressing index from connection id to slot.
+//! Lookups are O(1) on average; removal uses backward-shift deletion, so there are no
+//! tombstones to accumulate. The slots start few and double (the index with them) when a
+//! connection finds none free, up to the capacity given at construction: memory follows the
+//! connections a session has had open at once, and growth stops once it has seen its peak.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -46,10 +48,15 @@ struct IndexEntry {
 
 const FREE: IndexEntry = IndexEntry { id: 0, slot: EMPTY };
 
-/// Fixed-capacity table of connections keyed by id.
+/// Slots a new table starts with.
+const FIRST_SLOTS: usize = 4;
+
+/// Table of connections keyed by id, holding at most `capacity` of them.
 #[derive(Debug)]
 pub(crate) struct ConnTable {
+    /// The slots allocated now (at most `cap`).
     slots: Vec<Option<Conn>>,
+    cap: usize,
     free: Vec<u32>,
     /// Open-addressing index: (id, slot), slot `EMPTY` for a free position. The id sits
     /// beside the slot so a probe compares ids without touching the slots.
@@ -67,15 +74,46 @@ fn hash(id: u32) -> usize {
 
 impl ConnTable {
     pub(crate) fn new(capacity: usize) -> Self {
-        let index_len = (capacity * 2).next_power_of_two().max(4);
-        Self {
-            slots: vec![None; capacity],
-            free: (0..capacity as u32).rev().collect(),
-            index: vec![FREE; index_len],
-            mask: index_len - 1,
-            len: 0,
-            hot: 0,
+        let mut t =
+            Self { slots: Vec::new(), cap: capacity, free: Vec::new(), index: Vec::new(), mask: 0, len: 0, hot: 0 };
+        t.resize(FIRST_SLOTS.min(capacity));
+        t
+    }
+
+    /// Allocate `slots` slots (at least those in use) and an index to match, re-indexing
+    /// every connection.
+    fn resize(&mut self, slots: usize) {
+        let index_len = (slots * 2).next_power_of_two().max(4);
+        let old = core::mem::take(&mut self.slots);
+        self.slots = vec![None; slots];
+        self.index = vec![FREE; index_len];
+        self.mask = index_len - 1;
+        self.free.clear();
+        // Room for every slot: `clear` refills the list without allocating.
+        self.free.reserve(slots);
+        self.len = 0;
+        self.hot = 0;
+        for conn in old.into_iter().flatten() {
+            self.slots[self.len] = Some(conn);
+            self.index_insert(conn.id, self.len as u32);
+            self.len += 1;
         }
+        self.free.extend((self.len as u32..slots as u32).rev());
+    }
+
+    /// Grow every table to the capacity now, so that no insert allocates.
+    pub(crate) fn reserve_full(&mut self) {
+        if self.slots.len() < self.cap {
+            self.resize(self.cap);
+        }
+    }
+
+    fn index_insert(&mut self, id: u32, slot: u32) {
+        let mut pos = hash(id) & self.mask;
+        while self.index[pos].slot != EMPTY {
+            pos = (pos + 1) & self.mask;
+        }
+        self.index[pos] = IndexEntry { id, slot };
     }
 
     /// Remove every connection, keeping the allocations.
@@ -94,8 +132,9 @@ impl ConnTable {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+    /// The most connections the table holds (not what it has allocated).
     pub(crate) fn capacity(&self) -> usize {
-        self.slots.len()
+        self.cap
     }
 
     /// The index position holding `id`, probing from its home position.
@@ -140,13 +179,12 @@ impl ConnTable {
         if self.find_pos(conn.id).is_some() {
             return false;
         }
+        if self.free.is_empty() && self.slots.len() < self.cap {
+            self.resize((self.slots.len() * 2).max(FIRST_SLOTS).min(self.cap));
+        }
         let Some(slot) = self.free.pop() else { return false };
         self.slots[slot as usize] = Some(conn);
-        let mut pos = hash(conn.id) & self.mask;
-        while self.index[pos].slot != EMPTY {
-            pos = (pos + 1) & self.mask;
-        }
-        self.index[pos] = IndexEntry { id: conn.id, slot };
+        self.index_insert(conn.id, slot);
         self.len += 1;
         true
     }
@@ -220,6 +258,26 @@ mod tests {
             }
             assert_eq!(t.len(), 0);
         }
+    }
+
+    #[test]
+    fn grows_by_doubling_to_the_capacity_keeping_every_connection() {
+        let mut t = ConnTable::new(100);
+        assert_eq!(t.slots.len(), FIRST_SLOTS, "starts small");
+        for id in 1..=100u32 {
+            assert!(t.insert(conn(id * 2 + 1)), "id {id}");
+        }
+        assert_eq!(t.slots.len(), 100, "grew to the capacity, not past it");
+        assert!(!t.insert(conn(1001)), "full at the capacity");
+        for id in 1..=100u32 {
+            assert_eq!(t.get(id * 2 + 1).map(|c| c.id), Some(id * 2 + 1));
+        }
+        assert_eq!(t.remove(7).map(|c| c.id), Some(7));
+        assert!(t.insert(conn(1001)), "a freed slot is reused");
+        assert_eq!(t.len(), 100);
+        let mut r = ConnTable::new(10);
+        r.reserve_full();
+        assert_eq!(r.slots.len(), 10);
     }
 
     #[test]

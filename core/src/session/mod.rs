@@ -124,8 +124,7 @@ impl Session {
             Role::Initiator => Parity::Odd,
             Role::Acceptor => Parity::Even,
         };
-        let mut hello = Vec::with_capacity(config.max_metadata as usize);
-        hello.extend_from_slice(hello_metadata);
+        let hello = hello_metadata.to_vec();
         let mut s = Self {
             conduit: Conduit::new(role, config.conduit)?,
             config,
@@ -138,10 +137,10 @@ impl Session {
             hello_metadata: hello,
             churn_window_start: Instant::ZERO,
             churn_count: 0,
-            writable: vec![0; capacity],
+            writable: Vec::new(),
             writable_head: 0,
             writable_len: 0,
-            owed_rejects: Vec::with_capacity(config.max_pending_opens as usize + 1),
+            owed_rejects: Vec::new(),
             grants_owed: false,
             ready_event: false,
             peer_batches: false,
@@ -211,9 +210,17 @@ impl Session {
     pub fn conduit(&self) -> &Conduit {
         &self.conduit
     }
-    /// Grow the replay ring to its caps now; see [`Conduit::reserve_buffers`].
+    /// Grow the replay ring to its caps now (see [`Conduit::reserve_buffers`]), and the
+    /// connection tables to `max_connections`: nothing is allocated later, not even while the
+    /// session warms up (they otherwise grow by doubling as connections open).
     pub fn reserve_buffers(&mut self) {
         self.conduit.reserve_buffers();
+        self.conns.reserve_full();
+        if self.writable.len() < self.conns.capacity() {
+            self.resize_writable(self.conns.capacity());
+        }
+        let owed = self.config.max_pending_opens as usize + 1;
+        self.owed_rejects.reserve(owed.saturating_sub(self.owed_rejects.len()));
     }
     /// Give back replay-ring memory the unacked items do not need; see
     /// [`Conduit::shrink_buffers`] (call when the session has been idle for a while).
@@ -590,7 +597,22 @@ impl Session {
         self.conduit.send_vectored(&[head, tail]).map(|_| ()).map_err(CommandError::from)
     }
 
+    /// Move the queue of connections owed a `ConnWritable` into `len` entries (at least
+    /// those queued), oldest first.
+    fn resize_writable(&mut self, len: usize) {
+        let mut grown = vec![0; len.max(self.writable_len)];
+        for (i, slot) in grown.iter_mut().take(self.writable_len).enumerate() {
+            *slot = self.writable[(self.writable_head + i) % self.writable.len()];
+        }
+        self.writable = grown;
+        self.writable_head = 0;
+    }
+
     pub(crate) fn queue_writable(&mut self, conn: ConnId) {
+        if self.writable_len == self.writable.len() && self.writable.len() < self.conns.capacity() {
+            // Grow (doubling, up to one entry per connection).
+            self.resize_writable((self.writable.len() * 2).max(4).min(self.conns.capacity()));
+        }
         if self.writable_len < self.writable.len() {
             let idx = (self.writable_head + self.writable_len) % self.writable.len();
             self.writable[idx] = conn;

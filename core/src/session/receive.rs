@@ -391,7 +391,7 @@ impl Session {
             return Err(SessionInputError::Violation(SessionViolation::TooManyResets));
         }
         if self.send_msg(&super::Message::Reject { conn, code, metadata: &[] }).is_err() {
-            if self.owed_rejects.len() >= self.owed_rejects.capacity() {
+            if self.owed_rejects.len() > self.config.max_pending_opens as usize {
                 return Err(self.violation(now, SessionViolation::TooManyResets));
             }
             self.owed_rejects.push((conn, code));

@@ -5,11 +5,11 @@
 //! server's RSS (from /proc/self/statm) counts only the acceptor.
 //!
 //! ```text
-//! cargo run --release -p sotto-adapter-tests --bin memory_scale -- [N] [MiB]
+//! cargo run --release -p sotto-adapter-tests --bin memory_scale -- [N] [MiB] [WAVE]
 //! ```
 //!
-//! Defaults: N = 1000 sessions, 4 MiB echoed per session (in 16 KiB messages, 100 sessions
-//! at a time). Prints one table row per transport; docs/benchmarks.md records the results.
+//! Defaults: N = 1000 sessions, 4 MiB echoed per session (in 16 KiB messages, WAVE = 100
+//! sessions at a time). Prints one table row per transport; docs/benchmarks.md records the results.
 //! Besides RSS, the server counts the bytes its allocations hold (a counting global
 //! allocator): RSS above that is memory the allocator (glibc malloc) keeps after `free`.
 #![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition
@@ -59,7 +59,6 @@ unsafe impl GlobalAlloc for Live {
 static GLOBAL: Live = Live;
 
 const MESSAGE: usize = 16 << 10;
-const WAVE: usize = 100;
 /// How long the server waits for idle buffers to settle before measuring (sotto shrinks
 /// after a second without items).
 const SETTLE: Duration = Duration::from_millis(2500);
@@ -68,8 +67,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("server") => server(&args[2], parse(&args, 3, 1000)),
-        Some("client") => client(&args[2], &args[3], parse(&args, 4, 1000), parse(&args, 5, 4)),
-        _ => orchestrate(parse(&args, 1, 1000), parse(&args, 2, 4)),
+        Some("client") => client(&args[2], &args[3], parse(&args, 4, 1000), parse(&args, 5, 4), parse(&args, 6, 100)),
+        _ => orchestrate(parse(&args, 1, 1000), parse(&args, 2, 4), parse(&args, 3, 100)),
     }
 }
 
@@ -143,8 +142,8 @@ impl Sample {
     }
 }
 
-fn orchestrate(n: usize, mib: usize) {
-    println!("{n} sessions over loopback TCP, {mib} MiB echoed per session; server RSS per session");
+fn orchestrate(n: usize, mib: usize, wave: usize) {
+    println!("{n} sessions over loopback TCP, {mib} MiB echoed per session, {wave} at a time; server RSS per session");
     println!("| transport | RSS at start | per idle session | per session after {mib} MiB, then idle |");
     println!("|---|---|---|---|");
     for kind in ["raw", "sotto"] {
@@ -153,7 +152,7 @@ fn orchestrate(n: usize, mib: usize) {
         let mut it = ready.split_whitespace().skip(1);
         let addr = it.next().expect("addr").to_string();
         let base = Sample::parse(it);
-        let mut client = Proc::spawn(&["client", kind, &addr, &n.to_string(), &mib.to_string()]);
+        let mut client = Proc::spawn(&["client", kind, &addr, &n.to_string(), &mib.to_string(), &wave.to_string()]);
         assert_eq!(client.line(), "CONNECTED");
         server.tell("IDLE");
         let idle = Sample::parse(server.line().split_whitespace().skip(1));
@@ -235,7 +234,7 @@ fn server(kind: &str, n: usize) {
     });
 }
 
-fn client(kind: &str, addr: &str, n: usize, mib: usize) {
+fn client(kind: &str, addr: &str, n: usize, mib: usize, wave: usize) {
     let addr: std::net::SocketAddr = addr.parse().expect("addr");
     let bytes = mib << 20;
     runtime().block_on(async move {
@@ -248,7 +247,7 @@ fn client(kind: &str, addr: &str, n: usize, mib: usize) {
             }
             say("CONNECTED".into());
             assert_eq!(wait_line().await, "GO");
-            for wave in conns.chunks_mut(WAVE) {
+            for wave in conns.chunks_mut(wave.max(1)) {
                 let runs = wave.iter_mut().map(|s| async move {
                     let (mut r, mut w) = s.split();
                     let send = async {
@@ -295,7 +294,7 @@ fn client(kind: &str, addr: &str, n: usize, mib: usize) {
             }
             say("CONNECTED".into());
             assert_eq!(wait_line().await, "GO");
-            for wave in sessions.chunks_mut(WAVE) {
+            for wave in sessions.chunks_mut(wave.max(1)) {
                 let runs = wave.iter_mut().map(|(_, c)| async move {
                     let conn = c.take().expect("connection");
                     let (mut tx, mut rx) = conn.split();
