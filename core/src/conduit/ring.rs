@@ -177,7 +177,8 @@ impl ReplayRing {
                 let idx = (self.entry_head + i) % self.entries.len();
                 let e = &mut self.entries[idx];
                 let off = e.offset as usize;
-                e.offset = (if off >= self.byte_head { off - self.byte_head } else { off + cap - self.byte_head }) as u32;
+                e.offset =
+                    (if off >= self.byte_head { off - self.byte_head } else { off + cap - self.byte_head }) as u32;
             }
             self.bytes = new;
             self.byte_head = 0;
