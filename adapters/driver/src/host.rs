@@ -107,7 +107,8 @@ pub(crate) trait Locked<S> {
     fn close_on_drop(&mut self, now: Instant) -> bool;
     /// The driver task is finishing.
     fn driver_exit(&mut self, now: Instant);
-    /// The link has been idle for a while: give back replay-ring memory the unacked items
-    /// do not need (see [`Conduit::shrink_buffers`]).
+    /// No item moved for a while: give back replay-ring memory the unacked items do not
+    /// need (see [`Conduit::shrink_buffers`]) and, for sessions, each connection's hold on
+    /// its arena block.
     fn shrink_buffers(&mut self);
 }

@@ -293,7 +293,11 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         st.common.handle_dropped
     }
     fn shrink_buffers(&mut self) {
-        let _ = self.lock.parts().0.shrink_buffers();
+        let (s, st) = self.lock.parts();
+        let _ = s.shrink_buffers();
+        for c in st.conns.values_mut() {
+            c.release_arena();
+        }
     }
     fn drain_round(
         &mut self,

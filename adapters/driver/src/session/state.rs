@@ -113,6 +113,12 @@ impl ConnSlot {
 }
 
 impl ConnSlot {
+    /// The session has been idle: drop this connection's hold on its arena block (messages
+    /// split off it keep their part alive; the next small payload starts a new block).
+    pub(crate) fn release_arena(&mut self) {
+        self.arena = BytesMut::new();
+    }
+
     /// Queue one delivered payload for the reader: small ones copied into the arena, larger
     /// ones sliced from the read chunk they arrived in.
     #[inline]
@@ -415,5 +421,23 @@ pub(crate) fn abandon(s: &mut Session, st: &mut SessState, now: Instant, conn: C
     let Some(slot) = st.conns.remove(&conn) else { return };
     if slot.phase == Phase::Open && !slot.local_closed && slot.peer_closed.is_none() {
         owe(s, st, now, Owed::Close(conn));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_connection_gives_its_arena_block_back_and_messages_survive() {
+        let mut c = ConnSlot::new(Phase::Open, Bytes::new());
+        let chunk = Bytes::from_static(b"unused");
+        c.push(b"small", &chunk, 4096);
+        assert!(c.arena.capacity() >= ARENA - 5, "the rest of the block is held");
+        c.release_arena();
+        assert_eq!(c.arena.capacity(), 0);
+        assert_eq!(c.queue.messages(), 1);
+        c.push(b"again", &chunk, 4096);
+        assert_eq!(c.queue.messages(), 2);
     }
 }
