@@ -175,6 +175,23 @@ pub enum InputError {
     AlreadyEnded,
 }
 
+/// What [`Conduit::observe_message`](super::Conduit::observe_message) did with a link
+/// message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[repr(u8)]
+#[must_use]
+pub enum Observed {
+    /// The message was handled in full, as `handle_message` handles it (a hello, a
+    /// standalone ack, a PING, a PONG, or a malformed frame that dropped the link): do not
+    /// feed it again.
+    Handled,
+    /// A data frame or GOODBYE, held back: its acknowledgment (if any) was applied and it
+    /// counted as traffic for the keepalive, but nothing was consumed. Feed it to
+    /// `handle_message` later, in arrival order.
+    Deferred,
+}
+
 impl core::fmt::Display for InputError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
