@@ -89,6 +89,24 @@ const MAX_LENT: usize = 64;
 /// and the buffer's runs between them.
 const MAX_CHUNKS: usize = 3 * MAX_LENT + 1;
 
+/// The most bytes the read buffer holds while the application's queues are full (the driver
+/// keeps reading up to it, handling the peer's acks and keepalive and holding its data
+/// back): what a peer with our replay ring can have unacknowledged in flight (it cannot send
+/// past its ring, and nothing held back is acknowledged: every item bytes, plus each frame's
+/// length prefix and largest data header), plus one largest message being received and one
+/// read's worth. With the defaults about 4.4 MiB. A peer whose replay ring is larger than
+/// ours can have more in flight: then reading stops at this bound until the application
+/// takes from its queues (acks and keepalive wait behind the unread data again, as for any
+/// peer that sends faster than the application reads).
+fn hold_limit(config: &Config) -> usize {
+    let c = &config.conduit;
+    let per_frame = sotto_proto::wire::LEN_PREFIX + sotto_proto::wire::MAX_DATA_HEADER_LEN;
+    (c.replay_bytes as usize)
+        .saturating_add((c.replay_frames as usize).saturating_mul(per_frame))
+        .saturating_add(c.max_frame_len as usize + sotto_proto::wire::LEN_PREFIX)
+        .saturating_add(config.read_chunk)
+}
+
 pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     host: Arc<H>,
     source: Source<S>,
@@ -104,6 +122,15 @@ pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     /// Messages that may be fed now ([`Locked::read_room`]), as of the last lock: it only
     /// shrinks by feeding, and a reader that makes room again wakes the driver.
     room: usize,
+    /// While `room` is 0: the first bytes of the read buffer, whole messages the core has
+    /// observed and held back (data frames, GOODBYE), to be fed in order once there is room.
+    /// The messages it handled in full (acks, PINGs, PONGs, hellos) were cut out.
+    observed: usize,
+    /// While `room` is 0 the link is still read (so that the peer's acks and keepalive are
+    /// never left unread behind data the application has not taken, and a reader that
+    /// keeps reading at any pace never costs its link), until the read buffer holds this
+    /// many bytes; see [`hold_limit`].
+    hold_limit: usize,
     /// The write batch holds only what feeding made due (acks, handshake replies), this
     /// many bytes: it is written after the task has yielded once, together with what the
     /// application does meanwhile (the credit its reader gives back, its replies), instead
@@ -132,6 +159,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             timer: rt.timer(),
             timer_at: None,
             room: 0,
+            observed: 0,
+            hold_limit: hold_limit(&config),
             held: None,
             ended_deadline: None,
             exit_deadline: None,
@@ -306,6 +335,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             self.write.clear();
             self.held = None;
             self.read.clear();
+            self.observed = 0;
         }
     }
 
@@ -337,6 +367,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         self.write.clear();
         self.held = None;
         self.read.clear();
+        self.observed = 0;
         if let Source::Dialer(d) = &mut self.source {
             d.on_link_lost(now_std, link.attached);
         }
@@ -461,34 +492,43 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     }
 
     /// Feed the whole messages in the read buffer and read more, alternately, until the read
-    /// is pending, the application's queues are full or [`READ_ROUNDS`] reads were made.
-    /// Returns whether anything moved.
+    /// is pending or [`READ_ROUNDS`] reads were made. While the application's queues are
+    /// full the link is still read, up to [`hold_limit`] bytes: what arrives is observed
+    /// (see [`observe`](Self::observe)) and fed once there is room. Returns whether anything
+    /// moved.
     fn poll_read(&mut self, cx: &mut Context<'_>, now: Instant, now_std: StdInstant) -> bool {
         let mut busy = false;
         let mut reads = 0;
         loop {
-            if self.link.is_none() || self.room == 0 {
+            if self.link.is_none() {
                 return busy;
             }
-            let run = match self.split.complete(self.read.data(), self.room) {
-                Ok(run) => run,
-                Err(e) => {
-                    let host = Arc::clone(&self.host);
-                    let mut g = host.lock();
-                    self.retire(&mut g, now, now_std, LinkDownCause::Framing(e), false);
-                    return true;
+            if self.room > 0 {
+                let run = match self.split.complete(self.read.data(), self.room) {
+                    Ok(run) => run,
+                    Err(e) => {
+                        let host = Arc::clone(&self.host);
+                        let mut g = host.lock();
+                        self.retire(&mut g, now, now_std, LinkDownCause::Framing(e), false);
+                        return true;
+                    }
+                };
+                if run.messages > 0 {
+                    // Held-back messages go first, in order: the core observed them already.
+                    self.observed = self.observed.saturating_sub(run.len);
+                    self.feed(run.len, now, now_std);
+                    busy = true;
+                    continue;
                 }
-            };
-            if run.messages > 0 {
-                self.feed(run.len, now, now_std);
+            } else if self.observe(now, now_std) {
                 busy = true;
                 continue;
             }
-            if reads == READ_ROUNDS {
+            if reads == READ_ROUNDS || (self.room == 0 && self.read.data().len() >= self.hold_limit) {
                 return busy;
             }
             reads += 1;
-            let wanted = self.split.wanted(self.read.data());
+            let wanted = self.split.wanted(&self.read.data()[self.observed..]);
             let Some(link) = self.link.as_mut() else { return busy };
             if !self.read_gate.open(link.id, cx) {
                 return busy;
@@ -504,7 +544,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 (Pin::new(&mut link.io).poll_read(&mut rcx, spare), asked)
             };
             let cause = match r {
-                Poll::Ready(Ok(0)) => match self.split.at_eof(self.read.data()) {
+                Poll::Ready(Ok(0)) => match self.split.at_eof(&self.read.data()[self.observed..]) {
                     Ok(()) => LinkDownCause::Eof,
                     Err(_) => LinkDownCause::Truncated,
                 },
@@ -526,6 +566,63 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             self.retire(&mut g, now, now_std, cause, false);
             return true;
         }
+    }
+
+    /// The application's queues are full: pass the whole messages after the held-back ones
+    /// to the core's `observe_message` (under one lock), which applies the acks riding on
+    /// data frames and counts them as traffic for the keepalive, and handles standalone
+    /// acks, PINGs, PONGs and hellos in full. Those are cut out of the read buffer; data
+    /// frames and GOODBYE stay, in order, to be fed once there is room. Returns whether any
+    /// message was observed.
+    fn observe(&mut self, now: Instant, now_std: StdInstant) -> bool {
+        let Some(id) = self.link.as_ref().map(|l| l.id) else { return false };
+        let host = Arc::clone(&self.host);
+        let was_empty = self.write.is_empty();
+        let mut g: Option<H::Guard<'_>> = None;
+        // `self.observed..kept`: held back in this pass (moved down); `kept..at`: cut out.
+        let mut kept = self.observed;
+        let mut at = self.observed;
+        loop {
+            let run = match self.split.complete(&self.read.data()[at..], 1) {
+                Ok(run) => run,
+                Err(e) => {
+                    self.read.cut(kept, at - kept);
+                    self.observed = kept;
+                    let mut g = g.take().unwrap_or_else(|| host.lock());
+                    self.retire(&mut g, now, now_std, LinkDownCause::Framing(e), false);
+                    return true;
+                }
+            };
+            if run.messages == 0 {
+                break;
+            }
+            let g = g.get_or_insert_with(|| host.lock());
+            let msg = &self.read.data()[at + sotto_proto::wire::LEN_PREFIX..at + run.len];
+            let (deferred, mut event) = g.observe(now, id, msg, &mut self.write);
+            if deferred {
+                self.read.move_within(at, run.len, kept);
+                kept += run.len;
+            }
+            at += run.len;
+            while let Some(e) = event {
+                self.on_event(g, e, now, now_std);
+                if self.link.as_ref().map(|l| l.id) != Some(id) {
+                    // The link is gone (its read buffer with it).
+                    return true;
+                }
+                event = g.after_input(&mut self.write, now, id);
+            }
+        }
+        let Some(mut g) = g else { return false };
+        self.read.cut(kept, at - kept);
+        self.observed = kept;
+        self.drain_outputs(&mut g, now, now_std);
+        self.room = g.read_room();
+        drop(g);
+        if was_empty && !self.write.is_empty() {
+            self.held = Some(self.write.pending_len());
+        }
+        true
     }
 
     /// Feed the first `len` bytes of the read buffer (whole messages) to the core; delivered

@@ -89,6 +89,20 @@ pub(crate) trait Locked<S> {
         }
         None
     }
+    /// A link message received on `link` that cannot be fed now (the application's queues
+    /// are full), after any held back before it: the core observes it
+    /// ([`Conduit::observe_message`](sotto_proto::Conduit::observe_message): the acks riding
+    /// on data applied, liveness counted; standalone acks, PINGs, PONGs and hellos handled
+    /// in full), then a light drain as in [`feed`](Self::feed). Returns whether the message
+    /// was held back (feed it later, in order; otherwise it is done with) and the first
+    /// event.
+    fn observe(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        msg: &[u8],
+        batch: &mut LendingBatch<Vec<u8>>,
+    ) -> (bool, Option<Event>);
     /// The light drain of [`feed`](Self::feed), on its own.
     fn after_input(&mut self, batch: &mut LendingBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event>;
     /// A run of messages was fed: wake the readers that got data.

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use sotto_proto::conduit::InputError;
+use sotto_proto::conduit::{InputError, Observed};
 use sotto_proto::stream::LendingBatch;
 use sotto_proto::wire::ClientHello;
 use sotto_proto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
@@ -161,6 +161,18 @@ impl<S> Locked<S> for RawGuard<'_> {
             g.common.delivered();
         }
         Locked::<S>::after_input(self, batch, now, link)
+    }
+    fn observe(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        msg: &[u8],
+        batch: &mut LendingBatch<Vec<u8>>,
+    ) -> (bool, Option<Event>) {
+        // An error means the message is done with: the link is stale or being dropped, or
+        // the session ended (the events follow).
+        let deferred = matches!(self.0.conduit.observe_message(now, link, msg), Ok(Observed::Deferred));
+        (deferred, Locked::<S>::after_input(self, batch, now, link))
     }
     fn after_input(&mut self, batch: &mut LendingBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event> {
         let c = &mut self.0.conduit;

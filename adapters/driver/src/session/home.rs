@@ -364,6 +364,17 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         }
         None
     }
+    fn observe(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        msg: &[u8],
+        batch: &mut LendingBatch<Vec<u8>>,
+    ) -> (bool, Option<Event>) {
+        let (s, st) = self.lock.parts();
+        let deferred = state::observe(s, now, link, msg);
+        (deferred, light_drain(s, st, batch, now, link))
+    }
     fn after_input(&mut self, batch: &mut LendingBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event> {
         let (s, st) = self.lock.parts();
         light_drain(s, st, batch, now, link)
