@@ -11,7 +11,10 @@
 //!    replay ring and go out in one vectored write with the headers, under the lock;
 //! 4. feed whole messages from the read buffer while the application's queues have room,
 //!    draining the outputs after each, and read more (a few reads per step, each followed
-//!    by feeding what it completed);
+//!    by feeding what it completed). While the queues are full, keep reading (up to a bound:
+//!    what the peer can have in flight) and let the core observe what arrives: acks and
+//!    keepalive are applied at once, data is held back in the read buffer, in order, and fed
+//!    once there is room;
 //! 5. finish writing the last frames of a dropped link (GOODBYE, REJECTED);
 //! 6. arm the runtime timer for the earliest deadline.
 //!
@@ -94,7 +97,7 @@ const MAX_CHUNKS: usize = 3 * MAX_LENT + 1;
 /// back): what a peer with our replay ring can have unacknowledged in flight (it cannot send
 /// past its ring, and nothing held back is acknowledged: every item bytes, plus each frame's
 /// length prefix and largest data header), plus one largest message being received and one
-/// read's worth. With the defaults about 4.4 MiB. A peer whose replay ring is larger than
+/// read's worth. With the defaults about 5.3 MiB. A peer whose replay ring is larger than
 /// ours can have more in flight: then reading stops at this bound until the application
 /// takes from its queues (acks and keepalive wait behind the unread data again, as for any
 /// peer that sends faster than the application reads).

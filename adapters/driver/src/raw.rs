@@ -21,7 +21,7 @@ pub(crate) struct Inner {
     pub(crate) common: Common,
     pub(crate) inbound: VecDeque<Bytes>,
     pub(crate) inbound_bytes: usize,
-    /// The driver stopped reading because the inbound queue was full.
+    /// The driver holds the link's data back because the inbound queue is full.
     pub(crate) reader_blocked: bool,
     /// A blocked reader is woken once the queue is down to this many items and bytes.
     pub(crate) resume_reading_at: (usize, usize),

@@ -76,7 +76,8 @@ async fn cancelled_sink_send_is_not_overtaken_by_later_sends() {
     let (_a, _b, _acc, mut x, mut y) = small_window_pair().await;
     let first_unsent = fill_window(&mut x, 0).await;
     // The sink takes the message (start_send), then its flush waits for credit: cancelled.
-    let cancelled = tokio::time::timeout(Duration::from_millis(200), send_sink(&mut x, conn_message(0, first_unsent))).await;
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(200), send_sink(&mut x, conn_message(0, first_unsent))).await;
     assert!(cancelled.is_err(), "the sink's send should wait for credit");
     let last = first_unsent + 20;
     let sender = async {
@@ -102,7 +103,8 @@ async fn cancelled_sink_send_is_not_overtaken_by_later_sends() {
 async fn message_staged_by_a_cancelled_sink_send_survives_drop() {
     let (_a, _b, _acc, mut x, mut y) = small_window_pair().await;
     let first_unsent = fill_window(&mut x, 0).await;
-    let cancelled = tokio::time::timeout(Duration::from_millis(200), send_sink(&mut x, conn_message(0, first_unsent))).await;
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(200), send_sink(&mut x, conn_message(0, first_unsent))).await;
     assert!(cancelled.is_err(), "the sink's send should wait for credit");
     drop(x);
     let reader = async {

@@ -186,7 +186,8 @@ pub(crate) struct SessState {
     pub(crate) conns: ConnMap<ConnSlot>,
     /// Connections that got data in the current run.
     dirty: Vec<ConnId>,
-    /// Connections whose queue is at `conn_items`: the driver stops reading while any is.
+    /// Connections whose queue is at `conn_items`: the driver holds the link's data back while
+    /// any is (it keeps reading acks and keepalive).
     pub(crate) full_conns: usize,
     /// Peer Opens not yet taken by `accept`.
     pub(crate) incoming: VecDeque<(ConnId, Bytes)>,
