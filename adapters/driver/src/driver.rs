@@ -488,9 +488,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         } else {
             return false;
         };
-        let host = Arc::clone(&self.host);
-        let mut g = host.lock();
-        self.retire(&mut g, now, now_std, cause, false);
+        self.link_failed(cause, now, now_std);
         true
     }
 
@@ -564,10 +562,25 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                     return busy;
                 }
             };
+            self.link_failed(cause, now, now_std);
+            return true;
+        }
+    }
+
+    /// The link's stream ended or failed (a read or a write). Messages read from it and held
+    /// back are fed first, past the application's bounds (they are bounded by
+    /// [`hold_limit`]): they may be the peer's last words, data and then its GOODBYE, which
+    /// nothing would replay. Then the link goes down.
+    fn link_failed(&mut self, cause: LinkDownCause, now: Instant, now_std: StdInstant) {
+        // Bytes from a stream that claimed more than it was given cannot be trusted.
+        if self.observed > 0 && cause != LinkDownCause::Io(io::ErrorKind::InvalidData) {
+            let held = std::mem::take(&mut self.observed);
+            self.feed(held, now, now_std);
+        }
+        if self.link.is_some() {
             let host = Arc::clone(&self.host);
             let mut g = host.lock();
             self.retire(&mut g, now, now_std, cause, false);
-            return true;
         }
     }
 
@@ -589,10 +602,10 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             let run = match self.split.complete(&self.read.data()[at..], 1) {
                 Ok(run) => run,
                 Err(e) => {
+                    drop(g.take());
                     self.read.cut(kept, at - kept);
                     self.observed = kept;
-                    let mut g = g.take().unwrap_or_else(|| host.lock());
-                    self.retire(&mut g, now, now_std, LinkDownCause::Framing(e), false);
+                    self.link_failed(LinkDownCause::Framing(e), now, now_std);
                     return true;
                 }
             };

@@ -285,3 +285,30 @@ async fn raw_echo_loop_recv_then_send_does_not_stall() {
 async fn raw_echo_loop_recv_then_send_does_not_stall_in_the_base_form() {
     echo_loop_run(false).await;
 }
+
+/// While the reader's queue is full the driver keeps reading: data it holds back, and the
+/// GOODBYE behind it, are still delivered, in order, when the peer closes the link right
+/// after (the end of the stream waits for what was read before it).
+#[tokio::test]
+async fn held_back_data_and_goodbye_survive_the_peer_closing_the_link() {
+    const N: u64 = 200;
+    let config = test_config();
+    let mut reader_config = config;
+    reader_config.inbound_items = 4;
+    let (a, b, _acc) = raw_pair(config, reader_config).await;
+    for i in 0..N {
+        a.send(message(i)).await.expect("send accepted");
+    }
+    let end = within(LIMIT, "close", a.close(7, "done")).await;
+    assert_eq!(end, sotto_proto::SessionEnd::LocalClose { code: 7 });
+    // Longer than the pong timeout: the link is over, not merely slow.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    within(LIMIT, "read after the peer left", async {
+        for i in 0..N {
+            let got = b.recv().await.unwrap_or_else(|e| panic!("item {i}: {e}"));
+            assert_eq!(got, message(i), "item {i}: wrong, duplicated or out of order");
+        }
+        assert_eq!(b.recv().await, Err(sotto_driver::Ended(sotto_proto::SessionEnd::PeerGoodbye { code: 7 })));
+    })
+    .await;
+}
