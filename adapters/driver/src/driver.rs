@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
+use sotto_proto::conduit::Observed;
 use sotto_proto::stream::{FrameSplitter, LendingBatch};
 use sotto_proto::{Event, Instant, LinkId, ResumeKey, SessionEnd};
 
@@ -129,6 +130,9 @@ pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     /// observed and held back (data frames, GOODBYE), to be fed in order once there is room.
     /// The messages it handled in full (acks, PINGs, PONGs, hellos) were cut out.
     observed: usize,
+    /// The peer's GOODBYE is among the held-back messages: they are its last words (nothing
+    /// replays them), fed even if the link ends first.
+    goodbye_held: bool,
     /// While `room` is 0 the link is still read (so that the peer's acks and keepalive are
     /// never left unread behind data the application has not taken, and a reader that
     /// keeps reading at any pace never costs its link), until the read buffer holds this
@@ -163,6 +167,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             timer_at: None,
             room: 0,
             observed: 0,
+            goodbye_held: false,
             hold_limit: hold_limit(&config),
             held: None,
             ended_deadline: None,
@@ -339,6 +344,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             self.held = None;
             self.read.clear();
             self.observed = 0;
+            self.goodbye_held = false;
         }
     }
 
@@ -371,6 +377,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         self.held = None;
         self.read.clear();
         self.observed = 0;
+        self.goodbye_held = false;
         if let Source::Dialer(d) = &mut self.source {
             d.on_link_lost(now_std, link.attached);
         }
@@ -517,6 +524,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 if run.messages > 0 {
                     // Held-back messages go first, in order: the core observed them already.
                     self.observed = self.observed.saturating_sub(run.len);
+                    self.goodbye_held &= self.observed > 0;
                     self.feed(run.len, now, now_std);
                     busy = true;
                     continue;
@@ -567,14 +575,15 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         }
     }
 
-    /// The link's stream ended or failed (a read or a write). Messages read from it and held
-    /// back are fed first, past the application's bounds (they are bounded by
-    /// [`hold_limit`]): they may be the peer's last words, data and then its GOODBYE, which
-    /// nothing would replay. Then the link goes down.
+    /// The link's stream ended or failed (a read or a write), and goes down. If the peer's
+    /// GOODBYE was among the messages held back, they are its last words, which nothing
+    /// would replay: they are fed first, past the application's bounds (they are bounded by
+    /// [`hold_limit`]). Otherwise the peer replays them on the next link.
     fn link_failed(&mut self, cause: LinkDownCause, now: Instant, now_std: StdInstant) {
         // Bytes from a stream that claimed more than it was given cannot be trusted.
-        if self.observed > 0 && cause != LinkDownCause::Io(io::ErrorKind::InvalidData) {
+        if self.goodbye_held && self.observed > 0 && cause != LinkDownCause::Io(io::ErrorKind::InvalidData) {
             let held = std::mem::take(&mut self.observed);
+            self.goodbye_held = false;
             self.feed(held, now, now_std);
         }
         if self.link.is_some() {
@@ -614,8 +623,9 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             }
             let g = g.get_or_insert_with(|| host.lock());
             let msg = &self.read.data()[at + sotto_proto::wire::LEN_PREFIX..at + run.len];
-            let (deferred, mut event) = g.observe(now, id, msg, &mut self.write);
-            if deferred {
+            let (observed, mut event) = g.observe(now, id, msg, &mut self.write);
+            self.goodbye_held |= observed == Observed::DeferredGoodbye;
+            if observed != Observed::Handled {
                 self.read.move_within(at, run.len, kept);
                 kept += run.len;
             }

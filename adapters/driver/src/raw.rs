@@ -168,11 +168,9 @@ impl<S> Locked<S> for RawGuard<'_> {
         link: LinkId,
         msg: &[u8],
         batch: &mut LendingBatch<Vec<u8>>,
-    ) -> (bool, Option<Event>) {
-        // An error means the message is done with: the link is stale or being dropped, or
-        // the session ended (the events follow).
-        let deferred = matches!(self.0.conduit.observe_message(now, link, msg), Ok(Observed::Deferred));
-        (deferred, Locked::<S>::after_input(self, batch, now, link))
+    ) -> (Observed, Option<Event>) {
+        let observed = self.0.conduit.observe_message(now, link, msg).unwrap_or(Observed::Handled);
+        (observed, Locked::<S>::after_input(self, batch, now, link))
     }
     fn after_input(&mut self, batch: &mut LendingBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event> {
         let c = &mut self.0.conduit;

@@ -186,10 +186,15 @@ pub enum Observed {
     /// standalone ack, a PING, a PONG, or a malformed frame that dropped the link): do not
     /// feed it again.
     Handled,
-    /// A data frame or GOODBYE, held back: its acknowledgment (if any) was applied and it
-    /// counted as traffic for the keepalive, but nothing was consumed. Feed it to
+    /// A data frame, held back: its acknowledgment (if any) was applied and it counted as
+    /// traffic for the keepalive, but its item was not consumed. Feed it to
     /// `handle_message` later, in arrival order.
     Deferred,
+    /// The peer's GOODBYE, held back behind the data before it (it counted as traffic).
+    /// Feed it to `handle_message` later, in arrival order; it ends the session. The peer
+    /// replays nothing after it, so the messages held back before it are its last words:
+    /// a driver must not drop them when the link then ends.
+    DeferredGoodbye,
 }
 
 impl core::fmt::Display for InputError {

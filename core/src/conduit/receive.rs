@@ -62,14 +62,14 @@ impl Conduit {
     ///   [`Event::Writable`](super::Event::Writable) follows if a `send` was refused) and it
     ///   counts as traffic for the keepalive; its item is not consumed:
     ///   [`Observed::Deferred`].
-    /// - A GOODBYE counts as traffic and is [`Observed::Deferred`]: it ends the session, so
-    ///   it must come after the data before it.
+    /// - A GOODBYE counts as traffic and is [`Observed::DeferredGoodbye`]: it ends the
+    ///   session, so it must come after the data before it.
     /// - Anything else (a hello, a standalone ack, a PING, a PONG, or a message that does
     ///   not decode) is handled exactly as [`handle_message`](Self::handle_message) handles
     ///   it: [`Observed::Handled`], with the same errors.
     ///
     /// Contract: once one message of a link is held back, pass every later message of that
-    /// link here first, in arrival order; later, pass each `Deferred` message to
+    /// link here first, in arrival order; later, pass each deferred message to
     /// `handle_message` exactly once, in arrival order (a `Handled` one is never passed
     /// again). A deferred frame's acknowledgment applied a second time does nothing (acks
     /// only move forward). Drain the outputs after every call, as after `handle_message`.
@@ -91,7 +91,7 @@ impl Conduit {
             }
             Ok(Frame::Goodbye { .. }) => {
                 self.frame_heard(now, ext, false);
-                Ok(Observed::Deferred)
+                Ok(Observed::DeferredGoodbye)
             }
             // Acks, PINGs and PONGs deliver nothing: handled now, out of order with the
             // held-back data, which they do not depend on. A malformed frame drops the link.

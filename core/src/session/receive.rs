@@ -65,7 +65,7 @@ impl Session {
     /// [`Conduit::observe_message`](crate::conduit::Conduit::observe_message) for the
     /// session's conduit: what a link message says about the link (acknowledgment,
     /// keepalive) without consuming a session message, for a driver that cannot take
-    /// delivery now. Same contract: each `Deferred` message is later passed to
+    /// delivery now. Same contract: each deferred message is later passed to
     /// [`handle_message`](Self::handle_message), in arrival order.
     pub fn observe_message(
         &mut self,

@@ -351,14 +351,6 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
     }
 }
 
-/// A link message that cannot be fed now (a connection's queue is full): the session
-/// observes it (see [`Session::observe_message`]). Returns whether it was held back, to be
-/// fed later in order; an error means it is done with (the link is stale or being dropped,
-/// or the session ended: the events follow).
-pub(crate) fn observe(s: &mut Session, now: Instant, link: LinkId, msg: &[u8]) -> bool {
-    matches!(s.observe_message(now, link, msg), Ok(sotto_proto::conduit::Observed::Deferred))
-}
-
 /// Data was queued on `conn`: note its reader for waking after the run, and whether its
 /// queue is full now.
 fn queued(st: &mut SessState, conn: ConnId) {
