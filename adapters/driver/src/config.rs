@@ -31,7 +31,9 @@ pub struct Config {
     /// reading at any pace never costs its link. The read buffer then holds up to what a
     /// peer with our replay ring can have in flight (about `replay_bytes` plus 20 bytes per
     /// `replay_frames`, plus one frame and one `read_chunk`); past that (a peer with a larger
-    /// ring) reading stops until the application takes from the queue.
+    /// ring) reading stops until the application takes from the queue. One exception to the
+    /// bound: if the link ends after the peer's GOODBYE was read, what was held back before
+    /// it (the peer's last words, which nothing would replay) is queued at once.
     pub inbound_items: usize,
     /// Delivered item bytes waiting for `recv`, at most (one item is always allowed).
     /// Default 4 MiB.
