@@ -4,7 +4,10 @@
 //! Sending copies the payload once, into the session's replay ring; it waits (the send stays
 //! pending, nothing is buffered elsewhere) while the connection has no credit or the ring is
 //! full. [`ConnSender::send_many`] queues a burst under one lock; the [`Sink`] stages up to
-//! 256 messages and queues them together when flushed.
+//! 256 messages and queues them together when flushed. What the `Sink` accepted keeps its
+//! place: any later send queues it first, and if the sender is dropped with messages staged
+//! the session's driver sends them (before the connection's close) once credit allows. A
+//! sender may be shared by many tasks: all those waiting for credit are woken.
 //!
 //! Receiving takes the connection's whole queue under one lock into the receiver (a swap, no
 //! copy), then hands messages out one by one (cutting a peer's batch as it goes); the credit
