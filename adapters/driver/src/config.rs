@@ -23,10 +23,17 @@ pub struct Config {
     pub backoff_initial: Duration,
     /// Initiator: the largest backoff ceiling. Default 5 s.
     pub backoff_max: Duration,
-    /// Delivered items waiting for `recv`, at most. When full the driver stops reading the
-    /// link (the peer's sends then backpressure). Default 1024. Keepalive frames are not read
-    /// either, so an application that leaves the queue full for longer than `pong_timeout`
-    /// sees its link cycled (the session resumes; nothing is lost).
+    /// Delivered items waiting for `recv`, at most. Default 1024. When full, the driver
+    /// holds the peer's data back (unacknowledged, so the peer's sends backpressure once its
+    /// replay ring is full) but keeps reading the link: the peer's acks (standalone, or
+    /// riding on the data held back) and keepalive frames are taken at once, so a `send`
+    /// waiting for ring room is not stalled by its own unread input and a reader that keeps
+    /// reading at any pace never costs its link. The read buffer then holds up to what a
+    /// peer with our replay ring can have in flight (about `replay_bytes` plus 20 bytes per
+    /// `replay_frames`, plus one frame and one `read_chunk`); past that (a peer with a larger
+    /// ring) reading stops until the application takes from the queue. One exception to the
+    /// bound: if the link ends after the peer's GOODBYE was read, what was held back before
+    /// it (the peer's last words, which nothing would replay) is queued at once.
     pub inbound_items: usize,
     /// Delivered item bytes waiting for `recv`, at most (one item is always allowed).
     /// Default 4 MiB.
@@ -75,8 +82,9 @@ pub struct Config {
     pub failure_budget: u32,
     /// See `failure_budget`. Default 10 s.
     pub failure_period: Duration,
-    /// Session API: entries waiting in one connection's queue before the driver stops
-    /// reading the link (a message, or a peer's batch of small messages, is one entry). A connection's queue is already bounded by its credit
+    /// Session API: entries waiting in one connection's queue before the driver holds the
+    /// link's data back (as for `inbound_items`; a message, or a peer's batch of small
+    /// messages, is one entry). A connection's queue is already bounded by its credit
     /// (`session.initial_credit`), in bytes and, with a version-2 peer (every sotto peer of
     /// this version), in messages: each spends at least `MIN_MESSAGE_CREDIT` (16) of it. The
     /// driver raises this limit to `initial_credit / 16 + 1`, so that credit always binds

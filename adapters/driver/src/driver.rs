@@ -11,7 +11,10 @@
 //!    replay ring and go out in one vectored write with the headers, under the lock;
 //! 4. feed whole messages from the read buffer while the application's queues have room,
 //!    draining the outputs after each, and read more (a few reads per step, each followed
-//!    by feeding what it completed);
+//!    by feeding what it completed). While the queues are full, keep reading (up to a bound:
+//!    what the peer can have in flight) and let the core observe what arrives: acks and
+//!    keepalive are applied at once, data is held back in the read buffer, in order, and fed
+//!    once there is room;
 //! 5. finish writing the last frames of a dropped link (GOODBYE, REJECTED);
 //! 6. arm the runtime timer for the earliest deadline.
 //!
@@ -37,6 +40,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
+use sotto_proto::conduit::Observed;
 use sotto_proto::stream::{FrameSplitter, LendingBatch};
 use sotto_proto::{Event, Instant, LinkId, ResumeKey, SessionEnd};
 
@@ -99,6 +103,24 @@ const MAX_LENT: usize = 64;
 /// and the buffer's runs between them.
 const MAX_CHUNKS: usize = 3 * MAX_LENT + 1;
 
+/// The most bytes the read buffer holds while the application's queues are full (the driver
+/// keeps reading up to it, handling the peer's acks and keepalive and holding its data
+/// back): what a peer with our replay ring can have unacknowledged in flight (it cannot send
+/// past its ring, and nothing held back is acknowledged: every item bytes, plus each frame's
+/// length prefix and largest data header), plus one largest message being received and one
+/// read's worth. With the defaults about 5.3 MiB. A peer whose replay ring is larger than
+/// ours can have more in flight: then reading stops at this bound until the application
+/// takes from its queues (acks and keepalive wait behind the unread data again, as for any
+/// peer that sends faster than the application reads).
+fn hold_limit(config: &Config) -> usize {
+    let c = &config.conduit;
+    let per_frame = sotto_proto::wire::LEN_PREFIX + sotto_proto::wire::MAX_DATA_HEADER_LEN;
+    (c.replay_bytes as usize)
+        .saturating_add((c.replay_frames as usize).saturating_mul(per_frame))
+        .saturating_add(c.max_frame_len as usize + sotto_proto::wire::LEN_PREFIX)
+        .saturating_add(config.read_chunk)
+}
+
 pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     host: Arc<H>,
     source: Source<S>,
@@ -114,6 +136,18 @@ pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     /// Messages that may be fed now ([`Locked::read_room`]), as of the last lock: it only
     /// shrinks by feeding, and a reader that makes room again wakes the driver.
     room: usize,
+    /// While `room` is 0: the first bytes of the read buffer, whole messages the core has
+    /// observed and held back (data frames, GOODBYE), to be fed in order once there is room.
+    /// The messages it handled in full (acks, PINGs, PONGs, hellos) were cut out.
+    observed: usize,
+    /// The peer's GOODBYE is among the held-back messages: they are its last words (nothing
+    /// replays them), fed even if the link ends first.
+    goodbye_held: bool,
+    /// While `room` is 0 the link is still read (so that the peer's acks and keepalive are
+    /// never left unread behind data the application has not taken, and a reader that
+    /// keeps reading at any pace never costs its link), until the read buffer holds this
+    /// many bytes; see [`hold_limit`].
+    hold_limit: usize,
     /// The write batch holds only what feeding made due (acks, handshake replies), this
     /// many bytes: it is written after the task has yielded once, together with what the
     /// application does meanwhile (the credit its reader gives back, its replies), instead
@@ -148,6 +182,9 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             timer: rt.timer(),
             timer_at: None,
             room: 0,
+            observed: 0,
+            goodbye_held: false,
+            hold_limit: hold_limit(&config),
             held: None,
             ended_deadline: None,
             exit_deadline: None,
@@ -352,6 +389,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             self.write.clear();
             self.held = None;
             self.read.clear();
+            self.observed = 0;
+            self.goodbye_held = false;
         }
     }
 
@@ -383,6 +422,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         self.write.clear();
         self.held = None;
         self.read.clear();
+        self.observed = 0;
+        self.goodbye_held = false;
         if let Source::Dialer(d) = &mut self.source {
             d.on_link_lost(now_std, link.attached);
         }
@@ -505,41 +546,49 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         } else {
             return false;
         };
-        let host = Arc::clone(&self.host);
-        let mut g = host.lock();
-        self.retire(&mut g, now, now_std, cause, false);
+        self.link_failed(cause, now, now_std);
         true
     }
 
     /// Feed the whole messages in the read buffer and read more, alternately, until the read
-    /// is pending, the application's queues are full or [`READ_ROUNDS`] reads were made.
-    /// Returns whether anything moved.
+    /// is pending or [`READ_ROUNDS`] reads were made. While the application's queues are
+    /// full the link is still read, up to [`hold_limit`] bytes: what arrives is observed
+    /// (see [`observe`](Self::observe)) and fed once there is room. Returns whether anything
+    /// moved.
     fn poll_read(&mut self, cx: &mut Context<'_>, now: Instant, now_std: StdInstant) -> bool {
         let mut busy = false;
         let mut reads = 0;
         loop {
-            if self.link.is_none() || self.room == 0 {
+            if self.link.is_none() {
                 return busy;
             }
-            let run = match self.split.complete(self.read.data(), self.room) {
-                Ok(run) => run,
-                Err(e) => {
-                    let host = Arc::clone(&self.host);
-                    let mut g = host.lock();
-                    self.retire(&mut g, now, now_std, LinkDownCause::Framing(e), false);
-                    return true;
+            if self.room > 0 {
+                let run = match self.split.complete(self.read.data(), self.room) {
+                    Ok(run) => run,
+                    Err(e) => {
+                        let host = Arc::clone(&self.host);
+                        let mut g = host.lock();
+                        self.retire(&mut g, now, now_std, LinkDownCause::Framing(e), false);
+                        return true;
+                    }
+                };
+                if run.messages > 0 {
+                    // Held-back messages go first, in order: the core observed them already.
+                    self.observed = self.observed.saturating_sub(run.len);
+                    self.goodbye_held &= self.observed > 0;
+                    self.feed(run.len, now, now_std);
+                    busy = true;
+                    continue;
                 }
-            };
-            if run.messages > 0 {
-                self.feed(run.len, now, now_std);
+            } else if self.observe(now, now_std) {
                 busy = true;
                 continue;
             }
-            if reads == READ_ROUNDS {
+            if reads == READ_ROUNDS || (self.room == 0 && self.read.data().len() >= self.hold_limit) {
                 return busy;
             }
             reads += 1;
-            let wanted = self.split.wanted(self.read.data());
+            let wanted = self.split.wanted(&self.read.data()[self.observed..]);
             let Some(link) = self.link.as_mut() else { return busy };
             if !self.read_gate.open(link.id, cx) {
                 return busy;
@@ -555,7 +604,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 (Pin::new(&mut link.io).poll_read(&mut rcx, spare), asked)
             };
             let cause = match r {
-                Poll::Ready(Ok(0)) => match self.split.at_eof(self.read.data()) {
+                Poll::Ready(Ok(0)) => match self.split.at_eof(&self.read.data()[self.observed..]) {
                     Ok(()) => LinkDownCause::Eof,
                     Err(_) => LinkDownCause::Truncated,
                 },
@@ -572,11 +621,85 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                     return busy;
                 }
             };
+            self.link_failed(cause, now, now_std);
+            return true;
+        }
+    }
+
+    /// The link's stream ended or failed (a read or a write), and goes down. If the peer's
+    /// GOODBYE was among the messages held back, they are its last words, which nothing
+    /// would replay: they are fed first, past the application's bounds (they are bounded by
+    /// [`hold_limit`]). Otherwise the peer replays them on the next link.
+    fn link_failed(&mut self, cause: LinkDownCause, now: Instant, now_std: StdInstant) {
+        // Bytes from a stream that claimed more than it was given cannot be trusted.
+        if self.goodbye_held && self.observed > 0 && cause != LinkDownCause::Io(io::ErrorKind::InvalidData) {
+            let held = std::mem::take(&mut self.observed);
+            self.goodbye_held = false;
+            self.feed(held, now, now_std);
+        }
+        if self.link.is_some() {
             let host = Arc::clone(&self.host);
             let mut g = host.lock();
             self.retire(&mut g, now, now_std, cause, false);
-            return true;
         }
+    }
+
+    /// The application's queues are full: pass the whole messages after the held-back ones
+    /// to the core's `observe_message` (under one lock), which applies the acks riding on
+    /// data frames and counts them as traffic for the keepalive, and handles standalone
+    /// acks, PINGs, PONGs and hellos in full. Those are cut out of the read buffer; data
+    /// frames and GOODBYE stay, in order, to be fed once there is room. Returns whether any
+    /// message was observed.
+    fn observe(&mut self, now: Instant, now_std: StdInstant) -> bool {
+        let Some(id) = self.link.as_ref().map(|l| l.id) else { return false };
+        let host = Arc::clone(&self.host);
+        let was_empty = self.write.is_empty();
+        let mut g: Option<H::Guard<'_>> = None;
+        // `self.observed..kept`: held back in this pass (moved down); `kept..at`: cut out.
+        let mut kept = self.observed;
+        let mut at = self.observed;
+        loop {
+            let run = match self.split.complete(&self.read.data()[at..], 1) {
+                Ok(run) => run,
+                Err(e) => {
+                    drop(g.take());
+                    self.read.cut(kept, at - kept);
+                    self.observed = kept;
+                    self.link_failed(LinkDownCause::Framing(e), now, now_std);
+                    return true;
+                }
+            };
+            if run.messages == 0 {
+                break;
+            }
+            let g = g.get_or_insert_with(|| host.lock());
+            let msg = &self.read.data()[at + sotto_proto::wire::LEN_PREFIX..at + run.len];
+            let (observed, mut event) = g.observe(now, id, msg, &mut self.write);
+            self.goodbye_held |= observed == Observed::DeferredGoodbye;
+            if observed != Observed::Handled {
+                self.read.move_within(at, run.len, kept);
+                kept += run.len;
+            }
+            at += run.len;
+            while let Some(e) = event {
+                self.on_event(g, e, now, now_std);
+                if self.link.as_ref().map(|l| l.id) != Some(id) {
+                    // The link is gone (its read buffer with it).
+                    return true;
+                }
+                event = g.after_input(&mut self.write, now, id);
+            }
+        }
+        let Some(mut g) = g else { return false };
+        self.read.cut(kept, at - kept);
+        self.observed = kept;
+        self.drain_outputs(&mut g, now, now_std);
+        self.room = g.read_room();
+        drop(g);
+        if was_empty && !self.write.is_empty() {
+            self.held = Some(self.write.pending_len());
+        }
+        true
     }
 
     /// Feed the first `len` bytes of the read buffer (whole messages) to the core; delivered

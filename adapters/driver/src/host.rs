@@ -3,7 +3,7 @@
 //! (`session`), the latter either owned (initiator) or living in a core endpoint (acceptor).
 
 use bytes::Bytes;
-use sotto_proto::conduit::InputError;
+use sotto_proto::conduit::{InputError, Observed};
 use sotto_proto::stream::{LendingBatch, Messages};
 use sotto_proto::wire::ClientHello;
 use sotto_proto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
@@ -89,6 +89,20 @@ pub(crate) trait Locked<S> {
         }
         None
     }
+    /// A link message received on `link` that cannot be fed now (the application's queues
+    /// are full), after any held back before it: the core observes it
+    /// ([`Conduit::observe_message`](sotto_proto::Conduit::observe_message): the acks riding
+    /// on data applied, liveness counted; standalone acks, PINGs, PONGs and hellos handled
+    /// in full), then a light drain as in [`feed`](Self::feed). Returns what became of the
+    /// message (`Handled` also when the input failed: the link is stale or being dropped,
+    /// or the session ended, and the events follow) and the first event.
+    fn observe(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        msg: &[u8],
+        batch: &mut LendingBatch<Vec<u8>>,
+    ) -> (Observed, Option<Event>);
     /// The light drain of [`feed`](Self::feed), on its own.
     fn after_input(&mut self, batch: &mut LendingBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event>;
     /// A run of messages was fed: wake the readers that got data.

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use sotto_proto::conduit::InputError;
+use sotto_proto::conduit::{InputError, Observed};
 use sotto_proto::stream::LendingBatch;
 use sotto_proto::wire::ClientHello;
 use sotto_proto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
@@ -21,7 +21,7 @@ pub(crate) struct Inner {
     pub(crate) common: Common,
     pub(crate) inbound: VecDeque<Bytes>,
     pub(crate) inbound_bytes: usize,
-    /// The driver stopped reading because the inbound queue was full.
+    /// The driver holds the link's data back because the inbound queue is full.
     pub(crate) reader_blocked: bool,
     /// A blocked reader is woken once the queue is down to this many items and bytes.
     pub(crate) resume_reading_at: (usize, usize),
@@ -164,6 +164,16 @@ impl<S> Locked<S> for RawGuard<'_> {
             g.common.delivered();
         }
         Locked::<S>::after_input(self, batch, now, link)
+    }
+    fn observe(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        msg: &[u8],
+        batch: &mut LendingBatch<Vec<u8>>,
+    ) -> (Observed, Option<Event>) {
+        let observed = self.0.conduit.observe_message(now, link, msg).unwrap_or(Observed::Handled);
+        (observed, Locked::<S>::after_input(self, batch, now, link))
     }
     fn after_input(&mut self, batch: &mut LendingBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event> {
         let c = &mut self.0.conduit;

@@ -22,7 +22,8 @@ pub(crate) const FIRST_CHUNK: usize = 4096;
 #[derive(Debug)]
 pub(crate) struct ReadBuffer {
     /// `buf[..filled]` is data read and not yet split off. Zero-filled mode: `buf[filled..]`
-    /// is zeroed room. Append mode: `buf.len() == filled`.
+    /// is initialized room (zeroed once; bytes moved down by [`cut`](Self::cut) leave
+    /// stale data there, which a read overwrites). Append mode: `buf.len() == filled`.
     buf: BytesMut,
     filled: usize,
     /// Room reserved for a read now: grows from [`FIRST_CHUNK`] to `max_chunk`.
@@ -101,6 +102,25 @@ impl ReadBuffer {
         self.buf.split_to(n).freeze()
     }
 
+    /// Move the `len` bytes of data at `from` down to `to` (`to <= from`).
+    pub(crate) fn move_within(&mut self, from: usize, len: usize, to: usize) {
+        if from != to {
+            self.buf[..self.filled].copy_within(from..from + len, to);
+        }
+    }
+
+    /// Cut the `len` bytes of data at `at` out, moving the data after them down.
+    pub(crate) fn cut(&mut self, at: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
+        self.buf[..self.filled].copy_within(at + len.., at);
+        self.filled -= len;
+        if self.append {
+            self.buf.truncate(self.filled);
+        }
+    }
+
     /// Forget unread bytes (the link they came from is gone).
     pub(crate) fn clear(&mut self) {
         let n = self.filled;
@@ -172,6 +192,32 @@ mod tests {
         assert_eq!(&held[..], b"he", "split chunk unaffected");
         r.clear();
         assert!(r.data().is_empty());
+    }
+
+    #[test]
+    fn cut_and_move_within_keep_the_rest_in_order() {
+        for append in [false, true] {
+            let mut r = ReadBuffer::new(2048, append);
+            if append {
+                r.appendable(16).extend_from_slice(b"aaBBccDDe");
+            } else {
+                r.spare(16)[..9].copy_from_slice(b"aaBBccDDe");
+            }
+            r.advance(9);
+            // Keep "aa", drop "BB", keep "cc" (moved down), drop "DD", keep the tail "e".
+            r.move_within(4, 2, 2);
+            r.cut(4, 4);
+            assert_eq!(r.data(), b"aacce", "append {append}");
+            r.cut(0, 0);
+            assert_eq!(r.data(), b"aacce");
+            if append {
+                r.appendable(4).extend_from_slice(b"f");
+            } else {
+                r.spare(4)[0] = b'f';
+            }
+            r.advance(1);
+            assert_eq!(r.data(), b"aaccef", "append {append}: reads continue after a cut");
+        }
     }
 
     #[test]

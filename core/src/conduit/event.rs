@@ -175,6 +175,28 @@ pub enum InputError {
     AlreadyEnded,
 }
 
+/// What [`Conduit::observe_message`](super::Conduit::observe_message) did with a link
+/// message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[repr(u8)]
+#[must_use]
+pub enum Observed {
+    /// The message was handled in full, as `handle_message` handles it (a hello, a
+    /// standalone ack, a PING, a PONG, or a malformed frame that dropped the link): do not
+    /// feed it again.
+    Handled,
+    /// A data frame, held back: its acknowledgment (if any) was applied and it counted as
+    /// traffic for the keepalive, but its item was not consumed. Feed it to
+    /// `handle_message` later, in arrival order.
+    Deferred,
+    /// The peer's GOODBYE, held back behind the data before it (it counted as traffic).
+    /// Feed it to `handle_message` later, in arrival order; it ends the session. The peer
+    /// replays nothing after it, so the messages held back before it are its last words:
+    /// a driver must not drop them when the link then ends.
+    DeferredGoodbye,
+}
+
 impl core::fmt::Display for InputError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {

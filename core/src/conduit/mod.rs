@@ -11,7 +11,9 @@ mod transmit;
 pub use transmit::{LendingTransmit, LentItem, Transmit};
 
 pub use config::{ConduitConfig, ConfigError};
-pub use event::{goodbye_code, Event, InputError, LinkDropReason, LinkId, Role, SendError, SessionEnd, Violation};
+pub use event::{
+    goodbye_code, Event, InputError, LinkDropReason, LinkId, Observed, Role, SendError, SessionEnd, Violation,
+};
 pub use stats::{ConduitStats, LinkDrops};
 
 use crate::time::{Instant, MonotonicNow};

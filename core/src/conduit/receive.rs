@@ -2,7 +2,8 @@
 
 use super::serial::{count_of, expand, last_of};
 use super::{
-    goodbye_code, Conduit, InputError, LinkDropReason, LinkId, LinkState, Owed, Reason, Role, SessionEnd, Violation,
+    goodbye_code, Conduit, InputError, LinkDropReason, LinkId, LinkState, Observed, Owed, Reason, Role, SessionEnd,
+    Violation,
 };
 use crate::time::Instant;
 use crate::timer::Timer;
@@ -48,6 +49,53 @@ impl Conduit {
                 self.handle_server_hello(now, id, &hello).map(|()| None)
             }
             LinkState::Established { id, ext } => self.handle_frame(now, id, ext, message),
+        }
+    }
+
+    /// Take from a link message what it says about the link, without consuming an item:
+    /// for a driver that has read `message` but cannot take delivery of items now (the
+    /// application's queue is full), so that the peer's acknowledgments and keepalive are
+    /// not left unread behind data it holds back, and a link that keeps delivering bytes is
+    /// never declared dead for it.
+    ///
+    /// - A data frame: its acknowledgment is applied (the replay ring frees room, and
+    ///   [`Event::Writable`](super::Event::Writable) follows if a `send` was refused) and it
+    ///   counts as traffic for the keepalive; its item is not consumed:
+    ///   [`Observed::Deferred`].
+    /// - A GOODBYE counts as traffic and is [`Observed::DeferredGoodbye`]: it ends the
+    ///   session, so it must come after the data before it.
+    /// - Anything else (a hello, a standalone ack, a PING, a PONG, or a message that does
+    ///   not decode) is handled exactly as [`handle_message`](Self::handle_message) handles
+    ///   it: [`Observed::Handled`], with the same errors.
+    ///
+    /// Contract: once one message of a link is held back, pass every later message of that
+    /// link here first, in arrival order; later, pass each deferred message to
+    /// `handle_message` exactly once, in arrival order (a `Handled` one is never passed
+    /// again). A deferred frame's acknowledgment applied a second time does nothing (acks
+    /// only move forward). Drain the outputs after every call, as after `handle_message`.
+    pub fn observe_message(&mut self, now: Instant, link: LinkId, message: &[u8]) -> Result<Observed, InputError> {
+        let now = self.clock.observe(now);
+        let LinkState::Established { id, ext } = self.link else {
+            return self.handle_message(now, link, message).map(|_| Observed::Handled);
+        };
+        if id != link {
+            return Err(InputError::StaleLink);
+        }
+        match Frame::decode(message, ext) {
+            Ok(Frame::Data { ack, .. }) => {
+                self.frame_heard(now, ext, false);
+                if let Some(ack) = ack {
+                    self.handle_ack(now, id, ack)?;
+                }
+                Ok(Observed::Deferred)
+            }
+            Ok(Frame::Goodbye { .. }) => {
+                self.frame_heard(now, ext, false);
+                Ok(Observed::DeferredGoodbye)
+            }
+            // Acks, PINGs and PONGs deliver nothing: handled now, out of order with the
+            // held-back data, which they do not depend on. A malformed frame drops the link.
+            _ => self.handle_message(now, link, message).map(|_| Observed::Handled),
         }
     }
 
@@ -197,25 +245,7 @@ impl Conduit {
                 return Err(self.violation(now, id, v));
             }
         };
-        if self.role == Role::Acceptor {
-            // The peer got our ServerHello.
-            self.peer_confirmed = true;
-            if ext {
-                // A sotto initiator adopts the new key as it reads the ServerHello, so the
-                // key it held before is retired (R15). A vox 0.3.0 initiator (base form)
-                // adopts it only once its whole replay is written: if the link dies
-                // mid-replay, frames of that replay have arrived here and it still resumes
-                // with the old key. In the base form the previous key is retired when the
-                // new one is presented (a later resume).
-                self.previous_key = None;
-            }
-        }
-        if self.timers.get(Timer::PongTimeout).is_some() && !matches!(frame, Frame::Pong(_)) {
-            // Anything heard proves the link alive; keep the deadline one timeout ahead. A PONG
-            // counts only if it answers our PING (below): one with the wrong nonce, or none
-            // outstanding, is ignored outright and the deadline keeps running (SCENARIOS K2).
-            self.timers.set(Timer::PongTimeout, now.saturating_add(self.config.pong_timeout));
-        }
+        self.frame_heard(now, ext, matches!(frame, Frame::Pong(_)));
         match frame {
             Frame::Data { seq, ack, item } => {
                 if let Some(ack) = ack {
@@ -287,6 +317,30 @@ impl Conduit {
                 self.end_session(now, SessionEnd::PeerGoodbye { code }, None);
                 Err(InputError::SessionEnded(SessionEnd::PeerGoodbye { code }))
             }
+        }
+    }
+
+    /// A well-formed frame arrived on the established link: the peer holds our key, and the
+    /// link is alive.
+    fn frame_heard(&mut self, now: Instant, ext: bool, pong: bool) {
+        if self.role == Role::Acceptor {
+            // The peer got our ServerHello.
+            self.peer_confirmed = true;
+            if ext {
+                // A sotto initiator adopts the new key as it reads the ServerHello, so the
+                // key it held before is retired (R15). A vox 0.3.0 initiator (base form)
+                // adopts it only once its whole replay is written: if the link dies
+                // mid-replay, frames of that replay have arrived here and it still resumes
+                // with the old key. In the base form the previous key is retired when the
+                // new one is presented (a later resume).
+                self.previous_key = None;
+            }
+        }
+        if self.timers.get(Timer::PongTimeout).is_some() && !pong {
+            // Anything heard proves the link alive; keep the deadline one timeout ahead. A PONG
+            // counts only if it answers our PING: one with the wrong nonce, or none
+            // outstanding, is ignored outright and the deadline keeps running (SCENARIOS K2).
+            self.timers.set(Timer::PongTimeout, now.saturating_add(self.config.pong_timeout));
         }
     }
 

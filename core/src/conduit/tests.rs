@@ -330,3 +330,110 @@ fn base_form_full_ring_before_any_transmit_still_cycles_on_time() {
     assert_eq!(p.a.unacked(), 0, "the resume hello carried B's position");
     assert!(p.events_a.contains(&Event::Writable));
 }
+
+/// Every frame `c` has due now, each as its own message.
+fn transmit_all(c: &mut Conduit, now: Instant) -> Vec<Vec<u8>> {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut out = Vec::new();
+    while let Some(t) = c.poll_transmit(now, &mut buf) {
+        out.push(buf[..t.len].to_vec());
+    }
+    out
+}
+
+/// A reader that cannot take delivery (its application's queue is full) observes what
+/// arrives: data frames give up their acks (the ring frees room, `Writable` follows) and
+/// their liveness but are delivered later, in order, exactly once; PINGs are answered at
+/// once and never counted twice; the held-back link outlives its pong timeout.
+#[test]
+fn observed_frames_apply_acks_and_liveness_and_deliver_later() {
+    let cfg = ConduitConfig { replay_frames: 2, ..ConduitConfig::default() };
+    let mut p = Pair::new(cfg);
+    p.b = Conduit::new(Role::Acceptor, ConduitConfig { replay_frames: 8, ..cfg }).expect("config");
+    p.connect();
+    let (la, lb) = (p.la.expect("link"), p.lb.expect("link"));
+    // A fills its ring; B takes both and answers with data (carrying the ack).
+    p.a.send(b"a0").expect("sent");
+    p.a.send(b"a1").expect("sent");
+    assert_eq!(p.a.send(b"a2"), Err(SendError::WouldBlock));
+    for m in transmit_all(&mut p.a, p.now) {
+        p.b.handle_message(p.now, lb, &m).expect("delivered");
+    }
+    p.b.send(b"b0").expect("sent");
+    p.b.send(b"b1").expect("sent");
+    // B pings A as well (its ping timer is due).
+    p.now = p.now.saturating_add(cfg.ping_interval);
+    p.b.handle_timeout(p.now);
+    p.a.handle_timeout(p.now);
+    let to_a = transmit_all(&mut p.b, p.now);
+    assert!(to_a.len() >= 3, "two data frames and a ping: {}", to_a.len());
+    let _ = transmit_all(&mut p.a, p.now); // A's own ping; its pong stays unread
+    assert!(p.a.stats().pings_sent >= 1);
+
+    // A observes everything: nothing delivered, the acks applied, the ping answered.
+    let mut deferred = Vec::new();
+    for m in &to_a {
+        match p.a.observe_message(p.now, la, m).expect("observed") {
+            Observed::Deferred | Observed::DeferredGoodbye => deferred.push(m.clone()),
+            Observed::Handled => {}
+        }
+    }
+    assert_eq!(deferred.len(), 2, "the data frames are held back");
+    assert_eq!(p.a.items_received(), 0, "nothing was consumed");
+    assert_eq!(p.a.unacked(), 0, "the acks riding on held-back data were applied");
+    assert!(core::iter::from_fn(|| p.a.poll_event()).any(|e| e == Event::Writable));
+    p.a.send(b"a2").expect("room again");
+    assert!(p.a.pong_owed.is_some(), "the ping is answered before the data is delivered");
+    for m in transmit_all(&mut p.a, p.now) {
+        p.b.handle_message(p.now, lb, &m).expect("B reads A's answer");
+    }
+    assert_eq!(p.b.stats().pongs_received, 1);
+
+    // Held back past A's pong timeout, measured from its ping: the observed frames kept
+    // the link alive until then, and more traffic observed keeps it alive after.
+    p.now = p.now.saturating_add(Duration::from_millis(cfg.pong_timeout.as_millis() - 1));
+    p.a.handle_timeout(p.now);
+    p.b.send(b"b2").expect("sent");
+    let more = transmit_all(&mut p.b, p.now);
+    for m in &more {
+        if p.a.observe_message(p.now, la, m).expect("observed") == Observed::Deferred {
+            deferred.push(m.clone());
+        }
+    }
+    p.now = p.now.saturating_add(Duration::from_millis(2));
+    p.a.handle_timeout(p.now);
+    assert!(
+        !core::iter::from_fn(|| p.a.poll_event()).any(|e| matches!(e, Event::DropLink { .. })),
+        "a link that keeps delivering bytes is not declared dead"
+    );
+    assert_eq!(p.a.current_link(), Some(la));
+
+    // Delivered later, in order, exactly once; the pings are not counted again.
+    let strikes_before = p.a.ping_strikes;
+    let got: Vec<Vec<u8>> = deferred
+        .iter()
+        .filter_map(|m| p.a.handle_message(p.now, la, m).expect("delivered").map(<[u8]>::to_vec))
+        .collect();
+    assert_eq!(got, [b"b0".to_vec(), b"b1".to_vec(), b"b2".to_vec()]);
+    assert_eq!(p.a.items_received(), 3);
+    assert_eq!(p.a.ping_strikes, strikes_before);
+}
+
+/// A GOODBYE is held back behind the data before it, and a stale link's message is refused.
+#[test]
+fn observed_goodbye_is_deferred_and_stale_links_refused() {
+    let mut p = Pair::new(ConduitConfig::default());
+    p.connect();
+    let la = p.la.expect("link");
+    p.b.send(b"last").expect("sent");
+    p.b.close(p.now, 0, "done");
+    let to_a = transmit_all(&mut p.b, p.now);
+    assert_eq!(to_a.len(), 2, "the data, then GOODBYE");
+    assert_eq!(p.a.observe_message(p.now, la, &to_a[0]), Ok(Observed::Deferred));
+    assert_eq!(p.a.observe_message(p.now, la, &to_a[1]), Ok(Observed::DeferredGoodbye));
+    assert!(!p.a.is_ended(), "the GOODBYE waits behind the data");
+    assert_eq!(p.a.observe_message(p.now, LinkId(la.0 + 100), &to_a[0]), Err(InputError::StaleLink));
+    assert_eq!(p.a.handle_message(p.now, la, &to_a[0]), Ok(Some(&b"last"[..])));
+    assert!(p.a.handle_message(p.now, la, &to_a[1]).is_err());
+    assert_eq!(p.a.ended(), Some(SessionEnd::PeerGoodbye { code: 0 }));
+}

@@ -62,6 +62,20 @@ impl Session {
         self.handle_item(now, item)
     }
 
+    /// [`Conduit::observe_message`](crate::conduit::Conduit::observe_message) for the
+    /// session's conduit: what a link message says about the link (acknowledgment,
+    /// keepalive) without consuming a session message, for a driver that cannot take
+    /// delivery now. Same contract: each deferred message is later passed to
+    /// [`handle_message`](Self::handle_message), in arrival order.
+    pub fn observe_message(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        message: &[u8],
+    ) -> Result<crate::conduit::Observed, SessionInputError> {
+        self.conduit.observe_message(now, link, message).map_err(SessionInputError::Conduit)
+    }
+
     /// Everything but data on an open connection: decode the message and apply the rules.
     fn handle_item<'a>(&mut self, now: Instant, item: &'a [u8]) -> Result<Option<Incoming<'a>>, SessionInputError> {
         if self.phase == Phase::Failed {

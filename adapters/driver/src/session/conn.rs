@@ -4,7 +4,10 @@
 //! Sending copies the payload once, into the session's replay ring; it waits (the send stays
 //! pending, nothing is buffered elsewhere) while the connection has no credit or the ring is
 //! full. [`ConnSender::send_many`] queues a burst under one lock; the [`Sink`] stages up to
-//! 256 messages and queues them together when flushed.
+//! 256 messages and queues them together when flushed. What the `Sink` accepted keeps its
+//! place: any later send queues it first, and if the sender is dropped with messages staged
+//! the session's driver sends them (before the connection's close) once credit allows. A
+//! sender may be shared by many tasks: all those waiting for credit are woken.
 //!
 //! Receiving takes the connection's whole queue under one lock into the receiver (a swap, no
 //! copy), then hands messages out one by one (cutting a peer's batch as it goes); the credit
@@ -14,7 +17,8 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -99,7 +103,11 @@ impl Connection {
     pub(crate) fn new(home: Home, id: ConnId, metadata: Bytes, release_at: usize) -> Self {
         let shared = Arc::new(ConnShared { home, id, metadata });
         Self {
-            tx: ConnSender { shared: Arc::clone(&shared), staged: Staging::default() },
+            tx: ConnSender {
+                shared: Arc::clone(&shared),
+                staged: Mutex::new(Staging::default()),
+                has_staged: AtomicBool::new(false),
+            },
             rx: ConnReceiver {
                 shared,
                 local: Inbox::default(),
@@ -171,10 +179,20 @@ impl Connection {
 }
 
 /// The sending half of a [`Connection`].
+///
+/// It may be shared between tasks (`&self` is enough for [`poll_send`](Self::poll_send) and
+/// [`poll_send_many`](Self::poll_send_many), e.g. behind an `Arc`): every task waiting for
+/// credit or ring room is woken when there is some, and each task's messages go out in the
+/// order it sent them. Messages its [`Sink`] accepted go out before anything sent after
+/// them, in every way of sending; a `Sink` send cancelled while it waited keeps its place.
 pub struct ConnSender {
     shared: Arc<ConnShared>,
-    /// Messages fed to the [`Sink`], not yet queued in the session.
-    staged: Staging,
+    /// Messages fed to the [`Sink`], not yet queued in the session. Behind a mutex because
+    /// `poll_send` (`&self`) queues them first; the `Sink`'s calls (`&mut self`) reach them
+    /// without locking.
+    staged: Mutex<Staging>,
+    /// `staged` is not empty: `poll_send` locks it only then.
+    has_staged: AtomicBool,
 }
 
 impl std::fmt::Debug for ConnSender {
@@ -196,6 +214,12 @@ impl ConnSender {
     /// send its item. The payload is copied once (into the ring), so any byte slice will do.
     /// Each call takes the session's lock once: to send many small messages, hand them over
     /// in bursts with [`send_many`](Self::send_many), which takes it once per burst.
+    ///
+    /// Messages the [`Sink`] accepted and has not queued yet (a `SinkExt::send` cancelled
+    /// while it waited for credit, or `feed` without `flush`) are queued first: they were
+    /// handed over first. If one of them cannot be sent, this call returns that error
+    /// (dropping that message: only it if it is too large, all of them if the connection or
+    /// the session is over) and has not sent `item`.
     pub async fn send(&mut self, item: impl AsRef<[u8]>) -> Result<(), ConnError> {
         let item = item.as_ref();
         poll_fn(|cx| self.poll_send(cx, item)).await
@@ -225,55 +249,14 @@ impl ConnSender {
         if items.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        self.poll_queue(cx, items.iter().map(AsRef::as_ref))
-    }
-
-    /// Queue a prefix of `items` (not empty) under one lock; see
-    /// [`send_many`](Self::send_many).
-    fn poll_queue<'a>(
-        &self,
-        cx: &mut Context<'_>,
-        items: impl Iterator<Item = &'a [u8]>,
-    ) -> Poll<Result<usize, ConnError>> {
-        let id = self.shared.id;
-        let mut l = self.shared.home.lock();
-        let (s, st) = l.parts();
-        let mut queued = 0;
-        let mut refused = None;
-        for item in items {
-            if let Err(e) = s.send(id, item) {
-                refused = Some(e);
-                break;
-            }
-            queued += 1;
+        let items = items.iter().map(AsRef::as_ref);
+        if self.has_staged.load(Ordering::Acquire) {
+            let mut staged = self.staged.lock().unwrap_or_else(PoisonError::into_inner);
+            let r = queue(&self.shared, cx, Some(&mut staged), items);
+            self.has_staged.store(!staged.is_empty(), Ordering::Release);
+            return r;
         }
-        if queued > 0 {
-            st.common.wake_driver();
-            return Poll::Ready(Ok(queued));
-        }
-        match refused {
-            None => Poll::Ready(Ok(0)),
-            Some(CommandError::NoCredit) => match st.conns.get_mut(&id) {
-                Some(slot) => {
-                    register(&mut slot.tx, cx);
-                    Poll::Pending
-                }
-                None => Poll::Ready(Err(ConnError::Closed)),
-            },
-            Some(CommandError::WouldBlock) => {
-                st.ring.register(cx);
-                Poll::Pending
-            }
-            Some(CommandError::TooLarge { len, max }) => Poll::Ready(Err(ConnError::TooLarge { len, max })),
-            Some(CommandError::Ended) => Poll::Ready(Err(ConnError::Ended(end_of(s, st)))),
-            Some(_) => Poll::Ready(Err(match st.conns.get(&id) {
-                Some(slot) if !slot.local_closed => match &slot.peer_closed {
-                    Some(md) => ConnError::PeerClosed(md.clone()),
-                    None => ConnError::Closed,
-                },
-                _ => ConnError::Closed,
-            })),
-        }
+        queue(&self.shared, cx, None, items)
     }
 
     /// Close the connection with `metadata`; see [`Connection::close`]. Messages staged in
@@ -312,43 +295,134 @@ impl ConnSender {
     /// `Ready(Ok)` once none is left. An error drops what it concerns: the one message that
     /// is too large, or every staged message if the connection or the session is over.
     pub(super) fn poll_staged(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
-        while !self.staged.is_empty() {
-            match self.poll_queue(cx, self.staged.items()) {
-                Poll::Ready(Ok(n)) => self.staged.consume(n),
-                Poll::Ready(Err(e)) => {
-                    let n = if matches!(e, ConnError::TooLarge { .. }) { 1 } else { self.staged.len() };
-                    self.staged.consume(n);
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Pending => return Poll::Pending,
-            }
+        let staged = self.staged.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if staged.is_empty() {
+            return Poll::Ready(Ok(()));
         }
-        Poll::Ready(Ok(()))
+        let r = queue(&self.shared, cx, Some(staged), std::iter::empty());
+        *self.has_staged.get_mut() = !staged.is_empty();
+        match r {
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The staging, from a `&mut self` call (no locking).
+    fn staging(&mut self) -> &mut Staging {
+        self.staged.get_mut().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-impl Drop for ConnSender {
-    /// Messages fed to the [`Sink`] and not flushed yet are queued if they fit now; those
-    /// that do not are lost (flush or close the sink before dropping it to know).
-    fn drop(&mut self) {
-        if self.staged.is_empty() {
-            return;
+/// Queue `staged`'s messages (if any), then a prefix of `items`, in order, under one lock
+/// of the session; see [`ConnSender::send_many`]. Returns how many of `items` were queued:
+/// `Pending` (registered for credit or ring room) until all of `staged` and at least one of
+/// `items` were, or `items` is empty. An error on a staged message drops what it concerns
+/// (that message if it is too large, all of them if the connection or the session is over)
+/// and is returned.
+fn queue<'a>(
+    shared: &ConnShared,
+    cx: &mut Context<'_>,
+    staged: Option<&mut Staging>,
+    items: impl Iterator<Item = &'a [u8]>,
+) -> Poll<Result<usize, ConnError>> {
+    let id = shared.id;
+    let mut l = shared.home.lock();
+    let (s, st) = l.parts();
+    let mut refused = None;
+    let mut moved = false;
+    if let Some(staged) = staged {
+        let mut n = 0;
+        for item in staged.items() {
+            if let Err(e) = s.send(id, item) {
+                refused = Some(e);
+                break;
+            }
+            n += 1;
         }
-        let mut l = self.shared.home.lock();
-        let (s, st) = l.parts();
-        let mut queued = 0;
-        for item in self.staged.items() {
-            if s.send(self.shared.id, item).is_err() {
+        moved = n > 0;
+        staged.consume(n);
+        match refused {
+            None | Some(CommandError::NoCredit | CommandError::WouldBlock) => {}
+            Some(CommandError::TooLarge { .. }) => staged.consume(1),
+            Some(_) => staged.consume(staged.len()),
+        }
+    }
+    let mut queued = 0;
+    if refused.is_none() {
+        for item in items {
+            if let Err(e) = s.send(id, item) {
+                refused = Some(e);
                 break;
             }
             queued += 1;
         }
-        if queued > 0 {
-            st.common.wake_driver();
+    }
+    if moved || queued > 0 {
+        st.common.wake_driver();
+    }
+    if queued > 0 {
+        return Poll::Ready(Ok(queued));
+    }
+    match refused {
+        None => Poll::Ready(Ok(0)),
+        Some(CommandError::NoCredit) => match st.conns.get_mut(&id) {
+            Some(slot) => {
+                slot.tx.register(cx);
+                Poll::Pending
+            }
+            None => Poll::Ready(Err(ConnError::Closed)),
+        },
+        Some(CommandError::WouldBlock) => {
+            st.ring.register(cx);
+            Poll::Pending
         }
-        let lost = self.staged.len() - queued;
-        if lost > 0 {
-            tracing::debug!(conn = self.shared.id, lost, "sink dropped before its messages fit");
+        Some(CommandError::TooLarge { len, max }) => Poll::Ready(Err(ConnError::TooLarge { len, max })),
+        Some(CommandError::Ended) => Poll::Ready(Err(ConnError::Ended(end_of(s, st)))),
+        Some(_) => Poll::Ready(Err(match st.conns.get(&id) {
+            Some(slot) if !slot.local_closed => match &slot.peer_closed {
+                Some(md) => ConnError::PeerClosed(md.clone()),
+                None => ConnError::Closed,
+            },
+            _ => ConnError::Closed,
+        })),
+    }
+}
+
+impl Drop for ConnSender {
+    /// Messages fed to the [`Sink`] and not queued yet are queued now as far as they fit;
+    /// the rest are handed to the session's driver, which sends them (in order, before the
+    /// connection's close) once the peer's credit and the ring allow. Only if the connection
+    /// or the session is over are they dropped, as every unsent message is then.
+    fn drop(&mut self) {
+        let id = self.shared.id;
+        let staged = self.staged.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if staged.is_empty() {
+            return;
+        }
+        let mut l = self.shared.home.lock();
+        let (s, st) = l.parts();
+        let mut rest = staged.take_rest().into_iter().peekable();
+        let mut queued = false;
+        while let Some(item) = rest.peek() {
+            match s.send(id, item) {
+                Ok(()) => queued = true,
+                Err(CommandError::NoCredit | CommandError::WouldBlock) => break,
+                // Never sendable; the ones after it are.
+                Err(CommandError::TooLarge { len, max }) => {
+                    tracing::debug!(conn = id, len, max, "sotto: a dropped sink held a message too large to send");
+                }
+                Err(e) => {
+                    tracing::debug!(conn = id, error = ?e, "sotto: a dropped sink's messages cannot be sent");
+                    return;
+                }
+            }
+            rest.next();
+        }
+        if rest.peek().is_some() {
+            state::owe_sends(st, id, rest);
+        } else if queued {
+            st.common.wake_driver();
         }
     }
 }
@@ -363,18 +437,20 @@ impl Sink<Bytes> for ConnSender {
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
         let this = self.get_mut();
-        if !this.staged.is_full() {
+        if !this.staging().is_full() {
             return Poll::Ready(Ok(()));
         }
         match this.poll_staged(cx) {
-            Poll::Pending if this.staged.is_full() => Poll::Pending,
+            Poll::Pending if this.staging().is_full() => Poll::Pending,
             Poll::Pending => Poll::Ready(Ok(())),
             ready => ready,
         }
     }
 
     fn start_send(self: Pin<&mut Self>, item: Bytes) -> Result<(), ConnError> {
-        self.get_mut().staged.push(item);
+        let this = self.get_mut();
+        this.staging().push(item);
+        *this.has_staged.get_mut() = true;
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sotto_proto::conduit::InputError;
+use sotto_proto::conduit::{InputError, Observed};
 use sotto_proto::endpoint::{Endpoint, EndpointEvent, SessionHandle as EpHandle};
 use sotto_proto::session::{Session, SessionConfig};
 use sotto_proto::stream::{LendingBatch, Messages};
@@ -370,6 +370,17 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
             state::feed(s, st, now, link, msg, chunk);
         }
         None
+    }
+    fn observe(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        msg: &[u8],
+        batch: &mut LendingBatch<Vec<u8>>,
+    ) -> (Observed, Option<Event>) {
+        let (s, st) = self.lock.parts();
+        let observed = s.observe_message(now, link, msg).unwrap_or(Observed::Handled);
+        (observed, light_drain(s, st, batch, now, link))
     }
     fn after_input(&mut self, batch: &mut LendingBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event> {
         let (s, st) = self.lock.parts();

@@ -52,6 +52,15 @@ impl Staging {
         self.items[self.done..].iter().map(|b| &b[..])
     }
 
+    /// Take the staged messages not queued yet, in order, leaving none.
+    pub(crate) fn take_rest(&mut self) -> Vec<Bytes> {
+        let rest = self.items.split_off(self.done);
+        self.items.clear();
+        self.done = 0;
+        self.bytes = 0;
+        rest
+    }
+
     /// The first `n` staged messages were queued (or dropped).
     pub(crate) fn consume(&mut self, n: usize) {
         let n = n.min(self.len());
@@ -94,6 +103,20 @@ mod tests {
         s.consume(1);
         assert!(s.is_empty() && !s.is_full());
         assert_eq!((s.len(), s.bytes), (0, 0));
+    }
+
+    #[test]
+    fn take_rest_hands_over_what_was_not_queued() {
+        let mut s = Staging::default();
+        for m in [&b"a"[..], b"bc", b"def"] {
+            s.push(Bytes::copy_from_slice(m));
+        }
+        s.consume(1);
+        assert_eq!(s.take_rest(), vec![Bytes::from_static(b"bc"), Bytes::from_static(b"def")]);
+        assert!(s.is_empty() && !s.is_full());
+        assert_eq!((s.len(), s.bytes), (0, 0));
+        s.push(Bytes::from_static(b"g"));
+        assert_eq!(staged(&s), vec![b"g".to_vec()]);
     }
 
     #[test]

@@ -87,8 +87,10 @@ pub(crate) struct ConnSlot {
     pub(crate) discard: bool,
     /// The reader (or the opener waiting for the answer).
     pub(crate) rx: Option<Waker>,
-    /// The sender waiting for credit.
-    pub(crate) tx: Option<Waker>,
+    /// The tasks waiting for credit: a [`ConnSender`](super::ConnSender) may be shared
+    /// (`poll_send` takes `&self`), so every waiting task is listed and all are woken when
+    /// credit arrives (the list holds each task once, and is emptied by every wake-up).
+    pub(crate) tx: WakerList,
     /// Where small payloads are copied to (see [`ARENA`]).
     arena: BytesMut,
 }
@@ -106,7 +108,7 @@ impl ConnSlot {
             abandoned: false,
             discard: false,
             rx: None,
-            tx: None,
+            tx: WakerList::default(),
             arena: BytesMut::new(),
         }
     }
@@ -153,12 +155,25 @@ impl ConnSlot {
     }
 }
 
-/// A command the application issued while the replay ring was full (from a `Drop`, which
-/// cannot wait): retried by the driver whenever it drains.
-#[derive(Clone, Copy, Debug)]
+/// A command the application issued from a `Drop` (which cannot wait) while it could not be
+/// carried out: retried by the driver whenever it drains, in order per connection.
+#[derive(Clone, Debug)]
 pub(crate) enum Owed {
+    /// Close the connection (the ring was full).
     Close(ConnId),
+    /// Reject the peer's Open (the ring was full).
     Reject(ConnId, u32),
+    /// Send a message the connection's `Sink` had accepted when its sender was dropped
+    /// (no credit or no room in the ring then). At most one sink's staging per connection.
+    Send(ConnId, Bytes),
+}
+
+impl Owed {
+    fn conn(&self) -> ConnId {
+        match self {
+            Self::Close(c) | Self::Reject(c, _) | Self::Send(c, _) => *c,
+        }
+    }
 }
 
 /// Driver knobs that apply to the application queues.
@@ -177,7 +192,8 @@ pub(crate) struct SessState {
     pub(crate) conns: ConnMap<ConnSlot>,
     /// Connections that got data in the current run.
     dirty: Vec<ConnId>,
-    /// Connections whose queue is at `conn_items`: the driver stops reading while any is.
+    /// Connections whose queue is at `conn_items`: the driver holds the link's data back while
+    /// any is (it keeps reading acks and keepalive).
     pub(crate) full_conns: usize,
     /// Peer Opens not yet taken by `accept`.
     pub(crate) incoming: VecDeque<(ConnId, Bytes)>,
@@ -243,7 +259,7 @@ impl SessState {
         self.ring.wake_all();
         for slot in self.conns.values_mut() {
             wake(&mut slot.rx);
-            wake(&mut slot.tx);
+            slot.tx.wake_all();
         }
     }
 
@@ -271,7 +287,7 @@ pub(crate) fn poll_event(s: &mut Session, st: &mut SessState) -> Option<Event> {
             }
             CoreEvent::ConnWritable(conn) => {
                 if let Some(slot) = st.conns.get_mut(&conn) {
-                    wake(&mut slot.tx);
+                    slot.tx.wake_all();
                 }
             }
             CoreEvent::Conduit(e) => return Some(e),
@@ -314,7 +330,7 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
                 slot.phase = Phase::Open;
                 slot.metadata = Bytes::copy_from_slice(metadata);
                 wake(&mut slot.rx);
-                wake(&mut slot.tx);
+                slot.tx.wake_all();
             }
         }
         Incoming::Rejected { conn, code, metadata } => {
@@ -324,14 +340,14 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
             } else {
                 slot.phase = Phase::Rejected { code, metadata: Bytes::copy_from_slice(metadata) };
                 wake(&mut slot.rx);
-                wake(&mut slot.tx);
+                slot.tx.wake_all();
             }
         }
         Incoming::Closed { conn, metadata } => {
             if let Some(slot) = st.conns.get_mut(&conn) {
                 slot.peer_closed = Some(Bytes::copy_from_slice(metadata));
                 wake(&mut slot.rx);
-                wake(&mut slot.tx);
+                slot.tx.wake_all();
             } else {
                 // Closed before the application took its Open.
                 st.incoming.retain(|(c, _)| *c != conn);
@@ -369,7 +385,7 @@ pub(crate) fn fed(st: &mut SessState) {
 
 /// Issue `owed` now, or keep it for the driver to retry when the ring has room.
 pub(crate) fn owe(s: &mut Session, st: &mut SessState, now: Instant, owed: Owed) {
-    if st.owed.is_empty() && !matches!(issue(s, now, owed), Err(CommandError::WouldBlock)) {
+    if st.owed.is_empty() && !matches!(issue(s, now, &owed), Err(CommandError::WouldBlock)) {
         st.common.wake_driver();
         return;
     }
@@ -377,21 +393,49 @@ pub(crate) fn owe(s: &mut Session, st: &mut SessState, now: Instant, owed: Owed)
     st.common.wake_driver();
 }
 
-fn issue(s: &mut Session, now: Instant, owed: Owed) -> Result<(), CommandError> {
+fn issue(s: &mut Session, now: Instant, owed: &Owed) -> Result<(), CommandError> {
     match owed {
-        Owed::Close(conn) => s.close_conn(now, conn, &[]),
-        Owed::Reject(conn, code) => s.reject(now, conn, code, &[]),
+        Owed::Close(conn) => s.close_conn(now, *conn, &[]),
+        Owed::Reject(conn, code) => s.reject(now, *conn, *code, &[]),
+        Owed::Send(conn, item) => s.send(*conn, item),
     }
 }
 
-/// Retry owed commands in order while the ring has room.
+/// Retry owed commands in order while the ring has room. A send without credit waits, and
+/// what follows it on its connection (more sends, the close) waits behind it; other
+/// connections' commands go on.
 pub(crate) fn flush_owed(s: &mut Session, st: &mut SessState, now: Instant) {
-    while let Some(&owed) = st.owed.front() {
-        if matches!(issue(s, now, owed), Err(CommandError::WouldBlock)) {
-            return;
+    let mut blocked: Vec<ConnId> = Vec::new();
+    let mut i = 0;
+    while let Some(owed) = st.owed.get(i) {
+        let conn = owed.conn();
+        if blocked.contains(&conn) {
+            i += 1;
+            continue;
         }
-        st.owed.pop_front();
+        match issue(s, now, owed) {
+            Err(CommandError::WouldBlock) => return,
+            Err(CommandError::NoCredit) => {
+                blocked.push(conn);
+                i += 1;
+            }
+            result => {
+                if let (Err(e), Owed::Send(..)) = (result, owed) {
+                    // The connection or the session is over: like every unsent message then.
+                    tracing::debug!(conn, error = ?e, "sotto: a dropped sink's message cannot be sent");
+                }
+                st.owed.remove(i);
+            }
+        }
     }
+}
+
+/// A dropped [`ConnSender`](super::ConnSender)'s `Sink` held `items` that could not be
+/// queued then: the driver sends them (in order, before the connection's close) once
+/// credit and the ring allow.
+pub(crate) fn owe_sends(st: &mut SessState, conn: ConnId, items: impl IntoIterator<Item = Bytes>) {
+    st.owed.extend(items.into_iter().map(|item| Owed::Send(conn, item)));
+    st.common.wake_driver();
 }
 
 /// The application dropped `conn`'s receiving half and keeps the sending half: release the
