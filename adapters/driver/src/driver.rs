@@ -142,8 +142,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     }
 
     fn step(&mut self, cx: &mut Context<'_>) -> Step {
-        let now_std = StdInstant::now();
         let host = Arc::clone(&self.host);
+        let now_std = host.clock().now_std();
         let now = host.clock().core_time(now_std);
         let mut busy = false;
 
@@ -268,7 +268,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 }
                 let c = g.common();
                 c.counters.link_ups += 1;
-                c.link_attached(resumed);
+                c.link_attached(resumed, now);
                 match &mut self.source {
                     Source::Dialer(d) => d.on_attached(),
                     // Publish the new key before the ServerHello carrying it is written.
@@ -299,8 +299,9 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     /// superseded, so its unwritten and unread bytes are moot.
     fn supersede(&mut self, g: &mut H::Guard<'_>) {
         if self.link.take().is_some() {
+            let lost = self.host.clock().now();
             let c = g.common();
-            c.link_lost();
+            c.link_lost(lost);
             c.counters.link_downs += 1;
             c.push_event(ConduitEvent::LinkDown { cause: LinkDownCause::Superseded });
             self.write.clear();
@@ -321,8 +322,9 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         let Some(link) = self.link.take() else { return };
         g.link_down(now, link.id);
         tracing::debug!(link = link.id.0, ?cause, "sotto: link down");
+        let lost = self.host.clock().now();
         let c = g.common();
-        c.link_lost();
+        c.link_lost(lost);
         c.counters.link_downs += 1;
         c.push_event(ConduitEvent::LinkDown { cause });
         if keep && !self.write.is_empty() {
