@@ -349,7 +349,7 @@ impl std::fmt::Debug for SimRuntime {
 
 impl SimRuntime {
     /// Spawn an application task; its output arrives through the returned [`JoinHandle`].
-    /// The task runs on even if the handle is dropped.
+    /// The task runs on even if the handle is dropped ([`JoinHandle::abort`] cancels it).
     pub fn spawn_app<T, F>(&self, future: F) -> JoinHandle<T>
     where
         T: Send + 'static,
@@ -365,8 +365,7 @@ impl SimRuntime {
                 w.wake();
             }
         });
-        self.spawn(task).detach();
-        JoinHandle { slot }
+        JoinHandle { slot, guard: Some(self.spawn(task)) }
     }
 
     /// Wait `d` of virtual time.
@@ -397,9 +396,23 @@ struct JoinSlot<T> {
 /// The output of a task spawned with [`SimRuntime::spawn_app`].
 pub struct JoinHandle<T> {
     slot: Arc<Mutex<JoinSlot<T>>>,
+    guard: Option<TaskGuard>,
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        if let Some(g) = self.guard.take() {
+            g.detach();
+        }
+    }
 }
 
 impl<T> JoinHandle<T> {
+    /// Cancel the task (drop its future) unless it has finished.
+    pub fn abort(mut self) {
+        drop(self.guard.take());
+    }
+
     /// The output, if the task has finished (taken once).
     #[must_use]
     pub fn try_take(&self) -> Option<T> {

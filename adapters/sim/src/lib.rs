@@ -17,6 +17,7 @@
 //! docs/simulation.md describes the harness and how to rerun a seed.
 
 pub mod executor;
+pub mod fixture;
 pub mod net;
 pub mod panics;
 pub mod trace;

@@ -135,6 +135,9 @@ pub struct Outcome {
     pub delivered: u64,
     /// First connects that failed with `Rejected` (and were tried again).
     pub connect_rejected: u64,
+    /// Sessions that `connect_session` returned and the acceptor later refused to resume
+    /// (`Rejected`): the acceptor's session handshake deadline passed during link losses.
+    pub sessions_rejected: u64,
 }
 
 /// A run's shared record of progress and of the largest queue seen.
@@ -146,6 +149,8 @@ pub struct Tally {
     pub max_queued: AtomicUsize,
     /// First connects that failed with `Rejected` (and were tried again).
     pub connect_rejected: AtomicUsize,
+    /// Ready sessions the acceptor refused to resume (the run then stops early).
+    pub sessions_rejected: AtomicUsize,
 }
 
 impl Tally {
@@ -197,6 +202,7 @@ fn session_run_inner(seed: u64) -> Result<Outcome, String> {
         net: net.stats(),
         delivered: tally.delivered.load(Ordering::Relaxed) as u64,
         connect_rejected: tally.connect_rejected.load(Ordering::Relaxed) as u64,
+        sessions_rejected: tally.sessions_rejected.load(Ordering::Relaxed) as u64,
     })
 }
 
@@ -252,6 +258,15 @@ async fn session_main(rt: SimRuntime, net: Net, cfg: Config, load: Load, tally: 
     };
     let a = Arc::new(a);
     if let Err(e) = side(&rt, &a, 0, load, &tally).await {
+        if a.ended() == Some(SessionEnd::Rejected) {
+            // The same finding after `connect_session` returned: the acceptor evicted the
+            // session at its session handshake deadline while links kept dying, and the
+            // initiator's next resume is refused. Counted, not failed (see
+            // `Outcome::sessions_rejected`); the acceptor never announced the session.
+            tally.sessions_rejected.fetch_add(1, Ordering::Relaxed);
+            b.abort();
+            return Ok(());
+        }
         return Err(match b.try_take() {
             Some(Err(be)) => format!("acceptor: {be}; then initiator: {e}"),
             _ => format!("initiator: {e}"),
@@ -319,6 +334,14 @@ async fn side(
 ) -> Result<(), String> {
     let (mine, theirs) = if me == 0 { (load.opens_a, load.opens_b) } else { (load.opens_b, load.opens_a) };
     let done = Arc::new(AtomicBool::new(false));
+    // Stops the monitor however this function returns.
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let stop = Stop(Arc::clone(&done));
     let monitor = {
         let (sess, done, tally, rt2) = (Arc::clone(sess), Arc::clone(&done), Arc::clone(tally), rt.clone());
         rt.spawn_app(async move {
@@ -357,7 +380,7 @@ async fn side(
         result = result.and(r.await);
     }
     result = result.and(acceptor.await);
-    done.store(true, Ordering::Relaxed);
+    drop(stop);
     monitor.await;
     result
 }
@@ -469,6 +492,7 @@ fn raw_run_inner(seed: u64) -> Result<Outcome, String> {
         net: net.stats(),
         delivered: tally.delivered.load(Ordering::Relaxed) as u64,
         connect_rejected: tally.connect_rejected.load(Ordering::Relaxed) as u64,
+        sessions_rejected: tally.sessions_rejected.load(Ordering::Relaxed) as u64,
     })
 }
 
