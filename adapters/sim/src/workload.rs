@@ -159,11 +159,13 @@ impl Tally {
     }
 }
 
-/// Options for the seed `seed` (random order, a little time per poll).
+/// Options for the seed `seed`: a little time per poll, tasks in a seeded random order
+/// (first in, first out for every fourth seed).
 #[must_use]
 pub fn options(seed: u64) -> SimOptions {
     let mut o = SimOptions::new(seed);
     o.time_limit = Duration::from_secs(300);
+    o.fifo = seed.is_multiple_of(4);
     o
 }
 
@@ -467,16 +469,26 @@ fn conn_run(
 /// # Errors
 /// Why the run failed.
 pub fn raw_run(seed: u64) -> Result<Outcome, String> {
-    crate::trace::traced(|| raw_run_inner(seed))
+    crate::trace::traced(|| raw_run_inner(seed, true))
 }
 
-fn raw_run_inner(seed: u64) -> Result<Outcome, String> {
+/// [`raw_run`] with sotto's extensions off on both sides: the base form, as with a vox peer
+/// (no standalone acks, no keepalive, no GOODBYE).
+///
+/// # Errors
+/// Why the run failed.
+pub fn base_form_run(seed: u64) -> Result<Outcome, String> {
+    crate::trace::traced(|| raw_run_inner(seed, false))
+}
+
+fn raw_run_inner(seed: u64, ext: bool) -> Result<Outcome, String> {
     crate::panics::install();
     let panics = crate::panics::count();
     let mut rng = SimRng::new(seed ^ 0x00da_7a00);
     let sim = Sim::new(options(seed));
     let rt = sim.runtime();
-    let cfg = config(&mut rng);
+    let mut cfg = config(&mut rng);
+    cfg.conduit.ext = ext;
     let load = Load::random(&mut rng);
     let msgs = load.msgs * 2;
     let net = Net::new(&rt, rng.next_u64(), Faults::random(&mut rng));
