@@ -21,6 +21,7 @@ use sotto_proto::SessionEnd;
 use sotto_tests::SimRng;
 
 use crate::executor::{JoinHandle, Sim, SimOptions, SimRuntime};
+use crate::fixture::cancel_after;
 use crate::net::{Faults, Net, NetStats};
 
 /// The bytes of a message: `tag` (u32), `seq` (u32), then `len` bytes derived from both.
@@ -61,7 +62,9 @@ pub fn check(tag: u32, seq: u32, m: &[u8]) -> Result<(), String> {
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct Load {
-    /// Connections the initiator opens.
+    /// Initiators (sessions) at the one acceptor.
+    pub initiators: u32,
+    /// Connections each initiator opens.
     pub opens_a: u32,
     /// Connections the acceptor opens.
     pub opens_b: u32,
@@ -78,6 +81,7 @@ impl Load {
     #[must_use]
     pub fn random(rng: &mut SimRng) -> Self {
         Self {
+            initiators: 1,
             opens_a: rng.range(1, 3) as u32,
             opens_b: rng.range(0, 2) as u32,
             msgs: rng.range(5, 100) as u32,
@@ -117,7 +121,7 @@ pub fn config(rng: &mut SimRng) -> Config {
     c.session.batch_bytes = rng.range(64, 4096) as u32;
     c.conn_inbound_items = rng.range(4, 256) as usize;
     c.copy_below = rng.range(0, 1024) as usize;
-    c.max_sessions = 4;
+    c.max_sessions = 8;
     c
 }
 
@@ -184,8 +188,9 @@ fn session_run_inner(seed: u64) -> Result<Outcome, String> {
     let sim = Sim::new(options(seed));
     let rt = sim.runtime();
     let cfg = config(&mut rng);
-    let load = Load::random(&mut rng);
+    let mut load = Load::random(&mut rng);
     let net = Net::new(&rt, rng.next_u64(), Faults::random(&mut rng));
+    load.initiators = rng.range(1, 3) as u32;
     let tally = Arc::new(Tally::default());
     // A connection's queue holds what its credit window allows: at least 16 credit a
     // message (the driver raises `conn_inbound_items` to match).
@@ -219,16 +224,16 @@ fn session_run_inner(seed: u64) -> Result<Outcome, String> {
 }
 
 /// The tag of the messages `sender` (0 initiator, 1 acceptor) sends on the `i`-th connection
-/// opened by `opener`.
-fn tag(opener: u32, i: u32, sender: u32) -> u32 {
-    (opener << 16) | (i << 1) | sender
+/// opened by `opener`, in the session of initiator `init`.
+fn tag(init: u32, opener: u32, i: u32, sender: u32) -> u32 {
+    (init << 20) | (opener << 16) | (i << 1) | sender
 }
 
 async fn session_main(rt: SimRuntime, net: Net, cfg: Config, load: Load, tally: Arc<Tally>) -> Result<(), String> {
     let acceptor = serve_sessions(rt.clone(), net.session_listener(), cfg).map_err(|e| format!("serve: {e}"))?;
     let acceptor = Arc::new(acceptor);
     let b_tally = Arc::clone(&tally);
-    let b = rt.spawn_app(accept_loop(rt.clone(), move |rt: SimRuntime| {
+    let b = rt.spawn_app(accept_loop(rt.clone(), load.initiators as usize, move |rt: SimRuntime| {
         let tally = Arc::clone(&b_tally);
         let acceptor = Arc::clone(&acceptor);
         async move {
@@ -236,7 +241,7 @@ async fn session_main(rt: SimRuntime, net: Net, cfg: Config, load: Load, tally: 
             let sess = Arc::new(sess);
             let rt2 = rt.clone();
             Ok(rt2.spawn_app(async move {
-                if let Err(e) = side(&rt, &sess, 1, load, &tally).await {
+                if let Err(e) = side(&rt, &sess, 1, None, load, &tally).await {
                     // An orphan: a session whose initiator never learned of it (its first
                     // link died before the answer reached it) ends lost with nothing done.
                     let orphan = sess.ended().is_some_and(|e| e.is_lost()) && sess.stats().delivered_bytes == 0;
@@ -252,6 +257,39 @@ async fn session_main(rt: SimRuntime, net: Net, cfg: Config, load: Load, tally: 
             }))
         }
     }));
+    let initiators: Vec<_> = (0..load.initiators)
+        .map(|init| rt.spawn_app(initiator(rt.clone(), net.clone(), cfg, load, init, Arc::clone(&tally))))
+        .collect();
+    let mut rejected = false;
+    for (init, i) in initiators.into_iter().enumerate() {
+        match i.await {
+            Ok(r) => rejected |= r,
+            Err(e) => {
+                return Err(match b.try_take() {
+                    Some(Err(be)) => format!("acceptor: {be}; then initiator {init}: {e}"),
+                    _ => format!("initiator {init}: {e}"),
+                })
+            }
+        }
+    }
+    if rejected {
+        // The acceptor never announced the refused session: it waits for it in vain.
+        b.abort();
+        return Ok(());
+    }
+    b.await
+}
+
+/// One initiator: connect, run its side, close. `Ok(true)` if the acceptor refused to
+/// resume its session (the finding in docs/simulation.md), `Ok(false)` if all went well.
+async fn initiator(
+    rt: SimRuntime,
+    net: Net,
+    cfg: Config,
+    load: Load,
+    init: u32,
+    tally: Arc<Tally>,
+) -> Result<bool, String> {
     // A first connect whose link dies between the conduit's attach and the session
     // handshake, and whose redial comes after the acceptor's session handshake deadline,
     // fails with `Rejected` (see docs/simulation.md, findings); the application connects
@@ -269,20 +307,16 @@ async fn session_main(rt: SimRuntime, net: Net, cfg: Config, load: Load, tally: 
         }
     };
     let a = Arc::new(a);
-    if let Err(e) = side(&rt, &a, 0, load, &tally).await {
+    if let Err(e) = side(&rt, &a, 0, Some(init), load, &tally).await {
         if a.ended() == Some(SessionEnd::Rejected) {
             // The same finding after `connect_session` returned: the acceptor evicted the
             // session at its session handshake deadline while links kept dying, and the
             // initiator's next resume is refused. Counted, not failed (see
-            // `Outcome::sessions_rejected`); the acceptor never announced the session.
+            // `Outcome::sessions_rejected`).
             tally.sessions_rejected.fetch_add(1, Ordering::Relaxed);
-            b.abort();
-            return Ok(());
+            return Ok(true);
         }
-        return Err(match b.try_take() {
-            Some(Err(be)) => format!("acceptor: {be}; then initiator: {e}"),
-            _ => format!("initiator: {e}"),
-        });
+        return Err(e);
     }
     // Close once the acceptor has everything (a close without a link sends no GOODBYE and
     // may lose what was not acknowledged, as documented).
@@ -291,10 +325,9 @@ async fn session_main(rt: SimRuntime, net: Net, cfg: Config, load: Load, tally: 
     }
     let end = a.close(0, "done").await;
     if !matches!(end, SessionEnd::LocalClose { .. }) {
-        return Err(format!("initiator close ended as {end:?}"));
+        return Err(format!("close ended as {end:?}"));
     }
-    b.await?;
-    Ok(())
+    Ok(false)
 }
 
 /// A handler for one accepted session: `Ok(true)` when it carried the run's traffic,
@@ -303,20 +336,25 @@ async fn session_main(rt: SimRuntime, net: Net, cfg: Config, load: Load, tally: 
 type Handler = JoinHandle<Result<bool, String>>;
 
 /// The acceptor's application: accept sessions (each with `accept_one`, which starts its
-/// handler) until one handler has carried the run; fails on the first handler that fails.
-async fn accept_loop<F, Fut>(rt: SimRuntime, mut accept_one: F) -> Result<(), String>
+/// handler) until `needed` handlers have carried their session's traffic; fails on the
+/// first handler that fails.
+async fn accept_loop<F, Fut>(rt: SimRuntime, needed: usize, mut accept_one: F) -> Result<(), String>
 where
     F: FnMut(SimRuntime) -> Fut,
     Fut: Future<Output = Result<Handler, String>>,
 {
     let mut handlers: Vec<Handler> = Vec::new();
-    loop {
+    let mut carried = 0;
+    while carried < needed {
         let accepted = Box::pin(accept_one(rt.clone()));
         let finished = Box::pin(poll_fn(|cx| {
             let mut i = 0;
             while i < handlers.len() {
                 match Pin::new(&mut handlers[i]).poll(cx) {
-                    Poll::Ready(Ok(true)) => return Poll::Ready(Ok(())),
+                    Poll::Ready(Ok(true)) => {
+                        handlers.swap_remove(i);
+                        return Poll::Ready(Ok(()));
+                    }
                     Poll::Ready(Ok(false)) => {
                         handlers.swap_remove(i);
                     }
@@ -331,16 +369,24 @@ where
                 let h = h?;
                 handlers.push(h);
             }
-            Either::Right((r, _)) => return r,
+            Either::Right((r, _)) => {
+                r?;
+                carried += 1;
+            }
         }
     }
+    Ok(())
 }
 
-/// One side's connections: open its own, accept the peer's, run each both ways.
+/// One side's connections: open its own, accept the peer's, run each both ways. `init` is
+/// the initiator's index (every tag carries it, so a message of another session is caught);
+/// the acceptor (`None`) learns it from the metadata of the first open it accepts (the
+/// initiator always opens one).
 async fn side(
     rt: &SimRuntime,
     sess: &Arc<SessionHandle>,
     me: u32,
+    init: Option<u32>,
     load: Load,
     tally: &Arc<Tally>,
 ) -> Result<(), String> {
@@ -363,17 +409,26 @@ async fn side(
             }
         })
     };
+    let mut runs = Vec::new();
+    let mut answered = 0;
+    let init = match init {
+        Some(init) => init,
+        None => {
+            let (i, init, conn) = answer(sess).await?;
+            let (tx, rx) = conn.split();
+            runs.push(conn_run(rt, tx, rx, tag(init, 1 - me, i, me), tag(init, 1 - me, i, 1 - me), load, tally));
+            answered = 1;
+            init
+        }
+    };
     let acceptor = {
         let (sess, rt2, tally) = (Arc::clone(sess), rt.clone(), Arc::clone(tally));
         rt.spawn_app(async move {
             let mut runs = Vec::new();
-            for _ in 0..theirs {
-                let inc = sess.accept().await.map_err(|e| format!("accept: {e:?}"))?;
-                let md = inc.metadata().clone();
-                let i = u32::from_le_bytes(md[..4].try_into().map_err(|_| "bad metadata")?);
-                let conn = inc.accept(&[]).await.map_err(|e| format!("answer: {e:?}"))?;
+            for _ in answered..theirs {
+                let (i, _, conn) = answer(&sess).await?;
                 let (tx, rx) = conn.split();
-                runs.push(conn_run(&rt2, tx, rx, tag(1 - me, i, me), tag(1 - me, i, 1 - me), load, &tally));
+                runs.push(conn_run(&rt2, tx, rx, tag(init, 1 - me, i, me), tag(init, 1 - me, i, 1 - me), load, &tally));
             }
             for r in runs {
                 r.await?;
@@ -381,11 +436,12 @@ async fn side(
             Ok::<_, String>(())
         })
     };
-    let mut runs = Vec::new();
     for i in 0..mine {
-        let conn = sess.open(&i.to_le_bytes()).await.map_err(|e| format!("open: {e:?}"))?;
+        let mut md = i.to_le_bytes().to_vec();
+        md.extend_from_slice(&init.to_le_bytes());
+        let conn = sess.open(&md).await.map_err(|e| format!("open: {e:?}"))?;
         let (tx, rx) = conn.split();
-        runs.push(conn_run(rt, tx, rx, tag(me, i, me), tag(me, i, 1 - me), load, tally));
+        runs.push(conn_run(rt, tx, rx, tag(init, me, i, me), tag(init, me, i, 1 - me), load, tally));
     }
     let mut result = Ok(());
     for r in runs {
@@ -395,6 +451,16 @@ async fn side(
     drop(stop);
     monitor.await;
     result
+}
+
+/// Accept the peer's next open: (its index, the initiator's index, the connection).
+async fn answer(sess: &SessionHandle) -> Result<(u32, u32, sotto_driver::Connection), String> {
+    let inc = sess.accept().await.map_err(|e| format!("accept: {e:?}"))?;
+    let md = inc.metadata().clone();
+    let word = |at: usize| md.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
+    let (i, init) = (word(0).ok_or("bad metadata")?, word(4).ok_or("bad metadata")?);
+    let conn = inc.accept(&[]).await.map_err(|e| format!("answer: {e:?}"))?;
+    Ok((i, init, conn))
 }
 
 /// One connection both ways: a sender task and a receiver task, then a close.
@@ -412,6 +478,9 @@ fn conn_run(
     let mode = rt.random() % 3;
     let read_mode = rt.random() % 2;
     let mut rng = SimRng::new(rt.random());
+    // Calls cancelled after 1-3 polls (and made again), per mille: `send`, `send_many` and
+    // `recv` are cancel-safe, so a cancelled one sent or took nothing.
+    let cancel = if rng.chance(500) { rng.range(1, 150) as u32 } else { 0 };
     rt.spawn_app(async move {
         let sender = {
             let mut rng = rng.fork(1);
@@ -419,18 +488,24 @@ fn conn_run(
                 let mut seq = 0;
                 while seq < load.msgs {
                     let len = rng.range(0, load.max_len as u64) as usize;
+                    let polls = if rng.chance(cancel) { rng.range(1, 3) as usize } else { usize::MAX };
                     match mode {
                         0 => {
-                            tx.send(message(send_tag, seq, len)).await.map_err(|e| format!("send: {e}"))?;
-                            seq += 1;
+                            let m = message(send_tag, seq, len);
+                            if let Some(r) = cancel_after(tx.send(m), polls).await {
+                                r.map_err(|e| format!("send: {e}"))?;
+                                seq += 1;
+                            }
                         }
                         1 => {
                             let n = rng.range(1, 8).min(u64::from(load.msgs - seq)) as u32;
                             let batch: Vec<Bytes> = (seq..seq + n).map(|s| message(send_tag, s, len)).collect();
-                            let sent = tx.send_many(&batch).await.map_err(|e| format!("send_many: {e}"))?;
-                            seq += sent as u32;
+                            if let Some(r) = cancel_after(tx.send_many(&batch), polls).await {
+                                seq += r.map_err(|e| format!("send_many: {e}"))? as u32;
+                            }
                         }
                         _ => {
+                            // The Sink is not cancelled here (issue 14 defect 1).
                             let n = rng.range(1, 8).min(u64::from(load.msgs - seq)) as u32;
                             for s in seq..seq + n {
                                 tx.feed(message(send_tag, s, len)).await.map_err(|e| format!("Sink::feed: {e}"))?;
@@ -443,17 +518,26 @@ fn conn_run(
                 Ok::<_, String>(tx)
             })
         };
-        for seq in 0..load.msgs {
+        let mut seq = 0;
+        while seq < load.msgs {
             if rng.chance(load.slow_reader) {
                 rt2.sleep(Duration::from_millis(rng.range(1, 50))).await;
             }
+            let polls = if rng.chance(cancel) { rng.range(1, 3) as usize } else { usize::MAX };
             let m = if read_mode == 0 {
-                rx.recv().await.map_err(|e| format!("recv tag {recv_tag} seq {seq}: {e}"))?
+                match cancel_after(rx.recv(), polls).await {
+                    Some(r) => r.map_err(|e| format!("recv tag {recv_tag} seq {seq}: {e}"))?,
+                    None => continue,
+                }
             } else {
-                rx.next().await.ok_or_else(|| format!("stream ended before tag {recv_tag} seq {seq}"))?
+                match cancel_after(rx.next(), polls).await {
+                    Some(m) => m.ok_or_else(|| format!("stream ended before tag {recv_tag} seq {seq}"))?,
+                    None => continue,
+                }
             };
             check(recv_tag, seq, &m)?;
             tally.delivered.fetch_add(1, Ordering::Relaxed);
+            seq += 1;
         }
         let mut tx = sender.await?;
         tx.close_with(&[]).await;
@@ -530,7 +614,7 @@ async fn raw_main(
     let acceptor = serve(rt.clone(), net.listener(), cfg).map_err(|e| format!("serve: {e}"))?;
     let acceptor = Arc::new(acceptor);
     let b_tally = Arc::clone(&tally);
-    let b = rt.spawn_app(accept_loop(rt.clone(), move |rt: SimRuntime| {
+    let b = rt.spawn_app(accept_loop(rt.clone(), 1, move |rt: SimRuntime| {
         let tally = Arc::clone(&b_tally);
         let acceptor = Arc::clone(&acceptor);
         async move {
@@ -589,14 +673,20 @@ async fn raw_side(
             Ok::<_, String>(())
         })
     };
-    for seq in 0..msgs {
+    // `recv` cancelled after 1-3 polls (and made again), per mille: it is cancel-safe.
+    let cancel = if rng.chance(500) { rng.range(1, 150) as u32 } else { 0 };
+    let mut seq = 0;
+    while seq < msgs {
         if rng.chance(slow) {
             rt.sleep(Duration::from_millis(rng.range(1, 50))).await;
         }
         tally.queued(c.stats().inbound_items);
-        let m = c.recv().await.map_err(|e| format!("raw recv seq {seq}: {e:?}; stats {:?}", c.stats()))?;
+        let polls = if rng.chance(cancel) { rng.range(1, 3) as usize } else { usize::MAX };
+        let Some(m) = cancel_after(c.recv(), polls).await else { continue };
+        let m = m.map_err(|e| format!("raw recv seq {seq}: {e:?}; stats {:?}", c.stats()))?;
         check(1 - me, seq, &m)?;
         tally.delivered.fetch_add(1, Ordering::Relaxed);
+        seq += 1;
     }
     sender.await
 }

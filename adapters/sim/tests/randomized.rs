@@ -25,12 +25,16 @@ fn run(api: &str, test: &str, f: fn(u64) -> Result<Outcome, String>) {
     let mut kills = 0;
     let mut half_opens = 0;
     let mut dial_failures = 0;
+    let mut refused = Vec::new();
     let ran = run_each(seeds(), &format!("cargo test -p sotto-sim --test randomized {test}"), |seed| match f(seed) {
         Ok(o) => {
             total.delivered += o.delivered;
             total.polls += o.polls;
             total.connect_rejected += o.connect_rejected;
             total.sessions_rejected += o.sessions_rejected;
+            if o.connect_rejected + o.sessions_rejected > 0 {
+                refused.push(seed);
+            }
             kills += o.net.kills;
             half_opens += o.net.half_opens;
             dial_failures += o.net.dial_failures;
@@ -45,6 +49,9 @@ fn run(api: &str, test: &str, f: fn(u64) -> Result<Outcome, String>) {
         total.connect_rejected,
         total.sessions_rejected
     );
+    if !refused.is_empty() {
+        eprintln!("{api}: seeds whose session the acceptor refused to resume (a finding): {refused:?}");
+    }
 }
 
 #[test]
