@@ -13,6 +13,9 @@
 //!   wake-ups, failed dials), a connector for the initiator and a listener for the acceptor.
 //! - [`workload`]: the randomized runs' traffic and checks (exactly-once, in-order delivery
 //!   per connection and per raw conduit; bounded queues; no hang; no panic).
+//! - [`fixture`]: the scenario tests' building blocks (a session pair, a future cancelled
+//!   after k polls); [`panics`]: a per-thread panic count; [`trace`]: `SOTTO_TRACE=1`
+//!   prints the driver's events on virtual time.
 //!
 //! docs/simulation.md describes the harness and how to rerun a seed.
 
