@@ -23,7 +23,7 @@ const LEN: usize = 240;
 /// Messages sent after the cancelled operation.
 const AFTER: u32 = 5;
 /// Seeds per await point (task order and time per poll differ).
-const SEEDS: u64 = 3;
+const SEEDS: u64 = 20;
 
 /// Run `scenario` on a fresh simulation with a clean net; then everything must wind down.
 fn simulate<F, Fut>(seed: u64, scenario: F) -> Result<Fut::Output, String>
@@ -230,6 +230,58 @@ fn a_cancelled_sink_send_keeps_its_place_or_never_goes_out() {
 #[ignore = "issue 14 defect 1: fixed on branch driverfix"]
 fn a_cancelled_sink_flush_keeps_the_staged_messages_before_later_sends() {
     at_every_await_point("Sink::flush", |rt, net, k| send_cancelled(rt, net, SendOp::SinkFlush, k));
+}
+
+/// A connection's `close_with` (which first queues what the `Sink` staged, waiting for
+/// credit) cancelled after k polls, then called again: every message sent or staged before
+/// arrives once, in order, then the close.
+async fn conn_close_cancelled(rt: SimRuntime, net: Net, k: usize) -> Result<usize, String> {
+    let (a, b, _acceptor) = sessions(&rt, &net, config()).await?;
+    let (ca, cb) = connection(&a, &b).await?;
+    let (mut tx, _ra) = ca.split();
+    let (_tb, mut rb) = cb.split();
+    let go = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (go, rt2) = (Arc::clone(&go), rt.clone());
+        rt.spawn_app(async move {
+            while !go.load(Ordering::Relaxed) {
+                rt2.sleep(Duration::from_millis(1)).await;
+            }
+            rt2.sleep(Duration::from_millis(2)).await;
+            let mut got = Vec::new();
+            while let Ok(m) = rb.recv().await {
+                got.push(seq_of(&m));
+            }
+            got
+        })
+    };
+    let mut seq = 0;
+    while let Poll::Ready(r) = tx.poll_send(&mut noop_context(), &message(TAG, seq, LEN)) {
+        r.map_err(|e| format!("fill: {e}"))?;
+        seq += 1;
+    }
+    for s in seq..seq + 3 {
+        let mut pinned = std::pin::Pin::new(&mut tx);
+        match pinned.as_mut().poll_ready(&mut noop_context()) {
+            Poll::Ready(r) => r.map_err(|e| format!("poll_ready: {e}"))?,
+            Poll::Pending => return Err("poll_ready waited with nothing staged".into()),
+        }
+        pinned.start_send(message(TAG, s, LEN)).map_err(|e| format!("start_send: {e}"))?;
+    }
+    go.store(true, Ordering::Relaxed);
+    let (polls, _) = counted(tx.close_with(&[]), k).await;
+    tx.close_with(&[]).await;
+    let got = reader.await;
+    if got != (0..seq + 3).collect::<Vec<_>>() {
+        return Err(format!("received {got:?}, expected 0..{}", seq + 3));
+    }
+    drop((a, b));
+    Ok(polls)
+}
+
+#[test]
+fn a_cancelled_connection_close_loses_nothing_and_closes_when_called_again() {
+    at_every_await_point("close_with", conn_close_cancelled);
 }
 
 /// The peer sends 0..6 with 1 ms between; the first `recv` is cancelled after k polls; the
