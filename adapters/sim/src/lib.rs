@@ -21,6 +21,7 @@
 
 pub mod executor;
 pub mod fixture;
+pub mod live_alloc;
 pub mod net;
 pub mod panics;
 pub mod trace;
