@@ -15,7 +15,9 @@
 //!   per connection and per raw conduit; bounded queues; no hang; no panic).
 //! - [`fixture`]: the scenario tests' building blocks (a session pair, a future cancelled
 //!   after k polls); [`panics`]: a per-thread panic count; [`trace`]: `SOTTO_TRACE=1`
-//!   prints the driver's events on virtual time.
+//!   prints the driver's events on virtual time; [`live_alloc`]: a global allocator
+//!   counting the bytes live per thread, for the memory tests (the crate's only unsafe
+//!   code, forwarding to `System`).
 //!
 //! docs/simulation.md describes the harness and how to rerun a seed.
 
