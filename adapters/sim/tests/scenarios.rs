@@ -357,9 +357,9 @@ fn the_raw_acceptor_closes_a_silent_link_at_its_handshake_deadline() {
 }
 
 /// A raw stable conduit (link handshake, no session handshake) against the session
-/// acceptor: the acceptor evicts the session at its handshake deadline, and the raw side
-/// learns that its link is gone by then plus the drain timeout.
-async fn no_session_hello(rt: SimRuntime, net: Net) -> Result<(), String> {
+/// acceptor: the acceptor evicts the session at its handshake deadline and never announces
+/// it; the raw side learns that its link is gone by then plus `slack`.
+async fn no_session_hello(rt: SimRuntime, net: Net, slack: Duration) -> Result<(), String> {
     let cfg = config();
     let acceptor =
         sotto_driver::serve_sessions(rt.clone(), net.session_listener(), cfg).map_err(|e| format!("serve: {e}"))?;
@@ -381,7 +381,7 @@ async fn no_session_hello(rt: SimRuntime, net: Net) -> Result<(), String> {
     }
     let down = down_at.ok_or("the link never went down")?;
     let deadline: Duration = cfg.conduit.handshake_timeout.into();
-    if down > deadline + cfg.drain_timeout + Duration::from_millis(20) {
+    if down > deadline + slack {
         return Err(format!("link down after {down:?}; deadline {deadline:?}"));
     }
     if acceptor.stats().sessions != 0 {
@@ -391,6 +391,16 @@ async fn no_session_hello(rt: SimRuntime, net: Net) -> Result<(), String> {
 }
 
 #[test]
-fn a_link_without_a_session_handshake_is_dropped_at_the_deadline_and_never_announced() {
-    each_seed("no session hello", 3, no_session_hello);
+fn a_link_without_a_session_handshake_is_dropped_and_never_announced() {
+    let slack = config().drain_timeout + Duration::from_millis(20);
+    each_seed("no session hello", 3, |rt, net| no_session_hello(rt, net, slack));
+}
+
+/// The link of a session the endpoint expired is closed at the deadline: nothing is owed
+/// on it. Today it stays open a further `drain_timeout` (1.2 s with a 1 s deadline and a
+/// 200 ms drain timeout).
+#[test]
+#[ignore = "issue 14 defect 5 (second part): an expired handshake's socket stays open a further drain_timeout"]
+fn a_link_without_a_session_handshake_is_closed_at_the_deadline() {
+    each_seed("no session hello, strict", 3, |rt, net| no_session_hello(rt, net, Duration::from_millis(20)));
 }
