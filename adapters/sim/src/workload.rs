@@ -155,6 +155,8 @@ pub struct Tally {
     pub connect_rejected: AtomicUsize,
     /// Ready sessions the acceptor refused to resume (the run then stops early).
     pub sessions_rejected: AtomicUsize,
+    /// Raw sides that have received everything and queued everything they send.
+    pub sides_done: AtomicUsize,
 }
 
 impl Tally {
@@ -320,7 +322,10 @@ async fn initiator(
     }
     // Close once the acceptor has everything (a close without a link sends no GOODBYE and
     // may lose what was not acknowledged, as documented).
-    while a.unacked() > 0 {
+    // Close once both sides have received everything: a close sends no GOODBYE without a
+    // link (or in the base form) and may lose what was not acknowledged, and in the base
+    // form the last items are acknowledged only by data that never comes.
+    while tally.sides_done.load(Ordering::Relaxed) < 2 {
         rt.sleep(Duration::from_millis(10)).await;
     }
     let end = a.close(0, "done").await;
@@ -642,7 +647,10 @@ async fn raw_main(
             _ => format!("initiator: {e}"),
         });
     }
-    while a.unacked() > 0 {
+    // Close once both sides have received everything: a close sends no GOODBYE without a
+    // link (or in the base form) and may lose what was not acknowledged, and in the base
+    // form the last items are acknowledged only by data that never comes.
+    while tally.sides_done.load(Ordering::Relaxed) < 2 {
         rt.sleep(Duration::from_millis(10)).await;
     }
     let end = a.close(0, "done").await;
@@ -688,5 +696,7 @@ async fn raw_side(
         tally.delivered.fetch_add(1, Ordering::Relaxed);
         seq += 1;
     }
-    sender.await
+    sender.await?;
+    tally.sides_done.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
