@@ -322,10 +322,7 @@ async fn initiator(
     }
     // Close once the acceptor has everything (a close without a link sends no GOODBYE and
     // may lose what was not acknowledged, as documented).
-    // Close once both sides have received everything: a close sends no GOODBYE without a
-    // link (or in the base form) and may lose what was not acknowledged, and in the base
-    // form the last items are acknowledged only by data that never comes.
-    while tally.sides_done.load(Ordering::Relaxed) < 2 {
+    while a.unacked() > 0 {
         rt.sleep(Duration::from_millis(10)).await;
     }
     let end = a.close(0, "done").await;
