@@ -64,12 +64,11 @@ fn raw_api_delivers_exactly_once_in_order_under_seeded_faults() {
     run("raw", "raw_api", raw_run);
 }
 
-/// The raw API with extensions off on both sides (the base form every vox peer speaks):
-/// on this branch seed 1 stalls for good short of its last deliveries, with nothing
-/// runnable and no timer armed (a full ring toward a peer that acks only on its own data),
-/// links cycling on `AckStarved` before it.
+/// The raw API with extensions off on both sides (the base form every vox peer speaks; no
+/// half-open links, which without keepalive nothing can detect). Before the base-form fix
+/// of issue 14 defects 6 and 8, seed 1 cycled links on `AckStarved` and then stalled for
+/// good with nothing runnable and no timer armed.
 #[test]
-#[ignore = "issue 14 defects 6 and 8: fixed on branch baseform (1000 seeds pass with it merged)"]
 fn base_form_raw_api_delivers_exactly_once_in_order_under_seeded_faults() {
     run("base form", "base_form", base_form_run);
 }
