@@ -21,6 +21,7 @@ use crate::listen::{self, ListenOf, Queue, Routing};
 use crate::pending::Outcome;
 use crate::raw::Shared;
 use crate::router::{LinkSlot, NewLink, Registration, Route, Router};
+use crate::shared::Clock;
 use crate::{Io, Runtime, TaskGuard};
 
 /// Counters of an acceptor.
@@ -148,7 +149,7 @@ impl<S: Io> RawRouting<S> {
             return;
         }
         let Ok(conduit) = Conduit::new(Role::Acceptor, l.config.conduit) else { return };
-        let shared = Arc::new(Shared::new(conduit, &l.config));
+        let shared = Arc::new(Shared::new(conduit, &l.config, Clock::new(&l.rt)));
         let slot = Arc::new(LinkSlot::new(Some(NewLink { io, hello })));
         let id = self.router.insert(Arc::clone(&slot));
         let registration = Registration { router: Arc::clone(&self.router), id, slot };

@@ -63,15 +63,14 @@ pub fn is_transient(e: &io::Error) -> bool {
     )
 }
 
-/// A small PRNG (xorshift64*) for jitter, seeded from the OS once per session. Not for keys.
+/// A small PRNG (xorshift64*) for jitter, seeded by the runtime once per session. Not for keys.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Jitter(u64);
 
 impl Jitter {
-    pub(crate) fn from_os() -> Self {
-        let mut seed = [0u8; 8];
-        let _ = getrandom::fill(&mut seed);
-        Self(u64::from_le_bytes(seed) | 1)
+    /// Seeded with `seed` (the runtime's [`jitter_seed`](crate::Runtime::jitter_seed)).
+    pub(crate) fn from_seed(seed: u64) -> Self {
+        Self(seed | 1)
     }
 
     pub(crate) fn next(&mut self) -> u64 {

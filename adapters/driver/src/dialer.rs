@@ -52,13 +52,13 @@ pub(crate) struct Dialer<S> {
 }
 
 impl<S> Dialer<S> {
-    pub(crate) fn new(connector: Connector<S>, config: &Config, now: StdInstant) -> Self {
+    pub(crate) fn new(connector: Connector<S>, config: &Config, now: StdInstant, jitter_seed: u64) -> Self {
         Self {
             connector,
             attempt: None,
             not_before: now,
             backoff: Backoff::new(config.backoff_initial, config.backoff_max),
-            jitter: Jitter::from_os(),
+            jitter: Jitter::from_seed(jitter_seed),
             dial_timeout: config.conduit.handshake_timeout.into(),
             connect_deadline: now.checked_add(config.connect_timeout),
         }

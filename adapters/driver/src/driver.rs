@@ -198,8 +198,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     }
 
     fn step(&mut self, cx: &mut Context<'_>) -> Step {
-        let now_std = StdInstant::now();
         let host = Arc::clone(&self.host);
+        let now_std = host.clock().now_std();
         let now = host.clock().core_time(now_std);
         let mut busy = false;
         let items;
@@ -351,7 +351,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 }
                 let c = g.common();
                 c.counters.link_ups += 1;
-                c.link_attached(resumed);
+                c.link_attached(resumed, now);
                 match &mut self.source {
                     Source::Dialer(d) => d.on_attached(),
                     // Publish the new key before the ServerHello carrying it is written.
@@ -382,8 +382,9 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     /// superseded, so its unwritten and unread bytes are moot.
     fn supersede(&mut self, g: &mut H::Guard<'_>) {
         if self.link.take().is_some() {
+            let lost = self.host.clock().now();
             let c = g.common();
-            c.link_lost();
+            c.link_lost(lost);
             c.counters.link_downs += 1;
             c.push_event(ConduitEvent::LinkDown { cause: LinkDownCause::Superseded });
             self.write.clear();
@@ -406,8 +407,9 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         let Some(link) = self.link.take() else { return };
         g.link_down(now, link.id);
         tracing::debug!(link = link.id.0, ?cause, "sotto: link down");
+        let lost = self.host.clock().now();
         let c = g.common();
-        c.link_lost();
+        c.link_lost(lost);
         c.counters.link_downs += 1;
         c.push_event(ConduitEvent::LinkDown { cause });
         if keep && !self.write.is_empty() {

@@ -4,7 +4,6 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
 use sotto_proto::conduit::{ConfigError, SendError as CoreSendError};
@@ -14,7 +13,7 @@ use crate::config::Config;
 use crate::dialer::{DialFuture, Dialer};
 use crate::driver::{Driver, Source};
 use crate::raw::Shared;
-use crate::shared::{Common, ConduitEvent, Stats};
+use crate::shared::{Clock, Common, ConduitEvent, Stats};
 use crate::{Io, Runtime, TaskGuard};
 
 /// The session is over; carries how it ended.
@@ -258,7 +257,7 @@ impl StableConduit {
     /// [`SessionHandle::take_resume_timings`](crate::SessionHandle::take_resume_timings).
     #[must_use]
     pub fn take_resume_timings(&self) -> Vec<crate::ResumeTiming> {
-        self.shared.lock_inner().common.take_timings()
+        self.shared.lock_inner().common.take_timings(self.shared.clock())
     }
 
     /// How the session ended, if it has.
@@ -347,9 +346,9 @@ where
     Fut: Future<Output = io::Result<S>> + Send + 'static,
 {
     let conduit = Conduit::new(Role::Initiator, config.conduit).map_err(ConnectError::Config)?;
-    let shared = Arc::new(Shared::new(conduit, &config));
+    let shared = Arc::new(Shared::new(conduit, &config, Clock::new(&rt)));
     let dial = Box::new(move || -> DialFuture<S> { Box::pin(connector()) });
-    let dialer = Dialer::new(dial, &config, StdInstant::now());
+    let dialer = Dialer::new(dial, &config, rt.now(), rt.jitter_seed());
     let driver = Driver::<R, S, Shared>::new(&rt, Arc::clone(&shared), Source::Dialer(dialer), config);
     let task = rt.spawn(crate::tasks::isolated(driver));
     let handle = StableConduit::new(shared, task);

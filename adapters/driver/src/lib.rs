@@ -23,7 +23,7 @@
 //!   injected).
 //!
 //! A runtime plugs in through [`Runtime`] (spawn a task that is cancelled when its guard is
-//! dropped, or detached; make a resettable [`Timer`]). Streams are `futures::io::AsyncRead +
+//! dropped, or detached; make a resettable [`Timer`]; tell the time). Streams are `futures::io::AsyncRead +
 //! AsyncWrite`; the tokio adapter wraps tokio streams.
 //!
 //! # Where a session's state lives, and why
@@ -130,6 +130,23 @@ pub trait Runtime: Clone + Send + Sync + Unpin + 'static {
 
     /// A timer that has not been armed yet (it never fires until [`Timer::reset`]).
     fn timer(&self) -> Self::Timer;
+
+    /// The runtime's current time: every clock read of the driver (the core's "now", the
+    /// deadlines its timers are armed for) goes through it. The default is the system's
+    /// monotonic clock; a simulated runtime returns its virtual time (its timers fire by
+    /// the same time).
+    fn now(&self) -> std::time::Instant {
+        std::time::Instant::now()
+    }
+
+    /// A seed for an initiator's redial jitter, called once per session. The default draws
+    /// it from the operating system; a simulated runtime returns a seeded value so that a
+    /// run repeats exactly.
+    fn jitter_seed(&self) -> u64 {
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        u64::from_le_bytes(seed)
+    }
 
     /// Arrange for the task polled with `cx` (which then returns `Pending`) to be polled
     /// again after the other tasks that are ready now had their turn. The default wakes it

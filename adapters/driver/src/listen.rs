@@ -171,14 +171,14 @@ impl<R: Runtime, S: Io, K: Unpin, T, C> Listen<R, S, K, T, C> {
 
     /// Read the link's ClientHello within the handshake timeout.
     pub(crate) fn read_hello(&mut self, io: S, key: K) {
-        let deadline = deadline(self.config.conduit.handshake_timeout.into());
+        let deadline = deadline(self.rt.now(), self.config.conduit.handshake_timeout.into());
         self.pending.push(PendingLink::hello(io, self.rt.timer(), deadline, key));
     }
 
     /// Answer REJECTED within the drain timeout, then close the link.
     pub(crate) fn reject(&mut self, io: S, key: K) {
         tracing::debug!("sotto: unknown resume key, answering REJECTED");
-        let deadline = deadline(self.config.drain_timeout);
+        let deadline = deadline(self.rt.now(), self.config.drain_timeout);
         self.pending.push(PendingLink::reject(io, self.rt.timer(), deadline, key));
     }
 }
@@ -237,7 +237,7 @@ impl<R: Runtime, S: Io, H: Routing<R, S>> ListenTask<R, S, H> {
                     busy = true;
                     tracing::debug!(error = %e, "sotto: accept failed");
                     let mut t = self.listen.rt.timer();
-                    t.reset(deadline(ACCEPT_ERROR_PAUSE));
+                    t.reset(deadline(self.listen.rt.now(), ACCEPT_ERROR_PAUSE));
                     self.pause = Some(t);
                 }
                 Poll::Ready(None) => {
@@ -258,9 +258,8 @@ impl<R: Runtime, S: Io, H: Routing<R, S>> ListenTask<R, S, H> {
     }
 }
 
-/// `d` from now (now, if that is past the clock's range).
-fn deadline(d: Duration) -> StdInstant {
-    let now = StdInstant::now();
+/// `d` after `now` (`now`, if that is past the clock's range).
+fn deadline(now: StdInstant, d: Duration) -> StdInstant {
     now.checked_add(d).unwrap_or(now)
 }
 

@@ -52,7 +52,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(conduit: Conduit, config: &crate::Config) -> Self {
+    pub(crate) fn new(conduit: Conduit, config: &crate::Config, clock: Clock) -> Self {
         Self {
             inner: LeanMutex::new(Inner {
                 conduit,
@@ -67,7 +67,7 @@ impl Shared {
                 receivers: WakerList::default(),
                 delivered: false,
             }),
-            clock: Clock::new(),
+            clock,
         }
     }
 
@@ -79,6 +79,11 @@ impl Shared {
     /// The core's "now".
     pub(crate) fn now(&self) -> Instant {
         self.clock.now()
+    }
+
+    /// The session's clock.
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
     }
 }
 
@@ -161,7 +166,7 @@ impl<S> Locked<S> for RawGuard<'_> {
             g.inbound_bytes += item.len();
             g.inbound.push_back(item);
             g.delivered = true;
-            g.common.delivered();
+            g.common.delivered(now);
         }
         Locked::<S>::after_input(self, batch, now, link)
     }

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::Instant as StdInstant;
 
@@ -95,6 +96,14 @@ pub struct ResumeTiming {
     pub first_delivery: Option<StdInstant>,
 }
 
+/// A [`ResumeTiming`] on the core's clock, as the driver records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CoreTiming {
+    link_lost: Instant,
+    resumed: Instant,
+    first_delivery: Option<Instant>,
+}
+
 /// Resume timings kept at most; older ones are dropped when nobody takes them.
 const MAX_TIMINGS: usize = 64;
 
@@ -162,9 +171,10 @@ pub(crate) struct Common {
     /// `Ended` was queued: nothing follows it.
     ended_pushed: bool,
     /// When the current outage began (a link was lost and none has resumed yet).
-    lost_at: Option<StdInstant>,
-    /// Resume timings, the latest last (its `first_delivery` may still be pending).
-    pub(crate) timings: VecDeque<ResumeTiming>,
+    lost_at: Option<Instant>,
+    /// Resume timings (on the core's clock), the latest last (its `first_delivery` may still
+    /// be pending).
+    pub(crate) timings: VecDeque<CoreTiming>,
     /// The latest timing waits for its first delivery.
     pub(crate) awaiting_first: bool,
 }
@@ -196,41 +206,49 @@ impl Common {
         conduit.ended().or(if self.driver_done { Some(SessionEnd::Evicted) } else { None })
     }
 
-    /// A link was lost just now (the outage starts, unless one already had). The time is
-    /// read here, not taken from the driver's step, which may have begun before the loss.
-    pub(crate) fn link_lost(&mut self) {
-        self.lost_at.get_or_insert_with(StdInstant::now);
+    /// A link was lost at `now` (the outage starts, unless one already had). The driver
+    /// reads `now` from the session's clock at the loss, not at the start of its step.
+    pub(crate) fn link_lost(&mut self, now: Instant) {
+        self.lost_at.get_or_insert(now);
     }
 
-    /// A link attached just now; for a resume, start a timing.
-    pub(crate) fn link_attached(&mut self, resumed: bool) {
+    /// A link attached at `now`; for a resume, start a timing.
+    pub(crate) fn link_attached(&mut self, resumed: bool, now: Instant) {
         let Some(lost) = self.lost_at.take() else { return };
-        let at = StdInstant::now();
         if resumed {
             if self.timings.len() == MAX_TIMINGS {
                 self.timings.pop_front();
             }
-            self.timings.push_back(ResumeTiming { link_lost: lost, resumed: at, first_delivery: None });
+            self.timings.push_back(CoreTiming { link_lost: lost, resumed: now.max(lost), first_delivery: None });
             self.awaiting_first = true;
         }
     }
 
-    /// A message was delivered: complete the latest timing if it waits for one.
+    /// A message was delivered at `now`: complete the latest timing if it waits for one.
     #[inline]
-    pub(crate) fn delivered(&mut self) {
+    pub(crate) fn delivered(&mut self, now: Instant) {
         if self.awaiting_first {
             self.awaiting_first = false;
             if let Some(t) = self.timings.back_mut() {
-                t.first_delivery = Some(StdInstant::now());
+                t.first_delivery = Some(now.max(t.resumed));
             }
         }
     }
 
-    /// Take the finished timings (all but a latest one still waiting for its delivery).
-    pub(crate) fn take_timings(&mut self) -> Vec<ResumeTiming> {
+    /// Take the finished timings (all but a latest one still waiting for its delivery), as
+    /// `std` instants on `clock`.
+    pub(crate) fn take_timings(&mut self, clock: &Clock) -> Vec<ResumeTiming> {
         let keep = usize::from(self.awaiting_first);
         let n = self.timings.len().saturating_sub(keep);
-        self.timings.drain(..n).collect()
+        let std = |t: Instant| clock.std_time(t).unwrap_or(clock.origin);
+        self.timings
+            .drain(..n)
+            .map(|t| ResumeTiming {
+                link_lost: std(t.link_lost),
+                resumed: std(t.resumed),
+                first_delivery: t.first_delivery.map(std),
+            })
+            .collect()
     }
 
     /// Reset for a new session in a reused slot.
@@ -250,15 +268,32 @@ impl Common {
     }
 }
 
-/// Maps `std` instants to the core's [`Instant`] (nanoseconds since an origin) and back.
-#[derive(Clone, Copy, Debug)]
+/// The session's clock: the runtime's [`Runtime::now`](crate::Runtime::now) (so a simulated
+/// runtime's virtual time drives every deadline), and the mapping of its `std` instants to
+/// the core's [`Instant`] (nanoseconds since the clock was made) and back.
+#[derive(Clone)]
 pub(crate) struct Clock {
     origin: StdInstant,
+    source: Arc<dyn Fn() -> StdInstant + Send + Sync>,
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clock").field("origin", &self.origin).finish_non_exhaustive()
+    }
 }
 
 impl Clock {
-    pub(crate) fn new() -> Self {
-        Self { origin: StdInstant::now() }
+    /// A clock reading `rt`'s time, starting now.
+    pub(crate) fn new<R: crate::Runtime>(rt: &R) -> Self {
+        let rt = rt.clone();
+        Self { origin: rt.now(), source: Arc::new(move || rt.now()) }
+    }
+
+    /// The runtime's "now".
+    #[inline]
+    pub(crate) fn now_std(&self) -> StdInstant {
+        (self.source)()
     }
 
     /// The core's instant for `t`.
@@ -268,7 +303,7 @@ impl Clock {
 
     /// The core's "now".
     pub(crate) fn now(&self) -> Instant {
-        self.core_time(StdInstant::now())
+        self.core_time(self.now_std())
     }
 
     /// The `std` instant for a core instant (`None` for one too far to represent).

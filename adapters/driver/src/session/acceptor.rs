@@ -31,6 +31,7 @@ use crate::driver::{Driver, Source};
 use crate::keys::fresh_key;
 use crate::listen::{self, ListenOf, Queue, Routing};
 use crate::pending::Outcome;
+use crate::shared::Clock;
 use crate::{Io, Runtime, TaskGuard, Timer};
 
 /// Counters of a session acceptor.
@@ -98,7 +99,7 @@ where
     St: Stream<Item = io::Result<(S, u64)>> + Send + 'static,
 {
     let endpoint = Endpoint::new(config.endpoint_config(), &[])?;
-    let ep = Arc::new(EpShared::new(endpoint, &config)?);
+    let ep = Arc::new(EpShared::new(endpoint, &config, Clock::new(&rt))?);
     let routing =
         EpRouting::<R> { ep: Arc::clone(&ep), unannounced: Vec::new(), settled: Vec::new(), timer: None, armed: None };
     let (queue, guard) = listen::spawn(rt, incoming, config, routing);
@@ -209,7 +210,7 @@ impl<R: Runtime, S: Io> Routing<R, S> for EpRouting<R> {
         let mut busy = false;
         let next = {
             let mut g = self.ep.lock();
-            if self.armed.is_some_and(|t| t <= StdInstant::now()) {
+            if self.armed.is_some_and(|t| t <= self.ep.clock.now_std()) {
                 self.armed = None;
                 g.endpoint.handle_timeout(self.ep.clock.now());
             }

@@ -5,7 +5,6 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
 use futures::stream::Stream;
@@ -19,7 +18,7 @@ use crate::config::Config;
 use crate::dialer::{DialFuture, Dialer};
 use crate::driver::{Driver, Source};
 use crate::handle::{ConnectError, Ended};
-use crate::shared::{ConduitEvent, LinkDownCause, ResumeTiming};
+use crate::shared::{Clock, ConduitEvent, LinkDownCause, ResumeTiming};
 use crate::{Io, Runtime, TaskGuard};
 
 /// What happened to a session's links, for the application.
@@ -309,7 +308,7 @@ impl SessionHandle {
     /// still waiting for its first message is kept for a later call.
     #[must_use]
     pub fn take_resume_timings(&self) -> Vec<ResumeTiming> {
-        self.home.lock().parts().1.common.take_timings()
+        self.home.lock().parts().1.common.take_timings(self.home.clock())
     }
 
     /// How the session ended, if it has.
@@ -530,9 +529,9 @@ where
     Fut: Future<Output = io::Result<S>> + Send + 'static,
 {
     let session = Session::new(Role::Initiator, config.session_config(), &[]).map_err(ConnectError::Config)?;
-    let home = Home::Own(Arc::new(OwnHome::new(session, SessState::new(&config))));
+    let home = Home::Own(Arc::new(OwnHome::new(session, SessState::new(&config), Clock::new(&rt))));
     let dial = Box::new(move || -> DialFuture<S> { Box::pin(connector()) });
-    let dialer = Dialer::new(dial, &config, StdInstant::now());
+    let dialer = Dialer::new(dial, &config, rt.now(), rt.jitter_seed());
     let host = Arc::new(SessDriverHost::<S>::new(home.clone()));
     let driver = Driver::<R, S, SessDriverHost<S>>::new(&rt, host, Source::Dialer(dialer), config);
     let task = rt.spawn(crate::tasks::isolated(driver));

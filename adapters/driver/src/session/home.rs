@@ -73,8 +73,8 @@ pub(crate) struct OwnHome {
 }
 
 impl OwnHome {
-    pub(crate) fn new(session: Session, state: SessState) -> Self {
-        Self { inner: LeanMutex::new(Owned { session, state }), clock: Clock::new() }
+    pub(crate) fn new(session: Session, state: SessState, clock: Clock) -> Self {
+        Self { inner: LeanMutex::new(Owned { session, state }), clock }
     }
 }
 
@@ -157,7 +157,11 @@ pub(crate) struct EpShared {
 }
 
 impl EpShared {
-    pub(crate) fn new(endpoint: Endpoint, config: &crate::Config) -> Result<Self, sotto_proto::conduit::ConfigError> {
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        config: &crate::Config,
+        clock: Clock,
+    ) -> Result<Self, sotto_proto::conduit::ConfigError> {
         let slots = (0..endpoint.config().max_sessions)
             .map(|_| Slot { generation: 0, state: SessState::new(config), mailbox: None })
             .collect();
@@ -173,7 +177,6 @@ impl EpShared {
             max_pending_opens: 1,
             ..SessionConfig::default()
         };
-        let clock = Clock::new();
         let mut orphan = Session::new(Role::Acceptor, tiny, &[])?;
         orphan.conduit_end(clock.now(), SessionEnd::Evicted);
         let mut orphan_state = SessState::new(config);

@@ -307,7 +307,7 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
                 return;
             };
             slot.push(payload, chunk, st.tuning.copy_below);
-            queued(st, conn);
+            queued(st, now, conn);
         }
         Incoming::DataBatch { conn, batch } => {
             let Some(slot) = st.conns.get_mut(&conn).filter(|c| !c.abandoned && !c.discard) else {
@@ -315,7 +315,7 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
                 return;
             };
             slot.push_batch(batch, chunk, st.tuning.copy_below);
-            queued(st, conn);
+            queued(st, now, conn);
         }
         Incoming::Open { conn, metadata } => {
             st.incoming.push_back((conn, Bytes::copy_from_slice(metadata)));
@@ -359,8 +359,8 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
 
 /// Data was queued on `conn`: note its reader for waking after the run, and whether its
 /// queue is full now.
-fn queued(st: &mut SessState, conn: ConnId) {
-    st.common.delivered();
+fn queued(st: &mut SessState, now: Instant, conn: ConnId) {
+    st.common.delivered(now);
     let Some(slot) = st.conns.get_mut(&conn) else { return };
     if !slot.dirty {
         slot.dirty = true;
