@@ -557,7 +557,6 @@ fn echoes_through_a_vox_acceptor_survive_a_few_link_cuts() {
 /// full. Without that, the base-form rule breaks the stall by a cycle per
 /// `ack_starved_timeout` (about 20 cycles and 24 s for 100 000 echoes).
 #[test]
-#[ignore = "issue 14 defect 7: needs the driverfix branch"]
 fn recv_then_send_echo_acceptor_keeps_up_with_a_vox_initiator() {
     let _g = serial();
     let s = Scenario {
