@@ -221,13 +221,11 @@ fn a_cancelled_send_many_sends_nothing_and_later_sends_keep_their_order() {
 }
 
 #[test]
-#[ignore = "issue 14 defect 1: fixed on branch driverfix"]
 fn a_cancelled_sink_send_keeps_its_place_or_never_goes_out() {
     at_every_await_point("Sink::send", |rt, net, k| send_cancelled(rt, net, SendOp::SinkSend, k));
 }
 
 #[test]
-#[ignore = "issue 14 defect 1: fixed on branch driverfix"]
 fn a_cancelled_sink_flush_keeps_the_staged_messages_before_later_sends() {
     at_every_await_point("Sink::flush", |rt, net, k| send_cancelled(rt, net, SendOp::SinkFlush, k));
 }

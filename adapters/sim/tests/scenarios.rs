@@ -77,7 +77,6 @@ async fn shared_sender(rt: SimRuntime, net: Net) -> Result<(), String> {
 }
 
 #[test]
-#[ignore = "issue 14 defect 3: fixed on branch driverfix"]
 fn many_tasks_sharing_one_sender_each_deliver_in_order_without_hanging() {
     each_seed("shared sender", 10, shared_sender);
 }
@@ -301,7 +300,6 @@ async fn echo_loop(rt: SimRuntime, net: Net) -> Result<(), String> {
 }
 
 #[test]
-#[ignore = "issue 14 defect 7: fixed on branch driverfix"]
 fn a_raw_echo_loop_in_one_task_never_stalls_or_blames_its_link() {
     each_seed("echo loop", 3, echo_loop);
 }
