@@ -5,7 +5,8 @@
 //! in flight is replayed, and the application sees every item exactly once, in order.
 //!
 //! This crate is the protocol logic only, as **sans-IO** state machines: no I/O, no clock, no
-//! randomness, no allocation after construction, `no_std` + `alloc`. Adapters (`sotto-tokio`,
+//! randomness, no allocation per message in steady state (buffers grow with live data while
+//! a session warms up and give memory back on `shrink_buffers`), `no_std` + `alloc`. Adapters (`sotto-tokio`,
 //! `sotto-smol`) drive it on real runtimes.
 //!
 //! Layers, bottom up:

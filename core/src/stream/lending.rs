@@ -76,8 +76,12 @@ struct Lent {
 /// [`WriteBatch`](super::WriteBatch), in which items of `lend_from` bytes or more are not
 /// copied but lent from the source's replay ring.
 ///
-/// Storage is allocated once, in [`new`](Self::new): the buffer (give it at least
-/// `max_transmit_len() + 4` bytes) and room for `max_lent` handles.
+/// Storage is allocated in [`new`](Self::new): the buffer and room for `max_lent` handles.
+/// The buffer must hold the largest frame the source writes into it whole, with its 4-byte
+/// prefix: `max_transmit_len() + 4` in general; with lending, frames of items of
+/// `lend_from` bytes or more hold only their header, so the largest copied item's frame (or
+/// a control frame, under 1 KiB) suffices. A driver may grow and shrink it later with
+/// [`resize_buffer`](Self::resize_buffer).
 ///
 /// Call [`fill`](Self::fill) after every input or command, write [`chunks`](Self::chunks)
 /// to the link (one vectored write), report how much was written with
