@@ -85,7 +85,7 @@ impl Conduit {
             Ok(Frame::Data { ack, .. }) => {
                 self.frame_heard(now, ext, false);
                 if let Some(ack) = ack {
-                    self.handle_ack(now, id, ack)?;
+                    self.handle_data_ack(now, id, ext, ack)?;
                 }
                 Ok(Observed::Deferred)
             }
@@ -249,12 +249,7 @@ impl Conduit {
         match frame {
             Frame::Data { seq, ack, item } => {
                 if let Some(ack) = ack {
-                    self.handle_ack(now, id, ack)?;
-                    if !ext && self.want_writable {
-                        // The peer is acking, only not far enough yet: backpressure, not
-                        // starvation.
-                        self.arm_ack_starved(now, true);
-                    }
+                    self.handle_data_ack(now, id, ext, ack)?;
                 }
                 let Some(seq) = expand(seq, self.received) else {
                     return Err(self.violation(now, id, Violation::StaleBeyondWindow));
@@ -342,6 +337,16 @@ impl Conduit {
             // outstanding, is ignored outright and the deadline keeps running (SCENARIOS K2).
             self.timers.set(Timer::PongTimeout, now.saturating_add(self.config.pong_timeout));
         }
+    }
+
+    /// The ack riding on a data frame (delivered now, or observed and held back).
+    fn handle_data_ack(&mut self, now: Instant, id: LinkId, ext: bool, ack: u32) -> Result<(), InputError> {
+        self.handle_ack(now, id, ack)?;
+        if !ext && self.want_writable {
+            // The peer is acking, only not far enough yet: backpressure, not starvation.
+            self.arm_ack_starved(now, true);
+        }
+        Ok(())
     }
 
     fn handle_ack(&mut self, now: Instant, id: LinkId, ack: u32) -> Result<(), InputError> {
