@@ -706,3 +706,34 @@ fn a_conduit_moves_with_its_ring_and_keys() {
         assert!(Conduit::import(&bytes[..len], now, cfg).is_err());
     }
 }
+
+#[test]
+fn contradictory_positions_are_refused_by_name() {
+    let bytes = busy_state(Side::A);
+    // The CONDUIT section's body starts after the header (12) and the section head (5):
+    // role, flags, then `sent` and `acked` (u64 each).
+    let sent = u64::from_le_bytes(bytes[19..27].try_into().expect("8 bytes"));
+    let mut bad = bytes.clone();
+    bad[27..35].copy_from_slice(&(sent + 1).to_le_bytes());
+    assert_eq!(
+        Session::import(&bad, Instant::ZERO, config()).err(),
+        Some(ImportError::Invalid { field: "acked or transmitted beyond sent" })
+    );
+    // A ring that does not start at the acked position.
+    let mut bad = bytes.clone();
+    let acked = u64::from_le_bytes(bytes[27..35].try_into().expect("8 bytes"));
+    bad[27..35].copy_from_slice(&(acked - 1).to_le_bytes());
+    assert_eq!(
+        Session::import(&bad, Instant::ZERO, config()).err(),
+        Some(ImportError::Invalid { field: "ring first seq" })
+    );
+    // Bytes after the last section.
+    let mut long = bytes.clone();
+    long.push(0x13);
+    let body = (long.len() - 12) as u32;
+    long[8..12].copy_from_slice(&body.to_le_bytes());
+    assert_eq!(
+        Session::import(&long, Instant::ZERO, config()).err(),
+        Some(ImportError::UnexpectedSection { expected: 0, found: 0x13 })
+    );
+}
