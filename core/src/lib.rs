@@ -19,6 +19,8 @@
 //! - [`endpoint`]: the acceptor side, routing incoming links to sessions by resume key,
 //!   [`endpoint::Endpoint`].
 //! - [`stream`]: helpers for carrying link messages over byte streams.
+//! - [`state`]: the byte format in which a conduit or a session at rest moves to another
+//!   process (`export` / `import`).
 //!
 //! # The contract (every state machine here)
 //!
@@ -114,6 +116,7 @@ extern crate alloc;
 pub mod conduit;
 pub mod endpoint;
 pub mod session;
+pub mod state;
 pub mod stream;
 pub mod time;
 pub(crate) mod timer;

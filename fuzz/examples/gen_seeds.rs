@@ -9,7 +9,8 @@
 //! - for the session layer: the docs/protocol.md message examples, every item of an in-memory
 //!   session run, that run as one `session_receive` script per side, crafted
 //!   `session_receive` and `stream_helpers` scripts, and for `endpoint` and `session_pair`
-//!   the most eventful of a batch of pseudo-random inputs.
+//!   the most eventful of a batch of pseudo-random inputs;
+//! - for `state_import`: exported states of a session pair mid-stream and of fresh sessions.
 //!
 //! Run: `cargo run --manifest-path fuzz/Cargo.toml --example gen_seeds` (deterministic; it
 //! rewrites the same files).
@@ -350,6 +351,7 @@ fn main() {
             w.put(target, &format!("eventful-{i:02}-score{score}"), data);
         }
     }
+    state_seeds(&mut w);
     println!("wrote {} seeds under {}", w.written, w.root.display());
     assert_eq!(failures, 0, "checks failed on some generated inputs");
 }
@@ -617,4 +619,13 @@ fn stream_seeds(w: &mut Writer) {
     }
     s.push(7);
     w.put("stream_helpers", "run-frame-sizes", &s);
+}
+
+/// `state_import`: exported states of a session pair mid-stream, fresh sessions and raw
+/// conduits (`sotto_fuzz::state::sample_states`).
+fn state_seeds(w: &mut Writer) {
+    for (name, state) in sotto_fuzz::state::sample_states() {
+        sotto_fuzz::run_target("state_import", &state);
+        w.put("state_import", &name, &state);
+    }
 }

@@ -13,10 +13,11 @@ pub mod script;
 pub mod session_pair;
 pub mod session_single;
 pub mod single;
+pub mod state;
 pub mod stream;
 
 /// The target names, as listed by `cargo fuzz list` and used for `seeds/<target>/`.
-pub const TARGETS: [&str; 12] = [
+pub const TARGETS: [&str; 13] = [
     "framing_chunks",
     "hello_decode",
     "frame_decode",
@@ -29,6 +30,7 @@ pub const TARGETS: [&str; 12] = [
     "session_pair",
     "stream_helpers",
     "lending_batch",
+    "state_import",
 ];
 
 /// Run the check of target `name` on one input (what the fuzz target does). Unknown names
@@ -47,6 +49,7 @@ pub fn run_target(name: &str, data: &[u8]) {
         "session_pair" => session_pair::run_bytes(data),
         "stream_helpers" => stream::run(data),
         "lending_batch" => lending::run(data),
+        "state_import" => state::run(data),
         other => panic!("unknown fuzz target {other}"),
     }
 }

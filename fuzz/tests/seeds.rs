@@ -44,3 +44,27 @@ fn pseudo_random_sweep() {
         }
     }
 }
+
+#[test]
+fn state_import_survives_every_single_byte_corruption_of_its_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/state_import");
+    let mut seeds = 0;
+    for entry in std::fs::read_dir(dir).expect("seeds/state_import") {
+        let data = std::fs::read(entry.expect("dir entry").path()).expect("readable seed");
+        seeds += 1;
+        // Under each importing configuration as is, then every byte of the state flipped.
+        for sel in 0..3u8 {
+            let mut d = data.clone();
+            d[0] = sel;
+            sotto_fuzz::state::run(&d);
+        }
+        for at in 1..data.len() {
+            for flip in [0x01u8, 0xff] {
+                let mut d = data.clone();
+                d[at] ^= flip;
+                sotto_fuzz::state::run(&d);
+            }
+        }
+    }
+    assert!(seeds >= 4, "state seeds present");
+}

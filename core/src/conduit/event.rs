@@ -251,6 +251,10 @@ impl EventQueue {
         self.len -= 1;
         e
     }
+    /// The queued events, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Event> {
+        (0..self.len).filter_map(move |i| self.slots[(self.head + i) % self.slots.len()].as_ref())
+    }
     pub(crate) fn peek(&self) -> Option<&Event> {
         if self.len == 0 {
             None

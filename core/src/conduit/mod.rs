@@ -3,6 +3,7 @@
 
 mod config;
 mod event;
+mod export;
 mod receive;
 mod ring;
 pub(crate) mod serial;

@@ -3,6 +3,7 @@
 
 mod config;
 mod conn_table;
+mod export;
 pub mod message;
 mod receive;
 mod types;
