@@ -1,4 +1,4 @@
-//! `endpoint`: one [`Endpoint`] fed links from many sources: hostile ones (random first
+//! `endpoint`: one endpoint ([`Hosted`]) fed links from many sources: hostile ones (random first
 //! messages, garbled and valid fresh or resume ClientHellos whose keys come from the small set
 //! the endpoint issued, so that some hit; floods of pending links; raw bytes on links it routed
 //! to a session) and honest initiator [`Session`]s that attach, exchange data on the root
@@ -28,7 +28,9 @@
 use crate::pair::{timer_profile, Unit};
 use arbitrary::{Arbitrary, Unstructured};
 use sotto_proto::conduit::LinkDropReason;
-use sotto_proto::endpoint::{Endpoint, EndpointConfig, EndpointEvent, LinkRefusal, PendingLink, Routed, SessionHandle};
+use sotto_proto::endpoint::{
+    EndpointConfig, EndpointEvent, Hosted, HostedEvent, LinkRefusal, PendingLink, Placed, SessionHandle,
+};
 use sotto_proto::session::{Incoming, Session, SessionConfig, SessionEvent, ROOT};
 use sotto_proto::wire::{ClientHello, Frame, ServerHello, HELLO_LEN};
 use sotto_proto::{ConduitConfig, Duration, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
@@ -263,7 +265,7 @@ struct Client {
 /// The simulation.
 struct Sim {
     cfg: EndpointConfig,
-    ep: Endpoint,
+    ep: Hosted,
     clients: Vec<Client>,
     links: Vec<ELink>,
     now: Instant,
@@ -294,7 +296,7 @@ fn payload(tag: u8, n: usize, len: u8) -> Vec<u8> {
 impl Sim {
     fn new(c: &EpConfig) -> Self {
         let cfg = c.build();
-        let ep = Endpoint::new(cfg, b"srv").expect("valid endpoint config");
+        let ep = Hosted::new(cfg, b"srv").expect("valid endpoint config");
         let clients = (0..=usize::from(c.clients) % MAX_CLIENTS)
             .map(|_| Client {
                 s: Session::new(Role::Initiator, cfg.session, b"cli").expect("config"),
@@ -521,12 +523,12 @@ impl Sim {
         moved
     }
 
-    fn on_endpoint_event(&mut self, e: EndpointEvent) {
+    fn on_endpoint_event(&mut self, e: HostedEvent) {
         if self.trace {
             eprintln!("  [{:?}] endpoint event {e:?}", self.now);
         }
         match e {
-            EndpointEvent::HandshakeExpired(p) => {
+            HostedEvent::Endpoint(EndpointEvent::HandshakeExpired(p)) => {
                 let i = self
                     .links
                     .iter()
@@ -536,7 +538,7 @@ impl Sim {
                 self.stale_pending.push(p);
                 self.close_client_end(i);
             }
-            EndpointEvent::Evicted(h) => {
+            HostedEvent::Endpoint(EndpointEvent::Evicted(h) | EndpointEvent::Reclaimed(h)) => {
                 assert!(self.live.contains(&h), "evicted {h:?}, not live");
                 match self.ep.session(h) {
                     // Over max_detached_sessions: ended, freed once its events are drained.
@@ -545,13 +547,13 @@ impl Sim {
                     None => self.forget(h),
                 }
             }
-            EndpointEvent::SessionReady(h) => {
+            HostedEvent::SessionReady(h) => {
                 assert!(self.live.contains(&h), "SessionReady({h:?}), not live");
                 assert!(self.ep.session(h).is_some_and(Session::is_ready), "SessionReady({h:?}), not ready");
                 assert!(self.announced.insert(h), "SessionReady({h:?}) twice");
                 self.ready_events += 1;
             }
-            EndpointEvent::SessionHandshakeExpired(h) => {
+            HostedEvent::Endpoint(EndpointEvent::SessionHandshakeExpired(h)) => {
                 assert!(self.live.contains(&h), "SessionHandshakeExpired({h:?}), not live");
                 assert!(!self.announced.contains(&h), "SessionHandshakeExpired({h:?}) after SessionReady");
                 assert!(self.ep.session(h).is_none(), "SessionHandshakeExpired({h:?}) but not freed");
@@ -727,7 +729,7 @@ impl Sim {
     }
 
     /// Route the first message of link `i` (pending); returns the routing.
-    fn route(&mut self, i: usize, first: &[u8]) -> Result<Routed, LinkRefusal> {
+    fn route(&mut self, i: usize, first: &[u8]) -> Result<Placed, LinkRefusal> {
         let ServerEnd::Pending(p) = self.links[i].server else { panic!("route: not pending") };
         let fresh_slot_free = self.ep.handles().count() < self.cfg.max_sessions as usize
             || self.ep.handles().any(|h| self.ep.session(h).is_some_and(|s| s.conduit().detached_since().is_some()));
@@ -746,14 +748,14 @@ impl Sim {
             (Ok(_), Ok(_)) => {}
         }
         match r {
-            Ok(Routed::Reject(bytes)) => {
+            Ok(Placed::Reject(bytes)) => {
                 assert_eq!(bytes, ServerHello::rejected().encode(), "REJECTED bytes differ");
                 if hello.is_ok_and(|h| h.resume_key.is_none()) {
                     assert!(!fresh_slot_free, "fresh hello REJECTED with a free or reclaimable slot");
                 }
                 self.links[i].to_client.push_back(bytes.to_vec());
             }
-            Ok(Routed::Session { handle, link, new }) => {
+            Ok(Placed::Session { handle, link, new }) => {
                 assert!(self.ep.session(handle).is_some(), "routed to a dead handle");
                 assert_eq!(new, hello.is_ok_and(|h| h.resume_key.is_none()), "new vs fresh hello");
                 if new {
@@ -783,7 +785,7 @@ impl Sim {
             return;
         }
         let i = pending[usize::from(pick) % pending.len()];
-        if let Ok(Routed::Session { handle, .. }) = self.route(i, &bytes) {
+        if let Ok(Placed::Session { handle, .. }) = self.route(i, &bytes) {
             self.tainted.insert(handle);
         }
     }
@@ -820,7 +822,7 @@ impl Sim {
         let alive = old.and_then(|h| self.ep.session(h)).is_some_and(|s| !s.is_ended());
         let tainted = old.is_some_and(|h| self.tainted.contains(&h));
         match self.route(i, &hello) {
-            Ok(Routed::Session { handle, new, .. }) => {
+            Ok(Placed::Session { handle, new, .. }) => {
                 if had_key {
                     assert!(!new);
                     assert_eq!(Some(handle), old, "client {c} resumed into another session");
@@ -830,7 +832,7 @@ impl Sim {
                     self.clients[c].handle = Some(handle);
                 }
             }
-            Ok(Routed::Reject(_)) => {
+            Ok(Placed::Reject(_)) => {
                 if had_key {
                     assert!(!alive || tainted, "client {c}: resume REJECTED while its session {old:?} lives");
                 }

@@ -1,5 +1,5 @@
 //! `session_pair`: honest initiator [`Session`]s against an acceptor — one standalone acceptor
-//! [`Session`], or an [`Endpoint`] serving up to three initiators — over simulated byte-stream
+//! [`Session`], or an endpoint ([`Hosted`]) serving up to three initiators — over simulated byte-stream
 //! links with faults (the `pair` target's pipes: partial delivery, links killed or truncated
 //! at a byte offset with either end noticing or not, reconnects, time). The applications open
 //! and close virtual connections both ways, send on them within credit, and read: fast readers
@@ -21,7 +21,7 @@
 use crate::pair::{timer_profile, Notify, Pipe, Unit};
 use arbitrary::{Arbitrary, Unstructured};
 use sotto_proto::conduit::LinkDropReason;
-use sotto_proto::endpoint::{Endpoint, EndpointConfig, EndpointEvent, PendingLink, Routed, SessionHandle};
+use sotto_proto::endpoint::{EndpointConfig, EndpointEvent, Hosted, HostedEvent, PendingLink, Placed, SessionHandle};
 use sotto_proto::session::{CommandError, ConnId, DataBatch, Incoming, Session, SessionConfig, SessionEvent, ROOT};
 use sotto_proto::wire::varint::encode_varint;
 use sotto_proto::wire::Message;
@@ -34,7 +34,7 @@ const MAX_OPS: usize = 300;
 /// Configuration of a run.
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub struct SpConfig {
-    /// Serve through an [`Endpoint`] (else one standalone acceptor session).
+    /// Serve through an endpoint ([`Hosted`]) (else one standalone acceptor session).
     pub endpoint: bool,
     /// Initiators with an endpoint: `1 + clients % 3`.
     pub clients: u8,
@@ -255,7 +255,7 @@ struct Pairing {
 
 enum Server {
     Single(Box<Session>),
-    Endpoint(Box<Endpoint>),
+    Endpoint(Box<Hosted>),
 }
 
 fn server_of(server: &mut Server, handle: Option<SessionHandle>) -> Option<&mut Session> {
@@ -309,7 +309,7 @@ impl Sim {
                 failure_budget: 1000,
                 ..EndpointConfig::default()
             };
-            Server::Endpoint(Box::new(Endpoint::new(ecfg, b"srv").expect("endpoint config")))
+            Server::Endpoint(Box::new(Hosted::new(ecfg, b"srv").expect("endpoint config")))
         } else {
             Server::Single(Box::new(Session::new(Role::Acceptor, scfg, b"srv").expect("config")))
         };
@@ -466,7 +466,7 @@ impl Sim {
                 eprintln!("  [{:?}] endpoint {e:?}", self.now);
             }
             match e {
-                EndpointEvent::HandshakeExpired(pl) => {
+                HostedEvent::Endpoint(EndpointEvent::HandshakeExpired(pl)) => {
                     let serial =
                         self.pairs.iter().flat_map(|pr| &pr.links).find(|l| l.pending == Some(pl)).map(|l| l.serial);
                     let (p, i) =
@@ -475,18 +475,18 @@ impl Sim {
                     self.pairs[p].links[i].pending = None;
                     self.close_end(self.pairs[p].links[i].serial, true);
                 }
-                EndpointEvent::Evicted(h) => {
+                HostedEvent::Endpoint(EndpointEvent::Evicted(h) | EndpointEvent::Reclaimed(h)) => {
                     for pr in &mut self.pairs {
                         if pr.handle == Some(h) {
                             pr.lost = true;
                         }
                     }
                 }
-                EndpointEvent::SessionReady(h) => {
+                HostedEvent::SessionReady(h) => {
                     let ready = server_ref(&self.server, Some(h)).is_some_and(Session::is_ready);
                     assert!(ready, "SessionReady({h:?}) for a session not live and ready");
                 }
-                EndpointEvent::SessionHandshakeExpired(h) => {
+                HostedEvent::Endpoint(EndpointEvent::SessionHandshakeExpired(h)) => {
                     // Not ready by its first link's deadline: already ended and freed by the
                     // endpoint. Its pairing lost its session; close its links.
                     assert!(server_ref(&self.server, Some(h)).is_none(), "expired session {h:?} not freed");
@@ -746,7 +746,7 @@ impl Sim {
             eprintln!("  route {p} -> {r:?}");
         }
         match r {
-            Ok(Routed::Session { handle, link, new }) => {
+            Ok(Placed::Session { handle, link, new }) => {
                 let pr = &mut self.pairs[p];
                 if new && pr.links[i].a.is_none() {
                     // A fresh dial on a link the initiator has since given up: an orphan
@@ -765,7 +765,7 @@ impl Sim {
                 pr.links[i].b = Some(link);
                 pr.links[i].handle = Some(handle);
             }
-            Ok(Routed::Reject(bytes)) => {
+            Ok(Placed::Reject(bytes)) => {
                 let pr = &mut self.pairs[p];
                 // A hello on a link the initiator gave up may be a stale duplicate (an older
                 // key and position) that the endpoint rightly refuses; on the link it holds,

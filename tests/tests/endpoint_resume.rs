@@ -2,7 +2,7 @@
 //! R7, R9, R10, R11, R13, R14, R15, R16), on the session/endpoint harness.
 
 use sotto_proto::conduit::InputError;
-use sotto_proto::endpoint::{Endpoint, LinkRefusal};
+use sotto_proto::endpoint::{Hosted, LinkRefusal};
 use sotto_proto::session::{SessionInputError, ROOT};
 use sotto_proto::wire::{ClientHello, ResumeKey, ServerHello, HELLO_LEN, LEN_PREFIX};
 use sotto_proto::{Duration, Instant, SessionEnd};
@@ -149,7 +149,7 @@ fn r11_resume_against_a_different_instance() {
     let (mut net, _, _) = busy(cfg);
     let mut other = Net::connected(NetConfig { seed: 99, ..cfg });
     assert!(exchange(&mut other, 0, 3, secs(1)));
-    let their_endpoint = other.swap_endpoint(Endpoint::new(cfg.endpoint, b"spare").expect("config"));
+    let their_endpoint = other.swap_endpoint(Hosted::new(cfg.endpoint, b"spare").expect("config"));
     let theirs = their_endpoint.stats();
     let _mine = net.swap_endpoint(their_endpoint);
     assert!(net.run_until(secs(30), |n| n.client(0).session.is_ended()));

@@ -1,12 +1,15 @@
-//! No allocation after construction (DESIGN.md, contract 4) for sessions and the endpoint: a
-//! counting global allocator (this file only) watches long randomized runs of several
-//! initiator sessions against one endpoint, with connections opened, accepted, rejected and
-//! closed by both sides across hundreds of link deaths and resumes, then sessions abandoned
-//! and restarted (endpoint slots evicted, freed and reused, `Session::reset`). Sessions, the
-//! endpoint, the link decoders and the harness allocate everything up front; the measured
-//! sections must allocate nothing at all. Replay rings grow as items need room and are grown
-//! to their caps before counting (`Net::reserve_buffers`; see no_alloc.rs for why that
-//! is the steady state the contract speaks of).
+//! Allocation follows live sessions, never work (DESIGN.md, contract 4): a counting global
+//! allocator (this file only) watches long randomized runs of several initiator sessions
+//! against one endpoint, with connections opened, accepted, rejected and closed by both sides
+//! across hundreds of link deaths and resumes, then sessions abandoned and restarted
+//! (endpoint slots evicted, freed and reused, `Session::reset`). The endpoint allocates
+//! nothing up front: its tables grow to the most sessions and links live at once, and an
+//! acceptor session's buffers are allocated when it is created (`Hosted` keeps freed ones
+//! for reuse). So a run allocates at most what its high-water mark of sessions needs, and
+//! once that is reached (a warm-up), the measured sections must allocate nothing at all.
+//! Replay rings grow as items need room and are grown to their caps before counting
+//! (`Net::reserve_buffers`; see no_alloc.rs for why that is the steady state the contract
+//! speaks of).
 
 use sotto_proto::session::ROOT;
 use sotto_tests::counting_alloc::{allocations, Counting};
@@ -27,6 +30,15 @@ fn no_allocation_after_construction() {
     unready_session_flood();
 }
 
+/// Allocations one acceptor session costs when it is created.
+fn allocations_per_session(cfg: &sotto_tests::net::NetConfig) -> u64 {
+    let before = allocations();
+    let s = sotto_proto::session::Session::new(sotto_proto::Role::Acceptor, cfg.endpoint.session, b"server");
+    let n = allocations() - before;
+    drop(s);
+    n
+}
+
 fn sessions_and_endpoint() {
     for seed in [21u64, 22] {
         let (mut cfg, mut plan) = random_setup(seed, REPRO);
@@ -39,6 +51,8 @@ fn sessions_and_endpoint() {
         cfg.endpoint.max_pending_handshakes = 4;
         plan.fault_phase = secs(240);
         plan.fault_gap_max = secs(1);
+        let per_session = allocations_per_session(&cfg);
+        let max_sessions = u64::from(cfg.endpoint.max_sessions);
         let start = allocations();
         let mut chaos = NetChaos::with(cfg, plan);
         chaos.net.reserve_buffers();
@@ -47,15 +61,24 @@ fn sessions_and_endpoint() {
         let report = chaos.run();
         let during_run = allocations() - before;
         eprintln!("{report:?}");
-        assert_eq!(during_run, 0, "allocations during the run (seed {seed}): {report:?}");
+        // Each session slot's session at most once (an evicted one keeps its number until
+        // it is freed, so up to twice `max_sessions` numbers), plus each endpoint table
+        // doubling to that size: nothing per message, per link or per resume.
+        let bound = 2 * max_sessions * (per_session + 1) + 64;
+        eprintln!("allocations during the run: {during_run} (bound {bound})");
+        assert!(during_run <= bound, "allocations during the run (seed {seed}): {during_run} > {bound}: {report:?}");
         assert!(report.resumes >= 100, "too few resumes to mean much: {report:?}");
         assert!(report.opens >= 100 && report.closes >= 50, "too little connection churn: {report:?}");
 
         // Sessions abandoned and restarted: endpoint slots evicted, freed and reused; every
         // client session reset in place; connections opened and closed on each.
         let net: &mut Net = &mut chaos.net;
-        let before = allocations();
-        for round in 0..200 {
+        let mut before = allocations();
+        for round in 0..300 {
+            if round == 100 {
+                // Warmed up: from here on nothing may be allocated.
+                before = allocations();
+            }
             let i = round % 3;
             net.restart_client(i);
             if !net.run_until(secs(30), Net::all_ready) {
@@ -95,9 +118,13 @@ fn pending_handshake_flood() {
     cfg.endpoint.handshake_timeout = secs(2);
     let mut net = Net::connected(cfg);
     net.reserve_buffers();
-    let before = allocations();
+    let mut before = allocations();
     let mut refused = 0;
-    for k in 0..1000u64 {
+    for k in 0..2000u64 {
+        if k == 1000 {
+            // Warmed up (the pending table at its most): from here on nothing is allocated.
+            before = allocations();
+        }
         if net.open_raw(1_000_000 + k, true).is_err() {
             refused += 1;
         }
@@ -125,8 +152,12 @@ fn unready_session_flood() {
     let hello = sotto_tests::wire_util::client_hello(None, None, true);
     let mut prefixed = (hello.len() as u32).to_le_bytes().to_vec();
     prefixed.extend_from_slice(&hello);
-    let before = allocations();
-    for k in 0..300u64 {
+    let mut before = allocations();
+    for k in 0..600u64 {
+        if k == 300 {
+            // Warmed up (every session slot has had its session): nothing more is allocated.
+            before = allocations();
+        }
         if let Ok(raw) = net.open_raw(2_000_000 + k, true) {
             net.raw_write(raw, &prefixed);
         }

@@ -46,7 +46,7 @@ use sotto_proto::{Event, Instant, LinkId, ResumeKey, SessionEnd};
 
 use crate::config::Config;
 use crate::dialer::{Dialed, Dialer};
-use crate::host::{Host, Locked};
+use crate::host::{Host, Locked, Taken};
 use crate::keys::fresh_key;
 use crate::read_buffer::ReadBuffer;
 use crate::read_gate::ReadGate;
@@ -68,8 +68,8 @@ pub(crate) enum Source<S> {
     Dialer(Dialer<S>),
     /// Raw acceptor: the router hands links over, the driver attaches them.
     Router(Registration<S>),
-    /// Session acceptor: the endpoint attached the link already; it arrives through the lock
-    /// ([`Locked::take_link`]).
+    /// Session acceptor: routed links arrive in the session's mailbox ([`Locked::take_link`]);
+    /// the session checks a resume before it takes it.
     Mailbox,
 }
 
@@ -323,8 +323,11 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     fn drain_outputs(&mut self, g: &mut H::Guard<'_>, now: Instant, now_std: StdInstant) -> bool {
         let mut busy = false;
         if matches!(self.source, Source::Mailbox) {
-            if let Some((io, id)) = g.take_link() {
-                self.adopt(g, io, id);
+            while let Some(taken) = g.take_link(now) {
+                match taken {
+                    Taken::Link(io, id) => self.adopt(g, io, id),
+                    Taken::Refused(io, reply) => self.refuse(io, &reply, now_std),
+                }
                 busy = true;
             }
         }
@@ -395,7 +398,20 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         }
     }
 
-    /// Session acceptor: a link the endpoint attached. The core has superseded ours, if any.
+    /// A link whose resume was refused: write the REJECTED reply, bounded by the drain
+    /// timeout, then close it. The live link is untouched. (If another link is still being
+    /// drained, this one is closed without the reply.)
+    fn refuse(&mut self, io: S, reply: &[u8], now_std: StdInstant) {
+        if self.drain.is_some() {
+            return;
+        }
+        let mut bytes = Vec::with_capacity(4 + reply.len());
+        bytes.extend_from_slice(&(reply.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(reply);
+        self.drain = Some(Drain { io, bytes, pos: 0, deadline: now_std + self.config.drain_timeout });
+    }
+
+    /// Session acceptor: a link the session took. The core has superseded ours, if any.
     fn adopt(&mut self, g: &mut H::Guard<'_>, io: S, id: LinkId) {
         self.supersede(g);
         self.link = Some(Link { io, id, attached: false, flush: false, presented: None });

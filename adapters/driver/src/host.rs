@@ -1,6 +1,6 @@
 //! What the driver loop needs from the state behind a session's lock, so that one loop drives
 //! both kinds of session: a raw stable conduit (`raw`) and a session-layer [`sotto_proto::session::Session`]
-//! (`session`), the latter either owned (initiator) or living in a core endpoint (acceptor).
+//! (`session`).
 
 use bytes::Bytes;
 use sotto_proto::conduit::{InputError, Observed};
@@ -9,6 +9,14 @@ use sotto_proto::wire::ClientHello;
 use sotto_proto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
 
 use crate::shared::{Clock, Common};
+
+/// A link from a session's mailbox.
+pub(crate) enum Taken<S> {
+    /// Attached to the core under this id: it supersedes the driver's current link.
+    Link(S, LinkId),
+    /// Refused: write this REJECTED ServerHello (after a length prefix), then close it.
+    Refused(S, [u8; sotto_proto::wire::HELLO_LEN]),
+}
 
 /// A session's shared state, as the driver reaches it.
 pub(crate) trait Host<S>: Send + Sync + 'static {
@@ -109,8 +117,10 @@ pub(crate) trait Locked<S> {
     fn fed(&mut self);
     /// How many messages may be fed now (0: the application's queues are full, stop reading).
     fn read_room(&mut self) -> usize;
-    /// A link handed over through the lock (session acceptor), already attached to the core.
-    fn take_link(&mut self) -> Option<(S, LinkId)>;
+    /// A link routed to this session through its mailbox (session acceptor): attached to the
+    /// core if the session took it, or refused (a resume with a key it does not accept),
+    /// with the REJECTED reply to write before closing it.
+    fn take_link(&mut self, now: Instant) -> Option<Taken<S>>;
     /// The ring has room again: wake blocked senders.
     fn wake_senders(&mut self);
     /// Wake every waiting application task (the session ended or the driver stopped).

@@ -199,7 +199,7 @@ impl<S> Locked<S> for RawGuard<'_> {
         g.reader_blocked = room == 0;
         room
     }
-    fn take_link(&mut self) -> Option<(S, LinkId)> {
+    fn take_link(&mut self, _now: Instant) -> Option<crate::host::Taken<S>> {
         None
     }
     fn wake_senders(&mut self) {

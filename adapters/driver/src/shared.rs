@@ -251,21 +251,6 @@ impl Common {
             .collect()
     }
 
-    /// Reset for a new session in a reused slot.
-    pub(crate) fn reset(&mut self) {
-        self.events.clear();
-        self.driver = None;
-        self.watchers.wake_all();
-        self.driver_done = false;
-        self.handle_dropped = false;
-        self.last_dial_error = None;
-        self.dial_permanent = false;
-        self.counters = Counters::default();
-        self.ended_pushed = false;
-        self.lost_at = None;
-        self.timings.clear();
-        self.awaiting_first = false;
-    }
 }
 
 /// The session's clock: the runtime's [`Runtime::now`](crate::Runtime::now) (so a simulated

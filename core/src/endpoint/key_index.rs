@@ -1,7 +1,8 @@
 //! Resume-key index: from a key to the session slot that issued it, in O(1) without work
 //! proportional to the number of sessions. Open addressing on the key's first eight bytes
 //! (keys are random, so they hash themselves); the full key is then compared in constant
-//! time. Sized at construction; removal is backward-shift (no tombstones).
+//! time. Grows with the keys it holds (it starts empty); removal is backward-shift (no
+//! tombstones).
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -14,13 +15,12 @@ struct Entry {
     slot: u32,
 }
 
-/// Fixed-capacity map from resume key to slot number.
-#[derive(Debug)]
+/// Map from resume key to slot number, at most half full.
+#[derive(Debug, Default)]
 pub(crate) struct KeyIndex {
     entries: Vec<Option<Entry>>,
     mask: usize,
     len: usize,
-    max_len: usize,
 }
 
 fn home(key: &ResumeKey) -> usize {
@@ -31,13 +31,21 @@ fn home(key: &ResumeKey) -> usize {
 }
 
 impl KeyIndex {
-    /// An index holding up to `max_len` keys.
-    pub(crate) fn new(max_len: usize) -> Self {
-        let cap = (max_len * 2).next_power_of_two().max(4);
-        Self { entries: vec![None; cap], mask: cap - 1, len: 0, max_len }
+    /// An empty index (allocates nothing until the first key).
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Table entries allocated (for tests of what construction allocates).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.entries.len()
     }
 
     fn find(&self, key: &ResumeKey) -> Option<usize> {
+        if self.entries.is_empty() {
+            return None;
+        }
         let mut pos = home(key) & self.mask;
         loop {
             let e = self.entries[pos]?;
@@ -53,22 +61,35 @@ impl KeyIndex {
         self.find(key).and_then(|p| self.entries[p].map(|e| e.slot))
     }
 
-    /// Map `key` to `slot` (replacing an existing mapping). `false` if full.
-    pub(crate) fn insert(&mut self, key: ResumeKey, slot: u32) -> bool {
+    /// Map `key` to `slot` (replacing an existing mapping). Doubles the table when it would
+    /// be more than half full (amortized O(1)).
+    pub(crate) fn insert(&mut self, key: ResumeKey, slot: u32) {
         if let Some(p) = self.find(&key) {
             self.entries[p] = Some(Entry { key, slot });
-            return true;
+            return;
         }
-        if self.len >= self.max_len {
-            return false;
+        if (self.len + 1) * 2 > self.entries.len() {
+            self.grow();
         }
-        let mut pos = home(&key) & self.mask;
+        self.place(Entry { key, slot });
+        self.len += 1;
+    }
+
+    fn place(&mut self, e: Entry) {
+        let mut pos = home(&e.key) & self.mask;
         while self.entries[pos].is_some() {
             pos = (pos + 1) & self.mask;
         }
-        self.entries[pos] = Some(Entry { key, slot });
-        self.len += 1;
-        true
+        self.entries[pos] = Some(e);
+    }
+
+    fn grow(&mut self) {
+        let cap = (self.entries.len() * 2).max(16);
+        let old = core::mem::replace(&mut self.entries, vec![None; cap]);
+        self.mask = cap - 1;
+        for e in old.into_iter().flatten() {
+            self.place(e);
+        }
     }
 
     /// Remove `key` if present.
@@ -102,11 +123,13 @@ mod tests {
 
     #[test]
     fn insert_get_remove_with_collisions() {
-        let mut idx = KeyIndex::new(100);
+        let mut idx = KeyIndex::new();
+        assert_eq!(idx.capacity(), 0, "nothing allocated before the first key");
+        assert_eq!(idx.get(&key(1)), None);
         for i in 0..100 {
-            assert!(idx.insert(key(i), i));
+            idx.insert(key(i), i);
         }
-        assert!(!idx.insert(key(1000), 0), "full");
+        assert!(idx.capacity() >= 200, "grown to stay at most half full");
         for i in (0..100).step_by(2) {
             idx.remove(&key(i));
         }

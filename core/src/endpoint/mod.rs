@@ -1,40 +1,52 @@
 //! The acceptor-side endpoint: reads the first message of every incoming link and routes it to
-//! a new session, to an existing session (resume by key), or to a REJECTED reply. Owns the
-//! sessions, in slots allocated at construction. See [`Endpoint`].
+//! a new session, to an existing session (resume by key), or to a REJECTED reply. It does
+//! **not** own the sessions: each is owned (and locked) by its own driver, and the endpoint
+//! and a session talk in values. See [`Endpoint`]; [`Hosted`] is a single-threaded owner of
+//! an endpoint and all its sessions, for sync run loops and tests.
 
+mod hosted;
 mod key_index;
+mod slot_heap;
 mod source_limiter;
 
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
-use crate::conduit::{ConfigError, Role, SessionEnd};
+use crate::conduit::{ConfigError, Conduit, InputError, LinkId};
 use crate::session::{Session, SessionConfig};
 use crate::time::{Duration, Instant, MonotonicNow};
 use crate::wire::{ClientHello, ResumeKey, ServerHello, WireError, HELLO_LEN};
+pub use hosted::{Hosted, HostedEvent, Placed};
 use key_index::KeyIndex;
+use slot_heap::SlotHeap;
 use source_limiter::SourceLimiter;
 
 /// Limits of an endpoint. The session's `conduit.recovery_timeout` is the `resume_window`
-/// after which a detached session is freed.
+/// after which a detached session is freed (by its own driver, when its conduit ends).
+///
+/// Nothing here is allocated up front: the endpoint's tables grow with the sessions and links
+/// live at once, and a session's buffers are allocated when it is created. So the limits are
+/// set by memory: `max_sessions` times what one session may hold (its replay ring,
+/// `session.conduit.replay_bytes`, plus its connections' queued data) must fit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
 pub struct EndpointConfig {
     /// Every session's configuration.
     pub session: SessionConfig,
-    /// Sessions held at once (attached or detached); their buffers are allocated up front.
-    /// Default 64.
+    /// Sessions held at once (attached or detached). When every one is taken, a fresh
+    /// ClientHello reclaims the session detached longest, or, with none detached, is refused
+    /// as [`RejectReason::Full`]. Default 100,000.
     pub max_sessions: u32,
     /// Links waiting for their ClientHello at once; more are refused at once. Default 64.
     pub max_pending_handshakes: u32,
-    /// Detached sessions kept at once; past it the oldest is evicted (session lost).
-    /// Default 1024 (so, by default, `max_sessions` binds first).
+    /// Detached sessions kept at once; past it the one detached longest is evicted (session
+    /// lost). Default `u32::MAX`: only `max_sessions` binds, so a mass disconnect evicts no
+    /// session inside its resume window.
     pub max_detached_sessions: u32,
     /// The ClientHello must arrive within this of the link's arrival, and a session that link
-    /// creates must finish its session handshake (report [`SessionEvent::Ready`]) by the same
-    /// deadline, else it is ended and freed
+    /// creates must finish its session handshake (reported with
+    /// [`Endpoint::session_ready`]) by the same deadline, else it is freed
     /// ([`EndpointEvent::SessionHandshakeExpired`]). Default 10 s.
-    ///
-    /// [`SessionEvent::Ready`]: crate::session::SessionEvent::Ready
     pub handshake_timeout: Duration,
     /// Failed handshakes (bad or missing ClientHellos, sessions not ready by their deadline)
     /// and failed resumes a source may cause per `failure_period` before its links are refused
@@ -50,9 +62,9 @@ impl Default for EndpointConfig {
     fn default() -> Self {
         Self {
             session: SessionConfig::default(),
-            max_sessions: 64,
+            max_sessions: 100_000,
             max_pending_handshakes: 64,
-            max_detached_sessions: 1024,
+            max_detached_sessions: u32::MAX,
             handshake_timeout: Duration::from_secs(10),
             failure_budget: 16,
             failure_period: Duration::from_secs(10),
@@ -61,19 +73,19 @@ impl Default for EndpointConfig {
     }
 }
 
-/// Names a session slot and its generation: a handle to a session that has since been freed
-/// (and its slot reused) is detected, never aliased.
+/// Names a session the endpoint routes to, and its generation: a handle to a session that
+/// has since been freed (and its number reused) is detected, never aliased.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
 pub struct SessionHandle {
-    /// Slot number.
+    /// Slot number (small: slots are reused).
     pub index: u32,
     /// Generation of the slot when the handle was made.
     pub generation: u32,
 }
 
 /// Names a link waiting for its ClientHello.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
 pub struct PendingLink {
     /// Slot number.
@@ -97,42 +109,144 @@ pub enum LinkRefusal {
     UnknownPending,
 }
 
+/// Why a ClientHello is answered REJECTED. The reply is the same for every reason (a vox
+/// peer sees REJECTED); the reason is for the acceptor's logs and counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// No live session holds the presented key (expired, evicted, never issued, or the
+    /// acceptor restarted).
+    UnknownKey,
+    /// The session holding the key refused it (a retired key, a stale duplicate, or the
+    /// session has ended).
+    Refused,
+    /// A fresh ClientHello, but `max_sessions` sessions are live and none is detached: the
+    /// acceptor is full. Worth a warning in the acceptor's log.
+    Full,
+}
+
 /// Where a ClientHello was routed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
 pub enum Routed {
-    /// The link now belongs to this session: keep feeding its messages to the session, with
-    /// this link id. For a resume the previous link (if any) is superseded.
-    Session {
-        /// The session.
+    /// A fresh ClientHello: a new session, named `handle`, was admitted. Create it (an
+    /// acceptor [`Session`], or a bare [`Conduit`]), attach the link with
+    /// `link_up_with_hello(now, key, &hello)`, and drive it; report
+    /// [`session_ready`](Endpoint::session_ready) when its handshake finishes,
+    /// [`detached`](Endpoint::detached) / [`attached`](Endpoint::attached) as its links come
+    /// and go, and [`free`](Endpoint::free) when it ends. `key` already routes to `handle`.
+    New {
+        /// The new session's handle.
         handle: SessionHandle,
-        /// The link's id within the session.
-        link: crate::conduit::LinkId,
-        /// A session created for this link (a fresh ClientHello).
-        new: bool,
+        /// The ClientHello read from the link.
+        hello: ClientHello,
+        /// The key the session issues in its ServerHello.
+        key: ResumeKey,
     },
-    /// Unknown or expired key, or no room for a new session: write these bytes (a REJECTED
-    /// ServerHello, identical for every cause) after a length prefix, then close the link.
-    Reject([u8; HELLO_LEN]),
+    /// A resume of a live session: hand the link and this ticket to the session's owner, who
+    /// applies it with [`Resume::apply`] (which checks the key before anything touches the
+    /// session's live link) and reports the outcome with [`Endpoint::resume_outcome`].
+    Resume(Resume),
+    /// Answer REJECTED: write `reply` after a length prefix, then close the link.
+    Reject {
+        /// A REJECTED ServerHello, identical for every reason.
+        reply: [u8; HELLO_LEN],
+        /// Why (for logs and counters; never sent).
+        reason: RejectReason,
+    },
+}
+
+/// A resume routed to a session, to be checked and applied by whoever owns that session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Resume {
+    handle: SessionHandle,
+    key: ResumeKey,
+    hello: ClientHello,
+    fresh_key: ResumeKey,
+    source: u64,
+}
+
+/// What a session made of a [`Resume`]; report it with [`Endpoint::resume_outcome`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum ResumeOutcome {
+    /// The session took the link (its previous link, if any, is superseded): keep feeding the
+    /// link's messages to it with this id. `result` is the conduit's verdict on the hello;
+    /// on an error the conduit owes the peer a REJECTED on this link and drops it.
+    Linked {
+        /// The link's id within the session.
+        link: LinkId,
+        /// The key the session issues in its ServerHello.
+        issued: ResumeKey,
+        /// The conduit's verdict on the hello.
+        result: Result<(), InputError>,
+    },
+    /// The session refused the key: it never touched the session; answer REJECTED (the reply
+    /// is returned by [`Endpoint::resume_outcome`]) and close the link.
+    Refused,
+}
+
+impl Resume {
+    /// The session this resume was routed to.
+    #[must_use]
+    pub fn handle(&self) -> SessionHandle {
+        self.handle
+    }
+
+    /// The ClientHello of the resuming link.
+    #[must_use]
+    pub fn hello(&self) -> &ClientHello {
+        &self.hello
+    }
+
+    /// Check the presented key against `conduit` (its current key, or its previous one
+    /// under the rules of [`Conduit::link_up_with_hello`]'s key rotation; compared in
+    /// constant time) and only if it is accepted attach the link, superseding the live one.
+    /// A refused resume leaves the conduit untouched.
+    pub fn apply(&self, now: Instant, conduit: &mut Conduit) -> ResumeOutcome {
+        if conduit.is_ended() || !accepts_resume(conduit, &self.key, &self.hello) {
+            return ResumeOutcome::Refused;
+        }
+        // A resume with the previous key comes from a client that may or may not hold the
+        // current key: its ServerHello was lost, or this hello is a stale duplicate from a
+        // link the client abandoned after it resumed elsewhere. Issue the current key again,
+        // so that whichever it holds, the session accepts it next time (a new key here would
+        // leave a client holding the current one REJECTED).
+        let issued = match conduit.key {
+            Some(current) if !current.ct_eq(&self.key) => current,
+            _ => self.fresh_key,
+        };
+        let (link, result) = conduit.link_up_with_hello(now, issued, &self.hello);
+        ResumeOutcome::Linked { link, issued, result }
+    }
+
+    /// [`apply`](Self::apply) to a session's conduit.
+    pub fn apply_to_session(&self, now: Instant, session: &mut Session) -> ResumeOutcome {
+        self.apply(now, &mut session.conduit)
+    }
 }
 
 /// Something the driver must act on. Drain with [`Endpoint::poll_event`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndpointEvent {
-    /// A pending link missed the handshake deadline (H7): close it; its slot is free.
+    /// A pending link missed the handshake deadline (H7): close it now (nothing is owed on
+    /// it); its slot is free.
     HandshakeExpired(PendingLink),
-    /// A detached session was evicted (its conduit ended with [`SessionEnd::Evicted`]): to
-    /// respect `max_detached_sessions` (drain its events, then [`free`](Endpoint::free) it), or
-    /// to make room for a new session when every slot was taken (then it is already freed and
-    /// the handle is stale: stop driving it).
+    /// A detached session was evicted to respect `max_detached_sessions`. The endpoint has
+    /// forgotten it (its keys no longer route): its owner must end it with
+    /// [`SessionEnd::Evicted`](crate::SessionEnd::Evicted), then [`free`](Endpoint::free)
+    /// and drop it.
     Evicted(SessionHandle),
-    /// A session created by a fresh ClientHello finished its session handshake (it reported
-    /// [`SessionEvent::Ready`](crate::session::SessionEvent::Ready)): hand it to the
-    /// application now. Reported once per session, never for a session that expired.
-    SessionReady(SessionHandle),
-    /// A session created by a fresh ClientHello was not ready by the handshake deadline of the
-    /// link that created it: it is already ended ([`SessionEnd::Evicted`]) and freed, its keys
-    /// no longer route, the handle is stale, and its source was charged a failure. Close its
-    /// links and stop driving it; the application never saw it.
+    /// The session detached longest was reclaimed to make room for a new session while
+    /// every one of `max_sessions` was taken. Already forgotten and freed (its slot is
+    /// reused at once, the handle is stale): its owner must end it and drop it.
+    Reclaimed(SessionHandle),
+    /// A session created by a fresh ClientHello was not reported ready by the handshake
+    /// deadline of the link that created it: the endpoint has forgotten it (its keys no
+    /// longer route) and charged its source. Its owner must end it
+    /// ([`SessionEnd::Evicted`](crate::SessionEnd::Evicted)), close its links and
+    /// [`free`](Endpoint::free) it; the application never saw it.
     SessionHandshakeExpired(SessionHandle),
 }
 
@@ -153,15 +267,20 @@ struct Unready {
     source: u64,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 struct SessionSlot {
     generation: u32,
+    /// Allocated to a session (routed to, or forgotten but not freed yet).
     live: bool,
+    /// Forgotten (evicted or expired): routes nowhere, but the slot is reused only once its
+    /// owner calls `free`, so that two sessions an owner still holds never share a number.
+    forgotten: bool,
     /// Keys indexed for this slot (the presented and the issued one).
     keys: [Option<ResumeKey>; 2],
     /// Set while a session created by a fresh ClientHello has not been reported ready.
     unready: Option<Unready>,
-    session: Session,
+    /// When it detached, while it is detached (its entry in `Endpoint::detached`).
+    detached_since: Option<Instant>,
 }
 
 /// Counters of an endpoint.
@@ -176,101 +295,105 @@ pub struct EndpointStats {
     pub handshakes_expired: u64,
     /// Sessions created.
     pub sessions_created: u64,
-    /// New sessions reported ready ([`EndpointEvent::SessionReady`]).
+    /// New sessions reported ready ([`Endpoint::session_ready`]).
     pub sessions_ready: u64,
-    /// New sessions ended and freed because they were not ready by their link's handshake
-    /// deadline ([`EndpointEvent::SessionHandshakeExpired`]).
+    /// New sessions freed because they were not ready by their link's handshake deadline
+    /// ([`EndpointEvent::SessionHandshakeExpired`]).
     pub session_handshakes_expired: u64,
-    /// Resumes routed to a session.
+    /// Resumes a session accepted.
     pub resumes_routed: u64,
-    /// REJECTED replies sent (unknown/expired key or no room).
+    /// REJECTED replies for a resume: unknown key, or refused by its session.
     pub rejected: u64,
-    /// Detached sessions evicted.
+    /// REJECTED replies to fresh ClientHellos because the acceptor was full
+    /// ([`RejectReason::Full`]).
+    pub rejected_full: u64,
+    /// Detached sessions evicted or reclaimed.
     pub evicted: u64,
     /// Sessions live now.
     pub sessions_live: u64,
+    /// Sessions detached now (as reported).
+    pub sessions_detached: u64,
     /// Links pending now.
     pub pending_links: u64,
 }
 
-/// The acceptor side of sotto: many sessions behind one listener.
+/// The acceptor side of sotto: routes the links of one listener to its sessions.
 ///
 /// # Contract
 ///
-/// Same shape as [`Session`]'s: for every incoming link call
-/// [`accept_link`](Self::accept_link) (refused at once if too many are pending), then feed its
-/// first link message to [`route`](Self::route), which returns where the link goes. From then
-/// on the link belongs to that session: drive it through [`session_mut`](Self::session_mut)
-/// exactly as a standalone [`Session`] (its events, transmits and timers). Call
-/// [`handle_timeout`](Self::handle_timeout) at [`poll_timeout`](Self::poll_timeout) for the
-/// endpoint's own deadlines (handshakes, new sessions' session handshakes, evictions) and
-/// drain [`poll_event`](Self::poll_event), also after feeding a session that is not ready
-/// yet: a new session is the application's once [`EndpointEvent::SessionReady`] reports it,
-/// and is ended and freed by the endpoint
-/// ([`EndpointEvent::SessionHandshakeExpired`]) if its session handshake is not done by the
-/// handshake deadline of the link that created it. When a session's conduit reports
-/// [`Event::Ended`](crate::Event::Ended) and its events are drained, call
-/// [`free`](Self::free): its slot (buffers kept) is reused by a later session, and old
-/// handles to it become stale.
+/// The endpoint keeps what routing needs (the key index, pending handshakes and their
+/// deadlines, per-source accounting, the bookkeeping of unready and detached sessions); it
+/// never holds a session. For every incoming link call [`accept_link`](Self::accept_link)
+/// (refused at once if too many are pending or the source is over its failure budget), then
+/// feed its first link message to [`route`](Self::route):
 ///
-/// Every table is sized in [`new`](Self::new): sessions (with their replay rings and
-/// connection tables), pending links, the key index and the per-source limiter. Nothing is
-/// allocated afterwards.
+/// - [`Routed::New`]: create the session, attach the link, drive it. Report back what the
+///   endpoint needs: [`session_ready`](Self::session_ready) when its session handshake
+///   finishes (then hand it to the application), [`detached`](Self::detached) when it loses
+///   its link and [`attached`](Self::attached) when one attaches, and [`free`](Self::free)
+///   when it has ended (or [`session_ended`](Self::session_ended) first, if it is freed
+///   later).
+/// - [`Routed::Resume`]: hand the link and the ticket to the session's owner, which checks
+///   it with [`Resume::apply`] and reports [`resume_outcome`](Self::resume_outcome).
+/// - [`Routed::Reject`]: write the reply and close the link.
+///
+/// Call [`handle_timeout`](Self::handle_timeout) at [`poll_timeout`](Self::poll_timeout) and
+/// drain [`poll_event`](Self::poll_event) after every call: pending links that miss their
+/// deadline, new sessions not ready by theirs, and sessions evicted or reclaimed are reported
+/// there, and the session's owner must end those.
+///
+/// Every call does O(1) or O(log n) work in live sessions and pending links (deadlines and
+/// detachment times in heaps that track each slot's entry, free lists, a hashed key index). Nothing is allocated in
+/// proportion to `max_sessions`: the tables grow with what is live at once.
 #[derive(Debug)]
 pub struct Endpoint {
     config: EndpointConfig,
     pending: Vec<PendingSlot>,
+    pending_free: Vec<u32>,
+    pending_live: u32,
+    /// Live pending links by deadline.
+    pending_deadlines: SlotHeap,
     sessions: Vec<SessionSlot>,
+    sessions_free: Vec<u32>,
+    sessions_live: u32,
+    /// Unready new sessions by deadline.
+    unready_deadlines: SlotHeap,
+    /// Detached sessions by when they detached.
+    detached: SlotHeap,
     keys: KeyIndex,
     limiter: SourceLimiter,
-    expired_cursor: usize,
     clock: MonotonicNow,
-    /// A detached session freed to make room for a new one, not yet reported.
-    reclaimed: Option<SessionHandle>,
+    /// Evictions and reclaims not reported yet.
+    events: VecDeque<EndpointEvent>,
     stats: EndpointStats,
 }
 
 impl Endpoint {
-    /// Build an endpoint; allocates every session slot now. `hello_metadata` goes in each
-    /// session's HelloYourself.
-    pub fn new(config: EndpointConfig, hello_metadata: &[u8]) -> Result<Self, ConfigError> {
+    /// Build an endpoint. Allocates only the per-source table (`tracked_sources` entries) and
+    /// room for `max_pending_handshakes` events; everything else grows with what is live.
+    pub fn new(config: EndpointConfig) -> Result<Self, ConfigError> {
         config.session.validate()?;
         if config.max_sessions == 0 || config.max_pending_handshakes == 0 {
             return Err(ConfigError::SessionLimits);
         }
-        let mut sessions = Vec::with_capacity(config.max_sessions as usize);
-        for _ in 0..config.max_sessions {
-            sessions.push(SessionSlot {
-                generation: 0,
-                live: false,
-                keys: [None; 2],
-                unready: None,
-                session: Session::new(Role::Acceptor, config.session, hello_metadata)?,
-            });
-        }
-        let pending = alloc::vec![
-            PendingSlot { generation: 0, live: false, source: 0, deadline: Instant::ZERO };
-            config.max_pending_handshakes as usize
-        ];
         Ok(Self {
             config,
-            pending,
-            sessions,
-            keys: KeyIndex::new(config.max_sessions as usize * 2),
+            pending: Vec::new(),
+            pending_free: Vec::new(),
+            pending_live: 0,
+            pending_deadlines: SlotHeap::new(),
+            sessions: Vec::new(),
+            sessions_free: Vec::new(),
+            sessions_live: 0,
+            unready_deadlines: SlotHeap::new(),
+            detached: SlotHeap::new(),
+            keys: KeyIndex::new(),
             limiter: SourceLimiter::new(config.tracked_sources as usize, config.failure_budget, config.failure_period),
-            expired_cursor: 0,
             clock: MonotonicNow::default(),
-            reclaimed: None,
+            // Room for every pending link expiring at once (the common burst).
+            events: VecDeque::with_capacity(config.max_pending_handshakes.min(1024) as usize),
             stats: EndpointStats::default(),
         })
-    }
-
-    /// Grow every session slot's replay ring to its caps now (see
-    /// [`Session::reserve_buffers`]): for tests that count allocations from the start.
-    pub fn reserve_buffers(&mut self) {
-        for slot in &mut self.sessions {
-            slot.session.reserve_buffers();
-        }
     }
 
     /// The configuration in force.
@@ -283,9 +406,34 @@ impl Endpoint {
     #[must_use]
     pub fn stats(&self) -> EndpointStats {
         let mut s = self.stats;
-        s.sessions_live = self.sessions.iter().filter(|s| s.live).count() as u64;
-        s.pending_links = self.pending.iter().filter(|p| p.live).count() as u64;
+        s.sessions_live = u64::from(self.sessions_live);
+        s.pending_links = u64::from(self.pending_live);
+        s.sessions_detached = self.detached.len() as u64;
         s
+    }
+
+    /// Whether `handle` names a session the endpoint still routes to.
+    #[must_use]
+    pub fn is_live(&self, handle: SessionHandle) -> bool {
+        self.slot(handle).is_some()
+    }
+
+    /// Every live session's handle, in slot order. O(slots): for tests and diagnostics, not
+    /// for a run loop.
+    pub fn handles(&self) -> impl Iterator<Item = SessionHandle> + '_ {
+        self.sessions
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.live && !s.forgotten)
+            .map(|(i, s)| SessionHandle { index: i as u32, generation: s.generation })
+    }
+
+    fn slot(&self, h: SessionHandle) -> Option<&SessionSlot> {
+        self.sessions.get(h.index as usize).filter(|s| s.live && !s.forgotten && s.generation == h.generation)
+    }
+
+    fn slot_mut(&mut self, h: SessionHandle) -> Option<&mut SessionSlot> {
+        self.sessions.get_mut(h.index as usize).filter(|s| s.live && !s.forgotten && s.generation == h.generation)
     }
 
     /// A new link arrived from `source` (a hash of the peer address the driver chooses; 0 if
@@ -296,27 +444,43 @@ impl Endpoint {
             self.stats.links_refused += 1;
             return Err(LinkRefusal::RateLimited);
         }
-        let Some(index) = self.pending.iter().position(|p| !p.live) else {
+        if self.pending_live >= self.config.max_pending_handshakes {
             self.stats.links_refused += 1;
             return Err(LinkRefusal::TooManyPendingHandshakes);
+        }
+        let index = match self.pending_free.pop() {
+            Some(i) => i as usize,
+            None => {
+                self.pending.push(PendingSlot { generation: 0, live: false, source: 0, deadline: Instant::ZERO });
+                // Room for every slot in the free list: freeing never allocates.
+                reserve_for(&mut self.pending_free, self.pending.len());
+                self.pending.len() - 1
+            }
         };
+        let deadline = now.saturating_add(self.config.handshake_timeout);
         let slot = &mut self.pending[index];
         slot.generation = slot.generation.wrapping_add(1);
         slot.live = true;
         slot.source = source;
-        slot.deadline = now.saturating_add(self.config.handshake_timeout);
+        slot.deadline = deadline;
+        self.pending_live += 1;
+        self.pending_deadlines.set(index as u32, deadline);
         Ok(PendingLink { index: index as u32, generation: slot.generation })
     }
 
     /// A pending link closed before its ClientHello arrived: free its slot.
     pub fn pending_closed(&mut self, link: PendingLink) {
-        if let Some(p) = self.pending_slot(link) {
-            p.live = false;
-        }
+        let _ = self.take_pending(link);
     }
 
-    fn pending_slot(&mut self, link: PendingLink) -> Option<&mut PendingSlot> {
-        self.pending.get_mut(link.index as usize).filter(|p| p.live && p.generation == link.generation)
+    /// Free a live pending slot; returns its source and deadline.
+    fn take_pending(&mut self, link: PendingLink) -> Option<(u64, Instant)> {
+        let p = self.pending.get_mut(link.index as usize).filter(|p| p.live && p.generation == link.generation)?;
+        p.live = false;
+        self.pending_live -= 1;
+        self.pending_free.push(link.index);
+        self.pending_deadlines.remove(link.index);
+        Some((p.source, p.deadline))
     }
 
     /// The first link message of a pending link: decode the ClientHello and route the link.
@@ -330,10 +494,7 @@ impl Endpoint {
         fresh_key: ResumeKey,
     ) -> Result<Routed, LinkRefusal> {
         let now = self.clock.observe(now);
-        let Some(p) = self.pending_slot(link) else { return Err(LinkRefusal::UnknownPending) };
-        p.live = false;
-        let source = p.source;
-        let deadline = p.deadline;
+        let Some((source, deadline)) = self.take_pending(link) else { return Err(LinkRefusal::UnknownPending) };
         let hello = match ClientHello::decode(first_message) {
             Ok(h) => h,
             Err(e) => {
@@ -342,257 +503,256 @@ impl Endpoint {
                 return Err(LinkRefusal::BadHello(e));
             }
         };
-        match hello.resume_key {
-            None => self.route_fresh(now, Unready { deadline, source }, &hello, fresh_key),
-            Some(key) => self.route_resume(now, source, key, &hello, fresh_key),
-        }
-    }
-
-    fn reject(&mut self) -> Result<Routed, LinkRefusal> {
-        self.stats.rejected += 1;
-        Ok(Routed::Reject(ServerHello::rejected().encode()))
-    }
-
-    fn route_fresh(
-        &mut self,
-        now: Instant,
-        unready: Unready,
-        hello: &ClientHello,
-        fresh_key: ResumeKey,
-    ) -> Result<Routed, LinkRefusal> {
-        let index = match self.sessions.iter().position(|s| !s.live) {
-            Some(i) => i,
-            None => match self.oldest_detached() {
-                // Every slot is taken: a new session beats the oldest abandoned one.
-                Some(i) => {
-                    let old = SessionHandle { index: i as u32, generation: self.sessions[i].generation };
-                    self.free(now, old);
-                    self.stats.evicted += 1;
-                    self.reclaimed = Some(old);
-                    i
+        Ok(match hello.resume_key {
+            None => self.route_fresh(Unready { deadline, source }, hello, fresh_key),
+            Some(key) => match self.keys.get(&key) {
+                Some(index) => {
+                    let generation = self.sessions[index as usize].generation;
+                    let handle = SessionHandle { index, generation };
+                    Routed::Resume(Resume { handle, key, hello, fresh_key, source })
                 }
-                None => return self.reject(),
+                None => {
+                    self.limiter.fail(now, source);
+                    self.stats.rejected += 1;
+                    reject(RejectReason::UnknownKey)
+                }
             },
+        })
+    }
+
+    fn route_fresh(&mut self, unready: Unready, hello: ClientHello, key: ResumeKey) -> Routed {
+        if self.sessions_live >= self.config.max_sessions {
+            // Every session is taken: a new session beats the one detached longest.
+            let Some((_, index)) = self.detached.peek() else {
+                self.stats.rejected_full += 1;
+                return reject(RejectReason::Full);
+            };
+            let old = SessionHandle { index, generation: self.sessions[index as usize].generation };
+            self.forget(old);
+            self.free(old);
+            self.stats.evicted += 1;
+            self.events.push_back(EndpointEvent::Reclaimed(old));
+        }
+        let index = match self.sessions_free.pop() {
+            Some(i) => i as usize,
+            None => {
+                self.sessions.push(SessionSlot {
+                    generation: 0,
+                    live: false,
+                    forgotten: false,
+                    keys: [None; 2],
+                    unready: None,
+                    detached_since: None,
+                });
+                reserve_for(&mut self.sessions_free, self.sessions.len());
+                self.sessions.len() - 1
+            }
         };
         let slot = &mut self.sessions[index];
         slot.generation = slot.generation.wrapping_add(1);
         slot.live = true;
+        slot.forgotten = false;
+        slot.keys = [Some(key), None];
         slot.unready = Some(unready);
-        slot.session.reset();
-        let (link, result) = slot.session.link_up_with_hello(now, fresh_key, hello);
+        slot.detached_since = None;
         let handle = SessionHandle { index: index as u32, generation: slot.generation };
-        if result.is_ok() {
-            slot.keys = [Some(fresh_key), None];
-            self.keys.insert(fresh_key, index as u32);
-        }
+        self.sessions_live += 1;
+        self.unready_deadlines.set(handle.index, unready.deadline);
+        self.keys.insert(key, handle.index);
         self.stats.sessions_created += 1;
-        Ok(Routed::Session { handle, link, new: true })
+        Routed::New { handle, hello, key }
     }
 
-    fn route_resume(
-        &mut self,
-        now: Instant,
-        source: u64,
-        key: ResumeKey,
-        hello: &ClientHello,
-        fresh_key: ResumeKey,
-    ) -> Result<Routed, LinkRefusal> {
-        let Some(index) = self.keys.get(&key) else {
-            self.limiter.fail(now, source);
-            return self.reject();
-        };
-        let index = index as usize;
-        let slot = &mut self.sessions[index];
-        if !slot.live || slot.session.is_ended() || !accepts_resume(&slot.session, &key, hello) {
-            // A key the session no longer accepts (its previous key, retired once the newer
-            // one was used), or a stale duplicate of an earlier resume, is refused here, before
-            // the link is handed over: handing it over would supersede the live link first
-            // (R15, R16) or end the session as inconsistent. Same reply as an unknown key.
-            self.limiter.fail(now, source);
-            return self.reject();
-        }
-        // The session's conduit is the authority on which keys are valid (it retires the
-        // previous key once the newer one is used); the index only routes.
-        //
-        // A resume with the previous key comes from a client that may or may not hold the
-        // current key: its ServerHello was lost, or this hello is a stale duplicate from a link
-        // the client abandoned after it resumed elsewhere. Issue the current key again, so that
-        // whichever it holds, the session accepts it next time (a new key here would leave a
-        // client holding the current one REJECTED).
-        let fresh_key = match slot.session.conduit.key {
-            Some(current) if !current.ct_eq(&key) => current,
-            _ => fresh_key,
-        };
-        let (link, result) = slot.session.link_up_with_hello(now, fresh_key, hello);
-        let handle = SessionHandle { index: index as u32, generation: slot.generation };
-        if result.is_ok() {
-            let old = slot.keys;
-            slot.keys = [Some(key), Some(fresh_key)];
-            for k in old.into_iter().flatten() {
-                if !k.ct_eq(&key) {
-                    self.keys.remove(&k);
-                }
+    /// What the session made of a [`Resume`] routed to it. On
+    /// [`ResumeOutcome::Refused`] (and on a hello the conduit rejected) the resume's source is
+    /// charged a failure; a refusal returns the REJECTED reply to write before closing the
+    /// link. On success the session's keys (the presented and the issued one) route to it.
+    pub fn resume_outcome(&mut self, now: Instant, resume: &Resume, outcome: &ResumeOutcome) -> Option<[u8; HELLO_LEN]> {
+        let now = self.clock.observe(now);
+        match outcome {
+            ResumeOutcome::Refused => {
+                self.limiter.fail(now, resume.source);
+                self.stats.rejected += 1;
+                Some(ServerHello::rejected().encode())
             }
-            self.keys.insert(key, index as u32);
-            self.keys.insert(fresh_key, index as u32);
-            self.stats.resumes_routed += 1;
-        } else {
-            self.limiter.fail(now, source);
-            self.stats.rejected += 1;
+            ResumeOutcome::Linked { result: Err(_), .. } => {
+                self.limiter.fail(now, resume.source);
+                self.stats.rejected += 1;
+                None
+            }
+            ResumeOutcome::Linked { issued, result: Ok(()), .. } => {
+                let index = resume.handle.index;
+                let Some(slot) = self.slot_mut(resume.handle) else { return None };
+                let old = core::mem::replace(&mut slot.keys, [Some(resume.key), Some(*issued)]);
+                for k in old.into_iter().flatten() {
+                    if !k.ct_eq(&resume.key) && !k.ct_eq(issued) {
+                        self.keys.remove(&k);
+                    }
+                }
+                self.keys.insert(resume.key, index);
+                self.keys.insert(*issued, index);
+                self.stats.resumes_routed += 1;
+                None
+            }
         }
-        Ok(Routed::Session { handle, link, new: false })
     }
 
-    /// The session behind `handle`, unless the handle is stale.
-    #[must_use]
-    pub fn session(&self, handle: SessionHandle) -> Option<&Session> {
-        self.sessions
-            .get(handle.index as usize)
-            .filter(|s| s.live && s.generation == handle.generation)
-            .map(|s| &s.session)
+    /// A new session finished its session handshake. Returns `true` exactly once per
+    /// session, if it is still live and was not yet reported (then hand it to the
+    /// application); `false` for a stale handle (it expired: its owner ends it).
+    pub fn session_ready(&mut self, handle: SessionHandle) -> bool {
+        let Some(slot) = self.slot_mut(handle) else { return false };
+        if slot.unready.take().is_none() {
+            return false;
+        }
+        self.unready_deadlines.remove(handle.index);
+        self.stats.sessions_ready += 1;
+        true
     }
 
-    /// The session behind `handle`, to drive it; `None` if the handle is stale.
-    #[must_use]
-    pub fn session_mut(&mut self, handle: SessionHandle) -> Option<&mut Session> {
-        self.sessions
-            .get_mut(handle.index as usize)
-            .filter(|s| s.live && s.generation == handle.generation)
-            .map(|s| &mut s.session)
+    /// The session lost its link at `since` (its conduit's
+    /// [`detached_since`](Conduit::detached_since)). May evict the session detached longest
+    /// past `max_detached_sessions` ([`EndpointEvent::Evicted`]). Idempotent.
+    pub fn detached(&mut self, handle: SessionHandle, since: Instant) {
+        let Some(slot) = self.slot_mut(handle) else { return };
+        if slot.detached_since.is_some() {
+            return;
+        }
+        slot.detached_since = Some(since);
+        self.detached.set(handle.index, since);
+        while self.detached.len() > self.config.max_detached_sessions as usize {
+            let Some((_, index)) = self.detached.peek() else { break };
+            let old = SessionHandle { index, generation: self.sessions[index as usize].generation };
+            self.forget(old);
+            self.stats.evicted += 1;
+            self.events.push_back(EndpointEvent::Evicted(old));
+        }
     }
 
-    /// Every live session's handle, in slot order.
-    pub fn handles(&self) -> impl Iterator<Item = SessionHandle> + '_ {
-        self.sessions
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.live)
-            .map(|(i, s)| SessionHandle { index: i as u32, generation: s.generation })
+    /// The session attached a link again. Idempotent.
+    pub fn attached(&mut self, handle: SessionHandle) {
+        let Some(slot) = self.slot_mut(handle) else { return };
+        if slot.detached_since.take().is_some() {
+            self.detached.remove(handle.index);
+        }
     }
 
-    /// Free the session behind `handle` (call once its conduit ended and its events are
-    /// drained; a live session is ended first with [`SessionEnd::Evicted`]). Its keys stop
-    /// routing; the handle becomes stale.
-    pub fn free(&mut self, now: Instant, handle: SessionHandle) {
+    /// The session ended on its own, and is freed later: its handshake deadline no longer
+    /// applies and it no longer counts as detached. (Its keys keep routing to it until
+    /// [`free`](Self::free), and it refuses them.)
+    pub fn session_ended(&mut self, handle: SessionHandle) {
+        self.attached(handle);
+        if let Some(slot) = self.slot_mut(handle) {
+            slot.unready = None;
+            self.unready_deadlines.remove(handle.index);
+        }
+    }
+
+    /// Stop routing to the session behind `handle`: its keys, deadline and detached entry go,
+    /// and it no longer counts as live; the slot stays reserved until `free`.
+    fn forget(&mut self, handle: SessionHandle) {
+        let Some(slot) = self.slot_mut(handle) else { return };
+        slot.forgotten = true;
+        slot.unready = None;
+        slot.detached_since = None;
+        let keys = core::mem::replace(&mut slot.keys, [None; 2]);
+        for k in keys.into_iter().flatten() {
+            self.keys.remove(&k);
+        }
+        self.detached.remove(handle.index);
+        self.unready_deadlines.remove(handle.index);
+        self.sessions_live -= 1;
+    }
+
+    /// Release the session behind `handle` (call once it ended, also after
+    /// [`EndpointEvent::Evicted`] and [`EndpointEvent::SessionHandshakeExpired`]; its owner
+    /// drops it). Its keys stop routing; the handle becomes stale and its slot is reused. A
+    /// stale handle is ignored.
+    pub fn free(&mut self, handle: SessionHandle) {
+        self.forget(handle);
         let Some(slot) =
             self.sessions.get_mut(handle.index as usize).filter(|s| s.live && s.generation == handle.generation)
         else {
             return;
         };
-        if !slot.session.is_ended() {
-            slot.session.conduit_end(now, SessionEnd::Evicted);
-        }
         slot.live = false;
-        slot.unready = None;
-        for k in slot.keys.into_iter().flatten() {
-            self.keys.remove(&k);
-        }
-        slot.keys = [None; 2];
-        slot.generation = slot.generation.wrapping_add(1);
-    }
-
-    /// The live, detached session that has been detached longest.
-    fn oldest_detached(&self) -> Option<usize> {
-        self.sessions
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.session.conduit().detached_since().filter(|_| s.live).map(|t| (t, i)))
-            .min()
-            .map(|(_, i)| i)
+        slot.forgotten = false;
+        self.sessions_free.push(handle.index);
     }
 
     /// The earliest endpoint deadline: pending links' handshakes and new sessions' session
-    /// handshakes. Sessions have their own [`Session::poll_timeout`] besides.
+    /// handshakes. Sessions have their own `poll_timeout` besides.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let links = self.pending.iter().filter(|p| p.live).map(|p| p.deadline);
-        let sessions = self.sessions.iter().filter(|s| s.live).filter_map(|s| s.unready.map(|u| u.deadline));
-        links.chain(sessions).min()
+        let a = self.pending_deadlines.peek().map(|(t, _)| t);
+        let b = self.unready_deadlines.peek().map(|(t, _)| t);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Expire pending handshakes and unready new sessions due at `now` and evict detached
-    /// sessions beyond `max_detached_sessions`. Report through [`poll_event`](Self::poll_event).
+    /// Fire the deadlines due at `now`: pending links that missed their handshake deadline
+    /// and new sessions not ready by theirs. Each is reported by
+    /// [`poll_event`](Self::poll_event).
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.clock.observe(now);
+        let now = self.clock.observe(now);
+        // Pending handshakes past their deadline (H7).
+        while let Some((at, index)) = self.pending_deadlines.peek() {
+            if at > now {
+                break;
+            }
+            let link = PendingLink { index, generation: self.pending[index as usize].generation };
+            if let Some((source, _)) = self.take_pending(link) {
+                self.stats.handshakes_expired += 1;
+                self.limiter.fail(now, source);
+                self.events.push_back(EndpointEvent::HandshakeExpired(link));
+            }
+            self.pending_deadlines.remove(index);
+        }
+        // New sessions past their link's handshake deadline: forgotten, charged.
+        while let Some((at, index)) = self.unready_deadlines.peek() {
+            if at > now {
+                break;
+            }
+            let handle = SessionHandle { index, generation: self.sessions[index as usize].generation };
+            let source = self.slot(handle).and_then(|s| s.unready).map(|u| u.source);
+            self.forget(handle);
+            self.unready_deadlines.remove(index);
+            if let Some(source) = source {
+                self.limiter.fail(now, source);
+                self.stats.session_handshakes_expired += 1;
+                self.events.push_back(EndpointEvent::SessionHandshakeExpired(handle));
+            }
+        }
     }
 
-    /// The next endpoint event. Call until `None` after `handle_timeout`, `route` and
-    /// `free`, whenever a session detaches, and after feeding a session that has not been
-    /// reported ready (so that [`EndpointEvent::SessionReady`] comes without delay).
+    /// The next endpoint event. Call until `None` after every other call.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<EndpointEvent> {
-        let now = self.clock.get();
-        if let Some(h) = self.reclaimed.take() {
-            return Some(EndpointEvent::Evicted(h));
-        }
-        // Pending handshakes past their deadline (H7).
-        let n = self.pending.len();
-        for step in 0..n {
-            let i = (self.expired_cursor + step) % n;
-            let p = &mut self.pending[i];
-            if p.live && p.deadline <= now {
-                p.live = false;
-                self.expired_cursor = (i + 1) % n;
-                self.stats.handshakes_expired += 1;
-                self.limiter.fail(now, p.source);
-                return Some(EndpointEvent::HandshakeExpired(PendingLink {
-                    index: i as u32,
-                    generation: p.generation,
-                }));
-            }
-        }
-        // New sessions: ready (reported), ended by themselves (forgotten: the driver sees the
-        // end), or past their link's handshake deadline (ended, freed, charged).
-        for i in 0..self.sessions.len() {
-            let slot = &mut self.sessions[i];
-            let (true, Some(u)) = (slot.live, slot.unready) else { continue };
-            let handle = SessionHandle { index: i as u32, generation: slot.generation };
-            if slot.session.is_ready() {
-                slot.unready = None;
-                self.stats.sessions_ready += 1;
-                return Some(EndpointEvent::SessionReady(handle));
-            }
-            if slot.session.is_ended() {
-                slot.unready = None;
-            } else if u.deadline <= now {
-                self.free(now, handle);
-                self.limiter.fail(now, u.source);
-                self.stats.session_handshakes_expired += 1;
-                return Some(EndpointEvent::SessionHandshakeExpired(handle));
-            }
-        }
-        // Detached sessions beyond the cap: evict the oldest (L2).
-        let mut detached = 0usize;
-        let mut oldest: Option<(Instant, usize)> = None;
-        for (i, s) in self.sessions.iter().enumerate() {
-            if let (true, Some(since)) = (s.live, s.session.conduit().detached_since()) {
-                detached += 1;
-                if oldest.is_none_or(|(t, _)| since < t) {
-                    oldest = Some((since, i));
-                }
-            }
-        }
-        if detached > self.config.max_detached_sessions as usize {
-            if let Some((_, i)) = oldest {
-                let slot = &mut self.sessions[i];
-                slot.session.conduit_end(now, SessionEnd::Evicted);
-                self.stats.evicted += 1;
-                return Some(EndpointEvent::Evicted(SessionHandle { index: i as u32, generation: slot.generation }));
-            }
-        }
-        None
+        self.events.pop_front()
     }
 }
 
-/// Whether `session` would accept the resume `hello` presenting `key`: its current key, or
+/// Make room in `free` for `slots` entries.
+fn reserve_for(free: &mut Vec<u32>, slots: usize) {
+    if free.capacity() < slots {
+        free.reserve(slots - free.len());
+    }
+}
+
+fn reject(reason: RejectReason) -> Routed {
+    Routed::Reject { reply: ServerHello::rejected().encode(), reason }
+}
+
+/// Whether `conduit` would accept the resume `hello` presenting `key`: its current key, or
 /// the key the peer held before until the current one has been used (both compared in
 /// constant time). A hello with the previous key must also present a position no older than
-/// what the session has trimmed: a genuine retry after a lost ServerHello presents the
+/// what the conduit has trimmed: a genuine retry after a lost ServerHello presents the
 /// position its first attempt presented (nothing can have been acked since: any frame would
 /// have retired the previous key), so an older one is a stale duplicate from a link the client
 /// abandoned, not a peer that lost state.
-fn accepts_resume(session: &Session, key: &ResumeKey, hello: &ClientHello) -> bool {
-    let c = &session.conduit;
+fn accepts_resume(c: &Conduit, key: &ResumeKey, hello: &ClientHello) -> bool {
     let current = c.key.is_some_and(|k| k.ct_eq(key));
     let previous = c.previous_key.is_some_and(|k| k.ct_eq(key));
     if !c.ever_attached || !(current | previous) {

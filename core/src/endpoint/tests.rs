@@ -1,7 +1,7 @@
 //! Endpoint unit tests: routing, limits, handles.
 
 use super::*;
-use crate::conduit::{ConduitConfig, Event, LinkId};
+use crate::conduit::{ConduitConfig, Event, LinkId, Role, SessionEnd};
 use crate::session::{SessionEvent, SessionInputError};
 use alloc::vec;
 
@@ -34,7 +34,7 @@ impl Client {
     }
 
     /// Attach a fresh link through the endpoint and pump until quiet.
-    fn attach(&mut self, ep: &mut Endpoint, now: Instant, k: ResumeKey) -> Result<Routed, LinkRefusal> {
+    fn attach(&mut self, ep: &mut Hosted, now: Instant, k: ResumeKey) -> Result<Placed, LinkRefusal> {
         let link = self.s.link_up(now, ResumeKey::ZERO);
         self.link = Some(link);
         let mut buf = vec![0u8; 1 << 16];
@@ -42,11 +42,11 @@ impl Client {
         let pending = ep.accept_link(now, 7)?;
         let routed = ep.route(now, pending, &buf[..t.len], k)?;
         match routed {
-            Routed::Session { handle, link, .. } => {
+            Placed::Session { handle, link, .. } => {
                 self.server = Some((handle, link));
                 self.pump(ep, now);
             }
-            Routed::Reject(bytes) => {
+            Placed::Reject(bytes) => {
                 let r = self.s.handle_message(now, link, &bytes);
                 assert!(matches!(r, Err(SessionInputError::Conduit(_))));
             }
@@ -54,7 +54,7 @@ impl Client {
         Ok(routed)
     }
 
-    fn pump(&mut self, ep: &mut Endpoint, now: Instant) {
+    fn pump(&mut self, ep: &mut Hosted, now: Instant) {
         let mut buf = vec![0u8; 1 << 16];
         for _ in 0..1000 {
             let mut moved = false;
@@ -91,7 +91,7 @@ impl Client {
         }
     }
 
-    fn cut(&mut self, ep: &mut Endpoint, now: Instant) {
+    fn cut(&mut self, ep: &mut Hosted, now: Instant) {
         if let Some(l) = self.link.take() {
             self.s.link_down(now, l);
         }
@@ -106,14 +106,14 @@ impl Client {
 #[test]
 fn fresh_then_resume_routes_to_same_session() {
     let cfg = small();
-    let mut ep = Endpoint::new(cfg, b"srv").expect("config");
+    let mut ep = Hosted::new(cfg, b"srv").expect("config");
     let mut c = Client::new(&cfg);
     let r = c.attach(&mut ep, Instant::ZERO, key(1)).expect("routed");
-    let Routed::Session { handle, new: true, .. } = r else { panic!("fresh session expected: {r:?}") };
+    let Placed::Session { handle, new: true, .. } = r else { panic!("fresh session expected: {r:?}") };
     assert!(c.s.is_ready());
     c.cut(&mut ep, Instant::ZERO);
     let r = c.attach(&mut ep, Instant::ZERO, key(2)).expect("routed");
-    assert_eq!(r, Routed::Session { handle, link: LinkId(2), new: false }, "resume reaches the same slot");
+    assert_eq!(r, Placed::Session { handle, link: LinkId(2), new: false }, "resume reaches the same slot");
     assert_eq!(ep.stats().resumes_routed, 1);
     assert_eq!(c.s.conduit().resume_key(), Some(key(2)));
 }
@@ -121,7 +121,7 @@ fn fresh_then_resume_routes_to_same_session() {
 #[test]
 fn r7_resume_supersedes_half_open_link() {
     let cfg = small();
-    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut ep = Hosted::new(cfg, b"").expect("config");
     let mut c = Client::new(&cfg);
     c.attach(&mut ep, Instant::ZERO, key(1)).expect("routed");
     let (h, old_link) = c.server.expect("server side");
@@ -139,11 +139,11 @@ fn r7_resume_supersedes_half_open_link() {
 #[test]
 fn r14_unknown_key_gets_fixed_reject_and_counts() {
     let cfg = small();
-    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut ep = Hosted::new(cfg, b"").expect("config");
     let hello = ClientHello { resume_key: Some(key(9)), last_received: Some(3), ext: true };
     let p = ep.accept_link(Instant::ZERO, 1).expect("pending");
     let r = ep.route(Instant::ZERO, p, &hello.encode(), key(1)).expect("routed");
-    assert_eq!(r, Routed::Reject(ServerHello::rejected().encode()));
+    assert_eq!(r, Placed::Reject(ServerHello::rejected().encode()));
     assert_eq!(ep.stats().rejected, 1);
     assert_eq!(ep.stats().sessions_live, 0);
 }
@@ -151,7 +151,7 @@ fn r14_unknown_key_gets_fixed_reject_and_counts() {
 #[test]
 fn h2_bad_magic_creates_nothing() {
     let cfg = small();
-    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut ep = Hosted::new(cfg, b"").expect("config");
     let mut bytes = ClientHello { resume_key: None, last_received: None, ext: true }.encode();
     bytes[0] = b'X';
     let p = ep.accept_link(Instant::ZERO, 1).expect("pending");
@@ -163,7 +163,7 @@ fn h2_bad_magic_creates_nothing() {
 #[test]
 fn h9_pending_flood_refused_and_h7_expiry_frees_slots() {
     let cfg = small();
-    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut ep = Hosted::new(cfg, b"").expect("config");
     let a = ep.accept_link(Instant::ZERO, 1).expect("pending");
     let _b = ep.accept_link(Instant::ZERO, 2).expect("pending");
     assert_eq!(ep.accept_link(Instant::ZERO, 3), Err(LinkRefusal::TooManyPendingHandshakes));
@@ -171,8 +171,8 @@ fn h9_pending_flood_refused_and_h7_expiry_frees_slots() {
     ep.handle_timeout(Instant::from_nanos(9_999_999_999));
     assert_eq!(ep.poll_event(), None, "no timer fires early");
     ep.handle_timeout(Instant::ZERO.saturating_add(Duration::from_secs(10)));
-    assert_eq!(ep.poll_event(), Some(EndpointEvent::HandshakeExpired(a)));
-    assert!(matches!(ep.poll_event(), Some(EndpointEvent::HandshakeExpired(_))));
+    assert_eq!(ep.poll_event(), Some(HostedEvent::Endpoint(EndpointEvent::HandshakeExpired(a))));
+    assert!(matches!(ep.poll_event(), Some(HostedEvent::Endpoint(EndpointEvent::HandshakeExpired(_)))));
     assert_eq!(ep.poll_event(), None);
     ep.accept_link(Instant::ZERO.saturating_add(Duration::from_secs(10)), 4).expect("slot freed");
     // The expired handle is stale.
@@ -182,35 +182,35 @@ fn h9_pending_flood_refused_and_h7_expiry_frees_slots() {
 #[test]
 fn stale_handle_never_aliases() {
     let cfg = small();
-    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut ep = Hosted::new(cfg, b"").expect("config");
     let mut c = Client::new(&cfg);
-    let Ok(Routed::Session { handle, .. }) = c.attach(&mut ep, Instant::ZERO, key(1)) else { panic!("routed") };
+    let Ok(Placed::Session { handle, .. }) = c.attach(&mut ep, Instant::ZERO, key(1)) else { panic!("routed") };
     ep.free(Instant::ZERO, handle);
     assert!(ep.session(handle).is_none());
     let mut c2 = Client::new(&cfg);
-    let Ok(Routed::Session { handle: h2, .. }) = c2.attach(&mut ep, Instant::ZERO, key(2)) else { panic!("routed") };
+    let Ok(Placed::Session { handle: h2, .. }) = c2.attach(&mut ep, Instant::ZERO, key(2)) else { panic!("routed") };
     assert_eq!(h2.index, handle.index, "slot reused");
     assert!(ep.session(handle).is_none(), "old handle stays stale");
     assert!(ep.session(h2).is_some());
     // The freed session's key no longer routes.
     c.cut(&mut ep, Instant::ZERO);
-    assert!(matches!(c.attach(&mut ep, Instant::ZERO, key(3)), Ok(Routed::Reject(_))));
+    assert!(matches!(c.attach(&mut ep, Instant::ZERO, key(3)), Ok(Placed::Reject(_))));
 }
 
 #[test]
 fn l2_detached_beyond_cap_evicts_oldest() {
     let cfg = small();
-    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut ep = Hosted::new(cfg, b"").expect("config");
     let mut handles = vec![];
     for i in 0..3u8 {
         let now = Instant::from_nanos(u64::from(i) * 1000);
         let mut c = Client::new(&cfg);
-        let Ok(Routed::Session { handle, .. }) = c.attach(&mut ep, now, key(i + 1)) else { panic!("routed") };
-        assert_eq!(ep.poll_event(), Some(EndpointEvent::SessionReady(handle)));
+        let Ok(Placed::Session { handle, .. }) = c.attach(&mut ep, now, key(i + 1)) else { panic!("routed") };
+        assert_eq!(ep.poll_event(), Some(HostedEvent::SessionReady(handle)));
         c.cut(&mut ep, now);
         handles.push(handle);
     }
-    assert_eq!(ep.poll_event(), Some(EndpointEvent::Evicted(handles[0])));
+    assert_eq!(ep.poll_event(), Some(HostedEvent::Endpoint(EndpointEvent::Evicted(handles[0]))));
     assert_eq!(ep.poll_event(), None);
     assert_eq!(ep.session(handles[0]).and_then(|s| s.conduit().ended()), Some(SessionEnd::Evicted));
     assert_eq!(ep.stats().evicted, 1);
@@ -221,11 +221,11 @@ fn l3_failed_resumes_rate_limited_per_source() {
     let mut cfg = small();
     cfg.max_pending_handshakes = 64;
     cfg.failure_budget = 3;
-    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut ep = Hosted::new(cfg, b"").expect("config");
     let hello = ClientHello { resume_key: Some(key(9)), last_received: None, ext: true }.encode();
     for _ in 0..3 {
         let p = ep.accept_link(Instant::ZERO, 42).expect("pending");
-        assert!(matches!(ep.route(Instant::ZERO, p, &hello, key(1)), Ok(Routed::Reject(r)) if r.len() <= hello.len()));
+        assert!(matches!(ep.route(Instant::ZERO, p, &hello, key(1)), Ok(Placed::Reject(r)) if r.len() <= hello.len()));
     }
     assert_eq!(ep.accept_link(Instant::ZERO, 42), Err(LinkRefusal::RateLimited));
     ep.accept_link(Instant::ZERO, 43).expect("other source unaffected");
@@ -234,20 +234,20 @@ fn l3_failed_resumes_rate_limited_per_source() {
 #[test]
 fn max_sessions_full_rejects_fresh() {
     let cfg = small();
-    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut ep = Hosted::new(cfg, b"").expect("config");
     for i in 0..4u8 {
         let mut c = Client::new(&cfg);
-        assert!(matches!(c.attach(&mut ep, Instant::ZERO, key(i + 1)), Ok(Routed::Session { .. })));
+        assert!(matches!(c.attach(&mut ep, Instant::ZERO, key(i + 1)), Ok(Placed::Session { .. })));
     }
     let mut c = Client::new(&cfg);
-    assert!(matches!(c.attach(&mut ep, Instant::ZERO, key(77)), Ok(Routed::Reject(_))));
+    assert!(matches!(c.attach(&mut ep, Instant::ZERO, key(77)), Ok(Placed::Reject(_))));
     assert_eq!(c.s.conduit().ended(), Some(SessionEnd::Rejected));
 }
 
 #[test]
 fn r15_retired_key_is_rejected_without_disturbing_the_live_link() {
     let cfg = small();
-    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut ep = Hosted::new(cfg, b"").expect("config");
     let mut c = Client::new(&cfg);
     c.attach(&mut ep, Instant::ZERO, key(1)).expect("routed");
     c.cut(&mut ep, Instant::ZERO);
@@ -259,7 +259,7 @@ fn r15_retired_key_is_rejected_without_disturbing_the_live_link() {
     let hello = ClientHello { resume_key: Some(key(1)), last_received: None, ext: true };
     let p = ep.accept_link(Instant::ZERO, 9).expect("pending");
     let r = ep.route(Instant::ZERO, p, &hello.encode(), key(3));
-    assert_eq!(r, Ok(Routed::Reject(ServerHello::rejected().encode())), "refused like an unknown key");
+    assert_eq!(r, Ok(Placed::Reject(ServerHello::rejected().encode())), "refused like an unknown key");
     let srv = ep.session(h).expect("live");
     assert_eq!(srv.conduit().current_link(), Some(live), "the live link stays");
     assert_eq!(srv.conduit().stats().link_drops.superseded, 0);
@@ -270,7 +270,7 @@ fn r15_retired_key_is_rejected_without_disturbing_the_live_link() {
 #[test]
 fn resume_with_the_previous_key_reissues_the_current_key() {
     let cfg = small();
-    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut ep = Hosted::new(cfg, b"").expect("config");
     let mut c = Client::new(&cfg);
     c.attach(&mut ep, Instant::ZERO, key(1)).expect("routed");
     c.cut(&mut ep, Instant::ZERO);
@@ -282,12 +282,12 @@ fn resume_with_the_previous_key_reissues_the_current_key() {
     let hello = ClientHello { resume_key: Some(key(1)), last_received: position, ext: true };
     let p = ep.accept_link(Instant::ZERO, 9).expect("pending");
     let r = ep.route(Instant::ZERO, p, &hello.encode(), key(3)).expect("routed");
-    assert!(matches!(r, Routed::Session { handle, new: false, .. } if handle == h));
+    assert!(matches!(r, Placed::Session { handle, new: false, .. } if handle == h));
     assert_eq!(ep.session(h).and_then(|s| s.conduit().resume_key()), Some(key(2)), "key 2 issued again");
     // The client, holding key 2, resumes.
     c.cut(&mut ep, Instant::ZERO);
     let r = c.attach(&mut ep, Instant::ZERO, key(4)).expect("routed");
-    assert!(matches!(r, Routed::Session { handle, new: false, .. } if handle == h), "{r:?}");
+    assert!(matches!(r, Placed::Session { handle, new: false, .. } if handle == h), "{r:?}");
     assert!(c.s.is_ready() && !c.s.is_ended());
     assert_eq!(c.s.conduit().resume_key(), Some(key(4)));
 }
@@ -295,7 +295,7 @@ fn resume_with_the_previous_key_reissues_the_current_key() {
 #[test]
 fn stale_resume_with_the_previous_key_and_an_old_position_is_refused() {
     let cfg = small();
-    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut ep = Hosted::new(cfg, b"").expect("config");
     let mut c = Client::new(&cfg);
     c.attach(&mut ep, Instant::ZERO, key(1)).expect("routed");
     c.cut(&mut ep, Instant::ZERO);
@@ -307,7 +307,7 @@ fn stale_resume_with_the_previous_key_and_an_old_position_is_refused() {
     let hello = ClientHello { resume_key: Some(key(1)), last_received: None, ext: true };
     let p = ep.accept_link(Instant::ZERO, 9).expect("pending");
     let r = ep.route(Instant::ZERO, p, &hello.encode(), key(3));
-    assert_eq!(r, Ok(Routed::Reject(ServerHello::rejected().encode())));
+    assert_eq!(r, Ok(Placed::Reject(ServerHello::rejected().encode())));
     let srv = ep.session(h).expect("live");
     assert!(!srv.is_ended());
     assert_eq!(srv.conduit().current_link(), Some(live));
@@ -316,29 +316,30 @@ fn stale_resume_with_the_previous_key_and_an_old_position_is_refused() {
 #[test]
 fn full_endpoint_reclaims_the_oldest_detached_session_for_a_new_one() {
     let cfg = small();
-    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut ep = Hosted::new(cfg, b"").expect("config");
     let mut handles = vec![];
     let mut clients = vec![];
     for i in 0..4u8 {
         let now = Instant::from_nanos(u64::from(i) * 1000);
         let mut c = Client::new(&cfg);
-        let Ok(Routed::Session { handle, .. }) = c.attach(&mut ep, now, key(i + 1)) else { panic!("routed") };
+        let Ok(Placed::Session { handle, .. }) = c.attach(&mut ep, now, key(i + 1)) else { panic!("routed") };
         handles.push(handle);
         clients.push(c);
     }
+    while ep.poll_event().is_some() {}
     // Two sessions lose their links; the one detached first is the one reclaimed.
     clients[2].cut(&mut ep, Instant::from_nanos(5000));
     clients[1].cut(&mut ep, Instant::from_nanos(6000));
     let mut c = Client::new(&cfg);
     let now = Instant::from_nanos(7000);
-    let Ok(Routed::Session { handle, new: true, .. }) = c.attach(&mut ep, now, key(50)) else { panic!("routed") };
+    let Ok(Placed::Session { handle, new: true, .. }) = c.attach(&mut ep, now, key(50)) else { panic!("routed") };
     assert_eq!(handle.index, handles[2].index);
-    assert_eq!(ep.poll_event(), Some(EndpointEvent::Evicted(handles[2])));
+    assert_eq!(ep.poll_event(), Some(HostedEvent::Endpoint(EndpointEvent::Reclaimed(handles[2]))));
     assert!(ep.session(handles[2]).is_none(), "the reclaimed handle is stale");
     assert!(ep.session(handles[1]).is_some(), "the younger detached session stays");
     assert!(c.s.is_ready());
     // The evicted session's owner is rejected when it comes back.
-    assert!(matches!(clients[2].attach(&mut ep, now, key(51)), Ok(Routed::Reject(_))));
+    assert!(matches!(clients[2].attach(&mut ep, now, key(51)), Ok(Placed::Reject(_))));
 }
 
 fn fresh_hello() -> [u8; HELLO_LEN] {
@@ -346,20 +347,20 @@ fn fresh_hello() -> [u8; HELLO_LEN] {
 }
 
 /// A fresh ClientHello from `source` at `arrived`, routed at `routed`; nothing more is fed.
-fn unready_session(ep: &mut Endpoint, arrived: Instant, routed: Instant, source: u64, k: ResumeKey) -> SessionHandle {
+fn unready_session(ep: &mut Hosted, arrived: Instant, routed: Instant, source: u64, k: ResumeKey) -> SessionHandle {
     let p = ep.accept_link(arrived, source).expect("pending");
-    let Ok(Routed::Session { handle, new: true, .. }) = ep.route(routed, p, &fresh_hello(), k) else { panic!("new") };
+    let Ok(Placed::Session { handle, new: true, .. }) = ep.route(routed, p, &fresh_hello(), k) else { panic!("new") };
     handle
 }
 
 #[test]
 fn new_session_is_reported_ready_once_and_never_expires() {
     let cfg = small();
-    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut ep = Hosted::new(cfg, b"").expect("config");
     let mut c = Client::new(&cfg);
-    let Ok(Routed::Session { handle, .. }) = c.attach(&mut ep, Instant::ZERO, key(1)) else { panic!("routed") };
+    let Ok(Placed::Session { handle, .. }) = c.attach(&mut ep, Instant::ZERO, key(1)) else { panic!("routed") };
     assert!(ep.session(handle).is_some_and(Session::is_ready));
-    assert_eq!(ep.poll_event(), Some(EndpointEvent::SessionReady(handle)));
+    assert_eq!(ep.poll_event(), Some(HostedEvent::SessionReady(handle)));
     assert_eq!(ep.poll_event(), None, "reported once");
     assert_eq!(ep.poll_timeout(), None, "no handshake deadline left");
     ep.handle_timeout(Instant::ZERO.saturating_add(Duration::from_secs(3600)));
@@ -378,7 +379,7 @@ fn unready_session_is_freed_at_its_link_deadline_and_charged() {
     let mut cfg = small();
     cfg.failure_budget = 2;
     cfg.failure_period = Duration::from_secs(60);
-    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut ep = Hosted::new(cfg, b"").expect("config");
     let t0 = Instant::from_nanos(1000);
     let deadline = t0.saturating_add(cfg.handshake_timeout);
     // The ClientHello comes 4 s after the link: the deadline still counts from the link.
@@ -389,7 +390,7 @@ fn unready_session_is_freed_at_its_link_deadline_and_charged() {
     assert_eq!(ep.poll_event(), None, "nothing fires early");
     assert!(ep.session(h).is_some());
     ep.handle_timeout(deadline);
-    assert_eq!(ep.poll_event(), Some(EndpointEvent::SessionHandshakeExpired(h)));
+    assert_eq!(ep.poll_event(), Some(HostedEvent::Endpoint(EndpointEvent::SessionHandshakeExpired(h))));
     assert_eq!(ep.poll_event(), None);
     assert!(ep.session(h).is_none(), "freed: the handle is stale");
     assert_eq!(ep.poll_timeout(), None);
@@ -398,12 +399,12 @@ fn unready_session_is_freed_at_its_link_deadline_and_charged() {
     // Its key no longer routes.
     let resume = ClientHello { resume_key: Some(key(1)), last_received: None, ext: true }.encode();
     let p = ep.accept_link(deadline, 6).expect("pending");
-    assert!(matches!(ep.route(deadline, p, &resume, key(2)), Ok(Routed::Reject(_))));
+    assert!(matches!(ep.route(deadline, p, &resume, key(2)), Ok(Placed::Reject(_))));
     // The source was charged: a second expiry spends its budget of 2.
     let h2 = unready_session(&mut ep, deadline, deadline, 5, key(3));
     let later = deadline.saturating_add(cfg.handshake_timeout);
     ep.handle_timeout(later);
-    assert_eq!(ep.poll_event(), Some(EndpointEvent::SessionHandshakeExpired(h2)));
+    assert_eq!(ep.poll_event(), Some(HostedEvent::Endpoint(EndpointEvent::SessionHandshakeExpired(h2))));
     assert_eq!(ep.accept_link(later, 5), Err(LinkRefusal::RateLimited));
     ep.accept_link(later, 7).expect("other sources unaffected");
 }
@@ -412,19 +413,19 @@ fn unready_session_is_freed_at_its_link_deadline_and_charged() {
 fn slot_of_an_expired_session_is_reused_with_a_new_generation() {
     let mut cfg = small();
     cfg.max_sessions = 1;
-    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut ep = Hosted::new(cfg, b"").expect("config");
     let h = unready_session(&mut ep, Instant::ZERO, Instant::ZERO, 5, key(1));
     let deadline = Instant::ZERO.saturating_add(cfg.handshake_timeout);
     // The one slot is held by the unready session: a new client is refused until it expires.
     let p = ep.accept_link(Instant::ZERO, 6).expect("pending");
-    assert!(matches!(ep.route(Instant::ZERO, p, &fresh_hello(), key(2)), Ok(Routed::Reject(_))));
+    assert!(matches!(ep.route(Instant::ZERO, p, &fresh_hello(), key(2)), Ok(Placed::Reject(_))));
     ep.handle_timeout(deadline);
-    assert_eq!(ep.poll_event(), Some(EndpointEvent::SessionHandshakeExpired(h)));
+    assert_eq!(ep.poll_event(), Some(HostedEvent::Endpoint(EndpointEvent::SessionHandshakeExpired(h))));
     let mut c = Client::new(&cfg);
-    let Ok(Routed::Session { handle, new: true, .. }) = c.attach(&mut ep, deadline, key(3)) else { panic!("new") };
+    let Ok(Placed::Session { handle, new: true, .. }) = c.attach(&mut ep, deadline, key(3)) else { panic!("new") };
     assert_eq!(handle.index, h.index);
     assert_ne!(handle, h);
-    assert_eq!(ep.poll_event(), Some(EndpointEvent::SessionReady(handle)));
+    assert_eq!(ep.poll_event(), Some(HostedEvent::SessionReady(handle)));
     assert!(ep.session(h).is_none());
 }
 
@@ -432,7 +433,7 @@ fn slot_of_an_expired_session_is_reused_with_a_new_generation() {
 fn unready_session_that_ends_by_itself_is_forgotten_without_an_event() {
     let mut cfg = small();
     cfg.failure_budget = 1;
-    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut ep = Hosted::new(cfg, b"").expect("config");
     let h = unready_session(&mut ep, Instant::ZERO, Instant::ZERO, 5, key(1));
     ep.session_mut(h).expect("live").conduit_end(Instant::ZERO, SessionEnd::Evicted);
     assert_eq!(ep.poll_event(), None);
@@ -447,7 +448,7 @@ fn unready_session_that_ends_by_itself_is_forgotten_without_an_event() {
 #[test]
 fn session_ready_at_the_deadline_is_reported_ready_not_expired() {
     let cfg = small();
-    let mut ep = Endpoint::new(cfg, b"").expect("config");
+    let mut ep = Hosted::new(cfg, b"").expect("config");
     let deadline = Instant::ZERO.saturating_add(cfg.handshake_timeout);
     let mut c = Client::new(&cfg);
     // The whole handshake happens at the deadline, before the endpoint's events are drained.
@@ -456,13 +457,148 @@ fn session_ready_at_the_deadline_is_reported_ready_not_expired() {
     c.link = Some(link);
     let mut buf = vec![0u8; 1 << 16];
     let t = c.s.poll_transmit(deadline, &mut buf).expect("client hello");
-    let Ok(Routed::Session { handle, link: sl, .. }) = ep.route(deadline, p, &buf[..t.len], key(1)) else {
+    let Ok(Placed::Session { handle, link: sl, .. }) = ep.route(deadline, p, &buf[..t.len], key(1)) else {
         panic!("routed")
     };
     c.server = Some((handle, sl));
     c.pump(&mut ep, deadline);
     ep.handle_timeout(deadline);
-    assert_eq!(ep.poll_event(), Some(EndpointEvent::SessionReady(handle)));
+    assert_eq!(ep.poll_event(), Some(HostedEvent::SessionReady(handle)));
     assert_eq!(ep.poll_event(), None);
     assert_eq!(ep.stats().session_handshakes_expired, 0);
+}
+
+// ---- The endpoint on its own: sessions owned by the caller ----
+
+/// Move frames between two sessions until quiet (one link each).
+fn pump_pair(now: Instant, a: &mut Session, al: LinkId, b: &mut Session, bl: LinkId) {
+    let mut buf = vec![0u8; 1 << 16];
+    for _ in 0..1000 {
+        let mut moved = false;
+        while let Some(t) = a.poll_transmit(now, &mut buf) {
+            moved = true;
+            if t.link == al {
+                let _ = b.handle_message(now, bl, &buf[..t.len]);
+            }
+        }
+        while let Some(t) = b.poll_transmit(now, &mut buf) {
+            moved = true;
+            if t.link == bl {
+                let _ = a.handle_message(now, al, &buf[..t.len]);
+            }
+        }
+        while a.poll_event().is_some() || b.poll_event().is_some() {
+            moved = true;
+        }
+        if !moved {
+            return;
+        }
+    }
+}
+
+/// A fresh session through `ep`: the initiator, the acceptor session the caller now owns,
+/// its handle and both link ids.
+fn open_owned(ep: &mut Endpoint, cfg: &EndpointConfig, now: Instant, k: ResumeKey) -> (Session, Session, SessionHandle) {
+    let mut client = Session::new(Role::Initiator, cfg.session, b"c").expect("config");
+    let cl = client.link_up(now, ResumeKey::ZERO);
+    let mut buf = vec![0u8; 1 << 16];
+    let t = client.poll_transmit(now, &mut buf).expect("client hello");
+    let p = ep.accept_link(now, 7).expect("pending");
+    let Ok(Routed::New { handle, hello, key }) = ep.route(now, p, &buf[..t.len], k) else { panic!("new") };
+    let mut server = Session::new(Role::Acceptor, cfg.session, b"s").expect("config");
+    let (sl, r) = server.link_up_with_hello(now, key, &hello);
+    r.expect("fresh hello accepted");
+    pump_pair(now, &mut client, cl, &mut server, sl);
+    assert!(client.is_ready() && server.is_ready());
+    assert!(ep.session_ready(handle));
+    (client, server, handle)
+}
+
+#[test]
+fn construction_with_100k_max_sessions_allocates_nothing_per_session() {
+    let cfg = EndpointConfig { max_sessions: 100_000, ..EndpointConfig::default() };
+    let ep = Endpoint::new(cfg).expect("config");
+    assert_eq!(ep.sessions.capacity(), 0);
+    assert_eq!(ep.sessions_free.capacity(), 0);
+    assert_eq!(ep.pending.capacity(), 0);
+    assert_eq!(ep.pending_deadlines.capacity(), 0);
+    assert_eq!(ep.unready_deadlines.capacity(), 0);
+    assert_eq!(ep.keys.capacity(), 0);
+    assert_eq!(ep.detached.capacity(), 0);
+}
+
+#[test]
+fn a_thousand_sessions_detached_at_once_are_all_kept_with_the_default_config() {
+    let cfg = EndpointConfig::default();
+    let mut ep = Endpoint::new(cfg).expect("config");
+    let hello = fresh_hello();
+    let mut handles = vec![];
+    for i in 0..1000u32 {
+        let mut k = [0u8; 16];
+        k[..4].copy_from_slice(&(i + 1).to_le_bytes());
+        let p = ep.accept_link(Instant::ZERO, u64::from(i)).expect("pending");
+        let Ok(Routed::New { handle, .. }) = ep.route(Instant::ZERO, p, &hello, ResumeKey(k)) else { panic!("new") };
+        assert!(ep.session_ready(handle));
+        handles.push((handle, ResumeKey(k)));
+    }
+    // Every link is cut at once.
+    let cut = Instant::from_nanos(5_000);
+    for (h, _) in &handles {
+        ep.detached(*h, cut);
+    }
+    assert_eq!(ep.poll_event(), None, "nothing evicted");
+    let st = ep.stats();
+    assert_eq!((st.sessions_detached, st.sessions_live, st.evicted), (1000, 1000, 0));
+    // Each one's key still routes to it.
+    for (h, k) in &handles {
+        let resume = ClientHello { resume_key: Some(*k), last_received: None, ext: true }.encode();
+        let p = ep.accept_link(cut, 1).expect("pending");
+        let Ok(Routed::Resume(r)) = ep.route(cut, p, &resume, key(0xEE)) else { panic!("resume") };
+        assert_eq!(r.handle(), *h);
+    }
+}
+
+#[test]
+fn refused_resume_never_touches_the_live_link_and_is_charged() {
+    let mut cfg = small();
+    cfg.failure_budget = 1;
+    let mut ep = Endpoint::new(cfg).expect("config");
+    let (_client, mut server, h) = open_owned(&mut ep, &cfg, Instant::ZERO, key(1));
+    let live = server.conduit().current_link();
+    // A resume presenting key 1, which still routes to the session in the endpoint's index,
+    // while the session itself has moved on to key 2 (as after a resume whose new key was
+    // used): the session, not the index, is the authority.
+    let hello = ClientHello { resume_key: Some(key(1)), last_received: Some(u32::MAX - 5), ext: true };
+    let p = ep.accept_link(Instant::ZERO, 9).expect("pending");
+    let Ok(Routed::Resume(resume)) = ep.route(Instant::ZERO, p, &hello.encode(), key(3)) else { panic!("resume") };
+    assert_eq!(resume.handle(), h);
+    server.conduit.previous_key = None;
+    server.conduit.key = Some(key(2));
+    let outcome = resume.apply_to_session(Instant::ZERO, &mut server);
+    assert_eq!(outcome, ResumeOutcome::Refused);
+    assert_eq!(server.conduit().current_link(), live, "the live link stays");
+    assert_eq!(server.conduit().stats().link_drops.superseded, 0);
+    assert!(server.conduit().is_established());
+    let reply = ep.resume_outcome(Instant::ZERO, &resume, &outcome);
+    assert_eq!(reply, Some(ServerHello::rejected().encode()));
+    assert_eq!(ep.stats().rejected, 1);
+    assert_eq!(ep.accept_link(Instant::ZERO, 9), Err(LinkRefusal::RateLimited), "its source was charged");
+}
+
+#[test]
+fn full_acceptor_refuses_a_fresh_hello_as_full_not_as_an_unknown_key() {
+    let mut cfg = small();
+    cfg.max_sessions = 1;
+    let mut ep = Endpoint::new(cfg).expect("config");
+    let (_client, _server, _h) = open_owned(&mut ep, &cfg, Instant::ZERO, key(1));
+    let p = ep.accept_link(Instant::ZERO, 8).expect("pending");
+    let r = ep.route(Instant::ZERO, p, &fresh_hello(), key(2));
+    assert_eq!(r, Ok(Routed::Reject { reply: ServerHello::rejected().encode(), reason: RejectReason::Full }));
+    let st = ep.stats();
+    assert_eq!((st.rejected_full, st.rejected), (1, 0));
+    let unknown = ClientHello { resume_key: Some(key(9)), last_received: None, ext: true }.encode();
+    let p = ep.accept_link(Instant::ZERO, 8).expect("pending");
+    let r = ep.route(Instant::ZERO, p, &unknown, key(3));
+    assert!(matches!(r, Ok(Routed::Reject { reason: RejectReason::UnknownKey, .. })));
+    assert_eq!(ep.stats().rejected, 1);
 }

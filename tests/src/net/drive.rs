@@ -3,7 +3,7 @@
 //! machine (the endpoint's `route` for a pending link, then the session it was routed to),
 //! drain the endpoint's events, close link ends.
 
-use sotto_proto::endpoint::{EndpointEvent, Routed, SessionHandle};
+use sotto_proto::endpoint::{EndpointEvent, HostedEvent, Placed, SessionHandle};
 use sotto_proto::session::SessionEvent;
 use sotto_proto::wire::LEN_PREFIX;
 use sotto_proto::{Event, LinkId};
@@ -134,18 +134,20 @@ impl Net {
     pub(crate) fn drain_endpoint(&mut self) {
         while let Some(ev) = self.endpoint.poll_event() {
             match ev {
-                EndpointEvent::HandshakeExpired(p) => {
+                HostedEvent::Endpoint(EndpointEvent::HandshakeExpired(p)) => {
                     self.server_counters.handshakes_expired += 1;
                     if let Some(slot) = self.links.iter().position(|l| l.server == ServerEnd::Pending(p)) {
                         self.close_end(slot, SERVER);
                     }
                 }
-                EndpointEvent::Evicted(h) => {
+                HostedEvent::Endpoint(EndpointEvent::Evicted(h) | EndpointEvent::Reclaimed(h)) => {
                     self.server_counters.evicted += 1;
                     self.drain_server(h);
                 }
-                EndpointEvent::SessionReady(h) => self.on_session_ready(h),
-                EndpointEvent::SessionHandshakeExpired(h) => self.on_session_handshake_expired(h),
+                HostedEvent::SessionReady(h) => self.on_session_ready(h),
+                HostedEvent::Endpoint(EndpointEvent::SessionHandshakeExpired(h)) => {
+                    self.on_session_handshake_expired(h);
+                }
             }
         }
     }
@@ -224,7 +226,7 @@ impl Net {
             ServerEnd::Pending(p) => {
                 let key = self.rng.key();
                 match self.endpoint.route(now, p, msg, key) {
-                    Ok(Routed::Session { handle, link, new }) => {
+                    Ok(Placed::Session { handle, link, new }) => {
                         self.links[slot].server = ServerEnd::Session(handle, link);
                         let client = match self.links[slot].client {
                             ClientEnd::Session(i, _) => Some(i),
@@ -243,7 +245,7 @@ impl Net {
                         }
                         self.drain_server(handle);
                     }
-                    Ok(Routed::Reject(bytes)) => {
+                    Ok(Placed::Reject(bytes)) => {
                         self.server_counters.rejects_written += 1;
                         self.tx[..LEN_PREFIX].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
                         self.tx[LEN_PREFIX..LEN_PREFIX + bytes.len()].copy_from_slice(&bytes);

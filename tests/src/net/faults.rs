@@ -2,7 +2,7 @@
 //! one end cleanly, blackhole or stall a direction, make a link vanish for the client only
 //! (half-open towards the endpoint), tap frames, restart or swap the endpoint.
 
-use sotto_proto::endpoint::Endpoint;
+use sotto_proto::endpoint::Hosted;
 use sotto_proto::Instant;
 
 use super::link::{CLIENT, SERVER};
@@ -144,7 +144,7 @@ impl Net {
     /// server behind the same address; same `max_sessions`). Every link to the old one is
     /// reset first; the old one is returned with its sessions as they were. The other's live
     /// sessions are adopted, bound to no client.
-    pub fn swap_endpoint(&mut self, other: Endpoint) -> Endpoint {
+    pub fn swap_endpoint(&mut self, other: Hosted) -> Hosted {
         for slot in 0..self.links.len() {
             if !self.links[slot].is_free() {
                 self.reset_link(slot);
@@ -173,7 +173,7 @@ impl Net {
     /// Restart the endpoint: a fresh instance with the same configuration (every session and
     /// key forgotten).
     pub fn restart_endpoint(&mut self) {
-        let fresh = Endpoint::new(self.cfg.endpoint, b"server").expect("valid endpoint config");
+        let fresh = Hosted::new(self.cfg.endpoint, b"server").expect("valid endpoint config");
         drop(self.swap_endpoint(fresh));
     }
 }

@@ -42,7 +42,7 @@ mod link;
 mod raw;
 mod run;
 
-use sotto_proto::endpoint::{Endpoint, SessionHandle};
+use sotto_proto::endpoint::{Hosted, SessionHandle};
 use sotto_proto::wire::LEN_PREFIX;
 use sotto_proto::Instant;
 
@@ -126,7 +126,7 @@ pub struct Net {
     pub(crate) cfg: NetConfig,
     pub(crate) now: Instant,
     pub(crate) rng: SimRng,
-    pub(crate) endpoint: Endpoint,
+    pub(crate) endpoint: Hosted,
     pub(crate) servers: Vec<ServerSlot>,
     pub(crate) clients: Vec<Client>,
     pub(crate) links: Vec<NetLink>,
@@ -168,7 +168,8 @@ impl Net {
         let clients =
             (0..cfg.clients).map(|i| Client::new(i, cfg.client, cfg.dial, payload, rng.fork(100 + i as u64))).collect();
         let e = cfg.endpoint;
-        let servers = (0..e.max_sessions)
+        // Twice `max_sessions`: an evicted session keeps its slot number until it is freed.
+        let servers = (0..2 * e.max_sessions)
             .map(|i| ServerSlot {
                 handle: None,
                 client: None,
@@ -192,7 +193,7 @@ impl Net {
             .collect();
         let max_frame = cfg.max_frame_len() as usize;
         Self {
-            endpoint: Endpoint::new(e, b"server").expect("valid endpoint config"),
+            endpoint: Hosted::new(e, b"server").expect("valid endpoint config"),
             servers,
             clients,
             links,
@@ -205,7 +206,7 @@ impl Net {
             stats: NetStats::default(),
             cross_credit_check: true,
             dirty_clients: vec![true; cfg.clients],
-            dirty_servers: vec![true; e.max_sessions as usize],
+            dirty_servers: vec![true; 2 * e.max_sessions as usize],
             checks: 0,
             now: Instant::ZERO,
             rng: rng.fork(1),
@@ -241,7 +242,7 @@ impl Net {
     }
     /// The endpoint.
     #[must_use]
-    pub fn endpoint(&self) -> &Endpoint {
+    pub fn endpoint(&self) -> &Hosted {
         &self.endpoint
     }
     /// Client `i`.

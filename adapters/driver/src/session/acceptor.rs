@@ -1,18 +1,20 @@
 //! The session acceptor: one task that takes streams from a listener (or any stream source)
 //! and routes each through the core [`Endpoint`]: [`Endpoint::accept_link`] (refused unread
 //! past the pending-handshake cap or a source's failure budget), the ClientHello read under
-//! the handshake deadline, then [`Endpoint::route`]: a new session (its driver task is
-//! spawned; the session is yielded by [`SessionAcceptor::accept`] when the endpoint reports
-//! [`EndpointEvent::SessionReady`], or closed unseen when it reports
-//! [`EndpointEvent::SessionHandshakeExpired`]), a resume (the link goes to that session's
-//! driver through the endpoint lock), or REJECTED (written, then the link is closed).
+//! the handshake deadline, then [`Endpoint::route`]: a new session (created here, owned by
+//! its own driver task; yielded by [`SessionAcceptor::accept`] once it reports ready, or
+//! dropped unseen if it ends or expires first), a resume (the link goes to that session's
+//! mailbox; the session checks the key before the link touches its live one), or REJECTED
+//! (written, then the link is closed).
 //!
-//! A session is only handed to the application once the core reports it ready: an initiator
-//! whose first ServerHello was lost redials as a fresh session, and the first attempt must
-//! not become a session the application holds with no peer behind it. The deadline is the
-//! endpoint's (the first link's handshake deadline): this task only calls
-//! [`Endpoint::handle_timeout`] at [`Endpoint::poll_timeout`] and drains the events.
+//! A session is only handed to the application once its session handshake is done: an
+//! initiator whose first ServerHello was lost redials as a fresh session, and the first
+//! attempt must not become a session the application holds with no peer behind it. The
+//! deadline is the endpoint's (the first link's handshake deadline): this task calls
+//! [`Endpoint::handle_timeout`] at [`Endpoint::poll_timeout`] and ends the sessions the
+//! endpoint reports expired, evicted or reclaimed.
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::task::Context;
@@ -20,12 +22,17 @@ use std::time::Instant as StdInstant;
 
 use futures::stream::Stream;
 use sotto_proto::conduit::ConfigError;
-use sotto_proto::endpoint::{Endpoint, EndpointEvent, EndpointStats, PendingLink as EpPending, Routed};
-use sotto_proto::wire::{ClientHello, HELLO_LEN};
-use sotto_proto::{Instant, ResumeKey};
+use sotto_proto::endpoint::{
+    Endpoint, EndpointEvent, EndpointStats, PendingLink as EpPending, RejectReason, ResumeOutcome, Routed,
+    SessionHandle as EpHandle,
+};
+use sotto_proto::session::Session;
+use sotto_proto::wire::HELLO_LEN;
+use sotto_proto::{Instant, ResumeKey, Role};
 
 use super::handle::SessionHandle;
-use super::home::{EpHost, EpShared, Home, SessDriverHost};
+use super::home::{EpShared, Reach, SessDriverHost};
+use super::state::SessState;
 use crate::config::Config;
 use crate::driver::{Driver, Source};
 use crate::keys::fresh_key;
@@ -98,10 +105,9 @@ where
     S: Io,
     St: Stream<Item = io::Result<(S, u64)>> + Send + 'static,
 {
-    let endpoint = Endpoint::new(config.endpoint_config(), &[])?;
-    let ep = Arc::new(EpShared::new(endpoint, &config, Clock::new(&rt))?);
-    let routing =
-        EpRouting::<R> { ep: Arc::clone(&ep), unannounced: Vec::new(), settled: Vec::new(), timer: None, armed: None };
+    let endpoint = Endpoint::new(config.endpoint_config())?;
+    let ep = Arc::new(EpShared::new(endpoint, Clock::new(&rt)));
+    let routing = EpRouting::<R> { ep: Arc::clone(&ep), unannounced: HashMap::new(), timer: None, armed: None };
     let (queue, guard) = listen::spawn(rt, incoming, config, routing);
     Ok(SessionAcceptor { queue, ep, _task: guard })
 }
@@ -119,45 +125,46 @@ pub fn source_of(addr: &std::net::SocketAddr) -> u64 {
 /// The session acceptor's routing: through the core endpoint.
 struct EpRouting<R: Runtime> {
     ep: Arc<EpShared>,
-    /// New sessions the endpoint has not reported ready yet: not shown to the application.
-    /// Dropping one closes it.
-    unannounced: Vec<(sotto_proto::endpoint::SessionHandle, SessionHandle)>,
-    /// New sessions the endpoint reported ready (`true`) or gone (`false`), to settle outside
-    /// the endpoint lock.
-    settled: Vec<(sotto_proto::endpoint::SessionHandle, bool)>,
+    /// New sessions not reported ready yet: not shown to the application. Dropping one
+    /// closes it.
+    unannounced: HashMap<EpHandle, SessionHandle>,
     /// Fires at the endpoint's [`poll_timeout`](Endpoint::poll_timeout).
     timer: Option<R::Timer>,
     /// The deadline `timer` is armed for.
     armed: Option<StdInstant>,
 }
 
-enum After<S> {
-    Nothing,
-    Spawn(sotto_proto::endpoint::SessionHandle),
-    Reject(S),
+/// What the endpoint asked for, done once its lock is released.
+enum Todo {
+    /// End this session (expired, evicted or reclaimed); drop its handle if unannounced.
+    End(EpHandle, Reach),
 }
 
-/// Drain the endpoint's events (call after every endpoint call, in the same lock hold):
-/// drivers of evicted and expired sessions are woken to see their end; new sessions reported
-/// ready or expired are noted in `settled`.
-fn drain(g: &mut EpHost, settled: &mut Vec<(sotto_proto::endpoint::SessionHandle, bool)>) {
+/// Drain the endpoint's events under its lock: the sessions to end afterwards.
+fn drain(g: &mut super::home::EpInner, todo: &mut Vec<Todo>) {
     while let Some(e) = g.endpoint.poll_event() {
         match e {
-            EndpointEvent::SessionReady(h) => settled.push((h, true)),
             EndpointEvent::SessionHandshakeExpired(h) => {
                 tracing::debug!("sotto: session handshake timed out");
-                if let Some(slot) = g.slot(h) {
-                    slot.state.common.wake_driver();
-                }
-                settled.push((h, false));
+                todo.push(Todo::End(h, g.reach(h)));
             }
-            EndpointEvent::Evicted(h) => {
-                if let Some(slot) = g.slot(h) {
-                    slot.state.common.wake_driver();
-                }
+            EndpointEvent::Evicted(h) | EndpointEvent::Reclaimed(h) => {
+                tracing::debug!(?e, "sotto: detached session evicted");
+                todo.push(Todo::End(h, g.reach(h)));
             }
             // Each pending link has its own timer in the listener.
             EndpointEvent::HandshakeExpired(_) => {}
+        }
+    }
+}
+
+impl<R: Runtime> EpRouting<R> {
+    /// Act on what the endpoint asked for, outside its lock.
+    fn settle(&mut self, todo: Vec<Todo>, now: Instant) {
+        for Todo::End(h, reach) in todo {
+            reach.end(now);
+            // Dropped outside every lock: dropping a handle locks its session.
+            drop(self.unannounced.remove(&h));
         }
     }
 }
@@ -170,12 +177,7 @@ impl<R: Runtime, S: Io> Routing<R, S> for EpRouting<R> {
 
     fn admit(&mut self, l: &mut ListenOf<R, S, Self>, (io, source): (S, u64)) {
         let now = self.ep.clock.now();
-        let admitted = {
-            let mut g = self.ep.lock();
-            let admitted = g.endpoint.accept_link(now, source);
-            drain(&mut g, &mut self.settled);
-            admitted
-        };
+        let admitted = self.ep.lock().endpoint.accept_link(now, source);
         match admitted {
             Ok(p) => l.read_hello(io, p),
             Err(refusal) => tracing::debug!(?refusal, "sotto: link refused"),
@@ -188,56 +190,45 @@ impl<R: Runtime, S: Io> Routing<R, S> for EpRouting<R> {
             Outcome::Hello(io, hello) => self.route(l, now, p, io, &hello),
             Outcome::BadPrefix => {
                 // Counted (and charged to the source) by the endpoint as a bad hello.
-                let mut g = self.ep.lock();
-                let _ = g.endpoint.route(now, p, &[], ResumeKey::ZERO);
-                drain(&mut g, &mut self.settled);
+                let _ = self.ep.lock().endpoint.route(now, p, &[], ResumeKey::ZERO);
             }
             Outcome::Eof => self.ep.lock().endpoint.pending_closed(p),
             Outcome::TimedOut => {
                 tracing::debug!("sotto: handshake timed out");
-                let mut g = self.ep.lock();
-                g.endpoint.handle_timeout(now);
-                drain(&mut g, &mut self.settled);
-                g.endpoint.pending_closed(p);
+                let mut todo = Vec::new();
+                {
+                    let mut g = self.ep.lock();
+                    g.endpoint.handle_timeout(now);
+                    g.endpoint.pending_closed(p);
+                    drain(&mut g, &mut todo);
+                }
+                self.settle(todo, now);
             }
             Outcome::Written => {}
         }
     }
 
-    /// Fire the endpoint's deadlines, yield the sessions it reported ready, drop those it
-    /// reported gone.
+    /// Fire the endpoint's deadlines, yield the sessions that reported ready, drop those
+    /// that ended or expired first.
     fn poll(&mut self, l: &mut ListenOf<R, S, Self>, cx: &mut Context<'_>) -> bool {
-        let mut busy = false;
-        let next = {
+        self.ep.register_listener(cx.waker());
+        let now = self.ep.clock.now();
+        let mut todo = Vec::new();
+        let (settled, next) = {
             let mut g = self.ep.lock();
             if self.armed.is_some_and(|t| t <= self.ep.clock.now_std()) {
                 self.armed = None;
-                g.endpoint.handle_timeout(self.ep.clock.now());
+                g.endpoint.handle_timeout(now);
             }
-            drain(&mut g, &mut self.settled);
-            // A safety net for what these events do not cover: an unannounced session that
-            // ended by itself (no event; its driver's end wakes us), and events another
-            // drainer took (the session drivers drain the endpoint after a link goes down).
-            for (h, _) in &self.unannounced {
-                let (s, st) = g.parts(*h);
-                if !self.settled.iter().any(|(x, _)| x == h) {
-                    if s.is_ended() {
-                        self.settled.push((*h, false));
-                    } else if s.is_ready() {
-                        self.settled.push((*h, true));
-                    } else {
-                        // Woken when the core reports Ready and when the driver ends.
-                        st.common.watchers.register(cx);
-                    }
-                }
-            }
-            g.endpoint.poll_timeout().and_then(|t| self.ep.clock.std_time(t))
+            drain(&mut g, &mut todo);
+            let settled = std::mem::take(&mut g.settled);
+            (settled, g.endpoint.poll_timeout().and_then(|t| self.ep.clock.std_time(t)))
         };
-        // Outside the endpoint lock: dropping a handle takes it.
-        for (h, ready) in std::mem::take(&mut self.settled) {
-            let Some(i) = self.unannounced.iter().position(|(x, _)| *x == h) else { continue };
-            busy = true;
-            let (_, session) = self.unannounced.swap_remove(i);
+        let mut busy = !todo.is_empty() || !settled.is_empty();
+        self.settle(todo, now);
+        // Outside the endpoint lock: dropping a handle takes its session's lock.
+        for (h, ready) in settled {
+            let Some(session) = self.unannounced.remove(&h) else { continue };
             if ready {
                 l.queue.push(session);
             }
@@ -253,7 +244,7 @@ impl<R: Runtime, S: Io> Routing<R, S> for EpRouting<R> {
         }
         if timer.poll_expired(cx).is_ready() {
             // Fire the deadline on the next step.
-            return true;
+            busy = true;
         }
         busy
     }
@@ -268,52 +259,68 @@ impl<R: Runtime> EpRouting<R> {
         io: S,
         hello: &[u8; HELLO_LEN],
     ) {
-        let fresh = ClientHello::decode(hello).is_ok_and(|h| h.resume_key.is_none());
+        let fresh = sotto_proto::wire::ClientHello::decode(hello).is_ok_and(|h| h.resume_key.is_none());
         // Sessions still in their handshake count against the backlog too.
         if fresh && l.queue.full(l.config.accept_backlog.saturating_sub(self.unannounced.len())) {
             self.ep.lock().endpoint.pending_closed(p);
             return;
         }
-        let key = fresh_key();
-        let after = {
+        let mut todo = Vec::new();
+        let (routed, reach) = {
             let mut g = self.ep.lock();
-            let after = match g.endpoint.route(now, p, hello, key) {
-                Ok(Routed::Session { handle, link, new: true }) => match g.start(handle) {
-                    Some(slot) => {
-                        slot.mailbox = Some(Box::new((io, link)));
-                        After::Spawn(handle)
-                    }
-                    None => After::Nothing,
-                },
-                Ok(Routed::Session { handle, link, new: false }) => {
-                    if let Some(slot) = g.slot(handle) {
-                        // A link not yet taken is replaced (dropped, closing it): the newest
-                        // attempt is the one the initiator waits on.
-                        slot.mailbox = Some(Box::new((io, link)));
-                        slot.state.common.wake_driver();
-                    }
-                    After::Nothing
-                }
-                Ok(Routed::Reject(_)) => After::Reject(io),
-                Err(refusal) => {
-                    tracing::debug!(?refusal, "sotto: bad hello");
-                    After::Nothing
-                }
+            let routed = g.endpoint.route(now, p, hello, fresh_key());
+            let reach = match &routed {
+                Ok(Routed::Resume(r)) => Some(g.reach(r.handle())),
+                _ => None,
             };
-            drain(&mut g, &mut self.settled);
-            after
+            drain(&mut g, &mut todo);
+            (routed, reach)
         };
-        match after {
-            After::Nothing => {}
-            After::Reject(io) => l.reject(io, p),
-            After::Spawn(handle) => {
-                let home = Home::Ep(Arc::clone(&self.ep), handle);
-                let host = Arc::new(SessDriverHost::<S>::new(home.clone()));
-                let driver = Driver::<R, S, SessDriverHost<S>>::new(&l.rt, host, Source::Mailbox, l.config);
-                let task = l.rt.spawn(crate::tasks::isolated(driver));
-                let session = SessionHandle::new(home, task);
-                self.unannounced.push((handle, session));
+        self.settle(todo, now);
+        match routed {
+            Ok(Routed::New { handle, hello, key }) => self.start(l, now, handle, io, &hello, key),
+            Ok(Routed::Resume(resume)) => {
+                let reach = reach.unwrap_or_else(Reach::none);
+                if let Err((io, resume)) = reach.deliver(io, resume) {
+                    // Its session is gone: refused, like an unknown key.
+                    let _ = self.ep.lock().endpoint.resume_outcome(now, &resume, &ResumeOutcome::Refused);
+                    l.reject(io, p);
+                }
             }
+            Ok(Routed::Reject { reason, .. }) => {
+                if reason == RejectReason::Full {
+                    tracing::warn!("sotto: acceptor full (max_sessions sessions live, none detached): refusing a new session");
+                }
+                l.reject(io, p);
+            }
+            Err(refusal) => tracing::debug!(?refusal, "sotto: bad hello"),
         }
+    }
+
+    /// A new session: created here from its ClientHello, then owned by its own driver task.
+    fn start<S: Io>(
+        &mut self,
+        l: &mut ListenOf<R, S, Self>,
+        now: Instant,
+        handle: EpHandle,
+        io: S,
+        hello: &sotto_proto::wire::ClientHello,
+        key: ResumeKey,
+    ) {
+        let mut session = match Session::new(Role::Acceptor, l.config.session_config(), &[]) {
+            Ok(s) => s,
+            Err(e) => {
+                // Cannot happen: the configuration was validated with the endpoint.
+                tracing::debug!(error = %e, "sotto: session not created");
+                self.ep.lock().endpoint.free(handle);
+                return;
+            }
+        };
+        let (link, _) = session.link_up_with_hello(now, key, hello);
+        let home = self.ep.start(handle, session, SessState::new(&l.config), (io, link));
+        let host = Arc::new(SessDriverHost::<S>::new(home.clone()));
+        let driver = Driver::<R, S, SessDriverHost<S>>::new(&l.rt, host, Source::Mailbox, l.config);
+        let task = l.rt.spawn(crate::tasks::isolated(driver));
+        self.unannounced.insert(handle, SessionHandle::new(home, task));
     }
 }

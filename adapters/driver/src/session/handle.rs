@@ -12,7 +12,7 @@ use sotto_proto::session::{CommandError, ConnId, Session};
 use sotto_proto::{Role, SessionEnd};
 
 use super::conn::Connection;
-use super::home::{Home, OwnHome, SessDriverHost};
+use super::home::{Home, SessDriverHost};
 use super::state::{self, ConnSlot, Owed, Phase, SessState, DROPPED_OPEN_CODE};
 use crate::config::Config;
 use crate::dialer::{DialFuture, Dialer};
@@ -385,7 +385,6 @@ impl Drop for SessionHandle {
             let st = l.parts().1;
             st.common.handle_dropped = true;
             st.common.wake_driver();
-            l.release_if_done(self.home.clock().now());
         }
         // The task finishes the graceful close on its own, bounded by `drain_timeout`.
         if let Some(task) = self.task.take() {
@@ -529,7 +528,7 @@ where
     Fut: Future<Output = io::Result<S>> + Send + 'static,
 {
     let session = Session::new(Role::Initiator, config.session_config(), &[]).map_err(ConnectError::Config)?;
-    let home = Home::Own(Arc::new(OwnHome::new(session, SessState::new(&config), Clock::new(&rt))));
+    let home = Home::new(session, SessState::new(&config), Clock::new(&rt));
     let dial = Box::new(move || -> DialFuture<S> { Box::pin(connector()) });
     let dialer = Dialer::new(dial, &config, rt.now(), rt.jitter_seed());
     let host = Arc::new(SessDriverHost::<S>::new(home.clone()));

@@ -1,243 +1,305 @@
-//! Where a session's core lives, and how its handles and its driver reach it.
+//! Where a session's core lives, and how its handles, its driver and (for an acceptor's
+//! session) its endpoint reach it.
 //!
-//! - An initiator's [`Session`] is owned: [`OwnHome`], one mutex per session holding the
-//!   session and its [`SessState`].
-//! - An acceptor's sessions live in the core [`Endpoint`] (which routes links to them by
-//!   resume key and enforces the acceptor's limits): [`EpShared`], one mutex per acceptor
-//!   holding the endpoint and, per session slot, its [`SessState`] and a mailbox for the next
-//!   link. Each session is reached through [`EpHome`] (the shared endpoint plus its handle).
+//! Every session, initiator or acceptor, is owned: a [`Home`] is one lock holding the core
+//! [`Session`], its [`SessState`] and, for an acceptor's session, its [`Member`]ship of the
+//! acceptor's endpoint. Nothing on the data path touches another session or the endpoint.
 //!
-//! Handles see both through the object-safe [`SessionHome`], so application types are not
-//! generic over the stream or the runtime. The driver sees them through [`SessDriverHost`].
+//! An acceptor's [`Endpoint`] only routes: it sits behind its own small lock in
+//! [`EpShared`], taken by the listener to route a link and by a session's driver to report
+//! what the endpoint needs (ready, detached or attached, a resume's outcome, ended), never
+//! across a system call. A resume routed to a session is put in its member's mailbox; the
+//! session's driver checks it ([`sotto_proto::endpoint::Resume::apply`]) and only then does
+//! the new link supersede the live one. Lock order: a session's lock, then the endpoint's;
+//! the listener never holds the endpoint's lock while it locks a session.
+//!
+//! The driver sees a home through [`SessDriverHost`].
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use sotto_proto::conduit::{InputError, Observed};
-use sotto_proto::endpoint::{Endpoint, EndpointEvent, SessionHandle as EpHandle};
-use sotto_proto::session::{Session, SessionConfig};
+use sotto_proto::endpoint::{Endpoint, Resume, ResumeOutcome, SessionHandle as EpHandle};
+use sotto_proto::session::Session;
 use sotto_proto::stream::{LendingBatch, Messages};
-use sotto_proto::wire::ClientHello;
-use sotto_proto::{Conduit, ConduitConfig, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
+use sotto_proto::wire::{ClientHello, ServerHello, HELLO_LEN};
+use sotto_proto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
 
 use super::state::{self, SessState};
-use crate::host::{Host, Locked};
+use crate::host::{Host, Locked, Taken};
 use crate::lean_mutex::{LeanGuard, LeanMutex};
 use crate::shared::{Clock, Common};
 
-/// Where a session lives, as its handles and its driver reach it: an enum rather than a
-/// trait object, so that `lock` inlines into the send path (no indirect call, and the
-/// variant is known to `SessLock`'s matches that follow).
+/// Links waiting in a session's mailbox at most; a newer one drops the oldest (closing it):
+/// the newest attempt is the one the initiator waits on.
+const MAILBOX: usize = 4;
+
+/// Where a session lives, as its handles and its driver reach it.
 #[derive(Clone)]
-pub(crate) enum Home {
-    /// An initiator's session.
-    Own(Arc<OwnHome>),
-    /// One session of an acceptor's endpoint.
-    Ep(Arc<EpShared>, EpHandle),
-}
+pub(crate) struct Home(Arc<OwnHome>);
 
 impl Home {
+    /// A session with no endpoint (an initiator's), on `clock`.
+    pub(crate) fn new(session: Session, state: SessState, clock: Clock) -> Self {
+        Self::with_clock(session, state, None, clock)
+    }
+
+    /// A session, an acceptor's if `member` is set, on `clock` (an acceptor's sessions share
+    /// the endpoint's clock, so that the times they report compare).
+    pub(crate) fn with_clock(session: Session, state: SessState, member: Option<Member>, clock: Clock) -> Self {
+        Self(Arc::new(OwnHome { inner: LeanMutex::new(Owned { session, state, member }), clock }))
+    }
+
     /// Lock the session and its state.
     #[inline]
     pub(crate) fn lock(&self) -> SessLock<'_> {
-        match self {
-            Self::Own(h) => SessLock::Own(h.inner.lock()),
-            Self::Ep(ep, handle) => SessLock::Ep(ep.lock(), *handle),
-        }
+        SessLock(self.0.inner.lock())
     }
 
     /// The session's clock.
     #[inline]
     pub(crate) fn clock(&self) -> &Clock {
-        match self {
-            Self::Own(h) => &h.clock,
-            Self::Ep(ep, _) => &ep.clock,
-        }
+        &self.0.clock
+    }
+
+    fn downgrade(&self) -> Weak<OwnHome> {
+        Arc::downgrade(&self.0)
     }
 }
 
-/// An initiator's session and its state.
-#[derive(Debug)]
+/// A session, its state and its endpoint membership.
 pub(crate) struct Owned {
     session: Session,
     state: SessState,
+    member: Option<Member>,
 }
 
-/// An initiator's session behind its own lock.
-#[derive(Debug)]
+/// A session behind its own lock.
 pub(crate) struct OwnHome {
     inner: LeanMutex<Owned>,
     clock: Clock,
 }
 
-impl OwnHome {
-    pub(crate) fn new(session: Session, state: SessState, clock: Clock) -> Self {
-        Self { inner: LeanMutex::new(Owned { session, state }), clock }
-    }
-}
-
-/// One endpoint session slot's driver-side state.
-pub(crate) struct Slot {
-    /// The generation of the endpoint handle this state belongs to.
-    generation: u32,
-    pub(crate) state: SessState,
-    /// The next link (a boxed `(S, LinkId)`), attached by the endpoint, for the driver.
-    pub(crate) mailbox: Option<Box<dyn Any + Send>>,
-}
-
-/// Everything behind an acceptor's lock.
-pub(crate) struct EpHost {
-    pub(crate) endpoint: Endpoint,
-    slots: Vec<Slot>,
-    /// Stands in for a freed session (a stale handle): ended, so every command fails.
-    orphan: (Session, SessState),
-}
-
-impl EpHost {
-    /// The session behind `h` and its state (the ended orphan if `h` is stale).
-    pub(crate) fn parts(&mut self, h: EpHandle) -> (&mut Session, &mut SessState) {
-        let live = self.slots.get(h.index as usize).is_some_and(|s| s.generation == h.generation);
-        match self.endpoint.session_mut(h) {
-            Some(s) if live => (s, &mut self.slots[h.index as usize].state),
-            _ => (&mut self.orphan.0, &mut self.orphan.1),
-        }
-    }
-
-    fn parts_ref(&self, h: EpHandle) -> (&Session, &SessState) {
-        let live = self.slots.get(h.index as usize).is_some_and(|s| s.generation == h.generation);
-        match self.endpoint.session(h) {
-            Some(s) if live => (s, &self.slots[h.index as usize].state),
-            _ => (&self.orphan.0, &self.orphan.1),
-        }
-    }
-
-    /// The slot of a live handle.
-    pub(crate) fn slot(&mut self, h: EpHandle) -> Option<&mut Slot> {
-        self.slots.get_mut(h.index as usize).filter(|s| s.generation == h.generation)
-    }
-
-    /// Start the state of a session the endpoint just created.
-    pub(crate) fn start(&mut self, h: EpHandle) -> Option<&mut Slot> {
-        let slot = self.slots.get_mut(h.index as usize)?;
-        slot.state.reset();
-        slot.mailbox = None;
-        slot.generation = h.generation;
-        Some(slot)
-    }
-
-    /// Drain the endpoint's events: evicted sessions' drivers are woken to see their end;
-    /// expired handshakes need nothing (each pending link has its own timer).
-    pub(crate) fn drain_events(&mut self) {
-        while let Some(e) = self.endpoint.poll_event() {
-            if let EndpointEvent::Evicted(h) = e {
-                if let Some(slot) = self.slot(h) {
-                    slot.state.common.wake_driver();
-                }
-            }
-        }
-    }
-
-    /// Free the session once both its driver and its handle are gone.
-    fn release_if_done(&mut self, now: Instant, h: EpHandle) {
-        let Some(slot) = self.slot(h) else { return };
-        if slot.state.common.driver_done && slot.state.common.handle_dropped {
-            slot.mailbox = None;
-            slot.state.reset();
-            self.endpoint.free(now, h);
-        }
-    }
-}
-
-/// An acceptor's endpoint behind one lock.
-pub(crate) struct EpShared {
-    inner: LeanMutex<EpHost>,
-    pub(crate) clock: Clock,
-}
-
-impl EpShared {
-    pub(crate) fn new(
-        endpoint: Endpoint,
-        config: &crate::Config,
-        clock: Clock,
-    ) -> Result<Self, sotto_proto::conduit::ConfigError> {
-        let slots = (0..endpoint.config().max_sessions)
-            .map(|_| Slot { generation: 0, state: SessState::new(config), mailbox: None })
-            .collect();
-        // The smallest configuration a session accepts: the orphan only ever says "ended".
-        let tiny = SessionConfig {
-            conduit: ConduitConfig {
-                max_frame_len: 64,
-                replay_bytes: 64,
-                replay_frames: 1,
-                ..ConduitConfig::default()
-            },
-            max_connections: 1,
-            max_pending_opens: 1,
-            ..SessionConfig::default()
-        };
-        let mut orphan = Session::new(Role::Acceptor, tiny, &[])?;
-        orphan.conduit_end(clock.now(), SessionEnd::Evicted);
-        let mut orphan_state = SessState::new(config);
-        orphan_state.common.driver_done = true;
-        orphan_state.common.handle_dropped = true;
-        Ok(Self { inner: LeanMutex::new(EpHost { endpoint, slots, orphan: (orphan, orphan_state) }), clock })
-    }
-
-    pub(crate) fn lock(&self) -> LeanGuard<'_, EpHost> {
-        self.inner.lock()
-    }
-}
-
-/// A locked session, wherever it lives.
-pub(crate) enum SessLock<'a> {
-    /// An initiator's.
-    Own(LeanGuard<'a, Owned>),
-    /// One of an acceptor's.
-    Ep(LeanGuard<'a, EpHost>, EpHandle),
-}
+/// A locked session.
+pub(crate) struct SessLock<'a>(LeanGuard<'a, Owned>);
 
 impl SessLock<'_> {
     /// The session and its state.
     pub(crate) fn parts(&mut self) -> (&mut Session, &mut SessState) {
-        match self {
-            Self::Own(g) => {
-                let g = &mut **g;
-                (&mut g.session, &mut g.state)
-            }
-            Self::Ep(g, h) => g.parts(*h),
-        }
+        let g = &mut *self.0;
+        (&mut g.session, &mut g.state)
     }
 
     /// The session and its state, read-only.
     pub(crate) fn parts_ref(&self) -> (&Session, &SessState) {
-        match self {
-            Self::Own(g) => (&g.session, &g.state),
-            Self::Ep(g, h) => g.parts_ref(*h),
+        (&self.0.session, &self.0.state)
+    }
+}
+
+// ---- the acceptor's endpoint ----
+
+/// A link routed to a session, in its mailbox.
+pub(crate) enum Arrival<S> {
+    /// A new session's first link, already attached by the listener.
+    First(S, LinkId),
+    /// A resume, to be checked by the session before it touches the live link.
+    Resume(S, Resume),
+}
+
+/// An acceptor session's tie to its endpoint, kept in the session's own state.
+pub(crate) struct Member {
+    ep: Arc<EpShared>,
+    handle: EpHandle,
+    /// Links routed here, not yet taken by the driver (each a boxed `Arrival<S>`).
+    mailbox: VecDeque<Box<dyn Any + Send>>,
+    /// Whether the session is reported detached (its link went down) now.
+    detached: bool,
+    /// Reported ready (or found expired) already.
+    settled: bool,
+    /// Freed in the endpoint already.
+    freed: bool,
+}
+
+/// An acceptor's endpoint behind its own lock, with what the listener needs from it.
+pub(crate) struct EpShared {
+    inner: Mutex<EpInner>,
+    /// The listener task, woken when sessions report something it acts on.
+    listener: AtomicWaker,
+    pub(crate) clock: Clock,
+}
+
+/// What the endpoint's lock guards.
+pub(crate) struct EpInner {
+    pub(crate) endpoint: Endpoint,
+    /// By endpoint slot number: that session's home, to reach it for a routed link or an
+    /// eviction (weak: the session is owned by its driver and handles).
+    homes: Vec<Option<(EpHandle, Weak<OwnHome>)>>,
+    /// New sessions that reported ready (`true`) or ended unready (`false`), for the
+    /// listener to announce or drop.
+    pub(crate) settled: Vec<(EpHandle, bool)>,
+}
+
+/// A session the listener must reach, found under the endpoint's lock and used after it.
+pub(crate) struct Reach(Option<Arc<OwnHome>>);
+
+impl EpShared {
+    pub(crate) fn new(endpoint: Endpoint, clock: Clock) -> Self {
+        let inner = EpInner { endpoint, homes: Vec::new(), settled: Vec::new() };
+        Self { inner: Mutex::new(inner), listener: AtomicWaker::new(), clock }
+    }
+
+    /// Lock the endpoint (briefly: never across a system call or a session's lock).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, EpInner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Register the listener task to be woken.
+    pub(crate) fn register_listener(&self, waker: &std::task::Waker) {
+        self.listener.register(waker);
+    }
+
+    /// Create the home of the new session routed as `handle`, with its first link in its
+    /// mailbox.
+    pub(crate) fn start<S: Send + 'static>(
+        self: &Arc<Self>,
+        handle: EpHandle,
+        session: Session,
+        state: SessState,
+        first: (S, LinkId),
+    ) -> Home {
+        let mut mailbox: VecDeque<Box<dyn Any + Send>> = VecDeque::with_capacity(1);
+        mailbox.push_back(Box::new(Arrival::First(first.0, first.1)));
+        let member =
+            Member { ep: Arc::clone(self), handle, mailbox, detached: false, settled: false, freed: false };
+        let home = Home::with_clock(session, state, Some(member), self.clock.clone());
+        let mut g = self.lock();
+        let i = handle.index as usize;
+        if i >= g.homes.len() {
+            g.homes.resize_with(i + 1, || None);
+        }
+        g.homes[i] = Some((handle, home.downgrade()));
+        home
+    }
+}
+
+impl EpInner {
+    /// The home of `handle`'s session, to use once the endpoint's lock is released.
+    pub(crate) fn reach(&self, handle: EpHandle) -> Reach {
+        Reach(match self.homes.get(handle.index as usize) {
+            Some(Some((h, w))) if *h == handle => w.upgrade(),
+            _ => None,
+        })
+    }
+}
+
+impl Reach {
+    /// No session.
+    pub(crate) fn none() -> Self {
+        Self(None)
+    }
+
+    /// Hand a routed resume link to the session's driver. Returns it if the session is gone.
+    pub(crate) fn deliver<S: Send + 'static>(self, io: S, resume: Resume) -> Result<(), (S, Resume)> {
+        let Some(home) = self.0 else { return Err((io, resume)) };
+        let mut g = home.inner.lock();
+        let Owned { state, member, .. } = &mut *g;
+        let Some(m) = member.as_mut() else { return Err((io, resume)) };
+        if m.mailbox.len() >= MAILBOX {
+            m.mailbox.pop_front();
+        }
+        m.mailbox.push_back(Box::new(Arrival::Resume(io, resume)));
+        state.common.wake_driver();
+        Ok(())
+    }
+
+    /// The endpoint forgot the session (evicted, reclaimed or expired): end it; its driver
+    /// sees the end.
+    pub(crate) fn end(self, now: Instant) {
+        let Some(home) = self.0 else { return };
+        let mut g = home.inner.lock();
+        let Owned { session, state, .. } = &mut *g;
+        if !session.is_ended() {
+            session.conduit_end(now, SessionEnd::Evicted);
+        }
+        state.common.wake_driver();
+    }
+}
+
+impl Member {
+    /// Report what the endpoint needs to know about `s` now: ready, ended (then free it),
+    /// detached or attached. Called after the driver's drain, with the session's lock held
+    /// (the endpoint's lock is taken only when something changed).
+    fn report(&mut self, s: &Session) {
+        if self.freed {
+            return;
+        }
+        let ended = s.is_ended();
+        let ready = !self.settled && (ended || s.is_ready());
+        let detached = !ended && s.conduit().detached_since().is_some();
+        if !ended && !ready && detached == self.detached {
+            return;
+        }
+        let mut g = self.ep.lock();
+        let mut wake = false;
+        if ready {
+            self.settled = true;
+            // An unready session that ended, or one the endpoint expired, is dropped by the
+            // listener without being announced.
+            let announce = !ended && g.endpoint.session_ready(self.handle);
+            g.settled.push((self.handle, announce));
+            wake = true;
+        }
+        if ended {
+            self.freed = true;
+            g.endpoint.free(self.handle);
+            let i = self.handle.index as usize;
+            if g.homes.get(i).is_some_and(|e| e.as_ref().is_some_and(|(h, _)| *h == self.handle)) {
+                g.homes[i] = None;
+            }
+        } else if detached != self.detached {
+            self.detached = detached;
+            match s.conduit().detached_since() {
+                Some(since) if detached => g.endpoint.detached(self.handle, since),
+                _ => g.endpoint.attached(self.handle),
+            }
+            // An eviction it caused is the listener's to act on.
+            wake = true;
+        }
+        drop(g);
+        if wake {
+            self.ep.listener.wake();
         }
     }
 
-    /// The application dropped its session handle (`handle_dropped` is set): free the
-    /// endpoint slot if the driver is gone too.
-    pub(crate) fn release_if_done(&mut self, now: Instant) {
-        if let Self::Ep(g, h) = self {
-            g.release_if_done(now, *h);
+    /// Take the next link routed here: a first link, or a resume the session accepts (checked
+    /// before anything touches the live link). A refused resume comes back with the
+    /// REJECTED reply to write, its source charged.
+    fn take<S: 'static>(&mut self, s: &mut Session, now: Instant) -> Option<Taken<S>> {
+        let boxed = self.mailbox.pop_front()?;
+        let arrival = *boxed.downcast::<Arrival<S>>().ok()?;
+        match arrival {
+            Arrival::First(io, link) => Some(Taken::Link(io, link)),
+            Arrival::Resume(io, resume) => {
+                let outcome = if self.freed { ResumeOutcome::Refused } else { resume.apply_to_session(now, s) };
+                let reply = self.ep.lock().endpoint.resume_outcome(now, &resume, &outcome);
+                match outcome {
+                    ResumeOutcome::Linked { link, .. } => Some(Taken::Link(io, link)),
+                    ResumeOutcome::Refused => {
+                        tracing::debug!("sotto: resume refused by its session, answering REJECTED");
+                        Some(Taken::Refused(io, reply.unwrap_or_else(rejected)))
+                    }
+                }
+            }
         }
     }
+}
 
-    fn take_link<S: 'static>(&mut self) -> Option<(S, LinkId)> {
-        let Self::Ep(g, h) = self else { return None };
-        let boxed = g.slot(*h)?.mailbox.take()?;
-        boxed.downcast::<(S, LinkId)>().ok().map(|b| *b)
-    }
-
-    /// After a link went down: the endpoint may evict detached sessions now.
-    fn detached(&mut self) {
-        if let Self::Ep(g, _) = self {
-            g.drain_events();
-        }
-    }
+fn rejected() -> [u8; HELLO_LEN] {
+    ServerHello::rejected().encode()
 }
 
 /// After one input: write the frames it made due, if any, and return the next event.
@@ -313,7 +375,14 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
             state::flush_owed(s, st, now);
         }
         let filled = link.is_some() && s.conduit().current_link() == link && batch.fill(s, now).frames > 0;
-        (filled, state::poll_event(s, st))
+        let event = state::poll_event(s, st);
+        if event.is_none() {
+            let Owned { session, member, .. } = &mut *self.lock.0;
+            if let Some(m) = member {
+                m.report(session);
+            }
+        }
+        (filled, event)
     }
     fn status(&self) -> (bool, Option<Instant>) {
         let s = self.lock.parts_ref().0;
@@ -340,8 +409,11 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         self.lock.parts().0.link_up_with_hello(now, key, hello)
     }
     fn link_down(&mut self, now: Instant, link: LinkId) {
-        self.lock.parts().0.link_down(now, link);
-        self.lock.detached();
+        let Owned { session, member, .. } = &mut *self.lock.0;
+        session.link_down(now, link);
+        if let Some(m) = member {
+            m.report(session);
+        }
     }
     fn feed(
         &mut self,
@@ -400,8 +472,9 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
             st.tuning.feed_batch
         }
     }
-    fn take_link(&mut self) -> Option<(S, LinkId)> {
-        self.lock.take_link::<S>()
+    fn take_link(&mut self, now: Instant) -> Option<Taken<S>> {
+        let Owned { session, member, .. } = &mut *self.lock.0;
+        member.as_mut()?.take(session, now)
     }
     fn wake_senders(&mut self) {
         self.lock.parts().1.ring.wake_all();
@@ -427,6 +500,9 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         st.common.driver_done = true;
         st.common.driver = None;
         st.wake_all();
-        self.lock.release_if_done(now);
+        let Owned { session, member, .. } = &mut *self.lock.0;
+        if let Some(m) = member {
+            m.report(session);
+        }
     }
 }

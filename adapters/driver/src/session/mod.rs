@@ -2,10 +2,10 @@
 //! control, over the core's session layer ([`sotto_proto::session::Session`]).
 //!
 //! - Initiators: [`connect_session`] owns its session (one lock per session).
-//! - Acceptors: [`serve_sessions`] runs the core [`sotto_proto::endpoint::Endpoint`], which owns
-//!   every session of the listener, routes each new link by its resume key (handshake
-//!   deadline, pending-handshake cap, per-source failure budget, detached-session cap), and
-//!   hands new sessions to the application.
+//! - Acceptors: [`serve_sessions`] runs the core [`sotto_proto::endpoint::Endpoint`], which
+//!   routes each new link by its resume key (handshake deadline, pending-handshake cap,
+//!   per-source failure budget, detached-session cap); each session it admits is owned by its
+//!   own driver task and locked on its own, exactly as an initiator's.
 //!
 //! See `home` for where each session's state lives and why.
 

@@ -238,19 +238,6 @@ impl SessState {
         }
     }
 
-    /// Forget the previous session of a reused slot.
-    pub(crate) fn reset(&mut self) {
-        self.wake_all();
-        self.common.reset();
-        self.conns.clear();
-        self.dirty.clear();
-        self.full_conns = 0;
-        self.incoming.clear();
-        self.ready = false;
-        self.peer_metadata = None;
-        self.owed.clear();
-        self.delivered_bytes = 0;
-    }
 
     /// Wake every application task waiting on this session.
     pub(crate) fn wake_all(&mut self) {
