@@ -491,8 +491,15 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         }
     }
 
-    /// Raw acceptor: a link whose ClientHello the acceptor read. It supersedes the current one.
+    /// Raw acceptor: a link whose ClientHello the acceptor read. A resume the conduit does not
+    /// accept (a retired key, a stale duplicate, an ended session) is answered REJECTED and
+    /// never touches the current link; otherwise the new link supersedes it.
     fn attach(&mut self, g: &mut H::Guard<'_>, new: NewLink<S>, now: Instant, now_std: StdInstant) {
+        if new.hello.resume_key.is_some() && !g.conduit().accepts_resume(&new.hello) {
+            tracing::debug!("sotto: resume refused by its session, answering REJECTED");
+            self.refuse(new.io, &sotto_proto::wire::ServerHello::rejected().encode(), now_std);
+            return;
+        }
         self.supersede(g);
         let (id, result) = g.link_up_with_hello(now, fresh_key(), &new.hello);
         if let Err(e) = result {

@@ -3,6 +3,7 @@
 //! The tests themselves are in `tests/`.
 #![forbid(unsafe_code)]
 
+pub mod key_tap;
 pub mod proxy;
 pub mod sessions;
 pub mod streams;

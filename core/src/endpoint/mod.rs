@@ -745,6 +745,18 @@ fn reject(reason: RejectReason) -> Routed {
     Routed::Reject { reply: ServerHello::rejected().encode(), reason }
 }
 
+impl Conduit {
+    /// Acceptor: whether a resume opening with `hello` would be accepted now (the check
+    /// [`Resume::apply`] makes before it attaches the link): the session has not ended and
+    /// the hello presents its current key, or its previous one under the rotation rule (both
+    /// compared in constant time). Changes nothing: call it before a new link may supersede
+    /// the live one.
+    #[must_use]
+    pub fn accepts_resume(&self, hello: &ClientHello) -> bool {
+        !self.is_ended() && hello.resume_key.is_some_and(|k| accepts_resume(self, &k, hello))
+    }
+}
+
 /// Whether `conduit` would accept the resume `hello` presenting `key`: its current key, or
 /// the key the peer held before until the current one has been used (both compared in
 /// constant time). A hello with the previous key must also present a position no older than

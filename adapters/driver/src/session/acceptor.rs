@@ -94,6 +94,13 @@ impl SessionAcceptor {
         s.sessions_expired = s.endpoint.session_handshakes_expired;
         s
     }
+
+    /// Hold the endpoint's lock until the returned guard is dropped (no new link is routed
+    /// meanwhile). For tests showing that sessions never need it to move data.
+    #[doc(hidden)]
+    pub fn hold_endpoint_lock(&self) -> impl Sized + '_ {
+        self.ep.lock()
+    }
 }
 
 /// Start serving `incoming` with the session API on runtime `rt`. Each item is a freshly
