@@ -41,33 +41,27 @@
 //! lock, a peer's batch of small messages as one entry, cut into messages as the reader
 //! takes them; the reader takes the whole queue under one lock.
 //!
-//! - An initiator owns its [`sotto_proto::session::Session`]: one mutex per session.
-//! - An acceptor runs the core [`sotto_proto::endpoint::Endpoint`], which owns all of the
-//!   listener's sessions (allocated up front), routes every new link by its resume key and
-//!   enforces the acceptor's limits (pending handshakes and their deadline, per-source
-//!   failure budget, detached sessions). The endpoint lives behind **one mutex shared by the
-//!   acceptor task and every session's driver task**; each driver locks it to drive its own
-//!   session (reached by its generational handle), and a routed link is handed to the session's
-//!   driver through a mailbox in that same lock, so routing (which supersedes the old link in
-//!   the core) and the driver's switch to the new stream are atomic.
+//! - Every session, initiator or acceptor, owns its [`sotto_proto::session::Session`]: one
+//!   mutex per session, taken by its own driver task and its own handles, never by another
+//!   session.
+//! - An acceptor runs the core [`sotto_proto::endpoint::Endpoint`], which only routes: it
+//!   keeps the resume-key index, the pending handshakes and their deadline, the per-source
+//!   failure budget and the bookkeeping of unready and detached sessions, behind a small
+//!   lock of its own. The listener takes it to route a link; a session's driver takes it
+//!   only when the session's lifecycle changes (ready, detached or attached, a resume's
+//!   outcome, ended), never on the data path and never across a system call. A resume is
+//!   handed to its session's driver through a mailbox in the session's own state, and the
+//!   session checks the key before the new link may supersede the live one. So sessions of
+//!   one acceptor progress in parallel on a multi-thread runtime.
 //!
-//!   The alternative, one endpoint task that owns every session with per-link I/O tasks
-//!   feeding it through channels, would add a task hop and a copy per message on every
-//!   session, and a second queue to bound; the shared lock costs nothing with one session
-//!   and only serializes the short, bounded core calls of an acceptor's many sessions, which
-//!   is what the endpoint's single key index requires anyway. An acceptor that must use many
-//!   cores for many busy sessions can run several listeners.
+//! The raw stable-conduit acceptor keeps a small resume-key router of its own (`router`);
+//! its sessions check a resume the same way before it may supersede their link.
 //!
-//! The raw stable-conduit acceptor keeps a small resume-key router of its own (`router`):
-//! the core endpoint hosts session-layer sessions, not bare conduits.
-//!
-//! The session's lock is `lean_mutex::LeanMutex`, not `std::sync::Mutex`: every `send` takes
-//! it once, and its uncontended unlock is one release store instead of an atomic swap
-//! (without that swap, sotto's 16-byte `send` rate rose 10-20 %; see docs/benchmarks.md). It is the only `unsafe` code in the workspace (an `UnsafeCell` behind
-//! the lock); CI runs its tests under Miri. Everything else here is `deny(unsafe_code)`.
+//! The locks are `std::sync::Mutex`: a waiter is woken by the unlock that frees the lock,
+//! never by a timed re-check. The crate has no `unsafe` code.
 //!
 //! Applications use `sotto-tokio` or `sotto-smol`, which re-export the types of this crate.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod acceptor;
 mod backoff;
@@ -77,7 +71,6 @@ mod driver;
 mod handle;
 mod host;
 mod keys;
-mod lean_mutex;
 mod listen;
 mod pending;
 mod raw;

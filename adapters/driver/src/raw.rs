@@ -3,6 +3,7 @@
 //! replay ring), the bounded inbound queue, and the driver-managed [`Common`] fields.
 
 use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 use sotto_proto::conduit::{InputError, Observed};
@@ -11,7 +12,6 @@ use sotto_proto::wire::ClientHello;
 use sotto_proto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
 
 use crate::host::{Host, Locked};
-use crate::lean_mutex::{LeanGuard, LeanMutex};
 use crate::shared::{Clock, Common, WakerList};
 
 /// Everything behind a raw session's lock.
@@ -47,14 +47,14 @@ impl Inner {
 /// The lock plus the clock.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    inner: LeanMutex<Inner>,
+    inner: Mutex<Inner>,
     clock: Clock,
 }
 
 impl Shared {
     pub(crate) fn new(conduit: Conduit, config: &crate::Config, clock: Clock) -> Self {
         Self {
-            inner: LeanMutex::new(Inner {
+            inner: Mutex::new(Inner {
                 conduit,
                 common: Common::default(),
                 inbound: VecDeque::new(),
@@ -72,8 +72,8 @@ impl Shared {
     }
 
     /// Lock the state (see [`Host::lock`] on panics under the lock).
-    pub(crate) fn lock_inner(&self) -> LeanGuard<'_, Inner> {
-        self.inner.lock()
+    pub(crate) fn lock_inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The core's "now".
@@ -88,7 +88,7 @@ impl Shared {
 }
 
 /// The raw session's locked state, as the driver sees it.
-pub(crate) struct RawGuard<'a>(LeanGuard<'a, Inner>);
+pub(crate) struct RawGuard<'a>(MutexGuard<'a, Inner>);
 
 impl<S: 'static> Host<S> for Shared {
     type Guard<'a> = RawGuard<'a>;

@@ -31,7 +31,6 @@ use sotto_proto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
 
 use super::state::{self, SessState};
 use crate::host::{Host, Locked, Taken};
-use crate::lean_mutex::{LeanGuard, LeanMutex};
 use crate::shared::{Clock, Common};
 
 /// Links waiting in a session's mailbox at most; a newer one drops the oldest (closing it):
@@ -51,13 +50,13 @@ impl Home {
     /// A session, an acceptor's if `member` is set, on `clock` (an acceptor's sessions share
     /// the endpoint's clock, so that the times they report compare).
     pub(crate) fn with_clock(session: Session, state: SessState, member: Option<Member>, clock: Clock) -> Self {
-        Self(Arc::new(OwnHome { inner: LeanMutex::new(Owned { session, state, member }), clock }))
+        Self(Arc::new(OwnHome { inner: Mutex::new(Owned { session, state, member }), clock }))
     }
 
     /// Lock the session and its state.
     #[inline]
     pub(crate) fn lock(&self) -> SessLock<'_> {
-        SessLock(self.0.inner.lock())
+        SessLock(self.0.lock())
     }
 
     /// The session's clock.
@@ -80,12 +79,21 @@ pub(crate) struct Owned {
 
 /// A session behind its own lock.
 pub(crate) struct OwnHome {
-    inner: LeanMutex<Owned>,
+    inner: Mutex<Owned>,
     clock: Clock,
 }
 
+impl OwnHome {
+    /// Lock it (never poisoned: the core never panics on input, so the state is consistent
+    /// even if another holder panicked).
+    #[inline]
+    fn lock(&self) -> MutexGuard<'_, Owned> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// A locked session.
-pub(crate) struct SessLock<'a>(LeanGuard<'a, Owned>);
+pub(crate) struct SessLock<'a>(MutexGuard<'a, Owned>);
 
 impl SessLock<'_> {
     /// The session and its state.
@@ -205,7 +213,7 @@ impl Reach {
     /// Hand a routed resume link to the session's driver. Returns it if the session is gone.
     pub(crate) fn deliver<S: Send + 'static>(self, io: S, resume: Resume) -> Result<(), (S, Resume)> {
         let Some(home) = self.0 else { return Err((io, resume)) };
-        let mut g = home.inner.lock();
+        let mut g = home.lock();
         let Owned { state, member, .. } = &mut *g;
         let Some(m) = member.as_mut() else { return Err((io, resume)) };
         if m.mailbox.len() >= MAILBOX {
@@ -220,7 +228,7 @@ impl Reach {
     /// sees the end.
     pub(crate) fn end(self, now: Instant) {
         let Some(home) = self.0 else { return };
-        let mut g = home.inner.lock();
+        let mut g = home.lock();
         let Owned { session, state, .. } = &mut *g;
         if !session.is_ended() {
             session.conduit_end(now, SessionEnd::Evicted);
