@@ -69,12 +69,18 @@ pub struct Config {
     /// Session API: the session layer's limits (connections, credit, metadata, churn). Its
     /// `conduit` field is ignored: [`Config::conduit`] is used.
     pub session: SessionConfig,
-    /// Session acceptor: sessions held at once, attached or detached; each has its buffers
-    /// allocated when the acceptor starts, and keeps its slot until its handle is dropped.
-    /// Default 64.
+    /// Session acceptor: sessions held at once, attached or detached. Nothing is allocated
+    /// for it up front: a session's buffers are allocated when it is created and freed when
+    /// it ends. Set it from memory: what you can give sessions divided by what one may hold
+    /// (its replay ring, `conduit.replay_bytes`; its `read_chunk` and `write_buffer`; its
+    /// connections' queued data, bounded by their credit). When every one is taken, a new
+    /// session reclaims the one detached longest, or with none detached is refused
+    /// (REJECTED, logged at warn level and counted as the endpoint's `rejected_full`).
+    /// Default 100,000.
     pub max_sessions: u32,
-    /// Session acceptor: detached sessions kept at once; past it the oldest is evicted (lost).
-    /// Default 1024.
+    /// Session acceptor: detached sessions kept at once; past it the one detached longest is
+    /// evicted (lost). Default `u32::MAX`: only `max_sessions` binds, so a mass disconnect
+    /// never evicts a session whose client is still within its resume window.
     pub max_detached_sessions: u32,
     /// Session acceptor: failed handshakes and failed resumes one source (peer IP address;
     /// Unix sockets and generic streams count as one source) may cause per `failure_period`
@@ -119,8 +125,8 @@ impl Default for Config {
             max_pending_handshakes: 64,
             accept_backlog: 64,
             session: SessionConfig::default(),
-            max_sessions: 64,
-            max_detached_sessions: 1024,
+            max_sessions: 100_000,
+            max_detached_sessions: u32::MAX,
             failure_budget: 16,
             failure_period: Duration::from_secs(10),
             conn_inbound_items: 16384,

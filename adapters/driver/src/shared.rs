@@ -250,7 +250,6 @@ impl Common {
             })
             .collect()
     }
-
 }
 
 /// The session's clock: the runtime's [`Runtime::now`](crate::Runtime::now) (so a simulated

@@ -51,7 +51,9 @@ async fn session_acceptor_refused_resume_with_an_old_key_never_touches_the_live_
     assert_eq!(b_after.session.conduit.link_drops.superseded, b_before.session.conduit.link_drops.superseded);
     assert_eq!(a_after.link_downs, a_before.link_downs, "the initiator's link never went down");
     assert_eq!(a_after.session.conduit.resumes, a_before.session.conduit.resumes, "no resume followed");
-    assert!(futures::FutureExt::now_or_never(a.next_event()).flatten().is_none_or(|e| !matches!(e, SessionEvent::Resumed { .. })));
+    assert!(futures::FutureExt::now_or_never(a.next_event())
+        .flatten()
+        .is_none_or(|e| !matches!(e, SessionEvent::Resumed { .. })));
     let ep = acc.stats().endpoint;
     assert_eq!(ep.rejected, 1, "refused by the session, counted once: {ep:?}");
     assert_eq!(tap.keys().len(), 2, "no key issued for the refused resume");
@@ -104,7 +106,8 @@ async fn two_sessions_of_one_acceptor_move_data_with_the_endpoint_lock_held() {
         sides.push((a, b, pairs));
     }
     let held = acc.hold_endpoint_lock();
-    let runs: Vec<_> = sides.iter_mut().map(|(_, _, pairs)| tokio::spawn(exchange_all(std::mem::take(pairs), 500))).collect();
+    let runs: Vec<_> =
+        sides.iter_mut().map(|(_, _, pairs)| tokio::spawn(exchange_all(std::mem::take(pairs), 500))).collect();
     // Wait on this thread without touching any session, then release the lock whatever
     // happened, so that a failure is reported rather than left hanging.
     // (The timer runs on async-io's own thread: it fires even if every worker is stuck.)
@@ -120,4 +123,76 @@ async fn two_sessions_of_one_acceptor_move_data_with_the_endpoint_lock_held() {
     for (a, b, _) in &sides {
         assert!(a.stats().link_established && b.stats().link_established);
     }
+}
+
+/// Read until the acceptor closes the link; returns how long after `from` that was.
+async fn closed_after(s: &mut tokio::net::TcpStream, from: std::time::Instant) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    loop {
+        match within(LIMIT, "link closed", s.read(&mut buf)).await {
+            Ok(0) | Err(_) => return from.elapsed(),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Links whose handshake expires are closed at the handshake deadline (1 s here), not a
+/// `drain_timeout` (10 s here) later: a link that never sends its ClientHello, and one whose
+/// new session never finishes its session handshake (nothing is owed on either).
+#[tokio::test]
+async fn expired_handshakes_are_closed_at_their_deadline_not_a_drain_timeout_later() {
+    use tokio::io::AsyncWriteExt;
+    let mut config = session_config();
+    config.drain_timeout = Duration::from_secs(10);
+    // No keepalive verdict before the deadline (the silent client answers no ping).
+    config.conduit.ping_interval = Duration::from_secs(10).into();
+    config.conduit.pong_timeout = Duration::from_secs(20).into();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let acc = sotto_tokio::serve_sessions_tcp(l, config).expect("config");
+    let deadline = Duration::from(config.conduit.handshake_timeout);
+    let slack = Duration::from_secs(4);
+
+    let started = std::time::Instant::now();
+    let mut mute = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let hello = sotto_proto::wire::ClientHello { resume_key: None, last_received: None, ext: true }.encode();
+    let mut first = (hello.len() as u32).to_le_bytes().to_vec();
+    first.extend_from_slice(&hello);
+    let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    silent.write_all(&first).await.expect("write");
+    let (mute_closed, silent_closed) =
+        futures::future::join(closed_after(&mut mute, started), closed_after(&mut silent, started)).await;
+    for (what, at) in [("no ClientHello", mute_closed), ("no session handshake", silent_closed)] {
+        assert!(
+            at >= deadline.saturating_sub(Duration::from_millis(100)),
+            "{what}: closed before the deadline ({at:?})"
+        );
+        assert!(at < deadline + slack, "{what}: closed {at:?} after connecting, not at the {deadline:?} deadline");
+    }
+    let s = acc.stats();
+    assert_eq!((s.sessions, s.sessions_expired), (0, 1), "{s:?}");
+}
+
+/// A full acceptor (every one of `max_sessions` live and attached) refuses a new session as
+/// full, counted apart from unknown keys.
+#[tokio::test]
+async fn a_full_acceptor_refuses_a_new_session_as_full_not_as_an_unknown_key() {
+    let mut config = session_config();
+    config.max_sessions = 1;
+    config.connect_timeout = Duration::from_secs(2);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let acc = sotto_tokio::serve_sessions_tcp(l, config).expect("config");
+    let a = sotto_tokio::connect_session(move || tokio::net::TcpStream::connect(addr), config).await.expect("connect");
+    let _b = acc.accept().await.expect("accept");
+    let second =
+        within(LIMIT, "refused", sotto_tokio::connect_session(move || tokio::net::TcpStream::connect(addr), config))
+            .await;
+    assert!(second.is_err(), "a second session on a full acceptor");
+    let ep = acc.stats().endpoint;
+    assert!(ep.rejected_full >= 1, "{ep:?}");
+    assert_eq!(ep.rejected, 0, "no resume was refused: {ep:?}");
+    assert_eq!(ep.sessions_live, 1);
+    assert!(a.stats().link_established);
 }

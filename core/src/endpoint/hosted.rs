@@ -211,7 +211,7 @@ impl Hosted {
     /// Take the session behind `handle` out of the table (ended), keeping it for reuse.
     fn remove(&mut self, now: Instant, handle: SessionHandle) {
         let Some(entry) = self.sessions.get_mut(handle.index as usize) else { return };
-        if !entry.as_ref().is_some_and(|(h, _)| *h == handle) {
+        if entry.as_ref().is_none_or(|(h, _)| *h != handle) {
             return;
         }
         if let Some((_, mut s)) = entry.take() {

@@ -12,7 +12,7 @@ mod source_limiter;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
-use crate::conduit::{ConfigError, Conduit, InputError, LinkId};
+use crate::conduit::{Conduit, ConfigError, InputError, LinkId};
 use crate::session::{Session, SessionConfig};
 use crate::time::{Duration, Instant, MonotonicNow};
 use crate::wire::{ClientHello, ResumeKey, ServerHello, WireError, HELLO_LEN};
@@ -567,7 +567,12 @@ impl Endpoint {
     /// [`ResumeOutcome::Refused`] (and on a hello the conduit rejected) the resume's source is
     /// charged a failure; a refusal returns the REJECTED reply to write before closing the
     /// link. On success the session's keys (the presented and the issued one) route to it.
-    pub fn resume_outcome(&mut self, now: Instant, resume: &Resume, outcome: &ResumeOutcome) -> Option<[u8; HELLO_LEN]> {
+    pub fn resume_outcome(
+        &mut self,
+        now: Instant,
+        resume: &Resume,
+        outcome: &ResumeOutcome,
+    ) -> Option<[u8; HELLO_LEN]> {
         let now = self.clock.observe(now);
         match outcome {
             ResumeOutcome::Refused => {
@@ -582,7 +587,7 @@ impl Endpoint {
             }
             ResumeOutcome::Linked { issued, result: Ok(()), .. } => {
                 let index = resume.handle.index;
-                let Some(slot) = self.slot_mut(resume.handle) else { return None };
+                let slot = self.slot_mut(resume.handle)?;
                 let old = core::mem::replace(&mut slot.keys, [Some(resume.key), Some(*issued)]);
                 for k in old.into_iter().flatten() {
                     if !k.ct_eq(&resume.key) && !k.ct_eq(issued) {
@@ -655,7 +660,7 @@ impl Endpoint {
         slot.forgotten = true;
         slot.unready = None;
         slot.detached_since = None;
-        let keys = core::mem::replace(&mut slot.keys, [None; 2]);
+        let keys = core::mem::take(&mut slot.keys);
         for k in keys.into_iter().flatten() {
             self.keys.remove(&k);
         }

@@ -498,7 +498,12 @@ fn pump_pair(now: Instant, a: &mut Session, al: LinkId, b: &mut Session, bl: Lin
 
 /// A fresh session through `ep`: the initiator, the acceptor session the caller now owns,
 /// its handle and both link ids.
-fn open_owned(ep: &mut Endpoint, cfg: &EndpointConfig, now: Instant, k: ResumeKey) -> (Session, Session, SessionHandle) {
+fn open_owned(
+    ep: &mut Endpoint,
+    cfg: &EndpointConfig,
+    now: Instant,
+    k: ResumeKey,
+) -> (Session, Session, SessionHandle) {
     let mut client = Session::new(Role::Initiator, cfg.session, b"c").expect("config");
     let cl = client.link_up(now, ResumeKey::ZERO);
     let mut buf = vec![0u8; 1 << 16];

@@ -296,7 +296,9 @@ impl<R: Runtime> EpRouting<R> {
             }
             Ok(Routed::Reject { reason, .. }) => {
                 if reason == RejectReason::Full {
-                    tracing::warn!("sotto: acceptor full (max_sessions sessions live, none detached): refusing a new session");
+                    tracing::warn!(
+                        "sotto: acceptor full (max_sessions sessions live, none detached): refusing a new session"
+                    );
                 }
                 l.reject(io, p);
             }

@@ -181,8 +181,7 @@ impl EpShared {
     ) -> Home {
         let mut mailbox: VecDeque<Box<dyn Any + Send>> = VecDeque::with_capacity(1);
         mailbox.push_back(Box::new(Arrival::First(first.0, first.1)));
-        let member =
-            Member { ep: Arc::clone(self), handle, mailbox, detached: false, settled: false, freed: false };
+        let member = Member { ep: Arc::clone(self), handle, mailbox, detached: false, settled: false, freed: false };
         let home = Home::with_clock(session, state, Some(member), self.clock.clone());
         let mut g = self.lock();
         let i = handle.index as usize;

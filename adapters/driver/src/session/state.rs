@@ -238,7 +238,6 @@ impl SessState {
         }
     }
 
-
     /// Wake every application task waiting on this session.
     pub(crate) fn wake_all(&mut self) {
         self.common.watchers.wake_all();
