@@ -18,14 +18,14 @@
 //! itself within `drain_timeout`. The driver and the handles are shared with `sotto-tokio`
 //! (crate `sotto-driver`), so both adapters behave the same and interoperate.
 //!
-//! ```no_run
+//! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> { smol::block_on(async {
 //! use bytes::Bytes;
 //! use sotto_smol::{connect, serve_tcp, Config};
 //!
 //! let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let addr = listener.local_addr()?;
-//! let acceptor = serve_tcp(listener, Config::default()).expect("valid config");
+//! let acceptor = serve_tcp(listener, Config::default())?;
 //! let client = connect(
 //!     move || async move {
 //!         let s = smol::net::TcpStream::connect(addr).await?;

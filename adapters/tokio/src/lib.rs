@@ -16,14 +16,15 @@
 //! handles are shared with `sotto-smol` (crate `sotto-driver`), so both adapters behave the
 //! same and interoperate.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use bytes::Bytes;
 //! use sotto_tokio::{connect, serve_tcp, Config};
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let addr = listener.local_addr()?;
-//! let acceptor = serve_tcp(listener, Config::default()).expect("valid config");
+//! let acceptor = serve_tcp(listener, Config::default())?;
 //! let client = connect(
 //!     move || async move {
 //!         let s = tokio::net::TcpStream::connect(addr).await?;
@@ -43,20 +44,25 @@
 //!
 //! The session API, with virtual connections:
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use bytes::Bytes;
 //! use futures::{SinkExt, StreamExt};
 //! use sotto_tokio::{connect_session, serve_sessions_tcp, Config};
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let addr = listener.local_addr()?;
-//! let acceptor = serve_sessions_tcp(listener, Config::default()).expect("valid config");
+//! let acceptor = serve_sessions_tcp(listener, Config::default())?;
 //! let client = connect_session(move || tokio::net::TcpStream::connect(addr), Config::default()).await?;
 //! let server = acceptor.accept().await?;
-//! let (opened, incoming) = tokio::join!(client.open(b"chat"), server.accept());
+//! // `open` waits for the peer's answer, so the server answers concurrently.
+//! let (opened, answered) = tokio::join!(client.open(b"chat"), async {
+//!     let incoming = server.accept().await?;
+//!     Ok::<_, Box<dyn std::error::Error>>(incoming.accept(b"welcome").await?)
+//! });
 //! let mut conn = opened?;
-//! let mut peer = incoming?.accept(b"welcome").await?;
+//! let mut peer = answered?;
 //! conn.send(Bytes::from_static(b"hello")).await?; // waits for credit, never buffers unboundedly
 //! assert_eq!(&peer.next().await.expect("a message")[..], b"hello");
 //! peer.feed(Bytes::from_static(b"hi")).await?; // Sink
@@ -67,6 +73,11 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
+
+/// The repository README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
 
 mod compat;
 mod runtime;

@@ -104,6 +104,8 @@ impl core::fmt::Display for ConfigError {
     }
 }
 
+impl core::error::Error for ConfigError {}
+
 impl ConduitConfig {
     /// Check the configuration for values that cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
