@@ -275,7 +275,7 @@ async fn initial_connect_retries_then_succeeds_or_times_out() {
     let (l, dead) = tcp_listener().await;
     drop(l);
     let mut cfg = test_config();
-    cfg.connect_timeout = Duration::from_millis(300);
+    cfg.dial.connect_timeout = Duration::from_millis(300);
     let started = std::time::Instant::now();
     let err = connect(move || dial_tcp(dead), cfg).await.expect_err("nothing listens");
     assert!(matches!(err, ConnectError::TimedOut { last_error: Some(_) }), "{err:?}");
@@ -293,7 +293,7 @@ async fn recovery_timeout_reports_the_session_lost() {
     let (l, addr) = tcp_listener().await;
     let acceptor = serve_tcp(l, test_config()).expect("config");
     let mut cfg = test_config();
-    cfg.conduit.recovery_timeout = Duration::from_millis(500).into();
+    cfg.protocol.recovery_timeout = Duration::from_millis(500);
     let (proxy, paddr) = cuttable_tcp(addr);
     let a = connect(move || dial_tcp(paddr), cfg).await.expect("connect");
     let b = acceptor.accept().await.expect("accept");
@@ -316,8 +316,8 @@ async fn recovery_timeout_reports_the_session_lost() {
 #[tokio::test]
 async fn send_backpressures_while_the_ring_is_full() {
     let mut cfg = test_config();
-    cfg.conduit.replay_frames = 16;
-    cfg.inbound_items = 4;
+    cfg.protocol.replay_frames = 16;
+    cfg.buffers.inbound_items = 4;
     let (l, addr) = tcp_listener().await;
     let acceptor = serve_tcp(l, cfg).expect("config");
     let a = connect(move || dial_tcp(addr), cfg).await.expect("connect");

@@ -103,9 +103,9 @@ pub use sotto_proto::{ConduitConfig, SessionEnd};
 ///
 /// `connector` is called for every link (the first and each redial) and returns a fresh
 /// stream; set `TCP_NODELAY` on TCP streams (writes are already batched). Transient errors
-/// and failed handshakes are retried with backoff until `config.connect_timeout`; a REJECTED
+/// and failed handshakes are retried with backoff until `config.dial.connect_timeout`; a REJECTED
 /// answer is not. Afterwards a lost link is redialed (at once, then with exponential backoff
-/// 50 ms to 5 s, full jitter) until `config.conduit.recovery_timeout`, after which the session
+/// 50 ms to 5 s, full jitter) until `config.protocol.recovery_timeout`, after which the session
 /// ends as lost. Must be called within a tokio runtime.
 pub async fn connect<F, Fut, S>(connector: F, config: Config) -> Result<StableConduit, ConnectError>
 where

@@ -385,11 +385,11 @@ fn chaos_vox_initiator_sotto_acceptor() {
 fn ack_starvation(dir: Dir, name: &'static str) {
     let _g = serial();
     let mut config = Config::default();
-    config.conduit.replay_frames = 64;
+    config.protocol.replay_frames = 64;
     // How long vox may stay silent before a cycle, and the retry delay when a cycle brought
     // no ack (base form has no other use for `ping_interval`): short, to keep the test short.
-    config.conduit.ack_starved_timeout = Duration::from_millis(300).into();
-    config.conduit.ping_interval = Duration::from_millis(300).into();
+    config.protocol.ack_starved_timeout = Duration::from_millis(300);
+    config.protocol.ping_interval = Duration::from_millis(300);
     let s = Scenario {
         name,
         dir,
@@ -497,7 +497,7 @@ fn one_way_burst(multi_thread: bool) {
     assert_sotto(&s, &o);
     assert!(o.vox.delivery.exact(), "vox must receive the whole burst ({rt}): {}", o.vox.delivery);
     let cycles = o.sotto.stats.conduit.link_drops.ack_starved;
-    let rings = (BURST as u64).div_ceil(u64::from(s.config.conduit.replay_frames));
+    let rings = (BURST as u64).div_ceil(u64::from(s.config.protocol.replay_frames));
     assert!(
         (1..=2 * rings).contains(&cycles),
         "a ring's worth per cycle: expected 1..={} ack-starved cycles, got {cycles} ({rt})",

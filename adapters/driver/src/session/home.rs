@@ -166,16 +166,18 @@ impl EpShared {
             .map(|_| Slot { generation: 0, state: SessState::new(config), mailbox: None })
             .collect();
         // The smallest configuration a session accepts: the orphan only ever says "ended".
-        let tiny = SessionConfig {
-            conduit: ConduitConfig {
-                max_frame_len: 64,
-                replay_bytes: 64,
-                replay_frames: 1,
-                ..ConduitConfig::default()
-            },
-            max_connections: 1,
-            max_pending_opens: 1,
-            ..SessionConfig::default()
+        let tiny = {
+            let mut patched = SessionConfig::default();
+            patched.conduit = {
+                let mut patched = ConduitConfig::default();
+                patched.max_frame_len = 64;
+                patched.replay_bytes = 64;
+                patched.replay_frames = 1;
+                patched
+            };
+            patched.max_connections = 1;
+            patched.max_pending_opens = 1;
+            patched
         };
         let mut orphan = Session::new(Role::Acceptor, tiny, &[])?;
         orphan.conduit_end(clock.now(), SessionEnd::Evicted);
