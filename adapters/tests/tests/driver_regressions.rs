@@ -11,7 +11,8 @@ use bytes::Bytes;
 use futures::SinkExt;
 use sotto_adapter_tests::sessions::{conn_message, open_accept, session_config};
 use sotto_adapter_tests::workload::{message, test_config, within};
-use sotto_tokio::{connect, serve_tcp, ConnError, Connection, SessionHandle, StableConduit};
+use sotto_tokio::raw::{connect, serve_tcp, StableConduit};
+use sotto_tokio::{ConnError, Connection, SessionHandle};
 use tokio::net::{TcpListener, TcpStream};
 
 const LIMIT: Duration = Duration::from_secs(30);

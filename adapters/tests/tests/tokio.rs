@@ -12,7 +12,8 @@ use sotto_adapter_tests::proxy::{cuttable_tcp, Chaos, ChaosProxy, Endpoint};
 use sotto_adapter_tests::streams::{OneByte, WriteZeroAfter};
 use sotto_adapter_tests::workload::{eventually, exchange, seed, sleep, test_config, unix_path, within};
 use sotto_proto::SessionEnd;
-use sotto_tokio::{connect, serve, serve_tcp, serve_unix, ConduitEvent, ConnectError, StableConduit};
+use sotto_tokio::raw::{connect, serve, serve_tcp, serve_unix, ConduitEvent, StableConduit};
+use sotto_tokio::ConnectError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
@@ -30,7 +31,7 @@ async fn dial_tcp(addr: SocketAddr) -> std::io::Result<TcpStream> {
     Ok(s)
 }
 
-async fn pair_tcp() -> (StableConduit, StableConduit, sotto_tokio::Acceptor) {
+async fn pair_tcp() -> (StableConduit, StableConduit, sotto_tokio::raw::Acceptor) {
     let (l, addr) = tcp_listener().await;
     let acceptor = serve_tcp(l, test_config()).expect("config");
     let a = connect(move || dial_tcp(addr), test_config()).await.expect("connect");
