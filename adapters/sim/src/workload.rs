@@ -171,7 +171,7 @@ impl Tally {
 pub fn options(seed: u64) -> SimOptions {
     let mut o = SimOptions::new(seed);
     o.time_limit = Duration::from_secs(300);
-    o.fifo = seed.is_multiple_of(4);
+    o.fifo = seed % 4 == 0;
     o
 }
 
