@@ -23,30 +23,30 @@ const MESSAGES: u32 = 300;
 const PADDING: &str =
     "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore";
 
-/// The server: take `CLIENTS` connections (from whichever sessions open them), say "start"
-/// to each, then relay every message to every other connection.
+/// The server: take `CLIENTS` sessions with one connection each, say "start" to each, then
+/// relay every message to every other connection.
 async fn server(acceptor: SessionAcceptor) -> Result<()> {
     let (joined_tx, mut joined) = tokio::sync::mpsc::channel(CLIENTS);
     // Sessions keep being accepted: a client whose first link died before its handshake
-    // finished dials again as a new session.
+    // finished dials again as a new session (the first one never opens a connection and
+    // is dropped once it expires).
     tokio::spawn(async move {
         while let Ok(session) = acceptor.accept().await {
             let joined_tx = joined_tx.clone();
             tokio::spawn(async move {
-                while let Ok(incoming) = session.accept().await {
-                    if let Ok(conn) = incoming.accept(b"welcome").await {
-                        let _ = joined_tx.send(conn).await;
-                    }
-                }
-                // Keep the session (and its connections) alive until the peer closes it.
-                drop(session);
+                let Ok(incoming) = session.accept().await else { return };
+                let Ok(conn) = incoming.accept(b"welcome").await else { return };
+                let _ = joined_tx.send((session, conn)).await;
             });
         }
     });
+    // The sessions are kept until the end: dropping a handle closes its session.
+    let mut sessions = Vec::new();
     let mut readers = Vec::new();
     let senders: Arc<Mutex<Vec<ConnSender>>> = Arc::default();
     for _ in 0..CLIENTS {
-        let conn = joined.recv().await.ok_or("acceptor ended")?;
+        let (session, conn) = joined.recv().await.ok_or("acceptor ended")?;
+        sessions.push(session);
         let (tx, rx) = conn.split();
         senders.lock().await.push(tx);
         readers.push(rx);
@@ -61,17 +61,19 @@ async fn server(acceptor: SessionAcceptor) -> Result<()> {
             while let Ok(msg) = rx.recv().await {
                 let mut senders = senders.lock().await;
                 for (to, tx) in senders.iter_mut().enumerate() {
+                    // A client that has everything may close and leave while others still
+                    // wait for messages: sending to it fails, the others still get theirs.
                     if to != from {
-                        tx.send(&msg).await?;
+                        let _ = tx.send(&msg).await;
                     }
                 }
             }
-            Ok::<_, sotto_tokio::ConnError>(())
         }));
     }
     for relay in relays {
-        relay.await??;
+        relay.await?;
     }
+    drop(sessions);
     Ok(())
 }
 
