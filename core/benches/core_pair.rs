@@ -122,7 +122,12 @@ fn transfer<A: Machine, B: Machine>(
 }
 
 fn conduit_cfg() -> ConduitConfig {
-    ConduitConfig { max_frame_len: 128 << 10, replay_bytes: 8 << 20, ..ConduitConfig::default() }
+    {
+        let mut patched = ConduitConfig::default();
+        patched.max_frame_len = 128 << 10;
+        patched.replay_bytes = 8 << 20;
+        patched
+    }
 }
 
 fn conduit_pair() -> (Wire<Conduit>, Wire<Conduit>) {
@@ -144,7 +149,13 @@ fn session_pair(conns: usize) -> (Wire<Session>, Wire<Session>, Vec<u32>) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(SessionConfig::default().batch_bytes);
-    let cfg = SessionConfig { conduit: conduit_cfg(), max_connections: 256, batch_bytes, ..SessionConfig::default() };
+    let cfg = {
+        let mut patched = SessionConfig::default();
+        patched.conduit = conduit_cfg();
+        patched.max_connections = 256;
+        patched.batch_bytes = batch_bytes;
+        patched
+    };
     let mut a = Session::new(Role::Initiator, cfg, b"").unwrap();
     let mut b = Session::new(Role::Acceptor, cfg, b"").unwrap();
     let la = a.link_up(Instant::ZERO, ResumeKey::ZERO);

@@ -349,14 +349,26 @@ impl Pair {
 /// Small rings (so `send` blocks sometimes), either form on either side, default timers.
 fn configs() -> impl Strategy<Value = (ConduitConfig, ConduitConfig)> {
     (any::<bool>(), any::<bool>(), 1u32..12, 0u32..4, 1u32..5).prop_map(|(ext_a, ext_b, frames, extra, ack_every)| {
-        let base = ConduitConfig {
-            max_frame_len: 128,
-            replay_frames: frames,
-            replay_bytes: 112 + 64 * extra,
-            ack_every,
-            ..ConduitConfig::default()
+        let base = {
+            let mut patched = ConduitConfig::default();
+            patched.max_frame_len = 128;
+            patched.replay_frames = frames;
+            patched.replay_bytes = 112 + 64 * extra;
+            patched.ack_every = ack_every;
+            patched
         };
-        (ConduitConfig { ext: ext_a, ..base }, ConduitConfig { ext: ext_b, ..base })
+        (
+            {
+                let mut patched = base;
+                patched.ext = ext_a;
+                patched
+            },
+            {
+                let mut patched = base;
+                patched.ext = ext_b;
+                patched
+            },
+        )
     })
 }
 

@@ -102,17 +102,19 @@ struct Pair {
 }
 
 fn config() -> SessionConfig {
-    SessionConfig {
-        conduit: ConduitConfig {
-            max_frame_len: 4096,
-            replay_bytes: 24 << 10,
-            replay_frames: 64,
-            ..ConduitConfig::default()
-        },
-        initial_credit: 8 << 10,
-        max_connections: 8,
-        max_pending_opens: 4,
-        ..SessionConfig::default()
+    {
+        let mut patched = SessionConfig::default();
+        patched.conduit = {
+            let mut patched = ConduitConfig::default();
+            patched.max_frame_len = 4096;
+            patched.replay_bytes = 24 << 10;
+            patched.replay_frames = 64;
+            patched
+        };
+        patched.initial_credit = 8 << 10;
+        patched.max_connections = 8;
+        patched.max_pending_opens = 4;
+        patched
     }
 }
 
@@ -574,9 +576,30 @@ fn a_state_over_the_importers_limits_is_refused() {
     assert_eq!(over(ring(|c| c.replay_frames = 2)), "replay_frames");
     assert_eq!(over(ring(|c| c.replay_bytes = 4096)), "replay_bytes");
     assert_eq!(over(ring(|c| c.recovery_timeout = Duration::from_secs(1))), "recovery_timeout");
-    assert_eq!(over(SessionConfig { max_connections: 1, ..base }), "max_connections");
-    assert_eq!(over(SessionConfig { max_metadata: 2, ..base }), "max_metadata");
-    assert_eq!(over(SessionConfig { initial_credit: 1024, ..base }), "initial_credit (receive window)");
+    assert_eq!(
+        over({
+            let mut patched = base;
+            patched.max_connections = 1;
+            patched
+        }),
+        "max_connections"
+    );
+    assert_eq!(
+        over({
+            let mut patched = base;
+            patched.max_metadata = 2;
+            patched
+        }),
+        "max_metadata"
+    );
+    assert_eq!(
+        over({
+            let mut patched = base;
+            patched.initial_credit = 1024;
+            patched
+        }),
+        "initial_credit (receive window)"
+    );
     let frame = ring(|c| {
         c.max_frame_len = 256;
         c.replay_bytes = 24 << 10;
@@ -584,14 +607,22 @@ fn a_state_over_the_importers_limits_is_refused() {
     assert_eq!(over(frame), "max_item_len");
     // Within every limit: accepted.
     Session::import(&bytes, Instant::ZERO, base).expect("same limits");
-    let roomier = SessionConfig { max_connections: 100, ..ring(|c| c.replay_bytes = 1 << 20) };
+    let roomier = {
+        let mut patched = ring(|c| c.replay_bytes = 1 << 20);
+        patched.max_connections = 100;
+        patched
+    };
     Session::import(&bytes, Instant::ZERO, roomier).expect("larger limits");
 }
 
 #[test]
 fn export_refuses_pending_events_and_an_ended_session() {
     // Credit windows larger than the ring, so that the ring fills first.
-    let mut p = busy_pair_with(SessionConfig { initial_credit: 256 << 10, ..config() });
+    let mut p = busy_pair_with({
+        let mut patched = config();
+        patched.initial_credit = 256 << 10;
+        patched
+    });
     p.allow_end = true;
     // A fills its ring; B's acks come back and free it: a Writable is queued.
     while p.a.s.send(ROOT, &[7; 1000]).is_ok() {}
@@ -636,7 +667,13 @@ impl Pair {
 
 #[test]
 fn a_conduit_moves_with_its_ring_and_keys() {
-    let cfg = ConduitConfig { max_frame_len: 1024, replay_bytes: 8192, replay_frames: 32, ..ConduitConfig::default() };
+    let cfg = {
+        let mut patched = ConduitConfig::default();
+        patched.max_frame_len = 1024;
+        patched.replay_bytes = 8192;
+        patched.replay_frames = 32;
+        patched
+    };
     let mut a = Conduit::new(Role::Initiator, cfg).expect("config");
     let mut b = Conduit::new(Role::Acceptor, cfg).expect("config");
     let mut now = Instant::from_nanos(1_000);

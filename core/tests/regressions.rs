@@ -80,8 +80,12 @@ fn pump(
 /// is now cut to fit one frame.
 #[test]
 fn fuzz_conduit_close_reason_longer_than_a_frame() {
-    let cfg =
-        sotto_proto::ConduitConfig { max_frame_len: 64, replay_bytes: 64, ..sotto_proto::ConduitConfig::default() };
+    let cfg = {
+        let mut patched = sotto_proto::ConduitConfig::default();
+        patched.max_frame_len = 64;
+        patched.replay_bytes = 64;
+        patched
+    };
     let now = sotto_proto::Instant::ZERO;
     let mut a = sotto_proto::Conduit::new(sotto_proto::Role::Initiator, cfg).expect("config");
     let mut b = sotto_proto::Conduit::new(sotto_proto::Role::Acceptor, cfg).expect("config");

@@ -110,7 +110,9 @@ fn main() -> ExitCode {
 
 fn config() -> Config {
     // One session: no need for the acceptor's default 64 preallocated session slots.
-    Config { max_sessions: 2, ..Config::default() }
+    let mut c = Config::default();
+    c.acceptor.max_sessions = 2;
+    c
 }
 
 async fn run(opts: &Options) -> Result<Report, Box<dyn std::error::Error>> {

@@ -53,7 +53,11 @@ struct Capture {
 
 /// A small scripted run of a conduit pair, recording every message.
 fn capture(ext: bool) -> Capture {
-    let cfg = ConduitConfig { ext, ..ConduitConfig::default() };
+    let cfg = {
+        let mut patched = ConduitConfig::default();
+        patched.ext = ext;
+        patched
+    };
     let mut a = Conduit::new(Role::Initiator, cfg).expect("config");
     let mut b = Conduit::new(Role::Acceptor, cfg).expect("config");
     let mut cap = Capture::default();

@@ -66,28 +66,37 @@ impl EpConfig {
     #[must_use]
     pub fn build(&self) -> EndpointConfig {
         let [ack_delay, ping, pong, min_ping, handshake, recovery] = timer_profile(self.timers);
-        let conduit = ConduitConfig {
-            max_frame_len: 512,
-            replay_frames: 16,
-            replay_bytes: 4096,
-            ack_delay,
-            ping_interval: ping,
-            pong_timeout: pong,
-            min_ping_interval: min_ping,
-            handshake_timeout: handshake,
-            recovery_timeout: recovery,
-            ..ConduitConfig::default()
+        let conduit = {
+            let mut patched = ConduitConfig::default();
+            patched.max_frame_len = 512;
+            patched.replay_frames = 16;
+            patched.replay_bytes = 4096;
+            patched.ack_delay = ack_delay;
+            patched.ping_interval = ping;
+            patched.pong_timeout = pong;
+            patched.min_ping_interval = min_ping;
+            patched.handshake_timeout = handshake;
+            patched.recovery_timeout = recovery;
+            patched
         };
-        let session = SessionConfig { conduit, max_connections: 4, initial_credit: 4096, ..SessionConfig::default() };
-        let cfg = EndpointConfig {
-            session,
-            max_sessions: 1 + u32::from(self.sessions % 4),
-            max_pending_handshakes: 1 + u32::from(self.pending % 4),
-            max_detached_sessions: u32::from(self.detached % 4),
-            handshake_timeout: handshake,
-            failure_budget: [1u32, 3, 16, 1000][usize::from(self.limits & 3)],
-            failure_period: Duration::from_secs(10),
-            tracked_sources: [1u32, 2, 8, 256][usize::from((self.limits >> 2) & 3)],
+        let session = {
+            let mut patched = SessionConfig::default();
+            patched.conduit = conduit;
+            patched.max_connections = 4;
+            patched.initial_credit = 4096;
+            patched
+        };
+        let cfg = {
+            let mut patched = EndpointConfig::default();
+            patched.session = session;
+            patched.max_sessions = 1 + u32::from(self.sessions % 4);
+            patched.max_pending_handshakes = 1 + u32::from(self.pending % 4);
+            patched.max_detached_sessions = u32::from(self.detached % 4);
+            patched.handshake_timeout = handshake;
+            patched.failure_budget = [1u32, 3, 16, 1000][usize::from(self.limits & 3)];
+            patched.failure_period = Duration::from_secs(10);
+            patched.tracked_sources = [1u32, 2, 8, 256][usize::from((self.limits >> 2) & 3)];
+            patched
         };
         assert_eq!(cfg.session.validate(), Ok(()));
         cfg

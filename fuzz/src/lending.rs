@@ -120,7 +120,13 @@ impl Pair {
 pub fn run(data: &[u8]) {
     let mut s = Script::new(data);
     // ack_every 1: B acks every frame at once, so A's ring turns over without timers.
-    let cfg = ConduitConfig { replay_bytes: 4096, max_frame_len: 2048, ack_every: 1, ..ConduitConfig::default() };
+    let cfg = {
+        let mut patched = ConduitConfig::default();
+        patched.replay_bytes = 4096;
+        patched.max_frame_len = 2048;
+        patched.ack_every = 1;
+        patched
+    };
     let a = Conduit::new(Role::Initiator, cfg).expect("valid config");
     let b = Conduit::new(Role::Acceptor, cfg).expect("valid config");
     let slack = usize::from(s.u8()) * 8;

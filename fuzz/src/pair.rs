@@ -87,21 +87,23 @@ impl PairConfig {
         let max_frame_len = 64 + 4 * u32::from(self.frame_len);
         let max_item = max_frame_len - sotto_proto::wire::MAX_DATA_HEADER_LEN as u32;
         let [ack_delay, ping, pong, min_ping, handshake, recovery] = timer_profile(self.timers);
-        let cfg = ConduitConfig {
-            max_frame_len,
-            replay_frames: 1 + u32::from(self.frames % 32),
-            replay_bytes: max_item + 8 * u32::from(self.bytes),
-            ext: if side == Side::A { self.ext_a } else { self.ext_b },
-            ack_delay,
-            ack_every: 1 + u32::from(self.ack_every % 40),
-            ping_interval: ping,
-            pong_timeout: pong,
-            min_ping_interval: min_ping,
-            max_ping_strikes: 2,
-            handshake_timeout: handshake,
-            recovery_timeout: recovery,
-            ack_starved_timeout: min_ping,
-            duplicate_window: 1 << 24,
+        let cfg = {
+            let mut patched = ConduitConfig::default();
+            patched.max_frame_len = max_frame_len;
+            patched.replay_frames = 1 + u32::from(self.frames % 32);
+            patched.replay_bytes = max_item + 8 * u32::from(self.bytes);
+            patched.ext = if side == Side::A { self.ext_a } else { self.ext_b };
+            patched.ack_delay = ack_delay;
+            patched.ack_every = 1 + u32::from(self.ack_every % 40);
+            patched.ping_interval = ping;
+            patched.pong_timeout = pong;
+            patched.min_ping_interval = min_ping;
+            patched.max_ping_strikes = 2;
+            patched.handshake_timeout = handshake;
+            patched.recovery_timeout = recovery;
+            patched.ack_starved_timeout = min_ping;
+            patched.duplicate_window = 1 << 24;
+            patched
         };
         assert_eq!(cfg.validate(), Ok(()), "pair config must be valid: {cfg:?}");
         cfg
@@ -553,6 +555,7 @@ impl Pair {
             }
             Err(sotto_proto::conduit::SendError::TooLarge { .. }) => assert!(len > max),
             Err(sotto_proto::conduit::SendError::Ended) => assert!(p.c.is_ended() || p.close_called),
+            Err(e) => panic!("send: unexpected {e}"),
         }
         self.drain();
     }

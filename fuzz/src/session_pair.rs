@@ -59,21 +59,23 @@ impl SpConfig {
         let max_frame_len = 128 + 8 * u32::from(self.frame_len);
         let max_item = max_frame_len - sotto_proto::wire::MAX_DATA_HEADER_LEN as u32;
         let [ack_delay, ping, pong, min_ping, handshake, recovery] = timer_profile(self.timers);
-        let conduit = ConduitConfig {
-            max_frame_len,
-            replay_frames: 2 + u32::from(self.frames % 32),
-            replay_bytes: max_item + 16 * u32::from(self.bytes),
-            ext: if acceptor { self.ext & 2 == 0 } else { self.ext & 1 == 0 },
-            ack_delay,
-            ack_every: 4,
-            ping_interval: ping,
-            pong_timeout: pong,
-            min_ping_interval: min_ping,
-            max_ping_strikes: 2,
-            handshake_timeout: handshake,
-            recovery_timeout: recovery,
-            ack_starved_timeout: min_ping,
-            duplicate_window: 1 << 24,
+        let conduit = {
+            let mut patched = ConduitConfig::default();
+            patched.max_frame_len = max_frame_len;
+            patched.replay_frames = 2 + u32::from(self.frames % 32);
+            patched.replay_bytes = max_item + 16 * u32::from(self.bytes);
+            patched.ext = if acceptor { self.ext & 2 == 0 } else { self.ext & 1 == 0 };
+            patched.ack_delay = ack_delay;
+            patched.ack_every = 4;
+            patched.ping_interval = ping;
+            patched.pong_timeout = pong;
+            patched.min_ping_interval = min_ping;
+            patched.max_ping_strikes = 2;
+            patched.handshake_timeout = handshake;
+            patched.recovery_timeout = recovery;
+            patched.ack_starved_timeout = min_ping;
+            patched.duplicate_window = 1 << 24;
+            patched
         };
         let initial = [16u32, 64, 100, 1000, 4096, 65_536][usize::from(self.credit & 7) % 6];
         let max_credit = match (self.credit >> 3) & 3 {
@@ -81,13 +83,14 @@ impl SpConfig {
             2 if !acceptor => 40,
             _ => 16 << 20,
         };
-        let cfg = SessionConfig {
-            conduit,
-            max_connections: 1 + u32::from(self.conns % 4),
-            max_pending_opens: 4,
-            initial_credit: initial,
-            max_credit,
-            ..SessionConfig::default()
+        let cfg = {
+            let mut patched = SessionConfig::default();
+            patched.conduit = conduit;
+            patched.max_connections = 1 + u32::from(self.conns % 4);
+            patched.max_pending_opens = 4;
+            patched.initial_credit = initial;
+            patched.max_credit = max_credit;
+            patched
         };
         assert_eq!(cfg.validate(), Ok(()), "{cfg:?}");
         cfg
@@ -300,14 +303,15 @@ impl Sim {
         let scfg = config.session(true);
         let n = config.clients();
         let server = if config.endpoint {
-            let ecfg = EndpointConfig {
-                session: scfg,
-                max_sessions: 2 * n as u32 + 2,
-                max_pending_handshakes: 2 * n as u32 + 2,
-                max_detached_sessions: 64,
-                handshake_timeout: scfg.conduit.handshake_timeout,
-                failure_budget: 1000,
-                ..EndpointConfig::default()
+            let ecfg = {
+                let mut patched = EndpointConfig::default();
+                patched.session = scfg;
+                patched.max_sessions = 2 * n as u32 + 2;
+                patched.max_pending_handshakes = 2 * n as u32 + 2;
+                patched.max_detached_sessions = 64;
+                patched.handshake_timeout = scfg.conduit.handshake_timeout;
+                patched.failure_budget = 1000;
+                patched
             };
             Server::Endpoint(Box::new(Hosted::new(ecfg, b"srv").expect("endpoint config")))
         } else {

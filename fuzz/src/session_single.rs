@@ -57,21 +57,20 @@ pub fn session_config_from(s: &mut Script<'_>) -> (Role, SessionConfig, Vec<u8>)
     let c = s.u8();
     let role = if a & 1 == 0 { Role::Initiator } else { Role::Acceptor };
     let ms = Duration::from_millis;
-    let cfg = SessionConfig {
-        conduit,
-        max_connections: [1u32, 2, 4, 16][usize::from((a >> 1) & 3)],
-        max_pending_opens: [0u32, 1, 2, 8][usize::from((a >> 3) & 3)],
-        initial_credit: [1u32, 10, 100, 1000, 4096, 65_536, 1 << 20, u32::MAX][usize::from(a >> 5)],
-        max_credit: [1u32, 50, 1000, 16 << 20][usize::from(b & 3)],
-        max_metadata: [0u32, 4, 16, 4096][usize::from((b >> 2) & 3)],
-        churn_budget: [0u32, 1, 3, 100][usize::from((b >> 4) & 3)],
-        churn_period: [Duration::ZERO, ms(1), ms(1000), ms(10_000)][usize::from(b >> 6)],
-        max_conn_id: [1u32, 2, 5, 40, 1000, u32::MAX - 1, u32::MAX, u32::MAX][usize::from(c & 7)],
-        max_memory: None,
-        // Bits 6-7 of `c` (free until then): no batching, batches of tiny messages, and two
-        // sizes that make the item cap or the batch cap bind.
-        batch_bytes: [0u32, 16, 64, 16_384][usize::from(c >> 6)],
-    };
+    let mut cfg = SessionConfig::default();
+    cfg.conduit = conduit;
+    cfg.max_connections = [1u32, 2, 4, 16][usize::from((a >> 1) & 3)];
+    cfg.max_pending_opens = [0u32, 1, 2, 8][usize::from((a >> 3) & 3)];
+    cfg.initial_credit = [1u32, 10, 100, 1000, 4096, 65_536, 1 << 20, u32::MAX][usize::from(a >> 5)];
+    cfg.max_credit = [1u32, 50, 1000, 16 << 20][usize::from(b & 3)];
+    cfg.max_metadata = [0u32, 4, 16, 4096][usize::from((b >> 2) & 3)];
+    cfg.churn_budget = [0u32, 1, 3, 100][usize::from((b >> 4) & 3)];
+    cfg.churn_period = [Duration::ZERO, ms(1), ms(1000), ms(10_000)][usize::from(b >> 6)];
+    cfg.max_conn_id = [1u32, 2, 5, 40, 1000, u32::MAX - 1, u32::MAX, u32::MAX][usize::from(c & 7)];
+    cfg.max_memory = None;
+    // Bits 6-7 of `c` (free until then): no batching, batches of tiny messages, and two
+    // sizes that make the item cap or the batch cap bind.
+    cfg.batch_bytes = [0u32, 16, 64, 16_384][usize::from(c >> 6)];
     assert_eq!(cfg.validate(), Ok(()), "fuzz session config must be valid: {cfg:?}");
     let meta_len = usize::from((c >> 3) % 8).min(cfg.max_metadata as usize);
     let meta: Vec<u8> = (0..meta_len).map(|i| b'm' + i as u8).collect();

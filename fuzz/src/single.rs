@@ -32,21 +32,23 @@ pub fn config_from(s: &mut Script<'_>) -> ConduitConfig {
     let t3 = s.u8();
     let max_frame_len = [64u32, 100, 256, 1024][usize::from(f & 3)];
     let max_item = max_frame_len - sotto_proto::wire::MAX_DATA_HEADER_LEN as u32;
-    let cfg = ConduitConfig {
-        max_frame_len,
-        replay_frames: [1u32, 2, 5, 64][usize::from((f >> 2) & 3)],
-        replay_bytes: [max_item, max_item + 7, 2 * max_frame_len, 8192][usize::from((f >> 4) & 3)],
-        ext: f & 0x40 == 0,
-        ack_delay: dur(t1),
-        ping_interval: dur(t1 >> 3),
-        ack_every: [1u32, 2, 32, 1000][usize::from(t1 >> 6)],
-        pong_timeout: dur(t2),
-        handshake_timeout: dur(t2 >> 3),
-        duplicate_window: [0u32, 1, 16, 1 << 24][usize::from(t2 >> 6)],
-        recovery_timeout: dur(t3),
-        ack_starved_timeout: dur(t3 >> 1),
-        min_ping_interval: dur(t3 >> 3),
-        max_ping_strikes: u32::from(t3 >> 6),
+    let cfg = {
+        let mut patched = ConduitConfig::default();
+        patched.max_frame_len = max_frame_len;
+        patched.replay_frames = [1u32, 2, 5, 64][usize::from((f >> 2) & 3)];
+        patched.replay_bytes = [max_item, max_item + 7, 2 * max_frame_len, 8192][usize::from((f >> 4) & 3)];
+        patched.ext = f & 0x40 == 0;
+        patched.ack_delay = dur(t1);
+        patched.ping_interval = dur(t1 >> 3);
+        patched.ack_every = [1u32, 2, 32, 1000][usize::from(t1 >> 6)];
+        patched.pong_timeout = dur(t2);
+        patched.handshake_timeout = dur(t2 >> 3);
+        patched.duplicate_window = [0u32, 1, 16, 1 << 24][usize::from(t2 >> 6)];
+        patched.recovery_timeout = dur(t3);
+        patched.ack_starved_timeout = dur(t3 >> 1);
+        patched.min_ping_interval = dur(t3 >> 3);
+        patched.max_ping_strikes = u32::from(t3 >> 6);
+        patched
     };
     assert_eq!(cfg.validate(), Ok(()), "fuzz config must be valid: {cfg:?}");
     cfg
@@ -356,6 +358,7 @@ impl Driver {
                     }
                     InputError::LinkDropped(_) | InputError::SessionEnded(_) => self.expect = Some(e),
                     InputError::AlreadyEnded => panic!("handle_message never says AlreadyEnded"),
+                    e => panic!("handle_message: unexpected {e}"),
                 }
             }
         }
@@ -542,6 +545,7 @@ impl Driver {
                         Err(InputError::AlreadyEnded) => assert!(was_ended),
                         Err(e @ (InputError::LinkDropped(_) | InputError::SessionEnded(_))) => self.expect = Some(e),
                         Err(InputError::StaleLink) => panic!("link_up_with_hello: stale"),
+                        Err(e) => panic!("link_up_with_hello: unexpected {e}"),
                     }
                 }
                 Role::Initiator => {
@@ -582,6 +586,7 @@ impl Driver {
                 assert!(len as usize == item.len() && len > max && max == self.c.max_item_len());
             }
             Err(SendError::Ended) => assert!(self.c.is_ended() || self.close_called),
+            Err(e) => panic!("send_vectored: unexpected {e}"),
         }
         if len <= self.c.max_item_len() as usize && could {
             assert_eq!(self.c.items_sent(), sent + 1, "can_send said yes but send refused");

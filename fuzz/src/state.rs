@@ -16,18 +16,20 @@ const NOW: Instant = Instant::from_nanos(1 << 40);
 /// The configuration the seeds are exported under (selector 0): small enough that the
 /// limits are reachable.
 pub fn seed_config() -> SessionConfig {
-    SessionConfig {
-        conduit: ConduitConfig {
-            max_frame_len: 2048,
-            replay_bytes: 16 << 10,
-            replay_frames: 32,
-            ..ConduitConfig::default()
-        },
-        initial_credit: 4 << 10,
-        max_connections: 6,
-        max_pending_opens: 3,
-        max_metadata: 64,
-        ..SessionConfig::default()
+    {
+        let mut patched = SessionConfig::default();
+        patched.conduit = {
+            let mut patched = ConduitConfig::default();
+            patched.max_frame_len = 2048;
+            patched.replay_bytes = 16 << 10;
+            patched.replay_frames = 32;
+            patched
+        };
+        patched.initial_credit = 4 << 10;
+        patched.max_connections = 6;
+        patched.max_pending_opens = 3;
+        patched.max_metadata = 64;
+        patched
     }
 }
 
@@ -37,22 +39,24 @@ fn config_for(sel: u8) -> SessionConfig {
     let seed = seed_config();
     match sel % 3 {
         0 => seed,
-        1 => SessionConfig {
-            conduit: ConduitConfig {
-                max_frame_len: 256,
-                replay_bytes: 1024,
-                replay_frames: 4,
-                recovery_timeout: Duration::from_secs(5),
-                ..seed.conduit
-            },
-            initial_credit: 512,
-            max_credit: 1024,
-            max_connections: 2,
-            max_pending_opens: 1,
-            max_metadata: 8,
-            churn_budget: 2,
-            ..seed
-        },
+        1 => {
+            let mut patched = seed;
+            patched.conduit = {
+                let mut patched = seed.conduit;
+                patched.max_frame_len = 256;
+                patched.replay_bytes = 1024;
+                patched.replay_frames = 4;
+                patched.recovery_timeout = Duration::from_secs(5);
+                patched
+            };
+            patched.initial_credit = 512;
+            patched.max_credit = 1024;
+            patched.max_connections = 2;
+            patched.max_pending_opens = 1;
+            patched.max_metadata = 8;
+            patched.churn_budget = 2;
+            patched
+        }
         _ => SessionConfig::default(),
     }
 }

@@ -72,18 +72,19 @@ pub fn random_setup(seed: u64, repro: &'static str) -> (SimConfig, ChaosPlan) {
     let replay_frames = r.range(2, 64) as u32;
     let replay_bytes = max_frame_len + r.range(0, 16 * 1024) as u32;
     let ping_interval = r.duration(Duration::from_secs(1), Duration::from_secs(10));
-    let base = ConduitConfig {
-        max_frame_len,
-        replay_bytes,
-        replay_frames,
-        ext: true,
-        ack_delay: r.duration(Duration::from_millis(1), Duration::from_millis(50)),
-        ack_every: r.range(1, 32) as u32,
-        ping_interval,
-        pong_timeout: r.duration(Duration::from_secs(1), Duration::from_secs(20)),
-        handshake_timeout: r.duration(Duration::from_millis(500), Duration::from_secs(10)),
-        recovery_timeout: Duration::from_secs(24 * 3600),
-        ..ConduitConfig::default()
+    let base = {
+        let mut patched = ConduitConfig::default();
+        patched.max_frame_len = max_frame_len;
+        patched.replay_bytes = replay_bytes;
+        patched.replay_frames = replay_frames;
+        patched.ext = true;
+        patched.ack_delay = r.duration(Duration::from_millis(1), Duration::from_millis(50));
+        patched.ack_every = r.range(1, 32) as u32;
+        patched.ping_interval = ping_interval;
+        patched.pong_timeout = r.duration(Duration::from_secs(1), Duration::from_secs(20));
+        patched.handshake_timeout = r.duration(Duration::from_millis(500), Duration::from_secs(10));
+        patched.recovery_timeout = Duration::from_secs(24 * 3600);
+        patched
     };
     let (ext_a, ext_b) = match r.below(20) {
         0 => (false, false),
@@ -94,8 +95,16 @@ pub fn random_setup(seed: u64, repro: &'static str) -> (SimConfig, ChaosPlan) {
     let ext = ext_a && ext_b;
     let item_max = if r.chance(300) { base.max_item_len() } else { r.range(4, 300) as u32 };
     let cfg = SimConfig {
-        a: ConduitConfig { ext: ext_a, ..base },
-        b: ConduitConfig { ext: ext_b, ..base },
+        a: {
+            let mut patched = base;
+            patched.ext = ext_a;
+            patched
+        },
+        b: {
+            let mut patched = base;
+            patched.ext = ext_b;
+            patched
+        },
         latency: r.duration(Duration::ZERO, Duration::from_millis(30)),
         chunk_max: if r.chance(500) { 0 } else { r.range(1, 64) as usize },
         tiny_chunk_per_mille: r.range(0, 300) as u32,

@@ -37,11 +37,12 @@ impl SimConfig {
     /// Small rings and frames with the default timers: fast scenario tests.
     #[must_use]
     pub fn small() -> Self {
-        let conduit = ConduitConfig {
-            max_frame_len: 4096,
-            replay_bytes: 64 * 1024,
-            replay_frames: 256,
-            ..ConduitConfig::default()
+        let conduit = {
+            let mut patched = ConduitConfig::default();
+            patched.max_frame_len = 4096;
+            patched.replay_bytes = 64 * 1024;
+            patched.replay_frames = 256;
+            patched
         };
         Self {
             a: conduit,

@@ -16,7 +16,12 @@ use sotto_tests::{ms, secs, Side, Sim, SimConfig};
 
 /// The base form on both sides, a `frames`-frame ring, and the default ack-starvation timers.
 fn base_form(frames: u32) -> ConduitConfig {
-    ConduitConfig { ext: false, replay_frames: frames, ..SimConfig::small().a }
+    {
+        let mut patched = SimConfig::small().a;
+        patched.ext = false;
+        patched.replay_frames = frames;
+        patched
+    }
 }
 
 /// A's application: sends its next items until the ring refuses one or `total` are sent,
@@ -81,7 +86,11 @@ fn burst_to_a_read_only_base_form_peer_completes() {
 #[test]
 fn burst_to_a_read_only_base_form_peer_completes_when_cycles_cut_frames_in_flight() {
     const TOTAL: u64 = 500;
-    let conduit = ConduitConfig { ack_starved_timeout: ms(20), ..base_form(32) };
+    let conduit = {
+        let mut patched = base_form(32);
+        patched.ack_starved_timeout = ms(20);
+        patched
+    };
     let cfg = SimConfig { latency: ms(50), ..SimConfig::small().with_conduit(conduit) };
     let mut sim = Sim::connected(cfg);
     sim.set_interposer(Side::A, full_speed_sender(TOTAL));

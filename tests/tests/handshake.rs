@@ -267,7 +267,11 @@ fn h10_data_before_handshake() {
 #[test]
 fn h11_second_client_hello_on_an_established_link() {
     for ext in [true, false] {
-        let cfg = SimConfig::small().with_conduit(ConduitConfig { ext, ..SimConfig::small().a });
+        let cfg = SimConfig::small().with_conduit({
+            let mut patched = SimConfig::small().a;
+            patched.ext = ext;
+            patched
+        });
         let mut sim = Sim::connected(cfg);
         sim.send(Side::A, 3);
         assert!(sim.run_until(secs(1), Sim::all_delivered));

@@ -67,7 +67,11 @@ fn k3_ping_flood() {
     // Spaced legally (min_ping_interval 1 ms here) but never read: one pending PONG, carrying
     // the latest nonce.
     let cfg = SimConfig::small();
-    let cfg = cfg.with_conduit(sotto_proto::ConduitConfig { min_ping_interval: ms(1), ..cfg.a });
+    let cfg = cfg.with_conduit({
+        let mut patched = cfg.a;
+        patched.min_ping_interval = ms(1);
+        patched
+    });
     let mut sim = Sim::connected(cfg);
     let frames_before = sim.peer(Side::B).counters.frames_out;
     for i in 0..1000u64 {

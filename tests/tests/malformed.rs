@@ -2,7 +2,6 @@
 
 use sotto_proto::conduit::{InputError, LinkDropReason, Violation};
 use sotto_proto::wire::{ClientHello, Frame, FramingError, LinkDecoder, ServerHello, WireError, HELLO_LEN};
-use sotto_proto::ConduitConfig;
 use sotto_tests::{secs, wire_util, Side, Sim, SimConfig, SimRng};
 
 fn random_bytes(rng: &mut SimRng, max: u64) -> Vec<u8> {
@@ -28,7 +27,11 @@ fn expected_violation(bytes: &[u8], e: WireError) -> InputError {
 #[test]
 fn m1_random_bytes_as_a_frame() {
     for ext in [true, false] {
-        let cfg = SimConfig::small().with_conduit(ConduitConfig { ext, ..SimConfig::small().a });
+        let cfg = SimConfig::small().with_conduit({
+            let mut patched = SimConfig::small().a;
+            patched.ext = ext;
+            patched
+        });
         let mut sim = Sim::connected(cfg);
         let mut rng = SimRng::new(0x3131 + u64::from(ext));
         let mut violations = 0;
@@ -138,7 +141,11 @@ fn m3_trailing_bytes_and_unknown_discriminants() {
         (false, vec![0x00, 0x07, 0, 0, 0, 0], WireError::BadOptionTag { tag: 7 }),
     ];
     for (ext, bytes, e) in cases {
-        let cfg = SimConfig::small().with_conduit(ConduitConfig { ext, ..SimConfig::small().a });
+        let cfg = SimConfig::small().with_conduit({
+            let mut patched = SimConfig::small().a;
+            patched.ext = ext;
+            patched
+        });
         let mut sim = Sim::connected(cfg);
         assert_eq!(Frame::decode(&bytes, ext), Err(e));
         assert_eq!(

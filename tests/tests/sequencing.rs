@@ -130,7 +130,11 @@ fn s4_gap_drops_the_link_and_resume_refills_it() {
 /// is outside any possible replay window: a violation (the link drops, the session resumes).
 #[test]
 fn s5_seq_far_behind() {
-    let cfg = SimConfig::small().with_conduit(ConduitConfig { duplicate_window: 16, ..SimConfig::small().a });
+    let cfg = SimConfig::small().with_conduit({
+        let mut patched = SimConfig::small().a;
+        patched.duplicate_window = 16;
+        patched
+    });
     let mut sim = Sim::connected(cfg);
     sim.send(Side::A, 40);
     assert!(sim.run_until(secs(1), Sim::all_delivered));
@@ -171,7 +175,11 @@ fn s6_ack_beyond_sent_and_regressing_ack() {
 
 #[test]
 fn s7_ack_at_the_exact_boundary() {
-    let cfg = SimConfig::small().with_conduit(ConduitConfig { replay_frames: 8, ..SimConfig::small().a });
+    let cfg = SimConfig::small().with_conduit({
+        let mut patched = SimConfig::small().a;
+        patched.replay_frames = 8;
+        patched
+    });
     let mut sim = Sim::connected(cfg);
     sim.stall(Side::B, Instant::FAR_FUTURE);
     assert_eq!(sim.send(Side::A, 9), 8, "the ring holds exactly 8");
@@ -297,7 +305,11 @@ fn s10_send_racing_the_reconnect() {
 /// `Writable` fires and the pending sends finish in order.
 #[test]
 fn s11_never_acked_while_the_link_is_alive() {
-    let cfg = SimConfig::small().with_conduit(ConduitConfig { replay_frames: 16, ..SimConfig::small().a });
+    let cfg = SimConfig::small().with_conduit({
+        let mut patched = SimConfig::small().a;
+        patched.replay_frames = 16;
+        patched
+    });
     let mut sim = Sim::connected(cfg);
     sim.stall(Side::B, Instant::FAR_FUTURE);
     assert_eq!(sim.send(Side::A, 40), 16);
@@ -327,12 +339,13 @@ fn s11_never_acked_while_the_link_is_alive() {
 /// rings.
 #[test]
 fn s11_base_form_both_sides_blocked_recover() {
-    let base = ConduitConfig {
-        ext: false,
-        replay_frames: 4,
-        ping_interval: secs(2),
-        ack_starved_timeout: ms(0),
-        ..SimConfig::small().a
+    let base = {
+        let mut patched = SimConfig::small().a;
+        patched.ext = false;
+        patched.replay_frames = 4;
+        patched.ping_interval = secs(2);
+        patched.ack_starved_timeout = ms(0);
+        patched
     };
     let cfg = SimConfig { latency: ms(10), ..SimConfig::small().with_conduit(base) };
     let mut sim = Sim::connected(cfg);
@@ -494,7 +507,12 @@ fn acks_on_b_replies(conduit: ConduitConfig, ext: bool) -> (Sim, Vec<Option<u32>
 /// already knows), and A still ends with everything acked.
 #[test]
 fn acks_ride_on_data_only_when_they_moved() {
-    let conduit = ConduitConfig { ack_every: 1000, ack_delay: ms(500), ..SimConfig::small().a };
+    let conduit = {
+        let mut patched = SimConfig::small().a;
+        patched.ack_every = 1000;
+        patched.ack_delay = ms(500);
+        patched
+    };
     let (mut sim, acks) = acks_on_b_replies(conduit, true);
     assert_eq!(acks, vec![Some(2), None]);
     assert_eq!(sim.peer(Side::A).conduit.items_acked(), 3);
@@ -505,6 +523,13 @@ fn acks_ride_on_data_only_when_they_moved() {
 /// frames do: vox trims its replay buffer on the acks riding on our data frames.
 #[test]
 fn base_form_data_frames_always_carry_the_ack() {
-    let (_, acks) = acks_on_b_replies(ConduitConfig { ext: false, ..SimConfig::small().a }, false);
+    let (_, acks) = acks_on_b_replies(
+        {
+            let mut patched = SimConfig::small().a;
+            patched.ext = false;
+            patched
+        },
+        false,
+    );
     assert_eq!(acks, vec![Some(2), Some(2)]);
 }

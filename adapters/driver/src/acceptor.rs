@@ -26,6 +26,7 @@ use crate::{Io, Runtime, TaskGuard};
 
 /// Counters of an acceptor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AcceptorStats {
     /// Streams taken from the listener.
     pub links: u64,
@@ -83,7 +84,7 @@ where
     S: Io,
     St: Stream<Item = io::Result<S>> + Send + 'static,
 {
-    config.conduit.validate()?;
+    config.validate()?;
     let routing = RawRouting { router: Arc::new(Router::new()) };
     let (queue, guard) = listen::spawn(rt, incoming, config, routing);
     Ok(Acceptor { queue, _task: guard })
@@ -101,7 +102,7 @@ impl<R: Runtime, S: Io> Routing<R, S> for RawRouting<S> {
     type Stats = AcceptorStats;
 
     fn admit(&mut self, l: &mut ListenOf<R, S, Self>, io: S) {
-        if l.pending() >= l.config.max_pending_handshakes {
+        if l.pending() >= l.config.acceptor.max_pending_handshakes {
             l.queue.lock().stats.refused += 1;
             drop(io);
         } else {
@@ -145,10 +146,10 @@ impl<R: Runtime, S: Io> Routing<R, S> for RawRouting<S> {
 
 impl<S: Io> RawRouting<S> {
     fn start_session<R: Runtime>(&self, l: &ListenOf<R, S, Self>, io: S, hello: ClientHello) {
-        if l.queue.full(l.config.accept_backlog) {
+        if l.queue.full(l.config.acceptor.accept_backlog) {
             return;
         }
-        let Ok(conduit) = Conduit::new(Role::Acceptor, l.config.conduit) else { return };
+        let Ok(conduit) = Conduit::new(Role::Acceptor, l.config.conduit_config()) else { return };
         let shared = Arc::new(Shared::new(conduit, &l.config, Clock::new(&l.rt)));
         let slot = Arc::new(LinkSlot::new(Some(NewLink { io, hello })));
         let id = self.router.insert(Arc::clone(&slot));

@@ -1,81 +1,82 @@
-//! Adapter configuration: the core's [`ConduitConfig`] and session limits, plus the knobs
-//! that only a driver has (reconnect backoff, inbound queue bounds, buffer sizes, acceptor
-//! limits).
+//! Adapter configuration, grouped by concern: dialing ([`DialConfig`]), the acceptor's limits
+//! ([`AcceptorConfig`]), buffers and queues ([`BufferConfig`]) and the protocol's limits and
+//! timers ([`ProtocolConfig`]). Every duration is a `std::time::Duration`; the core's own
+//! configuration types are built from these ([`Config::session_config`]).
 
 use std::time::Duration;
 
+use sotto_proto::conduit::ConfigError;
 use sotto_proto::endpoint::EndpointConfig;
 use sotto_proto::session::SessionConfig;
 use sotto_proto::ConduitConfig;
 
-/// Everything a session driver and an acceptor need. Start from [`Config::default`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Everything a session driver and an acceptor need. Start from [`Config::default`] and set
+/// fields of its groups:
+///
+/// ```
+/// # use sotto_driver::Config;
+/// use std::time::Duration;
+///
+/// let mut config = Config::default();
+/// config.dial.connect_timeout = Duration::from_secs(3);
+/// config.acceptor.max_sessions = 1000;
+/// config.protocol.recovery_timeout = Duration::from_secs(30);
+/// assert_eq!(config.validate(), Ok(()));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
-    /// The stable conduit's limits and timers. Its `recovery_timeout` is how long an
-    /// initiator keeps redialing after losing a link (and how long an acceptor keeps a
-    /// detached session); its `handshake_timeout` bounds each dial plus handshake, and the
-    /// acceptor's wait for a ClientHello.
-    pub conduit: ConduitConfig,
-    /// Initiator: how long `connect` keeps retrying the first link (transient I/O errors and
-    /// failed handshakes) before giving up. Default 10 s.
+    /// Initiator: how the first link is dialed and lost links are redialed.
+    pub dial: DialConfig,
+    /// Acceptor: how many links, sessions and failures it takes.
+    pub acceptor: AcceptorConfig,
+    /// Buffers and queues of every session's driver.
+    pub buffers: BufferConfig,
+    /// The protocol's limits and timers (stable conduit and session layer), the same on both
+    /// sides.
+    pub protocol: ProtocolConfig,
+}
+
+/// Initiator: dialing and redialing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DialConfig {
+    /// How long `connect` keeps retrying the first link (transient I/O errors and failed
+    /// handshakes) before giving up. Default 10 s.
     pub connect_timeout: Duration,
-    /// Initiator: the first backoff ceiling after a failed dial. Default 50 ms.
+    /// The first backoff ceiling after a failed dial (the wait is drawn uniformly below the
+    /// ceiling, which doubles per failure). Default 50 ms.
     pub backoff_initial: Duration,
-    /// Initiator: the largest backoff ceiling. Default 5 s.
+    /// The largest backoff ceiling. Default 5 s.
     pub backoff_max: Duration,
-    /// Delivered items waiting for `recv`, at most. Default 1024. When full, the driver
-    /// holds the peer's data back (unacknowledged, so the peer's sends backpressure once its
-    /// replay ring is full) but keeps reading the link: the peer's acks (standalone, or
-    /// riding on the data held back) and keepalive frames are taken at once, so a `send`
-    /// waiting for ring room is not stalled by its own unread input and a reader that keeps
-    /// reading at any pace never costs its link. The read buffer then holds up to what a
-    /// peer with our replay ring can have in flight (about `replay_bytes` plus 20 bytes per
-    /// `replay_frames`, plus one frame and one `read_chunk`); past that (a peer with a larger
-    /// ring) reading stops until the application takes from the queue. One exception to the
-    /// bound: if the link ends after the peer's GOODBYE was read, what was held back before
-    /// it (the peer's last words, which nothing would replay) is queued at once.
-    pub inbound_items: usize,
-    /// Delivered item bytes waiting for `recv`, at most (one item is always allowed).
-    /// Default 4 MiB.
-    pub inbound_bytes: usize,
-    /// Bytes reserved in the read buffer for one read, at most: the room starts at 4 KiB,
-    /// doubles each time a read fills all of it, and the buffer is released once no item
-    /// has moved for a second. Default 256 KiB: a peer's write
-    /// batch (up to `max_frame_len + 4`) then mostly arrives in one or two reads rather than
-    /// in several 64 KiB ones (one read call each). Reading into uninitialized capacity
-    /// (tokio) touches only the pages data arrives in.
-    pub read_chunk: usize,
-    /// Size the write buffer that batches frames grows to; raised to the largest frame it
-    /// must hold whole if smaller (a copied item, shorter than `lend_from`, with its header;
-    /// with lending off, `max_frame_len`), plus the 4-byte prefix. The buffer starts at a
-    /// few KiB, doubles while batches fill it, and goes back to its first size once no item
-    /// has moved for a second. Default 64 KiB.
-    pub write_buffer: usize,
-    /// Items at least this long are not copied into the write buffer: they are written
-    /// straight from the core's replay ring with a vectored write (headers from the buffer,
-    /// items from the ring), saving one copy of every payload byte. Shorter ones are copied
-    /// (one slice per item costs the kernel more than the copy). `usize::MAX` turns lending
-    /// off. Default 2 KiB.
-    pub lend_from: usize,
-    /// How long the last frames of a dropped link (GOODBYE, REJECTED) may take to write
-    /// before the link is closed anyway. Default 1 s.
-    pub drain_timeout: Duration,
-    /// Acceptor: links waiting for their ClientHello, at most; more are closed at once.
-    /// Default 64.
+}
+
+impl Default for DialConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Acceptor limits: what one listener holds at most, whatever its peers do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AcceptorConfig {
+    /// Links waiting for their ClientHello, at most; more are closed at once. Default 64.
     pub max_pending_handshakes: usize,
-    /// Acceptor: new sessions waiting for `accept`, at most; more fresh ClientHellos get
-    /// their link closed (the initiator retries). Default 64.
+    /// New sessions waiting for `accept`, at most; more fresh ClientHellos get their link
+    /// closed (the initiator retries). Default 64.
     pub accept_backlog: usize,
-    /// Session API: the session layer's limits (connections, credit, metadata, churn). Its
-    /// `conduit` field is ignored: [`Config::conduit`] is used.
-    pub session: SessionConfig,
     /// Session acceptor: sessions held at once, attached or detached. Nothing is allocated
     /// for it up front: a session's buffers are allocated when it is created and freed when
     /// it ends. Set it from memory: what you can give sessions divided by what one may hold
-    /// (its replay ring, `conduit.replay_bytes`; its `read_chunk` and `write_buffer`; its
-    /// connections' queued data, bounded by their credit). When every one is taken, a new
-    /// session reclaims the one detached longest, or with none detached is refused
-    /// (REJECTED, logged at warn level and counted as the endpoint's `rejected_full`).
+    /// (its replay ring, `protocol.replay_bytes`; its `buffers.read_chunk` and
+    /// `buffers.write_buffer`; its connections' queued data, bounded by their credit). When
+    /// every one is taken, a new session reclaims the one detached longest, or with none
+    /// detached is refused as full (counted as the endpoint's `rejected_full`).
     /// Default 100,000.
     pub max_sessions: u32,
     /// Session acceptor: detached sessions kept at once; past it the one detached longest is
@@ -88,59 +89,211 @@ pub struct Config {
     pub failure_budget: u32,
     /// See `failure_budget`. Default 10 s.
     pub failure_period: Duration,
+}
+
+impl Default for AcceptorConfig {
+    fn default() -> Self {
+        Self {
+            max_pending_handshakes: 64,
+            accept_backlog: 64,
+            max_sessions: 100_000,
+            max_detached_sessions: u32::MAX,
+            failure_budget: 16,
+            failure_period: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Buffers and queues of a session's driver (see `docs/sizing.md` for what they cost).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BufferConfig {
+    /// Raw stable conduit: delivered items waiting for `recv`, at most. Default 1024. When
+    /// full, the driver holds the peer's data back (unacknowledged, so the peer's sends
+    /// backpressure once its replay ring is full) but keeps reading the link: the peer's acks
+    /// and keepalive frames are taken at once, so a reader that keeps reading at any pace
+    /// never costs its link. The read buffer then holds up to what a peer with our replay ring
+    /// can have in flight (about `replay_bytes` plus 20 bytes per `replay_frames`, plus one
+    /// frame and one `read_chunk`); past that (a peer with a larger ring) reading stops until
+    /// the application takes from the queue. One exception to the bound: if the link ends
+    /// after the peer's GOODBYE was read, what was held back before it (the peer's last
+    /// words, which nothing would replay) is queued at once.
+    pub inbound_items: usize,
+    /// Raw stable conduit: delivered item bytes waiting for `recv`, at most (one item is
+    /// always allowed). Default 4 MiB.
+    pub inbound_bytes: usize,
+    /// Bytes reserved in the read buffer for one read, at most: the room starts at 4 KiB,
+    /// doubles each time a read fills all of it, and the buffer is released once no item has
+    /// moved for a second. A peer's write batch (up to `max_frame_len + 4`) then mostly
+    /// arrives in one or two reads. Reading into uninitialized capacity (tokio) touches only
+    /// the pages data arrives in. Default 256 KiB.
+    pub read_chunk: usize,
+    /// Size the write buffer that batches frames grows to; raised to the largest frame it
+    /// must hold whole if smaller (a copied item, shorter than `lend_from`, with its header;
+    /// with lending off, `max_frame_len`), plus the 4-byte prefix. The buffer starts at a few
+    /// KiB, doubles while batches fill it, and goes back to its first size once no item has
+    /// moved for a second. Default 64 KiB.
+    pub write_buffer: usize,
+    /// Items at least this long are not copied into the write buffer: they are written
+    /// straight from the core's replay ring with a vectored write, saving one copy of every
+    /// payload byte. Shorter ones are copied. `usize::MAX` turns lending off. Default 2 KiB.
+    pub lend_from: usize,
     /// Session API: entries waiting in one connection's queue before the driver holds the
     /// link's data back (as for `inbound_items`; a message, or a peer's batch of small
-    /// messages, is one entry). A connection's queue is already bounded by its credit
-    /// (`session.initial_credit`), in bytes and, with a version-2 peer (every sotto peer of
-    /// this version), in messages: each spends at least `MIN_MESSAGE_CREDIT` (16) of it. The
-    /// driver raises this limit to `initial_credit / 16 + 1`, so that credit always binds
-    /// first and a slow reader of tiny messages stalls only its own connection. It binds only
-    /// with a version-1 peer, whose empty messages cost no credit: there a flood of them
-    /// toward a slow reader stalls the whole link rather than growing memory. Default 16384.
+    /// messages, is one entry). A connection's queue is already bounded by its credit (`protocol.initial_credit`), in
+    /// bytes and, with a version-2 peer (every sotto peer of this version), in messages: each
+    /// spends at least `MIN_MESSAGE_CREDIT` (16) of it. The driver raises this limit to
+    /// `initial_credit / 16 + 1`, so that credit always binds first and a slow reader of tiny
+    /// messages stalls only its own connection. It binds only with a version-1 peer, whose
+    /// empty messages cost no credit: there a flood of them toward a slow reader stalls the
+    /// whole link rather than growing memory. Default 16384.
     pub conn_inbound_items: usize,
     /// Session API: delivered payloads at least this long are handed over as `Bytes` slices
     /// of the read buffer, without a copy; shorter ones are copied into a small
-    /// per-connection arena (8 KiB blocks, one allocation per block). A slice keeps its whole
-    /// read buffer allocation alive, so slicing small payloads would let a slow reader pin
-    /// far more memory than its credit; this way a connection's unread messages keep at most
-    /// its credit in arena blocks plus `initial_credit / copy_below` read buffers (of up to
-    /// `read_chunk` bytes each: 64 x 256 KiB with the defaults, reached only if every one of
-    /// those messages arrived in a different read) alive. Default 4 KiB.
+    /// per-connection arena (8 KiB blocks). A slice keeps its whole read buffer allocation
+    /// alive, so a connection's unread messages keep at most its credit in arena blocks plus
+    /// `initial_credit / copy_below` read buffers (of up to `read_chunk` bytes each) alive.
+    /// Default 4 KiB.
     pub copy_below: usize,
 }
 
-impl Default for Config {
+impl Default for BufferConfig {
     fn default() -> Self {
         Self {
-            conduit: ConduitConfig::default(),
-            connect_timeout: Duration::from_secs(10),
-            backoff_initial: Duration::from_millis(50),
-            backoff_max: Duration::from_secs(5),
             inbound_items: 1024,
             inbound_bytes: 4 << 20,
             read_chunk: 256 << 10,
             write_buffer: 64 << 10,
             lend_from: 2 << 10,
-            drain_timeout: Duration::from_secs(1),
-            max_pending_handshakes: 64,
-            accept_backlog: 64,
-            session: SessionConfig::default(),
-            max_sessions: 100_000,
-            max_detached_sessions: u32::MAX,
-            failure_budget: 16,
-            failure_period: Duration::from_secs(10),
             conn_inbound_items: 16384,
             copy_below: 4 << 10,
         }
     }
 }
 
+/// The protocol's limits and timers: the stable conduit's
+/// ([`ConduitConfig`](sotto_proto::ConduitConfig)) and the session layer's
+/// ([`SessionConfig`](sotto_proto::session::SessionConfig)), with `std` durations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProtocolConfig {
+    /// Largest link message (frame) accepted or sent, in bytes. Default 1 MiB.
+    pub max_frame_len: u32,
+    /// Replay ring capacity in item bytes (per direction: what was sent and not yet acked).
+    /// At least `max_frame_len`. Default 4 MiB.
+    pub replay_bytes: u32,
+    /// Replay ring capacity in frames. Between 1 and 2^30. Default 4096.
+    pub replay_frames: u32,
+    /// Advertise sotto's extended frames (standalone acks, keepalive, goodbye). Default true.
+    pub ext: bool,
+    /// Longest time a delivered frame stays unacked (extensions). Default 25 ms.
+    pub ack_delay: Duration,
+    /// Send a standalone ack after this many unacked deliveries (extensions). Default 32.
+    pub ack_every: u32,
+    /// Time between PINGs on a link (extensions). Default 10 s. In the base form (no PING):
+    /// after a link cycled for ack starvation brought no ack, how long a sender still blocked
+    /// on a full ring waits before the next cycle (at least `ack_starved_timeout`).
+    pub ping_interval: Duration,
+    /// Base form only (a vox peer acks only on its own data and in resume handshakes): while
+    /// a `send` is blocked on a full ring with transmitted frames unacked, the link is cycled
+    /// (so that the resume handshake carries the peer's position) once neither an ack nor a
+    /// data frame has moved for this long. Default 1 s.
+    pub ack_starved_timeout: Duration,
+    /// A link on which nothing arrives for this long after a PING is dead (half-open); it is
+    /// dropped and the session resumes on a new one. Default 20 s.
+    pub pong_timeout: Duration,
+    /// Inbound PINGs closer together than this are strikes. Default 1 s.
+    pub min_ping_interval: Duration,
+    /// More strikes than this end the session ("too many pings"). Default 2.
+    pub max_ping_strikes: u32,
+    /// The whole per-link handshake (and an initiator's dial) must finish within this; the
+    /// acceptor's wait for a ClientHello too. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// How long an initiator keeps redialing after losing a link, and how long an acceptor
+    /// keeps a detached session, before the session is lost. Default 120 s.
+    pub recovery_timeout: Duration,
+    /// A duplicate frame older than this many frames behind the receive position is a
+    /// violation rather than a replay artefact. Default 2^24.
+    pub duplicate_window: u32,
+    /// Session API: most virtual connections open at once (root excluded). Default 256.
+    pub max_connections: u32,
+    /// Session API: most peer Opens waiting for `accept`. Default 256.
+    pub max_pending_opens: u32,
+    /// Session API: credit (bytes) the peer may spend on a connection before we grant more:
+    /// the most a slow reader of one connection holds unread. Default 256 KiB.
+    pub initial_credit: u32,
+    /// Session API: most send credit held on a connection, whatever the peer grants.
+    /// Default 16 MiB.
+    pub max_credit: u32,
+    /// Session API: largest metadata on Hello/Open/Accept/Reject/Close. Default 4 KiB.
+    pub max_metadata: u32,
+    /// Session API: peer churn (Opens refused for limits, Opens closed before an answer)
+    /// allowed per `churn_period` before the session ends. Default 100.
+    pub churn_budget: u32,
+    /// See `churn_budget`. Default 10 s.
+    pub churn_period: Duration,
+    /// Session API: highest connection id we allocate (ids are never reused). Default
+    /// `u32::MAX`.
+    pub max_conn_id: u32,
+    /// Session API: per-session memory budget in bytes (replay ring, one frame, and a credit
+    /// window per connection), or `None` for no budget beyond the other limits; with a
+    /// budget, fewer connections are allowed at once. Default `None`.
+    pub max_memory: Option<u64>,
+    /// Session API: small messages sent in a burst on one connection share a conduit item up
+    /// to this many bytes (nothing waits for a batch to fill). `0` turns batching off.
+    /// Default 16 KiB.
+    pub batch_bytes: u32,
+    /// How long the last frames of a dropped link (GOODBYE, REJECTED) may take to write
+    /// before the link is closed anyway; also bounds a dropped handle's graceful close.
+    /// Default 1 s.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        let c = ConduitConfig::default();
+        let s = SessionConfig::default();
+        Self {
+            max_frame_len: c.max_frame_len,
+            replay_bytes: c.replay_bytes,
+            replay_frames: c.replay_frames,
+            ext: c.ext,
+            ack_delay: c.ack_delay.into(),
+            ack_every: c.ack_every,
+            ping_interval: c.ping_interval.into(),
+            ack_starved_timeout: c.ack_starved_timeout.into(),
+            pong_timeout: c.pong_timeout.into(),
+            min_ping_interval: c.min_ping_interval.into(),
+            max_ping_strikes: c.max_ping_strikes,
+            handshake_timeout: c.handshake_timeout.into(),
+            recovery_timeout: c.recovery_timeout.into(),
+            duplicate_window: c.duplicate_window,
+            max_connections: s.max_connections,
+            max_pending_opens: s.max_pending_opens,
+            initial_credit: s.initial_credit,
+            max_credit: s.max_credit,
+            max_metadata: s.max_metadata,
+            churn_budget: s.churn_budget,
+            churn_period: s.churn_period.into(),
+            max_conn_id: s.max_conn_id,
+            max_memory: s.max_memory,
+            batch_bytes: s.batch_bytes,
+            drain_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
 impl Config {
-    /// The write buffer's largest size: [`write_buffer`](Self::write_buffer), at least one
-    /// largest frame that is copied rather than lent, with its prefix.
+    /// Check for values that cannot work (what `connect*` and `serve*` check first).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.session_config().validate()
+    }
+
+    /// The write buffer's largest size: `buffers.write_buffer`, at least one largest frame
+    /// that is copied rather than lent, with its prefix.
     #[must_use]
     pub fn write_buffer_len(&self) -> usize {
-        self.write_buffer.max(self.write_buffer_min())
+        self.buffers.write_buffer.max(self.write_buffer_min())
     }
 
     /// The write buffer's first size: the largest frame that is copied into it (an item
@@ -149,30 +302,94 @@ impl Config {
     #[must_use]
     pub fn write_buffer_min(&self) -> usize {
         use sotto_proto::wire::{LEN_PREFIX, MAX_DATA_HEADER_LEN};
-        let max_frame = self.conduit.max_frame_len as usize;
-        let copied = self.lend_from.max(1) - 1;
+        let max_frame = self.protocol.max_frame_len as usize;
+        let copied = self.buffers.lend_from.max(1) - 1;
         let frame = copied.saturating_add(MAX_DATA_HEADER_LEN).max(1024).min(max_frame);
         (frame + LEN_PREFIX).max(4096)
     }
 
-    /// The session configuration in force: [`Config::session`] with [`Config::conduit`].
+    /// The core stable-conduit configuration in force.
+    #[must_use]
+    pub fn conduit_config(&self) -> ConduitConfig {
+        let p = &self.protocol;
+        let mut c = ConduitConfig::default();
+        c.max_frame_len = p.max_frame_len;
+        c.replay_bytes = p.replay_bytes;
+        c.replay_frames = p.replay_frames;
+        c.ext = p.ext;
+        c.ack_delay = p.ack_delay.into();
+        c.ack_every = p.ack_every;
+        c.ping_interval = p.ping_interval.into();
+        c.ack_starved_timeout = p.ack_starved_timeout.into();
+        c.pong_timeout = p.pong_timeout.into();
+        c.min_ping_interval = p.min_ping_interval.into();
+        c.max_ping_strikes = p.max_ping_strikes;
+        c.handshake_timeout = p.handshake_timeout.into();
+        c.recovery_timeout = p.recovery_timeout.into();
+        c.duplicate_window = p.duplicate_window;
+        c
+    }
+
+    /// The core session configuration in force.
     #[must_use]
     pub fn session_config(&self) -> SessionConfig {
-        SessionConfig { conduit: self.conduit, ..self.session }
+        let p = &self.protocol;
+        let mut s = SessionConfig::default();
+        s.conduit = self.conduit_config();
+        s.max_connections = p.max_connections;
+        s.max_pending_opens = p.max_pending_opens;
+        s.initial_credit = p.initial_credit;
+        s.max_credit = p.max_credit;
+        s.max_metadata = p.max_metadata;
+        s.churn_budget = p.churn_budget;
+        s.churn_period = p.churn_period.into();
+        s.max_conn_id = p.max_conn_id;
+        s.max_memory = p.max_memory;
+        s.batch_bytes = p.batch_bytes;
+        s
     }
 
     /// The core endpoint configuration a session acceptor runs with.
     #[must_use]
     pub fn endpoint_config(&self) -> EndpointConfig {
-        EndpointConfig {
-            session: self.session_config(),
-            max_sessions: self.max_sessions,
-            max_pending_handshakes: u32::try_from(self.max_pending_handshakes).unwrap_or(u32::MAX),
-            max_detached_sessions: self.max_detached_sessions,
-            handshake_timeout: self.conduit.handshake_timeout,
-            failure_budget: self.failure_budget,
-            failure_period: self.failure_period.into(),
-            ..EndpointConfig::default()
-        }
+        let a = &self.acceptor;
+        let mut e = EndpointConfig::default();
+        e.session = self.session_config();
+        e.max_sessions = a.max_sessions;
+        e.max_pending_handshakes = u32::try_from(a.max_pending_handshakes).unwrap_or(u32::MAX);
+        e.max_detached_sessions = a.max_detached_sessions;
+        e.handshake_timeout = self.protocol.handshake_timeout.into();
+        e.failure_budget = a.failure_budget;
+        e.failure_period = a.failure_period.into();
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_core_defaults() {
+        let c = Config::default();
+        assert_eq!(c.conduit_config(), ConduitConfig::default());
+        assert_eq!(c.session_config(), SessionConfig::default());
+        let e = c.endpoint_config();
+        assert_eq!(e.session, SessionConfig::default());
+        assert_eq!(e.max_sessions, EndpointConfig::default().max_sessions);
+        assert_eq!(e.max_detached_sessions, EndpointConfig::default().max_detached_sessions);
+    }
+
+    #[test]
+    fn protocol_fields_reach_the_core_configs() {
+        let mut c = Config::default();
+        c.protocol.recovery_timeout = Duration::from_millis(1500);
+        c.protocol.initial_credit = 1 << 12;
+        c.acceptor.failure_period = Duration::from_secs(3);
+        assert_eq!(c.session_config().conduit.recovery_timeout, sotto_proto::Duration::from_millis(1500));
+        assert_eq!(c.session_config().initial_credit, 1 << 12);
+        assert_eq!(c.endpoint_config().failure_period, sotto_proto::Duration::from_secs(3));
+        c.protocol.replay_frames = 0;
+        assert_eq!(c.validate(), Err(ConfigError::ReplayFramesOutOfRange));
     }
 }

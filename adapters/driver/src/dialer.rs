@@ -57,10 +57,10 @@ impl<S> Dialer<S> {
             connector,
             attempt: None,
             not_before: now,
-            backoff: Backoff::new(config.backoff_initial, config.backoff_max),
+            backoff: Backoff::new(config.dial.backoff_initial, config.dial.backoff_max),
             jitter: Jitter::from_seed(jitter_seed),
-            dial_timeout: config.conduit.handshake_timeout.into(),
-            connect_deadline: now.checked_add(config.connect_timeout),
+            dial_timeout: config.protocol.handshake_timeout,
+            connect_deadline: now.checked_add(config.dial.connect_timeout),
         }
     }
 

@@ -113,12 +113,12 @@ const MAX_CHUNKS: usize = 3 * MAX_LENT + 1;
 /// takes from its queues (acks and keepalive wait behind the unread data again, as for any
 /// peer that sends faster than the application reads).
 fn hold_limit(config: &Config) -> usize {
-    let c = &config.conduit;
+    let c = &config.protocol;
     let per_frame = sotto_proto::wire::LEN_PREFIX + sotto_proto::wire::MAX_DATA_HEADER_LEN;
     (c.replay_bytes as usize)
         .saturating_add((c.replay_frames as usize).saturating_mul(per_frame))
         .saturating_add(c.max_frame_len as usize + sotto_proto::wire::LEN_PREFIX)
-        .saturating_add(config.read_chunk)
+        .saturating_add(config.buffers.read_chunk)
 }
 
 pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
@@ -175,10 +175,10 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             source,
             link: None,
             drain: None,
-            read: ReadBuffer::new(config.read_chunk, S::READS_UNINIT),
+            read: ReadBuffer::new(config.buffers.read_chunk, S::READS_UNINIT),
             read_gate: ReadGate::default(),
-            write: LendingBatch::new(vec![0; config.write_buffer_min()], config.lend_from, MAX_LENT),
-            split: FrameSplitter::new(config.conduit.max_frame_len),
+            write: LendingBatch::new(vec![0; config.write_buffer_min()], config.buffers.lend_from, MAX_LENT),
+            split: FrameSplitter::new(config.protocol.max_frame_len),
             timer: rt.timer(),
             timer_at: None,
             room: 0,
@@ -210,7 +210,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             if g.begin(cx.waker(), now) {
                 match self.exit_deadline {
                     None if !g.close_on_drop(now) => return Step::Done,
-                    None => self.exit_deadline = Some(now_std + self.config.drain_timeout),
+                    None => self.exit_deadline = Some(now_std + self.config.protocol.drain_timeout),
                     Some(at) if now_std >= at => return Step::Done,
                     Some(_) => {}
                 }
@@ -256,7 +256,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         busy |= self.poll_drain(cx, now_std);
 
         if ended {
-            let deadline = *self.ended_deadline.get_or_insert_with(|| now_std + self.config.drain_timeout);
+            let deadline = *self.ended_deadline.get_or_insert_with(|| now_std + self.config.protocol.drain_timeout);
             if self.link.is_some() && now_std >= deadline {
                 let mut g = host.lock();
                 let cause = LinkDownCause::Dropped(sotto_proto::conduit::LinkDropReason::SessionEnded);
@@ -408,7 +408,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         let mut bytes = Vec::with_capacity(4 + reply.len());
         bytes.extend_from_slice(&(reply.len() as u32).to_le_bytes());
         bytes.extend_from_slice(reply);
-        self.drain = Some(Drain { io, bytes, pos: 0, deadline: now_std + self.config.drain_timeout });
+        self.drain = Some(Drain { io, bytes, pos: 0, deadline: now_std + self.config.protocol.drain_timeout });
     }
 
     /// Session acceptor: a link the session took. The core has superseded ours, if any.
@@ -435,7 +435,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 Ok(n) => chunks[..n].concat(),
                 Err(_) => Vec::new(),
             };
-            self.drain = Some(Drain { io: link.io, bytes, pos: 0, deadline: now_std + self.config.drain_timeout });
+            self.drain =
+                Some(Drain { io: link.io, bytes, pos: 0, deadline: now_std + self.config.protocol.drain_timeout });
         }
         self.write.clear();
         self.held = None;

@@ -22,7 +22,7 @@ pub struct Ended(pub SessionEnd);
 
 impl std::fmt::Display for Ended {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "session ended: {:?}", self.0)
+        write!(f, "session ended: {}", self.0)
     }
 }
 
@@ -30,6 +30,7 @@ impl std::error::Error for Ended {}
 
 /// Why [`StableConduit::send`] refused an item. No sequence number was assigned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendError {
     /// The item is larger than [`StableConduit::max_item_len`].
     TooLarge {
@@ -49,7 +50,7 @@ impl std::fmt::Display for SendError {
         match self {
             Self::TooLarge { len, max } => write!(f, "item of {len} bytes exceeds {max}"),
             Self::Closing => f.write_str("session is closing"),
-            Self::Ended(end) => write!(f, "session ended: {end:?}"),
+            Self::Ended(end) => write!(f, "session ended: {end}"),
         }
     }
 }
@@ -58,6 +59,7 @@ impl std::error::Error for SendError {}
 
 /// Why [`StableConduit::try_send`] refused an item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TrySendError {
     /// The replay ring is full now; `send` would wait.
     Full,
@@ -65,8 +67,20 @@ pub enum TrySendError {
     Failed(SendError),
 }
 
+impl std::fmt::Display for TrySendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Full => f.write_str("replay ring full"),
+            Self::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TrySendError {}
+
 /// Why [`connect`] gave up.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// The configuration cannot work.
     Config(ConfigError),
@@ -106,12 +120,20 @@ impl std::fmt::Display for ConnectError {
             Self::TimedOut { last_error: Some(e) } => write!(f, "connect timed out (last error: {e})"),
             Self::TimedOut { last_error: None } => f.write_str("connect timed out"),
             Self::Io(e) => write!(f, "connect failed: {e}"),
-            Self::Ended(end) => write!(f, "session ended before it attached: {end:?}"),
+            Self::Ended(end) => write!(f, "session ended before it attached: {end}"),
         }
     }
 }
 
-impl std::error::Error for ConnectError {}
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Config(e) => Some(e),
+            Self::TimedOut { last_error: Some(e) } | Self::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// One stable conduit session: an ordered, exactly-once stream of items in each direction
 /// that survives link loss. Items are opaque byte strings (a vox peer's are postcard-encoded
@@ -183,7 +205,8 @@ impl StableConduit {
             Ok(_) => Ok(()),
             Err(CoreSendError::WouldBlock) => Err(TrySendError::Full),
             Err(CoreSendError::TooLarge { len, max }) => Err(TrySendError::Failed(SendError::TooLarge { len, max })),
-            Err(CoreSendError::Ended) => Err(TrySendError::Failed(SendError::Closing)),
+            // Ended (closing or over), or a refusal added later: nothing more is sent.
+            Err(_) => Err(TrySendError::Failed(SendError::Closing)),
         };
         // A send may have queued frames (or, when the ring is full, a link cycle).
         g.common.wake_driver();
@@ -332,11 +355,11 @@ impl Drop for StableConduit {
 
 /// Start an initiator session: dial with `connector` (called once per link; it returns a
 /// fresh stream), handshake, and return once the first link is attached. Transient dial
-/// errors and failed handshakes are retried with backoff until `config.connect_timeout`; a
+/// errors and failed handshakes are retried with backoff until `config.dial.connect_timeout`; a
 /// REJECTED answer is never retried.
 ///
 /// After that, a lost link is redialed at once and then with exponential backoff (50 ms to
-/// 5 s by default, full jitter) until `config.conduit.recovery_timeout`, after which the
+/// 5 s by default, full jitter) until `config.protocol.recovery_timeout`, after which the
 /// session ends as lost ([`ConduitEvent::Ended`] with [`SessionEnd::RecoveryTimeout`]).
 pub async fn connect<R, S, F, Fut>(rt: R, mut connector: F, config: Config) -> Result<StableConduit, ConnectError>
 where
@@ -345,7 +368,7 @@ where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = io::Result<S>> + Send + 'static,
 {
-    let conduit = Conduit::new(Role::Initiator, config.conduit).map_err(ConnectError::Config)?;
+    let conduit = Conduit::new(Role::Initiator, config.conduit_config()).map_err(ConnectError::Config)?;
     let shared = Arc::new(Shared::new(conduit, &config, Clock::new(&rt)));
     let dial = Box::new(move || -> DialFuture<S> { Box::pin(connector()) });
     let dialer = Dialer::new(dial, &config, rt.now(), rt.jitter_seed());

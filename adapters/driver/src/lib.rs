@@ -89,7 +89,7 @@ use bytes::BytesMut;
 
 pub use acceptor::{serve, Acceptor, AcceptorStats};
 pub use backoff::{is_transient, Backoff};
-pub use config::Config;
+pub use config::{AcceptorConfig, BufferConfig, Config, DialConfig, ProtocolConfig};
 pub use handle::{connect, ConnectError, Ended, SendError, StableConduit, TrySendError};
 pub use session::{
     connect_session, serve_sessions, source_of, AnswerError, ConnError, ConnReceiver, ConnSender, Connection,

@@ -171,14 +171,14 @@ impl<R: Runtime, S: Io, K: Unpin, T, C> Listen<R, S, K, T, C> {
 
     /// Read the link's ClientHello within the handshake timeout.
     pub(crate) fn read_hello(&mut self, io: S, key: K) {
-        let deadline = deadline(self.rt.now(), self.config.conduit.handshake_timeout.into());
+        let deadline = deadline(self.rt.now(), self.config.protocol.handshake_timeout);
         self.pending.push(PendingLink::hello(io, self.rt.timer(), deadline, key));
     }
 
     /// Answer REJECTED within the drain timeout, then close the link.
     pub(crate) fn reject(&mut self, io: S, key: K) {
         tracing::debug!("sotto: unknown resume key, answering REJECTED");
-        let deadline = deadline(self.rt.now(), self.config.drain_timeout);
+        let deadline = deadline(self.rt.now(), self.config.protocol.drain_timeout);
         self.pending.push(PendingLink::reject(io, self.rt.timer(), deadline, key));
     }
 }

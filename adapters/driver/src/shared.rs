@@ -18,6 +18,7 @@ const MAX_EVENTS: usize = 64;
 
 /// What happened to a session's links, for the application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConduitEvent {
     /// A link completed its handshake and frames flow.
     LinkUp {
@@ -39,6 +40,7 @@ pub enum ConduitEvent {
 
 /// Why a link went down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LinkDownCause {
     /// The core dropped it (violation, gap, keepalive timeout, handshake failure, ...).
     Dropped(LinkDropReason),
@@ -56,8 +58,25 @@ pub enum LinkDownCause {
     Superseded,
 }
 
+impl std::fmt::Display for LinkDownCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dropped(reason) => write!(f, "dropped: {reason}"),
+            Self::Eof => f.write_str("the peer closed the stream"),
+            Self::Truncated => f.write_str("the stream ended inside a message"),
+            Self::WriteZero => f.write_str("a write accepted zero bytes"),
+            Self::Framing(e) => write!(f, "bad framing: {e}"),
+            Self::Io(kind) => write!(f, "I/O error: {kind}"),
+            Self::Superseded => f.write_str("replaced by a newer link"),
+        }
+    }
+}
+
+impl std::error::Error for LinkDownCause {}
+
 /// A snapshot of a raw stable-conduit session's counters: the core's, and the driver's own.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// The stable conduit's counters.
     pub conduit: ConduitStats,

@@ -16,23 +16,23 @@ use crate::net::Net;
 /// pings with a 500 ms pong timeout, 1 s handshake timeout, 200 ms drain timeout.
 #[must_use]
 pub fn config() -> Config {
-    use sotto_proto::Duration as D;
+    use std::time::Duration as D;
     let mut c = Config::default();
-    c.conduit.max_frame_len = 1024;
-    c.conduit.replay_frames = 16;
-    c.conduit.replay_bytes = 16 << 10;
-    c.conduit.ping_interval = D::from_millis(200);
-    c.conduit.pong_timeout = D::from_millis(500);
-    c.conduit.min_ping_interval = D::from_millis(50);
-    c.conduit.handshake_timeout = D::from_millis(1000);
-    c.conduit.recovery_timeout = D::from_secs(30);
-    c.connect_timeout = Duration::from_secs(30);
-    c.backoff_initial = Duration::from_millis(10);
-    c.backoff_max = Duration::from_millis(500);
-    c.drain_timeout = Duration::from_millis(200);
-    c.session.initial_credit = 2048;
-    c.session.max_credit = 2048;
-    c.max_sessions = 4;
+    c.protocol.max_frame_len = 1024;
+    c.protocol.replay_frames = 16;
+    c.protocol.replay_bytes = 16 << 10;
+    c.protocol.ping_interval = D::from_millis(200);
+    c.protocol.pong_timeout = D::from_millis(500);
+    c.protocol.min_ping_interval = D::from_millis(50);
+    c.protocol.handshake_timeout = D::from_millis(1000);
+    c.protocol.recovery_timeout = D::from_secs(30);
+    c.dial.connect_timeout = Duration::from_secs(30);
+    c.dial.backoff_initial = Duration::from_millis(10);
+    c.dial.backoff_max = Duration::from_millis(500);
+    c.protocol.drain_timeout = Duration::from_millis(200);
+    c.protocol.initial_credit = 2048;
+    c.protocol.max_credit = 2048;
+    c.acceptor.max_sessions = 4;
     c
 }
 

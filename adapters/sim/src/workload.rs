@@ -95,33 +95,33 @@ impl Load {
 /// path runs, timeouts short enough that half-open links are found within the run.
 #[must_use]
 pub fn config(rng: &mut SimRng) -> Config {
-    use sotto_proto::Duration as D;
+    use std::time::Duration as D;
     let mut c = Config::default();
-    c.conduit.max_frame_len = 1024;
-    c.conduit.replay_frames = rng.range(4, 64) as u32;
-    c.conduit.replay_bytes = rng.range(1024, 16 << 10) as u32;
-    c.conduit.ack_delay = D::from_millis(rng.range(1, 30));
-    c.conduit.ack_every = rng.range(1, 16) as u32;
-    c.conduit.ping_interval = D::from_millis(200);
-    c.conduit.pong_timeout = D::from_millis(500);
-    c.conduit.min_ping_interval = D::from_millis(50);
-    c.conduit.handshake_timeout = D::from_millis(1000);
-    c.conduit.recovery_timeout = D::from_secs(30);
-    c.connect_timeout = Duration::from_secs(30);
-    c.backoff_initial = Duration::from_millis(10);
-    c.backoff_max = Duration::from_millis(500);
-    c.inbound_items = rng.range(2, 64) as usize;
-    c.inbound_bytes = rng.range(2048, 32 << 10) as usize;
-    c.read_chunk = rng.range(16, 4096) as usize;
-    c.write_buffer = rng.range(64, 8192) as usize;
-    c.lend_from = rng.range(64, 2048) as usize;
-    c.drain_timeout = Duration::from_millis(200);
-    c.session.initial_credit = rng.range(2048, 8192) as u32;
-    c.session.max_credit = c.session.initial_credit * 4;
-    c.session.batch_bytes = rng.range(64, 4096) as u32;
-    c.conn_inbound_items = rng.range(4, 256) as usize;
-    c.copy_below = rng.range(0, 1024) as usize;
-    c.max_sessions = 8;
+    c.protocol.max_frame_len = 1024;
+    c.protocol.replay_frames = rng.range(4, 64) as u32;
+    c.protocol.replay_bytes = rng.range(1024, 16 << 10) as u32;
+    c.protocol.ack_delay = D::from_millis(rng.range(1, 30));
+    c.protocol.ack_every = rng.range(1, 16) as u32;
+    c.protocol.ping_interval = D::from_millis(200);
+    c.protocol.pong_timeout = D::from_millis(500);
+    c.protocol.min_ping_interval = D::from_millis(50);
+    c.protocol.handshake_timeout = D::from_millis(1000);
+    c.protocol.recovery_timeout = D::from_secs(30);
+    c.dial.connect_timeout = Duration::from_secs(30);
+    c.dial.backoff_initial = Duration::from_millis(10);
+    c.dial.backoff_max = Duration::from_millis(500);
+    c.buffers.inbound_items = rng.range(2, 64) as usize;
+    c.buffers.inbound_bytes = rng.range(2048, 32 << 10) as usize;
+    c.buffers.read_chunk = rng.range(16, 4096) as usize;
+    c.buffers.write_buffer = rng.range(64, 8192) as usize;
+    c.buffers.lend_from = rng.range(64, 2048) as usize;
+    c.protocol.drain_timeout = Duration::from_millis(200);
+    c.protocol.initial_credit = rng.range(2048, 8192) as u32;
+    c.protocol.max_credit = c.protocol.initial_credit * 4;
+    c.protocol.batch_bytes = rng.range(64, 4096) as u32;
+    c.buffers.conn_inbound_items = rng.range(4, 256) as usize;
+    c.buffers.copy_below = rng.range(0, 1024) as usize;
+    c.acceptor.max_sessions = 8;
     c
 }
 
@@ -171,7 +171,7 @@ impl Tally {
 pub fn options(seed: u64) -> SimOptions {
     let mut o = SimOptions::new(seed);
     o.time_limit = Duration::from_secs(300);
-    o.fifo = seed.is_multiple_of(4);
+    o.fifo = seed % 4 == 0;
     o
 }
 
@@ -196,7 +196,7 @@ fn session_run_inner(seed: u64) -> Result<Outcome, String> {
     let tally = Arc::new(Tally::default());
     // A connection's queue holds what its credit window allows: at least 16 credit a
     // message (the driver raises `conn_inbound_items` to match).
-    let cfg_conn_items = cfg.conn_inbound_items.max(cfg.session.initial_credit as usize / 16 + 1);
+    let cfg_conn_items = cfg.buffers.conn_inbound_items.max(cfg.protocol.initial_credit as usize / 16 + 1);
     let result = sim.run(session_main(rt.clone(), net.clone(), cfg, load, Arc::clone(&tally)));
     let elapsed = sim.elapsed();
     let result = match result {
@@ -574,7 +574,7 @@ fn raw_run_inner(seed: u64, ext: bool) -> Result<Outcome, String> {
     let sim = Sim::new(options(seed));
     let rt = sim.runtime();
     let mut cfg = config(&mut rng);
-    cfg.conduit.ext = ext;
+    cfg.protocol.ext = ext;
     let load = Load::random(&mut rng);
     let msgs = load.msgs * 2;
     let seed_net = rng.next_u64();
@@ -586,7 +586,7 @@ fn raw_run_inner(seed: u64, ext: bool) -> Result<Outcome, String> {
     }
     let net = Net::new(&rt, seed_net, faults);
     let tally = Arc::new(Tally::default());
-    let inbound_items = cfg.inbound_items;
+    let inbound_items = cfg.buffers.inbound_items;
     let result = sim.run(raw_main(rt.clone(), net.clone(), cfg, msgs, load, Arc::clone(&tally)));
     let elapsed = sim.elapsed();
     match result {
@@ -619,7 +619,7 @@ async fn raw_main(
     load: Load,
     tally: Arc<Tally>,
 ) -> Result<(), String> {
-    let max_len = load.max_len.min(cfg.conduit.max_item_len() as usize - 8);
+    let max_len = load.max_len.min(cfg.conduit_config().max_item_len() as usize - 8);
     let acceptor = serve(rt.clone(), net.listener(), cfg).map_err(|e| format!("serve: {e}"))?;
     let acceptor = Arc::new(acceptor);
     let b_tally = Arc::clone(&tally);

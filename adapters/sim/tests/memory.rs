@@ -74,7 +74,8 @@ fn failed_connects_give_back_everything_they_took() {
     let mut f = Faults::none();
     f.dial_fail = 1000;
     let net = Net::new(&rt, 9, f);
-    let cfg = Config { connect_timeout: Duration::from_millis(300), ..Config::default() };
+    let mut cfg = Config::default();
+    cfg.dial.connect_timeout = Duration::from_millis(300);
     let before = live();
     sim.run(async {
         let _acceptor = serve_sessions(rt.clone(), net.session_listener(), cfg).expect("serves");
@@ -105,9 +106,10 @@ fn connects_refused_by_the_acceptor_give_back_everything_they_took() {
     let sim = Sim::new(SimOptions::new(10));
     let rt = sim.runtime();
     let net = Net::new(&rt, 10, Faults::none());
-    let cfg = Config { connect_timeout: Duration::from_millis(300), ..Config::default() };
+    let mut cfg = Config::default();
+    cfg.dial.connect_timeout = Duration::from_millis(300);
     let mut full = cfg;
-    full.max_sessions = 1;
+    full.acceptor.max_sessions = 1;
     let before = live();
     let refused = sim
         .run(async {

@@ -85,14 +85,14 @@ fn many_tasks_sharing_one_sender_each_deliver_in_order_without_hanging() {
 /// 200 ms), small inbound queues.
 fn slow_config() -> Config {
     let mut c = config();
-    c.conduit.ping_interval = sotto_proto::Duration::from_millis(200);
-    c.conduit.pong_timeout = sotto_proto::Duration::from_millis(400);
-    c.conduit.replay_frames = 256;
-    c.conduit.replay_bytes = 256 << 10;
-    c.inbound_items = 64;
-    c.inbound_bytes = 32 << 10;
-    c.session.initial_credit = 32 << 10;
-    c.session.max_credit = 32 << 10;
+    c.protocol.ping_interval = std::time::Duration::from_millis(200);
+    c.protocol.pong_timeout = std::time::Duration::from_millis(400);
+    c.protocol.replay_frames = 256;
+    c.protocol.replay_bytes = 256 << 10;
+    c.buffers.inbound_items = 64;
+    c.buffers.inbound_bytes = 32 << 10;
+    c.protocol.initial_credit = 32 << 10;
+    c.protocol.max_credit = 32 << 10;
     c
 }
 
@@ -266,7 +266,7 @@ fn a_session_reader_pausing_half_the_pong_timeout_never_costs_its_link() {
 async fn echo_loop(rt: SimRuntime, net: Net) -> Result<(), String> {
     const ECHOES: u32 = 2000;
     let mut cfg = slow_config();
-    cfg.conduit.replay_frames = 32;
+    cfg.protocol.replay_frames = 32;
     let (a, b, _acceptor) = raw_pair(&rt, &net, cfg).await?;
     let echo = rt.spawn_app(async move {
         for _ in 0..ECHOES {
@@ -318,7 +318,7 @@ async fn silent_link(rt: SimRuntime, net: Net) -> Result<(), String> {
     if !matches!(read, Ok(0) | Err(_)) {
         return Err(format!("the acceptor wrote to a link that sent nothing: {read:?}"));
     }
-    let deadline: Duration = cfg.conduit.handshake_timeout.into();
+    let deadline: Duration = cfg.protocol.handshake_timeout;
     if waited < deadline || waited > deadline + Duration::from_millis(20) {
         return Err(format!("closed after {waited:?}, the deadline is {deadline:?}"));
     }
@@ -342,7 +342,7 @@ async fn silent_raw_link(rt: SimRuntime, net: Net) -> Result<(), String> {
     if !matches!(read, Ok(0) | Err(_)) {
         return Err(format!("the acceptor wrote to a link that sent nothing: {read:?}"));
     }
-    let deadline: Duration = cfg.conduit.handshake_timeout.into();
+    let deadline: Duration = cfg.protocol.handshake_timeout;
     if waited < deadline || waited > deadline + Duration::from_millis(20) {
         return Err(format!("closed after {waited:?}, the deadline is {deadline:?}"));
     }
@@ -363,8 +363,8 @@ async fn no_session_hello(rt: SimRuntime, net: Net, slack: Duration) -> Result<(
         sotto_driver::serve_sessions(rt.clone(), net.session_listener(), cfg).map_err(|e| format!("serve: {e}"))?;
     let dial = net.clone();
     let mut raw_cfg = cfg;
-    raw_cfg.conduit.recovery_timeout = sotto_proto::Duration::from_millis(100);
-    raw_cfg.connect_timeout = Duration::from_millis(100);
+    raw_cfg.protocol.recovery_timeout = Duration::from_millis(100);
+    raw_cfg.dial.connect_timeout = Duration::from_millis(100);
     let start = rt.elapsed();
     let c = connect(rt.clone(), move || dial.dial(), raw_cfg).await.map_err(|e| format!("connect: {e}"))?;
     let mut down_at = None;
@@ -378,7 +378,7 @@ async fn no_session_hello(rt: SimRuntime, net: Net, slack: Duration) -> Result<(
         }
     }
     let down = down_at.ok_or("the link never went down")?;
-    let deadline: Duration = cfg.conduit.handshake_timeout.into();
+    let deadline: Duration = cfg.protocol.handshake_timeout;
     if down > deadline + slack {
         return Err(format!("link down after {down:?}; deadline {deadline:?}"));
     }
@@ -390,7 +390,7 @@ async fn no_session_hello(rt: SimRuntime, net: Net, slack: Duration) -> Result<(
 
 #[test]
 fn a_link_without_a_session_handshake_is_dropped_and_never_announced() {
-    let slack = config().drain_timeout + Duration::from_millis(20);
+    let slack = config().protocol.drain_timeout + Duration::from_millis(20);
     each_seed("no session hello", 3, |rt, net| no_session_hello(rt, net, slack));
 }
 

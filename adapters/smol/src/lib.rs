@@ -1,48 +1,59 @@
-//! Drives sotto stable sessions on smol / async-io.
+//! Sessions that survive their links, on smol / async-io.
 //!
-//! - [`connect`]: an initiator session over streams from your connector (TCP, Unix socket,
-//!   anything `futures::io::AsyncRead + AsyncWrite`), redialed with backoff whenever a link
-//!   dies.
-//! - [`serve_tcp`], [`serve_unix`], [`serve`]: an [`Acceptor`] that runs handshakes under a
-//!   deadline, routes resumes to their sessions and yields new ones.
-//! - [`StableConduit`]: the raw stable-conduit handle (items in, items out, events, stats,
-//!   graceful close), wire-compatible with vox 0.3.0 peers.
-//! - The session API: [`connect_session`] and [`serve_sessions_tcp`], [`serve_sessions_unix`],
-//!   [`serve_sessions`] (through the core endpoint) give [`SessionHandle`]s, which open and
-//!   accept virtual [`Connection`]s (`Stream<Item = Bytes>` + `Sink<Bytes>`, credit flow
-//!   control per connection).
+//! A session joins two peers over a succession of links (TCP connections, Unix sockets, any
+//! `futures::io::AsyncRead + AsyncWrite`): when a link dies the initiator redials, the session
+//! resumes and what was in flight is replayed, so every message arrives exactly once and in
+//! order. Inside a session, virtual [`Connection`]s carry messages (`Stream<Item = Bytes>` +
+//! `Sink<Bytes>`, or a byte stream through `AsyncRead + AsyncWrite`), each with its own
+//! credit flow control.
+//!
+//! - [`connect_session`]: an initiator's [`SessionHandle`], over streams from your connector
+//!   (called again, with backoff, whenever a link dies).
+//! - [`serve_sessions_tcp`], [`serve_sessions_unix`], [`serve_sessions`]: a
+//!   [`SessionAcceptor`] that runs handshakes under a deadline, routes resumes to their
+//!   sessions, enforces its limits ([`AcceptorConfig`]) and yields new sessions.
+//! - [`SessionHandle::open`] / [`SessionHandle::accept`]: virtual connections.
+//! - [`Config`]: every knob, grouped by concern, with its default.
+//!
+//! ```
+//! use futures::StreamExt;
+//! use sotto_smol::{connect_session, serve_sessions_tcp, Config};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     smol::block_on(async {
+//!         let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
+//!         let addr = listener.local_addr()?;
+//!         let acceptor = serve_sessions_tcp(listener, Config::default())?;
+//!         let client = connect_session(move || smol::net::TcpStream::connect(addr), Config::default()).await?;
+//!         let server = acceptor.accept().await?;
+//!
+//!         // `open` waits for the peer's answer, so the server answers concurrently.
+//!         let (opened, answered) = futures::join!(client.open(b"chat"), async {
+//!             let incoming = server.accept().await?;
+//!             Ok::<_, Box<dyn std::error::Error>>(incoming.accept(b"welcome").await?)
+//!         });
+//!         let mut conn = opened?;
+//!         let mut peer = answered?;
+//!         conn.send(b"hello").await?;
+//!         assert_eq!(&peer.next().await.expect("a message")[..], b"hello");
+//!         client.close(0, "bye").await;
+//!         Ok(())
+//!     })
+//! }
+//! ```
 //!
 //! Tasks run on smol's global executor (`smol::spawn`), or on an executor of yours through
 //! [`Smol::on`] (the same entry points as methods); each session runs one driver task;
 //! dropping its handle closes the session (GOODBYE after what was sent) and the task ends by
-//! itself within `drain_timeout`. The driver and the handles are shared with `sotto-tokio`
-//! (crate `sotto-driver`), so both adapters behave the same and interoperate.
+//! itself within `protocol.drain_timeout`. The driver and the handles are shared with
+//! `sotto-tokio` (crate `sotto-driver`), so both adapters behave the same and interoperate.
 //!
-//! ```no_run
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> { smol::block_on(async {
-//! use bytes::Bytes;
-//! use sotto_smol::{connect, serve_tcp, Config};
-//!
-//! let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let addr = listener.local_addr()?;
-//! let acceptor = serve_tcp(listener, Config::default()).expect("valid config");
-//! let client = connect(
-//!     move || async move {
-//!         let s = smol::net::TcpStream::connect(addr).await?;
-//!         s.set_nodelay(true)?;
-//!         Ok(s)
-//!     },
-//!     Config::default(),
-//! )
-//! .await?;
-//! let server = acceptor.accept().await?;
-//! client.send(Bytes::from_static(b"hello")).await?;
-//! assert_eq!(&server.recv().await?[..], b"hello");
-//! client.close(0, "bye").await;
-//! # Ok(()) }) }
-//! ```
+//! Other modules: [`raw`], the bare stable conduit (one ordered item stream, no virtual
+//! connections) for vox 0.3.0 peers; [`proto`], the sans-IO core (`sotto-proto`) whose types
+//! appear in some reports (the common ones are re-exported here).
 #![forbid(unsafe_code)]
 
+pub mod raw;
 mod runtime;
 
 use std::future::Future;
@@ -52,57 +63,26 @@ use futures::io::{AsyncRead, AsyncWrite};
 use futures::stream::Stream;
 
 pub use runtime::Smol;
-use sotto_driver::FuturesIo;
 pub use sotto_driver::{
-    live_tasks, source_of, Acceptor, AcceptorStats, AnswerError, ConduitEvent, Config, ConnError, ConnReceiver,
-    ConnSender, ConnectError, Connection, Ended, IncomingOpen, LinkDownCause, OpenError, ResumeTiming, SendError,
-    SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats, StableConduit, Stats,
-    TrySendError, WRITE_CHUNK,
+    live_tasks, AcceptorConfig, AnswerError, BufferConfig, Config, ConnError, ConnReceiver, ConnSender, ConnectError,
+    Connection, DialConfig, Ended, IncomingOpen, LinkDownCause, OpenError, ProtocolConfig, ResumeTiming,
+    SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats, WRITE_CHUNK,
 };
-pub use sotto_proto::conduit::ConfigError;
-pub use sotto_proto::{ConduitConfig, SessionEnd};
-
-/// Start an initiator session and wait until its first link is attached.
-///
-/// `connector` is called for every link (the first and each redial) and returns a fresh
-/// stream; set `TCP_NODELAY` on TCP streams (writes are already batched). Transient errors
-/// and failed handshakes are retried with backoff until `config.connect_timeout`; a REJECTED
-/// answer is not. Afterwards a lost link is redialed (at once, then with exponential backoff
-/// 50 ms to 5 s, full jitter) until `config.conduit.recovery_timeout`, after which the session
-/// ends as lost. Runs on smol's global executor; [`Smol::connect`] on another.
-pub async fn connect<F, Fut, S>(connector: F, config: Config) -> Result<StableConduit, ConnectError>
-where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: Future<Output = io::Result<S>> + Send + 'static,
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    Smol::global().connect(connector, config).await
-}
-
-/// Serve a TCP listener (accepted streams get `TCP_NODELAY`), on smol's global executor.
-pub fn serve_tcp(listener: smol::net::TcpListener, config: Config) -> Result<Acceptor, ConfigError> {
-    Smol::global().serve_tcp(listener, config)
-}
-
-/// Serve a Unix socket listener, on smol's global executor.
-#[cfg(unix)]
-pub fn serve_unix(listener: smol::net::unix::UnixListener, config: Config) -> Result<Acceptor, ConfigError> {
-    Smol::global().serve_unix(listener, config)
-}
-
-/// Serve any source of freshly accepted streams, on smol's global executor; the acceptor
-/// stops taking new links when `incoming` ends.
-pub fn serve<St, S>(incoming: St, config: Config) -> Result<Acceptor, ConfigError>
-where
-    St: Stream<Item = io::Result<S>> + Send + 'static,
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    Smol::global().serve(incoming, config)
-}
+use sotto_driver::{source_of, FuturesIo};
+/// The sans-IO core, `sotto-proto`: every type the adapter's reports carry.
+pub use sotto_proto as proto;
+pub use sotto_proto::conduit::{ConfigError, LinkDropReason};
+pub use sotto_proto::session::{CommandError, ConnId};
+pub use sotto_proto::wire::FramingError;
+pub use sotto_proto::SessionEnd;
 
 /// Start an initiator session (session API) and wait until it is ready for connections.
-/// `connector` is as for [`connect`]; the session redials and resumes the same way. Runs on
-/// smol's global executor; [`Smol::connect_session`] on another.
+/// `connector` is called for every link (the first and each redial) and returns a fresh
+/// stream. Transient errors and failed handshakes are retried with backoff until
+/// `config.dial.connect_timeout`; a REJECTED answer is not. Afterwards a lost link is redialed
+/// (at once, then with exponential backoff, full jitter) until
+/// `config.protocol.recovery_timeout`, after which the session ends as lost. Runs on smol's
+/// global executor; [`Smol::connect_session`] on another.
 pub async fn connect_session<F, Fut, S>(connector: F, config: Config) -> Result<SessionHandle, ConnectError>
 where
     F: FnMut() -> Fut + Send + 'static,
@@ -141,43 +121,6 @@ where
 /// The same entry points as the crate's free functions, with sotto's tasks on this
 /// runtime's executor (see [`Smol::on`]).
 impl Smol {
-    /// [`connect`] on this executor.
-    pub async fn connect<F, Fut, S>(&self, connector: F, config: Config) -> Result<StableConduit, ConnectError>
-    where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = io::Result<S>> + Send + 'static,
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        sotto_driver::connect(self.clone(), wrap(connector), config).await
-    }
-
-    /// [`serve_tcp`] on this executor.
-    pub fn serve_tcp(&self, listener: smol::net::TcpListener, config: Config) -> Result<Acceptor, ConfigError> {
-        let incoming = futures::stream::unfold(listener, |l| async move {
-            let r = accept_nodelay(&l).await.map(|(s, _)| s);
-            Some((r, l))
-        });
-        self.serve(incoming, config)
-    }
-
-    /// [`serve_unix`] on this executor.
-    #[cfg(unix)]
-    pub fn serve_unix(&self, listener: smol::net::unix::UnixListener, config: Config) -> Result<Acceptor, ConfigError> {
-        let incoming =
-            futures::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) });
-        self.serve(incoming, config)
-    }
-
-    /// [`serve`] on this executor.
-    pub fn serve<St, S>(&self, incoming: St, config: Config) -> Result<Acceptor, ConfigError>
-    where
-        St: Stream<Item = io::Result<S>> + Send + 'static,
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        use futures::stream::StreamExt;
-        sotto_driver::serve(self.clone(), incoming.map(|r| r.map(FuturesIo)), config)
-    }
-
     /// [`connect_session`] on this executor.
     pub async fn connect_session<F, Fut, S>(&self, connector: F, config: Config) -> Result<SessionHandle, ConnectError>
     where
@@ -227,14 +170,16 @@ impl Smol {
 
 /// The next TCP stream from `listener`, with `TCP_NODELAY` set (writes are already batched;
 /// a failure to set it leaves the stream usable).
-async fn accept_nodelay(listener: &smol::net::TcpListener) -> io::Result<(smol::net::TcpStream, std::net::SocketAddr)> {
+pub(crate) async fn accept_nodelay(
+    listener: &smol::net::TcpListener,
+) -> io::Result<(smol::net::TcpStream, std::net::SocketAddr)> {
     let (s, addr) = listener.accept().await?;
     let _ = s.set_nodelay(true);
     Ok((s, addr))
 }
 
 /// The application's connector, its streams wrapped for the driver.
-fn wrap<F, Fut, S>(
+pub(crate) fn wrap<F, Fut, S>(
     mut connector: F,
 ) -> impl FnMut() -> futures::future::MapOk<Fut, fn(S) -> FuturesIo<S>> + Send + 'static
 where

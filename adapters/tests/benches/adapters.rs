@@ -62,9 +62,11 @@ fn tokio_rt() -> tokio::runtime::Runtime {
 }
 
 fn config() -> Config {
-    let mut c = Config { max_sessions: 2, max_pending_handshakes: 4, ..Config::default() };
+    let mut c = Config::default();
+    c.acceptor.max_sessions = 2;
+    c.acceptor.max_pending_handshakes = 4;
     if let Some(k) = std::env::var("SOTTO_BENCH_CREDIT_KIB").ok().and_then(|s| s.parse::<u32>().ok()) {
-        c.session.initial_credit = k << 10;
+        c.protocol.initial_credit = k << 10;
     }
     c
 }
@@ -412,7 +414,7 @@ impl Order {
     /// Run `i` of a case: the order alternates, so that neither side always runs on what
     /// the other left (warm caches and heap, a socket's teardown, the CPU's clock).
     fn of_run(i: usize) -> Self {
-        if i.is_multiple_of(2) {
+        if i % 2 == 0 {
             Self::RawFirst
         } else {
             Self::SottoFirst

@@ -254,9 +254,9 @@ fn accept_loop(
         let Ok(up) = Sock::connect(upstream) else { continue };
         let fault = if n >= chaos.faults {
             Fault::None
-        } else if chaos.half_open_every > 0 && (n + 1).is_multiple_of(chaos.half_open_every) {
+        } else if chaos.half_open_every > 0 && (n + 1) % chaos.half_open_every == 0 {
             Fault::HalfOpen
-        } else if chaos.stall_every > 0 && (n + 1).is_multiple_of(chaos.stall_every) {
+        } else if chaos.stall_every > 0 && (n + 1) % chaos.stall_every == 0 {
             Fault::Stall
         } else {
             Fault::Kill

@@ -111,9 +111,9 @@ fn join_halves(tx: ConnSender, rx: ConnReceiver) -> Connection {
 #[must_use]
 pub fn session_config() -> Config {
     let mut c = crate::workload::test_config();
-    c.max_sessions = 4;
-    c.failure_budget = 1000;
-    c.drain_timeout = Duration::from_millis(500);
+    c.acceptor.max_sessions = 4;
+    c.acceptor.failure_budget = 1000;
+    c.protocol.drain_timeout = Duration::from_millis(500);
     c
 }
 

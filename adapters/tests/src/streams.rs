@@ -149,7 +149,7 @@ impl<T: futures::io::AsyncRead + Unpin> futures::io::AsyncRead for OverReport<T>
         match r {
             Poll::Ready(Ok(n)) if n > 0 => {
                 this.reads += 1;
-                let lie = this.every > 0 && this.reads.is_multiple_of(this.every);
+                let lie = this.every > 0 && this.reads % this.every == 0;
                 Poll::Ready(Ok(if lie { buf.len() + 1 } else { n }))
             }
             other => other,
@@ -164,7 +164,7 @@ impl<T: futures::io::AsyncWrite + Unpin> futures::io::AsyncWrite for OverReport<
         match r {
             Poll::Ready(Ok(n)) if n > 0 => {
                 this.writes += 1;
-                let lie = this.every > 0 && this.writes.is_multiple_of(this.every);
+                let lie = this.every > 0 && this.writes % this.every == 0;
                 Poll::Ready(Ok(if lie { buf.len() + 1 } else { n }))
             }
             other => other,
@@ -183,7 +183,7 @@ impl<T: futures::io::AsyncWrite + Unpin> futures::io::AsyncWrite for OverReport<
         match r {
             Poll::Ready(Ok(n)) if n > 0 => {
                 this.writes += 1;
-                let lie = this.every > 0 && this.writes.is_multiple_of(this.every);
+                let lie = this.every > 0 && this.writes % this.every == 0;
                 Poll::Ready(Ok(if lie { bufs.iter().map(|b| b.len()).sum::<usize>() + 1 } else { n }))
             }
             other => other,

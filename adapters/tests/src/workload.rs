@@ -45,19 +45,19 @@ pub async fn exchange(a: &StableConduit, b: &StableConduit, n: u64) {
 #[must_use]
 pub fn test_config() -> Config {
     let mut c = Config::default();
-    c.conduit.ping_interval = Duration::from_millis(100).into();
-    c.conduit.pong_timeout = Duration::from_millis(300).into();
-    c.conduit.min_ping_interval = Duration::from_millis(1).into();
-    c.conduit.handshake_timeout = Duration::from_secs(1).into();
+    c.protocol.ping_interval = Duration::from_millis(100);
+    c.protocol.pong_timeout = Duration::from_millis(300);
+    c.protocol.min_ping_interval = Duration::from_millis(1);
+    c.protocol.handshake_timeout = Duration::from_secs(1);
     // Generous: a loaded CI machine can starve a debug-build test for seconds at a time.
-    c.conduit.recovery_timeout = Duration::from_secs(60).into();
-    c.backoff_initial = Duration::from_millis(5);
-    c.backoff_max = Duration::from_millis(100);
-    c.connect_timeout = Duration::from_secs(5);
+    c.protocol.recovery_timeout = Duration::from_secs(60);
+    c.dial.backoff_initial = Duration::from_millis(5);
+    c.dial.backoff_max = Duration::from_millis(100);
+    c.dial.connect_timeout = Duration::from_secs(5);
     // Most test messages (8 to ~300 bytes) are lent from the replay ring and written
     // vectored, so every fault (one-byte writes, write returning 0, kills mid-frame) hits
     // that path; the rest are copied.
-    c.lend_from = 64;
+    c.buffers.lend_from = 64;
     c
 }
 

@@ -64,10 +64,11 @@ async fn session_acceptor_refused_resume_with_an_old_key_never_touches_the_live_
 async fn raw_acceptor_refused_resume_with_an_old_key_never_touches_the_live_link() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let upstream = l.local_addr().expect("addr");
-    let acc = sotto_tokio::serve_tcp(l, test_config()).expect("config");
+    let acc = sotto_tokio::raw::serve_tcp(l, test_config()).expect("config");
     let tap = KeyTap::start(upstream).await;
     let to = tap.addr;
-    let a = sotto_tokio::connect(move || tokio::net::TcpStream::connect(to), test_config()).await.expect("connect");
+    let a =
+        sotto_tokio::raw::connect(move || tokio::net::TcpStream::connect(to), test_config()).await.expect("connect");
     let b = acc.accept().await.expect("accept");
     within(LIMIT, "exchange", exchange(&a, &b, 50)).await;
     tap.cut();
@@ -144,14 +145,14 @@ async fn closed_after(s: &mut tokio::net::TcpStream, from: std::time::Instant) -
 async fn expired_handshakes_are_closed_at_their_deadline_not_a_drain_timeout_later() {
     use tokio::io::AsyncWriteExt;
     let mut config = session_config();
-    config.drain_timeout = Duration::from_secs(10);
+    config.protocol.drain_timeout = Duration::from_secs(10);
     // No keepalive verdict before the deadline (the silent client answers no ping).
-    config.conduit.ping_interval = Duration::from_secs(10).into();
-    config.conduit.pong_timeout = Duration::from_secs(20).into();
+    config.protocol.ping_interval = Duration::from_secs(10);
+    config.protocol.pong_timeout = Duration::from_secs(20);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
     let acc = sotto_tokio::serve_sessions_tcp(l, config).expect("config");
-    let deadline = Duration::from(config.conduit.handshake_timeout);
+    let deadline = config.protocol.handshake_timeout;
     let slack = Duration::from_secs(4);
 
     let started = std::time::Instant::now();
@@ -179,8 +180,8 @@ async fn expired_handshakes_are_closed_at_their_deadline_not_a_drain_timeout_lat
 #[tokio::test]
 async fn a_full_acceptor_refuses_a_new_session_as_full_not_as_an_unknown_key() {
     let mut config = session_config();
-    config.max_sessions = 1;
-    config.connect_timeout = Duration::from_secs(2);
+    config.acceptor.max_sessions = 1;
+    config.dial.connect_timeout = Duration::from_secs(2);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
     let acc = sotto_tokio::serve_sessions_tcp(l, config).expect("config");

@@ -18,7 +18,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 /// window; the sessions are kept alive with it.
 async fn one_connection(credit: u32) -> (Connection, Connection, SessionHandle, SessionHandle) {
     let mut cfg = session_config();
-    cfg.session.initial_credit = credit;
+    cfg.protocol.initial_credit = credit;
     let (acc, upstream) = listen(Rt::Tokio, Transport::Tcp, cfg).await;
     let a = dial(Rt::Tokio, upstream, cfg).await;
     let b = acc.accept().await.expect("accept");

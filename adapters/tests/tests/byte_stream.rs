@@ -65,7 +65,7 @@ async fn bytes_cross_dying_links_exactly_once_both_ways() {
 #[tokio::test]
 async fn small_window_small_reads_and_empty_messages() {
     let mut cfg = session_config();
-    cfg.session.initial_credit = 1 << 10;
+    cfg.protocol.initial_credit = 1 << 10;
     let (acc, upstream) = listen(Rt::Tokio, Transport::Tcp, cfg).await;
     let a = dial(Rt::Tokio, upstream, cfg).await;
     let b = acc.accept().await.expect("accept");

@@ -14,12 +14,12 @@ async fn tokio_initiator_smol_acceptor_tcp_chaos() {
     println!("seed {seed}");
     let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let acceptor = sotto_smol::serve_tcp(listener, test_config()).expect("config");
+    let acceptor = sotto_smol::raw::serve_tcp(listener, test_config()).expect("config");
     let chaos = Chaos { stall_every: 5, half_open_every: 7, ..Chaos::kills(seed, 20) };
     let proxy = ChaosProxy::start(Endpoint::Tcp("127.0.0.1:0".parse().expect("addr")), Endpoint::Tcp(addr), chaos)
         .expect("proxy");
     let Endpoint::Tcp(paddr) = proxy.endpoint else { unreachable!() };
-    let a = sotto_tokio::connect(
+    let a = sotto_tokio::raw::connect(
         move || async move {
             let s = tokio::net::TcpStream::connect(paddr).await?;
             s.set_nodelay(true)?;
@@ -43,7 +43,7 @@ fn smol_initiator_tokio_acceptor_unix_chaos() {
     let path = unix_path("cross-up");
     let acceptor = rt.block_on(async {
         let l = tokio::net::UnixListener::bind(&path).expect("bind");
-        sotto_tokio::serve_unix(l, test_config()).expect("config")
+        sotto_tokio::raw::serve_unix(l, test_config()).expect("config")
     });
     let proxy =
         ChaosProxy::start(Endpoint::Unix(unix_path("cross-proxy")), Endpoint::Unix(path), Chaos::kills(seed, 20))
@@ -51,7 +51,7 @@ fn smol_initiator_tokio_acceptor_unix_chaos() {
     let Endpoint::Unix(ppath) = proxy.endpoint.clone() else { unreachable!() };
     // The smol side is driven by smol's executor, the tokio acceptor by `rt`.
     rt.block_on(async {
-        let a = sotto_smol::connect(move || smol::net::unix::UnixStream::connect(ppath.clone()), test_config())
+        let a = sotto_smol::raw::connect(move || smol::net::unix::UnixStream::connect(ppath.clone()), test_config())
             .await
             .expect("connect");
         let b = acceptor.accept().await.expect("accept");

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use futures::SinkExt;
 use sotto_adapter_tests::sessions::{conn_message, open_accept, session_config};
 use sotto_adapter_tests::workload::{message, test_config, within};
-use sotto_tokio::{connect, serve_tcp, ConnError, Connection, SessionHandle, StableConduit};
+use sotto_tokio::raw::{connect, serve_tcp, StableConduit};
+use sotto_tokio::{ConnError, Connection, SessionHandle};
 use tokio::net::{TcpListener, TcpStream};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -50,7 +51,7 @@ async fn raw_pair(
 /// A connection pair whose credit window holds only a few messages (4 KiB).
 async fn small_window_pair() -> (SessionHandle, SessionHandle, sotto_driver::SessionAcceptor, Connection, Connection) {
     let mut config = session_config();
-    config.session.initial_credit = 4 << 10;
+    config.protocol.initial_credit = 4 << 10;
     let (a, b, acc) = session_pair(config).await;
     let (x, y) = open_accept(&a, &b, 1).await.pop().expect("one pair");
     (a, b, acc, x, y)
@@ -172,7 +173,7 @@ async fn tasks_sharing_one_sender_are_all_woken() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_reader_pausing_under_half_the_pong_timeout_keeps_its_link() {
     let mut config = test_config();
-    config.conduit.pong_timeout = Duration::from_millis(400).into();
+    config.protocol.pong_timeout = Duration::from_millis(400);
     let (a, b, _acc) = raw_pair(config, config).await;
     let (a, b) = (Arc::new(a), Arc::new(b));
     let run = Duration::from_secs(4);
@@ -237,8 +238,8 @@ async fn raw_echo_loop_recv_then_send_does_not_stall() {
     const N: u64 = 20_000;
     let config = test_config();
     let mut echo_config = config;
-    echo_config.conduit.replay_frames = 16;
-    echo_config.inbound_items = 4;
+    echo_config.protocol.replay_frames = 16;
+    echo_config.buffers.inbound_items = 4;
     let (a, b, _acc) = raw_pair(config, echo_config).await;
     let (a, b) = (Arc::new(a), Arc::new(b));
     let echo = {
@@ -283,7 +284,7 @@ async fn held_back_data_and_goodbye_survive_the_peer_closing_the_link() {
     const N: u64 = 200;
     let config = test_config();
     let mut reader_config = config;
-    reader_config.inbound_items = 4;
+    reader_config.buffers.inbound_items = 4;
     let (a, b, _acc) = raw_pair(config, reader_config).await;
     for i in 0..N {
         a.send(message(i)).await.expect("send accepted");

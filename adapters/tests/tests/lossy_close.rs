@@ -51,9 +51,10 @@ async fn a5_session_close_without_a_link_reports_what_was_unacked() {
 async fn a5_raw_close_without_a_link_reports_what_was_unacked() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr: SocketAddr = l.local_addr().expect("addr");
-    let acceptor = sotto_tokio::serve_tcp(l, test_config()).expect("config");
+    let acceptor = sotto_tokio::raw::serve_tcp(l, test_config()).expect("config");
     let (proxy, paddr) = cuttable_tcp(addr);
-    let a = sotto_tokio::connect(move || tokio::net::TcpStream::connect(paddr), test_config()).await.expect("connect");
+    let a =
+        sotto_tokio::raw::connect(move || tokio::net::TcpStream::connect(paddr), test_config()).await.expect("connect");
     let b = acceptor.accept().await.expect("accept");
     a.send(Bytes::from_static(b"first")).await.expect("send");
     assert_eq!(&within(LIMIT, "delivery", b.recv()).await.expect("item")[..], b"first");

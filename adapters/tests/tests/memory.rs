@@ -25,8 +25,8 @@ fn session_buffers_grow_with_a_burst_and_shrink_back_when_idle() {
     rt.block_on(async {
         let mut config = session_config();
         // A window that lets the burst fill the ring, not only the credit.
-        config.session.initial_credit = 1 << 20;
-        config.session.max_credit = 1 << 20;
+        config.protocol.initial_credit = 1 << 20;
+        config.protocol.max_credit = 1 << 20;
         let (acc, upstream) = listen(Rt::Tokio, Transport::Tcp, config).await;
         let a = dial(Rt::Tokio, upstream, config).await;
         let b = acc.accept().await.expect("accept");

@@ -128,10 +128,10 @@ async fn smol_initiator_tokio_acceptor_tcp_stalls_and_half_open() {
 /// each), so they neither pile up without limit nor stop the link for the other connection.
 async fn slow_reader_run(tiny: bool) {
     let mut cfg = session_config();
-    cfg.session.initial_credit = 16 << 10;
+    cfg.protocol.initial_credit = 16 << 10;
     // A count limit far below what credit allows: the driver must raise it (else the link
     // would stop at 64 queued empty messages and the other connection with it).
-    cfg.conn_inbound_items = 64;
+    cfg.buffers.conn_inbound_items = 64;
     let (acc, upstream) = listen(Rt::Smol, Transport::Tcp, cfg).await;
     let proxy = proxy_to(upstream, Chaos { budget: (1, 64 << 10), ..Chaos::kills(seed(), 10) });
     let a = dial(Rt::Tokio, proxy.endpoint.clone(), cfg).await;
@@ -201,7 +201,7 @@ async fn a7_slow_reader_of_empty_messages_stalls_only_its_connection() {
 #[tokio::test]
 async fn dropped_receiving_half_never_blocks_the_peer() {
     let mut cfg = session_config();
-    cfg.session.initial_credit = 16 << 10;
+    cfg.protocol.initial_credit = 16 << 10;
     let (acc, upstream) = listen(Rt::Tokio, Transport::Tcp, cfg).await;
     let a = dial(Rt::Tokio, upstream, cfg).await;
     let b = acc.accept().await.expect("accept");

@@ -13,7 +13,7 @@ use sotto_adapter_tests::proxy::{Chaos, ChaosProxy, Endpoint};
 use sotto_adapter_tests::streams::{OneByte, OverReport, WriteZeroAfter};
 use sotto_adapter_tests::workload::{eventually, exchange, seed, sleep, test_config, unix_path, within};
 use sotto_proto::SessionEnd;
-use sotto_smol::{connect, serve, serve_tcp, serve_unix, StableConduit};
+use sotto_smol::raw::{connect, serve, serve_tcp, serve_unix, StableConduit};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -29,7 +29,7 @@ async fn dial_tcp(addr: SocketAddr) -> std::io::Result<TcpStream> {
     Ok(s)
 }
 
-async fn pair_tcp() -> (StableConduit, StableConduit, sotto_smol::Acceptor) {
+async fn pair_tcp() -> (StableConduit, StableConduit, sotto_smol::raw::Acceptor) {
     let (l, addr) = tcp_listener().await;
     let acceptor = serve_tcp(l, test_config()).expect("config");
     let a = connect(move || dial_tcp(addr), test_config()).await.expect("connect");
@@ -143,7 +143,7 @@ fn a4_stream_reporting_more_than_it_was_given_costs_the_link() {
         while let Some(Some(e)) = futures::FutureExt::now_or_never(a.next_event()) {
             lies += u32::from(matches!(
                 e,
-                sotto_smol::ConduitEvent::LinkDown {
+                sotto_smol::raw::ConduitEvent::LinkDown {
                     cause: sotto_smol::LinkDownCause::Io(std::io::ErrorKind::InvalidData)
                 }
             ));

@@ -12,7 +12,8 @@ use sotto_adapter_tests::proxy::{cuttable_tcp, Chaos, ChaosProxy, Endpoint};
 use sotto_adapter_tests::streams::{OneByte, WriteZeroAfter};
 use sotto_adapter_tests::workload::{eventually, exchange, seed, sleep, test_config, unix_path, within};
 use sotto_proto::SessionEnd;
-use sotto_tokio::{connect, serve, serve_tcp, serve_unix, ConduitEvent, ConnectError, StableConduit};
+use sotto_tokio::raw::{connect, serve, serve_tcp, serve_unix, ConduitEvent, StableConduit};
+use sotto_tokio::ConnectError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
@@ -30,7 +31,7 @@ async fn dial_tcp(addr: SocketAddr) -> std::io::Result<TcpStream> {
     Ok(s)
 }
 
-async fn pair_tcp() -> (StableConduit, StableConduit, sotto_tokio::Acceptor) {
+async fn pair_tcp() -> (StableConduit, StableConduit, sotto_tokio::raw::Acceptor) {
     let (l, addr) = tcp_listener().await;
     let acceptor = serve_tcp(l, test_config()).expect("config");
     let a = connect(move || dial_tcp(addr), test_config()).await.expect("connect");
@@ -275,7 +276,7 @@ async fn initial_connect_retries_then_succeeds_or_times_out() {
     let (l, dead) = tcp_listener().await;
     drop(l);
     let mut cfg = test_config();
-    cfg.connect_timeout = Duration::from_millis(300);
+    cfg.dial.connect_timeout = Duration::from_millis(300);
     let started = std::time::Instant::now();
     let err = connect(move || dial_tcp(dead), cfg).await.expect_err("nothing listens");
     assert!(matches!(err, ConnectError::TimedOut { last_error: Some(_) }), "{err:?}");
@@ -293,7 +294,7 @@ async fn recovery_timeout_reports_the_session_lost() {
     let (l, addr) = tcp_listener().await;
     let acceptor = serve_tcp(l, test_config()).expect("config");
     let mut cfg = test_config();
-    cfg.conduit.recovery_timeout = Duration::from_millis(500).into();
+    cfg.protocol.recovery_timeout = Duration::from_millis(500);
     let (proxy, paddr) = cuttable_tcp(addr);
     let a = connect(move || dial_tcp(paddr), cfg).await.expect("connect");
     let b = acceptor.accept().await.expect("accept");
@@ -316,8 +317,8 @@ async fn recovery_timeout_reports_the_session_lost() {
 #[tokio::test]
 async fn send_backpressures_while_the_ring_is_full() {
     let mut cfg = test_config();
-    cfg.conduit.replay_frames = 16;
-    cfg.inbound_items = 4;
+    cfg.protocol.replay_frames = 16;
+    cfg.buffers.inbound_items = 4;
     let (l, addr) = tcp_listener().await;
     let acceptor = serve_tcp(l, cfg).expect("config");
     let a = connect(move || dial_tcp(addr), cfg).await.expect("connect");

@@ -1,74 +1,65 @@
-//! Drives sotto stable sessions on tokio.
+//! Sessions that survive their links, on tokio.
 //!
-//! - [`connect`]: an initiator session over streams from your connector (TCP, Unix socket,
-//!   anything `AsyncRead + AsyncWrite`), redialed with backoff whenever a link dies.
-//! - [`serve_tcp`], [`serve_unix`], [`serve`]: an [`Acceptor`] that runs handshakes under a
-//!   deadline, routes resumes to their sessions and yields new ones.
-//! - [`StableConduit`]: the raw stable-conduit handle (items in, items out, events, stats,
-//!   graceful close), wire-compatible with vox 0.3.0 peers.
-//! - The session API: [`connect_session`] and [`serve_sessions_tcp`], [`serve_sessions_unix`],
-//!   [`serve_sessions`] (through the core endpoint) give [`SessionHandle`]s, which open and
-//!   accept virtual [`Connection`]s (`Stream<Item = Bytes>` + `Sink<Bytes>`, credit flow
-//!   control per connection).
+//! A session joins two peers over a succession of links (TCP connections, Unix sockets, any
+//! `AsyncRead + AsyncWrite`): when a link dies the initiator redials, the session resumes and
+//! what was in flight is replayed, so every message arrives exactly once and in order. Inside
+//! a session, virtual [`Connection`]s carry messages (`Stream<Item = Bytes>` +
+//! `Sink<Bytes>`, or a byte stream through `futures::io::AsyncRead + AsyncWrite`), each with
+//! its own credit flow control.
 //!
-//! Each session runs one driver task; dropping its handle closes the session (GOODBYE after
-//! what was sent) and the task ends by itself within `drain_timeout`. The driver and the
-//! handles are shared with `sotto-smol` (crate `sotto-driver`), so both adapters behave the
-//! same and interoperate.
+//! - [`connect_session`]: an initiator's [`SessionHandle`], over streams from your connector
+//!   (called again, with backoff, whenever a link dies).
+//! - [`serve_sessions_tcp`], [`serve_sessions_unix`], [`serve_sessions`]: a
+//!   [`SessionAcceptor`] that runs handshakes under a deadline, routes resumes to their
+//!   sessions, enforces its limits ([`AcceptorConfig`]) and yields new sessions.
+//! - [`SessionHandle::open`] / [`SessionHandle::accept`]: virtual connections.
+//! - [`Config`]: every knob, grouped by concern, with its default.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use bytes::Bytes;
-//! use sotto_tokio::{connect, serve_tcp, Config};
-//!
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let addr = listener.local_addr()?;
-//! let acceptor = serve_tcp(listener, Config::default()).expect("valid config");
-//! let client = connect(
-//!     move || async move {
-//!         let s = tokio::net::TcpStream::connect(addr).await?;
-//!         s.set_nodelay(true)?;
-//!         Ok(s)
-//!     },
-//!     Config::default(),
-//! )
-//! .await?;
-//! let server = acceptor.accept().await?;
-//! client.send(Bytes::from_static(b"hello")).await?;
-//! assert_eq!(&server.recv().await?[..], b"hello");
-//! client.close(0, "bye").await;
-//! # Ok(())
-//! # }
 //! ```
-//!
-//! The session API, with virtual connections:
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use bytes::Bytes;
 //! use futures::{SinkExt, StreamExt};
 //! use sotto_tokio::{connect_session, serve_sessions_tcp, Config};
 //!
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let addr = listener.local_addr()?;
-//! let acceptor = serve_sessions_tcp(listener, Config::default()).expect("valid config");
-//! let client = connect_session(move || tokio::net::TcpStream::connect(addr), Config::default()).await?;
-//! let server = acceptor.accept().await?;
-//! let (opened, incoming) = tokio::join!(client.open(b"chat"), server.accept());
-//! let mut conn = opened?;
-//! let mut peer = incoming?.accept(b"welcome").await?;
-//! conn.send(Bytes::from_static(b"hello")).await?; // waits for credit, never buffers unboundedly
-//! assert_eq!(&peer.next().await.expect("a message")[..], b"hello");
-//! peer.feed(Bytes::from_static(b"hi")).await?; // Sink
-//! peer.flush().await?;
-//! assert_eq!(&conn.recv().await?[..], b"hi");
-//! client.close(0, "bye").await;
-//! # Ok(())
-//! # }
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//!     let addr = listener.local_addr()?;
+//!     let acceptor = serve_sessions_tcp(listener, Config::default())?;
+//!     let client = connect_session(move || tokio::net::TcpStream::connect(addr), Config::default()).await?;
+//!     let server = acceptor.accept().await?;
+//!
+//!     // `open` waits for the peer's answer, so the server answers concurrently.
+//!     let (opened, answered) = tokio::join!(client.open(b"chat"), async {
+//!         let incoming = server.accept().await?;
+//!         Ok::<_, Box<dyn std::error::Error>>(incoming.accept(b"welcome").await?)
+//!     });
+//!     let mut conn = opened?;
+//!     let mut peer = answered?;
+//!     conn.send(b"hello").await?; // waits for credit, never buffers unboundedly
+//!     assert_eq!(&peer.next().await.expect("a message")[..], b"hello");
+//!     peer.send(bytes::Bytes::from_static(b"hi")).await?; // Sink
+//!     assert_eq!(&conn.recv().await?[..], b"hi");
+//!     client.close(0, "bye").await;
+//!     Ok(())
+//! }
 //! ```
+//!
+//! Each session runs one driver task; dropping its handle closes the session (GOODBYE after
+//! what was sent) and the task ends by itself within `protocol.drain_timeout`. The driver and
+//! the handles are shared with `sotto-smol` (crate `sotto-driver`), so both adapters behave
+//! the same and interoperate.
+//!
+//! Other modules: [`raw`], the bare stable conduit (one ordered item stream, no virtual
+//! connections) for vox 0.3.0 peers; [`proto`], the sans-IO core (`sotto-proto`) whose types
+//! appear in some reports (the common ones are re-exported here).
 #![forbid(unsafe_code)]
 
+/// The repository README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
 mod compat;
+pub mod raw;
 mod runtime;
 
 use std::future::Future;
@@ -80,66 +71,24 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use compat::TokioIo;
 pub use runtime::Tokio;
 pub use sotto_driver::{
-    live_tasks, source_of, Acceptor, AcceptorStats, AnswerError, ConduitEvent, Config, ConnError, ConnReceiver,
-    ConnSender, ConnectError, Connection, Ended, IncomingOpen, LinkDownCause, OpenError, ResumeTiming, SendError,
-    SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats, StableConduit, Stats,
-    TrySendError, WRITE_CHUNK,
+    live_tasks, AcceptorConfig, AnswerError, BufferConfig, Config, ConnError, ConnReceiver, ConnSender, ConnectError,
+    Connection, DialConfig, Ended, IncomingOpen, LinkDownCause, OpenError, ProtocolConfig, ResumeTiming,
+    SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats, WRITE_CHUNK,
 };
-pub use sotto_proto::conduit::ConfigError;
-pub use sotto_proto::{ConduitConfig, SessionEnd};
-
-/// Start an initiator session and wait until its first link is attached.
-///
-/// `connector` is called for every link (the first and each redial) and returns a fresh
-/// stream; set `TCP_NODELAY` on TCP streams (writes are already batched). Transient errors
-/// and failed handshakes are retried with backoff until `config.connect_timeout`; a REJECTED
-/// answer is not. Afterwards a lost link is redialed (at once, then with exponential backoff
-/// 50 ms to 5 s, full jitter) until `config.conduit.recovery_timeout`, after which the session
-/// ends as lost. Must be called within a tokio runtime.
-pub async fn connect<F, Fut, S>(connector: F, config: Config) -> Result<StableConduit, ConnectError>
-where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: Future<Output = io::Result<S>> + Send + 'static,
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    sotto_driver::connect(Tokio, wrap(connector), config).await
-}
-
-/// Serve a TCP listener (accepted streams get `TCP_NODELAY`). Must be called within a tokio
-/// runtime (it spawns the acceptor task).
-pub fn serve_tcp(listener: tokio::net::TcpListener, config: Config) -> Result<Acceptor, ConfigError> {
-    let incoming = futures::stream::poll_fn(move |cx| {
-        listener.poll_accept(cx).map(|r| {
-            Some(r.map(|(s, _)| {
-                let _ = s.set_nodelay(true);
-                s
-            }))
-        })
-    });
-    serve(incoming, config)
-}
-
-/// Serve a Unix socket listener. Must be called within a tokio runtime.
-#[cfg(unix)]
-pub fn serve_unix(listener: tokio::net::UnixListener, config: Config) -> Result<Acceptor, ConfigError> {
-    let incoming = futures::stream::poll_fn(move |cx| listener.poll_accept(cx).map(|r| Some(r.map(|(s, _)| s))));
-    serve(incoming, config)
-}
-
-/// Serve any source of freshly accepted streams; the acceptor stops taking new links when
-/// `incoming` ends. Must be called within a tokio runtime.
-pub fn serve<St, S>(incoming: St, config: Config) -> Result<Acceptor, ConfigError>
-where
-    St: Stream<Item = io::Result<S>> + Send + 'static,
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    use futures::stream::StreamExt;
-    sotto_driver::serve(Tokio, incoming.map(|r| r.map(TokioIo::new)), config)
-}
+/// The sans-IO core, `sotto-proto`: every type the adapter's reports carry.
+pub use sotto_proto as proto;
+pub use sotto_proto::conduit::{ConfigError, LinkDropReason};
+pub use sotto_proto::session::{CommandError, ConnId};
+pub use sotto_proto::wire::FramingError;
+pub use sotto_proto::SessionEnd;
 
 /// Start an initiator session (session API) and wait until it is ready for connections.
-/// `connector` is as for [`connect`]; the session redials and resumes the same way. Must be
-/// called within a tokio runtime.
+/// `connector` is called for every link (the first and each redial) and returns a fresh
+/// stream. Transient errors and failed handshakes are retried with backoff until
+/// `config.dial.connect_timeout`; a REJECTED answer is not. Afterwards a lost link is redialed
+/// (at once, then with exponential backoff, full jitter) until
+/// `config.protocol.recovery_timeout`, after which the session ends as lost. Must be called
+/// within a tokio runtime.
 pub async fn connect_session<F, Fut, S>(connector: F, config: Config) -> Result<SessionHandle, ConnectError>
 where
     F: FnMut() -> Fut + Send + 'static,
@@ -157,7 +106,7 @@ pub fn serve_sessions_tcp(listener: tokio::net::TcpListener, config: Config) -> 
         listener.poll_accept(cx).map(|r| {
             Some(r.map(|(s, addr)| {
                 let _ = s.set_nodelay(true);
-                (TokioIo::new(s), source_of(&addr))
+                (TokioIo::new(s), sotto_driver::source_of(&addr))
             }))
         })
     });
@@ -185,7 +134,7 @@ where
 }
 
 /// The application's connector, its streams wrapped for the driver.
-fn wrap<F, Fut, S>(
+pub(crate) fn wrap<F, Fut, S>(
     mut connector: F,
 ) -> impl FnMut() -> futures::future::MapOk<Fut, fn(S) -> TokioIo<S>> + Send + 'static
 where

@@ -7,6 +7,7 @@ use crate::wire::MAX_DATA_HEADER_LEN;
 /// fields; [`ConduitConfig::validate`] runs when a conduit is constructed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[non_exhaustive]
 pub struct ConduitConfig {
     /// Largest link message (frame) accepted or sent, in bytes. Default 1 MiB.
     pub max_frame_len: u32,
@@ -74,6 +75,7 @@ impl Default for ConduitConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// `max_frame_len` must leave room for a data header and the hello (at least 64 bytes).
     FrameTooSmall,
@@ -103,6 +105,8 @@ impl core::fmt::Display for ConfigError {
         })
     }
 }
+
+impl core::error::Error for ConfigError {}
 
 impl ConduitConfig {
     /// Check the configuration for values that cannot work.

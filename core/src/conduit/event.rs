@@ -24,6 +24,7 @@ pub enum Role {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum Violation {
     /// Bytes that do not decode as a frame (or a hello where one is due).
     Malformed(WireError),
@@ -41,6 +42,7 @@ pub enum Violation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum LinkDropReason {
     /// The handshake did not finish within `handshake_timeout`.
     HandshakeTimeout,
@@ -69,6 +71,7 @@ pub enum LinkDropReason {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum SessionEnd {
     /// Detached for longer than `recovery_timeout` / `resume_window`.
     RecoveryTimeout,
@@ -114,6 +117,9 @@ pub mod goodbye_code {
 }
 
 /// Something the driver must act on or may show. Drain with `poll_event` after every input.
+///
+/// Deliberately not `#[non_exhaustive]`: a driver must act on every event, so a new one is a
+/// breaking change that the compiler points out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[repr(u8)]
@@ -146,6 +152,7 @@ pub enum Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum SendError {
     /// The replay ring is full; wait for [`Event::Writable`]. No seq was assigned.
     WouldBlock,
@@ -164,6 +171,7 @@ pub enum SendError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum InputError {
     /// The input came from a link that is not current; it was ignored.
     StaleLink,
@@ -201,8 +209,8 @@ impl core::fmt::Display for InputError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::StaleLink => f.write_str("input from a stale link"),
-            Self::LinkDropped(r) => write!(f, "link dropped: {r:?}"),
-            Self::SessionEnded(r) => write!(f, "session ended: {r:?}"),
+            Self::LinkDropped(r) => write!(f, "link dropped: {r}"),
+            Self::SessionEnded(r) => write!(f, "session ended: {r}"),
             Self::AlreadyEnded => f.write_str("session already ended"),
         }
     }
@@ -217,6 +225,57 @@ impl core::fmt::Display for SendError {
         }
     }
 }
+
+impl core::error::Error for InputError {}
+impl core::error::Error for SendError {}
+
+impl core::fmt::Display for Violation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Malformed(e) => write!(f, "malformed frame: {e}"),
+            Self::AckBeyondSent => f.write_str("ack for a frame never sent"),
+            Self::StaleBeyondWindow => f.write_str("duplicate frame older than the duplicate window"),
+            Self::UnexpectedHello => f.write_str("unexpected hello"),
+            Self::FreshWithPosition => f.write_str("fresh ServerHello claiming a receive position"),
+        }
+    }
+}
+
+impl core::error::Error for Violation {}
+
+impl core::fmt::Display for LinkDropReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::HandshakeTimeout => f.write_str("handshake timed out"),
+            Self::HandshakeFailed(e) => write!(f, "bad hello: {e}"),
+            Self::Rejected => f.write_str("rejected by the acceptor"),
+            Self::Violation(v) => write!(f, "protocol violation: {v}"),
+            Self::Gap => f.write_str("frame past a gap (a resume refills it)"),
+            Self::KeepaliveTimeout => f.write_str("keepalive timed out (link silent)"),
+            Self::AckStarved => f.write_str("replay ring full with no ack in sight"),
+            Self::Superseded => f.write_str("replaced by a newer link"),
+            Self::SessionEnded => f.write_str("session ended"),
+        }
+    }
+}
+
+impl core::error::Error for LinkDropReason {}
+
+impl core::fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::RecoveryTimeout => f.write_str("no link within the recovery timeout"),
+            Self::Rejected => f.write_str("the acceptor rejected the session"),
+            Self::ResumeInconsistent => f.write_str("the peer's resume position contradicts ours"),
+            Self::TooManyPings => f.write_str("the peer sent too many pings"),
+            Self::LocalClose { code } => write!(f, "closed locally (code {code})"),
+            Self::PeerGoodbye { code } => write!(f, "closed by the peer (code {code})"),
+            Self::Evicted => f.write_str("evicted by the acceptor"),
+        }
+    }
+}
+
+impl core::error::Error for SessionEnd {}
 
 /// Fixed-capacity FIFO of events. Overflow (only possible if the driver ignores the
 /// drain-after-every-input contract) drops the oldest and is counted.

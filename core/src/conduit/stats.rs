@@ -5,6 +5,7 @@ use crate::time::Duration;
 /// Links dropped, by cause.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[non_exhaustive]
 pub struct LinkDrops {
     /// Reported gone by the driver (`link_down`: EOF, reset, write error).
     pub driver_reported: u64,
@@ -27,6 +28,7 @@ pub struct LinkDrops {
 /// Counters and gauges of one conduit. Cheap to take; copy out at any time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[non_exhaustive]
 pub struct ConduitStats {
     /// Data frames transmitted, replays included.
     pub frames_sent: u64,

@@ -30,6 +30,7 @@ use source_limiter::SourceLimiter;
 /// `session.conduit.replay_bytes`, plus its connections' queued data) must fit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[non_exhaustive]
 pub struct EndpointConfig {
     /// Every session's configuration.
     pub session: SessionConfig,
@@ -98,6 +99,7 @@ pub struct PendingLink {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum LinkRefusal {
     /// `max_pending_handshakes` links are already waiting (H9): close it unread.
     TooManyPendingHandshakes,
@@ -124,6 +126,29 @@ pub enum RejectReason {
     /// acceptor is full. Worth a warning in the acceptor's log.
     Full,
 }
+
+impl core::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::UnknownKey => f.write_str("no live session holds the presented resume key"),
+            Self::Refused => f.write_str("the session holding the key refused the resume"),
+            Self::Full => f.write_str("the acceptor is full"),
+        }
+    }
+}
+
+impl core::fmt::Display for LinkRefusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::TooManyPendingHandshakes => f.write_str("too many links waiting for their handshake"),
+            Self::RateLimited => f.write_str("too many failed handshakes or resumes from this source"),
+            Self::BadHello(e) => write!(f, "bad ClientHello: {e}"),
+            Self::UnknownPending => f.write_str("stale pending-link handle"),
+        }
+    }
+}
+
+impl core::error::Error for LinkRefusal {}
 
 /// Where a ClientHello was routed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,6 +253,9 @@ impl Resume {
 }
 
 /// Something the driver must act on. Drain with [`Endpoint::poll_event`].
+///
+/// Deliberately not `#[non_exhaustive]`: a driver must act on every event, so a new one is a
+/// breaking change that the compiler points out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndpointEvent {
     /// A pending link missed the handshake deadline (H7): close it now (nothing is owed on
@@ -286,6 +314,7 @@ struct SessionSlot {
 /// Counters of an endpoint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[non_exhaustive]
 pub struct EndpointStats {
     /// Links refused before reading (pending table full or rate-limited).
     pub links_refused: u64,

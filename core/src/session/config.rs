@@ -6,6 +6,7 @@ use crate::time::Duration;
 /// Limits of one session. Peer-proposed numbers are clamped to these, never adopted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[non_exhaustive]
 pub struct SessionConfig {
     /// The conduit underneath.
     pub conduit: ConduitConfig,

@@ -79,6 +79,7 @@ pub enum Incoming<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum SessionViolation {
     /// An item that does not decode as a session message.
     Malformed(WireError) = 1,
@@ -163,6 +164,7 @@ pub mod refusal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum SessionFailure {
     /// The peer broke a rule; we sent `ProtocolError`.
     Violation(SessionViolation),
@@ -185,6 +187,9 @@ pub enum SessionFailure {
 
 /// Something the driver or application must know. Drain with
 /// [`Session::poll_event`](super::Session::poll_event).
+///
+/// Deliberately not `#[non_exhaustive]`: a driver must act on every event, so a new one is a
+/// breaking change that the compiler points out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum SessionEvent {
@@ -200,6 +205,7 @@ pub enum SessionEvent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum CommandError {
     /// The session handshake has not finished.
     NotReady,
@@ -240,13 +246,51 @@ impl From<ConduitSendError> for CommandError {
 
 impl core::fmt::Display for CommandError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        core::fmt::Debug::fmt(self, f)
+        match self {
+            Self::NotReady => f.write_str("session handshake not finished"),
+            Self::Ended => f.write_str("session over or failing"),
+            Self::WouldBlock => f.write_str("replay ring full"),
+            Self::NoCredit => f.write_str("no credit on this connection"),
+            Self::TooLarge { len, max } => write!(f, "payload of {len} bytes exceeds {max}"),
+            Self::UnknownConnection => f.write_str("no such connection in a state allowing this"),
+            Self::NotOpen => f.write_str("connection not open yet"),
+            Self::TooManyConnections => f.write_str("max_connections reached"),
+            Self::IdsExhausted => f.write_str("connection ids used up"),
+            Self::MetadataTooLarge => f.write_str("metadata above max_metadata"),
+        }
     }
 }
+
+impl core::error::Error for CommandError {}
+
+impl core::fmt::Display for SessionViolation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Malformed(e) => write!(f, "malformed session message: {e}"),
+            other => f.write_str(other.reason()),
+        }
+    }
+}
+
+impl core::error::Error for SessionViolation {}
+
+impl core::fmt::Display for SessionFailure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Violation(v) => write!(f, "the peer broke a session rule: {v}"),
+            Self::PeerProtocolError { code } => write!(f, "the peer reported protocol error {code}"),
+            Self::WeRefused { code } => write!(f, "we refused the session handshake (code {code})"),
+            Self::PeerRefused { code } => write!(f, "the peer refused the session handshake (code {code})"),
+        }
+    }
+}
+
+impl core::error::Error for SessionFailure {}
 
 /// What an input did besides (possibly) handing over a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum SessionInputError {
     /// The conduit's verdict (stale link, link dropped, session ended).
     Conduit(InputError),
@@ -256,9 +300,22 @@ pub enum SessionInputError {
     Refused(SessionFailure),
 }
 
+impl core::fmt::Display for SessionInputError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Conduit(e) => e.fmt(f),
+            Self::Violation(v) => write!(f, "the peer broke a session rule: {v}"),
+            Self::Refused(r) => r.fmt(f),
+        }
+    }
+}
+
+impl core::error::Error for SessionInputError {}
+
 /// Counters of a session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
+#[non_exhaustive]
 pub struct SessionStats {
     /// The conduit's counters.
     pub conduit: ConduitStats,

@@ -63,6 +63,8 @@ impl core::fmt::Display for StaleItem {
     }
 }
 
+impl core::error::Error for StaleItem {}
+
 /// One lent item in the batch: it follows the buffer's bytes up to `at`.
 #[derive(Clone, Copy, Debug)]
 struct Lent {

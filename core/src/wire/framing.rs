@@ -15,6 +15,7 @@ pub const LEN_PREFIX: usize = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum FramingError {
     /// A length prefix above the decoder's `max_frame_len`.
     TooLong {
@@ -35,6 +36,8 @@ impl core::fmt::Display for FramingError {
         }
     }
 }
+
+impl core::error::Error for FramingError {}
 
 /// Where the next complete link message lies in `buf`, for drivers that keep their own read
 /// buffer (a `BytesMut`, say) and split messages off it without a copy.

@@ -15,6 +15,7 @@ pub use hello::{ClientHello, ResumeKey, ServerHello, HELLO_LEN};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum WireError {
     /// The input ended before the structure did.
     Truncated,
@@ -79,6 +80,8 @@ impl core::fmt::Display for WireError {
         }
     }
 }
+
+impl core::error::Error for WireError {}
 
 #[cfg(test)]
 pub(crate) mod test_hex {

@@ -34,7 +34,8 @@ use interop_tests::{
     chaos_proxy, drive_sotto, drive_sotto_echo, encode_string, msg, vox_peer, Delivery, Proc, ProxyReport, SottoRun,
     VoxReport,
 };
-use sotto_tokio::{AcceptorStats, Config, SessionEnd};
+use sotto_tokio::{Config, SessionEnd};
+use sotto_tokio::raw::AcceptorStats;
 
 /// One scenario at a time: they share two cores with the vox peer and the proxy.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -133,7 +134,7 @@ async fn run(s: &Scenario) -> Outcome {
                 stream.set_nodelay(true)?;
                 Ok(stream)
             };
-            let conduit = sotto_tokio::connect(connector, s.config)
+            let conduit = sotto_tokio::raw::connect(connector, s.config)
                 .await
                 .map(Arc::new)
                 .unwrap_or_else(|e| panic!("{}: connect: {e}; vox stderr: {:?}", s.name, vox.stderr()));
@@ -144,7 +145,7 @@ async fn run(s: &Scenario) -> Outcome {
         Dir::VoxInitiator => {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let sotto_addr = listener.local_addr().expect("local_addr");
-            let acceptor = sotto_tokio::serve_tcp(listener, s.config).expect("valid config");
+            let acceptor = sotto_tokio::raw::serve_tcp(listener, s.config).expect("valid config");
             let (proxy, target) = maybe_proxy(sotto_addr, s.chaos, s.cuts).await;
             let target = target.to_string();
             let mut vox =
@@ -385,11 +386,11 @@ fn chaos_vox_initiator_sotto_acceptor() {
 fn ack_starvation(dir: Dir, name: &'static str) {
     let _g = serial();
     let mut config = Config::default();
-    config.conduit.replay_frames = 64;
+    config.protocol.replay_frames = 64;
     // How long vox may stay silent before a cycle, and the retry delay when a cycle brought
     // no ack (base form has no other use for `ping_interval`): short, to keep the test short.
-    config.conduit.ack_starved_timeout = Duration::from_millis(300).into();
-    config.conduit.ping_interval = Duration::from_millis(300).into();
+    config.protocol.ack_starved_timeout = Duration::from_millis(300);
+    config.protocol.ping_interval = Duration::from_millis(300);
     let s = Scenario {
         name,
         dir,
@@ -426,7 +427,7 @@ fn close_against_a_vox_initiator_is_a_lost_session_for_vox() {
     block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local_addr");
-        let acceptor = sotto_tokio::serve_tcp(listener, Config::default()).expect("valid config");
+        let acceptor = sotto_tokio::raw::serve_tcp(listener, Config::default()).expect("valid config");
         // vox waits for 20 items; it gets 10, then the close.
         let mut vox = vox_peer(&vox_args("initiator", "--connect", &addr.to_string(), 0, 20, false));
         let conduit = tokio::time::timeout(Duration::from_secs(20), acceptor.accept())
@@ -497,7 +498,7 @@ fn one_way_burst(multi_thread: bool) {
     assert_sotto(&s, &o);
     assert!(o.vox.delivery.exact(), "vox must receive the whole burst ({rt}): {}", o.vox.delivery);
     let cycles = o.sotto.stats.conduit.link_drops.ack_starved;
-    let rings = (BURST as u64).div_ceil(u64::from(s.config.conduit.replay_frames));
+    let rings = (BURST as u64).div_ceil(u64::from(s.config.protocol.replay_frames));
     assert!(
         (1..=2 * rings).contains(&cycles),
         "a ring's worth per cycle: expected 1..={} ack-starved cycles, got {cycles} ({rt})",

@@ -81,35 +81,37 @@ pub fn random_setup(seed: u64, repro: &'static str) -> (NetConfig, NetPlan) {
     let item_max = u64::from(max_frame_len.min(1024)) - sotto_proto::wire::MAX_DATA_HEADER_LEN as u64 - 6;
     let payload_max = r.range(8, item_max) as u32;
     let ext = r.below(20) != 0;
-    let conduit = |r: &mut SimRng| ConduitConfig {
-        max_frame_len,
-        replay_frames: r.range(4, 64) as u32,
-        replay_bytes: max_frame_len + r.range(0, 16 * 1024) as u32,
-        ext,
-        ack_delay: r.duration(Duration::from_millis(1), Duration::from_millis(50)),
-        ack_every: r.range(1, 32) as u32,
-        ping_interval: r.duration(Duration::from_secs(1), Duration::from_secs(10)),
-        pong_timeout: r.duration(Duration::from_secs(1), Duration::from_secs(20)),
-        handshake_timeout: r.duration(Duration::from_millis(500), Duration::from_secs(10)),
-        recovery_timeout: Duration::from_secs(24 * 3600),
-        ..ConduitConfig::default()
+    let conduit = |r: &mut SimRng| {
+        let mut c = ConduitConfig::default();
+        c.max_frame_len = max_frame_len;
+        c.replay_frames = r.range(4, 64) as u32;
+        c.replay_bytes = max_frame_len + r.range(0, 16 * 1024) as u32;
+        c.ext = ext;
+        c.ack_delay = r.duration(Duration::from_millis(1), Duration::from_millis(50));
+        c.ack_every = r.range(1, 32) as u32;
+        c.ping_interval = r.duration(Duration::from_secs(1), Duration::from_secs(10));
+        c.pong_timeout = r.duration(Duration::from_secs(1), Duration::from_secs(20));
+        c.handshake_timeout = r.duration(Duration::from_millis(500), Duration::from_secs(10));
+        c.recovery_timeout = Duration::from_secs(24 * 3600);
+        c
     };
     // Payloads stay within half of every window (initial credit, and `max_credit` which caps
     // the credit a side uses): `send` refuses larger ones as `TooLarge`.
     let session = |r: &mut SimRng, c: ConduitConfig| {
         let max_connections = r.range(2, 8) as u32;
         let p = u64::from(payload_max);
-        SessionConfig {
-            conduit: c,
-            max_connections,
-            // Rejects owed while the ring is full queue up to `max_pending_opens + 1`, past which
-            // the session ends ("too many resets"); a peer can have at most its own
-            // `max_connections` (<= 8 here) Opens in flight, so 16 covers any burst.
-            max_pending_opens: 16,
-            initial_credit: r.range(2 * p, 8 * p) as u32,
-            max_credit: if r.chance(500) { r.range(2 * p, 8 * p) as u32 } else { SessionConfig::default().max_credit },
-            ..SessionConfig::default()
+        let mut s = SessionConfig::default();
+        s.conduit = c;
+        s.max_connections = max_connections;
+        // Rejects owed while the ring is full queue up to `max_pending_opens + 1`, past which
+        // the session ends ("too many resets"); a peer can have at most its own
+        // `max_connections` (<= 8 here) Opens in flight, so 16 covers any burst.
+        s.max_pending_opens = 16;
+        s.initial_credit = r.range(2 * p, 8 * p) as u32;
+        if r.chance(500) {
+            s.max_credit = r.range(2 * p, 8 * p) as u32;
         }
+        s
     };
     let c = conduit(&mut r);
     let client = session(&mut r, c);
@@ -122,16 +124,15 @@ pub fn random_setup(seed: u64, repro: &'static str) -> (NetConfig, NetPlan) {
         connect_latency: r.duration(Duration::ZERO, Duration::from_millis(20)),
         ..DialPolicy::default()
     };
+    let mut endpoint = sotto_proto::endpoint::EndpointConfig::default();
+    endpoint.session = server;
+    endpoint.max_sessions = max_sessions;
+    endpoint.max_pending_handshakes = clients as u32 + 1;
+    endpoint.max_detached_sessions = max_sessions;
     let cfg = NetConfig {
         clients,
         client,
-        endpoint: sotto_proto::endpoint::EndpointConfig {
-            session: server,
-            max_sessions,
-            max_pending_handshakes: clients as u32 + 1,
-            max_detached_sessions: max_sessions,
-            ..sotto_proto::endpoint::EndpointConfig::default()
-        },
+        endpoint,
         latency: r.duration(Duration::ZERO, Duration::from_millis(30)),
         chunk_max: if r.chance(500) { 0 } else { r.range(1, 64) as usize },
         tiny_chunk_per_mille: r.range(0, 300) as u32,

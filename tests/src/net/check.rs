@@ -24,7 +24,7 @@ impl Net {
     /// Check every invariant now; fail the run (with seed and repro) on the first broken one.
     pub fn check_invariants(&mut self) {
         self.checks += 1;
-        let full = self.checks.is_multiple_of(64);
+        let full = self.checks % 64 == 0;
         if let Err(msg) = self.check(full) {
             self.fail(&msg);
         }

@@ -42,28 +42,31 @@ impl NetConfig {
     /// Small rings and frames with the default timers, `clients` clients: fast scenario tests.
     #[must_use]
     pub fn small(clients: usize) -> Self {
-        let conduit = ConduitConfig {
-            max_frame_len: 4096,
-            replay_bytes: 64 * 1024,
-            replay_frames: 256,
-            ..ConduitConfig::default()
+        let conduit = {
+            let mut patched = ConduitConfig::default();
+            patched.max_frame_len = 4096;
+            patched.replay_bytes = 64 * 1024;
+            patched.replay_frames = 256;
+            patched
         };
-        let session = SessionConfig {
-            conduit,
-            max_connections: 16,
-            max_pending_opens: 16,
-            initial_credit: 8192,
-            ..SessionConfig::default()
+        let session = {
+            let mut patched = SessionConfig::default();
+            patched.conduit = conduit;
+            patched.max_connections = 16;
+            patched.max_pending_opens = 16;
+            patched.initial_credit = 8192;
+            patched
         };
         Self {
             clients,
             client: session,
-            endpoint: EndpointConfig {
-                session,
-                max_sessions: 16,
-                max_pending_handshakes: 8,
-                max_detached_sessions: 8,
-                ..EndpointConfig::default()
+            endpoint: {
+                let mut patched = EndpointConfig::default();
+                patched.session = session;
+                patched.max_sessions = 16;
+                patched.max_pending_handshakes = 8;
+                patched.max_detached_sessions = 8;
+                patched
             },
             latency: Duration::from_millis(1),
             chunk_max: 0,

@@ -43,6 +43,7 @@ use crate::{Io, Runtime, TaskGuard, Timer};
 
 /// Counters of a session acceptor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionAcceptorStats {
     /// Streams taken from the listener.
     pub links: u64,
@@ -268,7 +269,7 @@ impl<R: Runtime> EpRouting<R> {
     ) {
         let fresh = sotto_proto::wire::ClientHello::decode(hello).is_ok_and(|h| h.resume_key.is_none());
         // Sessions still in their handshake count against the backlog too.
-        if fresh && l.queue.full(l.config.accept_backlog.saturating_sub(self.unannounced.len())) {
+        if fresh && l.queue.full(l.config.acceptor.accept_backlog.saturating_sub(self.unannounced.len())) {
             self.ep.lock().endpoint.pending_closed(p);
             return;
         }

@@ -36,6 +36,7 @@ use crate::shared::register;
 
 /// Why a connection cannot send or receive any more.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConnError {
     /// The peer closed the connection, with this metadata. Everything it sent before was
     /// delivered.
@@ -59,7 +60,7 @@ impl std::fmt::Display for ConnError {
         match self {
             Self::PeerClosed(_) => f.write_str("the peer closed the connection"),
             Self::Closed => f.write_str("the connection is closed"),
-            Self::Ended(end) => write!(f, "session ended: {end:?}"),
+            Self::Ended(end) => write!(f, "session ended: {end}"),
             Self::TooLarge { len, max } => write!(f, "payload of {len} bytes exceeds {max}"),
         }
     }

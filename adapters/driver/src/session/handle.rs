@@ -23,6 +23,7 @@ use crate::{Io, Runtime, TaskGuard};
 
 /// What happened to a session's links, for the application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SessionEvent {
     /// The first link completed its handshake.
     LinkUp {
@@ -62,6 +63,7 @@ impl From<ConduitEvent> for SessionEvent {
 
 /// A snapshot of a session's counters: the core's and the driver's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionStats {
     /// The session layer's counters (with the conduit's inside).
     pub session: sotto_proto::session::SessionStats,
@@ -91,6 +93,7 @@ pub struct SessionStats {
 
 /// Why [`SessionHandle::open`] failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The peer rejected the connection.
     Rejected {
@@ -110,7 +113,7 @@ impl std::fmt::Display for OpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Rejected { code, .. } => write!(f, "connection rejected by the peer (code {code})"),
-            Self::Ended(end) => write!(f, "session ended: {end:?}"),
+            Self::Ended(end) => write!(f, "session ended: {end}"),
             Self::Refused(e) => write!(f, "refused by the session's limits: {e}"),
         }
     }
@@ -120,6 +123,7 @@ impl std::error::Error for OpenError {}
 
 /// Why answering an [`IncomingOpen`] failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AnswerError {
     /// The peer closed the connection before the answer.
     Closed,
@@ -133,7 +137,7 @@ impl std::fmt::Display for AnswerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Closed => f.write_str("the peer closed the connection"),
-            Self::Ended(end) => write!(f, "session ended: {end:?}"),
+            Self::Ended(end) => write!(f, "session ended: {end}"),
             Self::MetadataTooLarge => f.write_str("metadata too large"),
         }
     }
@@ -515,7 +519,7 @@ impl Drop for IncomingOpen {
 /// fresh stream), run the link and session handshakes, and return once the session is ready
 /// for connections. Dial errors and failed handshakes are retried as for
 /// [`connect`](crate::connect); after that, lost links are redialed with backoff until
-/// `config.conduit.recovery_timeout`, then the session is reported lost.
+/// `config.protocol.recovery_timeout`, then the session is reported lost.
 pub async fn connect_session<R, S, F, Fut>(
     rt: R,
     mut connector: F,

@@ -228,11 +228,12 @@ impl SessState {
                 // MIN_MESSAGE_CREDIT each): the count limit must never bind before it, or a
                 // slow reader of tiny messages would stop the whole link.
                 conn_items: config
+                    .buffers
                     .conn_inbound_items
                     .max(1)
-                    .max((config.session.initial_credit as u64 / MIN_MESSAGE_CREDIT) as usize + 1),
-                copy_below: config.copy_below,
-                feed_batch: config.inbound_items.max(1),
+                    .max((config.protocol.initial_credit as u64 / MIN_MESSAGE_CREDIT) as usize + 1),
+                copy_below: config.buffers.copy_below,
+                feed_batch: config.buffers.inbound_items.max(1),
             },
             delivered_bytes: 0,
         }

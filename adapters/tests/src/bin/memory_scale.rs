@@ -196,13 +196,11 @@ fn server(kind: &str, n: usize) {
                 }
             });
         } else {
-            let config = sotto_tokio::Config {
-                max_sessions: u32::try_from(n + 16).expect("n"),
-                max_pending_handshakes: 4096,
-                accept_backlog: 4096,
-                failure_budget: u32::MAX,
-                ..sotto_tokio::Config::default()
-            };
+            let mut config = sotto_tokio::Config::default();
+            config.acceptor.max_sessions = u32::try_from(n + 16).expect("n");
+            config.acceptor.max_pending_handshakes = 4096;
+            config.acceptor.accept_backlog = 4096;
+            config.acceptor.failure_budget = u32::MAX;
             let acc = sotto_tokio::serve_sessions_tcp(l, config).expect("config");
             say(format!("READY {addr} {} {}", rss(), LIVE.load(Ordering::Relaxed)));
             tokio::spawn(async move {

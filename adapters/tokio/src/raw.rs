@@ -1,0 +1,90 @@
+//! The bare stable conduit, for vox 0.3.0 peers: one ordered, exactly-once stream of items
+//! in each direction that survives link loss, without the session layer's virtual
+//! connections. Use the crate root's session API unless the peer speaks vox's stable conduit.
+//!
+//! - [`connect`]: an initiator's [`StableConduit`], redialed with backoff whenever a link dies.
+//! - [`serve_tcp`], [`serve_unix`], [`serve`]: an [`Acceptor`] that runs handshakes under a
+//!   deadline, routes resumes to their sessions and yields new ones.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use sotto_tokio::raw::{connect, serve_tcp};
+//! use sotto_tokio::Config;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//!     let addr = listener.local_addr()?;
+//!     let acceptor = serve_tcp(listener, Config::default())?;
+//!     let connector = move || async move {
+//!         let s = tokio::net::TcpStream::connect(addr).await?;
+//!         s.set_nodelay(true)?;
+//!         Ok(s)
+//!     };
+//!     let client = connect(connector, Config::default()).await?;
+//!     let server = acceptor.accept().await?;
+//!     client.send(Bytes::from_static(b"hello")).await?;
+//!     assert_eq!(&server.recv().await?[..], b"hello");
+//!     client.close(0, "bye").await;
+//!     Ok(())
+//! }
+//! ```
+
+use std::future::Future;
+use std::io;
+
+use futures::stream::Stream;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use sotto_driver::{Acceptor, AcceptorStats, ConduitEvent, SendError, StableConduit, Stats, TrySendError};
+
+use crate::{wrap, Config, ConfigError, ConnectError, Tokio, TokioIo};
+
+/// Start an initiator stable conduit and wait until its first link is attached.
+///
+/// `connector` is called for every link (the first and each redial) and returns a fresh
+/// stream; set `TCP_NODELAY` on TCP streams (writes are already batched). Transient errors
+/// and failed handshakes are retried with backoff until `config.dial.connect_timeout`; a
+/// REJECTED answer is not. Afterwards a lost link is redialed (at once, then with exponential
+/// backoff, full jitter) until `config.protocol.recovery_timeout`, after which the session
+/// ends as lost. Must be called within a tokio runtime.
+pub async fn connect<F, Fut, S>(connector: F, config: Config) -> Result<StableConduit, ConnectError>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    sotto_driver::connect(Tokio, wrap(connector), config).await
+}
+
+/// Serve a TCP listener (accepted streams get `TCP_NODELAY`). Must be called within a tokio
+/// runtime (it spawns the acceptor task).
+pub fn serve_tcp(listener: tokio::net::TcpListener, config: Config) -> Result<Acceptor, ConfigError> {
+    let incoming = futures::stream::poll_fn(move |cx| {
+        listener.poll_accept(cx).map(|r| {
+            Some(r.map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                s
+            }))
+        })
+    });
+    serve(incoming, config)
+}
+
+/// Serve a Unix socket listener. Must be called within a tokio runtime.
+#[cfg(unix)]
+pub fn serve_unix(listener: tokio::net::UnixListener, config: Config) -> Result<Acceptor, ConfigError> {
+    let incoming = futures::stream::poll_fn(move |cx| listener.poll_accept(cx).map(|r| Some(r.map(|(s, _)| s))));
+    serve(incoming, config)
+}
+
+/// Serve any source of freshly accepted streams; the acceptor stops taking new links when
+/// `incoming` ends. Must be called within a tokio runtime.
+pub fn serve<St, S>(incoming: St, config: Config) -> Result<Acceptor, ConfigError>
+where
+    St: Stream<Item = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use futures::stream::StreamExt;
+    sotto_driver::serve(Tokio, incoming.map(|r| r.map(TokioIo::new)), config)
+}
