@@ -5,6 +5,7 @@
 
 pub mod key_tap;
 pub mod proxy;
+pub mod scale;
 pub mod sessions;
 pub mod streams;
 pub mod workload;

@@ -17,11 +17,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
+use sotto_adapter_tests::scale::{rss, say, wait_line, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// [`System`], counting the bytes its live allocations hold.
@@ -76,59 +75,6 @@ fn parse(args: &[String], i: usize, default: usize) -> usize {
     args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
-fn rss() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm (Linux)");
-    let pages: usize = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("statm");
-    pages * 4096
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
-struct Proc {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Self {
-        let exe = std::env::current_exe().expect("exe");
-        let mut child =
-            Command::new(exe).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        Self { child, stdin, stdout }
-    }
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.stdout.read_line(&mut l).expect("read");
-        l.trim().to_string()
-    }
-    fn tell(&mut self, what: &str) {
-        writeln!(self.stdin, "{what}").expect("write");
-        self.stdin.flush().expect("flush");
-    }
-}
-
-/// Wait for a line on stdin (the orchestrator's go-ahead).
-async fn wait_line() -> String {
-    tokio::task::spawn_blocking(|| {
-        let mut l = String::new();
-        std::io::stdin().read_line(&mut l).expect("stdin");
-        l.trim().to_string()
-    })
-    .await
-    .expect("stdin task")
-}
-
-fn say(what: String) {
-    let mut out = std::io::stdout();
-    writeln!(out, "{what}").expect("stdout");
-    out.flush().expect("flush");
-}
-
 /// The server's resident set and its allocations' bytes at one moment.
 struct Sample {
     rss: usize,
@@ -160,10 +106,8 @@ fn orchestrate(n: usize, mib: usize, wave: usize) {
         assert_eq!(client.line(), "DONE");
         server.tell("AFTER");
         let after = Sample::parse(server.line().split_whitespace().skip(1));
-        client.tell("EXIT");
-        let _ = client.child.wait();
-        server.tell("EXIT");
-        let _ = server.child.wait();
+        client.finish();
+        server.finish();
         let per = |now: usize, then: usize| now.saturating_sub(then) as f64 / n as f64 / 1024.0;
         println!(
             "| {kind} | {:.1} MiB | {:.1} KiB ({:.1} KiB allocated) | {:.1} KiB ({:.1} KiB allocated) |",
@@ -177,13 +121,13 @@ fn orchestrate(n: usize, mib: usize, wave: usize) {
 }
 
 fn server(kind: &str, n: usize) {
-    runtime().block_on(async {
+    sotto_adapter_tests::scale::runtime(2).block_on(async {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
         let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = std::sync::Arc::clone(&accepted);
         if kind == "raw" {
-            say(format!("READY {addr} {} {}", rss(), LIVE.load(Ordering::Relaxed)));
+            say(&format!("READY {addr} {} {}", rss(), LIVE.load(Ordering::Relaxed)));
             tokio::spawn(async move {
                 loop {
                     let Ok((s, _)) = l.accept().await else { return };
@@ -196,13 +140,13 @@ fn server(kind: &str, n: usize) {
                 }
             });
         } else {
+            // max_sessions stays at its default (100,000): nothing is allocated for it up front.
             let mut config = sotto_tokio::Config::default();
-            config.acceptor.max_sessions = u32::try_from(n + 16).expect("n");
             config.acceptor.max_pending_handshakes = 4096;
             config.acceptor.accept_backlog = 4096;
             config.acceptor.failure_budget = u32::MAX;
             let acc = sotto_tokio::serve_sessions_tcp(l, config).expect("config");
-            say(format!("READY {addr} {} {}", rss(), LIVE.load(Ordering::Relaxed)));
+            say(&format!("READY {addr} {} {}", rss(), LIVE.load(Ordering::Relaxed)));
             tokio::spawn(async move {
                 loop {
                     let Ok(s) = acc.accept().await else { return };
@@ -226,10 +170,10 @@ fn server(kind: &str, n: usize) {
         }
         assert_eq!(wait_line().await, "IDLE");
         tokio::time::sleep(SETTLE).await;
-        say(format!("IDLE {} {}", rss(), LIVE.load(Ordering::Relaxed)));
+        say(&format!("IDLE {} {}", rss(), LIVE.load(Ordering::Relaxed)));
         assert_eq!(wait_line().await, "AFTER");
         tokio::time::sleep(SETTLE).await;
-        say(format!("AFTER {} {}", rss(), LIVE.load(Ordering::Relaxed)));
+        say(&format!("AFTER {} {}", rss(), LIVE.load(Ordering::Relaxed)));
         let _ = wait_line().await;
     });
 }
@@ -237,7 +181,7 @@ fn server(kind: &str, n: usize) {
 fn client(kind: &str, addr: &str, n: usize, mib: usize, wave: usize) {
     let addr: std::net::SocketAddr = addr.parse().expect("addr");
     let bytes = mib << 20;
-    runtime().block_on(async move {
+    sotto_adapter_tests::scale::runtime(2).block_on(async move {
         if kind == "raw" {
             let mut conns = Vec::new();
             for _ in 0..n {
@@ -245,7 +189,7 @@ fn client(kind: &str, addr: &str, n: usize, mib: usize, wave: usize) {
                 s.set_nodelay(true).expect("nodelay");
                 conns.push(s);
             }
-            say("CONNECTED".into());
+            say("CONNECTED");
             assert_eq!(wait_line().await, "GO");
             for wave in conns.chunks_mut(wave.max(1)) {
                 let runs = wave.iter_mut().map(|s| async move {
@@ -269,7 +213,7 @@ fn client(kind: &str, addr: &str, n: usize, mib: usize, wave: usize) {
                 });
                 futures::future::join_all(runs).await;
             }
-            say("DONE".into());
+            say("DONE");
             let _ = wait_line().await;
             drop(conns);
         } else {
@@ -292,7 +236,7 @@ fn client(kind: &str, addr: &str, n: usize, mib: usize, wave: usize) {
                 });
                 sessions.extend(futures::future::join_all(dials).await);
             }
-            say("CONNECTED".into());
+            say("CONNECTED");
             assert_eq!(wait_line().await, "GO");
             for wave in sessions.chunks_mut(wave.max(1)) {
                 let runs = wave.iter_mut().map(|(_, c)| async move {
@@ -315,7 +259,7 @@ fn client(kind: &str, addr: &str, n: usize, mib: usize, wave: usize) {
                 });
                 futures::future::join_all(runs).await;
             }
-            say("DONE".into());
+            say("DONE");
             let _ = wait_line().await;
             drop(sessions);
         }

@@ -1,0 +1,550 @@
+//! A session acceptor at scale, each figure against raw tokio TCP (or a plain reference)
+//! measured in the same run:
+//!
+//! - ramp: N sessions connected to one acceptor over loopback, 256 handshakes in flight;
+//! - rtt: 16 B round trips on one session while the other N - 1 sit idle;
+//! - cut: every client link cut at once (the client process fails every stream under its
+//!   sessions), time until every session echoed 16 B again and how many were lost; raw:
+//!   the time to reconnect N TCP connections (256 in flight) and echo 16 B on each;
+//! - parallel: in memory (duplex streams, no sockets), two sessions of one acceptor moving
+//!   16 B messages on a 2-worker runtime against a 1-worker one (raw duplex pairs likewise);
+//! - contend: 4 tasks on a 4-worker runtime sending 16 B on four connections of one session,
+//!   the latency of each `send`, against 4 threads pushing 16 B into a `Mutex<Vec<u8>>`.
+//!
+//! Server and clients of the socket parts run in separate processes (this binary
+//! re-executed); both ends use `Config::default()`. Memory per session is measured by
+//! `memory_scale`.
+//!
+//! ```text
+//! cargo run --release -p sotto-adapter-tests --bin acceptor_scale -- [N]
+//! ```
+//!
+//! Default N = 1000. docs/benchmarks.md ("Acceptor at scale") records the results.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use futures::task::AtomicWaker;
+use sotto_adapter_tests::scale::{load_average, quantile, raise_fd_limit, runtime, say, wait_line, Proc};
+use sotto_tokio::{Config, Connection, SessionHandle};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Handshakes in flight while ramping up (and raw reconnects after the cut).
+const IN_FLIGHT: usize = 256;
+/// Round trips timed (after as many again to warm up).
+const ROUND_TRIPS: usize = 2000;
+/// How long the cut sessions get to come back before the rest count as lost.
+const RESUME_DEADLINE: Duration = Duration::from_secs(120);
+/// 16 B messages per session in the in-memory parallel case.
+const PARALLEL_MSGS: usize = 1_000_000;
+/// 16 B sends per task in the contention case.
+const CONTEND_SENDS: usize = 100_000;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("server") => server(&args[2]),
+        Some("client") => client(&args[2], &args[3], parse(&args, 4, 1000)),
+        _ => orchestrate(parse(&args, 1, 1000)),
+    }
+}
+
+fn parse(args: &[String], i: usize, default: usize) -> usize {
+    args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+
+fn orchestrate(n: usize) {
+    let fds = raise_fd_limit(u64::try_from(n).expect("n") * 2 + 1024);
+    println!("acceptor_scale: {n} sessions; open-file limit {fds}; load average {} at start", load_average());
+    if (fds as usize) < n + 256 {
+        println!("the open-file limit is below N + 256: the socket parts would fail; raise `ulimit -n`");
+        return;
+    }
+    let mut rows: Vec<[String; 2]> = Vec::new();
+    let mut socket = Vec::new();
+    for kind in ["raw", "sotto"] {
+        let mut server = Proc::spawn(&["server", kind]);
+        let ready = server.line();
+        let addr = ready.split_whitespace().nth(1).expect("addr").to_string();
+        let mut client = Proc::spawn(&["client", kind, &addr, &n.to_string()]);
+        let ramp: f64 = client.line().split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("RAMP secs");
+        let rtt = client.line();
+        let mut w = rtt.split_whitespace().skip(1).map(|s| s.parse::<f64>().expect("RTT"));
+        let (p50, p99) = (w.next().expect("p50"), w.next().expect("p99"));
+        let cut = client.line();
+        let mut w = cut.split_whitespace().skip(1).map(|s| s.parse::<f64>().expect("CUT"));
+        let (cut_secs, lost) = (w.next().expect("secs"), w.next().expect("lost"));
+        client.finish();
+        server.finish();
+        socket.push((n as f64 / ramp, p50, p99, cut_secs, lost));
+    }
+    let (raw, sotto) = (socket[0], socket[1]);
+    rows.push([
+        format!("handshakes/s ramping to {n}"),
+        format!("{:.0} vs {:.0} raw: {:.2}x", sotto.0, raw.0, sotto.0 / raw.0),
+    ]);
+    rows.push([
+        format!("16 B round trip p50 / p99, {} idle", n - 1),
+        format!(
+            "{:.1} / {:.1} us vs {:.1} / {:.1} us raw: {:.2}x / {:.2}x",
+            sotto.1 / 1e3,
+            sotto.2 / 1e3,
+            raw.1 / 1e3,
+            raw.2 / 1e3,
+            sotto.1 / raw.1,
+            sotto.2 / raw.2
+        ),
+    ]);
+    rows.push([
+        format!("all {n} links cut: all resumed (raw: reconnected)"),
+        format!(
+            "{:.0} ms vs {:.0} ms raw: {:.2}x; lost {} (raw {})",
+            sotto.3 * 1e3,
+            raw.3 * 1e3,
+            sotto.3 / raw.3,
+            sotto.4,
+            raw.4
+        ),
+    ]);
+    let one = parallel(1, true);
+    let two = parallel(2, true);
+    let raw_one = parallel(1, false);
+    let raw_two = parallel(2, false);
+    rows.push([
+        "2 sessions of one acceptor in memory, 2 workers vs 1".into(),
+        format!(
+            "{:.2} vs {:.2} M msgs/s: {:.2}x (raw duplex {:.2}x: {:.2} vs {:.2})",
+            two / 1e6,
+            one / 1e6,
+            two / one,
+            raw_two / raw_one,
+            raw_two / 1e6,
+            raw_one / 1e6
+        ),
+    ]);
+    let (s50, s99, s999) = contend_sotto();
+    let (m50, m99, m999) = contend_mutex();
+    rows.push([
+        "16 B send p50 / p99 / p99.9, 4 tasks on one session".into(),
+        format!(
+            "{s50} / {s99} / {s999} ns vs Mutex<Vec> {m50} / {m99} / {m999} ns: {:.1}x / {:.1}x / {:.1}x",
+            s50 as f64 / m50.max(1) as f64,
+            s99 as f64 / m99.max(1) as f64,
+            s999 as f64 / m999.max(1) as f64
+        ),
+    ]);
+    println!("| measure | sotto vs raw, same run |");
+    println!("|---|---|");
+    for [m, v] in rows {
+        println!("| {m} | {v} |");
+    }
+    println!("load average {} at the end", load_average());
+}
+
+// ---- socket parts: server and client processes ----
+
+fn server(kind: &str) {
+    let _ = raise_fd_limit(1 << 20);
+    runtime(2).block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        if kind == "raw" {
+            tokio::spawn(async move {
+                loop {
+                    let Ok((s, _)) = l.accept().await else { return };
+                    let _ = s.set_nodelay(true);
+                    tokio::spawn(async move {
+                        let (mut r, mut w) = s.into_split();
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                    });
+                }
+            });
+        } else {
+            let acc = sotto_tokio::serve_sessions_tcp(l, Config::default()).expect("config");
+            tokio::spawn(async move {
+                loop {
+                    let Ok(s) = acc.accept().await else { return };
+                    tokio::spawn(echo_session(s));
+                }
+            });
+        }
+        say(&format!("READY {addr}"));
+        let _ = wait_line().await;
+    });
+}
+
+/// Echo every connection the peer opens on `s`, until the session ends.
+async fn echo_session(s: SessionHandle) {
+    while let Ok(inc) = s.accept().await {
+        tokio::spawn(async move {
+            let Ok(conn) = inc.accept(b"").await else { return };
+            let (mut tx, mut rx) = conn.split();
+            while let Ok(m) = rx.recv().await {
+                if tx.send(m).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn client(kind: &str, addr: &str, n: usize) {
+    let _ = raise_fd_limit(1 << 20);
+    let addr: SocketAddr = addr.parse().expect("addr");
+    runtime(2).block_on(async move {
+        if kind == "raw" {
+            raw_client(addr, n).await;
+        } else {
+            sotto_client(addr, n).await;
+        }
+        let _ = wait_line().await;
+    });
+}
+
+async fn raw_connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+async fn raw_client(addr: SocketAddr, n: usize) {
+    let t = Instant::now();
+    let mut conns: Vec<TcpStream> =
+        stream::iter(0..n).map(|_| raw_connect(addr)).buffer_unordered(IN_FLIGHT).map(|r| r.expect("connect")).collect().await;
+    say(&format!("RAMP {}", t.elapsed().as_secs_f64()));
+    let c = &mut conns[0];
+    let mut buf = [0u8; 16];
+    let mut times = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..2 * ROUND_TRIPS {
+        let t = Instant::now();
+        c.write_all(&[0x5a; 16]).await.expect("write");
+        c.read_exact(&mut buf).await.expect("read");
+        if i >= ROUND_TRIPS {
+            times.push(t.elapsed().as_nanos() as f64);
+        }
+    }
+    say(&format!("RTT {}", percentiles(&mut times)));
+    let t = Instant::now();
+    drop(conns);
+    let lost = stream::iter(0..n)
+        .map(|_| async move {
+            let mut s = raw_connect(addr).await?;
+            s.write_all(&[0x5a; 16]).await?;
+            let mut buf = [0u8; 16];
+            s.read_exact(&mut buf).await?;
+            Ok::<_, io::Error>(s)
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .filter(|r| std::future::ready(r.is_err()))
+        .count()
+        .await;
+    say(&format!("CUT {} {lost}", t.elapsed().as_secs_f64()));
+}
+
+/// p50 and p99 of `times`, space-separated.
+fn percentiles(times: &mut [f64]) -> String {
+    times.sort_by(f64::total_cmp);
+    format!("{} {}", quantile(times, 0.5), quantile(times, 0.99))
+}
+
+/// One session's link: the stream its connector made last, with a switch that fails it.
+#[derive(Default)]
+struct Switch {
+    dead: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Switch {
+    fn kill(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+}
+
+/// A TCP stream that fails every call once its [`Switch`] is killed (the session's driver
+/// then drops it, closing the socket, and redials).
+struct Killable {
+    inner: TcpStream,
+    switch: Arc<Switch>,
+}
+
+impl Killable {
+    fn dead(&self, cx: &Context<'_>) -> bool {
+        self.switch.waker.register(cx.waker());
+        self.switch.dead.load(Ordering::SeqCst)
+    }
+}
+
+fn cut() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, "cut by the bench")
+}
+
+impl AsyncRead for Killable {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.dead(cx) {
+            return Poll::Ready(Err(cut()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Killable {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.dead(cx) {
+            return Poll::Ready(Err(cut()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.dead(cx) {
+            return Poll::Ready(Err(cut()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+type Slot = Arc<Mutex<Arc<Switch>>>;
+
+async fn sotto_session(addr: SocketAddr) -> (SessionHandle, Slot) {
+    let slot: Slot = Arc::default();
+    let dial = Arc::clone(&slot);
+    let s = sotto_tokio::connect_session(
+        move || {
+            let slot = Arc::clone(&dial);
+            async move {
+                let inner = raw_connect(addr).await?;
+                let switch = Arc::new(Switch::default());
+                *slot.lock().expect("slot") = Arc::clone(&switch);
+                Ok(Killable { inner, switch })
+            }
+        },
+        Config::default(),
+    )
+    .await
+    .expect("connect_session");
+    (s, slot)
+}
+
+async fn sotto_client(addr: SocketAddr, n: usize) {
+    let t = Instant::now();
+    let sessions: Vec<(SessionHandle, Slot)> =
+        stream::iter(0..n).map(|_| sotto_session(addr)).buffer_unordered(IN_FLIGHT).collect().await;
+    say(&format!("RAMP {}", t.elapsed().as_secs_f64()));
+    let mut conns: Vec<Connection> = stream::iter(&sessions)
+        .map(|(s, _)| async move { s.open(b"").await.expect("open") })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    let c = &mut conns[0];
+    let mut times = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..2 * ROUND_TRIPS {
+        let t = Instant::now();
+        c.send([0x5a; 16]).await.expect("send");
+        let _ = c.recv().await.expect("echo");
+        if i >= ROUND_TRIPS {
+            times.push(t.elapsed().as_nanos() as f64);
+        }
+    }
+    say(&format!("RTT {}", percentiles(&mut times)));
+    let t = Instant::now();
+    for (_, slot) in &sessions {
+        slot.lock().expect("slot").kill();
+    }
+    let resumed = AtomicUsize::new(0);
+    let echoes = conns.iter_mut().map(|c| async {
+        let echo = async {
+            c.send([0x5a; 16]).await?;
+            c.recv().await
+        };
+        if matches!(tokio::time::timeout(RESUME_DEADLINE, echo).await, Ok(Ok(_))) {
+            resumed.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    futures::future::join_all(echoes).await;
+    let lost = n - resumed.load(Ordering::Relaxed);
+    say(&format!("CUT {} {lost}", t.elapsed().as_secs_f64()));
+    drop(conns);
+    drop(sessions);
+}
+
+// ---- in-memory parts ----
+
+/// An acceptor over in-memory duplex streams, and a connector feeding it.
+fn memory_acceptor() -> (sotto_tokio::SessionAcceptor, futures::channel::mpsc::UnboundedSender<io::Result<tokio::io::DuplexStream>>)
+{
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    (sotto_tokio::serve_sessions(rx, Config::default()).expect("config"), tx)
+}
+
+async fn memory_session(
+    links: &futures::channel::mpsc::UnboundedSender<io::Result<tokio::io::DuplexStream>>,
+) -> SessionHandle {
+    let links = links.clone();
+    sotto_tokio::connect_session(
+        move || {
+            let links = links.clone();
+            async move {
+                let (a, b) = tokio::io::duplex(256 << 10);
+                links.unbounded_send(Ok(b)).map_err(|_| io::Error::other("acceptor gone"))?;
+                Ok(a)
+            }
+        },
+        Config::default(),
+    )
+    .await
+    .expect("connect_session")
+}
+
+/// Messages per second moved by two sender/receiver pairs on a runtime with `workers`
+/// workers: two sessions of one acceptor (`sotto`), or two raw duplex pairs.
+fn parallel(workers: usize, sotto: bool) -> f64 {
+    runtime(workers).block_on(async {
+        if sotto {
+            let mut runs = Vec::new();
+            let (acc, links) = memory_acceptor();
+            let mut clients = Vec::new();
+            for _ in 0..2 {
+                let client = memory_session(&links).await;
+                let server = acc.accept().await.expect("accept");
+                let (opened, incoming) = tokio::join!(client.open(b""), server.accept());
+                let mut tx = opened.expect("open");
+                let mut rx = incoming.expect("incoming").accept(b"").await.expect("answer");
+                clients.push((client, server));
+                runs.push(tokio::spawn(async move {
+                    let recv = tokio::spawn(async move {
+                        for _ in 0..PARALLEL_MSGS {
+                            let _ = rx.recv().await.expect("recv");
+                        }
+                        rx
+                    });
+                    let t = Instant::now();
+                    for _ in 0..PARALLEL_MSGS {
+                        tx.send([0x5a; 16]).await.expect("send");
+                    }
+                    let _rx = recv.await.expect("receiver");
+                    (t, Instant::now(), tx)
+                }));
+            }
+            let ends = futures::future::join_all(runs).await;
+            drop(clients);
+            span(ends.into_iter().map(|r| r.expect("run")).map(|(a, b, _)| (a, b)))
+        } else {
+            let mut runs = Vec::new();
+            for _ in 0..2 {
+                let (mut a, mut b) = tokio::io::duplex(256 << 10);
+                runs.push(tokio::spawn(async move {
+                    let recv = tokio::spawn(async move {
+                        let mut buf = [0u8; 16];
+                        for _ in 0..PARALLEL_MSGS {
+                            b.read_exact(&mut buf).await.expect("read");
+                        }
+                    });
+                    let t = Instant::now();
+                    for _ in 0..PARALLEL_MSGS {
+                        a.write_all(&[0x5a; 16]).await.expect("write");
+                    }
+                    recv.await.expect("receiver");
+                    (t, Instant::now())
+                }));
+            }
+            let ends = futures::future::join_all(runs).await;
+            span(ends.into_iter().map(|r| r.expect("run")))
+        }
+    })
+}
+
+/// Total messages per second over runs spanning `(start, end)` each.
+fn span(runs: impl Iterator<Item = (Instant, Instant)>) -> f64 {
+    let runs: Vec<_> = runs.collect();
+    let start = runs.iter().map(|r| r.0).min().expect("runs");
+    let end = runs.iter().map(|r| r.1).max().expect("runs");
+    (runs.len() * PARALLEL_MSGS) as f64 / (end - start).as_secs_f64()
+}
+
+/// p50, p99 and p99.9 of `times` in nanoseconds.
+fn tail(mut times: Vec<u64>) -> (u64, u64, u64) {
+    times.sort_unstable();
+    (quantile(&times, 0.5), quantile(&times, 0.99), quantile(&times, 0.999))
+}
+
+/// `send` latency of 4 tasks sending 16 B each on their own connection of one session.
+fn contend_sotto() -> (u64, u64, u64) {
+    runtime(4).block_on(async {
+        let (acc, links) = memory_acceptor();
+        let client = memory_session(&links).await;
+        let server = acc.accept().await.expect("accept");
+        let mut tasks = Vec::new();
+        let mut drains = Vec::new();
+        for _ in 0..4 {
+            let (opened, incoming) = tokio::join!(client.open(b""), server.accept());
+            let mut tx = opened.expect("open");
+            let mut rx = incoming.expect("incoming").accept(b"").await.expect("answer");
+            drains.push(tokio::spawn(async move {
+                for _ in 0..CONTEND_SENDS {
+                    let _ = rx.recv().await.expect("recv");
+                }
+            }));
+            tasks.push(async move {
+                let mut times = Vec::with_capacity(CONTEND_SENDS);
+                for _ in 0..CONTEND_SENDS {
+                    let t = Instant::now();
+                    tx.send([0x5a; 16]).await.expect("send");
+                    times.push(t.elapsed().as_nanos() as u64);
+                }
+                (times, tx)
+            });
+        }
+        let spawned: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
+        let mut times = Vec::new();
+        let mut senders = Vec::new();
+        for t in spawned {
+            let (t, tx) = t.await.expect("task");
+            times.extend(t);
+            senders.push(tx);
+        }
+        for d in drains {
+            d.await.expect("drain");
+        }
+        drop(senders);
+        drop((client, server));
+        tail(times)
+    })
+}
+
+/// The reference: 4 threads pushing 16 B into one `Mutex<Vec<u8>>` (cleared at 64 KiB).
+fn contend_mutex() -> (u64, u64, u64) {
+    let buf = Arc::new(Mutex::new(Vec::<u8>::with_capacity(64 << 10)));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let buf = Arc::clone(&buf);
+            std::thread::spawn(move || {
+                let mut times = Vec::with_capacity(CONTEND_SENDS);
+                for _ in 0..CONTEND_SENDS {
+                    let t = Instant::now();
+                    {
+                        let mut b = buf.lock().expect("lock");
+                        if b.len() + 16 > b.capacity() {
+                            b.clear();
+                        }
+                        b.extend_from_slice(&[0x5a; 16]);
+                    }
+                    times.push(t.elapsed().as_nanos() as u64);
+                }
+                times
+            })
+        })
+        .collect();
+    tail(threads.into_iter().flat_map(|t| t.join().expect("thread")).collect())
+}
+
