@@ -43,7 +43,7 @@ const ROUND_TRIPS: usize = 2000;
 /// How long the cut sessions get to come back before the rest count as lost.
 const RESUME_DEADLINE: Duration = Duration::from_secs(120);
 /// 16 B messages per session in the in-memory parallel case.
-const PARALLEL_MSGS: usize = 1_000_000;
+const PARALLEL_MSGS: usize = 4_000_000;
 /// 16 B sends per task in the contention case.
 const CONTEND_SENDS: usize = 100_000;
 
@@ -75,10 +75,13 @@ fn orchestrate(n: usize) {
         let ready = server.line();
         let addr = ready.split_whitespace().nth(1).expect("addr").to_string();
         let mut client = Proc::spawn(&["client", kind, &addr, &n.to_string()]);
+        eprintln!("{kind}: connecting");
         let ramp: f64 = client.line().split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("RAMP secs");
+        eprintln!("{kind}: ramp done");
         let rtt = client.line();
         let mut w = rtt.split_whitespace().skip(1).map(|s| s.parse::<f64>().expect("RTT"));
         let (p50, p99) = (w.next().expect("p50"), w.next().expect("p99"));
+        eprintln!("{kind}: round trips done");
         let cut = client.line();
         let mut w = cut.split_whitespace().skip(1).map(|s| s.parse::<f64>().expect("CUT"));
         let (cut_secs, lost) = (w.next().expect("secs"), w.next().expect("lost"));
@@ -114,6 +117,7 @@ fn orchestrate(n: usize) {
             raw.4
         ),
     ]);
+    eprintln!("in memory");
     let one = parallel(1, true);
     let two = parallel(2, true);
     let raw_one = parallel(1, false);
@@ -406,6 +410,13 @@ async fn memory_session(
     .expect("connect_session")
 }
 
+/// A connection opened by `client` and accepted by `server`: (opener's end, acceptor's end).
+async fn pair(client: &SessionHandle, server: &SessionHandle) -> (Connection, Connection) {
+    let answer = async { server.accept().await.expect("incoming").accept(b"").await.expect("answer") };
+    let (opened, accepted) = tokio::join!(client.open(b""), answer);
+    (opened.expect("open"), accepted)
+}
+
 /// Messages per second moved by two sender/receiver pairs on a runtime with `workers`
 /// workers: two sessions of one acceptor (`sotto`), or two raw duplex pairs.
 fn parallel(workers: usize, sotto: bool) -> f64 {
@@ -416,10 +427,8 @@ fn parallel(workers: usize, sotto: bool) -> f64 {
             let mut clients = Vec::new();
             for _ in 0..2 {
                 let client = memory_session(&links).await;
-                let server = acc.accept().await.expect("accept");
-                let (opened, incoming) = tokio::join!(client.open(b""), server.accept());
-                let mut tx = opened.expect("open");
-                let mut rx = incoming.expect("incoming").accept(b"").await.expect("answer");
+                                let server = acc.accept().await.expect("accept");
+                let (mut tx, mut rx) = pair(&client, &server).await;
                 clients.push((client, server));
                 runs.push(tokio::spawn(async move {
                     let recv = tokio::spawn(async move {
@@ -487,9 +496,7 @@ fn contend_sotto() -> (u64, u64, u64) {
         let mut tasks = Vec::new();
         let mut drains = Vec::new();
         for _ in 0..4 {
-            let (opened, incoming) = tokio::join!(client.open(b""), server.accept());
-            let mut tx = opened.expect("open");
-            let mut rx = incoming.expect("incoming").accept(b"").await.expect("answer");
+            let (mut tx, mut rx) = pair(&client, &server).await;
             drains.push(tokio::spawn(async move {
                 for _ in 0..CONTEND_SENDS {
                     let _ = rx.recv().await.expect("recv");
