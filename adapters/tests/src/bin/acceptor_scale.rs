@@ -60,7 +60,6 @@ fn parse(args: &[String], i: usize, default: usize) -> usize {
     args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
-
 fn orchestrate(n: usize) {
     let fds = raise_fd_limit(u64::try_from(n).expect("n") * 2 + 1024);
     println!("acceptor_scale: {n} sessions; open-file limit {fds}; load average {} at start", load_average());
@@ -221,8 +220,12 @@ async fn raw_connect(addr: SocketAddr) -> io::Result<TcpStream> {
 
 async fn raw_client(addr: SocketAddr, n: usize) {
     let t = Instant::now();
-    let mut conns: Vec<TcpStream> =
-        stream::iter(0..n).map(|_| raw_connect(addr)).buffer_unordered(IN_FLIGHT).map(|r| r.expect("connect")).collect().await;
+    let mut conns: Vec<TcpStream> = stream::iter(0..n)
+        .map(|_| raw_connect(addr))
+        .buffer_unordered(IN_FLIGHT)
+        .map(|r| r.expect("connect"))
+        .collect()
+        .await;
     say(&format!("RAMP {}", t.elapsed().as_secs_f64()));
     let c = &mut conns[0];
     let mut buf = [0u8; 16];
@@ -385,8 +388,8 @@ async fn sotto_client(addr: SocketAddr, n: usize) {
 // ---- in-memory parts ----
 
 /// An acceptor over in-memory duplex streams, and a connector feeding it.
-fn memory_acceptor() -> (sotto_tokio::SessionAcceptor, futures::channel::mpsc::UnboundedSender<io::Result<tokio::io::DuplexStream>>)
-{
+fn memory_acceptor(
+) -> (sotto_tokio::SessionAcceptor, futures::channel::mpsc::UnboundedSender<io::Result<tokio::io::DuplexStream>>) {
     let (tx, rx) = futures::channel::mpsc::unbounded();
     (sotto_tokio::serve_sessions(rx, Config::default()).expect("config"), tx)
 }
@@ -427,7 +430,7 @@ fn parallel(workers: usize, sotto: bool) -> f64 {
             let mut clients = Vec::new();
             for _ in 0..2 {
                 let client = memory_session(&links).await;
-                                let server = acc.accept().await.expect("accept");
+                let server = acc.accept().await.expect("accept");
                 let (mut tx, mut rx) = pair(&client, &server).await;
                 clients.push((client, server));
                 runs.push(tokio::spawn(async move {
@@ -554,4 +557,3 @@ fn contend_mutex() -> (u64, u64, u64) {
         .collect();
     tail(threads.into_iter().flat_map(|t| t.join().expect("thread")).collect())
 }
-
