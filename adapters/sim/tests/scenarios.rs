@@ -398,7 +398,6 @@ fn a_link_without_a_session_handshake_is_dropped_and_never_announced() {
 /// on it. Today it stays open a further `drain_timeout` (1.2 s with a 1 s deadline and a
 /// 200 ms drain timeout).
 #[test]
-#[ignore = "issue 14 defect 5 (second part): an expired handshake's socket stays open a further drain_timeout"]
 fn a_link_without_a_session_handshake_is_closed_at_the_deadline() {
     each_seed("no session hello, strict", 3, |rt, net| no_session_hello(rt, net, Duration::from_millis(20)));
 }
