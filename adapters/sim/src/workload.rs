@@ -14,9 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::Either;
 use futures::{SinkExt, StreamExt};
-use sotto_driver::{
-    connect, connect_session, serve, serve_sessions, Config, ConnReceiver, ConnSender, ConnectError, SessionHandle,
-};
+use sotto_driver::{connect, connect_session, serve, serve_sessions, Config, ConnReceiver, ConnSender, SessionHandle};
 use sotto_proto::SessionEnd;
 use sotto_tests::SimRng;
 
@@ -137,11 +135,6 @@ pub struct Outcome {
     pub net: NetStats,
     /// Messages delivered and checked.
     pub delivered: u64,
-    /// First connects that failed with `Rejected` (and were tried again).
-    pub connect_rejected: u64,
-    /// Sessions that `connect_session` returned and the acceptor later refused to resume
-    /// (`Rejected`): the acceptor's session handshake deadline passed during link losses.
-    pub sessions_rejected: u64,
 }
 
 /// A run's shared record of progress and of the largest queue seen.
@@ -151,10 +144,6 @@ pub struct Tally {
     pub delivered: AtomicUsize,
     /// The most messages (or raw items) ever waiting for a reader.
     pub max_queued: AtomicUsize,
-    /// First connects that failed with `Rejected` (and were tried again).
-    pub connect_rejected: AtomicUsize,
-    /// Ready sessions the acceptor refused to resume (the run then stops early).
-    pub sessions_rejected: AtomicUsize,
     /// Raw sides that have received everything and queued everything they send.
     pub sides_done: AtomicUsize,
 }
@@ -220,8 +209,6 @@ fn session_run_inner(seed: u64) -> Result<Outcome, String> {
         polls: sim.polls(),
         net: net.stats(),
         delivered: tally.delivered.load(Ordering::Relaxed) as u64,
-        connect_rejected: tally.connect_rejected.load(Ordering::Relaxed) as u64,
-        sessions_rejected: tally.sessions_rejected.load(Ordering::Relaxed) as u64,
     })
 }
 
@@ -262,10 +249,9 @@ async fn session_main(rt: SimRuntime, net: Net, cfg: Config, load: Load, tally: 
     let initiators: Vec<_> = (0..load.initiators)
         .map(|init| rt.spawn_app(initiator(rt.clone(), net.clone(), cfg, load, init, Arc::clone(&tally))))
         .collect();
-    let mut rejected = false;
     for (init, i) in initiators.into_iter().enumerate() {
         match i.await {
-            Ok(r) => rejected |= r,
+            Ok(()) => {}
             Err(e) => {
                 return Err(match b.try_take() {
                     Some(Err(be)) => format!("acceptor: {be}; then initiator {init}: {e}"),
@@ -274,16 +260,12 @@ async fn session_main(rt: SimRuntime, net: Net, cfg: Config, load: Load, tally: 
             }
         }
     }
-    if rejected {
-        // The acceptor never announced the refused session: it waits for it in vain.
-        b.abort();
-        return Ok(());
-    }
     b.await
 }
 
-/// One initiator: connect, run its side, close. `Ok(true)` if the acceptor refused to
-/// resume its session (the finding in docs/simulation.md), `Ok(false)` if all went well.
+/// One initiator: connect, run its side, close. A connect or a session the acceptor refuses
+/// (`Rejected`) fails the run: links dying during the session handshake must not cost the
+/// session (finding 1 in docs/simulation.md, fixed).
 async fn initiator(
     rt: SimRuntime,
     net: Net,
@@ -291,34 +273,15 @@ async fn initiator(
     load: Load,
     init: u32,
     tally: Arc<Tally>,
-) -> Result<bool, String> {
-    // A first connect whose link dies between the conduit's attach and the session
-    // handshake, and whose redial comes after the acceptor's session handshake deadline,
-    // fails with `Rejected` (see docs/simulation.md, findings); the application connects
-    // again, as one would.
-    let mut attempts = 0;
-    let a = loop {
-        let dial = net.clone();
-        match connect_session(rt.clone(), move || dial.dial(), cfg).await {
-            Ok(a) => break a,
-            Err(ConnectError::Rejected) if attempts < 3 => {
-                attempts += 1;
-                tally.connect_rejected.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => return Err(format!("connect: {e}")),
-        }
-    };
+) -> Result<(), String> {
+    let dial = net.clone();
+    let a = connect_session(rt.clone(), move || dial.dial(), cfg).await.map_err(|e| format!("connect: {e}"))?;
     let a = Arc::new(a);
     if let Err(e) = side(&rt, &a, 0, Some(init), load, &tally).await {
-        if a.ended() == Some(SessionEnd::Rejected) {
-            // The same finding after `connect_session` returned: the acceptor evicted the
-            // session at its session handshake deadline while links kept dying, and the
-            // initiator's next resume is refused. Counted, not failed (see
-            // `Outcome::sessions_rejected`).
-            tally.sessions_rejected.fetch_add(1, Ordering::Relaxed);
-            return Ok(true);
-        }
-        return Err(e);
+        return Err(match a.ended() {
+            Some(SessionEnd::Rejected) => format!("the acceptor refused to resume a ready session: {e}"),
+            _ => e,
+        });
     }
     // Close once the acceptor has everything (a close without a link sends no GOODBYE and
     // may lose what was not acknowledged, as documented).
@@ -329,7 +292,7 @@ async fn initiator(
     if !matches!(end, SessionEnd::LocalClose { .. }) {
         return Err(format!("close ended as {end:?}"));
     }
-    Ok(false)
+    Ok(())
 }
 
 /// A handler for one accepted session: `Ok(true)` when it carried the run's traffic,
@@ -606,8 +569,6 @@ fn raw_run_inner(seed: u64, ext: bool) -> Result<Outcome, String> {
         polls: sim.polls(),
         net: net.stats(),
         delivered: tally.delivered.load(Ordering::Relaxed) as u64,
-        connect_rejected: tally.connect_rejected.load(Ordering::Relaxed) as u64,
-        sessions_rejected: tally.sessions_rejected.load(Ordering::Relaxed) as u64,
     })
 }
 

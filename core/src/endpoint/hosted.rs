@@ -311,6 +311,9 @@ impl Hosted {
                 self.endpoint.session_ended(h);
                 continue;
             }
+            if !ready && s.conduit().items_received() > 0 {
+                self.endpoint.peer_spoke(h);
+            }
             match detached_since {
                 Some(since) => self.endpoint.detached(h, since),
                 None => self.endpoint.attached(h),

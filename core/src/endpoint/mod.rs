@@ -47,7 +47,12 @@ pub struct EndpointConfig {
     /// The ClientHello must arrive within this of the link's arrival, and a session that link
     /// creates must finish its session handshake (reported with
     /// [`Endpoint::session_ready`]) by the same deadline, else it is freed
-    /// ([`EndpointEvent::SessionHandshakeExpired`]). Default 10 s.
+    /// ([`EndpointEvent::SessionHandshakeExpired`]). Once the peer has shown that it holds
+    /// the session's key (a frame from it, [`Endpoint::peer_spoke`], or a resume), that
+    /// deadline runs only while the unready session has a link: while it is detached it is
+    /// held like any detached session (its resume window), and a resume restarts it from that
+    /// link's arrival; an unready session takes at most [`MAX_UNREADY_RESUMES`] resumes.
+    /// Default 10 s.
     pub handshake_timeout: Duration,
     /// Failed handshakes (bad or missing ClientHellos, sessions not ready by their deadline)
     /// and failed resumes a source may cause per `failure_period` before its links are refused
@@ -73,6 +78,16 @@ impl Default for EndpointConfig {
         }
     }
 }
+
+/// Resumes an unready session (one whose session handshake has not finished) may take.
+/// Each resumed link gets a fresh `handshake_timeout` to finish the handshake (once the peer
+/// holds the key the deadline does not run while the session is detached), so a session whose
+/// links die during its handshake survives like any detached one; this bounds how long a peer
+/// that keeps reconnecting without finishing holds a slot: at most `MAX_UNREADY_RESUMES + 1` links of
+/// `handshake_timeout` each, and the resume windows between them. The next resume is refused
+/// (REJECTED), the session freed ([`EndpointEvent::SessionHandshakeExpired`]) and its source
+/// charged.
+pub const MAX_UNREADY_RESUMES: u32 = 8;
 
 /// Names a session the endpoint routes to, and its generation: a handle to a session that
 /// has since been freed (and its number reused) is detected, never aliased.
@@ -190,6 +205,8 @@ pub struct Resume {
     hello: ClientHello,
     fresh_key: ResumeKey,
     source: u64,
+    /// The handshake deadline of the resuming link (from its arrival).
+    deadline: Instant,
 }
 
 /// What a session made of a [`Resume`]; report it with [`Endpoint::resume_outcome`].
@@ -289,10 +306,18 @@ struct PendingSlot {
 /// A new session still in its session handshake.
 #[derive(Clone, Copy, Debug)]
 struct Unready {
-    /// The handshake deadline of the link that created it.
+    /// The handshake deadline of its latest link (the one that created it, or the latest
+    /// resume). In `Endpoint::unready_deadlines` only while the session is attached.
     deadline: Instant,
     /// That link's source, charged if the deadline passes.
     source: u64,
+    /// Resumes taken so far (at most [`MAX_UNREADY_RESUMES`]).
+    resumes: u32,
+    /// The peer has shown it holds the key (it sent a frame, or resumed): from then on the
+    /// deadline runs only while the session is attached. Before, it runs from the first
+    /// link's arrival whatever happens to the link, so a session whose ServerHello was lost
+    /// (an orphan its initiator cannot resume) costs at most `handshake_timeout`.
+    keyed: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -533,12 +558,18 @@ impl Endpoint {
             }
         };
         Ok(match hello.resume_key {
-            None => self.route_fresh(Unready { deadline, source }, hello, fresh_key),
+            None => self.route_fresh(Unready { deadline, source, resumes: 0, keyed: false }, hello, fresh_key),
             Some(key) => match self.keys.get(&key) {
                 Some(index) => {
-                    let generation = self.sessions[index as usize].generation;
-                    let handle = SessionHandle { index, generation };
-                    Routed::Resume(Resume { handle, key, hello, fresh_key, source })
+                    let slot = &self.sessions[index as usize];
+                    let handle = SessionHandle { index, generation: slot.generation };
+                    if slot.unready.is_some_and(|u| u.resumes >= MAX_UNREADY_RESUMES) {
+                        // A peer that keeps reconnecting without finishing its handshake.
+                        self.expire_unready(now, handle);
+                        self.stats.rejected += 1;
+                        return Ok(reject(RejectReason::Refused));
+                    }
+                    Routed::Resume(Resume { handle, key, hello, fresh_key, source, deadline })
                 }
                 None => {
                     self.limiter.fail(now, source);
@@ -617,7 +648,21 @@ impl Endpoint {
             ResumeOutcome::Linked { issued, result: Ok(()), .. } => {
                 let index = resume.handle.index;
                 let slot = self.slot_mut(resume.handle)?;
+                let attached = slot.detached_since.is_none();
+                let restart = slot.unready.as_mut().map(|u| {
+                    // A new link: the session handshake gets this link's deadline. It runs
+                    // now if the endpoint sees the session attached (a resume superseding a
+                    // live link), else from the `attached` report.
+                    u.deadline = resume.deadline;
+                    u.source = resume.source;
+                    u.resumes += 1;
+                    u.keyed = true;
+                    attached
+                });
                 let old = core::mem::replace(&mut slot.keys, [Some(resume.key), Some(*issued)]);
+                if restart == Some(true) {
+                    self.unready_deadlines.set(index, resume.deadline);
+                }
                 for k in old.into_iter().flatten() {
                     if !k.ct_eq(&resume.key) && !k.ct_eq(issued) {
                         self.keys.remove(&k);
@@ -645,14 +690,18 @@ impl Endpoint {
     }
 
     /// The session lost its link at `since` (its conduit's
-    /// [`detached_since`](Conduit::detached_since)). May evict the session detached longest
-    /// past `max_detached_sessions` ([`EndpointEvent::Evicted`]). Idempotent.
+    /// [`detached_since`](Conduit::detached_since)). The handshake deadline of an unready
+    /// session whose peer holds the key stops running until it attaches again. May evict the session detached longest past
+    /// `max_detached_sessions` ([`EndpointEvent::Evicted`]). Idempotent.
     pub fn detached(&mut self, handle: SessionHandle, since: Instant) {
         let Some(slot) = self.slot_mut(handle) else { return };
         if slot.detached_since.is_some() {
             return;
         }
         slot.detached_since = Some(since);
+        if slot.unready.is_some_and(|u| u.keyed) {
+            self.unready_deadlines.remove(handle.index);
+        }
         self.detached.set(handle.index, since);
         while self.detached.len() > self.config.max_detached_sessions as usize {
             let Some((_, index)) = self.detached.peek() else { break };
@@ -663,11 +712,33 @@ impl Endpoint {
         }
     }
 
-    /// The session attached a link again. Idempotent.
+    /// The session attached a link again (after [`resume_outcome`](Self::resume_outcome)
+    /// reported the resume). An unready session's handshake deadline runs again, from the
+    /// resuming link's arrival. Idempotent.
     pub fn attached(&mut self, handle: SessionHandle) {
         let Some(slot) = self.slot_mut(handle) else { return };
         if slot.detached_since.take().is_some() {
+            let unready = slot.unready;
             self.detached.remove(handle.index);
+            if let Some(u) = unready.filter(|u| u.keyed) {
+                self.unready_deadlines.set(handle.index, u.deadline);
+            }
+        }
+    }
+
+    /// The session received a frame from its peer (its conduit's
+    /// [`items_received`](Conduit::items_received) is non-zero). An initiator sends frames
+    /// only after the ServerHello, so the peer holds the session's key and can resume: from
+    /// now on an unready session's handshake deadline runs only while it has a link (see
+    /// [`EndpointConfig::handshake_timeout`]). Call it when it first happens, before
+    /// reporting a detach seen at the same time. Idempotent.
+    pub fn peer_spoke(&mut self, handle: SessionHandle) {
+        let Some(slot) = self.slot_mut(handle) else { return };
+        let detached = slot.detached_since.is_some();
+        let Some(u) = slot.unready.as_mut().filter(|u| !u.keyed) else { return };
+        u.keyed = true;
+        if detached {
+            self.unready_deadlines.remove(handle.index);
         }
     }
 
@@ -675,10 +746,22 @@ impl Endpoint {
     /// applies and it no longer counts as detached. (Its keys keep routing to it until
     /// [`free`](Self::free), and it refuses them.)
     pub fn session_ended(&mut self, handle: SessionHandle) {
-        self.attached(handle);
         if let Some(slot) = self.slot_mut(handle) {
             slot.unready = None;
-            self.unready_deadlines.remove(handle.index);
+        }
+        self.attached(handle);
+        self.unready_deadlines.remove(handle.index);
+    }
+
+    /// Forget an unready session whose handshake will not finish, charge its latest
+    /// link's source and report it ([`EndpointEvent::SessionHandshakeExpired`]).
+    fn expire_unready(&mut self, now: Instant, handle: SessionHandle) {
+        let source = self.slot(handle).and_then(|s| s.unready).map(|u| u.source);
+        self.forget(handle);
+        if let Some(source) = source {
+            self.limiter.fail(now, source);
+            self.stats.session_handshakes_expired += 1;
+            self.events.push_back(EndpointEvent::SessionHandshakeExpired(handle));
         }
     }
 
@@ -750,14 +833,8 @@ impl Endpoint {
                 break;
             }
             let handle = SessionHandle { index, generation: self.sessions[index as usize].generation };
-            let source = self.slot(handle).and_then(|s| s.unready).map(|u| u.source);
-            self.forget(handle);
+            self.expire_unready(now, handle);
             self.unready_deadlines.remove(index);
-            if let Some(source) = source {
-                self.limiter.fail(now, source);
-                self.stats.session_handshakes_expired += 1;
-                self.events.push_back(EndpointEvent::SessionHandshakeExpired(handle));
-            }
         }
     }
 

@@ -468,6 +468,110 @@ fn session_ready_at_the_deadline_is_reported_ready_not_expired() {
     assert_eq!(ep.stats().session_handshakes_expired, 0);
 }
 
+fn resume_hello(k: ResumeKey) -> [u8; HELLO_LEN] {
+    ClientHello { resume_key: Some(k), last_received: None, ext: true }.encode()
+}
+
+fn at(secs: u64) -> Instant {
+    Instant::ZERO.saturating_add(Duration::from_secs(secs))
+}
+
+/// A new session whose initiator has the ServerHello and whose Hello the acceptor read (so
+/// the peer holds the key), its HelloYourself never delivered: unready, link `at(0)`.
+fn spoken_unready_session(ep: &mut Hosted, cfg: &EndpointConfig, k: ResumeKey) -> (Session, SessionHandle) {
+    let mut c = Session::new(Role::Initiator, cfg.session, b"c").expect("config");
+    let cl = c.link_up(at(0), ResumeKey::ZERO);
+    let mut buf = vec![0u8; 1 << 16];
+    let t = c.poll_transmit(at(0), &mut buf).expect("client hello");
+    let p = ep.accept_link(at(0), 5).expect("pending");
+    let Ok(Placed::Session { handle, link: sl, new: true }) = ep.route(at(0), p, &buf[..t.len], k) else {
+        panic!("new")
+    };
+    // The ServerHello reaches the initiator; its Hello reaches the acceptor; nothing more.
+    let t = ep.session_mut(handle).and_then(|s| s.poll_transmit(at(0), &mut buf)).expect("server hello");
+    let _ = c.handle_message(at(0), cl, &buf[..t.len]);
+    let t = c.poll_transmit(at(0), &mut buf).expect("hello frame");
+    let srv = ep.session_mut(handle).expect("live");
+    let _ = srv.handle_message(at(0), sl, &buf[..t.len]);
+    assert!(!srv.is_ready() && srv.conduit().items_received() == 1, "acceptor read the Hello only");
+    srv.link_down(at(5), sl);
+    (c, handle)
+}
+
+/// The finding of docs/simulation.md: links dying during the session handshake must not
+/// cost the session once the peer holds its key. While detached, the unready session is held
+/// like any detached one; a resume gives the handshake a fresh deadline from the resuming
+/// link's arrival.
+#[test]
+fn unready_session_deadline_pauses_while_detached_and_restarts_on_resume() {
+    let cfg = small();
+    let mut ep = Hosted::new(cfg, b"").expect("config");
+    // The peer spoke, then the link died 5 s in: the deadline stops.
+    let (_c, h) = spoken_unready_session(&mut ep, &cfg, key(1));
+    assert_eq!(ep.poll_event(), None);
+    assert_eq!(ep.poll_timeout(), None, "no handshake deadline while detached");
+    ep.handle_timeout(at(30));
+    assert_eq!(ep.poll_event(), None, "not expired while detached, past the first deadline");
+    assert!(ep.session(h).is_some_and(|s| !s.is_ended()));
+    // The initiator's link arrives at 30 s, its ClientHello at 31 s: 10 s from the arrival.
+    let p = ep.accept_link(at(30), 5).expect("pending");
+    let r = ep.route(at(31), p, &resume_hello(key(1)), key(2));
+    assert!(matches!(r, Ok(Placed::Session { handle, new: false, .. }) if handle == h), "{r:?}");
+    assert_eq!(ep.poll_event(), None);
+    assert_eq!(ep.poll_timeout(), Some(at(40)));
+    ep.handle_timeout(Instant::from_nanos(at(40).as_nanos() - 1));
+    assert_eq!(ep.poll_event(), None);
+    ep.handle_timeout(at(40));
+    assert_eq!(ep.poll_event(), Some(HostedEvent::Endpoint(EndpointEvent::SessionHandshakeExpired(h))));
+    assert_eq!(ep.stats().session_handshakes_expired, 1);
+}
+
+/// A session whose peer never spoke may be an orphan (its ServerHello lost, its initiator
+/// holding no key): its deadline runs from the first link's arrival through link losses.
+#[test]
+fn unready_session_whose_peer_never_spoke_expires_at_its_first_deadline_while_detached() {
+    let cfg = small();
+    let mut ep = Hosted::new(cfg, b"").expect("config");
+    let h = unready_session(&mut ep, at(0), at(0), 5, key(1));
+    let link = ep.session(h).and_then(|s| s.conduit().current_link()).expect("attached");
+    ep.session_mut(h).expect("live").link_down(at(1), link);
+    assert_eq!(ep.poll_event(), None);
+    assert_eq!(ep.poll_timeout(), Some(at(10)), "still running while detached");
+    ep.handle_timeout(at(10));
+    assert_eq!(ep.poll_event(), Some(HostedEvent::Endpoint(EndpointEvent::SessionHandshakeExpired(h))));
+}
+
+/// A peer that keeps reconnecting without finishing its handshake cannot hold a slot
+/// forever: the resume past `MAX_UNREADY_RESUMES` is refused and the session freed, its
+/// source charged. Each resume (here superseding a live link) restarts the deadline.
+#[test]
+fn unready_session_is_freed_after_max_unready_resumes() {
+    let mut cfg = small();
+    cfg.failure_budget = 1;
+    let mut ep = Hosted::new(cfg, b"").expect("config");
+    let h = unready_session(&mut ep, at(0), at(0), 5, key(1));
+    let mut k = key(1);
+    for i in 1..=MAX_UNREADY_RESUMES {
+        let now = at(u64::from(i) * 5);
+        let p = ep.accept_link(now, 5).expect("pending");
+        let next = key(1 + i as u8);
+        let r = ep.route(now, p, &resume_hello(k), next);
+        assert!(matches!(r, Ok(Placed::Session { handle, new: false, .. }) if handle == h), "resume {i}: {r:?}");
+        assert_eq!(ep.poll_event(), None);
+        assert_eq!(ep.poll_timeout(), Some(now.saturating_add(cfg.handshake_timeout)), "restarted by resume {i}");
+        k = next;
+    }
+    let now = at(u64::from(MAX_UNREADY_RESUMES + 1) * 5);
+    let p = ep.accept_link(now, 5).expect("pending");
+    let r = ep.route(now, p, &resume_hello(k), key(99));
+    assert!(matches!(r, Ok(Placed::Reject(_))), "{r:?}");
+    assert_eq!(ep.poll_event(), Some(HostedEvent::Endpoint(EndpointEvent::SessionHandshakeExpired(h))));
+    assert!(ep.session(h).is_none());
+    let st = ep.stats();
+    assert_eq!((st.session_handshakes_expired, st.sessions_live), (1, 0));
+    assert_eq!(ep.accept_link(now, 5), Err(LinkRefusal::RateLimited), "its source was charged");
+}
+
 // ---- The endpoint on its own: sessions owned by the caller ----
 
 /// Move frames between two sessions until quiet (one link each).

@@ -128,6 +128,8 @@ pub(crate) struct Member {
     detached: bool,
     /// Reported ready (or found expired) already.
     settled: bool,
+    /// Reported that the peer spoke (it holds the key), or no longer needed (settled).
+    spoke: bool,
     /// Freed in the endpoint already.
     freed: bool,
 }
@@ -181,7 +183,15 @@ impl EpShared {
     ) -> Home {
         let mut mailbox: VecDeque<Box<dyn Any + Send>> = VecDeque::with_capacity(1);
         mailbox.push_back(Box::new(Arrival::First(first.0, first.1)));
-        let member = Member { ep: Arc::clone(self), handle, mailbox, detached: false, settled: false, freed: false };
+        let member = Member {
+            ep: Arc::clone(self),
+            handle,
+            mailbox,
+            detached: false,
+            settled: false,
+            spoke: false,
+            freed: false,
+        };
         let home = Home::with_clock(session, state, Some(member), self.clock.clone());
         let mut g = self.lock();
         let i = handle.index as usize;
@@ -247,11 +257,18 @@ impl Member {
         let ended = s.is_ended();
         let ready = !self.settled && (ended || s.is_ready());
         let detached = !ended && s.conduit().detached_since().is_some();
-        if !ended && !ready && detached == self.detached {
+        let spoke = !self.spoke && !self.settled && s.conduit().items_received() > 0;
+        if !ended && !ready && !spoke && detached == self.detached {
             return;
         }
         let mut g = self.ep.lock();
         let mut wake = false;
+        if spoke {
+            // Before a detach seen at the same time: the peer holds the key, so the handshake
+            // deadline of this unready session stops while it has no link.
+            self.spoke = true;
+            g.endpoint.peer_spoke(self.handle);
+        }
         if ready {
             self.settled = true;
             // An unready session that ended, or one the endpoint expired, is dropped by the
