@@ -293,6 +293,12 @@ impl Clock {
         Self { origin: rt.now(), source: Arc::new(move || rt.now()) }
     }
 
+    /// A clock reading the system's monotonic time (for unit tests without a runtime).
+    #[cfg(test)]
+    pub(crate) fn system() -> Self {
+        Self { origin: StdInstant::now(), source: Arc::new(StdInstant::now) }
+    }
+
     /// The runtime's "now".
     #[inline]
     pub(crate) fn now_std(&self) -> StdInstant {

@@ -356,6 +356,10 @@ pub struct EndpointStats {
     pub session_handshakes_expired: u64,
     /// Resumes a session accepted.
     pub resumes_routed: u64,
+    /// Resumes dropped untried because a newer link for the same session arrived before
+    /// the session's owner took them ([`Endpoint::resume_superseded`]): closed without a
+    /// reply, not charged.
+    pub resumes_superseded: u64,
     /// REJECTED replies for a resume: unknown key, or refused by its session.
     pub rejected: u64,
     /// REJECTED replies to fresh ClientHellos because the acceptor was full
@@ -674,6 +678,15 @@ impl Endpoint {
                 None
             }
         }
+    }
+
+    /// The owner of the session `resume` was routed to dropped it untried, because newer links
+    /// for the session arrived before it could take it (a bounded queue of routed links: the
+    /// newest attempt is the one the initiator waits on). Close the link without a reply:
+    /// counted (`resumes_superseded`), not charged to its source, the session untouched.
+    pub fn resume_superseded(&mut self, resume: &Resume) {
+        let _ = resume;
+        self.stats.resumes_superseded += 1;
     }
 
     /// A new session finished its session handshake. Returns `true` exactly once per

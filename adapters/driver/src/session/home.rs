@@ -33,8 +33,11 @@ use super::state::{self, SessState};
 use crate::host::{Host, Locked, Taken};
 use crate::shared::{Clock, Common};
 
-/// Links waiting in a session's mailbox at most; a newer one drops the oldest (closing it):
-/// the newest attempt is the one the initiator waits on.
+/// Links waiting in a session's mailbox at most. A resume arriving at a full mailbox drops
+/// the oldest resume waiting there: the newest attempt is the one the initiator waits on (as
+/// a resume supersedes the live link). The dropped link is closed without a reply (a REJECTED
+/// would end a session its initiator may still be resuming), counted by the endpoint
+/// (`EndpointStats::resumes_superseded`) and not charged to its source.
 const MAILBOX: usize = 4;
 
 /// Where a session lives, as its handles and its driver reach it.
@@ -220,16 +223,31 @@ impl Reach {
     }
 
     /// Hand a routed resume link to the session's driver. Returns it if the session is gone.
+    /// A full mailbox drops its oldest resume (see [`MAILBOX`]).
     pub(crate) fn deliver<S: Send + 'static>(self, io: S, resume: Resume) -> Result<(), (S, Resume)> {
         let Some(home) = self.0 else { return Err((io, resume)) };
         let mut g = home.lock();
         let Owned { state, member, .. } = &mut *g;
         let Some(m) = member.as_mut() else { return Err((io, resume)) };
+        let mut dropped = None;
         if m.mailbox.len() >= MAILBOX {
-            m.mailbox.pop_front();
+            // The oldest resume; a first link (attached already) is never dropped.
+            let oldest =
+                m.mailbox.iter().position(|a| matches!(a.downcast_ref::<Arrival<S>>(), Some(Arrival::Resume(..))));
+            dropped = oldest.and_then(|i| m.mailbox.remove(i)).map(|a| (Arc::clone(&m.ep), a));
         }
         m.mailbox.push_back(Box::new(Arrival::Resume(io, resume)));
         state.common.wake_driver();
+        drop(g);
+        if let Some((ep, arrival)) = dropped {
+            if let Ok(arrival) = arrival.downcast::<Arrival<S>>() {
+                if let Arrival::Resume(io, old) = *arrival {
+                    tracing::debug!("sotto: a newer resume superseded one not yet taken; closing the older link");
+                    ep.lock().endpoint.resume_superseded(&old);
+                    drop(io);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -528,5 +546,70 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         if let Some(m) = member {
             m.report(session);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use sotto_proto::endpoint::{EndpointConfig, Routed};
+    use sotto_proto::Role;
+
+    use super::*;
+
+    /// A link that counts its closes (drops) and which one was closed.
+    struct Link(usize, Arc<Mutex<Vec<usize>>>, Arc<AtomicUsize>);
+
+    impl Drop for Link {
+        fn drop(&mut self) {
+            self.2.fetch_add(1, Ordering::Relaxed);
+            self.1.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(self.0);
+        }
+    }
+
+    #[test]
+    fn a_resume_beyond_the_mailbox_closes_the_oldest_waiting_resume_and_counts_it() {
+        let config = crate::Config::default();
+        let endpoint = Endpoint::new(EndpointConfig { session: config.session_config(), ..Default::default() });
+        let ep = Arc::new(EpShared::new(endpoint.expect("config"), Clock::system()));
+        let closed = Arc::new(Mutex::new(Vec::new()));
+        let drops = Arc::new(AtomicUsize::new(0));
+        let now = ep.clock.now();
+        let fresh = ClientHello { resume_key: None, last_received: None, ext: true }.encode();
+        let routed = {
+            let mut g = ep.lock();
+            let p = g.endpoint.accept_link(now, 1).expect("pending");
+            g.endpoint.route(now, p, &fresh, ResumeKey([1; 16])).expect("routed")
+        };
+        let Routed::New { handle, hello, key } = routed else { panic!("new session expected") };
+        let mut session = Session::new(Role::Acceptor, config.session_config(), &[]).expect("config");
+        let (link, _) = session.link_up_with_hello(now, key, &hello);
+        let _home = ep.start(
+            handle,
+            session,
+            SessState::new(&config),
+            (Link(0, Arc::clone(&closed), Arc::clone(&drops)), link),
+        );
+        let resume = ClientHello { resume_key: Some(key), last_received: None, ext: true }.encode();
+        // The session's driver is not running: nothing takes the links routed to it.
+        for n in 1..=MAILBOX {
+            let (routed, reach) = {
+                let mut g = ep.lock();
+                let p = g.endpoint.accept_link(now, 1).expect("pending");
+                let routed = g.endpoint.route(now, p, &resume, ResumeKey([1 + n as u8; 16])).expect("routed");
+                let Routed::Resume(r) = routed else { panic!("resume expected") };
+                let reach = g.reach(r.handle());
+                (r, reach)
+            };
+            let io = Link(n, Arc::clone(&closed), Arc::clone(&drops));
+            assert!(reach.deliver(io, routed).is_ok(), "delivered to the live session");
+        }
+        // The first link and MAILBOX - 1 resumes fill the mailbox; the last resume dropped the
+        // oldest resume (link 1), never the first link.
+        assert_eq!(*closed.lock().expect("lock"), vec![1], "the oldest waiting resume was closed");
+        assert_eq!(drops.load(Ordering::Relaxed), 1);
+        let st = ep.lock().endpoint.stats();
+        assert_eq!((st.resumes_superseded, st.rejected, st.links_refused), (1, 0, 0), "counted, not charged");
     }
 }
