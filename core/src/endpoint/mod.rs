@@ -656,7 +656,9 @@ impl Endpoint {
                 let restart = slot.unready.as_mut().map(|u| {
                     // A new link: the session handshake gets this link's deadline. It runs
                     // now if the endpoint sees the session attached (a resume superseding a
-                    // live link), else from the `attached` report.
+                    // live link), else from the `attached` report; the peer has shown the
+                    // key, so a deadline left running through a detach (an unkeyed session's)
+                    // stops until then.
                     u.deadline = resume.deadline;
                     u.source = resume.source;
                     u.resumes += 1;
@@ -664,8 +666,12 @@ impl Endpoint {
                     attached
                 });
                 let old = core::mem::replace(&mut slot.keys, [Some(resume.key), Some(*issued)]);
-                if restart == Some(true) {
-                    self.unready_deadlines.set(index, resume.deadline);
+                match restart {
+                    Some(true) => self.unready_deadlines.set(index, resume.deadline),
+                    Some(false) => {
+                        let _ = self.unready_deadlines.remove(index);
+                    }
+                    None => {}
                 }
                 for k in old.into_iter().flatten() {
                     if !k.ct_eq(&resume.key) && !k.ct_eq(issued) {

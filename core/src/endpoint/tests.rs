@@ -541,6 +541,30 @@ fn unready_session_whose_peer_never_spoke_expires_at_its_first_deadline_while_de
     assert_eq!(ep.poll_event(), Some(HostedEvent::Endpoint(EndpointEvent::SessionHandshakeExpired(h))));
 }
 
+/// A resume shows the peer holds the key: the deadline of a session whose peer never spoke
+/// restarts from the resuming link's arrival, and stops while detached from then on.
+#[test]
+fn resume_of_an_unready_session_whose_peer_never_spoke_restarts_its_deadline() {
+    let cfg = small();
+    let mut ep = Hosted::new(cfg, b"").expect("config");
+    let h = unready_session(&mut ep, at(0), at(0), 5, key(1));
+    let link = ep.session(h).and_then(|s| s.conduit().current_link()).expect("attached");
+    ep.session_mut(h).expect("live").link_down(at(1), link);
+    assert_eq!(ep.poll_event(), None);
+    let p = ep.accept_link(at(5), 5).expect("pending");
+    let r = ep.route(at(5), p, &resume_hello(key(1)), key(2));
+    assert!(matches!(r, Ok(Placed::Session { handle, new: false, .. }) if handle == h), "{r:?}");
+    assert_eq!(ep.poll_event(), None);
+    assert_eq!(ep.poll_timeout(), Some(at(15)), "restarted from the resuming link");
+    let link = ep.session(h).and_then(|s| s.conduit().current_link()).expect("attached");
+    ep.session_mut(h).expect("live").link_down(at(6), link);
+    assert_eq!(ep.poll_event(), None);
+    assert_eq!(ep.poll_timeout(), None, "keyed now: stopped while detached");
+    ep.handle_timeout(at(60));
+    assert_eq!(ep.poll_event(), None);
+    assert!(ep.session(h).is_some_and(|s| !s.is_ended()));
+}
+
 /// A peer that keeps reconnecting without finishing its handshake cannot hold a slot
 /// forever: the resume past `MAX_UNREADY_RESUMES` is refused and the session freed, its
 /// source charged. Each resume (here superseding a live link) restarts the deadline.
