@@ -553,7 +553,7 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use sotto_proto::endpoint::{EndpointConfig, Routed};
+    use sotto_proto::endpoint::Routed;
     use sotto_proto::Role;
 
     use super::*;
@@ -571,7 +571,7 @@ mod tests {
     #[test]
     fn a_resume_beyond_the_mailbox_closes_the_oldest_waiting_resume_and_counts_it() {
         let config = crate::Config::default();
-        let endpoint = Endpoint::new(EndpointConfig { session: config.session_config(), ..Default::default() });
+        let endpoint = Endpoint::new(config.endpoint_config());
         let ep = Arc::new(EpShared::new(endpoint.expect("config"), Clock::system()));
         let closed = Arc::new(Mutex::new(Vec::new()));
         let drops = Arc::new(AtomicUsize::new(0));
