@@ -91,6 +91,8 @@ impl EpConfig {
             patched.session = session;
             patched.max_sessions = 1 + u32::from(self.sessions % 4);
             patched.max_pending_handshakes = 1 + u32::from(self.pending % 4);
+            // As many as the global cap: the per-source quota never binds first here.
+            patched.max_pending_per_source = 1 + u32::from(self.pending % 4);
             patched.max_detached_sessions = u32::from(self.detached % 4);
             patched.handshake_timeout = handshake;
             patched.failure_budget = [1u32, 3, 16, 1000][usize::from(self.limits & 3)];

@@ -32,7 +32,8 @@ pub struct AcceptorStats {
     pub links: u64,
     /// Streams closed at once because `max_pending_handshakes` were waiting.
     pub refused: u64,
-    /// Streams closed for sending no ClientHello within `handshake_timeout`.
+    /// Streams closed for sending no ClientHello within `handshake_timeout`, or not one byte
+    /// within `first_byte_timeout`.
     pub handshake_timeouts: u64,
     /// Streams closed for a bad ClientHello (size, magic, flags) or EOF before it.
     pub bad_hellos: u64,
@@ -119,7 +120,7 @@ impl<R: Runtime, S: Io> Routing<R, S> for RawRouting<S> {
                     return;
                 }
             },
-            Outcome::TimedOut => {
+            Outcome::TimedOut | Outcome::Silent => {
                 tracing::debug!("sotto: handshake timed out");
                 l.queue.lock().stats.handshake_timeouts += 1;
                 return;
@@ -156,6 +157,6 @@ impl<S: Io> RawRouting<S> {
         let registration = Registration { router: Arc::clone(&self.router), id, slot };
         let driver = Driver::<R, S, Shared>::new(&l.rt, Arc::clone(&shared), Source::Router(registration), l.config);
         let task = l.rt.spawn(crate::tasks::isolated(driver));
-        l.queue.push(StableConduit::new(shared, task));
+        l.queue.push(StableConduit::new(shared, task), 0);
     }
 }

@@ -5,7 +5,7 @@
 //! acceptor's own [`Routing`]. Pending handshakes are futures polled inside this task, so
 //! dropping the task ends all of them.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
@@ -57,7 +57,10 @@ pub(crate) use impl_counts;
 
 /// What the queue's lock guards.
 pub(crate) struct QueueInner<T, C> {
-    ready: VecDeque<T>,
+    /// New sessions with their sources.
+    ready: VecDeque<(T, u64)>,
+    /// How many of `ready` each source has (sources with none are removed).
+    ready_by_source: HashMap<u64, usize>,
     waiters: WakerList,
     /// The listener ended, or the task is gone.
     done: bool,
@@ -72,8 +75,13 @@ pub(crate) struct Queue<T, C> {
 
 impl<T, C: Counts> Queue<T, C> {
     fn new() -> Self {
-        let inner =
-            QueueInner { ready: VecDeque::new(), waiters: WakerList::default(), done: false, stats: C::default() };
+        let inner = QueueInner {
+            ready: VecDeque::new(),
+            ready_by_source: HashMap::new(),
+            waiters: WakerList::default(),
+            done: false,
+            stats: C::default(),
+        };
         Self { inner: Mutex::new(inner) }
     }
 
@@ -86,7 +94,13 @@ impl<T, C: Counts> Queue<T, C> {
     pub(crate) async fn accept(&self) -> io::Result<T> {
         poll_fn(|cx| {
             let mut g = self.lock();
-            if let Some(s) = g.ready.pop_front() {
+            if let Some((s, source)) = g.ready.pop_front() {
+                if let Some(n) = g.ready_by_source.get_mut(&source) {
+                    *n -= 1;
+                    if *n == 0 {
+                        g.ready_by_source.remove(&source);
+                    }
+                }
                 return Poll::Ready(Ok(s));
             }
             if g.done {
@@ -108,11 +122,17 @@ impl<T, C: Counts> Queue<T, C> {
         full
     }
 
-    /// Queue a new session for the application.
-    pub(crate) fn push(&self, session: T) {
+    /// How many new sessions from `source` wait for `accept`.
+    pub(crate) fn ready_from(&self, source: u64) -> usize {
+        self.lock().ready_by_source.get(&source).copied().unwrap_or(0)
+    }
+
+    /// Queue a new session from `source` (0 if unknown) for the application.
+    pub(crate) fn push(&self, session: T, source: u64) {
         let mut g = self.lock();
         g.stats.session();
-        g.ready.push_back(session);
+        g.ready.push_back((session, source));
+        *g.ready_by_source.entry(source).or_insert(0) += 1;
         g.waiters.wake_all();
     }
 
@@ -169,10 +189,13 @@ impl<R: Runtime, S: Io, K: Unpin, T, C> Listen<R, S, K, T, C> {
         self.pending.len()
     }
 
-    /// Read the link's ClientHello within the handshake timeout.
+    /// Read the link's ClientHello within the handshake timeout, its first byte within the
+    /// first-byte timeout.
     pub(crate) fn read_hello(&mut self, io: S, key: K) {
-        let deadline = deadline(self.rt.now(), self.config.protocol.handshake_timeout);
-        self.pending.push(PendingLink::hello(io, self.rt.timer(), deadline, key));
+        let now = self.rt.now();
+        let whole = deadline(now, self.config.protocol.handshake_timeout);
+        let first = deadline(now, self.config.acceptor.first_byte_timeout);
+        self.pending.push(PendingLink::hello(io, self.rt.timer(), first, whole, key));
     }
 
     /// Answer REJECTED within the drain timeout, then close the link.

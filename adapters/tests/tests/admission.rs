@@ -1,0 +1,129 @@
+//! Fair admission at the session acceptor, over real sockets (tokio, loopback TCP): one
+//! source holding hundreds of idle connections does not keep another source from opening
+//! and resuming sessions. The two sources are 127.0.0.1 (the idle flood) and 127.0.0.2 (the
+//! clients served), the acceptor naming a source by its peer IP.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use sotto_adapter_tests::key_tap::{dial_from, KeyTap};
+use sotto_adapter_tests::sessions::{exchange_all, open_accept};
+use sotto_adapter_tests::workload::{eventually, test_config, within};
+use sotto_tokio::{Config, SessionHandle};
+
+const LIMIT: Duration = Duration::from_secs(30);
+const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+/// How long a session open or a resume may take while the flood holds its connections: far
+/// below the whole-handshake deadline (10 s) the flood's links would hold a slot for without
+/// per-source quotas, and below the first-byte deadline (2 s).
+const SERVED_WITHIN: Duration = Duration::from_millis(1000);
+
+/// An acceptor with the default admission limits and the default 10 s handshake deadline.
+fn server_config() -> Config {
+    let mut c = test_config();
+    c.protocol.handshake_timeout = Duration::from_secs(10);
+    c
+}
+
+async fn open_from(tap: &KeyTap, acc: &sotto_tokio::SessionAcceptor) -> (SessionHandle, SessionHandle, Duration) {
+    let to = tap.addr;
+    let t0 = Instant::now();
+    let a =
+        sotto_tokio::connect_session(move || tokio::net::TcpStream::connect(to), test_config()).await.expect("connect");
+    let b = acc.accept().await.expect("accept");
+    (a, b, t0.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_idle_connections_from_one_source_do_not_delay_another_source() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream: SocketAddr = l.local_addr().expect("addr");
+    let acc = sotto_tokio::serve_sessions_tcp(l, server_config()).expect("config");
+    // The other source's clients reach the acceptor through a relay dialing from 127.0.0.2,
+    // which can cut their links to make them resume.
+    let tap = KeyTap::start_from(upstream, Some(OTHER)).await;
+    let (_a0, _b0, baseline) = within(LIMIT, "baseline open", open_from(&tap, &acc)).await;
+
+    // 200 connections from 127.0.0.1 that never send a byte.
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(dial_from(upstream, None).await.expect("idle connect"));
+    }
+    assert!(eventually(LIMIT, || acc.stats().links >= 201).await, "the acceptor took every idle link");
+    let ep = acc.stats().endpoint;
+    assert!(ep.source_quota_refused >= 200 - 16, "the flood holds at most its quota: {ep:?}");
+
+    // The other source opens sessions and resumes them, at its normal pace.
+    let mut sessions = Vec::new();
+    for n in 0..4 {
+        let (a, b, took) = within(LIMIT, "open during the flood", open_from(&tap, &acc)).await;
+        println!("session {n} opened in {took:?} (baseline {baseline:?})");
+        assert!(took < SERVED_WITHIN, "session {n} took {took:?} to open during the flood");
+        let pairs = within(LIMIT, "open a connection", open_accept(&a, &b, 1)).await;
+        let pairs = within(LIMIT, "exchange", exchange_all(pairs, 20)).await;
+        sessions.push((a, b, pairs));
+    }
+    let resumes_before = acc.stats().endpoint.resumes_routed;
+    let t0 = Instant::now();
+    tap.cut();
+    let resumed = eventually(LIMIT, || {
+        acc.stats().endpoint.resumes_routed >= resumes_before + 5
+            && sessions.iter().all(|(a, _, _)| a.stats().link_established)
+    })
+    .await;
+    let took = t0.elapsed();
+    println!("5 sessions resumed in {took:?}");
+    assert!(resumed, "every session resumed");
+    assert!(took < SERVED_WITHIN, "resumes took {took:?} during the flood");
+    for (_, _, pairs) in sessions {
+        within(LIMIT, "exchange after the resume", exchange_all(pairs, 20)).await;
+    }
+    // The flood's own links are closed at the first-byte deadline and charged to it.
+    assert!(
+        eventually(LIMIT, || acc.stats().endpoint.first_byte_expired >= 1 && acc.stats().endpoint.pending_links == 0)
+            .await,
+        "silent links closed at their first-byte deadline: {:?}",
+        acc.stats().endpoint
+    );
+    drop(idle);
+}
+
+/// Connect a session to `to` from `from` (127.0.0.1 when `None`).
+async fn connect_from(to: SocketAddr, from: Option<IpAddr>) -> SessionHandle {
+    sotto_tokio::connect_session(move || dial_from(to, from), test_config()).await.expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_holds_at_most_its_share_of_the_accept_backlog() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream: SocketAddr = l.local_addr().expect("addr");
+    let mut config = server_config();
+    config.acceptor.accept_backlog = 8;
+    config.acceptor.accept_backlog_per_source = 2;
+    let acc = sotto_tokio::serve_sessions_tcp(l, config).expect("config");
+    // Two sessions from 127.0.0.1 the application has not taken yet fill that source's share.
+    let mut first = Vec::new();
+    for _ in 0..2 {
+        first.push(within(LIMIT, "open within the share", connect_from(upstream, None)).await);
+    }
+    // A third from that source is turned away (its initiator keeps retrying)...
+    let third = tokio::spawn(connect_from(upstream, None));
+    assert!(eventually(LIMIT, || acc.stats().backlog_source_full >= 1).await, "turned away: {:?}", acc.stats());
+    // ...while another source still gets in.
+    let other = within(LIMIT, "the other source", connect_from(upstream, Some(OTHER))).await;
+    assert!(!third.is_finished(), "the third waits while its source's share is taken");
+    let accepted: Vec<SessionHandle> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(within(LIMIT, "accept", acc.accept()).await.expect("accept"));
+        }
+        v
+    };
+    // Once the application takes them, the source has room again: the third gets in.
+    let third = within(LIMIT, "the third once there is room", third).await.expect("task");
+    let fourth = within(LIMIT, "accept the third", acc.accept()).await.expect("accept");
+    let stats = acc.stats();
+    assert_eq!(stats.sessions, 4, "{stats:?}");
+    assert!(stats.backlog_full >= stats.backlog_source_full);
+    drop((first, other, accepted, third, fourth));
+}
