@@ -760,7 +760,13 @@ impl Sim {
         }
         match r {
             Ok(Placed::Reject(bytes)) => {
-                assert_eq!(bytes, ServerHello::rejected().encode(), "REJECTED bytes differ");
+                // One REJECTED for every reason, but "full" to a fresh hello with EXT.
+                let told_full = hello.as_ref().is_ok_and(|h| h.resume_key.is_none() && h.ext);
+                if told_full {
+                    assert_eq!(bytes, ServerHello::rejected_full().encode(), "full REJECTED bytes differ");
+                } else {
+                    assert_eq!(bytes, ServerHello::rejected().encode(), "REJECTED bytes differ");
+                }
                 if hello.is_ok_and(|h| h.resume_key.is_none()) {
                     assert!(!fresh_slot_free, "fresh hello REJECTED with a free or reclaimable slot");
                 }

@@ -139,7 +139,7 @@ impl<R: Runtime, S: Io> Routing<R, S> for RawRouting<S> {
             }
             Route::Reject => {
                 l.queue.lock().stats.rejected += 1;
-                l.reject(io, ());
+                l.reject(io, (), &sotto_proto::wire::ServerHello::rejected().encode());
             }
         }
     }

@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant as StdInstant};
 
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use sotto_proto::wire::HELLO_LEN;
 
 use crate::config::Config;
 use crate::pending::{Outcome, PendingLink};
@@ -198,11 +199,11 @@ impl<R: Runtime, S: Io, K: Unpin, T, C> Listen<R, S, K, T, C> {
         self.pending.push(PendingLink::hello(io, self.rt.timer(), first, whole, key));
     }
 
-    /// Answer REJECTED within the drain timeout, then close the link.
-    pub(crate) fn reject(&mut self, io: S, key: K) {
-        tracing::debug!("sotto: unknown resume key, answering REJECTED");
+    /// Answer `reply` (a REJECTED ServerHello) within the drain timeout, then close the link.
+    pub(crate) fn reject(&mut self, io: S, key: K, reply: &[u8; HELLO_LEN]) {
+        tracing::debug!("sotto: answering REJECTED");
         let deadline = deadline(self.rt.now(), self.config.protocol.drain_timeout);
-        self.pending.push(PendingLink::reject(io, self.rt.timer(), deadline, key));
+        self.pending.push(PendingLink::reject(io, self.rt.timer(), deadline, key, reply));
     }
 }
 

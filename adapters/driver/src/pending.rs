@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
-use sotto_proto::wire::{ServerHello, HELLO_LEN, LEN_PREFIX};
+use sotto_proto::wire::{HELLO_LEN, LEN_PREFIX};
 
 use crate::{Io, Timer};
 
@@ -58,11 +58,11 @@ impl<S: Io, T: Timer, K: Unpin> PendingLink<S, T, K> {
     }
 
     /// Write `reply` (a REJECTED ServerHello) behind its prefix, then close, by `deadline`.
-    pub(crate) fn reject(io: S, mut timer: T, deadline: StdInstant, key: K) -> Self {
+    pub(crate) fn reject(io: S, mut timer: T, deadline: StdInstant, key: K, reply: &[u8; HELLO_LEN]) -> Self {
         timer.reset(deadline);
         let mut buf = [0; HELLO_MSG];
         buf[..LEN_PREFIX].copy_from_slice(&HELLO_PREFIX);
-        buf[LEN_PREFIX..].copy_from_slice(&ServerHello::rejected().encode());
+        buf[LEN_PREFIX..].copy_from_slice(reply);
         Self { io: Some(io), buf, pos: 0, writing: true, timer, full_deadline: None, key: Some(key) }
     }
 

@@ -127,3 +127,44 @@ async fn one_source_holds_at_most_its_share_of_the_accept_backlog() {
     assert!(stats.backlog_full >= stats.backlog_source_full);
     drop((first, other, accepted, third, fourth));
 }
+
+/// A sotto client tells a full acceptor (`ConnectError::Full`, a fresh connect) from an
+/// unknown key (its session ends `Rejected`: the acceptor restarted and lost it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_tells_a_full_acceptor_from_an_unknown_key() {
+    let mut config = server_config();
+    config.acceptor.max_sessions = 1;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream: SocketAddr = l.local_addr().expect("addr");
+    let first = sotto_tokio::serve_sessions_tcp(l, config).expect("config");
+    let tap = KeyTap::start(upstream).await;
+    let (a, b, _) = within(LIMIT, "open", open_from(&tap, &first)).await;
+    // The acceptor goes away with the session; a new one listens on the same address.
+    drop(first);
+    tap.cut();
+    drop(b);
+    // (The old listener closes once its task has been dropped on the runtime.)
+    let mut rebound = None;
+    for _ in 0..200 {
+        match tokio::net::TcpListener::bind(upstream).await {
+            Ok(l) => {
+                rebound = Some(l);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    let l = rebound.expect("rebind");
+    let second = sotto_tokio::serve_sessions_tcp(l, config).expect("config");
+    assert!(eventually(LIMIT, || a.ended().is_some()).await, "the resume was answered");
+    assert_eq!(a.ended(), Some(sotto_tokio::SessionEnd::Rejected), "an unknown key: the session is lost");
+    // The new acceptor fills up: the next fresh session is told it is full.
+    let c = within(LIMIT, "the first session", connect_from(upstream, None)).await;
+    let _held = within(LIMIT, "accept", second.accept()).await.expect("accept");
+    let full =
+        within(LIMIT, "refused", sotto_tokio::connect_session(move || dial_from(upstream, None), test_config())).await;
+    assert!(matches!(full, Err(sotto_tokio::ConnectError::Full)), "told full: {full:?}");
+    let ep = second.stats().endpoint;
+    assert_eq!((ep.rejected, ep.rejected_full), (1, 1), "{ep:?}");
+    drop(c);
+}

@@ -122,7 +122,9 @@ pub enum LinkRefusal {
 }
 
 /// Why a ClientHello is answered REJECTED. The reply is the same for every reason (a vox
-/// peer sees REJECTED); the reason is for the acceptor's logs and counters.
+/// peer sees REJECTED), except [`Full`](Self::Full) answering a ClientHello with `EXT` (a
+/// sotto initiator), which gets [`ServerHello::rejected_full`]; the reason is for the
+/// acceptor's logs and counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RejectReason {
@@ -133,7 +135,8 @@ pub enum RejectReason {
     /// session has ended).
     Refused,
     /// A fresh ClientHello, but `max_sessions` sessions are live and none is detached: the
-    /// acceptor is full. Worth a warning in the acceptor's log.
+    /// acceptor is full. Worth a warning in the acceptor's log. A sotto initiator (its hello
+    /// sets `EXT`) is told so ([`ServerHello::rejected_full`]); a vox one sees REJECTED.
     Full,
 }
 
@@ -185,7 +188,8 @@ pub enum Routed {
     Resume(Resume),
     /// Answer REJECTED: write `reply` after a length prefix, then close the link.
     Reject {
-        /// A REJECTED ServerHello, identical for every reason.
+        /// A REJECTED ServerHello, identical for every reason but a full acceptor answering
+        /// a sotto initiator (see [`RejectReason::Full`]).
         reply: [u8; HELLO_LEN],
         /// Why (for logs and counters; never sent).
         reason: RejectReason,
@@ -603,7 +607,8 @@ impl Endpoint {
             // Every session is taken: a new session beats the one detached longest.
             let Some((_, index)) = self.detached.peek() else {
                 self.stats.rejected_full += 1;
-                return reject(RejectReason::Full);
+                let reply = if hello.ext { ServerHello::rejected_full() } else { ServerHello::rejected() };
+                return Routed::Reject { reply: reply.encode(), reason: RejectReason::Full };
             };
             let old = SessionHandle { index, generation: self.sessions[index as usize].generation };
             self.forget(old);

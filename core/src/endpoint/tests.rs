@@ -241,7 +241,7 @@ fn max_sessions_full_rejects_fresh() {
     }
     let mut c = Client::new(&cfg);
     assert!(matches!(c.attach(&mut ep, Instant::ZERO, key(77)), Ok(Placed::Reject(_))));
-    assert_eq!(c.s.conduit().ended(), Some(SessionEnd::Rejected));
+    assert_eq!(c.s.conduit().ended(), Some(SessionEnd::Full), "told full, not an unknown key");
 }
 
 #[test]
@@ -265,6 +265,21 @@ fn r15_retired_key_is_rejected_without_disturbing_the_live_link() {
     assert_eq!(srv.conduit().stats().link_drops.superseded, 0);
     assert!(srv.conduit().is_established());
     assert_eq!(ep.stats().rejected, 1);
+}
+
+#[test]
+fn a_sotto_initiator_told_full_ends_full_and_one_told_rejected_ends_rejected() {
+    let cfg = small();
+    for (reply, end) in
+        [(ServerHello::rejected_full(), SessionEnd::Full), (ServerHello::rejected(), SessionEnd::Rejected)]
+    {
+        let mut c = Session::new(Role::Initiator, cfg.session, b"c").expect("config");
+        let link = c.link_up(Instant::ZERO, ResumeKey::ZERO);
+        let mut buf = vec![0u8; 1 << 16];
+        while c.poll_transmit(Instant::ZERO, &mut buf).is_some() {}
+        let _ = c.handle_message(Instant::ZERO, link, &reply.encode());
+        assert_eq!(c.conduit().ended(), Some(end));
+    }
 }
 
 #[test]
@@ -598,9 +613,19 @@ fn full_acceptor_refuses_a_fresh_hello_as_full_not_as_an_unknown_key() {
     let (_client, _server, _h) = open_owned(&mut ep, &cfg, Instant::ZERO, key(1));
     let p = ep.accept_link(Instant::ZERO, 8).expect("pending");
     let r = ep.route(Instant::ZERO, p, &fresh_hello(), key(2));
-    assert_eq!(r, Ok(Routed::Reject { reply: ServerHello::rejected().encode(), reason: RejectReason::Full }));
+    assert_eq!(
+        r,
+        Ok(Routed::Reject { reply: ServerHello::rejected_full().encode(), reason: RejectReason::Full }),
+        "a sotto initiator (EXT) is told the acceptor is full"
+    );
     let st = ep.stats();
     assert_eq!((st.rejected_full, st.rejected), (1, 0));
+    // A vox initiator (no EXT) sees the plain REJECTED, byte for byte.
+    let vox = ClientHello { resume_key: None, last_received: None, ext: false }.encode();
+    let p = ep.accept_link(Instant::ZERO, 8).expect("pending");
+    let r = ep.route(Instant::ZERO, p, &vox, key(4));
+    assert_eq!(r, Ok(Routed::Reject { reply: ServerHello::rejected().encode(), reason: RejectReason::Full }));
+    assert_eq!(ep.stats().rejected_full, 2);
     let unknown = ClientHello { resume_key: Some(key(9)), last_received: None, ext: true }.encode();
     let p = ep.accept_link(Instant::ZERO, 8).expect("pending");
     let r = ep.route(Instant::ZERO, p, &unknown, key(3));

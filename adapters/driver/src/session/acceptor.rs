@@ -334,17 +334,18 @@ impl<R: Runtime> EpRouting<R> {
                 let reach = reach.unwrap_or_else(Reach::none);
                 if let Err((io, resume)) = reach.deliver(io, resume) {
                     // Its session is gone: refused, like an unknown key.
-                    let _ = self.ep.lock().endpoint.resume_outcome(now, &resume, &ResumeOutcome::Refused);
-                    l.reject(io, (p, source));
+                    let reply = self.ep.lock().endpoint.resume_outcome(now, &resume, &ResumeOutcome::Refused);
+                    let reply = reply.unwrap_or_else(|| sotto_proto::wire::ServerHello::rejected().encode());
+                    l.reject(io, (p, source), &reply);
                 }
             }
-            Ok(Routed::Reject { reason, .. }) => {
+            Ok(Routed::Reject { reason, reply }) => {
                 if reason == RejectReason::Full {
                     tracing::warn!(
                         "sotto: acceptor full (max_sessions sessions live, none detached): refusing a new session"
                     );
                 }
-                l.reject(io, (p, source));
+                l.reject(io, (p, source), &reply);
             }
             Err(refusal) => tracing::debug!(?refusal, "sotto: bad hello"),
         }
