@@ -94,7 +94,7 @@ pub use handle::{connect, ConnectError, Ended, SendError, StableConduit, TrySend
 pub use session::{
     connect_session, serve_sessions, source_of, AnswerError, ConnError, ConnReceiver, ConnSender, Connection,
     IncomingOpen, OpenError, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats,
-    WRITE_CHUNK,
+    ShutdownReport, WRITE_CHUNK,
 };
 pub use shared::{ConduitEvent, LinkDownCause, ResumeTiming, Stats};
 pub use tasks::live_tasks;

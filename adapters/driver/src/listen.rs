@@ -9,7 +9,10 @@ use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::task::AtomicWaker;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -72,6 +75,12 @@ pub(crate) struct QueueInner<T, C> {
 /// New sessions waiting for the application's `accept`, with the acceptor's counters.
 pub(crate) struct Queue<T, C> {
     inner: Mutex<QueueInner<T, C>>,
+    /// Asked to stop listening (a shutdown).
+    stopping: AtomicBool,
+    /// The listening task has stopped listening (or is gone).
+    stopped: AtomicBool,
+    /// The listening task, woken to stop.
+    task: AtomicWaker,
 }
 
 impl<T, C: Counts> Queue<T, C> {
@@ -83,7 +92,33 @@ impl<T, C: Counts> Queue<T, C> {
             done: false,
             stats: C::default(),
         };
-        Self { inner: Mutex::new(inner) }
+        Self {
+            inner: Mutex::new(inner),
+            stopping: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+        }
+    }
+
+    /// Stop listening: the task drops the listener, the handshakes in progress and the
+    /// sessions not yet announced; `accept` fails from now on. Returns the sessions that
+    /// were waiting for `accept` (drop them outside every lock).
+    pub(crate) fn stop(&self) -> Vec<T> {
+        self.stopping.store(true, Ordering::Release);
+        let ready: Vec<T> = {
+            let mut g = self.lock();
+            g.done = true;
+            g.waiters.wake_all();
+            g.ready_by_source.clear();
+            g.ready.drain(..).map(|(t, _)| t).collect()
+        };
+        self.task.wake();
+        ready
+    }
+
+    /// Whether the listening task has stopped listening.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, QueueInner<T, C>> {
@@ -169,6 +204,9 @@ pub(crate) trait Routing<R: Runtime, S: Io>: Send + Unpin + 'static {
     fn poll(&mut self, _l: &mut ListenOf<R, S, Self>, _cx: &mut Context<'_>) -> bool {
         false
     }
+
+    /// The acceptor stopped listening (a shutdown): drop what is not the application's yet.
+    fn stop(&mut self, _l: &mut ListenOf<R, S, Self>) {}
 }
 
 /// The [`Listen`] a [`Routing`] works with.
@@ -245,6 +283,15 @@ struct ListenTask<R: Runtime, S: Io, H: Routing<R, S>> {
 impl<R: Runtime, S: Io, H: Routing<R, S>> ListenTask<R, S, H> {
     fn step(&mut self, cx: &mut Context<'_>) -> bool {
         let mut busy = false;
+        if !self.incoming_done && self.listen.queue.stopping.load(Ordering::Acquire) {
+            // Shutdown: the listener is closed, handshakes in progress dropped.
+            self.incoming = Box::pin(futures::stream::empty());
+            self.incoming_done = true;
+            self.pause = None;
+            self.listen.pending = FuturesUnordered::new();
+            self.routing.stop(&mut self.listen);
+            self.listen.queue.stopped.store(true, Ordering::Release);
+        }
         if let Some(t) = self.pause.as_mut() {
             if t.poll_expired(cx).is_ready() {
                 self.pause = None;
@@ -292,6 +339,7 @@ impl<R: Runtime, S: Io, H: Routing<R, S>> Future for ListenTask<R, S, H> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        this.listen.queue.task.register(cx.waker());
         for _ in 0..BUDGET {
             if !this.step(cx) {
                 return Poll::Pending;
@@ -304,6 +352,7 @@ impl<R: Runtime, S: Io, H: Routing<R, S>> Future for ListenTask<R, S, H> {
 
 impl<R: Runtime, S: Io, H: Routing<R, S>> Drop for ListenTask<R, S, H> {
     fn drop(&mut self) {
+        self.listen.queue.stopped.store(true, Ordering::Release);
         self.listen.queue.end();
     }
 }

@@ -15,10 +15,12 @@
 //! endpoint reports expired, evicted or reclaimed.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Context;
-use std::time::Instant as StdInstant;
+use std::time::{Duration, Instant as StdInstant};
 
 use futures::stream::Stream;
 use sotto_proto::conduit::ConfigError;
@@ -75,7 +77,34 @@ listen::impl_counts!(SessionAcceptorStats);
 pub struct SessionAcceptor {
     queue: Arc<Queue<SessionHandle, SessionAcceptorStats>>,
     ep: Arc<EpShared>,
+    /// Waits until an instant, on the acceptor's runtime.
+    sleep: Sleep,
     _task: TaskGuard,
+}
+
+/// A future that waits until an instant, on the acceptor's runtime.
+type Sleep = Arc<dyn Fn(StdInstant) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// How often a shutdown looks at the sessions it is closing.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(5);
+
+/// What [`SessionAcceptor::shutdown`] closed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Sessions closed over their link with GOODBYE: their drivers wrote it and closed the
+    /// link within the bound (or the link was lost meanwhile). Their peers see the session
+    /// end with `PeerGoodbye`.
+    pub closed_gracefully: u64,
+    /// Sessions that ended at once without a GOODBYE: detached at the time (no link to say it
+    /// on), or over a link without sotto's extensions (a vox peer).
+    pub ended_without_goodbye: u64,
+    /// Sessions whose GOODBYE was not written within the bound (a peer that does not read,
+    /// say): ended, their links closed unflushed.
+    pub timed_out: u64,
+    /// New sessions waiting for `accept` when the shutdown began (closed with the rest, and
+    /// counted there too).
+    pub unaccepted: u64,
 }
 
 impl std::fmt::Debug for SessionAcceptor {
@@ -98,6 +127,45 @@ impl SessionAcceptor {
         s.endpoint = self.ep.lock().endpoint.stats();
         s.sessions_expired = s.endpoint.session_handshakes_expired;
         s
+    }
+
+    /// Close the acceptor gracefully, within `within`: stop listening (the listener is
+    /// closed, handshakes in progress dropped, `accept` fails from now on), then close every
+    /// session (yielded or not) with GOODBYE `code` and `reason`, and wait for their drivers
+    /// to write it, at most until `within` has passed; sessions still writing then are ended
+    /// and their links closed. Detached sessions end at once (their peers' resumes will be
+    /// REJECTED). Returns what it closed. Call once, when the server stops; the sessions'
+    /// handles stay valid (they report the end).
+    pub async fn shutdown(&self, code: u32, reason: &str, within: Duration) -> ShutdownReport {
+        let deadline = self.ep.clock.now_std() + within;
+        let mut report = ShutdownReport::default();
+        let unaccepted = self.queue.stop();
+        report.unaccepted = unaccepted.len() as u64;
+        // Stop listening first (bounded: the listening task may be busy or gone).
+        let listen_by = self.ep.clock.now_std() + within / 4;
+        while !self.queue.stopped() && self.ep.clock.now_std() < listen_by {
+            (self.sleep)(self.ep.clock.now_std() + SHUTDOWN_POLL).await;
+        }
+        let (mut closing, without) = self.ep.close_all(self.ep.clock.now(), code, reason);
+        report.ended_without_goodbye = without as u64;
+        // Dropped outside every lock: dropping a handle locks its session.
+        drop(unaccepted);
+        loop {
+            let before = closing.len();
+            closing.retain(|c| !c.done());
+            report.closed_gracefully += (before - closing.len()) as u64;
+            let now = self.ep.clock.now_std();
+            if closing.is_empty() || now >= deadline {
+                break;
+            }
+            (self.sleep)((now + SHUTDOWN_POLL).min(deadline)).await;
+        }
+        for c in &closing {
+            c.force();
+        }
+        report.timed_out = closing.len() as u64;
+        tracing::debug!(?report, "sotto: acceptor shut down");
+        report
     }
 
     /// Hold the endpoint's lock until the returned guard is dropped (no new link is routed
@@ -126,8 +194,14 @@ where
         timer: None,
         armed: None,
     };
+    let timer_rt = rt.clone();
+    let sleep: Sleep = Arc::new(move |at| {
+        let mut timer = timer_rt.timer();
+        timer.reset(at);
+        Box::pin(std::future::poll_fn(move |cx| timer.poll_expired(cx)))
+    });
     let (queue, guard) = listen::spawn(rt, incoming, config, routing);
-    Ok(SessionAcceptor { queue, ep, _task: guard })
+    Ok(SessionAcceptor { queue, ep, sleep, _task: guard })
 }
 
 /// The source of a link from `addr` for the per-source failure budget: a hash of its IP
@@ -243,6 +317,12 @@ impl<R: Runtime, S: Io> Routing<R, S> for EpRouting<R> {
             }
             Outcome::Written => {}
         }
+    }
+
+    /// Shutdown: the sessions not announced yet are dropped (closed).
+    fn stop(&mut self, _l: &mut ListenOf<R, S, Self>) {
+        self.unannounced_by_source.clear();
+        drop(std::mem::take(&mut self.unannounced));
     }
 
     /// Fire the endpoint's deadlines, yield the sessions that reported ready, drop those
