@@ -79,6 +79,7 @@ mod read_gate;
 mod router;
 mod session;
 mod shared;
+mod shutdown;
 mod tasks;
 
 use std::future::Future;
@@ -94,9 +95,10 @@ pub use handle::{connect, ConnectError, Ended, SendError, StableConduit, TrySend
 pub use session::{
     connect_session, serve_sessions, source_of, AnswerError, ConnError, ConnReceiver, ConnSender, Connection,
     IncomingOpen, OpenError, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats,
-    ShutdownReport, WRITE_CHUNK,
+    WRITE_CHUNK,
 };
 pub use shared::{ConduitEvent, LinkDownCause, ResumeTiming, Stats};
+pub use shutdown::ShutdownReport;
 pub use tasks::live_tasks;
 
 /// A boxed, sendable future: what [`Runtime::spawn`] runs.

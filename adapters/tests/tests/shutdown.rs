@@ -119,3 +119,36 @@ async fn shutdown_says_goodbye_to_every_session_and_returns_within_its_bound() {
     assert!(eventually(LIMIT, || std::net::TcpStream::connect(addr).is_err()).await, "the listener is closed");
     drop((stuck, detached));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_acceptor_shutdown_says_goodbye_to_every_session() {
+    const N: usize = 4;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let acc = sotto_tokio::raw::serve_tcp(l, test_config()).expect("config");
+    let mut clients = Vec::new();
+    for _ in 0..N {
+        let a = within(
+            LIMIT,
+            "connect",
+            sotto_tokio::raw::connect(move || tokio::net::TcpStream::connect(addr), test_config()),
+        )
+        .await
+        .expect("connect");
+        let b = within(LIMIT, "accept", acc.accept()).await.expect("accept");
+        clients.push((a, b));
+    }
+    let bound = Duration::from_millis(500);
+    let t0 = Instant::now();
+    let report = within(LIMIT, "shutdown", acc.shutdown(CODE, "server stopping", bound)).await;
+    let took = t0.elapsed();
+    println!("raw shutdown took {took:?}: {report:?}");
+    assert!(took < bound + Duration::from_millis(300), "shutdown took {took:?}, bound {bound:?}");
+    assert_eq!((report.closed_gracefully, report.ended_without_goodbye, report.timed_out), (N as u64, 0, 0));
+    for (i, (a, _)) in clients.iter().enumerate() {
+        assert!(eventually(LIMIT, || a.ended().is_some()).await, "client {i} saw the end");
+        assert_eq!(a.ended(), Some(SessionEnd::PeerGoodbye { code: CODE }), "client {i}");
+        assert_eq!(a.stats().conduit.resumes, 0, "client {i} never resumed");
+    }
+    assert!(acc.accept().await.is_err(), "accept fails after a shutdown");
+}

@@ -15,9 +15,7 @@
 //! endpoint reports expired, evicted or reclaimed.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Context;
 use std::time::{Duration, Instant as StdInstant};
@@ -41,6 +39,7 @@ use crate::keys::fresh_key;
 use crate::listen::{self, ListenOf, Queue, Routing};
 use crate::pending::Outcome;
 use crate::shared::Clock;
+use crate::shutdown::{self, Closing, ShutdownReport, Sleep};
 use crate::{Io, Runtime, TaskGuard, Timer};
 
 /// Counters of a session acceptor.
@@ -82,31 +81,6 @@ pub struct SessionAcceptor {
     _task: TaskGuard,
 }
 
-/// A future that waits until an instant, on the acceptor's runtime.
-type Sleep = Arc<dyn Fn(StdInstant) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
-
-/// How often a shutdown looks at the sessions it is closing.
-const SHUTDOWN_POLL: Duration = Duration::from_millis(5);
-
-/// What [`SessionAcceptor::shutdown`] closed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ShutdownReport {
-    /// Sessions closed over their link with GOODBYE: their drivers wrote it and closed the
-    /// link within the bound (or the link was lost meanwhile). Their peers see the session
-    /// end with `PeerGoodbye`.
-    pub closed_gracefully: u64,
-    /// Sessions that ended at once without a GOODBYE: detached at the time (no link to say it
-    /// on), or over a link without sotto's extensions (a vox peer).
-    pub ended_without_goodbye: u64,
-    /// Sessions whose GOODBYE was not written within the bound (a peer that does not read,
-    /// say): ended, their links closed unflushed.
-    pub timed_out: u64,
-    /// New sessions waiting for `accept` when the shutdown began (closed with the rest, and
-    /// counted there too).
-    pub unaccepted: u64,
-}
-
 impl std::fmt::Debug for SessionAcceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionAcceptor").field("stats", &self.stats()).finish()
@@ -137,35 +111,11 @@ impl SessionAcceptor {
     /// REJECTED). Returns what it closed. Call once, when the server stops; the sessions'
     /// handles stay valid (they report the end).
     pub async fn shutdown(&self, code: u32, reason: &str, within: Duration) -> ShutdownReport {
-        let deadline = self.ep.clock.now_std() + within;
-        let mut report = ShutdownReport::default();
-        let unaccepted = self.queue.stop();
-        report.unaccepted = unaccepted.len() as u64;
-        // Stop listening first (bounded: the listening task may be busy or gone).
-        let listen_by = self.ep.clock.now_std() + within / 4;
-        while !self.queue.stopped() && self.ep.clock.now_std() < listen_by {
-            (self.sleep)(self.ep.clock.now_std() + SHUTDOWN_POLL).await;
-        }
-        let (mut closing, without) = self.ep.close_all(self.ep.clock.now(), code, reason);
-        report.ended_without_goodbye = without as u64;
-        // Dropped outside every lock: dropping a handle locks its session.
-        drop(unaccepted);
-        loop {
-            let before = closing.len();
-            closing.retain(|c| !c.done());
-            report.closed_gracefully += (before - closing.len()) as u64;
-            let now = self.ep.clock.now_std();
-            if closing.is_empty() || now >= deadline {
-                break;
-            }
-            (self.sleep)((now + SHUTDOWN_POLL).min(deadline)).await;
-        }
-        for c in &closing {
-            c.force();
-        }
-        report.timed_out = closing.len() as u64;
-        tracing::debug!(?report, "sotto: acceptor shut down");
-        report
+        shutdown::shutdown(&self.queue, &self.ep.clock, &self.sleep, within, |now| {
+            let (closing, without) = self.ep.close_all(now, code, reason);
+            (closing.into_iter().map(|c| Box::new(c) as Box<dyn Closing>).collect(), without)
+        })
+        .await
     }
 
     /// Hold the endpoint's lock until the returned guard is dropped (no new link is routed
@@ -194,12 +144,7 @@ where
         timer: None,
         armed: None,
     };
-    let timer_rt = rt.clone();
-    let sleep: Sleep = Arc::new(move |at| {
-        let mut timer = timer_rt.timer();
-        timer.reset(at);
-        Box::pin(std::future::poll_fn(move |cx| timer.poll_expired(cx)))
-    });
+    let sleep = shutdown::sleeper(&rt);
     let (queue, guard) = listen::spawn(rt, incoming, config, routing);
     Ok(SessionAcceptor { queue, ep, sleep, _task: guard })
 }

@@ -236,15 +236,12 @@ impl EpShared {
 /// A session closing with GOODBYE during an acceptor's shutdown.
 pub(crate) struct Closing(Arc<OwnHome>);
 
-impl Closing {
-    /// Whether its driver has finished (the GOODBYE written and the link closed, or the link
-    /// lost).
-    pub(crate) fn done(&self) -> bool {
+impl crate::shutdown::Closing for Closing {
+    fn done(&self) -> bool {
         self.0.lock().state.common.driver_done
     }
 
-    /// Out of time: end it without waiting for the GOODBYE to be written; its driver stops.
-    pub(crate) fn force(&self) {
+    fn force(&self) {
         let now = self.0.clock.now();
         let mut g = self.0.lock();
         let Owned { session, state, .. } = &mut *g;
