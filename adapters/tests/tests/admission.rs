@@ -141,8 +141,6 @@ async fn a_client_tells_a_full_acceptor_from_an_unknown_key() {
     let (a, b, _) = within(LIMIT, "open", open_from(&tap, &first)).await;
     // The acceptor goes away with the session; a new one listens on the same address.
     drop(first);
-    tap.cut();
-    drop(b);
     // (The old listener closes once its task has been dropped on the runtime.)
     let mut rebound = None;
     for _ in 0..200 {
@@ -156,6 +154,10 @@ async fn a_client_tells_a_full_acceptor_from_an_unknown_key() {
     }
     let l = rebound.expect("rebind");
     let second = sotto_tokio::serve_sessions_tcp(l, config).expect("config");
+    // Only now (no old listener left to answer) is the session's link cut and the session
+    // dropped: its resume reaches the new acceptor, which never heard of its key.
+    tap.cut();
+    drop(b);
     assert!(eventually(LIMIT, || a.ended().is_some()).await, "the resume was answered");
     assert_eq!(a.ended(), Some(sotto_tokio::SessionEnd::Rejected), "an unknown key: the session is lost");
     // The new acceptor fills up: the next fresh session is told it is full.
