@@ -170,3 +170,44 @@ async fn a_client_tells_a_full_acceptor_from_an_unknown_key() {
     assert_eq!((ep.rejected, ep.rejected_full), (1, 1), "{ep:?}");
     drop(c);
 }
+
+/// A link that sends nothing is closed at the first-byte deadline, counted and charged; one
+/// that starts at once and then dawdles has the whole handshake deadline.
+#[tokio::test]
+async fn a_silent_link_is_closed_at_the_first_byte_deadline_and_a_slow_one_is_not() {
+    use sotto_proto::wire::{ClientHello, ServerHello, HELLO_LEN, LEN_PREFIX};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let first_byte = Duration::from_millis(300);
+    let mut config = server_config();
+    config.acceptor.first_byte_timeout = first_byte;
+    config.protocol.handshake_timeout = Duration::from_secs(5);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let acc = sotto_tokio::serve_sessions_tcp(l, config).expect("config");
+
+    let t0 = Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut hello = (HELLO_LEN as u32).to_le_bytes().to_vec();
+    hello.extend_from_slice(&ClientHello { resume_key: None, last_received: None, ext: true }.encode());
+    slow.write_all(&hello[..1]).await.expect("first byte");
+
+    let mut buf = [0u8; 64];
+    let n = within(LIMIT, "the silent link closed", silent.read(&mut buf)).await;
+    let closed_after = t0.elapsed();
+    assert!(matches!(n, Ok(0) | Err(_)), "closed unanswered: {n:?}");
+    println!("silent link closed after {closed_after:?}");
+    assert!(closed_after >= first_byte, "not before its deadline: {closed_after:?}");
+    assert!(closed_after < first_byte * 4, "at its deadline, not the handshake's: {closed_after:?}");
+    let ep = acc.stats().endpoint;
+    assert_eq!((ep.first_byte_expired, ep.handshakes_expired), (1, 1), "{ep:?}");
+
+    // Past the first-byte deadline, the slow link finishes its hello and is answered.
+    tokio::time::sleep(first_byte * 2).await;
+    slow.write_all(&hello[1..]).await.expect("rest of the hello");
+    let mut reply = [0u8; LEN_PREFIX + HELLO_LEN];
+    within(LIMIT, "the ServerHello", slow.read_exact(&mut reply)).await.expect("answered");
+    let sh = ServerHello::decode(&reply[LEN_PREFIX..]).expect("a ServerHello");
+    assert!(!sh.rejected, "a new session for the slow link");
+    assert_eq!(acc.stats().endpoint.first_byte_expired, 1);
+}
