@@ -11,12 +11,11 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use futures::task::AtomicWaker;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant as StdInstant};
 
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use futures::task::AtomicWaker;
 use sotto_proto::wire::HELLO_LEN;
 
 use crate::config::Config;
@@ -100,9 +99,9 @@ impl<T, C: Counts> Queue<T, C> {
         }
     }
 
-    /// Stop listening: the task drops the listener, the handshakes in progress and the
-    /// sessions not yet announced; `accept` fails from now on. Returns the sessions that
-    /// were waiting for `accept` (drop them outside every lock).
+    /// Stop listening: the task drops the listener and the handshakes in progress; `accept`
+    /// fails from now on, and sessions that finish their handshake later are not queued.
+    /// Returns the sessions that were waiting for `accept` (drop them outside every lock).
     pub(crate) fn stop(&self) -> Vec<T> {
         self.stopping.store(true, Ordering::Release);
         let ready: Vec<T> = {
@@ -163,9 +162,16 @@ impl<T, C: Counts> Queue<T, C> {
         self.lock().ready_by_source.get(&source).copied().unwrap_or(0)
     }
 
-    /// Queue a new session from `source` (0 if unknown) for the application.
+    /// Queue a new session from `source` (0 if unknown) for the application; after a
+    /// shutdown began it is dropped instead (closed: the shutdown closed it already).
     pub(crate) fn push(&self, session: T, source: u64) {
         let mut g = self.lock();
+        if self.stopping.load(Ordering::Acquire) {
+            drop(g);
+            // Outside the queue's lock: dropping a handle locks its session.
+            drop(session);
+            return;
+        }
         g.stats.session();
         g.ready.push_back((session, source));
         *g.ready_by_source.entry(source).or_insert(0) += 1;
@@ -204,9 +210,6 @@ pub(crate) trait Routing<R: Runtime, S: Io>: Send + Unpin + 'static {
     fn poll(&mut self, _l: &mut ListenOf<R, S, Self>, _cx: &mut Context<'_>) -> bool {
         false
     }
-
-    /// The acceptor stopped listening (a shutdown): drop what is not the application's yet.
-    fn stop(&mut self, _l: &mut ListenOf<R, S, Self>) {}
 }
 
 /// The [`Listen`] a [`Routing`] works with.
@@ -289,7 +292,6 @@ impl<R: Runtime, S: Io, H: Routing<R, S>> ListenTask<R, S, H> {
             self.incoming_done = true;
             self.pause = None;
             self.listen.pending = FuturesUnordered::new();
-            self.routing.stop(&mut self.listen);
             self.listen.queue.stopped.store(true, Ordering::Release);
         }
         if let Some(t) = self.pause.as_mut() {

@@ -105,7 +105,7 @@ impl SessionAcceptor {
 
     /// Close the acceptor gracefully, within `within`: stop listening (the listener is
     /// closed, handshakes in progress dropped, `accept` fails from now on), then close every
-    /// session (yielded or not) with GOODBYE `code` and `reason`, and wait for their drivers
+    /// session (yielded, waiting for `accept`, or still in its session handshake) with GOODBYE `code` and `reason`, and wait for their drivers
     /// to write it, at most until `within` has passed; sessions still writing then are ended
     /// and their links closed. Detached sessions end at once (their peers' resumes will be
     /// REJECTED). Returns what it closed. Call once, when the server stops; the sessions'
@@ -262,12 +262,6 @@ impl<R: Runtime, S: Io> Routing<R, S> for EpRouting<R> {
             }
             Outcome::Written => {}
         }
-    }
-
-    /// Shutdown: the sessions not announced yet are dropped (closed).
-    fn stop(&mut self, _l: &mut ListenOf<R, S, Self>) {
-        self.unannounced_by_source.clear();
-        drop(std::mem::take(&mut self.unannounced));
     }
 
     /// Fire the endpoint's deadlines, yield the sessions that reported ready, drop those
