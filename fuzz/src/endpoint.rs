@@ -91,6 +91,8 @@ impl EpConfig {
             patched.session = session;
             patched.max_sessions = 1 + u32::from(self.sessions % 4);
             patched.max_pending_handshakes = 1 + u32::from(self.pending % 4);
+            // As many as the global cap: the per-source quota never binds first here.
+            patched.max_pending_per_source = 1 + u32::from(self.pending % 4);
             patched.max_detached_sessions = u32::from(self.detached % 4);
             patched.handshake_timeout = handshake;
             patched.failure_budget = [1u32, 3, 16, 1000][usize::from(self.limits & 3)];
@@ -758,7 +760,13 @@ impl Sim {
         }
         match r {
             Ok(Placed::Reject(bytes)) => {
-                assert_eq!(bytes, ServerHello::rejected().encode(), "REJECTED bytes differ");
+                // One REJECTED for every reason, but "full" to a fresh hello with EXT.
+                let told_full = hello.as_ref().is_ok_and(|h| h.resume_key.is_none() && h.ext);
+                if told_full {
+                    assert_eq!(bytes, ServerHello::rejected_full().encode(), "full REJECTED bytes differ");
+                } else {
+                    assert_eq!(bytes, ServerHello::rejected().encode(), "REJECTED bytes differ");
+                }
                 if hello.is_ok_and(|h| h.resume_key.is_none()) {
                     assert!(!fresh_slot_free, "fresh hello REJECTED with a free or reclaimable slot");
                 }

@@ -592,6 +592,7 @@ impl Sim {
                         | SessionEnd::LocalClose { .. }
                         | SessionEnd::PeerGoodbye { .. } => {}
                         SessionEnd::Rejected => assert!(!server && (lost || peer_over), "REJECTED while B lives"),
+                        SessionEnd::Full => assert!(!server && (lost || peer_over), "told full while B lives"),
                         SessionEnd::Evicted => assert!(server, "evicted initiator"),
                         other => panic!("honest pairing {p} ended with {other:?}"),
                     }

@@ -67,9 +67,26 @@ impl Default for DialConfig {
 pub struct AcceptorConfig {
     /// Links waiting for their ClientHello, at most; more are closed at once. Default 64.
     pub max_pending_handshakes: usize,
+    /// Session acceptor: links from one source (peer IP address) waiting for their
+    /// ClientHello, at most; more from it are closed at once, so one source cannot fill
+    /// `max_pending_handshakes` and lock every other client out. Unix sockets and generic
+    /// streams (source unknown) have only the global cap. Default 16, a quarter of the
+    /// default `max_pending_handshakes`.
+    pub max_pending_per_source: usize,
+    /// A link that sends no byte at all within this of its arrival is closed (counted as an
+    /// expired handshake and, at the session acceptor, charged to its source's failure
+    /// budget), well before `protocol.handshake_timeout`, which bounds the whole ClientHello.
+    /// Default 2 s.
+    pub first_byte_timeout: Duration,
     /// New sessions waiting for `accept`, at most; more fresh ClientHellos get their link
     /// closed (the initiator retries). Default 64.
     pub accept_backlog: usize,
+    /// Session acceptor: new sessions from one source waiting for `accept` (or still in
+    /// their session handshake), at most; more fresh ClientHellos from it get their link
+    /// closed (the initiator retries), so one source cannot fill `accept_backlog`. Sources
+    /// unknown (Unix sockets, generic streams) have only the global cap. Default 16, a
+    /// quarter of the default `accept_backlog`.
+    pub accept_backlog_per_source: usize,
     /// Session acceptor: sessions held at once, attached or detached. Nothing is allocated
     /// for it up front: a session's buffers are allocated when it is created and freed when
     /// it ends. Set it from memory: what you can give sessions divided by what one may hold
@@ -95,7 +112,10 @@ impl Default for AcceptorConfig {
     fn default() -> Self {
         Self {
             max_pending_handshakes: 64,
+            max_pending_per_source: 16,
+            first_byte_timeout: Duration::from_secs(2),
             accept_backlog: 64,
+            accept_backlog_per_source: 16,
             max_sessions: 100_000,
             max_detached_sessions: u32::MAX,
             failure_budget: 16,
@@ -357,6 +377,7 @@ impl Config {
         e.session = self.session_config();
         e.max_sessions = a.max_sessions;
         e.max_pending_handshakes = u32::try_from(a.max_pending_handshakes).unwrap_or(u32::MAX);
+        e.max_pending_per_source = u32::try_from(a.max_pending_per_source).unwrap_or(u32::MAX);
         e.max_detached_sessions = a.max_detached_sessions;
         e.handshake_timeout = self.protocol.handshake_timeout.into();
         e.failure_budget = a.failure_budget;
@@ -378,6 +399,7 @@ mod tests {
         assert_eq!(e.session, SessionConfig::default());
         assert_eq!(e.max_sessions, EndpointConfig::default().max_sessions);
         assert_eq!(e.max_detached_sessions, EndpointConfig::default().max_detached_sessions);
+        assert_eq!(e.max_pending_per_source, EndpointConfig::default().max_pending_per_source);
     }
 
     #[test]

@@ -207,7 +207,11 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         // 1. Timers by the clock, then drain the outputs of whatever the handle did.
         let (ended, core_deadline) = {
             let mut g = host.lock();
-            if g.begin(cx.waker(), now) {
+            let dropped = g.begin(cx.waker(), now);
+            if g.common().exit_now {
+                return Step::Done;
+            }
+            if dropped {
                 match self.exit_deadline {
                     None if !g.close_on_drop(now) => return Step::Done,
                     None => self.exit_deadline = Some(now_std + self.config.protocol.drain_timeout),

@@ -86,6 +86,10 @@ pub enum ConnectError {
     Config(ConfigError),
     /// The acceptor answered REJECTED. Never retried.
     Rejected,
+    /// A sotto acceptor answered REJECTED because it is full (`max_sessions` sessions live,
+    /// none detached), not because of a key: nothing was lost, and a later try (or another
+    /// acceptor) may succeed. Never retried by `connect`. A vox acceptor never says this.
+    Full,
     /// No link completed its handshake within `connect_timeout`.
     TimedOut {
         /// The last dial error, if the dials failed (rather than the handshakes).
@@ -103,6 +107,7 @@ impl ConnectError {
     pub(crate) fn from_end(end: SessionEnd, common: &mut Common) -> Self {
         match end {
             SessionEnd::Rejected => Self::Rejected,
+            SessionEnd::Full => Self::Full,
             SessionEnd::RecoveryTimeout => match common.last_dial_error.take() {
                 Some(e) if common.dial_permanent => Self::Io(e),
                 last_error => Self::TimedOut { last_error },
@@ -117,6 +122,7 @@ impl std::fmt::Display for ConnectError {
         match self {
             Self::Config(e) => write!(f, "bad configuration: {e}"),
             Self::Rejected => f.write_str("the acceptor rejected the session"),
+            Self::Full => f.write_str("the acceptor is full"),
             Self::TimedOut { last_error: Some(e) } => write!(f, "connect timed out (last error: {e})"),
             Self::TimedOut { last_error: None } => f.write_str("connect timed out"),
             Self::Io(e) => write!(f, "connect failed: {e}"),

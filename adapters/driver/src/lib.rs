@@ -79,6 +79,7 @@ mod read_gate;
 mod router;
 mod session;
 mod shared;
+mod shutdown;
 mod tasks;
 
 use std::future::Future;
@@ -97,6 +98,7 @@ pub use session::{
     WRITE_CHUNK,
 };
 pub use shared::{ConduitEvent, LinkDownCause, ResumeTiming, Stats};
+pub use shutdown::ShutdownReport;
 pub use tasks::live_tasks;
 
 /// A boxed, sendable future: what [`Runtime::spawn`] runs.

@@ -5,15 +5,18 @@
 //! acceptor's own [`Routing`]. Pending handshakes are futures polled inside this task, so
 //! dropping the task ends all of them.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant as StdInstant};
 
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use futures::task::AtomicWaker;
+use sotto_proto::wire::HELLO_LEN;
 
 use crate::config::Config;
 use crate::pending::{Outcome, PendingLink};
@@ -57,7 +60,10 @@ pub(crate) use impl_counts;
 
 /// What the queue's lock guards.
 pub(crate) struct QueueInner<T, C> {
-    ready: VecDeque<T>,
+    /// New sessions with their sources.
+    ready: VecDeque<(T, u64)>,
+    /// How many of `ready` each source has (sources with none are removed).
+    ready_by_source: HashMap<u64, usize>,
     waiters: WakerList,
     /// The listener ended, or the task is gone.
     done: bool,
@@ -68,13 +74,50 @@ pub(crate) struct QueueInner<T, C> {
 /// New sessions waiting for the application's `accept`, with the acceptor's counters.
 pub(crate) struct Queue<T, C> {
     inner: Mutex<QueueInner<T, C>>,
+    /// Asked to stop listening (a shutdown).
+    stopping: AtomicBool,
+    /// The listening task has stopped listening (or is gone).
+    stopped: AtomicBool,
+    /// The listening task, woken to stop.
+    task: AtomicWaker,
 }
 
 impl<T, C: Counts> Queue<T, C> {
     fn new() -> Self {
-        let inner =
-            QueueInner { ready: VecDeque::new(), waiters: WakerList::default(), done: false, stats: C::default() };
-        Self { inner: Mutex::new(inner) }
+        let inner = QueueInner {
+            ready: VecDeque::new(),
+            ready_by_source: HashMap::new(),
+            waiters: WakerList::default(),
+            done: false,
+            stats: C::default(),
+        };
+        Self {
+            inner: Mutex::new(inner),
+            stopping: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+        }
+    }
+
+    /// Stop listening: the task drops the listener and the handshakes in progress; `accept`
+    /// fails from now on, and sessions that finish their handshake later are not queued.
+    /// Returns the sessions that were waiting for `accept` (drop them outside every lock).
+    pub(crate) fn stop(&self) -> Vec<T> {
+        self.stopping.store(true, Ordering::Release);
+        let ready: Vec<T> = {
+            let mut g = self.lock();
+            g.done = true;
+            g.waiters.wake_all();
+            g.ready_by_source.clear();
+            g.ready.drain(..).map(|(t, _)| t).collect()
+        };
+        self.task.wake();
+        ready
+    }
+
+    /// Whether the listening task has stopped listening.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, QueueInner<T, C>> {
@@ -86,7 +129,13 @@ impl<T, C: Counts> Queue<T, C> {
     pub(crate) async fn accept(&self) -> io::Result<T> {
         poll_fn(|cx| {
             let mut g = self.lock();
-            if let Some(s) = g.ready.pop_front() {
+            if let Some((s, source)) = g.ready.pop_front() {
+                if let Some(n) = g.ready_by_source.get_mut(&source) {
+                    *n -= 1;
+                    if *n == 0 {
+                        g.ready_by_source.remove(&source);
+                    }
+                }
                 return Poll::Ready(Ok(s));
             }
             if g.done {
@@ -108,11 +157,24 @@ impl<T, C: Counts> Queue<T, C> {
         full
     }
 
-    /// Queue a new session for the application.
-    pub(crate) fn push(&self, session: T) {
+    /// How many new sessions from `source` wait for `accept`.
+    pub(crate) fn ready_from(&self, source: u64) -> usize {
+        self.lock().ready_by_source.get(&source).copied().unwrap_or(0)
+    }
+
+    /// Queue a new session from `source` (0 if unknown) for the application; after a
+    /// shutdown began it is dropped instead (closed: the shutdown closed it already).
+    pub(crate) fn push(&self, session: T, source: u64) {
         let mut g = self.lock();
+        if self.stopping.load(Ordering::Acquire) {
+            drop(g);
+            // Outside the queue's lock: dropping a handle locks its session.
+            drop(session);
+            return;
+        }
         g.stats.session();
-        g.ready.push_back(session);
+        g.ready.push_back((session, source));
+        *g.ready_by_source.entry(source).or_insert(0) += 1;
         g.waiters.wake_all();
     }
 
@@ -169,17 +231,20 @@ impl<R: Runtime, S: Io, K: Unpin, T, C> Listen<R, S, K, T, C> {
         self.pending.len()
     }
 
-    /// Read the link's ClientHello within the handshake timeout.
+    /// Read the link's ClientHello within the handshake timeout, its first byte within the
+    /// first-byte timeout.
     pub(crate) fn read_hello(&mut self, io: S, key: K) {
-        let deadline = deadline(self.rt.now(), self.config.protocol.handshake_timeout);
-        self.pending.push(PendingLink::hello(io, self.rt.timer(), deadline, key));
+        let now = self.rt.now();
+        let whole = deadline(now, self.config.protocol.handshake_timeout);
+        let first = deadline(now, self.config.acceptor.first_byte_timeout);
+        self.pending.push(PendingLink::hello(io, self.rt.timer(), first, whole, key));
     }
 
-    /// Answer REJECTED within the drain timeout, then close the link.
-    pub(crate) fn reject(&mut self, io: S, key: K) {
-        tracing::debug!("sotto: unknown resume key, answering REJECTED");
+    /// Answer `reply` (a REJECTED ServerHello) within the drain timeout, then close the link.
+    pub(crate) fn reject(&mut self, io: S, key: K, reply: &[u8; HELLO_LEN]) {
+        tracing::debug!("sotto: answering REJECTED");
         let deadline = deadline(self.rt.now(), self.config.protocol.drain_timeout);
-        self.pending.push(PendingLink::reject(io, self.rt.timer(), deadline, key));
+        self.pending.push(PendingLink::reject(io, self.rt.timer(), deadline, key, reply));
     }
 }
 
@@ -221,6 +286,14 @@ struct ListenTask<R: Runtime, S: Io, H: Routing<R, S>> {
 impl<R: Runtime, S: Io, H: Routing<R, S>> ListenTask<R, S, H> {
     fn step(&mut self, cx: &mut Context<'_>) -> bool {
         let mut busy = false;
+        if !self.incoming_done && self.listen.queue.stopping.load(Ordering::Acquire) {
+            // Shutdown: the listener is closed, handshakes in progress dropped.
+            self.incoming = Box::pin(futures::stream::empty());
+            self.incoming_done = true;
+            self.pause = None;
+            self.listen.pending = FuturesUnordered::new();
+            self.listen.queue.stopped.store(true, Ordering::Release);
+        }
         if let Some(t) = self.pause.as_mut() {
             if t.poll_expired(cx).is_ready() {
                 self.pause = None;
@@ -268,6 +341,7 @@ impl<R: Runtime, S: Io, H: Routing<R, S>> Future for ListenTask<R, S, H> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        this.listen.queue.task.register(cx.waker());
         for _ in 0..BUDGET {
             if !this.step(cx) {
                 return Poll::Pending;
@@ -280,6 +354,7 @@ impl<R: Runtime, S: Io, H: Routing<R, S>> Future for ListenTask<R, S, H> {
 
 impl<R: Runtime, S: Io, H: Routing<R, S>> Drop for ListenTask<R, S, H> {
     fn drop(&mut self) {
+        self.listen.queue.stopped.store(true, Ordering::Release);
         self.listen.queue.end();
     }
 }

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
-use sotto_proto::wire::{ServerHello, HELLO_LEN, LEN_PREFIX};
+use sotto_proto::wire::{HELLO_LEN, LEN_PREFIX};
 
 use crate::{Io, Timer};
 
@@ -28,6 +28,8 @@ pub(crate) enum Outcome<S> {
     Eof,
     /// No hello within the deadline.
     TimedOut,
+    /// Not one byte within the first-byte deadline.
+    Silent,
     /// The REJECTED reply was written (or could not be, within its deadline).
     Written,
 }
@@ -40,23 +42,28 @@ pub(crate) struct PendingLink<S, T, K> {
     /// Writing `buf` (REJECTED) rather than reading into it.
     writing: bool,
     timer: T,
+    /// While reading and no byte has arrived: the whole handshake's deadline, armed once
+    /// the first byte arrives (the timer runs to the first-byte deadline until then).
+    full_deadline: Option<StdInstant>,
     key: Option<K>,
 }
 
 impl<S: Io, T: Timer, K: Unpin> PendingLink<S, T, K> {
-    /// Read the ClientHello from `io` by `deadline`.
-    pub(crate) fn hello(io: S, mut timer: T, deadline: StdInstant, key: K) -> Self {
-        timer.reset(deadline);
-        Self { io: Some(io), buf: [0; HELLO_MSG], pos: 0, writing: false, timer, key: Some(key) }
+    /// Read the ClientHello from `io` by `deadline`; its first byte by `first_byte` (if
+    /// earlier).
+    pub(crate) fn hello(io: S, mut timer: T, first_byte: StdInstant, deadline: StdInstant, key: K) -> Self {
+        let full_deadline = (first_byte < deadline).then_some(deadline);
+        timer.reset(first_byte.min(deadline));
+        Self { io: Some(io), buf: [0; HELLO_MSG], pos: 0, writing: false, timer, full_deadline, key: Some(key) }
     }
 
     /// Write `reply` (a REJECTED ServerHello) behind its prefix, then close, by `deadline`.
-    pub(crate) fn reject(io: S, mut timer: T, deadline: StdInstant, key: K) -> Self {
+    pub(crate) fn reject(io: S, mut timer: T, deadline: StdInstant, key: K, reply: &[u8; HELLO_LEN]) -> Self {
         timer.reset(deadline);
         let mut buf = [0; HELLO_MSG];
         buf[..LEN_PREFIX].copy_from_slice(&HELLO_PREFIX);
-        buf[LEN_PREFIX..].copy_from_slice(&ServerHello::rejected().encode());
-        Self { io: Some(io), buf, pos: 0, writing: true, timer, key: Some(key) }
+        buf[LEN_PREFIX..].copy_from_slice(reply);
+        Self { io: Some(io), buf, pos: 0, writing: true, timer, full_deadline: None, key: Some(key) }
     }
 
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Outcome<S>> {
@@ -70,6 +77,10 @@ impl<S: Io, T: Timer, K: Unpin> PendingLink<S, T, K> {
             match r {
                 Poll::Ready(Ok(n)) if n > 0 => {
                     self.pos += n;
+                    if let Some(full) = self.full_deadline.take() {
+                        // The first byte came: the rest has the whole handshake's deadline.
+                        self.timer.reset(full);
+                    }
                     if !self.writing && self.pos >= LEN_PREFIX && self.buf[..LEN_PREFIX] != HELLO_PREFIX {
                         // Not a hello-sized message: no need to wait for the rest.
                         return Poll::Ready(Outcome::BadPrefix);
@@ -113,7 +124,13 @@ impl<S: Io, T: Timer, K: Unpin> Future for PendingLink<S, T, K> {
         }
         if this.timer.poll_expired(cx).is_ready() {
             this.io = None;
-            let outcome = if this.writing { Outcome::Written } else { Outcome::TimedOut };
+            let outcome = if this.writing {
+                Outcome::Written
+            } else if this.full_deadline.is_some() {
+                Outcome::Silent
+            } else {
+                Outcome::TimedOut
+            };
             return Poll::Ready((this.key.take(), outcome));
         }
         Poll::Pending

@@ -182,6 +182,9 @@ pub(crate) struct Common {
     pub(crate) driver_done: bool,
     /// The application dropped its handle: the driver stops.
     pub(crate) handle_dropped: bool,
+    /// An acceptor's shutdown ran out of time: the driver stops now, abandoning what it
+    /// had not written (the session has ended already).
+    pub(crate) exit_now: bool,
     /// Initiator: the last dial error, reported if the first connect gives up.
     pub(crate) last_dial_error: Option<io::Error>,
     /// Initiator: the first connect gave up on an error that retrying cannot fix.

@@ -123,7 +123,7 @@ fn connects_refused_by_the_acceptor_give_back_everything_they_took() {
                     .map(|_| {
                         let (rt, dial) = (rt.clone(), net.clone());
                         rt.clone().spawn_app(async move {
-                            matches!(connect_session(rt, move || dial.dial(), cfg).await, Err(ConnectError::Rejected))
+                            matches!(connect_session(rt, move || dial.dial(), cfg).await, Err(ConnectError::Full))
                         })
                     })
                     .collect();

@@ -66,7 +66,7 @@ pub use runtime::Smol;
 pub use sotto_driver::{
     live_tasks, AcceptorConfig, AnswerError, BufferConfig, Config, ConnError, ConnReceiver, ConnSender, ConnectError,
     Connection, DialConfig, Ended, IncomingOpen, LinkDownCause, OpenError, ProtocolConfig, ResumeTiming,
-    SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats, WRITE_CHUNK,
+    SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats, ShutdownReport, WRITE_CHUNK,
 };
 use sotto_driver::{source_of, FuturesIo};
 /// The sans-IO core, `sotto-proto`: every type the adapter's reports carry.

@@ -24,6 +24,12 @@ pub struct KeyTap {
 impl KeyTap {
     /// Relay to `upstream` (call inside a tokio runtime).
     pub async fn start(upstream: SocketAddr) -> Self {
+        Self::start_from(upstream, None).await
+    }
+
+    /// Relay to `upstream`, dialing it from the address `from` (for instance 127.0.0.2, a
+    /// second source on loopback) when given.
+    pub async fn start_from(upstream: SocketAddr, from: Option<std::net::IpAddr>) -> Self {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
         let keys = Arc::new(Mutex::new(Vec::new()));
@@ -31,7 +37,7 @@ impl KeyTap {
         let (k, ls) = (Arc::clone(&keys), Arc::clone(&links));
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = l.accept().await {
-                let Ok(server) = TcpStream::connect(upstream).await else { continue };
+                let Ok(server) = dial_from(upstream, from).await else { continue };
                 let _ = (client.set_nodelay(true), server.set_nodelay(true));
                 let task = tokio::spawn(relay(client, server, Arc::clone(&k)));
                 lock(&ls).push(task.abort_handle());
@@ -60,6 +66,14 @@ impl Drop for KeyTap {
         self.accept.abort();
         self.cut();
     }
+}
+
+/// Connect to `to`, from the address `from` if given.
+pub async fn dial_from(to: SocketAddr, from: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(from) = from else { return TcpStream::connect(to).await };
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(to).await
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -73,7 +73,7 @@ pub use runtime::Tokio;
 pub use sotto_driver::{
     live_tasks, AcceptorConfig, AnswerError, BufferConfig, Config, ConnError, ConnReceiver, ConnSender, ConnectError,
     Connection, DialConfig, Ended, IncomingOpen, LinkDownCause, OpenError, ProtocolConfig, ResumeTiming,
-    SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats, WRITE_CHUNK,
+    SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats, ShutdownReport, WRITE_CHUNK,
 };
 /// The sans-IO core, `sotto-proto`: every type the adapter's reports carry.
 pub use sotto_proto as proto;

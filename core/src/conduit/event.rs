@@ -94,6 +94,11 @@ pub enum SessionEnd {
     },
     /// The owner (an endpoint evicting detached sessions) ended it.
     Evicted,
+    /// Initiator: a sotto acceptor answered the first ClientHello REJECTED because it is
+    /// full (`max_sessions` sessions live, none detached). Nothing was established; another
+    /// try later, or at another acceptor, may succeed. (A vox acceptor, or a resume, gets
+    /// [`Rejected`](Self::Rejected).)
+    Full,
 }
 
 impl SessionEnd {
@@ -271,6 +276,7 @@ impl core::fmt::Display for SessionEnd {
             Self::LocalClose { code } => write!(f, "closed locally (code {code})"),
             Self::PeerGoodbye { code } => write!(f, "closed by the peer (code {code})"),
             Self::Evicted => f.write_str("evicted by the acceptor"),
+            Self::Full => f.write_str("the acceptor is full"),
         }
     }
 }

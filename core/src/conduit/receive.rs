@@ -180,8 +180,14 @@ impl Conduit {
     fn handle_server_hello(&mut self, now: Instant, id: LinkId, hello: &ServerHello) -> Result<(), InputError> {
         if hello.rejected {
             self.stats.link_drops.handshake_failed += 1;
-            self.end_session(now, SessionEnd::Rejected, None);
-            return Err(InputError::SessionEnded(SessionEnd::Rejected));
+            // Only a fresh session asked with EXT can be told the acceptor is full.
+            let end = if self.key.is_none() && self.config.ext && hello.is_full() {
+                SessionEnd::Full
+            } else {
+                SessionEnd::Rejected
+            };
+            self.end_session(now, end, None);
+            return Err(InputError::SessionEnded(end));
         }
         let resuming = self.key.is_some();
         if !resuming && hello.last_received.is_some() {

@@ -9,7 +9,7 @@ mod key_index;
 mod slot_heap;
 mod source_limiter;
 
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 
 use crate::conduit::{Conduit, ConfigError, InputError, LinkId};
@@ -40,6 +40,12 @@ pub struct EndpointConfig {
     pub max_sessions: u32,
     /// Links waiting for their ClientHello at once; more are refused at once. Default 64.
     pub max_pending_handshakes: u32,
+    /// Links waiting for their ClientHello at once from one source; more from it are refused
+    /// at once ([`LinkRefusal::SourcePendingQuota`]), so idle links from one source cannot
+    /// fill `max_pending_handshakes` and lock every other source out. Source 0 (unknown)
+    /// has no quota of its own: it is every client whose address the driver cannot tell.
+    /// Default 16, a quarter of the default `max_pending_handshakes`.
+    pub max_pending_per_source: u32,
     /// Detached sessions kept at once; past it the one detached longest is evicted (session
     /// lost). Default `u32::MAX`: only `max_sessions` binds, so a mass disconnect evicts no
     /// session inside its resume window.
@@ -70,6 +76,7 @@ impl Default for EndpointConfig {
             session: SessionConfig::default(),
             max_sessions: 100_000,
             max_pending_handshakes: 64,
+            max_pending_per_source: 16,
             max_detached_sessions: u32::MAX,
             handshake_timeout: Duration::from_secs(10),
             failure_budget: 16,
@@ -118,6 +125,9 @@ pub struct PendingLink {
 pub enum LinkRefusal {
     /// `max_pending_handshakes` links are already waiting (H9): close it unread.
     TooManyPendingHandshakes,
+    /// `max_pending_per_source` links from this link's source are already waiting: close it
+    /// unread (other sources still get in).
+    SourcePendingQuota,
     /// The source caused too many failed handshakes or resumes lately: close it unread.
     RateLimited,
     /// The first message was not a valid ClientHello (H2, H4, H5, H6, H10): close it.
@@ -127,7 +137,9 @@ pub enum LinkRefusal {
 }
 
 /// Why a ClientHello is answered REJECTED. The reply is the same for every reason (a vox
-/// peer sees REJECTED); the reason is for the acceptor's logs and counters.
+/// peer sees REJECTED), except [`Full`](Self::Full) answering a ClientHello with `EXT` (a
+/// sotto initiator), which gets [`ServerHello::rejected_full`]; the reason is for the
+/// acceptor's logs and counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RejectReason {
@@ -138,7 +150,8 @@ pub enum RejectReason {
     /// session has ended).
     Refused,
     /// A fresh ClientHello, but `max_sessions` sessions are live and none is detached: the
-    /// acceptor is full. Worth a warning in the acceptor's log.
+    /// acceptor is full. Worth a warning in the acceptor's log. A sotto initiator (its hello
+    /// sets `EXT`) is told so ([`ServerHello::rejected_full`]); a vox one sees REJECTED.
     Full,
 }
 
@@ -156,6 +169,7 @@ impl core::fmt::Display for LinkRefusal {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::TooManyPendingHandshakes => f.write_str("too many links waiting for their handshake"),
+            Self::SourcePendingQuota => f.write_str("too many links from this source waiting for their handshake"),
             Self::RateLimited => f.write_str("too many failed handshakes or resumes from this source"),
             Self::BadHello(e) => write!(f, "bad ClientHello: {e}"),
             Self::UnknownPending => f.write_str("stale pending-link handle"),
@@ -189,7 +203,8 @@ pub enum Routed {
     Resume(Resume),
     /// Answer REJECTED: write `reply` after a length prefix, then close the link.
     Reject {
-        /// A REJECTED ServerHello, identical for every reason.
+        /// A REJECTED ServerHello, identical for every reason but a full acceptor answering
+        /// a sotto initiator (see [`RejectReason::Full`]).
         reply: [u8; HELLO_LEN],
         /// Why (for logs and counters; never sent).
         reason: RejectReason,
@@ -347,6 +362,12 @@ pub struct EndpointStats {
     pub bad_hellos: u64,
     /// Pending links that missed the handshake deadline.
     pub handshakes_expired: u64,
+    /// Pending links the driver closed for sending nothing by its first-byte deadline
+    /// ([`Endpoint::pending_silent`]); also counted in `handshakes_expired`.
+    pub first_byte_expired: u64,
+    /// Links refused because their source held `max_pending_per_source` pending links
+    /// (also counted in `links_refused`).
+    pub source_quota_refused: u64,
     /// Sessions created.
     pub sessions_created: u64,
     /// New sessions reported ready ([`Endpoint::session_ready`]).
@@ -409,6 +430,8 @@ pub struct Endpoint {
     pending: Vec<PendingSlot>,
     pending_free: Vec<u32>,
     pending_live: u32,
+    /// Live pending links per source (sources with none are removed).
+    pending_by_source: BTreeMap<u64, u32>,
     /// Live pending links by deadline.
     pending_deadlines: SlotHeap,
     sessions: Vec<SessionSlot>,
@@ -431,7 +454,7 @@ impl Endpoint {
     /// room for `max_pending_handshakes` events; everything else grows with what is live.
     pub fn new(config: EndpointConfig) -> Result<Self, ConfigError> {
         config.session.validate()?;
-        if config.max_sessions == 0 || config.max_pending_handshakes == 0 {
+        if config.max_sessions == 0 || config.max_pending_handshakes == 0 || config.max_pending_per_source == 0 {
             return Err(ConfigError::SessionLimits);
         }
         Ok(Self {
@@ -439,6 +462,7 @@ impl Endpoint {
             pending: Vec::new(),
             pending_free: Vec::new(),
             pending_live: 0,
+            pending_by_source: BTreeMap::new(),
             pending_deadlines: SlotHeap::new(),
             sessions: Vec::new(),
             sessions_free: Vec::new(),
@@ -506,6 +530,15 @@ impl Endpoint {
             self.stats.links_refused += 1;
             return Err(LinkRefusal::TooManyPendingHandshakes);
         }
+        if source != 0 {
+            let held = self.pending_by_source.entry(source).or_insert(0);
+            if *held >= self.config.max_pending_per_source {
+                self.stats.links_refused += 1;
+                self.stats.source_quota_refused += 1;
+                return Err(LinkRefusal::SourcePendingQuota);
+            }
+            *held += 1;
+        }
         let index = match self.pending_free.pop() {
             Some(i) => i as usize,
             None => {
@@ -531,14 +564,34 @@ impl Endpoint {
         let _ = self.take_pending(link);
     }
 
+    /// The driver closed a pending link that sent nothing by its first-byte deadline (shorter
+    /// than `handshake_timeout`): free its slot, count it (`first_byte_expired`, and
+    /// `handshakes_expired`) and charge its source a failure, as for an expired handshake.
+    /// A stale handle is ignored.
+    pub fn pending_silent(&mut self, now: Instant, link: PendingLink) {
+        let now = self.clock.observe(now);
+        if let Some((source, _)) = self.take_pending(link) {
+            self.stats.handshakes_expired += 1;
+            self.stats.first_byte_expired += 1;
+            self.limiter.fail(now, source);
+        }
+    }
+
     /// Free a live pending slot; returns its source and deadline.
     fn take_pending(&mut self, link: PendingLink) -> Option<(u64, Instant)> {
         let p = self.pending.get_mut(link.index as usize).filter(|p| p.live && p.generation == link.generation)?;
         p.live = false;
         self.pending_live -= 1;
         self.pending_free.push(link.index);
+        let (source, deadline) = (p.source, p.deadline);
         self.pending_deadlines.remove(link.index);
-        Some((p.source, p.deadline))
+        if let Some(held) = self.pending_by_source.get_mut(&source) {
+            *held -= 1;
+            if *held == 0 {
+                self.pending_by_source.remove(&source);
+            }
+        }
+        Some((source, deadline))
     }
 
     /// The first link message of a pending link: decode the ClientHello and route the link.
@@ -589,7 +642,8 @@ impl Endpoint {
             // Every session is taken: a new session beats the one detached longest.
             let Some((_, index)) = self.detached.peek() else {
                 self.stats.rejected_full += 1;
-                return reject(RejectReason::Full);
+                let reply = if hello.ext { ServerHello::rejected_full() } else { ServerHello::rejected() };
+                return Routed::Reject { reply: reply.encode(), reason: RejectReason::Full };
             };
             let old = SessionHandle { index, generation: self.sessions[index as usize].generation };
             self.forget(old);

@@ -241,7 +241,7 @@ fn max_sessions_full_rejects_fresh() {
     }
     let mut c = Client::new(&cfg);
     assert!(matches!(c.attach(&mut ep, Instant::ZERO, key(77)), Ok(Placed::Reject(_))));
-    assert_eq!(c.s.conduit().ended(), Some(SessionEnd::Rejected));
+    assert_eq!(c.s.conduit().ended(), Some(SessionEnd::Full), "told full, not an unknown key");
 }
 
 #[test]
@@ -265,6 +265,21 @@ fn r15_retired_key_is_rejected_without_disturbing_the_live_link() {
     assert_eq!(srv.conduit().stats().link_drops.superseded, 0);
     assert!(srv.conduit().is_established());
     assert_eq!(ep.stats().rejected, 1);
+}
+
+#[test]
+fn a_sotto_initiator_told_full_ends_full_and_one_told_rejected_ends_rejected() {
+    let cfg = small();
+    for (reply, end) in
+        [(ServerHello::rejected_full(), SessionEnd::Full), (ServerHello::rejected(), SessionEnd::Rejected)]
+    {
+        let mut c = Session::new(Role::Initiator, cfg.session, b"c").expect("config");
+        let link = c.link_up(Instant::ZERO, ResumeKey::ZERO);
+        let mut buf = vec![0u8; 1 << 16];
+        while c.poll_transmit(Instant::ZERO, &mut buf).is_some() {}
+        let _ = c.handle_message(Instant::ZERO, link, &reply.encode());
+        assert_eq!(c.conduit().ended(), Some(end));
+    }
 }
 
 #[test]
@@ -726,12 +741,72 @@ fn full_acceptor_refuses_a_fresh_hello_as_full_not_as_an_unknown_key() {
     let (_client, _server, _h) = open_owned(&mut ep, &cfg, Instant::ZERO, key(1));
     let p = ep.accept_link(Instant::ZERO, 8).expect("pending");
     let r = ep.route(Instant::ZERO, p, &fresh_hello(), key(2));
-    assert_eq!(r, Ok(Routed::Reject { reply: ServerHello::rejected().encode(), reason: RejectReason::Full }));
+    assert_eq!(
+        r,
+        Ok(Routed::Reject { reply: ServerHello::rejected_full().encode(), reason: RejectReason::Full }),
+        "a sotto initiator (EXT) is told the acceptor is full"
+    );
     let st = ep.stats();
     assert_eq!((st.rejected_full, st.rejected), (1, 0));
+    // A vox initiator (no EXT) sees the plain REJECTED, byte for byte.
+    let vox = ClientHello { resume_key: None, last_received: None, ext: false }.encode();
+    let p = ep.accept_link(Instant::ZERO, 8).expect("pending");
+    let r = ep.route(Instant::ZERO, p, &vox, key(4));
+    assert_eq!(r, Ok(Routed::Reject { reply: ServerHello::rejected().encode(), reason: RejectReason::Full }));
+    assert_eq!(ep.stats().rejected_full, 2);
     let unknown = ClientHello { resume_key: Some(key(9)), last_received: None, ext: true }.encode();
     let p = ep.accept_link(Instant::ZERO, 8).expect("pending");
     let r = ep.route(Instant::ZERO, p, &unknown, key(3));
     assert!(matches!(r, Ok(Routed::Reject { reason: RejectReason::UnknownKey, .. })));
     assert_eq!(ep.stats().rejected, 1);
+}
+
+#[test]
+fn one_source_holds_at_most_its_pending_quota_and_others_still_get_in() {
+    let cfg = EndpointConfig { max_pending_handshakes: 8, max_pending_per_source: 3, ..small() };
+    let mut ep = Endpoint::new(cfg).expect("config");
+    let t0 = Instant::ZERO;
+    let held: Vec<PendingLink> = (0..3).map(|_| ep.accept_link(t0, 7).expect("within the quota")).collect();
+    assert_eq!(ep.accept_link(t0, 7), Err(LinkRefusal::SourcePendingQuota), "the fourth from one source");
+    assert_eq!(ep.stats().source_quota_refused, 1);
+    assert_eq!(ep.stats().links_refused, 1);
+    // Another source is not affected by the first one's quota.
+    for _ in 0..3 {
+        ep.accept_link(t0, 9).expect("another source");
+    }
+    // A freed slot gives the source room again (closed, routed or expired alike).
+    ep.pending_closed(held[0]);
+    ep.accept_link(t0, 7).expect("room again after one closed");
+    let _ = ep.route(t0, held[1], &[0u8; 3], key(1));
+    ep.accept_link(t0, 7).expect("room again after one was routed");
+    assert_eq!(ep.accept_link(t0, 7), Err(LinkRefusal::SourcePendingQuota));
+    // Source 0 (unknown) has only the global cap.
+    let mut ep = Endpoint::new(cfg).expect("config");
+    for _ in 0..8 {
+        ep.accept_link(t0, 0).expect("unknown source: global cap only");
+    }
+    assert_eq!(ep.accept_link(t0, 0), Err(LinkRefusal::TooManyPendingHandshakes));
+}
+
+#[test]
+fn a_silent_link_is_freed_counted_and_charged_to_its_source() {
+    let cfg = EndpointConfig { failure_budget: 2, ..small() };
+    let mut ep = Endpoint::new(cfg).expect("config");
+    let t0 = Instant::ZERO;
+    for n in 0..2 {
+        let p = ep.accept_link(t0, 5).expect("within budget");
+        ep.pending_silent(t0, p);
+        assert_eq!(ep.stats().first_byte_expired, n + 1);
+        assert_eq!(ep.stats().handshakes_expired, n + 1);
+        assert_eq!(ep.stats().pending_links, 0, "its slot is free");
+        ep.pending_silent(t0, p); // stale: ignored
+    }
+    assert_eq!(ep.accept_link(t0, 5), Err(LinkRefusal::RateLimited), "charged to the source");
+    ep.accept_link(t0, 6).expect("another source is not charged");
+}
+
+#[test]
+fn a_zero_pending_quota_is_a_config_error() {
+    let cfg = EndpointConfig { max_pending_per_source: 0, ..small() };
+    assert!(Endpoint::new(cfg).is_err());
 }

@@ -114,11 +114,34 @@ pub struct ServerHello {
     pub ext: bool,
 }
 
+/// Reason code a sotto acceptor puts in the first byte of the key field of a REJECTED
+/// ServerHello (with `EXT` set) answering a fresh ClientHello that set `EXT`: the acceptor is
+/// full (`max_sessions` sessions live, none detached). A vox peer never sets `EXT` in its
+/// ClientHello and so only ever gets the plain [`ServerHello::rejected`] bytes.
+pub const REJECT_FULL: u8 = 1;
+
 impl ServerHello {
     /// The REJECTED reply: identical bytes for every rejected key, whatever the reason.
     #[must_use]
     pub const fn rejected() -> Self {
         Self { rejected: true, resume_key: ResumeKey::ZERO, last_received: None, ext: false }
+    }
+
+    /// The REJECTED reply to a fresh ClientHello with `EXT` when the acceptor is full:
+    /// `REJECTED | EXT`, [`REJECT_FULL`] in the first byte of the key field, the rest zero.
+    /// Answer a ClientHello without `EXT` (a vox peer) with [`rejected`](Self::rejected).
+    #[must_use]
+    pub const fn rejected_full() -> Self {
+        let mut key = [0u8; 16];
+        key[0] = REJECT_FULL;
+        Self { rejected: true, resume_key: ResumeKey(key), last_received: None, ext: true }
+    }
+
+    /// Whether this is a REJECTED reply saying the acceptor is full
+    /// ([`rejected_full`](Self::rejected_full)), rather than a refused key.
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        self.rejected && self.ext && self.resume_key.0[0] == REJECT_FULL
     }
 }
 
@@ -246,6 +269,19 @@ mod tests {
         let key = ResumeKey([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
         assert_eq!(ch, ClientHello { resume_key: Some(key), last_received: Some(3), ext: false });
         assert_eq!(ch.encode().as_slice(), bytes.as_slice());
+    }
+
+    #[test]
+    fn full_rejection_is_rejected_with_ext_and_a_reason_and_decodes_as_full() {
+        let bytes = hex("56 4f 53 48 05 01000000000000000000000000000000 00 00 00 00");
+        assert_eq!(ServerHello::rejected_full().encode().as_slice(), bytes.as_slice());
+        let sh = ServerHello::decode(&bytes).expect("valid");
+        assert!(sh.rejected && sh.is_full());
+        assert!(!ServerHello::rejected().is_full(), "the plain REJECTED says nothing of the reason");
+        assert_eq!(
+            hex("56 4f 53 48 01 00000000000000000000000000000000 00 00 00 00"),
+            ServerHello::rejected().encode()
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::task::Context;
-use std::time::Instant as StdInstant;
+use std::time::{Duration, Instant as StdInstant};
 
 use futures::stream::Stream;
 use sotto_proto::conduit::ConfigError;
@@ -39,6 +39,7 @@ use crate::keys::fresh_key;
 use crate::listen::{self, ListenOf, Queue, Routing};
 use crate::pending::Outcome;
 use crate::shared::Clock;
+use crate::shutdown::{self, Closing, ShutdownReport, Sleep};
 use crate::{Io, Runtime, TaskGuard, Timer};
 
 /// Counters of a session acceptor.
@@ -54,8 +55,12 @@ pub struct SessionAcceptorStats {
     /// endpoint's `session_handshakes_expired`, one per
     /// [`EndpointEvent::SessionHandshakeExpired`]).
     pub sessions_expired: u64,
-    /// Fresh ClientHellos turned away because `accept_backlog` sessions were waiting.
+    /// Fresh ClientHellos turned away because `accept_backlog` sessions were waiting (or,
+    /// counted in `backlog_source_full` too, `accept_backlog_per_source` from their source).
     pub backlog_full: u64,
+    /// Fresh ClientHellos turned away because `accept_backlog_per_source` sessions from
+    /// their source were waiting for `accept` or in their session handshake.
+    pub backlog_source_full: u64,
     /// The endpoint's counters: links refused, bad hellos, expired handshakes, sessions
     /// created, resumes routed, REJECTED replies, evictions, live sessions and pending links.
     pub endpoint: EndpointStats,
@@ -71,6 +76,8 @@ listen::impl_counts!(SessionAcceptorStats);
 pub struct SessionAcceptor {
     queue: Arc<Queue<SessionHandle, SessionAcceptorStats>>,
     ep: Arc<EpShared>,
+    /// Waits until an instant, on the acceptor's runtime.
+    sleep: Sleep,
     _task: TaskGuard,
 }
 
@@ -96,6 +103,21 @@ impl SessionAcceptor {
         s
     }
 
+    /// Close the acceptor gracefully, within `within`: stop listening (the listener is
+    /// closed, handshakes in progress dropped, `accept` fails from now on), then close every
+    /// session (yielded, waiting for `accept`, or still in its session handshake) with GOODBYE `code` and `reason`, and wait for their drivers
+    /// to write it, at most until `within` has passed; sessions still writing then are ended
+    /// and their links closed. Detached sessions end at once (their peers' resumes will be
+    /// REJECTED). Returns what it closed. Call once, when the server stops; the sessions'
+    /// handles stay valid (they report the end).
+    pub async fn shutdown(&self, code: u32, reason: &str, within: Duration) -> ShutdownReport {
+        shutdown::shutdown(&self.queue, &self.ep.clock, &self.sleep, within, |now| {
+            let (closing, without) = self.ep.close_all(now, code, reason);
+            (closing.into_iter().map(|c| Box::new(c) as Box<dyn Closing>).collect(), without)
+        })
+        .await
+    }
+
     /// Hold the endpoint's lock until the returned guard is dropped (no new link is routed
     /// meanwhile). For tests showing that sessions never need it to move data.
     #[doc(hidden)]
@@ -115,9 +137,16 @@ where
 {
     let endpoint = Endpoint::new(config.endpoint_config())?;
     let ep = Arc::new(EpShared::new(endpoint, Clock::new(&rt)));
-    let routing = EpRouting::<R> { ep: Arc::clone(&ep), unannounced: HashMap::new(), timer: None, armed: None };
+    let routing = EpRouting::<R> {
+        ep: Arc::clone(&ep),
+        unannounced: HashMap::new(),
+        unannounced_by_source: HashMap::new(),
+        timer: None,
+        armed: None,
+    };
+    let sleep = shutdown::sleeper(&rt);
     let (queue, guard) = listen::spawn(rt, incoming, config, routing);
-    Ok(SessionAcceptor { queue, ep, _task: guard })
+    Ok(SessionAcceptor { queue, ep, sleep, _task: guard })
 }
 
 /// The source of a link from `addr` for the per-source failure budget: a hash of its IP
@@ -133,9 +162,11 @@ pub fn source_of(addr: &std::net::SocketAddr) -> u64 {
 /// The session acceptor's routing: through the core endpoint.
 struct EpRouting<R: Runtime> {
     ep: Arc<EpShared>,
-    /// New sessions not reported ready yet: not shown to the application. Dropping one
-    /// closes it.
-    unannounced: HashMap<EpHandle, SessionHandle>,
+    /// New sessions not reported ready yet, with their sources: not shown to the
+    /// application. Dropping one closes it.
+    unannounced: HashMap<EpHandle, (SessionHandle, u64)>,
+    /// How many of `unannounced` each source has (sources with none are removed).
+    unannounced_by_source: HashMap<u64, usize>,
     /// Fires at the endpoint's [`poll_timeout`](Endpoint::poll_timeout).
     timer: Option<R::Timer>,
     /// The deadline `timer` is armed for.
@@ -172,14 +203,27 @@ impl<R: Runtime> EpRouting<R> {
         for Todo::End(h, reach) in todo {
             reach.end(now);
             // Dropped outside every lock: dropping a handle locks its session.
-            drop(self.unannounced.remove(&h));
+            drop(self.take_unannounced(h));
         }
+    }
+
+    /// Remove an unannounced session (and its count against its source).
+    fn take_unannounced(&mut self, h: EpHandle) -> Option<(SessionHandle, u64)> {
+        let (session, source) = self.unannounced.remove(&h)?;
+        if let Some(n) = self.unannounced_by_source.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                self.unannounced_by_source.remove(&source);
+            }
+        }
+        Some((session, source))
     }
 }
 
 impl<R: Runtime, S: Io> Routing<R, S> for EpRouting<R> {
     type Item = (S, u64);
-    type Key = EpPending;
+    /// The endpoint's pending link and the link's source.
+    type Key = (EpPending, u64);
     type Session = SessionHandle;
     type Stats = SessionAcceptorStats;
 
@@ -187,15 +231,19 @@ impl<R: Runtime, S: Io> Routing<R, S> for EpRouting<R> {
         let now = self.ep.clock.now();
         let admitted = self.ep.lock().endpoint.accept_link(now, source);
         match admitted {
-            Ok(p) => l.read_hello(io, p),
+            Ok(p) => l.read_hello(io, (p, source)),
             Err(refusal) => tracing::debug!(?refusal, "sotto: link refused"),
         }
     }
 
-    fn outcome(&mut self, l: &mut ListenOf<R, S, Self>, p: EpPending, outcome: Outcome<S>) {
+    fn outcome(&mut self, l: &mut ListenOf<R, S, Self>, (p, source): (EpPending, u64), outcome: Outcome<S>) {
         let now = self.ep.clock.now();
         match outcome {
-            Outcome::Hello(io, hello) => self.route(l, now, p, io, &hello),
+            Outcome::Hello(io, hello) => self.route(l, now, p, source, io, &hello),
+            Outcome::Silent => {
+                tracing::debug!("sotto: no byte by the first-byte deadline; link closed");
+                self.ep.lock().endpoint.pending_silent(now, p);
+            }
             Outcome::BadPrefix => {
                 // Counted (and charged to the source) by the endpoint as a bad hello.
                 let _ = self.ep.lock().endpoint.route(now, p, &[], ResumeKey::ZERO);
@@ -236,9 +284,9 @@ impl<R: Runtime, S: Io> Routing<R, S> for EpRouting<R> {
         self.settle(todo, now);
         // Outside the endpoint lock: dropping a handle takes its session's lock.
         for (h, ready) in settled {
-            let Some(session) = self.unannounced.remove(&h) else { continue };
+            let Some((session, source)) = self.take_unannounced(h) else { continue };
             if ready {
-                l.queue.push(session);
+                l.queue.push(session, source);
             }
         }
         let Some(next) = next else {
@@ -264,6 +312,7 @@ impl<R: Runtime> EpRouting<R> {
         l: &mut ListenOf<R, S, Self>,
         now: Instant,
         p: EpPending,
+        source: u64,
         io: S,
         hello: &[u8; HELLO_LEN],
     ) {
@@ -272,6 +321,19 @@ impl<R: Runtime> EpRouting<R> {
         if fresh && l.queue.full(l.config.acceptor.accept_backlog.saturating_sub(self.unannounced.len())) {
             self.ep.lock().endpoint.pending_closed(p);
             return;
+        }
+        if fresh && source != 0 {
+            let held = l.queue.ready_from(source) + self.unannounced_by_source.get(&source).copied().unwrap_or(0);
+            if held >= l.config.acceptor.accept_backlog_per_source {
+                {
+                    let mut g = l.queue.lock();
+                    g.stats.backlog_full += 1;
+                    g.stats.backlog_source_full += 1;
+                }
+                tracing::debug!("sotto: a source's accept backlog is full; link closed");
+                self.ep.lock().endpoint.pending_closed(p);
+                return;
+            }
         }
         let mut todo = Vec::new();
         let (routed, reach) = {
@@ -286,34 +348,36 @@ impl<R: Runtime> EpRouting<R> {
         };
         self.settle(todo, now);
         match routed {
-            Ok(Routed::New { handle, hello, key }) => self.start(l, now, handle, io, &hello, key),
+            Ok(Routed::New { handle, hello, key }) => self.start(l, now, handle, (io, source), &hello, key),
             Ok(Routed::Resume(resume)) => {
                 let reach = reach.unwrap_or_else(Reach::none);
                 if let Err((io, resume)) = reach.deliver(io, resume) {
                     // Its session is gone: refused, like an unknown key.
-                    let _ = self.ep.lock().endpoint.resume_outcome(now, &resume, &ResumeOutcome::Refused);
-                    l.reject(io, p);
+                    let reply = self.ep.lock().endpoint.resume_outcome(now, &resume, &ResumeOutcome::Refused);
+                    let reply = reply.unwrap_or_else(|| sotto_proto::wire::ServerHello::rejected().encode());
+                    l.reject(io, (p, source), &reply);
                 }
             }
-            Ok(Routed::Reject { reason, .. }) => {
+            Ok(Routed::Reject { reason, reply }) => {
                 if reason == RejectReason::Full {
                     tracing::warn!(
                         "sotto: acceptor full (max_sessions sessions live, none detached): refusing a new session"
                     );
                 }
-                l.reject(io, p);
+                l.reject(io, (p, source), &reply);
             }
             Err(refusal) => tracing::debug!(?refusal, "sotto: bad hello"),
         }
     }
 
-    /// A new session: created here from its ClientHello, then owned by its own driver task.
+    /// A new session: created here from its ClientHello over `io` (from `source`), then
+    /// owned by its own driver task.
     fn start<S: Io>(
         &mut self,
         l: &mut ListenOf<R, S, Self>,
         now: Instant,
         handle: EpHandle,
-        io: S,
+        (io, source): (S, u64),
         hello: &sotto_proto::wire::ClientHello,
         key: ResumeKey,
     ) {
@@ -331,6 +395,7 @@ impl<R: Runtime> EpRouting<R> {
         let host = Arc::new(SessDriverHost::<S>::new(home.clone()));
         let driver = Driver::<R, S, SessDriverHost<S>>::new(&l.rt, host, Source::Mailbox, l.config);
         let task = l.rt.spawn(crate::tasks::isolated(driver));
-        self.unannounced.insert(handle, SessionHandle::new(home, task));
+        self.unannounced.insert(handle, (SessionHandle::new(home, task), source));
+        *self.unannounced_by_source.entry(source).or_insert(0) += 1;
     }
 }

@@ -154,6 +154,8 @@ pub(crate) struct EpInner {
     /// New sessions that reported ready (`true`) or ended unready (`false`), for the
     /// listener to announce or drop.
     pub(crate) settled: Vec<(EpHandle, bool)>,
+    /// The acceptor is shutting down: a session started from now on is closed at once.
+    shutting_down: bool,
 }
 
 /// A session the listener must reach, found under the endpoint's lock and used after it.
@@ -161,7 +163,7 @@ pub(crate) struct Reach(Option<Arc<OwnHome>>);
 
 impl EpShared {
     pub(crate) fn new(endpoint: Endpoint, clock: Clock) -> Self {
-        let inner = EpInner { endpoint, homes: Vec::new(), settled: Vec::new() };
+        let inner = EpInner { endpoint, homes: Vec::new(), settled: Vec::new(), shutting_down: false };
         Self { inner: Mutex::new(inner), listener: AtomicWaker::new(), clock }
     }
 
@@ -202,7 +204,65 @@ impl EpShared {
             g.homes.resize_with(i + 1, || None);
         }
         g.homes[i] = Some((handle, home.downgrade()));
+        let shutting_down = g.shutting_down;
+        drop(g);
+        if shutting_down {
+            // Routed before the listener stopped, started after the shutdown closed every
+            // session: close this one too.
+            let now = home.clock().now();
+            home.lock().parts().0.close(now, sotto_proto::conduit::goodbye_code::NORMAL, "acceptor shutting down");
+        }
         home
+    }
+
+    /// Shutdown: from now on a session started is closed at once; close every live session
+    /// with GOODBYE `code` and `reason` (a detached one, or one whose link cannot carry a
+    /// GOODBYE, ends at once). Returns the sessions closing over a link (their drivers write
+    /// the GOODBYE, then finish) and how many ended without one.
+    pub(crate) fn close_all(&self, now: Instant, code: u32, reason: &str) -> (Vec<Closing>, usize) {
+        let homes: Vec<Arc<OwnHome>> = {
+            let mut g = self.lock();
+            g.shutting_down = true;
+            g.homes.iter().flatten().filter_map(|(_, w)| w.upgrade()).collect()
+        };
+        let mut closing = Vec::new();
+        let mut without = 0;
+        for home in homes {
+            let mut g = home.lock();
+            let Owned { session, state, .. } = &mut *g;
+            if session.is_ended() {
+                continue;
+            }
+            session.close(now, code, reason);
+            state.common.wake_driver();
+            if session.is_ended() {
+                without += 1;
+            } else {
+                drop(g);
+                closing.push(Closing(home));
+            }
+        }
+        (closing, without)
+    }
+}
+
+/// A session closing with GOODBYE during an acceptor's shutdown.
+pub(crate) struct Closing(Arc<OwnHome>);
+
+impl crate::shutdown::Closing for Closing {
+    fn done(&self) -> bool {
+        self.0.lock().state.common.driver_done
+    }
+
+    fn force(&self) {
+        let now = self.0.clock.now();
+        let mut g = self.0.lock();
+        let Owned { session, state, .. } = &mut *g;
+        if !session.is_ended() {
+            session.conduit_end(now, SessionEnd::Evicted);
+        }
+        state.common.exit_now = true;
+        state.common.wake_driver();
     }
 }
 
