@@ -1,10 +1,10 @@
 //! The simulated links and time: link ends going away, delivery of bytes between the ends,
 //! routing through the endpoint, kills, reconnects and timers.
 
-use crate::pair::{Notify, Pipe};
+use crate::pair::Notify;
+use crate::shared::{push_batch_part, Pipe};
 use sotto_proto::endpoint::{Placed, SessionHandle};
 use sotto_proto::session::{ConnId, DataBatch, Incoming, Session};
-use sotto_proto::wire::varint::encode_varint;
 use sotto_proto::wire::Message;
 use sotto_proto::{Duration, Instant, ResumeKey};
 
@@ -30,10 +30,7 @@ pub(super) fn own(i: Incoming<'_>) -> Owned {
         Incoming::DataBatch { conn, batch } => {
             let mut body = Vec::new();
             for payload in batch {
-                let mut len = [0u8; 5];
-                let n = encode_varint(payload.len() as u32, &mut len).expect("5 bytes hold a u32");
-                body.extend_from_slice(&len[..n]);
-                body.extend_from_slice(payload);
+                push_batch_part(&mut body, payload);
             }
             Owned::DataBatch(conn, body)
         }

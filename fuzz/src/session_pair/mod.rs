@@ -29,7 +29,7 @@ mod links;
 mod model;
 mod ops;
 
-use crate::pair::Pipe;
+use crate::shared::Pipe;
 use arbitrary::{Arbitrary, Unstructured};
 use model::App;
 use ops::{op_kind, MAX_OPS};

@@ -41,14 +41,12 @@ mod model;
 mod ops;
 
 use crate::script::Script;
+use crate::shared::SATURATION_ZONE;
 use crate::single::config_from;
 use model::{Ledger, MConn, Phase, St};
 use sotto_proto::session::{ConnId, Parity, Session, SessionConfig, SessionFailure, ROOT};
 use sotto_proto::{Duration, Instant, LinkId, Role, SessionEnd};
 use std::collections::BTreeMap;
-
-/// Beyond this instant deadlines may saturate; the strict timer checks stop there.
-const SATURATION_ZONE: u64 = 1 << 62;
 
 /// A valid session configuration from three script bytes (after the conduit's four): small
 /// tables, windows and budgets so that every limit is reached. Also returns the role and our

@@ -2,9 +2,9 @@
 //! operands per [`Driver::step`]), and the peer input it crafts.
 
 use crate::script::Script;
+use crate::shared::push_batch_part;
 use sotto_proto::session::message::{data_header_len, HelloBody};
 use sotto_proto::session::{ConnId, DataBatch, Message as SMsg, Parity, PROTOCOL_VERSION, ROOT};
-use sotto_proto::wire::varint::encode_varint;
 use sotto_proto::wire::{ClientHello, Frame, ServerHello, HELLO_LEN};
 use sotto_proto::{Duration, Instant, ResumeKey, Role};
 
@@ -17,11 +17,7 @@ fn batch_body(payload: &[u8], parts: usize) -> Vec<u8> {
     let step = payload.len() / parts;
     for i in 0..parts {
         let end = if i + 1 == parts { payload.len() } else { (i + 1) * step };
-        let part = &payload[i * step..end];
-        let mut len = [0u8; 5];
-        let n = encode_varint(part.len() as u32, &mut len).expect("5 bytes hold a u32");
-        body.extend_from_slice(&len[..n]);
-        body.extend_from_slice(part);
+        push_batch_part(&mut body, &payload[i * step..end]);
     }
     body
 }
