@@ -12,6 +12,7 @@ pub mod pair;
 pub mod script;
 pub mod session_pair;
 pub mod session_single;
+mod shared;
 pub mod single;
 pub mod state;
 pub mod stream;

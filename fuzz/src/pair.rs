@@ -10,11 +10,11 @@
 //! though they are legal against a hostile peer: a violation, a gap or a failed handshake
 //! on a link, an inconsistent resume, "too many pings".
 
+use crate::shared::Pipe;
 use arbitrary::{Arbitrary, Unstructured};
 use sotto_proto::conduit::LinkDropReason;
-use sotto_proto::wire::{LinkDecoder, Message};
+use sotto_proto::wire::Message;
 use sotto_proto::{Conduit, ConduitConfig, Duration, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
-use std::collections::VecDeque;
 
 /// Most operations run per input (keeps each execution short).
 const MAX_OPS: usize = 400;
@@ -184,82 +184,6 @@ pub struct PairInput {
     pub config: PairConfig,
     /// Operations, run in order (at most 400).
     pub ops: Vec<Op>,
-}
-
-/// One direction of a link: bytes in flight, the reader's decoder, fault flags.
-#[derive(Debug)]
-pub(crate) struct Pipe {
-    pub(crate) data: VecDeque<u8>,
-    /// Sizes (prefix included) of the messages whose bytes are in `data`, oldest first; the
-    /// first may be partly delivered already (`head_done` bytes).
-    sizes: VecDeque<usize>,
-    head_done: usize,
-    /// Writes are kept (false once the link is killed, blackholed or closed).
-    pub(crate) open: bool,
-    /// The reader sees EOF once `data` is drained.
-    pub(crate) eof: bool,
-    pub(crate) dec: LinkDecoder,
-}
-
-impl Pipe {
-    pub(crate) fn new(max_frame_len: u32) -> Self {
-        Self {
-            data: VecDeque::new(),
-            sizes: VecDeque::new(),
-            head_done: 0,
-            open: true,
-            eof: false,
-            dec: LinkDecoder::new(max_frame_len),
-        }
-    }
-
-    pub(crate) fn write(&mut self, msg: &[u8]) {
-        if !self.open {
-            return;
-        }
-        self.data.extend((msg.len() as u32).to_le_bytes());
-        self.data.extend(msg.iter().copied());
-        self.sizes.push_back(msg.len() + 4);
-    }
-
-    /// Take up to `n` bytes for the reader.
-    pub(crate) fn take(&mut self, n: usize) -> Vec<u8> {
-        let n = n.min(self.data.len());
-        let mut left = n;
-        while left > 0 {
-            let Some(&first) = self.sizes.front() else { break };
-            let rest = first - self.head_done;
-            if left >= rest {
-                left -= rest;
-                self.sizes.pop_front();
-                self.head_done = 0;
-            } else {
-                self.head_done += left;
-                left = 0;
-            }
-        }
-        self.data.drain(..n).collect()
-    }
-
-    /// Bytes that complete the next `k` messages (fewer if the stream is cut).
-    pub(crate) fn bytes_for_messages(&self, k: usize) -> usize {
-        let n: usize =
-            self.sizes.iter().take(k).enumerate().map(|(i, s)| if i == 0 { s - self.head_done } else { *s }).sum();
-        n.min(self.data.len())
-    }
-
-    /// Keep only the first `n` bytes in flight (the rest is lost with the link).
-    pub(crate) fn truncate(&mut self, n: usize) {
-        self.data.truncate(n);
-    }
-
-    /// Nobody reads any more.
-    pub(crate) fn discard(&mut self) {
-        self.data.clear();
-        self.sizes.clear();
-        self.head_done = 0;
-        self.open = false;
-    }
 }
 
 /// A link between the two peers: each end's id while that end holds it, and both directions.
@@ -661,7 +585,7 @@ impl Pair {
                     a: None,
                     b: Some(lb),
                     to_a: Pipe::new(self.max_frame_len),
-                    to_b: Pipe { eof: true, open: false, ..Pipe::new(self.max_frame_len) },
+                    to_b: Pipe::closed(self.max_frame_len),
                 });
             }
         }

@@ -7,6 +7,7 @@
 //! each an opcode byte (`% 16`) and its operands (see [`Driver::step`]).
 
 use crate::script::Script;
+use crate::shared::SATURATION_ZONE;
 use sotto_proto::conduit::{ConduitStats, InputError, LinkDropReason, SendError};
 use sotto_proto::wire::{ClientHello, Frame, ServerHello, HELLO_LEN};
 use sotto_proto::{Conduit, ConduitConfig, Duration, Event, Instant, LinkId, ResumeKey, Role, SessionEnd};
@@ -14,10 +15,6 @@ use sotto_proto::{Conduit, ConduitConfig, Duration, Event, Instant, LinkId, Resu
 /// Durations a config may use, in nanoseconds (zero included on purpose).
 const DURATIONS: [u64; 8] =
     [0, 1, 1_000_000, 25_000_000, 1_000_000_000, 10_000_000_000, 20_000_000_000, 120_000_000_000];
-
-/// Beyond this instant deadlines may saturate at [`Instant::FAR_FUTURE`]; the strict timer
-/// checks stop there (only "no panic" is checked).
-const SATURATION_ZONE: u64 = 1 << 62;
 
 fn dur(i: u8) -> Duration {
     Duration::from_nanos(DURATIONS[usize::from(i & 7)])
