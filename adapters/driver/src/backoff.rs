@@ -48,19 +48,65 @@ impl Backoff {
     }
 }
 
+/// A connector's error marked permanent with [`permanent`]: retrying cannot fix it (a TLS
+/// certificate the peer will never accept, a host name that does not resolve by policy).
+/// Find it behind an `io::Error` with [`Permanent::is_marked`].
+#[derive(Debug)]
+pub struct Permanent(Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl Permanent {
+    /// Whether `e` was made by [`permanent`].
+    #[must_use]
+    pub fn is_marked(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<Self>())
+    }
+
+    /// The error that was marked.
+    #[must_use]
+    pub fn inner(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl std::fmt::Display for Permanent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Permanent {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// Mark a connector's error permanent: call it in the connector (`.map_err(permanent)`) for
+/// an error that no retry can fix, typically a TLS certificate error. The driver then does
+/// not retry it: the first connect fails at once with it ([`ConnectError::Io`](crate::ConnectError::Io)),
+/// and a redial ends the session as lost ([`SessionEnd::PermanentDialError`](sotto_proto::SessionEnd::PermanentDialError)),
+/// the error in the `DialFailed` event and in `last_dial_error`. The result keeps the
+/// kind of an `io::Error` passed in (else `Other`); its message is the original's.
+#[must_use]
+pub fn permanent<E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>>(e: E) -> io::Error {
+    let inner: Box<dyn std::error::Error + Send + Sync + 'static> = e.into();
+    let kind = inner.downcast_ref::<io::Error>().map_or(io::ErrorKind::Other, io::Error::kind);
+    io::Error::new(kind, Permanent(inner))
+}
+
 /// Whether a dial error may go away by itself (the peer is restarting, the network is
-/// flapping), so the initial connect retries it. Permission, address and "unsupported"
-/// errors are permanent.
+/// flapping), so the initial connect retries it. Errors marked with [`permanent`], and
+/// permission, address and "unsupported" errors, are permanent.
 #[must_use]
 pub fn is_transient(e: &io::Error) -> bool {
-    !matches!(
-        e.kind(),
-        io::ErrorKind::PermissionDenied
-            | io::ErrorKind::InvalidInput
-            | io::ErrorKind::Unsupported
-            | io::ErrorKind::AddrInUse
-            | io::ErrorKind::OutOfMemory
-    )
+    !Permanent::is_marked(e)
+        && !matches!(
+            e.kind(),
+            io::ErrorKind::PermissionDenied
+                | io::ErrorKind::InvalidInput
+                | io::ErrorKind::Unsupported
+                | io::ErrorKind::AddrInUse
+                | io::ErrorKind::OutOfMemory
+        )
 }
 
 /// A small PRNG (xorshift64*) for jitter, seeded by the runtime once per session. Not for keys.
@@ -123,5 +169,16 @@ mod tests {
         assert!(is_transient(&io::Error::from(io::ErrorKind::ConnectionRefused)));
         assert!(is_transient(&io::Error::from(io::ErrorKind::NotFound)));
         assert!(!is_transient(&io::Error::from(io::ErrorKind::PermissionDenied)));
+    }
+
+    #[test]
+    fn a_marked_error_is_permanent_and_keeps_its_kind_and_message() {
+        let e = permanent(io::Error::new(io::ErrorKind::InvalidData, "bad certificate"));
+        assert!(!is_transient(&e));
+        assert!(Permanent::is_marked(&e));
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(e.to_string(), "bad certificate");
+        assert!(Permanent::is_marked(&permanent("no such host")));
+        assert!(!Permanent::is_marked(&io::Error::new(io::ErrorKind::InvalidData, "bad certificate")));
     }
 }

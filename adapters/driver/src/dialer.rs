@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant as StdInstant};
 
-use crate::backoff::{is_transient, Backoff, Jitter};
+use crate::backoff::{is_transient, Backoff, Jitter, Permanent};
 use crate::config::Config;
 
 /// A boxed connect attempt.
@@ -20,10 +20,11 @@ pub(crate) type Connector<S> = Box<dyn FnMut() -> DialFuture<S> + Send + 'static
 pub(crate) enum Dialed<S> {
     /// A fresh stream: attach it.
     Link(S),
-    /// The attempt failed; the next one waits for the backoff.
-    Failed(io::Error),
-    /// The first connect cannot succeed: a permanent error (`permanent`: a panic, or an
-    /// error retrying cannot fix), or its deadline passed.
+    /// The attempt failed; the next one waits for the backoff, this long.
+    Failed(io::Error, Duration),
+    /// No dial can succeed: the first connect met a permanent error (`permanent`: a panic,
+    /// or an error retrying cannot fix) or its deadline passed; or a redial met an error
+    /// the connector marked [`permanent`](crate::permanent) (`permanent` is true).
     GiveUp {
         /// The attempt's error.
         error: io::Error,
@@ -122,17 +123,26 @@ impl<S> Dialer<S> {
         })
     }
 
-    /// An attempt failed with `e`: give up (first connect, a panic, a permanent error or past
-    /// its deadline) or back off before the next one.
+    /// An attempt failed with `e`: give up (first connect: a panic, a permanent error or past
+    /// its deadline; redial: an error marked permanent) or back off before the next one.
+    /// After a link has attached only an explicit mark ends the session: the kinds
+    /// [`is_transient`] calls permanent are guesses, and a session has state worth waiting for.
     fn failed(&mut self, now: StdInstant, e: io::Error, panicked: bool) -> Dialed<S> {
         tracing::debug!(error = %e, "sotto: dial failed");
         let permanent = panicked || !is_transient(&e);
         if self.connect_deadline.is_some() && (permanent || self.connect_expired(now)) {
             Dialed::GiveUp { error: e, permanent }
+        } else if Permanent::is_marked(&e) {
+            Dialed::GiveUp { error: e, permanent: true }
         } else {
-            self.back_off(now);
-            Dialed::Failed(e)
+            let delay = self.back_off(now);
+            Dialed::Failed(e, delay)
         }
+    }
+
+    /// Cut the backoff wait short: the next dial starts at once (an attempt in progress goes on).
+    pub(crate) fn redial_now(&mut self, now: StdInstant) {
+        self.not_before = self.not_before.min(now);
     }
 
     /// A link completed its handshake: the first connect is done, backoff starts over.
@@ -147,12 +157,13 @@ impl<S> Dialer<S> {
         if had_attached {
             self.not_before = now;
         } else {
-            self.back_off(now);
+            let _ = self.back_off(now);
         }
     }
 
-    fn back_off(&mut self, now: StdInstant) {
+    fn back_off(&mut self, now: StdInstant) -> Duration {
         let delay = self.backoff.next_delay(self.jitter.next());
         self.not_before = now.checked_add(delay).unwrap_or(now);
+        delay
     }
 }

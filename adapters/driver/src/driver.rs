@@ -51,7 +51,7 @@ use crate::keys::fresh_key;
 use crate::read_buffer::ReadBuffer;
 use crate::read_gate::ReadGate;
 use crate::router::{NewLink, Registration};
-use crate::shared::{ConduitEvent, LinkDownCause};
+use crate::shared::{ConduitEvent, DialFailure, LinkDownCause};
 use crate::tasks::LiveTask;
 use crate::{Io, Runtime, Timer};
 
@@ -229,6 +229,9 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                     g.end(now, SessionEnd::RecoveryTimeout);
                 }
             }
+            if std::mem::take(&mut g.common().reconnect) {
+                busy |= self.reconnect(&mut g, now, now_std);
+            }
             busy |= self.drain_outputs(&mut g, now, now_std);
             g.common().counters.io_buffer_bytes = (self.read.allocated() + self.write.capacity()) as u64;
             self.room = g.read_room();
@@ -309,6 +312,21 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         }
     }
 
+    /// The application asked for a fresh link (initiator): an attached link is dropped (the
+    /// session resumes over the next one, dialed at once); a backoff wait is cut short. A
+    /// link still in its handshake, or a dial in progress, is left alone.
+    fn reconnect(&mut self, g: &mut H::Guard<'_>, now: Instant, now_std: StdInstant) -> bool {
+        let Source::Dialer(d) = &mut self.source else { return false };
+        if g.conduit().is_ended() {
+            return false;
+        }
+        d.redial_now(now_std);
+        if self.link.as_ref().is_some_and(|l| l.attached) {
+            self.retire(g, now, now_std, LinkDownCause::Reconnect, true);
+        }
+        true
+    }
+
     /// No item moved for [`SHRINK_AFTER`]: give back the read buffer, the write
     /// buffer's growth and the replay ring's room beyond what unacked items need.
     fn shrink_buffers(&mut self) {
@@ -355,6 +373,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 if let Some(l) = self.link.as_mut().filter(|l| l.id == link) {
                     l.attached = true;
                     presented = l.presented;
+                    g.common().peer_addr = l.io.peer_addr();
                 }
                 let c = g.common();
                 c.counters.link_ups += 1;
@@ -469,17 +488,27 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                         let id = g.link_up(now);
                         self.link = Some(Link { io, id, attached: false, flush: false, presented: None });
                     }
-                    Dialed::Failed(e) => {
+                    Dialed::Failed(e, delay) => {
+                        let error = Arc::new(e);
                         let c = g.common();
                         c.counters.dial_failures += 1;
-                        c.last_dial_error = Some(e);
+                        c.last_dial_error = Some(Arc::clone(&error));
+                        c.push_event(ConduitEvent::DialFailed(DialFailure { error, next_in: Some(delay) }));
                     }
                     Dialed::GiveUp { error, permanent } => {
+                        let error = Arc::new(error);
+                        let first = d.connecting();
                         let c = g.common();
                         c.counters.dial_failures += 1;
                         c.dial_permanent = permanent;
-                        c.last_dial_error = Some(error);
-                        g.end(now, SessionEnd::RecoveryTimeout);
+                        c.last_dial_error = Some(Arc::clone(&error));
+                        c.push_event(ConduitEvent::DialFailed(DialFailure { error, next_in: None }));
+                        if first {
+                            g.end(now, SessionEnd::RecoveryTimeout);
+                        } else {
+                            tracing::debug!("sotto: redial failed permanently");
+                            g.end(now, SessionEnd::PermanentDialError);
+                        }
                     }
                 }
                 self.drain_outputs(&mut g, now, now_std);

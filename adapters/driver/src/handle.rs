@@ -108,12 +108,34 @@ impl ConnectError {
         match end {
             SessionEnd::Rejected => Self::Rejected,
             SessionEnd::Full => Self::Full,
-            SessionEnd::RecoveryTimeout => match common.last_dial_error.take() {
+            SessionEnd::RecoveryTimeout => match common.last_dial_error.take().map(unshare) {
                 Some(e) if common.dial_permanent => Self::Io(e),
                 last_error => Self::TimedOut { last_error },
             },
             other => Self::Ended(other),
         }
+    }
+}
+
+/// The error itself if nobody else holds it (the application did not keep its
+/// `DialFailed` event), else one with the same kind whose message and source are its.
+pub(crate) fn unshare(e: Arc<io::Error>) -> io::Error {
+    Arc::try_unwrap(e).unwrap_or_else(|e| io::Error::new(e.kind(), SharedIoError(e)))
+}
+
+/// A shared `io::Error` as an error of its own (see [`unshare`]).
+#[derive(Debug)]
+struct SharedIoError(Arc<io::Error>);
+
+impl std::fmt::Display for SharedIoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for SharedIoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
     }
 }
 

@@ -72,6 +72,7 @@ mod handle;
 mod host;
 mod keys;
 mod listen;
+mod peer;
 mod pending;
 mod raw;
 mod read_buffer;
@@ -89,15 +90,16 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 
 pub use acceptor::{serve, Acceptor, AcceptorStats};
-pub use backoff::{is_transient, Backoff};
+pub use backoff::{is_transient, permanent, Backoff, Permanent};
 pub use config::{AcceptorConfig, BufferConfig, Config, DialConfig, ProtocolConfig};
 pub use handle::{connect, ConnectError, Ended, SendError, StableConduit, TrySendError};
+pub use peer::{PeerAddr, WithPeer};
 pub use session::{
-    connect_session, serve_sessions, source_of, AnswerError, ConnError, ConnReceiver, ConnSender, Connection,
-    IncomingOpen, OpenError, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats,
-    WRITE_CHUNK,
+    connect_session, connect_session_with, serve_sessions, source_of, AnswerError, ConnError, ConnReceiver, ConnSender,
+    Connection, Goodbye, IncomingOpen, OpenError, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle,
+    SessionId, SessionStats, WRITE_CHUNK,
 };
-pub use shared::{ConduitEvent, LinkDownCause, ResumeTiming, Stats};
+pub use shared::{ConduitEvent, DialFailure, LinkDownCause, ResumeTiming, Stats};
 pub use shutdown::ShutdownReport;
 pub use tasks::live_tasks;
 
@@ -189,6 +191,13 @@ pub trait Io: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + Send + 
         };
         buf.truncate(start + n);
         r
+    }
+
+    /// The address of the peer at the other end, if this stream knows it. The driver reads
+    /// it once per link, when the link is attached. The default knows none; the adapters
+    /// wrap TCP and Unix streams in [`WithPeer`].
+    fn peer_addr(&self) -> Option<PeerAddr> {
+        None
     }
 }
 

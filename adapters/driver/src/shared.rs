@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::task::{Context, Waker};
-use std::time::Instant as StdInstant;
+use std::time::{Duration, Instant as StdInstant};
 
 use sotto_proto::conduit::{ConduitStats, LinkDropReason};
 use sotto_proto::wire::FramingError;
@@ -17,7 +17,7 @@ use sotto_proto::{Conduit, Instant, SessionEnd};
 const MAX_EVENTS: usize = 64;
 
 /// What happened to a session's links, for the application.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConduitEvent {
     /// A link completed its handshake and frames flow.
@@ -34,8 +34,38 @@ pub enum ConduitEvent {
         /// Why.
         cause: LinkDownCause,
     },
+    /// Initiator: a dial failed (the connector's error, a dial timeout or a panic).
+    DialFailed(DialFailure),
     /// The session is over: lost ([`SessionEnd::is_lost`]) or closed. Always the last event.
     Ended(SessionEnd),
+}
+
+/// A failed dial: its error, and when the next one starts.
+#[derive(Clone, Debug)]
+pub struct DialFailure {
+    /// The connector's error (or a dial timeout, or "the connector panicked").
+    pub error: Arc<io::Error>,
+    /// How long the backoff waits before the next dial; `None` when there is none (the
+    /// error was permanent, or the first connect gave up).
+    pub next_in: Option<Duration>,
+}
+
+/// Two failures are equal when they are the same error (the same `Arc`) with the same delay.
+impl PartialEq for DialFailure {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.error, &other.error) && self.next_in == other.next_in
+    }
+}
+
+impl Eq for DialFailure {}
+
+impl std::fmt::Display for DialFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.next_in {
+            Some(d) => write!(f, "dial failed: {} (next dial in {d:?})", self.error),
+            None => write!(f, "dial failed: {} (no further dial)", self.error),
+        }
+    }
 }
 
 /// Why a link went down.
@@ -56,6 +86,9 @@ pub enum LinkDownCause {
     Io(io::ErrorKind),
     /// A newer link replaced it (acceptor).
     Superseded,
+    /// The application asked for a fresh link (initiator:
+    /// [`SessionHandle::reconnect_now`](crate::SessionHandle::reconnect_now)).
+    Reconnect,
 }
 
 impl std::fmt::Display for LinkDownCause {
@@ -68,6 +101,7 @@ impl std::fmt::Display for LinkDownCause {
             Self::Framing(e) => write!(f, "bad framing: {e}"),
             Self::Io(kind) => write!(f, "I/O error: {kind}"),
             Self::Superseded => f.write_str("replaced by a newer link"),
+            Self::Reconnect => f.write_str("replaced at the application's request (reconnect_now)"),
         }
     }
 }
@@ -185,8 +219,13 @@ pub(crate) struct Common {
     /// An acceptor's shutdown ran out of time: the driver stops now, abandoning what it
     /// had not written (the session has ended already).
     pub(crate) exit_now: bool,
-    /// Initiator: the last dial error, reported if the first connect gives up.
-    pub(crate) last_dial_error: Option<io::Error>,
+    /// Initiator: the last dial error, reported if the first connect gives up, and the
+    /// cause of a [`SessionEnd::PermanentDialError`].
+    pub(crate) last_dial_error: Option<Arc<io::Error>>,
+    /// The current (or last) link's peer, as its stream told.
+    pub(crate) peer_addr: Option<crate::PeerAddr>,
+    /// Initiator: the application asked for a fresh link now.
+    pub(crate) reconnect: bool,
     /// Initiator: the first connect gave up on an error that retrying cannot fix.
     pub(crate) dial_permanent: bool,
     pub(crate) counters: Counters,

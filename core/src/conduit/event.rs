@@ -99,6 +99,9 @@ pub enum SessionEnd {
     /// try later, or at another acceptor, may succeed. (A vox acceptor, or a resume, gets
     /// [`Rejected`](Self::Rejected).)
     Full,
+    /// Initiator: redialing failed with an error the connector marked permanent (a TLS
+    /// certificate error, say): no further dial could succeed. Its driver keeps the error.
+    PermanentDialError,
 }
 
 impl SessionEnd {
@@ -277,6 +280,7 @@ impl core::fmt::Display for SessionEnd {
             Self::PeerGoodbye { code } => write!(f, "closed by the peer (code {code})"),
             Self::Evicted => f.write_str("evicted by the acceptor"),
             Self::Full => f.write_str("the acceptor is full"),
+            Self::PermanentDialError => f.write_str("a redial failed with an error marked permanent"),
         }
     }
 }

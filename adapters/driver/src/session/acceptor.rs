@@ -395,7 +395,7 @@ impl<R: Runtime> EpRouting<R> {
         let host = Arc::new(SessDriverHost::<S>::new(home.clone()));
         let driver = Driver::<R, S, SessDriverHost<S>>::new(&l.rt, host, Source::Mailbox, l.config);
         let task = l.rt.spawn(crate::tasks::isolated(driver));
-        self.unannounced.insert(handle, (SessionHandle::new(home, task), source));
+        self.unannounced.insert(handle, (SessionHandle::new(home, super::handle::SessionId::next(), task), source));
         *self.unannounced_by_source.entry(source).or_insert(0) += 1;
     }
 }

@@ -18,11 +18,11 @@ use crate::config::Config;
 use crate::dialer::{DialFuture, Dialer};
 use crate::driver::{Driver, Source};
 use crate::handle::{ConnectError, Ended};
-use crate::shared::{Clock, ConduitEvent, LinkDownCause, ResumeTiming};
+use crate::shared::{Clock, ConduitEvent, DialFailure, LinkDownCause, ResumeTiming};
 use crate::{Io, Runtime, TaskGuard};
 
 /// What happened to a session's links, for the application.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SessionEvent {
     /// The first link completed its handshake.
@@ -42,6 +42,9 @@ pub enum SessionEvent {
         /// sotto's extensions are in force.
         ext: bool,
     },
+    /// Initiator: a dial failed; its error, and when the next one starts (`None`: there is
+    /// none, the error being permanent). For a UI's "reconnecting in 2 s: connection refused".
+    DialFailed(DialFailure),
     /// The session ended gracefully (our close or the peer's GOODBYE). The last event.
     Closed(SessionEnd),
     /// The session is lost (recovery timeout, REJECTED resume, protocol failure, eviction).
@@ -55,6 +58,7 @@ impl From<ConduitEvent> for SessionEvent {
             ConduitEvent::LinkUp { resumed: false, ext, .. } => Self::LinkUp { ext },
             ConduitEvent::LinkUp { resumed: true, replaying, ext } => Self::Resumed { replaying, ext },
             ConduitEvent::LinkDown { cause } => Self::LinkDown { cause },
+            ConduitEvent::DialFailed(f) => Self::DialFailed(f),
             ConduitEvent::Ended(end) if end.is_lost() => Self::Lost(end),
             ConduitEvent::Ended(end) => Self::Closed(end),
         }
@@ -150,27 +154,131 @@ pub(crate) fn end_of(s: &Session, st: &SessState) -> SessionEnd {
     st.common.end(s.conduit()).unwrap_or(SessionEnd::LocalClose { code: sotto_proto::conduit::goodbye_code::NORMAL })
 }
 
+/// A session's identity in this process: assigned by the driver when the session starts
+/// (on either side), unique among the process's sessions, the same for the session's whole
+/// life, across every resume. Not sent on the wire: the peer numbers its sessions itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub u64);
+
+impl SessionId {
+    /// The next id of this process.
+    pub(crate) fn next() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "session#{}", self.0)
+    }
+}
+
+/// The peer's GOODBYE: its code and reason (the reason at most
+/// [`MAX_GOODBYE_REASON`](sotto_proto::conduit::MAX_GOODBYE_REASON) bytes, cut there by the
+/// core).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Goodbye {
+    /// The peer's code.
+    pub code: u32,
+    /// The peer's reason.
+    pub reason: String,
+}
+
 /// One session: virtual connections, each an ordered, exactly-once message stream with
 /// credit flow control, surviving link loss underneath.
 ///
 /// [`open`](Self::open) connections and [`accept`](Self::accept) the peer's; watch
-/// [`events`](Self::events); [`close`](Self::close) gracefully. Dropping the handle starts a
-/// graceful close too (GOODBYE once queued data is out, bounded by `drain_timeout`), after
-/// which the session's task ends; connections still held then fail with `Ended`.
+/// [`events`](Self::events); [`close`](Self::close) gracefully, from any clone.
+///
+/// The handle is cheap to clone (a reference count): every clone is the same session.
+/// Dropping the **last** clone starts a graceful close (GOODBYE once queued data is out,
+/// bounded by `drain_timeout`), after which the session's task ends; connections still held
+/// then fail with `Ended`: connections do not keep a session open, its handles do.
+#[derive(Clone)]
 pub struct SessionHandle {
+    inner: Arc<HandleInner>,
+}
+
+/// What every clone of a [`SessionHandle`] shares; dropped with the last one.
+struct HandleInner {
     home: Home,
+    id: SessionId,
     task: Option<TaskGuard>,
 }
 
 impl std::fmt::Debug for SessionHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionHandle").field("stats", &self.stats()).finish()
+        f.debug_struct("SessionHandle")
+            .field("id", &self.inner.id)
+            .field("peer_addr", &self.peer_addr())
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
 impl SessionHandle {
-    pub(crate) fn new(home: Home, task: TaskGuard) -> Self {
-        Self { home, task: Some(task) }
+    pub(crate) fn new(home: Home, id: SessionId, task: TaskGuard) -> Self {
+        Self { inner: Arc::new(HandleInner { home, id, task: Some(task) }) }
+    }
+
+    /// This session's id (see [`SessionId`]): the same on every clone and after every resume.
+    #[must_use]
+    pub fn id(&self) -> SessionId {
+        self.inner.id
+    }
+
+    /// The peer address of the session's current link (its last one while it has none),
+    /// when the stream told it: TCP and Unix sockets made by the adapters do, a stream of
+    /// your own does if it implements [`Io::peer_addr`](crate::Io::peer_addr) (or is wrapped
+    /// in [`WithPeer`](crate::WithPeer)). `None` before the first link attached.
+    #[must_use]
+    pub fn peer_addr(&self) -> Option<crate::PeerAddr> {
+        self.inner.home.lock().parts().1.common.peer_addr.clone()
+    }
+
+    /// Resolves once the session is over, with how it ended (at once if it already has).
+    /// Cancel-safe; any number of tasks may wait. The session's task may still be writing
+    /// its last frames: [`close`](Self::close) waits for that.
+    pub async fn closed(&self) -> SessionEnd {
+        poll_fn(|cx| {
+            let mut l = self.inner.home.lock();
+            let (s, st) = l.parts();
+            if let Some(end) = st.common.end(s.conduit()) {
+                return Poll::Ready(end);
+            }
+            st.common.watchers.register(cx);
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The peer's GOODBYE (code and reason), once it has sent one.
+    #[must_use]
+    pub fn peer_goodbye(&self) -> Option<Goodbye> {
+        let l = self.inner.home.lock();
+        let (code, reason) = l.parts_ref().0.conduit().peer_goodbye()?;
+        Some(Goodbye { code, reason: reason.to_owned() })
+    }
+
+    /// Initiator: the error of the last failed dial, if any; after the session ended with
+    /// [`SessionEnd::PermanentDialError`], the error the connector marked permanent.
+    #[must_use]
+    pub fn last_dial_error(&self) -> Option<Arc<io::Error>> {
+        self.inner.home.lock().parts_ref().1.common.last_dial_error.clone()
+    }
+
+    /// Initiator: get a fresh link now. Call it when the network changed (a new interface,
+    /// a VPN came up) or a user asked to retry. While the session waits out a redial
+    /// backoff, the wait is cut short and the next dial starts at once. While a link is up,
+    /// it is **cycled**: dropped (a `LinkDown` with [`LinkDownCause::Reconnect`]) and a new
+    /// one dialed at once, over which the session resumes (nothing is lost). A dial or
+    /// handshake in progress goes on. No effect on an acceptor's session or an ended one.
+    pub fn reconnect_now(&self) {
+        let mut l = self.inner.home.lock();
+        let st = l.parts().1;
+        st.common.reconnect = true;
+        st.common.wake_driver();
     }
 
     /// Open a connection with `metadata` and wait for the peer's answer. Waits for the
@@ -178,7 +286,7 @@ impl SessionHandle {
     /// the answer, the connection is closed as soon as it is accepted.
     pub async fn open(&self, metadata: &[u8]) -> Result<Connection, OpenError> {
         let id = poll_fn(|cx| {
-            let mut l = self.home.lock();
+            let mut l = self.inner.home.lock();
             let (s, st) = l.parts();
             if let Some(end) = st.common.end(s.conduit()) {
                 return Poll::Ready(Err(OpenError::Ended(end)));
@@ -203,9 +311,9 @@ impl SessionHandle {
         })
         .await?;
         // Dropped before the answer (cancelled): the connection is closed once accepted.
-        let mut guard = OpenGuard { home: &self.home, id, armed: true };
+        let mut guard = OpenGuard { home: &self.inner.home, id, armed: true };
         let metadata = poll_fn(|cx| {
-            let mut l = self.home.lock();
+            let mut l = self.inner.home.lock();
             let (s, st) = l.parts();
             let end = st.common.end(s.conduit());
             let Some(slot) = st.conns.get_mut(&id) else {
@@ -228,9 +336,9 @@ impl SessionHandle {
         .await;
         guard.armed = false;
         match metadata {
-            Ok(metadata) => Ok(Connection::new(self.home.clone(), id, metadata, self.release_at())),
+            Ok(metadata) => Ok(Connection::new(self.inner.home.clone(), id, metadata, self.release_at())),
             Err(e) => {
-                let mut l = self.home.lock();
+                let mut l = self.inner.home.lock();
                 l.parts().1.conns.remove(&id);
                 Err(e)
             }
@@ -238,7 +346,7 @@ impl SessionHandle {
     }
 
     fn release_at(&self) -> usize {
-        let l = self.home.lock();
+        let l = self.inner.home.lock();
         (l.parts_ref().0.config().initial_credit as usize / 4).max(1)
     }
 
@@ -246,7 +354,7 @@ impl SessionHandle {
     /// requests already received are still returned, then `Err`.
     pub async fn accept(&self) -> Result<IncomingOpen, Ended> {
         let (id, metadata) = poll_fn(|cx| {
-            let mut l = self.home.lock();
+            let mut l = self.inner.home.lock();
             let (s, st) = l.parts();
             if let Some(open) = st.incoming.pop_front() {
                 return Poll::Ready(Ok(open));
@@ -258,7 +366,7 @@ impl SessionHandle {
             Poll::Pending
         })
         .await?;
-        Ok(IncomingOpen { home: self.home.clone(), id, metadata, answered: false, release_at: self.release_at() })
+        Ok(IncomingOpen { home: self.inner.home.clone(), id, metadata, answered: false, release_at: self.release_at() })
     }
 
     /// The next link event, or `None` once the session is over and every event was read.
@@ -269,7 +377,7 @@ impl SessionHandle {
 
     /// [`next_event`](Self::next_event) as a poll function.
     pub fn poll_event(&self, cx: &mut Context<'_>) -> Poll<Option<SessionEvent>> {
-        let mut l = self.home.lock();
+        let mut l = self.inner.home.lock();
         let st = l.parts().1;
         if let Some(e) = st.common.events.pop_front() {
             return Poll::Ready(Some(e.into()));
@@ -289,7 +397,7 @@ impl SessionHandle {
     /// A snapshot of the counters.
     #[must_use]
     pub fn stats(&self) -> SessionStats {
-        let l = self.home.lock();
+        let l = self.inner.home.lock();
         let (s, st) = l.parts_ref();
         let c = st.common.counters;
         SessionStats {
@@ -312,13 +420,13 @@ impl SessionHandle {
     /// still waiting for its first message is kept for a later call.
     #[must_use]
     pub fn take_resume_timings(&self) -> Vec<ResumeTiming> {
-        self.home.lock().parts().1.common.take_timings(self.home.clock())
+        self.inner.home.lock().parts().1.common.take_timings(self.inner.home.clock())
     }
 
     /// How the session ended, if it has.
     #[must_use]
     pub fn ended(&self) -> Option<SessionEnd> {
-        let l = self.home.lock();
+        let l = self.inner.home.lock();
         let (s, st) = l.parts_ref();
         st.common.end(s.conduit())
     }
@@ -330,13 +438,13 @@ impl SessionHandle {
     /// have lost. After a GOODBYE they were all written before it.
     #[must_use]
     pub fn unacked(&self) -> u64 {
-        self.home.lock().parts_ref().0.conduit().unacked()
+        self.inner.home.lock().parts_ref().0.conduit().unacked()
     }
 
     /// The metadata of the peer's session hello, once the handshake got that far.
     #[must_use]
     pub fn peer_metadata(&self) -> Option<Bytes> {
-        self.home.lock().parts_ref().1.peer_metadata.clone()
+        self.inner.home.lock().parts_ref().1.peer_metadata.clone()
     }
 
     /// End the session gracefully: what was sent goes out first, then GOODBYE with `code`
@@ -347,14 +455,14 @@ impl SessionHandle {
     /// how many items that is.
     pub async fn close(&self, code: u32, reason: &str) -> SessionEnd {
         {
-            let mut l = self.home.lock();
-            let now = self.home.clock().now();
+            let mut l = self.inner.home.lock();
+            let now = self.inner.home.clock().now();
             let (s, st) = l.parts();
             s.close(now, code, reason);
             st.common.wake_driver();
         }
         poll_fn(|cx| {
-            let mut l = self.home.lock();
+            let mut l = self.inner.home.lock();
             let (s, st) = l.parts();
             if st.common.driver_done {
                 return Poll::Ready(st.common.end(s.conduit()).unwrap_or(SessionEnd::LocalClose { code }));
@@ -368,7 +476,7 @@ impl SessionHandle {
     /// Wait until the session handshake has finished, or the session ended before that.
     fn wait_ready(&self) -> impl Future<Output = Result<(), ConnectError>> + '_ {
         poll_fn(move |cx| {
-            let mut l = self.home.lock();
+            let mut l = self.inner.home.lock();
             let (s, st) = l.parts();
             if st.ready {
                 return Poll::Ready(Ok(()));
@@ -382,7 +490,7 @@ impl SessionHandle {
     }
 }
 
-impl Drop for SessionHandle {
+impl Drop for HandleInner {
     fn drop(&mut self) {
         {
             let mut l = self.home.lock();
@@ -519,11 +627,28 @@ impl Drop for IncomingOpen {
 /// fresh stream), run the link and session handshakes, and return once the session is ready
 /// for connections. Dial errors and failed handshakes are retried as for
 /// [`connect`](crate::connect); after that, lost links are redialed with backoff until
-/// `config.protocol.recovery_timeout`, then the session is reported lost.
-pub async fn connect_session<R, S, F, Fut>(
+/// `config.protocol.recovery_timeout`, then the session is reported lost. The session Hello
+/// carries no metadata (see [`connect_session_with`]).
+pub async fn connect_session<R, S, F, Fut>(rt: R, connector: F, config: Config) -> Result<SessionHandle, ConnectError>
+where
+    R: Runtime,
+    S: Io,
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+{
+    connect_session_with(rt, connector, config, &[]).await
+}
+
+/// [`connect_session`], with `metadata` in the session Hello: the acceptor reads it with
+/// [`SessionHandle::peer_metadata`] on the session it accepts (who is connecting, a token,
+/// a protocol version). At most `config.session.max_metadata` bytes, else
+/// [`ConnectError::Config`] with `SessionLimits`. Sent once, with the session's first
+/// handshake: resumes do not repeat it.
+pub async fn connect_session_with<R, S, F, Fut>(
     rt: R,
     mut connector: F,
     config: Config,
+    metadata: &[u8],
 ) -> Result<SessionHandle, ConnectError>
 where
     R: Runtime,
@@ -531,14 +656,14 @@ where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = io::Result<S>> + Send + 'static,
 {
-    let session = Session::new(Role::Initiator, config.session_config(), &[]).map_err(ConnectError::Config)?;
+    let session = Session::new(Role::Initiator, config.session_config(), metadata).map_err(ConnectError::Config)?;
     let home = Home::new(session, SessState::new(&config), Clock::new(&rt));
     let dial = Box::new(move || -> DialFuture<S> { Box::pin(connector()) });
     let dialer = Dialer::new(dial, &config, rt.now(), rt.jitter_seed());
     let host = Arc::new(SessDriverHost::<S>::new(home.clone()));
     let driver = Driver::<R, S, SessDriverHost<S>>::new(&rt, host, Source::Dialer(dialer), config);
     let task = rt.spawn(crate::tasks::isolated(driver));
-    let handle = SessionHandle::new(home, task);
+    let handle = SessionHandle::new(home, SessionId::next(), task);
     handle.wait_ready().await?;
     Ok(handle)
 }

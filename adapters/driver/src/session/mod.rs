@@ -21,4 +21,7 @@ mod state;
 pub use acceptor::{serve_sessions, source_of, SessionAcceptor, SessionAcceptorStats};
 pub use byte_stream::WRITE_CHUNK;
 pub use conn::{ConnError, ConnReceiver, ConnSender, Connection};
-pub use handle::{connect_session, AnswerError, IncomingOpen, OpenError, SessionEvent, SessionHandle, SessionStats};
+pub use handle::{
+    connect_session, connect_session_with, AnswerError, Goodbye, IncomingOpen, OpenError, SessionEvent, SessionHandle,
+    SessionId, SessionStats,
+};

@@ -1,0 +1,92 @@
+//! Who is at the other end of a link: [`PeerAddr`], and [`WithPeer`], which gives any
+//! [`Io`] stream the address its adapter learned when the stream was made (the driver
+//! records it as the session's current link's peer, [`SessionHandle::peer_addr`](crate::SessionHandle::peer_addr)).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+
+use crate::Io;
+
+/// The peer address of a link, when the stream type can tell.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PeerAddr {
+    /// A TCP peer.
+    Tcp(SocketAddr),
+    /// A Unix socket peer: its path, `None` for an unnamed socket (as a connecting client's
+    /// usually is).
+    Unix(Option<PathBuf>),
+}
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(a) => write!(f, "{a}"),
+            Self::Unix(Some(p)) => write!(f, "unix:{}", p.display()),
+            Self::Unix(None) => f.write_str("unix:(unnamed)"),
+        }
+    }
+}
+
+/// A stream and its peer's address: an [`Io`] whose [`Io::peer_addr`] is that address.
+/// The adapters wrap the streams they make or accept in it.
+#[derive(Debug)]
+pub struct WithPeer<T> {
+    io: T,
+    peer: Option<PeerAddr>,
+}
+
+impl<T> WithPeer<T> {
+    /// `io`, whose peer is `peer`.
+    #[must_use]
+    pub fn new(io: T, peer: Option<PeerAddr>) -> Self {
+        Self { io, peer }
+    }
+
+    /// The wrapped stream.
+    #[must_use]
+    pub fn into_inner(self) -> T {
+        self.io
+    }
+}
+
+impl<T: Io> futures::io::AsyncRead for WithPeer<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<T: Io> futures::io::AsyncWrite for WithPeer<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_close(cx)
+    }
+}
+
+impl<T: Io> Io for WithPeer<T> {
+    const READS_UNINIT: bool = T::READS_UNINIT;
+
+    fn poll_read_uninit(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
+        self.io.poll_read_uninit(cx, buf)
+    }
+
+    fn peer_addr(&self) -> Option<PeerAddr> {
+        self.peer.clone()
+    }
+}
