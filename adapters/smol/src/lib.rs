@@ -64,9 +64,10 @@ use futures::stream::Stream;
 
 pub use runtime::Smol;
 pub use sotto_driver::{
-    live_tasks, AcceptorConfig, AnswerError, BufferConfig, Config, ConnError, ConnReceiver, ConnSender, ConnectError,
-    Connection, DialConfig, Ended, IncomingOpen, LinkDownCause, OpenError, ProtocolConfig, ResumeTiming,
-    SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats, ShutdownReport, WRITE_CHUNK,
+    live_tasks, permanent, AcceptorConfig, AnswerError, BufferConfig, Config, ConnError, ConnReceiver, ConnSender,
+    ConnectError, Connection, DialConfig, DialFailure, Ended, Goodbye, IncomingOpen, LinkDownCause, OpenError,
+    PeerAddr, Permanent, ProtocolConfig, ResumeTiming, SessionAcceptor, SessionAcceptorStats, SessionEvent,
+    SessionHandle, SessionId, SessionStats, ShutdownReport, WithPeer, WRITE_CHUNK,
 };
 use sotto_driver::{source_of, FuturesIo};
 /// The sans-IO core, `sotto-proto`: every type the adapter's reports carry.
@@ -90,6 +91,22 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     Smol::global().connect_session(connector, config).await
+}
+
+/// [`connect_session`] with `metadata` in the session Hello, for the acceptor to read with
+/// [`SessionHandle::peer_metadata`] (at most `config.session.max_metadata` bytes). Runs on
+/// smol's global executor; [`Smol::connect_session_with`] on another.
+pub async fn connect_session_with<F, Fut, S>(
+    connector: F,
+    config: Config,
+    metadata: &[u8],
+) -> Result<SessionHandle, ConnectError>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    Smol::global().connect_session_with(connector, config, metadata).await
 }
 
 /// Serve a TCP listener with the session API, through the core endpoint, on smol's global
@@ -131,6 +148,21 @@ impl Smol {
         sotto_driver::connect_session(self.clone(), wrap(connector), config).await
     }
 
+    /// [`connect_session_with`] on this executor.
+    pub async fn connect_session_with<F, Fut, S>(
+        &self,
+        connector: F,
+        config: Config,
+        metadata: &[u8],
+    ) -> Result<SessionHandle, ConnectError>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = io::Result<S>> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        sotto_driver::connect_session_with(self.clone(), wrap(connector), config, metadata).await
+    }
+
     /// [`serve_sessions_tcp`] on this executor.
     pub fn serve_sessions_tcp(
         &self,
@@ -138,7 +170,9 @@ impl Smol {
         config: Config,
     ) -> Result<SessionAcceptor, ConfigError> {
         let incoming = futures::stream::unfold(listener, |l| async move {
-            let r = accept_nodelay(&l).await.map(|(s, addr)| (FuturesIo(s), source_of(&addr)));
+            let r = accept_nodelay(&l)
+                .await
+                .map(|(s, addr)| (WithPeer::new(FuturesIo(s), Some(PeerAddr::Tcp(addr))), source_of(&addr)));
             Some((r, l))
         });
         sotto_driver::serve_sessions(self.clone(), incoming, config)
@@ -152,7 +186,11 @@ impl Smol {
         config: Config,
     ) -> Result<SessionAcceptor, ConfigError> {
         let incoming = futures::stream::unfold(listener, |l| async move {
-            Some((l.accept().await.map(|(s, _)| (FuturesIo(s), 0)), l))
+            let r = l.accept().await.map(|(s, addr)| {
+                let peer = PeerAddr::Unix(addr.as_pathname().map(Into::into));
+                (WithPeer::new(FuturesIo(s), Some(peer)), 0)
+            });
+            Some((r, l))
         });
         sotto_driver::serve_sessions(self.clone(), incoming, config)
     }
@@ -164,7 +202,7 @@ impl Smol {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         use futures::stream::StreamExt;
-        sotto_driver::serve_sessions(self.clone(), incoming.map(|r| r.map(|s| (FuturesIo(s), 0))), config)
+        sotto_driver::serve_sessions(self.clone(), incoming.map(|r| r.map(|s| (with_peer(s), 0))), config)
     }
 }
 
@@ -181,12 +219,30 @@ pub(crate) async fn accept_nodelay(
 /// The application's connector, its streams wrapped for the driver.
 pub(crate) fn wrap<F, Fut, S>(
     mut connector: F,
-) -> impl FnMut() -> futures::future::MapOk<Fut, fn(S) -> FuturesIo<S>> + Send + 'static
+) -> impl FnMut() -> futures::future::MapOk<Fut, fn(S) -> WithPeer<FuturesIo<S>>> + Send + 'static
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use futures::TryFutureExt;
-    move || connector().map_ok(FuturesIo as fn(S) -> FuturesIo<S>)
+    move || connector().map_ok(with_peer as fn(S) -> WithPeer<FuturesIo<S>>)
+}
+
+/// `s` for the driver, with its peer's address if it is a smol TCP or Unix stream.
+fn with_peer<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(s: S) -> WithPeer<FuturesIo<S>> {
+    let peer = peer_of(&s);
+    WithPeer::new(FuturesIo(s), peer)
+}
+
+/// The peer address of a smol TCP or Unix stream; `None` for any other stream type.
+fn peer_of(s: &dyn std::any::Any) -> Option<PeerAddr> {
+    if let Some(tcp) = s.downcast_ref::<smol::net::TcpStream>() {
+        return tcp.peer_addr().ok().map(PeerAddr::Tcp);
+    }
+    #[cfg(unix)]
+    if let Some(unix) = s.downcast_ref::<smol::net::unix::UnixStream>() {
+        return unix.peer_addr().ok().map(|a| PeerAddr::Unix(a.as_pathname().map(Into::into)));
+    }
+    None
 }

@@ -71,9 +71,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use compat::TokioIo;
 pub use runtime::Tokio;
 pub use sotto_driver::{
-    live_tasks, AcceptorConfig, AnswerError, BufferConfig, Config, ConnError, ConnReceiver, ConnSender, ConnectError,
-    Connection, DialConfig, Ended, IncomingOpen, LinkDownCause, OpenError, ProtocolConfig, ResumeTiming,
-    SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionStats, ShutdownReport, WRITE_CHUNK,
+    live_tasks, permanent, AcceptorConfig, AnswerError, BufferConfig, Config, ConnError, ConnReceiver, ConnSender,
+    ConnectError, Connection, DialConfig, DialFailure, Ended, Goodbye, IncomingOpen, LinkDownCause, OpenError,
+    PeerAddr, Permanent, ProtocolConfig, ResumeTiming, SessionAcceptor, SessionAcceptorStats, SessionEvent,
+    SessionHandle, SessionId, SessionStats, ShutdownReport, WithPeer, WRITE_CHUNK,
 };
 /// The sans-IO core, `sotto-proto`: every type the adapter's reports carry.
 pub use sotto_proto as proto;
@@ -98,6 +99,22 @@ where
     sotto_driver::connect_session(Tokio, wrap(connector), config).await
 }
 
+/// [`connect_session`] with `metadata` in the session Hello, for the acceptor to read with
+/// [`SessionHandle::peer_metadata`] (at most `config.session.max_metadata` bytes). Must be
+/// called within a tokio runtime.
+pub async fn connect_session_with<F, Fut, S>(
+    connector: F,
+    config: Config,
+    metadata: &[u8],
+) -> Result<SessionHandle, ConnectError>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    sotto_driver::connect_session_with(Tokio, wrap(connector), config, metadata).await
+}
+
 /// Serve a TCP listener with the session API, through the core endpoint (accepted streams
 /// get `TCP_NODELAY`; the per-source failure budget is keyed by peer IP). Must be called
 /// within a tokio runtime.
@@ -106,7 +123,7 @@ pub fn serve_sessions_tcp(listener: tokio::net::TcpListener, config: Config) -> 
         listener.poll_accept(cx).map(|r| {
             Some(r.map(|(s, addr)| {
                 let _ = s.set_nodelay(true);
-                (TokioIo::new(s), sotto_driver::source_of(&addr))
+                (WithPeer::new(TokioIo::new(s), Some(PeerAddr::Tcp(addr))), sotto_driver::source_of(&addr))
             }))
         })
     });
@@ -117,7 +134,12 @@ pub fn serve_sessions_tcp(listener: tokio::net::TcpListener, config: Config) -> 
 #[cfg(unix)]
 pub fn serve_sessions_unix(listener: tokio::net::UnixListener, config: Config) -> Result<SessionAcceptor, ConfigError> {
     let incoming = futures::stream::poll_fn(move |cx| {
-        listener.poll_accept(cx).map(|r| Some(r.map(|(s, _)| (TokioIo::new(s), 0))))
+        listener.poll_accept(cx).map(|r| {
+            Some(r.map(|(s, addr)| {
+                let peer = PeerAddr::Unix(addr.as_pathname().map(Into::into));
+                (WithPeer::new(TokioIo::new(s), Some(peer)), 0)
+            }))
+        })
     });
     sotto_driver::serve_sessions(Tokio, incoming, config)
 }
@@ -130,18 +152,36 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use futures::stream::StreamExt;
-    sotto_driver::serve_sessions(Tokio, incoming.map(|r| r.map(|s| (TokioIo::new(s), 0))), config)
+    sotto_driver::serve_sessions(Tokio, incoming.map(|r| r.map(|s| (with_peer(s), 0))), config)
 }
 
 /// The application's connector, its streams wrapped for the driver.
 pub(crate) fn wrap<F, Fut, S>(
     mut connector: F,
-) -> impl FnMut() -> futures::future::MapOk<Fut, fn(S) -> TokioIo<S>> + Send + 'static
+) -> impl FnMut() -> futures::future::MapOk<Fut, fn(S) -> WithPeer<TokioIo<S>>> + Send + 'static
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use futures::TryFutureExt;
-    move || connector().map_ok(TokioIo::new as fn(S) -> TokioIo<S>)
+    move || connector().map_ok(with_peer as fn(S) -> WithPeer<TokioIo<S>>)
+}
+
+/// `s` for the driver, with its peer's address if it is a tokio TCP or Unix stream.
+fn with_peer<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(s: S) -> WithPeer<TokioIo<S>> {
+    let peer = peer_of(&s);
+    WithPeer::new(TokioIo::new(s), peer)
+}
+
+/// The peer address of a tokio TCP or Unix stream; `None` for any other stream type.
+fn peer_of(s: &dyn std::any::Any) -> Option<PeerAddr> {
+    if let Some(tcp) = s.downcast_ref::<tokio::net::TcpStream>() {
+        return tcp.peer_addr().ok().map(PeerAddr::Tcp);
+    }
+    #[cfg(unix)]
+    if let Some(unix) = s.downcast_ref::<tokio::net::UnixStream>() {
+        return unix.peer_addr().ok().map(|a| PeerAddr::Unix(a.as_pathname().map(Into::into)));
+    }
+    None
 }
