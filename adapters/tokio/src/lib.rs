@@ -86,9 +86,12 @@ pub use sotto_proto::SessionEnd;
 /// Start an initiator session (session API) and wait until it is ready for connections.
 /// `connector` is called for every link (the first and each redial) and returns a fresh
 /// stream. Transient errors and failed handshakes are retried with backoff until
-/// `config.dial.connect_timeout`; a REJECTED answer is not. Afterwards a lost link is redialed
-/// (at once, then with exponential backoff, full jitter) until
-/// `config.protocol.recovery_timeout`, after which the session ends as lost. Must be called
+/// `config.dial.connect_timeout`; a REJECTED answer is not, nor an error the connector marks
+/// with [`permanent`] (a TLS certificate error): connecting fails at once with it. Afterwards a
+/// lost link is redialed (at once, then with exponential backoff, full jitter) until
+/// `config.protocol.recovery_timeout`, after which the session ends as lost; an error marked
+/// [`permanent`] ends it at once ([`SessionEnd::PermanentDialError`]). Every failed dial is
+/// reported as a [`SessionEvent::DialFailed`]. Must be called
 /// within a tokio runtime.
 pub async fn connect_session<F, Fut, S>(connector: F, config: Config) -> Result<SessionHandle, ConnectError>
 where
@@ -155,17 +158,20 @@ where
     sotto_driver::serve_sessions(Tokio, incoming.map(|r| r.map(|s| (with_peer(s), 0))), config)
 }
 
+/// A stream of the application's connector, as the driver takes it.
+type Wrapped<S> = WithPeer<TokioIo<S>>;
+
 /// The application's connector, its streams wrapped for the driver.
 pub(crate) fn wrap<F, Fut, S>(
     mut connector: F,
-) -> impl FnMut() -> futures::future::MapOk<Fut, fn(S) -> WithPeer<TokioIo<S>>> + Send + 'static
+) -> impl FnMut() -> futures::future::MapOk<Fut, fn(S) -> Wrapped<S>> + Send + 'static
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use futures::TryFutureExt;
-    move || connector().map_ok(with_peer as fn(S) -> WithPeer<TokioIo<S>>)
+    move || connector().map_ok(with_peer as fn(S) -> Wrapped<S>)
 }
 
 /// `s` for the driver, with its peer's address if it is a tokio TCP or Unix stream.
