@@ -47,7 +47,8 @@ pub enum SessionEvent {
     DialFailed(DialFailure),
     /// The session ended gracefully (our close or the peer's GOODBYE). The last event.
     Closed(SessionEnd),
-    /// The session is lost (recovery timeout, REJECTED resume, protocol failure, eviction).
+    /// The session is lost (recovery timeout, REJECTED resume, protocol failure, eviction, a
+    /// redial error the connector marked permanent).
     /// The last event.
     Lost(SessionEnd),
 }
