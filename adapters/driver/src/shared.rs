@@ -42,6 +42,7 @@ pub enum ConduitEvent {
 
 /// A failed dial: its error, and when the next one starts.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct DialFailure {
     /// The connector's error (or a dial timeout, or "the connector panicked").
     pub error: Arc<io::Error>,

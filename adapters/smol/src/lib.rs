@@ -97,7 +97,7 @@ where
 }
 
 /// [`connect_session`] with `metadata` in the session Hello, for the acceptor to read with
-/// [`SessionHandle::peer_metadata`] (at most `config.session.max_metadata` bytes). Runs on
+/// [`SessionHandle::peer_metadata`] (at most `config.protocol.max_metadata` bytes). Runs on
 /// smol's global executor; [`Smol::connect_session_with`] on another.
 pub async fn connect_session_with<F, Fut, S>(
     connector: F,

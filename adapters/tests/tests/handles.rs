@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use sotto_adapter_tests::proxy::{cuttable_tcp, Endpoint};
 use sotto_adapter_tests::sessions::{dial, listen, open_accept, session_config, Rt, Transport};
 use sotto_adapter_tests::workload::{sleep, within};
-use sotto_driver::{permanent, Config, ConnectError, Goodbye, LinkDownCause, PeerAddr, SessionEvent, SessionHandle};
+use sotto_driver::{permanent, Config, ConnectError, LinkDownCause, PeerAddr, SessionEvent, SessionHandle};
 use sotto_proto::SessionEnd;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -91,7 +91,7 @@ async fn event_where<T>(s: &SessionHandle, mut pick: impl FnMut(&SessionEvent) -
 
 async fn a_permanent_connector_error_ends_connect_at_once_with_its_cause(rt: Rt) {
     let mut cfg = session_config();
-    cfg.connect_timeout = Duration::from_secs(10);
+    cfg.dial.connect_timeout = Duration::from_secs(10);
     let dials = Arc::new(AtomicU32::new(0));
     let counted = Arc::clone(&dials);
     let plan: Plan = Arc::new(move || {
@@ -118,7 +118,7 @@ on_both!(
 
 async fn an_unmarked_connector_error_is_retried_until_connect_timeout(rt: Rt) {
     let mut cfg = session_config();
-    cfg.connect_timeout = Duration::from_millis(400);
+    cfg.dial.connect_timeout = Duration::from_millis(400);
     let dials = Arc::new(AtomicU32::new(0));
     let counted = Arc::clone(&dials);
     let plan: Plan = Arc::new(move || {
@@ -169,7 +169,7 @@ struct Cut {
 
 async fn a_permanent_error_on_redial_ends_the_session_with_its_cause(rt: Rt) {
     let mut cfg = session_config();
-    cfg.conduit.recovery_timeout = Duration::from_secs(60).into();
+    cfg.protocol.recovery_timeout = Duration::from_secs(60);
     let Cut { a, b: _b, proxy, cut, _acc } = session_with_cut(rt, cfg, |_| Err(permanent(bad_certificate()))).await;
     cut.store(true, Ordering::SeqCst);
     let start = Instant::now();
@@ -212,7 +212,7 @@ async fn transient_redial_errors_are_retried_and_reported_with_their_delay(rt: R
         assert_eq!(f.error.kind(), io::ErrorKind::ConnectionRefused);
         assert!(f.error.to_string().contains("refused by the test"), "{}", f.error);
         let next = f.next_in.expect("a transient error is retried");
-        assert!(next <= cfg.backoff_max, "{next:?} past backoff_max");
+        assert!(next <= cfg.dial.backoff_max, "{next:?} past backoff_max");
     }
     event_where(&a, |e| matches!(e, SessionEvent::Resumed { .. }).then_some(())).await;
     assert_eq!(a.ended(), None);
@@ -317,7 +317,9 @@ async fn closed_resolves_on_the_peers_goodbye_with_its_code_and_reason(rt: Rt) {
     let waiting = a.closed();
     let (end, _) = within(LIMIT, "closed", futures::future::join(waiting, b.close(0x2a0, "server restarting"))).await;
     assert_eq!(end, SessionEnd::PeerGoodbye { code: 0x2a0 });
-    assert_eq!(a.peer_goodbye(), Some(Goodbye { code: 0x2a0, reason: "server restarting".to_owned() }));
+    let goodbye = a.peer_goodbye().expect("the peer's GOODBYE");
+    assert_eq!((goodbye.code, goodbye.reason.as_str()), (0x2a0, "server restarting"));
+    assert_eq!(goodbye.to_string(), "GOODBYE 672: server restarting");
     assert_eq!(a.closed().await, end, "resolves at once once ended");
 }
 on_both!(
@@ -327,8 +329,8 @@ on_both!(
 
 async fn reconnect_now_cuts_a_long_backoff_wait_short(rt: Rt) {
     let mut cfg = session_config();
-    cfg.backoff_initial = Duration::from_secs(20);
-    cfg.backoff_max = Duration::from_secs(20);
+    cfg.dial.backoff_initial = Duration::from_secs(20);
+    cfg.dial.backoff_max = Duration::from_secs(20);
     let up = Arc::new(AtomicBool::new(false));
     let network = Arc::clone(&up);
     let Cut { a, b: _b, proxy, cut, _acc } = session_with_cut(rt, cfg, move |direct| {
@@ -386,7 +388,7 @@ async fn metadata_on_connect_reaches_the_acceptor(rt: Rt) {
     let b = within(LIMIT, "accept", acc.accept()).await.expect("accept");
     assert_eq!(b.peer_metadata().as_deref(), Some(&b"user=alice;v=3"[..]));
     assert_eq!(a.peer_metadata().as_deref(), Some(&b""[..]), "the acceptor's hello carries none");
-    let too_large = vec![0u8; session_config().session.max_metadata as usize + 1];
+    let too_large = vec![0u8; session_config().protocol.max_metadata as usize + 1];
     let err = connect_planned(rt, Arc::new(move || Ok(addr)), session_config(), &too_large).await;
     assert!(matches!(err, Err(ConnectError::Config(_))), "{err:?}");
 }

@@ -103,7 +103,7 @@ where
 }
 
 /// [`connect_session`] with `metadata` in the session Hello, for the acceptor to read with
-/// [`SessionHandle::peer_metadata`] (at most `config.session.max_metadata` bytes). Must be
+/// [`SessionHandle::peer_metadata`] (at most `config.protocol.max_metadata` bytes). Must be
 /// called within a tokio runtime.
 pub async fn connect_session_with<F, Fut, S>(
     connector: F,

@@ -169,6 +169,12 @@ impl SessionId {
     }
 }
 
+impl std::fmt::Display for Goodbye {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GOODBYE {}: {}", self.code, self.reason)
+    }
+}
+
 impl std::fmt::Display for SessionId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "session#{}", self.0)
@@ -179,6 +185,7 @@ impl std::fmt::Display for SessionId {
 /// [`MAX_GOODBYE_REASON`](sotto_proto::conduit::MAX_GOODBYE_REASON) bytes, cut there by the
 /// core).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Goodbye {
     /// The peer's code.
     pub code: u32,
@@ -642,7 +649,7 @@ where
 
 /// [`connect_session`], with `metadata` in the session Hello: the acceptor reads it with
 /// [`SessionHandle::peer_metadata`] on the session it accepts (who is connecting, a token,
-/// a protocol version). At most `config.session.max_metadata` bytes, else
+/// a protocol version). At most `config.protocol.max_metadata` bytes, else
 /// [`ConnectError::Config`] with `SessionLimits`. Sent once, with the session's first
 /// handshake: resumes do not repeat it.
 pub async fn connect_session_with<R, S, F, Fut>(
