@@ -267,6 +267,12 @@ pub struct ProtocolConfig {
     /// before the link is closed anyway; also bounds a dropped handle's graceful close.
     /// Default 1 s.
     pub drain_timeout: Duration,
+    /// Session API: how long [`SessionHandle::close`](crate::SessionHandle::close) waits,
+    /// before its GOODBYE, for the peer to acknowledge everything sent, and while no link is
+    /// up for a link to carry the replay and the GOODBYE. Past it the session is closed
+    /// anyway (and, with no link then, ends without GOODBYE: `unacked` says how many items
+    /// may be lost). Default 10 s.
+    pub close_timeout: Duration,
 }
 
 impl Default for ProtocolConfig {
@@ -299,6 +305,7 @@ impl Default for ProtocolConfig {
             max_memory: s.max_memory,
             batch_bytes: s.batch_bytes,
             drain_timeout: Duration::from_secs(1),
+            close_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -16,6 +16,23 @@ pub(crate) enum ConnState {
     PendingIn,
     /// Open both ways.
     Open,
+    /// We sent Fin: we send nothing more, the peer still may (protocol version 3).
+    SentFin,
+    /// The peer sent Fin: it sends nothing more, we still may (protocol version 3).
+    GotFin,
+}
+
+impl ConnState {
+    /// Whether the peer may send data in this state.
+    #[inline(always)]
+    pub(crate) fn peer_sends(self) -> bool {
+        matches!(self, Self::Open | Self::SentFin)
+    }
+    /// Whether we may send data in this state.
+    #[inline(always)]
+    pub(crate) fn we_send(self) -> bool {
+        matches!(self, Self::Open | Self::GotFin)
+    }
 }
 
 /// One connection's state. Credits are in bytes.

@@ -40,7 +40,8 @@ impl Session {
                 Phase::AwaitLetsGo => 3,
                 Phase::Ready | Phase::Failed => 4,
             });
-            w.bool(self.peer_batches);
+            // 0: a version-1 peer, 1: version 2 (batches), 2: version 3 (batches and Fin).
+            w.u8(u8::from(self.peer_batches) + u8::from(self.peer_half_close));
             w.bool(self.ready_event);
             w.bool(self.grants_owed);
             w.u64(self.next_local_id);
@@ -61,6 +62,8 @@ impl Session {
                     ConnState::OpeningOut => 0,
                     ConnState::PendingIn => 1,
                     ConnState::Open => 2,
+                    ConnState::SentFin => 3,
+                    ConnState::GotFin => 4,
                 });
                 w.bool(c.want_writable);
                 w.u64(c.send_credit);
@@ -113,7 +116,13 @@ impl Session {
             (4, _) => Phase::Ready,
             _ => return Err(invalid("session phase")),
         };
-        let peer_batches = s.bool("peer_batches")?;
+        // The peer's features (formerly a bool for batches): 0 none, 1 batches, 2 batches and Fin.
+        let (peer_batches, peer_half_close) = match s.u8()? {
+            0 => (false, false),
+            1 => (true, false),
+            2 => (true, true),
+            _ => return Err(invalid("peer_batches")),
+        };
         let ready_event = s.bool("ready_event")?;
         let grants_owed = s.bool("grants_owed")?;
         let next_local_id = s.u64()?;
@@ -149,6 +158,7 @@ impl Session {
         session.conduit = conduit;
         session.phase = phase;
         session.peer_batches = peer_batches;
+        session.peer_half_close = peer_half_close;
         session.ready_event = ready_event;
         session.grants_owed = grants_owed;
         session.next_local_id = next_local_id;
@@ -199,6 +209,8 @@ fn read_conns(r: &mut Reader<'_>, s: &mut Session) -> Result<(), ImportError> {
             0 => ConnState::OpeningOut,
             1 => ConnState::PendingIn,
             2 => ConnState::Open,
+            3 if s.peer_half_close => ConnState::SentFin,
+            4 if s.peer_half_close => ConnState::GotFin,
             _ => return Err(invalid("connection state")),
         };
         let want_writable = sec.bool("connection want_writable")?;

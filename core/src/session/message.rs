@@ -34,14 +34,21 @@ pub const TAG_CREDIT: u8 = 0x15;
 pub const TAG_PROTOCOL_ERROR: u8 = 0x16;
 /// Tag: several data messages on one connection in one item (protocol version 2).
 pub const TAG_DATA_BATCH: u8 = 0x17;
+/// Tag: end of stream on a connection from its sender (half-close, protocol version 3).
+pub const TAG_FIN: u8 = 0x18;
 
-/// The session protocol version this crate speaks: 2, which adds [`Message::DataBatch`].
-pub const PROTOCOL_VERSION: u32 = 2;
+/// The session protocol version this crate speaks: 3, which adds [`Message::Fin`]
+/// (half-close); version 2 added [`Message::DataBatch`].
+pub const PROTOCOL_VERSION: u32 = 3;
 /// The oldest version this crate still speaks (1: no `DataBatch`, which is never sent to a
 /// version-1 peer).
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 /// The first version with [`Message::DataBatch`] and [`MIN_MESSAGE_CREDIT`].
 pub const BATCH_VERSION: u32 = 2;
+/// The first version with [`Message::Fin`] (half-close). With an older peer a connection's
+/// write half cannot be closed alone: [`Session::finish`](super::Session::finish) is
+/// refused and the driver closes the connection both ways instead.
+pub const HALF_CLOSE_VERSION: u32 = 3;
 
 /// From protocol version 2 on, a data message spends at least this much of its connection's
 /// credit (its length if larger): credit then bounds how many messages a receiver can be
@@ -183,6 +190,12 @@ pub enum Message<'a> {
         conn: u32,
         /// The messages.
         batch: DataBatch<'a>,
+    },
+    /// `18 varint(conn)`: the sender sends nothing more on `conn` (end of stream); the other
+    /// direction stays open (protocol version 3).
+    Fin {
+        /// Connection id.
+        conn: u32,
     },
 }
 
@@ -351,6 +364,13 @@ impl<'a> Message<'a> {
                 let conn = varint(b, &mut at)?;
                 Self::DataBatch { conn, batch: DataBatch::parse(&b[at..])? }
             }
+            TAG_FIN => {
+                let conn = varint(b, &mut at)?;
+                if at != b.len() {
+                    return Err(WireError::TrailingBytes);
+                }
+                Self::Fin { conn }
+            }
             kind => return Err(WireError::UnknownKind { kind }),
         })
     }
@@ -411,6 +431,11 @@ impl<'a> Message<'a> {
                 w.byte(TAG_DATA_BATCH);
                 w.varint(conn);
                 batch.bytes
+            }
+            Self::Fin { conn } => {
+                w.byte(TAG_FIN);
+                w.varint(conn);
+                &[]
             }
         };
         let at = w.at;
@@ -512,6 +537,15 @@ mod tests {
         check("17 05 03616263 00 01ff", Message::DataBatch { conn: 5, batch });
         assert_eq!((batch.count(), batch.payload_len()), (3, 4));
         assert_eq!(batch.iter().collect::<Vec<_>>(), [&b"abc"[..], b"", &[0xff]]);
+        check("18 03", Message::Fin { conn: 3 });
+        check("18 8301", Message::Fin { conn: 131 });
+    }
+
+    #[test]
+    fn fin_decoding_is_strict() {
+        assert_eq!(Message::decode(&hex("18")), Err(WireError::Truncated));
+        assert_eq!(Message::decode(&hex("18 03 00")), Err(WireError::TrailingBytes));
+        assert_eq!(Message::decode(&hex("18 8000")), Err(WireError::NonCanonicalVarint));
     }
 
     #[test]

@@ -10,8 +10,8 @@ mod types;
 
 pub use config::SessionConfig;
 pub use message::{
-    message_credit, DataBatch, DataBatchIter, Message, Parity, MIN_MESSAGE_CREDIT, MIN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
+    message_credit, DataBatch, DataBatchIter, Message, Parity, HALF_CLOSE_VERSION, MIN_MESSAGE_CREDIT,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 pub use types::{
     refusal, CommandError, ConnId, Incoming, SessionEvent, SessionFailure, SessionInputError, SessionStats,
@@ -101,6 +101,8 @@ pub struct Session {
     pub(crate) ready_event: bool,
     /// The peer speaks protocol version 2 or later: `DataBatch` goes both ways.
     pub(crate) peer_batches: bool,
+    /// The peer speaks protocol version 3 or later: `Fin` (half-close) goes both ways.
+    pub(crate) peer_half_close: bool,
     pub(crate) open_batch: Option<OpenBatch>,
     /// `batch_bytes` capped at the largest item.
     pub(crate) batch_limit: usize,
@@ -145,6 +147,7 @@ impl Session {
             grants_owed: false,
             ready_event: false,
             peer_batches: false,
+            peer_half_close: false,
             open_batch: None,
             batch_limit: config.batch_bytes.min(config.conduit.max_item_len()) as usize,
             failure: None,
@@ -171,6 +174,7 @@ impl Session {
         self.grants_owed = false;
         self.ready_event = false;
         self.peer_batches = false;
+        self.peer_half_close = false;
         self.open_batch = None;
         self.failure = None;
         self.stats = SessionStats::default();
@@ -259,6 +263,24 @@ impl Session {
     #[must_use]
     pub fn is_open(&self, conn: ConnId) -> bool {
         self.conns.get(conn).is_some_and(|c| c.state == ConnState::Open)
+    }
+    /// Whether we may still send on `conn`: open, and we have not
+    /// [`finish`](Self::finish)ed it (the peer may have finished its side).
+    #[must_use]
+    pub fn can_send_on(&self, conn: ConnId) -> bool {
+        self.conns.get(conn).is_some_and(|c| c.state.we_send())
+    }
+    /// Whether the peer may still send on `conn`: open, and it has not finished its side
+    /// (we may have finished ours).
+    #[must_use]
+    pub fn can_receive_on(&self, conn: ConnId) -> bool {
+        self.conns.get(conn).is_some_and(|c| c.state.peer_sends())
+    }
+    /// Whether half-close ([`finish`](Self::finish)) works in this session: the handshake
+    /// found a peer of protocol version 3 or later ([`HALF_CLOSE_VERSION`]).
+    #[must_use]
+    pub fn half_close_supported(&self) -> bool {
+        self.peer_half_close
     }
     /// The credit a data message of `len` bytes spends, both ways, in this session: `len`,
     /// but at least [`MIN_MESSAGE_CREDIT`] once the handshake found a version-2 peer. The
@@ -452,7 +474,7 @@ impl Session {
         let max_item = self.conduit.max_item_len() as usize - message::data_header_len(conn);
         let max_credit = u64::from(self.config.max_credit);
         let Some(c) = self.conns.get_mut(conn) else { return Err(CommandError::UnknownConnection) };
-        if c.state != ConnState::Open {
+        if !c.state.we_send() {
             return Err(CommandError::NotOpen);
         }
         let len = payload.len() as u64;
@@ -554,6 +576,41 @@ impl Session {
         self.conns.remove(conn);
         // Our own close is not peer churn (request/response servers close every connection).
         let _ = (state, now);
+        Ok(())
+    }
+
+    /// Finish sending on `conn` (half-close): queue a `Fin` after everything sent on it, so
+    /// the peer reads the end of its stream once it has read all of that; the other
+    /// direction stays open. Once both sides have finished, the connection is over (gone
+    /// from the table, its id spent), as after a Close. After this, [`send`](Self::send) on
+    /// `conn` fails with [`CommandError::NotOpen`]; [`close_conn`](Self::close_conn) still
+    /// aborts it both ways.
+    ///
+    /// Errors: [`CommandError::Unsupported`] with a peer of protocol version 2 or older (no
+    /// `Fin`: close the connection instead), `NotOpen` if it is not open for sending (not
+    /// answered yet, already finished, the root connection), `UnknownConnection`,
+    /// `WouldBlock` (retry after `Writable`), `Ended`. Nothing changed on failure.
+    pub fn finish(&mut self, conn: ConnId) -> Result<(), CommandError> {
+        self.check_ready()?;
+        if !self.peer_half_close {
+            return Err(CommandError::Unsupported);
+        }
+        if conn == ROOT {
+            return Err(CommandError::NotOpen);
+        }
+        let state = match self.conns.get(conn) {
+            Some(c) if c.state.we_send() => c.state,
+            Some(_) => return Err(CommandError::NotOpen),
+            None => return Err(CommandError::UnknownConnection),
+        };
+        self.send_msg(&Message::Fin { conn })?;
+        if state == ConnState::GotFin {
+            // Both sides are done.
+            self.conns.remove(conn);
+        } else if let Some(c) = self.conns.get_mut(conn) {
+            c.state = ConnState::SentFin;
+            c.want_writable = false;
+        }
         Ok(())
     }
 

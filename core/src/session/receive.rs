@@ -3,7 +3,8 @@
 
 use super::conn_table::{Conn, ConnState};
 use super::message::{
-    message_credit, DataBatch, HelloBody, Message, BATCH_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    message_credit, DataBatch, HelloBody, Message, BATCH_VERSION, HALF_CLOSE_VERSION, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
 };
 use super::types::{refusal, ConnId, Incoming, SessionFailure, SessionInputError, SessionViolation, ROOT};
 use super::{Phase, Session};
@@ -35,7 +36,7 @@ impl Session {
                         if let Some(c) = self.conns.get_mut(conn) {
                             let payload = &rest[n..];
                             let cost = message_credit(payload.len() as u64, self.peer_batches);
-                            if c.state == ConnState::Open && cost <= c.recv_window {
+                            if c.state.peer_sends() && cost <= c.recv_window {
                                 c.recv_window -= cost;
                                 return Ok(Some(Incoming::Data { conn, payload }));
                             }
@@ -48,7 +49,7 @@ impl Session {
                         if let Some(c) = self.conns.get_mut(conn) {
                             if let Ok(batch) = DataBatch::parse(&rest[n..]) {
                                 let cost = batch.credit();
-                                if c.state == ConnState::Open && cost <= c.recv_window {
+                                if c.state.peer_sends() && cost <= c.recv_window {
                                     c.recv_window -= cost;
                                     return Ok(Some(Incoming::DataBatch { conn, batch }));
                                 }
@@ -112,9 +113,11 @@ impl Session {
         SessionInputError::Refused(f)
     }
 
-    /// Check the peer's hello settings; `Err(code)` to refuse.
-    fn check_peer_hello(&self, body: &HelloBody<'_>) -> Result<(), u32> {
-        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&body.version) {
+    /// Check the peer's hello settings; `Err(code)` to refuse. The acceptor takes a Hello
+    /// of any version from the oldest it speaks up (a newer initiator gets our version back
+    /// and speaks it); the initiator takes only a version it speaks.
+    fn check_peer_hello(&self, body: &HelloBody<'_>, newer_ok: bool) -> Result<(), u32> {
+        if body.version < MIN_PROTOCOL_VERSION || (!newer_ok && body.version > PROTOCOL_VERSION) {
             return Err(refusal::VERSION);
         }
         if body.parity != self.parity.other() {
@@ -141,11 +144,12 @@ impl Session {
         let Message::Hello(body) = msg else {
             return Err(self.violation(now, SessionViolation::UnexpectedHandshake));
         };
-        if let Err(code) = self.check_peer_hello(&body) {
+        if let Err(code) = self.check_peer_hello(&body, true) {
             return Err(self.refused(now, SessionFailure::WeRefused { code }));
         }
         self.adopt_root_credit(body.root_credit);
         self.peer_batches = body.version >= BATCH_VERSION;
+        self.peer_half_close = body.version >= HALF_CLOSE_VERSION;
         let mut h = [0u8; super::message::MAX_HEADER_LEN];
         let ours = HelloBody {
             // The version both speak: a version-1 initiator gets a version-1 answer.
@@ -174,11 +178,12 @@ impl Session {
             Message::Sorry { code, .. } => return Err(self.refused(now, SessionFailure::PeerRefused { code })),
             _ => return Err(self.violation(now, SessionViolation::UnexpectedHandshake)),
         };
-        if let Err(code) = self.check_peer_hello(&body) {
+        if let Err(code) = self.check_peer_hello(&body, false) {
             return Err(self.refused(now, SessionFailure::WeRefused { code }));
         }
         self.adopt_root_credit(body.root_credit);
         self.peer_batches = body.version >= BATCH_VERSION;
+        self.peer_half_close = body.version >= HALF_CLOSE_VERSION;
         if self.send_msg(&Message::LetsGo).is_err() {
             return Err(self.refused(now, SessionFailure::WeRefused { code: refusal::SETTINGS }));
         }
@@ -221,8 +226,9 @@ impl Session {
                     }
                     return Err(self.violation(now, SessionViolation::UnknownConnection));
                 };
-                if c.state != ConnState::Open {
-                    return Err(self.violation(now, SessionViolation::NotOpen));
+                if !c.state.peer_sends() {
+                    let v = if c.state == ConnState::GotFin { SessionViolation::AfterFin } else { SessionViolation::NotOpen };
+                    return Err(self.violation(now, v));
                 }
                 let cost = message_credit(payload.len() as u64, self.peer_batches);
                 if cost > c.recv_window {
@@ -248,8 +254,9 @@ impl Session {
                     }
                     return Err(self.violation(now, SessionViolation::UnknownConnection));
                 };
-                if c.state != ConnState::Open {
-                    return Err(self.violation(now, SessionViolation::NotOpen));
+                if !c.state.peer_sends() {
+                    let v = if c.state == ConnState::GotFin { SessionViolation::AfterFin } else { SessionViolation::NotOpen };
+                    return Err(self.violation(now, v));
                 }
                 let cost = batch.credit();
                 if cost > c.recv_window {
@@ -341,6 +348,14 @@ impl Session {
                     }
                 }
             }
+            Message::Fin { .. } if !self.peer_half_close => {
+                // An older peer does not have this message.
+                Err(self.violation(
+                    now,
+                    SessionViolation::Malformed(crate::wire::WireError::UnknownKind { kind: super::message::TAG_FIN }),
+                ))
+            }
+            Message::Fin { conn } => self.on_fin(now, conn),
             Message::ProtocolError { code, .. } => {
                 self.fail(now, SessionFailure::PeerProtocolError { code });
                 Err(SessionInputError::Refused(SessionFailure::PeerProtocolError { code }))
@@ -348,6 +363,33 @@ impl Session {
             Message::Hello(_) | Message::HelloYourself(_) | Message::LetsGo | Message::Sorry { .. } => {
                 Err(self.violation(now, SessionViolation::UnexpectedHandshake))
             }
+        }
+    }
+
+    /// The peer's end of stream on `conn`.
+    fn on_fin<'a>(&mut self, now: Instant, conn: ConnId) -> Result<Option<Incoming<'a>>, SessionInputError> {
+        if conn == ROOT {
+            return Err(self.violation(now, SessionViolation::RootClosed));
+        }
+        let Some(c) = self.conns.get_mut(conn) else {
+            if self.was_used(conn) {
+                // We closed it (or both sides finished and a duplicate came): a late one.
+                self.stats.control_ignored += 1;
+                return Ok(None);
+            }
+            return Err(self.violation(now, SessionViolation::UnknownConnection));
+        };
+        match c.state {
+            ConnState::Open => {
+                c.state = ConnState::GotFin;
+                Ok(Some(Incoming::Finished { conn, both: false }))
+            }
+            ConnState::SentFin => {
+                self.conns.remove(conn);
+                Ok(Some(Incoming::Finished { conn, both: true }))
+            }
+            ConnState::GotFin => Err(self.violation(now, SessionViolation::AfterFin)),
+            ConnState::OpeningOut | ConnState::PendingIn => Err(self.violation(now, SessionViolation::NotOpen)),
         }
     }
 

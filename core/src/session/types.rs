@@ -65,6 +65,16 @@ pub enum Incoming<'a> {
         /// The peer's metadata.
         metadata: &'a [u8],
     },
+    /// The peer finished sending on `conn` (its end of stream, protocol version 3):
+    /// everything it sent on it has been delivered and nothing more will come; we may still
+    /// send until we [`finish`](super::Session::finish) or close it. When we had finished
+    /// already (`both`), the connection is over and gone from the table.
+    Finished {
+        /// The connection.
+        conn: ConnId,
+        /// We had finished our side too: the connection is fully closed.
+        both: bool,
+    },
     /// The peer closed a connection; everything it sent on it has been delivered.
     Closed {
         /// The connection.
@@ -102,6 +112,8 @@ pub enum SessionViolation {
     TooManyResets = 9,
     /// Data on a connection that is not open yet (before Accept).
     NotOpen = 10,
+    /// Data or a second Fin on a connection after the peer's Fin (its end of stream).
+    AfterFin = 11,
 }
 
 impl SessionViolation {
@@ -119,6 +131,7 @@ impl SessionViolation {
             Self::MetadataTooLarge => 8,
             Self::TooManyResets => 9,
             Self::NotOpen => 10,
+            Self::AfterFin => 11,
         }
     }
     /// A short human-readable reason, sent with the code.
@@ -135,6 +148,7 @@ impl SessionViolation {
             Self::MetadataTooLarge => "metadata too large",
             Self::TooManyResets => "too many resets",
             Self::NotOpen => "data on a connection not yet open",
+            Self::AfterFin => "data after the end of stream",
         }
     }
 }
@@ -232,6 +246,9 @@ pub enum CommandError {
     IdsExhausted,
     /// Metadata above `max_metadata`.
     MetadataTooLarge,
+    /// The peer speaks a protocol version without this command (half-close needs version
+    /// 3; see [`HALF_CLOSE_VERSION`](super::message::HALF_CLOSE_VERSION)).
+    Unsupported,
 }
 
 impl From<ConduitSendError> for CommandError {
@@ -253,10 +270,11 @@ impl core::fmt::Display for CommandError {
             Self::NoCredit => f.write_str("no credit on this connection"),
             Self::TooLarge { len, max } => write!(f, "payload of {len} bytes exceeds {max}"),
             Self::UnknownConnection => f.write_str("no such connection in a state allowing this"),
-            Self::NotOpen => f.write_str("connection not open yet"),
+            Self::NotOpen => f.write_str("connection not open (for this) yet or any more"),
             Self::TooManyConnections => f.write_str("max_connections reached"),
             Self::IdsExhausted => f.write_str("connection ids used up"),
             Self::MetadataTooLarge => f.write_str("metadata above max_metadata"),
+            Self::Unsupported => f.write_str("the peer's protocol version lacks this (half-close needs version 3)"),
         }
     }
 }

@@ -314,6 +314,8 @@ impl App {
                 }
                 other => Err(format!("Rejected for {conn}, which the model holds as {other:?}")),
             },
+            // The model never half-closes, so no peer of it does.
+            Incoming::Finished { conn, .. } => Err(format!("Finished for {conn}: the model never finishes")),
             Incoming::Closed { conn, metadata } => {
                 let Some(c) = self.conn(conn).copied() else {
                     return Err(format!("Closed for {conn}, which the model does not hold"));

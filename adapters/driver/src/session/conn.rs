@@ -15,7 +15,7 @@
 //! or whenever the receiver next locks), so the peer's sender is never starved while a
 //! reader keeps up, and a slow reader only holds back its own connection.
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -43,6 +43,12 @@ pub enum ConnError {
     PeerClosed(Bytes),
     /// We closed the connection.
     Closed,
+    /// The peer finished sending (half-closed its side): everything it sent was delivered
+    /// and nothing more comes. The end of the stream, not a failure: we may still send.
+    PeerFinished,
+    /// We finished sending (half-closed our side): nothing more can be sent; receiving goes
+    /// on until the peer finishes or closes.
+    Finished,
     /// The session is over (or closing).
     Ended(SessionEnd),
     /// The payload can never be sent on this connection (larger than the peer's window or
@@ -60,6 +66,8 @@ impl std::fmt::Display for ConnError {
         match self {
             Self::PeerClosed(_) => f.write_str("the peer closed the connection"),
             Self::Closed => f.write_str("the connection is closed"),
+            Self::PeerFinished => f.write_str("the peer finished sending (end of stream)"),
+            Self::Finished => f.write_str("we finished sending on this connection"),
             Self::Ended(end) => write!(f, "session ended: {end}"),
             Self::TooLarge { len, max } => write!(f, "payload of {len} bytes exceeds {max}"),
         }
@@ -150,10 +158,22 @@ impl Connection {
         self.rx.recv().await
     }
 
-    /// Close the connection with `metadata` (both ways: the peer's data still in flight is
-    /// dropped on arrival). Waits for room in the replay ring.
+    /// Close the connection with `metadata` (both ways, at once: the peer's data still in
+    /// flight is dropped on arrival). Waits for room in the replay ring. To end only our
+    /// side and keep reading the peer's, [`finish`](Self::finish) instead.
     pub async fn close(mut self, metadata: &[u8]) {
         self.tx.close_with(metadata).await;
+    }
+
+    /// Finish sending (half-close); see [`ConnSender::finish`].
+    pub async fn finish(&mut self) -> Result<(), ConnError> {
+        self.tx.finish().await
+    }
+
+    /// Wait until the peer acknowledged everything sent so far; see
+    /// [`ConnSender::flush_acked`].
+    pub async fn flush_acked(&mut self) -> Result<(), ConnError> {
+        self.tx.flush_acked().await
     }
 
     /// Both halves, borrowed.
@@ -292,6 +312,84 @@ impl ConnSender {
         .await;
     }
 
+    /// Finish sending on the connection (half-close, like TCP's `shutdown(Write)` or
+    /// quinn's `finish`): messages staged in the [`Sink`] are queued first, then an end of
+    /// stream, which the peer reads once it has read everything sent before it
+    /// ([`ConnError::PeerFinished`] from `recv`, the end of its `Stream`, `Ok(0)` from its
+    /// byte reads). Receiving goes on; the connection is over once the peer finishes too (or
+    /// either side closes it). Later sends fail with [`ConnError::Finished`]; finishing
+    /// again is a no-op. Completes once the end of stream is in the replay ring (waits for
+    /// room there); delivery is then the session's job, across link losses.
+    ///
+    /// With a peer of session protocol version 2 or older (no half-close), this closes the
+    /// connection both ways instead, as [`Connection::close`] does: the peer reads
+    /// [`ConnError::PeerClosed`] and our reads end with [`ConnError::Closed`].
+    pub async fn finish(&mut self) -> Result<(), ConnError> {
+        poll_fn(|cx| self.poll_finish(cx)).await
+    }
+
+    /// [`finish`](Self::finish) as a poll function.
+    pub fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        futures::ready!(self.poll_staged(cx))?;
+        let id = self.shared.id;
+        let mut l = self.shared.home.lock();
+        let now = self.shared.home.clock().now();
+        let (s, st) = l.parts();
+        match st.conns.get(&id) {
+            Some(slot) if slot.local_finished => return Poll::Ready(Ok(())),
+            Some(slot) if slot.local_closed => return Poll::Ready(Err(ConnError::Closed)),
+            Some(slot) => {
+                if let Some(md) = &slot.peer_closed {
+                    return Poll::Ready(Err(ConnError::PeerClosed(md.clone())));
+                }
+            }
+            None => return Poll::Ready(Err(ConnError::Closed)),
+        }
+        let r = match s.finish(id) {
+            // An older peer: close both ways instead.
+            Err(CommandError::Unsupported) => s.close_conn(now, id, &[]).map(|()| false),
+            r => r.map(|()| true),
+        };
+        match r {
+            Ok(half) => {
+                if let Some(slot) = st.conns.get_mut(&id) {
+                    if half {
+                        slot.local_finished = true;
+                    } else {
+                        slot.local_closed = true;
+                        crate::shared::wake(&mut slot.rx);
+                    }
+                    slot.tx.wake_all();
+                }
+                st.common.wake_driver();
+                Poll::Ready(Ok(()))
+            }
+            Err(CommandError::WouldBlock) => {
+                st.ring.register(cx);
+                Poll::Pending
+            }
+            Err(CommandError::Ended) => Poll::Ready(Err(ConnError::Ended(end_of(s, st)))),
+            Err(_) => Poll::Ready(Err(ConnError::Closed)),
+        }
+    }
+
+    /// Wait until the peer has acknowledged everything sent on this session so far (this
+    /// connection's messages and its end of stream included, and every other connection's
+    /// sent before the call): the peer's session holds it, past any link loss. Messages the
+    /// [`Sink`] staged are queued first. Errors if the session ends first with something
+    /// unacknowledged ([`ConnError::Ended`]), or the staged messages cannot be sent. See
+    /// [`SessionHandle::flush`](super::SessionHandle::flush).
+    pub async fn flush_acked(&mut self) -> Result<(), ConnError> {
+        poll_fn(|cx| self.poll_staged(cx)).await?;
+        let target = self.shared.home.lock().parts_ref().0.conduit().items_sent();
+        poll_fn(|cx| {
+            let mut l = self.shared.home.lock();
+            let (s, st) = l.parts();
+            state::poll_acked(s, st, cx, target).map_err(ConnError::Ended)
+        })
+        .await
+    }
+
     /// Queue the staged messages (the [`Sink`]'s), in order, as far as they fit now.
     /// `Ready(Ok)` once none is left. An error drops what it concerns: the one message that
     /// is too large, or every staged message if the connection or the session is over.
@@ -383,6 +481,7 @@ fn queue<'a>(
         Some(_) => Poll::Ready(Err(match st.conns.get(&id) {
             Some(slot) if !slot.local_closed => match &slot.peer_closed {
                 Some(md) => ConnError::PeerClosed(md.clone()),
+                None if slot.local_finished => ConnError::Finished,
                 None => ConnError::Closed,
             },
             _ => ConnError::Closed,
@@ -460,13 +559,10 @@ impl Sink<Bytes> for ConnSender {
         self.get_mut().poll_staged(cx)
     }
 
-    /// Flush, then close the connection (both ways).
+    /// Flush, then finish the connection (half-close: the peer's stream ends, ours goes
+    /// on); see [`ConnSender::finish`].
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
-        let this = self.get_mut();
-        futures::ready!(this.poll_staged(cx))?;
-        let close = this.close_with(&[]);
-        let close = std::pin::pin!(close);
-        close.poll(cx).map(Ok)
+        self.get_mut().poll_finish(cx)
     }
 }
 
@@ -577,6 +673,9 @@ impl ConnReceiver {
         if let Some(md) = &slot.peer_closed {
             let e = ConnError::PeerClosed(md.clone());
             return self.finish(e);
+        }
+        if slot.peer_finished {
+            return self.finish(ConnError::PeerFinished);
         }
         if slot.local_closed {
             return self.finish(ConnError::Closed);

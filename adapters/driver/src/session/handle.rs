@@ -455,18 +455,53 @@ impl SessionHandle {
         self.inner.home.lock().parts_ref().1.peer_metadata.clone()
     }
 
-    /// End the session gracefully: what was sent goes out first, then GOODBYE with `code`
-    /// and `reason`; the peer does not reconnect, and neither do we. Resolves once the
-    /// session's task is done, with how the session ended (not `LocalClose` if it had
-    /// already ended otherwise). Without a link the session ends at once, without GOODBYE:
-    /// what the peer had not acknowledged may be lost, and [`unacked`](Self::unacked) says
-    /// how many items that is.
+    /// Wait until the peer has acknowledged everything sent on the session before the call
+    /// (on every connection: messages, opens, closes, ends of stream): its session holds
+    /// it, whatever happens to links from now on. Waits across link losses (the replay on
+    /// the next link is acknowledged like the first sending). Errors with how the session
+    /// ended if it ends before that. Cancel-safe. Messages a connection's `Sink` staged but
+    /// did not queue yet are not covered (see [`ConnSender::flush_acked`](super::ConnSender::flush_acked)).
+    pub async fn flush(&self) -> Result<(), Ended> {
+        let target = self.home.lock().parts_ref().0.conduit().items_sent();
+        poll_fn(|cx| {
+            let mut l = self.home.lock();
+            let (s, st) = l.parts();
+            state::poll_acked(s, st, cx, target).map_err(Ended)
+        })
+        .await
+    }
+
+    /// End the session gracefully; [`close_within`](Self::close_within) bounded by
+    /// [`ProtocolConfig::close_timeout`](crate::ProtocolConfig::close_timeout) (default 10 s).
     pub async fn close(&self, code: u32, reason: &str) -> SessionEnd {
+        let bound = self.home.lock().parts_ref().1.close_timeout;
+        self.close_within(code, reason, bound).await
+    }
+
+    /// End the session gracefully: first wait, for at most `bound`, until the peer has
+    /// acknowledged everything sent so far (as [`flush`](Self::flush)) with a link up; then
+    /// GOODBYE with `code` and `reason` goes out after anything still queued; the peer does
+    /// not reconnect, and neither do we. A close while no link is up waits for the next link
+    /// (the initiator keeps redialing): the replay of what was queued during the outage goes
+    /// first, the GOODBYE after it. Resolves once the session's task is done, with how the
+    /// session ended (not `LocalClose` if it had already ended otherwise).
+    ///
+    /// If `bound` passes with a link up, the GOODBYE goes anyway (after the queued data, as
+    /// always). If it passes with no link, the session ends at once, without GOODBYE: what
+    /// the peer had not acknowledged may be lost, and [`unacked`](Self::unacked) says how
+    /// many items that is. `Duration::ZERO` closes at once.
+    pub async fn close_within(&self, code: u32, reason: &str, bound: std::time::Duration) -> SessionEnd {
         {
             let mut l = self.inner.home.lock();
             let now = self.inner.home.clock().now();
             let (s, st) = l.parts();
-            s.close(now, code, reason);
+            let bound = sotto_proto::Duration::from_nanos(u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX));
+            let deadline = now.saturating_add(bound);
+            if st.pending_close.is_none() {
+                let target = s.conduit().items_sent();
+                st.pending_close = Some(state::PendingClose { code, reason: reason.to_owned(), target, deadline });
+            }
+            state::settle_close(s, st, now);
             st.common.wake_driver();
         }
         poll_fn(|cx| {

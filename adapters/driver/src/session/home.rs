@@ -457,6 +457,7 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         if s.poll_timeout().is_some_and(|t| t <= now) {
             s.handle_timeout(now);
         }
+        state::settle_close(s, st, now);
         st.common.handle_dropped
     }
     fn shrink_buffers(&mut self) {
@@ -487,8 +488,13 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         (filled, event)
     }
     fn status(&self) -> (bool, Option<Instant>) {
-        let s = self.lock.parts_ref().0;
-        (s.is_ended(), s.poll_timeout())
+        let (s, st) = self.lock.parts_ref();
+        let close = st.pending_close.as_ref().map(|pc| pc.deadline);
+        let deadline = match (s.poll_timeout(), close) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        (s.is_ended(), deadline)
     }
     fn common(&mut self) -> &mut Common {
         &mut self.lock.parts().1.common
@@ -527,6 +533,7 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
     ) -> Option<Event> {
         let (s, st) = self.lock.parts();
         state::feed(s, st, now, link, msg, chunk);
+        state::note_acks(s, st);
         light_drain(s, st, batch, now, link)
     }
     fn feed_run(
@@ -546,6 +553,7 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         for msg in msgs {
             state::feed(s, st, now, link, msg, chunk);
         }
+        state::note_acks(s, st);
         None
     }
     fn observe(
@@ -557,6 +565,7 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
     ) -> (Observed, Option<Event>) {
         let (s, st) = self.lock.parts();
         let observed = s.observe_message(now, link, msg).unwrap_or(Observed::Handled);
+        state::note_acks(s, st);
         (observed, light_drain(s, st, batch, now, link))
     }
     fn after_input(&mut self, batch: &mut LendingBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event> {

@@ -78,6 +78,10 @@ pub(crate) struct ConnSlot {
     pub(crate) peer_closed: Option<Bytes>,
     /// We sent Close.
     pub(crate) local_closed: bool,
+    /// The peer sent Fin (its end of stream): the reader ends once the queue is read.
+    pub(crate) peer_finished: bool,
+    /// We sent Fin: nothing more is sent.
+    pub(crate) local_finished: bool,
     /// The application dropped every handle to it (only while `Opening`: resolved when the
     /// answer arrives).
     pub(crate) abandoned: bool,
@@ -105,6 +109,8 @@ impl ConnSlot {
             dirty: false,
             peer_closed: None,
             local_closed: false,
+            peer_finished: false,
+            local_finished: false,
             abandoned: false,
             discard: false,
             rx: None,
@@ -176,6 +182,30 @@ impl Owed {
     }
 }
 
+/// A graceful close the application asked for, waiting (up to `deadline`) for the peer to
+/// acknowledge the first `target` items over an established link; see
+/// [`SessionHandle::close_within`](super::SessionHandle::close_within).
+#[derive(Clone, Debug)]
+pub(crate) struct PendingClose {
+    pub(crate) code: u32,
+    pub(crate) reason: String,
+    pub(crate) target: u64,
+    pub(crate) deadline: Instant,
+}
+
+/// Close the session now if its pending close is due: everything it waited for was
+/// acknowledged and a link is up to carry the GOODBYE, or its deadline passed, or the
+/// session ended. The driver calls this at the start of every step.
+pub(crate) fn settle_close(s: &mut Session, st: &mut SessState, now: Instant) {
+    let Some(pc) = &st.pending_close else { return };
+    let c = s.conduit();
+    if c.is_ended() || now >= pc.deadline || (c.is_established() && c.items_acked() >= pc.target) {
+        if let Some(pc) = st.pending_close.take() {
+            s.close(now, pc.code, &pc.reason);
+        }
+    }
+}
+
 /// Driver knobs that apply to the application queues.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tuning {
@@ -201,6 +231,10 @@ pub(crate) struct SessState {
     pub(crate) acceptors: WakerList,
     /// Tasks waiting for room in the replay ring.
     pub(crate) ring: WakerList,
+    /// Tasks waiting for the peer's acknowledgment ([`poll_acked`]).
+    pub(crate) acked: WakerList,
+    /// The conduit's acknowledged count when `acked` was last woken.
+    acked_seen: u64,
     /// The session handshake finished.
     pub(crate) ready: bool,
     pub(crate) peer_metadata: Option<Bytes>,
@@ -208,6 +242,10 @@ pub(crate) struct SessState {
     pub(crate) tuning: Tuning,
     /// Payload bytes handed to readers (taken from the queues).
     pub(crate) delivered_bytes: u64,
+    /// A close waiting for acknowledgments or a link ([`settle_close`]).
+    pub(crate) pending_close: Option<PendingClose>,
+    /// [`ProtocolConfig::close_timeout`](crate::ProtocolConfig::close_timeout).
+    pub(crate) close_timeout: std::time::Duration,
 }
 
 impl SessState {
@@ -220,6 +258,8 @@ impl SessState {
             incoming: VecDeque::new(),
             acceptors: WakerList::default(),
             ring: WakerList::default(),
+            acked: WakerList::default(),
+            acked_seen: 0,
             ready: false,
             peer_metadata: None,
             owed: VecDeque::new(),
@@ -236,6 +276,8 @@ impl SessState {
                 feed_batch: config.buffers.inbound_items.max(1),
             },
             delivered_bytes: 0,
+            pending_close: None,
+            close_timeout: config.protocol.close_timeout,
         }
     }
 
@@ -244,6 +286,7 @@ impl SessState {
         self.common.watchers.wake_all();
         self.acceptors.wake_all();
         self.ring.wake_all();
+        self.acked.wake_all();
         for slot in self.conns.values_mut() {
             wake(&mut slot.rx);
             slot.tx.wake_all();
@@ -262,6 +305,37 @@ impl SessState {
             }
         }
     }
+}
+
+/// Wake the tasks waiting for acknowledgments if the peer acknowledged more since the
+/// last call (the driver calls this after every input).
+#[inline]
+pub(crate) fn note_acks(s: &Session, st: &mut SessState) {
+    let acked = s.conduit().items_acked();
+    if acked != st.acked_seen {
+        st.acked_seen = acked;
+        st.acked.wake_all();
+    }
+}
+
+/// `Ready(Ok)` once the peer acknowledged the first `target` items of the session,
+/// `Ready(Err)` if the session ended before that; else registers `cx` for the next
+/// acknowledgment.
+pub(crate) fn poll_acked(
+    s: &Session,
+    st: &mut SessState,
+    cx: &std::task::Context<'_>,
+    target: u64,
+) -> std::task::Poll<Result<(), sotto_proto::SessionEnd>> {
+    use std::task::Poll;
+    if s.conduit().items_acked() >= target {
+        return Poll::Ready(Ok(()));
+    }
+    if let Some(end) = st.common.end(s.conduit()) {
+        return Poll::Ready(Err(end));
+    }
+    st.acked.register(cx);
+    Poll::Pending
 }
 
 /// The next conduit event for the driver; session-level events are handled here.
@@ -328,6 +402,12 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
                 slot.phase = Phase::Rejected { code, metadata: Bytes::copy_from_slice(metadata) };
                 wake(&mut slot.rx);
                 slot.tx.wake_all();
+            }
+        }
+        Incoming::Finished { conn, .. } => {
+            if let Some(slot) = st.conns.get_mut(&conn) {
+                slot.peer_finished = true;
+                wake(&mut slot.rx);
             }
         }
         Incoming::Closed { conn, metadata } => {
@@ -450,7 +530,11 @@ pub(crate) fn abandon(s: &mut Session, st: &mut SessState, now: Instant, conn: C
     }
     st.unfull(conn);
     let Some(slot) = st.conns.remove(&conn) else { return };
-    if slot.phase == Phase::Open && !slot.local_closed && slot.peer_closed.is_none() {
+    if slot.phase == Phase::Open
+        && !slot.local_closed
+        && slot.peer_closed.is_none()
+        && !(slot.local_finished && slot.peer_finished)
+    {
         owe(s, st, now, Owed::Close(conn));
     }
 }
