@@ -388,7 +388,10 @@ fn receive(e: &mut End, i: Incoming<'_>) {
         }
         Incoming::Open { conn, .. } => e.to_accept.push(conn),
         Incoming::Accepted { conn, .. } => e.open.push(conn),
-        Incoming::PeerHello { .. } | Incoming::Rejected { .. } | Incoming::Closed { .. } | Incoming::Finished { .. } => {}
+        Incoming::PeerHello { .. }
+        | Incoming::Rejected { .. }
+        | Incoming::Closed { .. }
+        | Incoming::Finished { .. } => {}
     }
 }
 

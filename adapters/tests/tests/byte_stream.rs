@@ -22,7 +22,7 @@ fn pattern(len: usize) -> Vec<u8> {
 
 /// 1 MiB each way at once through a proxy that kills the first 20 links, tokio initiator,
 /// smol acceptor: `write_all` on each side, `read_exact` on the other; then one side closes
-/// (a close is both ways: there is no half-close) and the other reads the end of stream.
+/// (a half-close) and the other reads the end of stream.
 #[tokio::test]
 async fn bytes_cross_dying_links_exactly_once_both_ways() {
     let seed = seed();
@@ -98,10 +98,11 @@ async fn small_window_small_reads_and_empty_messages() {
     assert!(got == data, "{} bytes arrived, not the {} sent in order", got.len(), data.len());
 }
 
-/// After we closed the connection, reading is an error (not an end of stream), and so is
-/// writing; the peer's close ends its reads cleanly.
+/// `close` on the byte stream is a half-close, as on TCP: the peer reads to its end, and we
+/// still read what it sends until it closes too; writing after it is an error. Closing the
+/// connection itself (both ways) makes reading an error, not an end of stream.
 #[tokio::test]
-async fn our_close_is_an_error_the_peers_an_end() {
+async fn close_is_a_half_close_and_a_full_close_fails_reads() {
     let (acc, upstream) = listen(Rt::Tokio, Transport::Tcp, session_config()).await;
     let a = dial(Rt::Tokio, upstream, session_config()).await;
     let b = acc.accept().await.expect("accept");
@@ -111,9 +112,20 @@ async fn our_close_is_an_error_the_peers_an_end() {
     let mut got = Vec::new();
     within(LIMIT, "peer reads to the end", y.read_to_end(&mut got)).await.expect("clean end");
     assert_eq!(got, b"last");
-    let err = within(LIMIT, "read after our close", x.read(&mut [0u8; 4])).await.expect_err("closed");
+    y.write_all(b"reply").await.expect("the peer still writes");
+    AsyncWriteExt::close(&mut y).await.expect("close");
+    let mut back = Vec::new();
+    within(LIMIT, "we still read", x.read_to_end(&mut back)).await.expect("clean end");
+    assert_eq!(back, b"reply");
+    let err = within(LIMIT, "write after our close", x.write(b"more")).await.expect_err("finished");
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err:?}");
+
+    let (x2, _y2) = open_accept(&a, &b, 1).await.pop().expect("pair");
+    let (mut tx, mut rx) = x2.split();
+    tx.close_with(b"").await;
+    let err = within(LIMIT, "read after our close", rx.read(&mut [0u8; 4])).await.expect_err("closed");
     assert_eq!(err.kind(), std::io::ErrorKind::NotConnected);
     assert!(matches!(err.get_ref().and_then(|e| e.downcast_ref::<ConnError>()), Some(ConnError::Closed)), "{err:?}");
-    let err = within(LIMIT, "write after our close", x.write(b"more")).await.expect_err("closed");
+    let err = within(LIMIT, "write after our close", tx.write(b"more")).await.expect_err("closed");
     assert_eq!(err.kind(), std::io::ErrorKind::NotConnected, "{err:?}");
 }

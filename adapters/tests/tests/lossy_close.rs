@@ -1,6 +1,9 @@
-//! A5, the lossy case: a close while no link exists ends the session at once, without
-//! GOODBYE, and `unacked()` reports how many items the peer had not acknowledged (and may
-//! never get). With a link, everything acknowledged is 0 unacked before the close.
+//! A5, the lossy case: a close while no link exists, with no time to wait for one
+//! (`close_within(.., Duration::ZERO)` for sessions; the raw conduit's `close`), ends the
+//! session at once, without GOODBYE, and `unacked()` reports how many items the peer had
+//! not acknowledged (and may never get). With a link, everything acknowledged is 0 unacked
+//! before the close. (A session `close` waits for a link within `close_timeout`: see
+//! flush_close.rs.)
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -40,7 +43,7 @@ async fn a5_session_close_without_a_link_reports_what_was_unacked() {
         x.send(unbatched(i)).await.expect("sent into the replay ring");
     }
     assert_eq!(a.unacked(), 5, "five items wait for a link");
-    let end = within(LIMIT, "close without a link", a.close(7, "bye")).await;
+    let end = within(LIMIT, "close without a link", a.close_within(7, "bye", Duration::ZERO)).await;
     assert_eq!(end, SessionEnd::LocalClose { code: 7 });
     assert_eq!(a.unacked(), 5, "what the close may have lost");
     let late = tokio::time::timeout(Duration::from_millis(200), y.recv()).await;

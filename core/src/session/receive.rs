@@ -227,7 +227,11 @@ impl Session {
                     return Err(self.violation(now, SessionViolation::UnknownConnection));
                 };
                 if !c.state.peer_sends() {
-                    let v = if c.state == ConnState::GotFin { SessionViolation::AfterFin } else { SessionViolation::NotOpen };
+                    let v = if c.state == ConnState::GotFin {
+                        SessionViolation::AfterFin
+                    } else {
+                        SessionViolation::NotOpen
+                    };
                     return Err(self.violation(now, v));
                 }
                 let cost = message_credit(payload.len() as u64, self.peer_batches);
@@ -255,7 +259,11 @@ impl Session {
                     return Err(self.violation(now, SessionViolation::UnknownConnection));
                 };
                 if !c.state.peer_sends() {
-                    let v = if c.state == ConnState::GotFin { SessionViolation::AfterFin } else { SessionViolation::NotOpen };
+                    let v = if c.state == ConnState::GotFin {
+                        SessionViolation::AfterFin
+                    } else {
+                        SessionViolation::NotOpen
+                    };
                     return Err(self.violation(now, v));
                 }
                 let cost = batch.credit();

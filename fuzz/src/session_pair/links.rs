@@ -21,6 +21,7 @@ pub(super) enum Owned {
     Accepted(ConnId),
     Rejected(ConnId),
     Closed(ConnId),
+    Finished(ConnId, bool),
 }
 
 pub(super) fn own(i: Incoming<'_>) -> Owned {
@@ -38,6 +39,7 @@ pub(super) fn own(i: Incoming<'_>) -> Owned {
         Incoming::Accepted { conn, .. } => Owned::Accepted(conn),
         Incoming::Rejected { conn, .. } => Owned::Rejected(conn),
         Incoming::Closed { conn, .. } => Owned::Closed(conn),
+        Incoming::Finished { conn, both } => Owned::Finished(conn, both),
     }
 }
 
@@ -54,6 +56,7 @@ impl Owned {
             Self::Accepted(conn) => Incoming::Accepted { conn: *conn, metadata: &[] },
             Self::Rejected(conn) => Incoming::Rejected { conn: *conn, code: 0, metadata: &[] },
             Self::Closed(conn) => Incoming::Closed { conn: *conn, metadata: &[] },
+            Self::Finished(conn, both) => Incoming::Finished { conn: *conn, both: *both },
         }
     }
 }
@@ -110,6 +113,21 @@ impl Sim {
             Incoming::Rejected { conn, .. } => {
                 assert!(self.app(p, server).opening.remove(&conn), "Rejected {conn} never opened");
             }
+            // The peer's end of stream: everything it sent there came first, once.
+            Incoming::Finished { conn, both } => {
+                let sent = {
+                    let peer = if server { &self.pairs[p].capp } else { &self.pairs[p].sapp };
+                    peer.sent.get(&conn).map_or(0, Vec::len)
+                };
+                let app = self.app(p, server);
+                let got = app.got.get(&conn).copied().unwrap_or(0);
+                assert_eq!(got, sent, "I1: pairing {p} conn {conn}: Fin after {got} of {sent} payloads");
+                assert!(app.peer_finished.insert(conn), "a second Fin on {conn} delivered");
+                assert_eq!(both, app.finished_by_me.contains(&conn), "Finished {conn}: both {both}");
+                if both {
+                    app.open.remove(&conn);
+                }
+            }
             Incoming::Closed { conn, .. } => {
                 let app = self.app(p, server);
                 app.open.remove(&conn);
@@ -121,6 +139,7 @@ impl Sim {
 
     /// One data message delivered on `conn`: it must be the next one the peer sent there.
     pub(super) fn on_data(&mut self, p: usize, server: bool, conn: ConnId, payload: &[u8]) {
+        assert!(!self.app(p, server).peer_finished.contains(&conn), "data on {conn} after the peer's Fin");
         let i = *self.app(p, server).got.get(&conn).unwrap_or(&0);
         let peer = if server { &self.pairs[p].capp } else { &self.pairs[p].sapp };
         let expected = peer.sent.get(&conn).and_then(|v| v.get(i));

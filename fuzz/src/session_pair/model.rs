@@ -21,6 +21,10 @@ pub(super) struct App {
     pub(super) opening: BTreeSet<ConnId>,
     pub(super) open: BTreeSet<ConnId>,
     pub(super) closed_by_me: BTreeSet<ConnId>,
+    /// Connections we finished sending on.
+    pub(super) finished_by_me: BTreeSet<ConnId>,
+    /// Connections whose peer finished sending.
+    pub(super) peer_finished: BTreeSet<ConnId>,
     pub(super) ready: bool,
     pub(super) ended: Option<SessionEnd>,
 }

@@ -173,6 +173,15 @@ pub enum SpOp {
         /// Unit.
         unit: Unit,
     },
+    /// An application finishes sending on a connection (half-close).
+    Finish {
+        /// Pairing.
+        client: u8,
+        /// Acceptor side.
+        server: bool,
+        /// Which connection.
+        conn: u8,
+    },
 }
 
 /// A whole run.
@@ -196,6 +205,7 @@ pub(super) fn op_kind(op: &SpOp) -> u32 {
         SpOp::Kill { .. } => 7,
         SpOp::Reconnect { .. } => 8,
         SpOp::Advance { .. } => 9,
+        SpOp::Finish { .. } => 10,
     }
 }
 
@@ -247,6 +257,23 @@ impl Sim {
                         let app = self.app(p, server);
                         app.open.remove(&c);
                         app.closed_by_me.insert(c);
+                    }
+                }
+            }
+            SpOp::Finish { client, server, conn } => {
+                let p = usize::from(client) % np;
+                if let Some(c) = self.pick_conn(p, server, conn, false) {
+                    let r = self.session(p, server).map(|s| s.finish(c));
+                    if self.trace {
+                        eprintln!("  {p} {} finish {c}: {r:?}", if server { 'S' } else { 'C' });
+                    }
+                    if let Some(Ok(())) = r {
+                        let app = self.app(p, server);
+                        app.finished_by_me.insert(c);
+                        app.blocked.remove(&c);
+                        if app.peer_finished.contains(&c) {
+                            app.open.remove(&c);
+                        }
                     }
                 }
             }

@@ -191,6 +191,14 @@ impl Driver {
                 }
                 self.verify_data_out(conn, batch.credit());
             }
+            SMsg::Fin { conn } => {
+                assert!(self.peer_half_close(), "Fin sent to a version-{:?} peer", self.peer_version);
+                assert!(conn != ROOT, "Fin on the root");
+                let l = self.ledger(conn);
+                let open = blind || if ours.owns(conn) { l.peer_accepted } else { l.accept_item };
+                assert!(open && !l.close_item && !l.fin_item, "Fin on {conn}: {l:?}");
+                l.fin_item = true;
+            }
             SMsg::Credit { conn, grant } => {
                 let l = self.ledger(conn);
                 assert!(grant > 0, "zero grant");
@@ -207,7 +215,7 @@ impl Driver {
         let (ours, blind) = (self.parity, self.blind);
         let l = self.ledger(conn);
         let open = conn == ROOT || blind || if ours.owns(conn) { l.peer_accepted } else { l.accept_item };
-        assert!(open && !l.close_item, "Data on {conn} that is not open: {l:?}");
+        assert!(open && !l.close_item && !l.fin_item, "Data on {conn} that is not open: {l:?}");
         l.data_out += credit;
         assert!(l.data_out <= l.allowance, "Data on {conn} beyond the peer's credit: {l:?}");
     }
@@ -215,6 +223,11 @@ impl Driver {
     /// The peer's hello was version 2 or later: batches go both ways.
     pub(super) fn peer_batches(&self) -> bool {
         self.peer_version.is_some_and(|v| v >= 2)
+    }
+
+    /// The peer's hello was version 3 or later: Fin (half-close) goes both ways.
+    pub(super) fn peer_half_close(&self) -> bool {
+        self.peer_version.is_some_and(|v| v >= sotto_proto::session::HALF_CLOSE_VERSION)
     }
 
     /// `batch_bytes` as the session applies it (capped at the largest item).
@@ -267,6 +280,8 @@ impl Driver {
         assert!(self.pending_in <= self.cfg.max_pending_opens, "I6: too many pending Opens");
         for (&id, c) in &self.conns {
             assert_eq!(s.is_open(id), c.state == St::Open, "is_open({id})");
+            assert_eq!(s.can_send_on(id), matches!(c.state, St::Open | St::GotFin), "can_send_on({id})");
+            assert_eq!(s.can_receive_on(id), matches!(c.state, St::Open | St::SentFin), "can_receive_on({id})");
             assert_eq!(s.send_credit(id), min_credit(c.credit, self.cfg.max_credit), "send_credit({id})");
         }
         for id in [self.next_local as u32, self.highest_peer.wrapping_add(2), self.highest_peer.wrapping_add(1)] {

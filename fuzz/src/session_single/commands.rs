@@ -131,6 +131,45 @@ impl Driver {
         }
     }
 
+    pub(super) fn cmd_finish(&mut self, conn: ConnId) {
+        let mut errs = Vec::new();
+        if self.s.is_ended() || self.phase == Phase::Failed {
+            errs.push(CommandError::Ended);
+        }
+        if self.phase != Phase::Ready {
+            errs.push(CommandError::NotReady);
+        }
+        if !self.peer_half_close() {
+            errs.push(CommandError::Unsupported);
+        }
+        match self.conns.get(&conn) {
+            _ if conn == ROOT => errs.push(CommandError::NotOpen),
+            Some(c) if !matches!(c.state, St::Open | St::GotFin) => errs.push(CommandError::NotOpen),
+            Some(_) => {}
+            None => errs.push(CommandError::UnknownConnection),
+        }
+        self.conduit_errors(SMsg::Fin { conn }.encoded_len(), &mut errs);
+        let r = self.s.finish(conn);
+        if self.trace {
+            eprintln!("  finish {conn} -> {r:?} (applicable {errs:?})");
+        }
+        self.check_command("finish", r, &errs);
+        if r.is_ok() {
+            match self.conns.get(&conn).map(|c| c.state) {
+                Some(St::GotFin) => {
+                    self.conns.remove(&conn);
+                }
+                Some(_) => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.state = St::SentFin;
+                        c.want_writable = false;
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
     pub(super) fn cmd_send(&mut self, conn: ConnId, len: usize) {
         let mut errs = Vec::new();
         if self.phase != Phase::Ready {
@@ -140,7 +179,7 @@ impl Driver {
         let mut model_max = None;
         match self.conns.get(&conn) {
             None => errs.push(CommandError::UnknownConnection),
-            Some(c) if c.state != St::Open => errs.push(CommandError::NotOpen),
+            Some(c) if !matches!(c.state, St::Open | St::GotFin) => errs.push(CommandError::NotOpen),
             Some(c) => {
                 let half = c.peer_window.div_ceil(2);
                 let max = (half as usize).min(max_item);

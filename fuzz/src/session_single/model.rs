@@ -29,6 +29,10 @@ pub(super) enum St {
     OpeningOut,
     PendingIn,
     Open,
+    /// We sent Fin (protocol version 3).
+    SentFin,
+    /// The peer sent Fin.
+    GotFin,
 }
 
 /// A connection in the session's table, as the model sees it.
@@ -64,6 +68,8 @@ pub(super) struct Ledger {
     pub(super) accept_item: bool,
     pub(super) answer_item: bool,
     pub(super) close_item: bool,
+    /// Our Fin.
+    pub(super) fin_item: bool,
 }
 
 pub(super) fn min_credit(a: u64, max: u32) -> u64 {
@@ -124,7 +130,10 @@ impl Driver {
     }
 
     pub(super) fn peer_hello(&mut self, b: HelloBody<'_>, actual: &Result<Option<Incoming<'_>>, E>) {
-        let code = if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&b.version) {
+        // The acceptor takes newer versions (and answers with its own); the initiator only
+        // one it speaks.
+        let too_new = b.version > PROTOCOL_VERSION && self.role == Role::Initiator;
+        let code = if b.version < MIN_PROTOCOL_VERSION || too_new {
             Some(refusal::VERSION)
         } else if b.parity != self.parity.other() {
             Some(refusal::PARITY)
@@ -233,7 +242,7 @@ impl Driver {
                     _ => unreachable!("matched above"),
                 };
                 match self.conns.get(&conn).map(|c| c.state) {
-                    Some(St::Open) => {
+                    Some(St::Open | St::SentFin) => {
                         let initial = i128::from(self.initial());
                         let l = *self.ledger(conn);
                         let (cons, rel) = (i128::from(l.consumed), i128::from(l.released));
@@ -262,11 +271,38 @@ impl Driver {
                             other => panic!("Data on open {conn}: {other:?}"),
                         }
                     }
+                    Some(St::GotFin) => self.expect_violation(actual, V::AfterFin),
                     Some(_) => self.expect_violation(actual, V::NotOpen),
                     None if self.was_used(conn) => assert_eq!(*actual, Ok(None)),
                     None => self.expect_violation(actual, V::UnknownConnection),
                 }
             }
+            SMsg::Fin { .. } if !self.peer_half_close() => {
+                // An older peer does not have this message.
+                self.expect_violation(
+                    actual,
+                    V::Malformed(sotto_proto::wire::WireError::UnknownKind {
+                        kind: sotto_proto::session::message::TAG_FIN,
+                    }),
+                )
+            }
+            SMsg::Fin { conn } if conn == ROOT => self.expect_violation(actual, V::RootClosed),
+            SMsg::Fin { conn } => match self.conns.get(&conn).map(|c| c.state) {
+                Some(St::Open) => {
+                    assert_eq!(*actual, Ok(Some(Incoming::Finished { conn, both: false })));
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.state = St::GotFin;
+                    }
+                }
+                Some(St::SentFin) => {
+                    assert_eq!(*actual, Ok(Some(Incoming::Finished { conn, both: true })));
+                    self.conns.remove(&conn);
+                }
+                Some(St::GotFin) => self.expect_violation(actual, V::AfterFin),
+                Some(St::OpeningOut | St::PendingIn) => self.expect_violation(actual, V::NotOpen),
+                None if self.was_used(conn) => assert_eq!(*actual, Ok(None)),
+                None => self.expect_violation(actual, V::UnknownConnection),
+            },
             SMsg::Credit { conn, .. } if !self.conns.contains_key(&conn) => {
                 if self.was_used(conn) {
                     assert_eq!(*actual, Ok(None));

@@ -140,7 +140,7 @@ impl Driver {
         let c = s.u8();
         let mut out = vec![0u8; 16 + 4200];
         let meta_bytes = vec![b'x'; 4200];
-        let n = match kind % 13 {
+        let n = match kind % 14 {
             k @ (0 | 1) => {
                 let version = if a & 1 == 0 { PROTOCOL_VERSION } else { u32::from(a >> 1) };
                 let parity = if a & 2 == 0 { self.parity.other() } else { self.parity };
@@ -196,6 +196,7 @@ impl Driver {
             }
             10 => SMsg::Credit { conn: self.pick_conn(a), grant: Self::credit_value(b) }.encode(&mut out),
             11 => SMsg::ProtocolError { code: u32::from(a), reason: "bad" }.encode(&mut out),
+            12 => SMsg::Fin { conn: self.pick_conn(a) }.encode(&mut out),
             _ => {
                 let len = usize::from(a % 32);
                 return s.bytes(len).to_vec();
@@ -267,13 +268,13 @@ impl Driver {
             eprintln!(
                 "[{:?}] op {} link {:?} phase {:?} conns {:?}",
                 self.now,
-                op % 20,
+                op % 21,
                 self.link,
                 self.phase,
                 self.conns.keys().collect::<Vec<_>>()
             );
         }
-        match op % 20 {
+        match op % 21 {
             0 => self.link_up(),
             1 => {
                 if let Some(l) = self.link.take() {
@@ -383,6 +384,10 @@ impl Driver {
                 }
             }
             18 => self.handshake(),
+            20 => {
+                let conn = self.pick_conn(s.u8());
+                self.cmd_finish(conn);
+            }
             _ => {
                 // An input whose `now` lies in the past is clamped, never a panic.
                 let back = Duration::from_nanos(u64::from(s.u8()) << 20);
