@@ -80,6 +80,9 @@ pub struct Session {
     pub(crate) conduit: Conduit,
     pub(crate) config: SessionConfig,
     pub(crate) parity: Parity,
+    /// The newest protocol version we speak in this session (announced in our Hello; the
+    /// most we answer a Hello with).
+    pub(crate) version: u32,
     pub(crate) phase: Phase,
     pub(crate) conns: ConnTable,
     /// Next id we allocate (u64 so exhaustion is detectable).
@@ -116,7 +119,26 @@ impl Session {
     /// it leaves on the first link. Allocates every table now; the conduit's replay ring grows
     /// as items need room (see [`Conduit::new`]).
     pub fn new(role: Role, config: SessionConfig, hello_metadata: &[u8]) -> Result<Self, ConfigError> {
+        Self::speaking(role, config, hello_metadata, PROTOCOL_VERSION)
+    }
+
+    /// [`new`](Self::new), speaking protocol `version` at most (from
+    /// [`MIN_PROTOCOL_VERSION`] to [`PROTOCOL_VERSION`], else
+    /// [`ConfigError::SessionLimits`]): an initiator announces it in its Hello, an acceptor
+    /// answers with it at most. For an initiator whose Hello an acceptor of an older version
+    /// refused ([`SessionFailure::PeerRefused`] with [`refusal::VERSION`]: acceptors of
+    /// version 2 and older refuse newer Hellos): a new session speaking the older version
+    /// (2: without half-close) works with it.
+    pub fn speaking(
+        role: Role,
+        config: SessionConfig,
+        hello_metadata: &[u8],
+        version: u32,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
+            return Err(ConfigError::SessionLimits);
+        }
         if hello_metadata.len() > config.max_metadata as usize
             || hello_metadata.len() + 32 > config.conduit.max_item_len() as usize
         {
@@ -132,6 +154,7 @@ impl Session {
             conduit: Conduit::new(role, config.conduit)?,
             config,
             parity,
+            version,
             phase: if role == Role::Initiator { Phase::AwaitHelloYourself } else { Phase::AwaitHello },
             conns: ConnTable::new(capacity),
             next_local_id: if parity == Parity::Odd { 1 } else { 2 },
@@ -194,7 +217,7 @@ impl Session {
         });
         if self.conduit.role() == Role::Initiator {
             let body = HelloBody {
-                version: PROTOCOL_VERSION,
+                version: self.version,
                 parity: self.parity,
                 root_credit: self.config.initial_credit,
                 max_connections: self.config.connection_cap().unwrap_or(1),

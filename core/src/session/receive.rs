@@ -4,7 +4,6 @@
 use super::conn_table::{Conn, ConnState};
 use super::message::{
     message_credit, DataBatch, HelloBody, Message, BATCH_VERSION, HALF_CLOSE_VERSION, MIN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
 };
 use super::types::{refusal, ConnId, Incoming, SessionFailure, SessionInputError, SessionViolation, ROOT};
 use super::{Phase, Session};
@@ -117,7 +116,7 @@ impl Session {
     /// of any version from the oldest it speaks up (a newer initiator gets our version back
     /// and speaks it); the initiator takes only a version it speaks.
     fn check_peer_hello(&self, body: &HelloBody<'_>, newer_ok: bool) -> Result<(), u32> {
-        if body.version < MIN_PROTOCOL_VERSION || (!newer_ok && body.version > PROTOCOL_VERSION) {
+        if body.version < MIN_PROTOCOL_VERSION || (!newer_ok && body.version > self.version) {
             return Err(refusal::VERSION);
         }
         if body.parity != self.parity.other() {
@@ -148,12 +147,13 @@ impl Session {
             return Err(self.refused(now, SessionFailure::WeRefused { code }));
         }
         self.adopt_root_credit(body.root_credit);
-        self.peer_batches = body.version >= BATCH_VERSION;
-        self.peer_half_close = body.version >= HALF_CLOSE_VERSION;
+        // The version both speak: an older initiator gets its own version back.
+        let version = body.version.min(self.version);
+        self.peer_batches = version >= BATCH_VERSION;
+        self.peer_half_close = version >= HALF_CLOSE_VERSION;
         let mut h = [0u8; super::message::MAX_HEADER_LEN];
         let ours = HelloBody {
-            // The version both speak: a version-1 initiator gets a version-1 answer.
-            version: body.version.min(PROTOCOL_VERSION),
+            version,
             parity: self.parity,
             root_credit: self.config.initial_credit,
             max_connections: self.config.connection_cap().unwrap_or(1),

@@ -8,7 +8,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::stream::Stream;
-use sotto_proto::session::{CommandError, ConnId, Session};
+use sotto_proto::session::message::BATCH_VERSION;
+use sotto_proto::session::{refusal, CommandError, ConnId, Session, SessionFailure};
 use sotto_proto::{Role, SessionEnd};
 
 use super::conn::Connection;
@@ -462,9 +463,9 @@ impl SessionHandle {
     /// ended if it ends before that. Cancel-safe. Messages a connection's `Sink` staged but
     /// did not queue yet are not covered (see [`ConnSender::flush_acked`](super::ConnSender::flush_acked)).
     pub async fn flush(&self) -> Result<(), Ended> {
-        let target = self.home.lock().parts_ref().0.conduit().items_sent();
+        let target = self.inner.home.lock().parts_ref().0.conduit().items_sent();
         poll_fn(|cx| {
-            let mut l = self.home.lock();
+            let mut l = self.inner.home.lock();
             let (s, st) = l.parts();
             state::poll_acked(s, st, cx, target).map_err(Ended)
         })
@@ -474,7 +475,7 @@ impl SessionHandle {
     /// End the session gracefully; [`close_within`](Self::close_within) bounded by
     /// [`ProtocolConfig::close_timeout`](crate::ProtocolConfig::close_timeout) (default 10 s).
     pub async fn close(&self, code: u32, reason: &str) -> SessionEnd {
-        let bound = self.home.lock().parts_ref().1.close_timeout;
+        let bound = self.inner.home.lock().parts_ref().1.close_timeout;
         self.close_within(code, reason, bound).await
     }
 
@@ -672,6 +673,11 @@ impl Drop for IncomingOpen {
 /// [`connect`](crate::connect); after that, lost links are redialed with backoff until
 /// `config.protocol.recovery_timeout`, then the session is reported lost. The session Hello
 /// carries no metadata (see [`connect_session_with`]).
+///
+/// The session speaks protocol version 3 (half-close). An acceptor of version 2 or older
+/// refuses that Hello; the refusal is recognised and a new session speaking version 2 is
+/// started at once (everything works but half-close, which falls back to a full close; see
+/// [`ConnSender::finish`](super::ConnSender::finish)).
 pub async fn connect_session<R, S, F, Fut>(rt: R, connector: F, config: Config) -> Result<SessionHandle, ConnectError>
 where
     R: Runtime,
@@ -689,7 +695,7 @@ where
 /// handshake: resumes do not repeat it.
 pub async fn connect_session_with<R, S, F, Fut>(
     rt: R,
-    mut connector: F,
+    connector: F,
     config: Config,
     metadata: &[u8],
 ) -> Result<SessionHandle, ConnectError>
@@ -699,14 +705,46 @@ where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = io::Result<S>> + Send + 'static,
 {
-    let session = Session::new(Role::Initiator, config.session_config(), metadata).map_err(ConnectError::Config)?;
-    let home = Home::new(session, SessState::new(&config), Clock::new(&rt));
-    let dial = Box::new(move || -> DialFuture<S> { Box::pin(connector()) });
+    let connector = Arc::new(std::sync::Mutex::new(connector));
+    match start_session(&rt, &connector, config, metadata, sotto_proto::session::PROTOCOL_VERSION).await {
+        Err((_, Some(SessionFailure::PeerRefused { code: refusal::VERSION }))) => {
+            tracing::debug!("sotto: the acceptor refused session protocol version 3; starting a version-2 session");
+            start_session(&rt, &connector, config, metadata, BATCH_VERSION).await.map_err(|(e, _)| e)
+        }
+        r => r.map_err(|(e, _)| e),
+    }
+}
+
+/// One attempt of [`connect_session_with`], speaking protocol `version`; on failure, the
+/// session-layer failure too (a refusal of the version).
+async fn start_session<R, S, F, Fut>(
+    rt: &R,
+    connector: &Arc<std::sync::Mutex<F>>,
+    config: Config,
+    metadata: &[u8],
+    version: u32,
+) -> Result<SessionHandle, (ConnectError, Option<SessionFailure>)>
+where
+    R: Runtime,
+    S: Io,
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+{
+    let session = Session::speaking(Role::Initiator, config.session_config(), metadata, version)
+        .map_err(|e| (ConnectError::Config(e), None))?;
+    let home = Home::new(session, SessState::new(&config), Clock::new(rt));
+    let connector = Arc::clone(connector);
+    let dial = Box::new(move || -> DialFuture<S> {
+        Box::pin((connector.lock().unwrap_or_else(std::sync::PoisonError::into_inner))())
+    });
     let dialer = Dialer::new(dial, &config, rt.now(), rt.jitter_seed());
     let host = Arc::new(SessDriverHost::<S>::new(home.clone()));
-    let driver = Driver::<R, S, SessDriverHost<S>>::new(&rt, host, Source::Dialer(dialer), config);
+    let driver = Driver::<R, S, SessDriverHost<S>>::new(rt, host, Source::Dialer(dialer), config);
     let task = rt.spawn(crate::tasks::isolated(driver));
     let handle = SessionHandle::new(home, SessionId::next(), task);
-    handle.wait_ready().await?;
+    if let Err(e) = handle.wait_ready().await {
+        let failure = handle.inner.home.lock().parts_ref().0.failure();
+        return Err((e, failure));
+    }
     Ok(handle)
 }

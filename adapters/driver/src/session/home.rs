@@ -457,6 +457,7 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         if s.poll_timeout().is_some_and(|t| t <= now) {
             s.handle_timeout(now);
         }
+        state::note_acks(s, st);
         state::settle_close(s, st, now);
         st.common.handle_dropped
     }

@@ -159,3 +159,41 @@ fn finish_exports_and_imports_with_the_half_closed_states() {
         assert!(back.half_close_supported());
     }
 }
+
+/// What a version-2 acceptor does with our version-3 Hello (it refuses newer versions):
+/// the initiator's session fails with `PeerRefused { VERSION }`, the cue to start a new
+/// session speaking version 2 (`Session::speaking`), which works and has no half-close.
+#[test]
+fn an_old_acceptors_version_refusal_is_recognisable_and_version_2_works() {
+    let mut p = Pair::new(SessionConfig::default());
+    let mut raw = Conduit::new(Role::Acceptor, ConduitConfig::default()).expect("config");
+    let sorry = Message::Sorry { code: refusal::VERSION, reason: "version" };
+    let mut h = [0u8; message::MAX_HEADER_LEN];
+    let (head, tail) = sorry.encode_parts(&mut h);
+    raw.send_vectored(&[head, tail]).expect("send");
+    p.b.conduit = raw;
+    p.connect();
+    assert_eq!(p.a.failure(), Some(SessionFailure::PeerRefused { code: refusal::VERSION }));
+
+    let cfg = SessionConfig::default();
+    let mut p = Pair::new(cfg);
+    p.a = Session::speaking(Role::Initiator, cfg, b"client", 2).expect("version 2");
+    p.connect();
+    assert!(p.a.is_ready() && p.b.is_ready());
+    assert!(p.a.peer_batches && p.b.peer_batches, "version 2: batches");
+    assert!(!p.a.half_close_supported() && !p.b.half_close_supported(), "version 2: no Fin");
+    assert_eq!(Session::speaking(Role::Initiator, cfg, b"", 4).err(), Some(ConfigError::SessionLimits));
+    assert_eq!(Session::speaking(Role::Initiator, cfg, b"", 0).err(), Some(ConfigError::SessionLimits));
+}
+
+/// An acceptor speaking version 2 answers a version-3 Hello with version 2.
+#[test]
+fn an_acceptor_speaking_version_2_answers_with_it() {
+    let cfg = SessionConfig::default();
+    let mut p = Pair::new(cfg);
+    p.b = Session::speaking(Role::Acceptor, cfg, b"server", 2).expect("version 2");
+    p.connect();
+    assert!(p.a.is_ready() && p.b.is_ready());
+    assert!(!p.a.half_close_supported() && !p.b.half_close_supported());
+    assert!(p.a.peer_batches);
+}
