@@ -5,7 +5,11 @@
 //! resumes and what was in flight is replayed, so every message arrives exactly once and in
 //! order. Inside a session, virtual [`Connection`]s carry messages (`Stream<Item = Bytes>` +
 //! `Sink<Bytes>`, or a byte stream through `AsyncRead + AsyncWrite`), each with its own
-//! credit flow control.
+//! credit flow control. `close` on the byte stream (or [`Connection::finish`]) is a
+//! half-close: the peer reads the end of its stream, and reading ours goes on.
+//! [`ConnSender::flush_acked`] and [`SessionHandle::flush`] wait until the peer acknowledged
+//! what was sent; [`SessionHandle::close`] waits for that (and, with no link, for the next
+//! link) within `config.protocol.close_timeout` before its GOODBYE.
 //!
 //! - [`connect_session`]: an initiator's [`SessionHandle`], over streams from your connector
 //!   (called again, with backoff, whenever a link dies).

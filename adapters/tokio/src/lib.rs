@@ -4,8 +4,13 @@
 //! `AsyncRead + AsyncWrite`): when a link dies the initiator redials, the session resumes and
 //! what was in flight is replayed, so every message arrives exactly once and in order. Inside
 //! a session, virtual [`Connection`]s carry messages (`Stream<Item = Bytes>` +
-//! `Sink<Bytes>`, or a byte stream through `futures::io::AsyncRead + AsyncWrite`), each with
-//! its own credit flow control.
+//! `Sink<Bytes>`, or a byte stream through tokio's own `AsyncRead + AsyncWrite`, so
+//! `tokio::io::copy(&mut conn, &mut tcp)` works without compat, or `futures::io`'s), each
+//! with its own credit flow control. `shutdown` (or [`Connection::finish`]) is a half-close:
+//! the peer reads the end of its stream, and reading ours goes on.
+//! [`ConnSender::flush_acked`] and [`SessionHandle::flush`] wait until the peer acknowledged
+//! what was sent; [`SessionHandle::close`] waits for that (and, with no link, for the next
+//! link) within `config.protocol.close_timeout` before its GOODBYE.
 //!
 //! - [`connect_session`]: an initiator's [`SessionHandle`], over streams from your connector
 //!   (called again, with backoff, whenever a link dies).

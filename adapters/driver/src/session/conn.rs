@@ -9,6 +9,15 @@
 //! the session's driver sends them (before the connection's close) once credit allows. A
 //! sender may be shared by many tasks: all those waiting for credit are woken.
 //!
+//! Each direction ends on its own (half-close, session protocol version 3):
+//! [`ConnSender::finish`] (also the `Sink`'s and the byte stream's close) sends an end of
+//! stream after everything sent; the peer's reader then ends ([`ConnError::PeerFinished`],
+//! the end of the `Stream`, `Ok(0)` from byte reads) while the peer may go on sending to us.
+//! The connection is over once both sides finished, or at once when either closes it
+//! ([`Connection::close`]: both ways, an abort). With a peer of version 2, `finish` is such a
+//! close. [`ConnSender::flush_acked`] waits until the peer acknowledged everything sent so
+//! far, across link losses.
+//!
 //! Receiving takes the connection's whole queue under one lock into the receiver (a swap, no
 //! copy), then hands messages out one by one (cutting a peer's batch as it goes); the credit
 //! for what the application took goes back to the core in batches (a quarter of the window,
