@@ -377,7 +377,7 @@ fn xorshift(x: &mut u64) -> u64 {
 
 /// The session message examples of docs/protocol.md section 2 (also unit tests in
 /// core/src/session/message.rs).
-const PROTOCOL_MD_MESSAGES: [(&str, &str); 12] = [
+const PROTOCOL_MD_MESSAGES: [(&str, &str); 13] = [
     ("hello", "01 01 01 808010 8002 6869"),
     ("hello-yourself", "02 01 02 808004 10"),
     ("lets-go", "03"),
@@ -390,6 +390,7 @@ const PROTOCOL_MD_MESSAGES: [(&str, &str); 12] = [
     ("close", "14 04"),
     ("credit", "15 03 808001"),
     ("protocol-error", "16 07 6261642069640a"),
+    ("fin", "18 03"),
 ];
 
 /// Session config bytes of `sotto_fuzz::session_single::session_config_from` (after the four
@@ -590,6 +591,22 @@ fn session_seeds(w: &mut Writer) {
             s.extend_from_slice(&[4, 0, 9, 4, 0, 0]); // and resets
         }
         w.put("session_receive", &format!("churn-{}", if role == 0 { "initiator" } else { "acceptor" }), &s);
+        // Half-close (version 3): our Open, accepted; we send and finish (op 20), the peer
+        // still sends, then finishes (a crafted Fin, kind 12) and repeats it (ignored: the
+        // connection is gone). The peer's Open, accepted; its Fin; we still send; its data
+        // after the Fin (a violation).
+        let mut s = session_script_config(role);
+        s.extend_from_slice(&[18, 10, 0]); // handshake, an Open
+        s.extend_from_slice(&[4, 0, 7, 8, 3, 0]); // the peer Accepts it
+        s.extend_from_slice(&[14, 8, 1, 20, 8]); // send, finish
+        s.extend_from_slice(&[4, 0, 4, 8, 0, 0]); // peer data after our Fin: fine
+                                                  // Peer Fin, then again by id (pick `id << 3 | 7`: our first id, 1 or 2).
+        s.extend_from_slice(&[4, 0, 12, 8, 0, 0, 4, 0, 12, ((1 + role) << 3) | 7, 0, 0]);
+        s.extend_from_slice(&[4, 0, 6, 4, 5, 0, 11, 8, 0]); // peer Open, accepted
+        s.extend_from_slice(&[4, 0, 12, 8, 0, 0, 14, 8, 1, 20, 8]); // peer Fin; we send, finish
+        s.extend_from_slice(&[4, 0, 6, 4, 5, 0, 11, 8, 0]); // another peer Open, accepted
+        s.extend_from_slice(&[4, 0, 12, 8, 0, 0, 4, 0, 4, 8, 0, 0]); // its Fin, then data
+        w.put("session_receive", &format!("half-close-{}", if role == 0 { "initiator" } else { "acceptor" }), &s);
     }
 }
 
