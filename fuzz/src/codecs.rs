@@ -227,7 +227,7 @@ pub fn session_message(data: &[u8]) {
         let mut longer = data.to_vec();
         longer.push(b'z');
         match (m, SMsg::decode(&longer)) {
-            (SMsg::LetsGo | SMsg::Credit { .. } | SMsg::DataBatch { .. }, r) => {
+            (SMsg::LetsGo | SMsg::Credit { .. } | SMsg::DataBatch { .. } | SMsg::Fin { .. }, r) => {
                 assert!(r.is_err(), "trailing byte accepted after {m:?}")
             }
             (_, Ok(n)) => {
@@ -259,7 +259,7 @@ pub fn session_message(data: &[u8]) {
         max_connections: c,
         metadata: &tail,
     };
-    let m = match kind % 12 {
+    let m = match kind % 13 {
         0 => SMsg::Hello(body),
         1 => SMsg::HelloYourself(body),
         2 => SMsg::LetsGo,
@@ -271,6 +271,7 @@ pub fn session_message(data: &[u8]) {
         8 => SMsg::Close { conn: a, metadata: &tail },
         9 => SMsg::Credit { conn: a, grant: b },
         10 => SMsg::ProtocolError { code: a, reason: &text },
+        11 => SMsg::Fin { conn: a },
         // The tail as a batch body, when it is one (else nothing to round trip).
         _ => match sotto_proto::session::DataBatch::parse(&tail) {
             Ok(batch) => {
