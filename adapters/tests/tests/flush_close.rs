@@ -67,6 +67,7 @@ async fn flush_acked_run(rt: Rt) {
     }
     let flush = a.flush();
     let mut flush = std::pin::pin!(flush);
+    assert!(flush.as_mut().now_or_never().is_none(), "no acknowledgment without a link");
     sleep(Duration::from_millis(300)).await;
     assert!(flush.as_mut().now_or_never().is_none(), "no acknowledgment without a link");
     assert!(y.recv().now_or_never().is_none(), "nothing arrived without a link");
@@ -113,8 +114,10 @@ async fn close_during_outage_run(rt: Rt) {
     assert_eq!(a.unacked(), 5, "five items wait for a link");
     let close = a.close(7, "bye");
     let mut close = std::pin::pin!(close);
+    assert!(close.as_mut().now_or_never().is_none(), "the close waits for a link");
     sleep(Duration::from_millis(300)).await;
     assert!(close.as_mut().now_or_never().is_none(), "the close waits for a link");
+    assert_eq!(a.ended(), None, "the session lives on until a link carries its GOODBYE");
     let _proxy = restore(paddr, addr);
     let reader = async {
         for i in 1..6 {
