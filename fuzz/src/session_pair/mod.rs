@@ -241,3 +241,51 @@ pub fn run_bytes(data: &[u8]) {
         run(&input);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pair::Notify;
+
+    /// Half-close through the pair simulation: both sides open connections, send, finish
+    /// one direction, keep sending the other way across link kills (partial frames, resumes),
+    /// then finish the other; the checks (I1 and the Fin rules in `on_incoming`) hold and
+    /// every Fin is delivered after all its data.
+    #[test]
+    fn half_close_across_kills_keeps_every_check() {
+        for endpoint in [false, true] {
+            let config = SpConfig {
+                endpoint,
+                clients: 0,
+                frame_len: 60,
+                frames: 20,
+                bytes: 200,
+                credit: 4,
+                timers: 0,
+                conns: 3,
+                ext: 0,
+            };
+            let send = |server, conn, len| SpOp::Send { client: 0, server, conn, len };
+            let kill = SpOp::Kill { client: 0, at_to_server: 37, at_to_client: 11, notify: Notify::Both };
+            let mut ops = vec![SpOp::Reconnect { client: 0 }, SpOp::DeliverAll];
+            ops.extend([SpOp::Open { client: 0, server: false }, SpOp::Open { client: 0, server: true }]);
+            ops.push(SpOp::DeliverAll);
+            for i in 0..4 {
+                ops.extend([send(false, 0, 20 + i), send(true, 0, 30 + i), send(false, 1, 5), send(true, 1, 7)]);
+            }
+            ops.extend([SpOp::Finish { client: 0, server: false, conn: 0 }, send(false, 0, 9)]);
+            ops.extend([send(true, 0, 40), kill, SpOp::Reconnect { client: 0 }, send(true, 0, 41)]);
+            ops.extend([SpOp::DeliverAll, SpOp::Finish { client: 0, server: true, conn: 1 }, send(true, 1, 3)]);
+            ops.extend([send(false, 1, 12), kill, SpOp::Reconnect { client: 0 }, SpOp::DeliverAll]);
+            ops.extend([
+                SpOp::Finish { client: 0, server: true, conn: 0 },
+                SpOp::Finish { client: 0, server: false, conn: 0 },
+            ]);
+            ops.push(SpOp::DeliverAll);
+            let sim = run_sim(&SpInput { config, ops });
+            let pr = &sim.pairs[0];
+            let fins = pr.capp.peer_finished.len() + pr.sapp.peer_finished.len();
+            assert!(fins >= 3, "endpoint {endpoint}: only {fins} Fins delivered: {:?} {:?}", pr.capp, pr.sapp);
+        }
+    }
+}
