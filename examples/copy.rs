@@ -1,7 +1,8 @@
 //! A connection as a byte stream, with `tokio::io::copy`: the client copies 4 MiB from a
 //! reader into a connection, the server copies the connection into a buffer, and checks
-//! that every byte arrived, in order. A connection is `futures::io::AsyncRead +
-//! AsyncWrite`; `tokio_util::compat` makes it a tokio one.
+//! that every byte arrived, in order. A connection is tokio's `AsyncRead + AsyncWrite` (and
+//! `futures::io`'s): no compat layer; `shutdown` is a half-close (the server's copy sees the
+//! end, and the server could still answer on the same connection).
 //!
 //! ```sh
 //! cargo run -p sotto-examples --example copy
@@ -11,7 +12,6 @@ use std::error::Error;
 
 use sotto_tokio::{connect_session, serve_sessions_tcp, Config};
 use tokio::io::AsyncWriteExt;
-use tokio_util::compat::{FuturesAsyncReadCompatExt, FuturesAsyncWriteCompatExt};
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -30,18 +30,17 @@ async fn main() -> Result<()> {
     // Server: take the first connection of the first session and read it to its end.
     let server = tokio::spawn(async move {
         let session = acceptor.accept().await?;
-        let conn = session.accept().await?.accept(b"").await?;
+        let mut conn = session.accept().await?.accept(b"").await?;
         let mut received = Vec::with_capacity(LEN);
-        let copied = tokio::io::copy(&mut conn.compat(), &mut received).await?;
+        let copied = tokio::io::copy(&mut conn, &mut received).await?;
         Ok::<_, Box<dyn Error + Send + Sync>>((copied, received))
     });
 
     let client = connect_session(move || tokio::net::TcpStream::connect(addr), Config::default()).await?;
-    let conn = client.open(b"upload").await?;
+    let mut conn = client.open(b"upload").await?;
     let data = payload(LEN);
-    let mut writer = conn.compat_write();
-    let sent = tokio::io::copy(&mut &data[..], &mut writer).await?;
-    writer.shutdown().await?; // closes the connection: the server's copy sees the end
+    let sent = tokio::io::copy(&mut &data[..], &mut conn).await?;
+    conn.shutdown().await?; // finishes our side: the server's copy sees the end
 
     let (copied, received) = server.await??;
     println!("sent {sent} bytes, the server copied {copied}");

@@ -24,8 +24,8 @@ fn unbatched(i: u8) -> Bytes {
 /// Short redial backoff, so a link comes back soon after the proxy does.
 fn config() -> Config {
     let mut c = session_config();
-    c.backoff_initial = Duration::from_millis(20);
-    c.backoff_max = Duration::from_millis(100);
+    c.dial.backoff_initial = Duration::from_millis(20);
+    c.dial.backoff_max = Duration::from_millis(100);
     c
 }
 

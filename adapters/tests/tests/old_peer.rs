@@ -9,7 +9,8 @@ use bytes::Bytes;
 use sotto_adapter_tests::workload::{test_config, within};
 use sotto_proto::session::message::{HelloBody, Message, PROTOCOL_VERSION};
 use sotto_proto::session::{refusal, Parity};
-use sotto_tokio::{ConnError, StableConduit};
+use sotto_tokio::raw::StableConduit;
+use sotto_tokio::ConnError;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -29,7 +30,7 @@ async fn next(c: &StableConduit) -> Vec<u8> {
 async fn a_version_2_acceptor_gets_a_version_2_session_and_a_close_for_finish() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
-    let acceptor = sotto_tokio::serve_tcp(l, test_config()).expect("config");
+    let acceptor = sotto_tokio::raw::serve_tcp(l, test_config()).expect("config");
     let old_acceptor = async {
         // First session: the version-3 Hello is refused, as a version-2 acceptor does.
         let c = acceptor.accept().await.expect("first session");
