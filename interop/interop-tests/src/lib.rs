@@ -21,8 +21,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sotto_tokio::{LinkDownCause, SessionEnd};
 use sotto_tokio::raw::{ConduitEvent, StableConduit, Stats};
+use sotto_tokio::{LinkDownCause, SessionEnd};
 
 // ---------------------------------------------------------------------------
 // Items

@@ -34,8 +34,8 @@ use interop_tests::{
     chaos_proxy, drive_sotto, drive_sotto_echo, encode_string, msg, vox_peer, Delivery, Proc, ProxyReport, SottoRun,
     VoxReport,
 };
-use sotto_tokio::{Config, SessionEnd};
 use sotto_tokio::raw::AcceptorStats;
+use sotto_tokio::{Config, SessionEnd};
 
 /// One scenario at a time: they share two cores with the vox peer and the proxy.
 static SERIAL: Mutex<()> = Mutex::new(());
