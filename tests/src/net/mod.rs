@@ -1,6 +1,6 @@
 //! The session-and-endpoint simulation: several initiator
 //! [`Session`](sotto_proto::session::Session)s (clients, each with a
-//! dialer and an application model) against one acceptor [`Endpoint`], through simulated
+//! dialer and an application model) against one acceptor [`Endpoint`](sotto_proto::endpoint::Endpoint), through simulated
 //! byte-stream links with the real link framing and the same faults as the conduit harness
 //! (kill at any byte, half-open, stalls, failed, dropped and delayed dials), a virtual clock
 //! and one seeded PRNG. Raw test connections (silent floods, hand-written hellos) can be
