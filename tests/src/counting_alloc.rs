@@ -2,9 +2,16 @@
 //! it forwards to [`System`] and counts every allocation and reallocation. Installing it is
 //! up to each test binary, so it does not affect the other tests:
 //!
-//! ```ignore
+//! ```
 //! #[global_allocator]
 //! static GLOBAL: sotto_tests::counting_alloc::Counting = sotto_tests::counting_alloc::Counting;
+//!
+//! fn main() {
+//!     let before = sotto_tests::counting_alloc::allocations();
+//!     let buffer = vec![0u8; 64];
+//!     assert_eq!(sotto_tests::counting_alloc::allocations(), before + 1);
+//!     drop(buffer);
+//! }
 //! ```
 #![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition
 

@@ -2,9 +2,17 @@
 //! memory tests (`tests/memory.rs`). It forwards to [`System`]; installing it is up to each
 //! test binary:
 //!
-//! ```ignore
+//! ```
 //! #[global_allocator]
 //! static GLOBAL: sotto_sim::live_alloc::Live = sotto_sim::live_alloc::Live;
+//!
+//! fn main() {
+//!     let before = sotto_sim::live_alloc::live();
+//!     let buffer = vec![0u8; 4096];
+//!     assert!(sotto_sim::live_alloc::live() >= before + 4096);
+//!     drop(buffer);
+//!     assert_eq!(sotto_sim::live_alloc::live(), before);
+//! }
 //! ```
 //!
 //! Per thread, because a simulation runs on one thread and the test harness's own threads
