@@ -3,55 +3,16 @@
 //! needs, and all of it must be given back when it fails: a global allocator (this binary
 //! only) counts the bytes live and their peak, and the driver's task counter must return to
 //! zero. One test in its own binary, because both counters are process-wide.
-#![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use sotto_adapter_tests::live_bytes::{live, peak, reset_peak, LiveBytes};
 use sotto_adapter_tests::workload::eventually;
 use sotto_proto::wire::{ServerHello, HELLO_LEN, LEN_PREFIX};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// [`System`], counting the bytes live and the most ever live at once.
-struct Measuring;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(n: usize) {
-    let now = LIVE.fetch_add(n, Ordering::Relaxed) + n;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the
-// counters are atomics and do not allocate.
-unsafe impl GlobalAlloc for Measuring {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        grew(new_size);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Measuring = Measuring;
+static GLOBAL: LiveBytes = LiveBytes;
 
 /// Resident set size of this process, from /proc/self/statm (Linux), in bytes.
 fn rss() -> Option<usize> {
@@ -113,8 +74,8 @@ fn rejected_connects_hold_no_memory_and_no_tasks() {
         rejected_attempts(addr, WAVE, WAVE).await;
         assert!(eventually(Duration::from_secs(10), || sotto_tokio::live_tasks() == 0).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let (live0, rss0) = (LIVE.load(Ordering::Relaxed), rss());
-        PEAK.store(live0, Ordering::Relaxed);
+        let (live0, rss0) = (live(), rss());
+        reset_peak();
 
         rejected_attempts(addr, N, WAVE).await;
         assert!(
@@ -123,7 +84,7 @@ fn rejected_connects_hold_no_memory_and_no_tasks() {
             sotto_tokio::live_tasks()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let (live1, rss1, peak) = (LIVE.load(Ordering::Relaxed), rss(), PEAK.load(Ordering::Relaxed));
+        let (live1, rss1, peak) = (live(), rss(), peak());
         eprintln!(
             "{N} rejected attempts, {WAVE} at once: live bytes {live0} -> {live1}, peak {peak} \
              (+{} per attempt in flight), RSS {rss0:?} -> {rss1:?}",

@@ -12,50 +12,16 @@
 //! sessions at a time). Prints one table row per transport; docs/benchmarks.md records the results.
 //! Besides RSS, the server counts the bytes its allocations hold (a counting global
 //! allocator): RSS above that is memory the allocator (glibc malloc) keeps after `free`.
-#![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use sotto_adapter_tests::live_bytes::{live, LiveBytes};
 use sotto_adapter_tests::scale::{rss, say, wait_line, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// [`System`], counting the bytes its live allocations hold.
-struct Live;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the
-// counter is an atomic and does not allocate.
-unsafe impl GlobalAlloc for Live {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Live = Live;
+static GLOBAL: LiveBytes = LiveBytes;
 
 const MESSAGE: usize = 16 << 10;
 /// How long the server waits for idle buffers to settle before measuring (sotto shrinks
@@ -127,7 +93,7 @@ fn server(kind: &str, n: usize) {
         let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = std::sync::Arc::clone(&accepted);
         if kind == "raw" {
-            say(&format!("READY {addr} {} {}", rss(), LIVE.load(Ordering::Relaxed)));
+            say(&format!("READY {addr} {} {}", rss(), live()));
             tokio::spawn(async move {
                 loop {
                     let Ok((s, _)) = l.accept().await else { return };
@@ -146,7 +112,7 @@ fn server(kind: &str, n: usize) {
             config.acceptor.accept_backlog = 4096;
             config.acceptor.failure_budget = u32::MAX;
             let acc = sotto_tokio::serve_sessions_tcp(l, config).expect("config");
-            say(&format!("READY {addr} {} {}", rss(), LIVE.load(Ordering::Relaxed)));
+            say(&format!("READY {addr} {} {}", rss(), live()));
             tokio::spawn(async move {
                 loop {
                     let Ok(s) = acc.accept().await else { return };
@@ -170,10 +136,10 @@ fn server(kind: &str, n: usize) {
         }
         assert_eq!(wait_line().await, "IDLE");
         tokio::time::sleep(SETTLE).await;
-        say(&format!("IDLE {} {}", rss(), LIVE.load(Ordering::Relaxed)));
+        say(&format!("IDLE {} {}", rss(), live()));
         assert_eq!(wait_line().await, "AFTER");
         tokio::time::sleep(SETTLE).await;
-        say(&format!("AFTER {} {}", rss(), LIVE.load(Ordering::Relaxed)));
+        say(&format!("AFTER {} {}", rss(), live()));
         let _ = wait_line().await;
     });
 }
