@@ -1,29 +1,34 @@
 //! The raw stable-conduit acceptor (the vox-compatible API): one task that takes streams from
 //! a listener (or any stream source), reads each one's ClientHello under the handshake
-//! deadline, and routes it (see `router`): a new session (yielded by [`Acceptor::accept`]), a
-//! resume of a live session, or REJECTED. (The session-layer acceptor routes through the core
-//! endpoint instead; see `session::acceptor`.) The task itself, shared with the session
-//! acceptor, is in `listen`: pending handshakes are futures polled inside it, so dropping
-//! the [`Acceptor`] ends all of them.
+//! deadline, and routes it through the core endpoint, as the session acceptor does (see
+//! `routing`): a new session (a bare [`Conduit`], yielded by [`Acceptor::accept`] at once),
+//! a resume of a live session (checked by that session before it touches its live link), or
+//! REJECTED. The task itself is in `listen`: pending handshakes are futures polled inside it,
+//! so dropping the [`Acceptor`] ends all of them.
+//!
+//! The per-source accounting needs each link's source: [`serve`] takes it from the stream
+//! ([`Io::peer_addr`]: the hash of a TCP peer's IP address, as the adapters' listeners
+//! record it), and links whose stream cannot tell share the one source 0 (see `routing`).
 
 use std::io;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::Stream;
+use futures::stream::{Stream, StreamExt};
 use sotto_proto::conduit::ConfigError;
+use sotto_proto::endpoint::{Endpoint, EndpointStats, SessionHandle as EpHandle};
 use sotto_proto::wire::ClientHello;
-use sotto_proto::{Conduit, Role};
+use sotto_proto::{Conduit, Instant, ResumeKey, Role};
 
 use crate::config::Config;
 use crate::driver::{Driver, Source};
 use crate::handle::StableConduit;
-use crate::listen::{self, ListenOf, Queue, Routing};
-use crate::pending::Outcome;
+use crate::listen::{self, Queue};
 use crate::raw::Shared;
-use crate::router::{LinkSlot, NewLink, Registration, Route, Router};
+use crate::router::{EpShared, Member, Owner};
+use crate::routing::{source_of_peer, EpRouting, Kind};
 use crate::shared::Clock;
-use crate::shutdown::{self, Closing, ShutdownReport, Sleep};
+use crate::shutdown::{self, ShutdownReport, Sleep};
 use crate::{Io, Runtime, TaskGuard};
 
 /// Counters of an acceptor.
@@ -32,7 +37,9 @@ use crate::{Io, Runtime, TaskGuard};
 pub struct AcceptorStats {
     /// Streams taken from the listener.
     pub links: u64,
-    /// Streams closed at once because `max_pending_handshakes` were waiting.
+    /// Streams closed at once, unread: `max_pending_handshakes` were waiting (or
+    /// `max_pending_per_source` from their source), or their source was over its failure
+    /// budget.
     pub refused: u64,
     /// Streams closed for sending no ClientHello within `handshake_timeout`, or not one byte
     /// within `first_byte_timeout`.
@@ -41,12 +48,18 @@ pub struct AcceptorStats {
     pub bad_hellos: u64,
     /// New sessions started.
     pub sessions: u64,
-    /// Fresh ClientHellos turned away because `accept_backlog` sessions were waiting.
+    /// Fresh ClientHellos turned away because `accept_backlog` sessions were waiting (or,
+    /// counted in `backlog_source_full` too, `accept_backlog_per_source` from their source).
     pub backlog_full: u64,
-    /// Resumes handed to their session.
+    /// Fresh ClientHellos turned away because `accept_backlog_per_source` sessions from
+    /// their source were waiting for `accept`.
+    pub backlog_source_full: u64,
+    /// Resumes a session accepted.
     pub resumes: u64,
-    /// Resumes answered REJECTED (unknown or expired key).
+    /// Resumes answered REJECTED (unknown or expired key, or refused by the session).
     pub rejected: u64,
+    /// The endpoint's counters, which the fields above summarize.
+    pub endpoint: EndpointStats,
 }
 
 listen::impl_counts!(AcceptorStats);
@@ -57,50 +70,9 @@ listen::impl_counts!(AcceptorStats);
 /// until its own handle is dropped), those not yet yielded end.
 pub struct Acceptor {
     queue: Arc<Queue<StableConduit, AcceptorStats>>,
-    /// Every session started, for a shutdown.
-    sessions: Arc<Mutex<Started>>,
-    clock: Clock,
+    ep: Arc<EpShared>,
     sleep: Sleep,
     _task: TaskGuard,
-}
-
-/// The sessions an acceptor started (weak: each is owned by its driver and handles).
-#[derive(Default)]
-struct Started {
-    list: Vec<Weak<Shared>>,
-    /// A shutdown began: start no more.
-    shutting_down: bool,
-}
-
-impl Started {
-    /// Remember `s`; the list is pruned of ended sessions as it grows, so it stays within
-    /// twice the live sessions.
-    fn push(&mut self, s: &Arc<Shared>) {
-        if self.list.len() == self.list.capacity() {
-            self.list.retain(|w| w.strong_count() > 0);
-        }
-        self.list.push(Arc::downgrade(s));
-    }
-}
-
-/// A raw session closing with GOODBYE during a shutdown.
-struct RawClosing(Arc<Shared>);
-
-impl Closing for RawClosing {
-    fn done(&self) -> bool {
-        self.0.lock_inner().common.driver_done
-    }
-
-    fn force(&self) {
-        let now = self.0.now();
-        let mut g = self.0.lock_inner();
-        if !g.conduit.is_ended() {
-            g.conduit.end(now, sotto_proto::SessionEnd::Evicted);
-        }
-        g.common.exit_now = true;
-        g.common.wake_driver();
-        g.wake_all();
-    }
 }
 
 impl std::fmt::Debug for Acceptor {
@@ -119,7 +91,15 @@ impl Acceptor {
     /// A snapshot of the counters.
     #[must_use]
     pub fn stats(&self) -> AcceptorStats {
-        self.queue.lock().stats
+        let mut s = self.queue.lock().stats;
+        let e = self.ep.lock().endpoint.stats();
+        s.refused = e.links_refused;
+        s.handshake_timeouts = e.handshakes_expired;
+        s.bad_hellos = e.bad_hellos;
+        s.resumes = e.resumes_routed;
+        s.rejected = e.rejected;
+        s.endpoint = e;
+        s
     }
 
     /// Close the acceptor gracefully, within `within`: stop listening (the listener is
@@ -130,32 +110,8 @@ impl Acceptor {
     /// are ended and their links closed. Returns what it closed. Call once, when the server
     /// stops; the sessions' handles stay valid (they report the end).
     pub async fn shutdown(&self, code: u32, reason: &str, within: Duration) -> ShutdownReport {
-        shutdown::shutdown(&self.queue, &self.clock, &self.sleep, within, |now| {
-            let sessions: Vec<Arc<Shared>> = {
-                let mut g = self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                g.shutting_down = true;
-                g.list.drain(..).filter_map(|w| w.upgrade()).collect()
-            };
-            let mut closing: Vec<Box<dyn Closing>> = Vec::new();
-            let mut without = 0;
-            for s in sessions {
-                let mut g = s.lock_inner();
-                if g.conduit.is_ended() {
-                    continue;
-                }
-                g.conduit.close(now, code, reason);
-                g.common.wake_driver();
-                g.wake_all();
-                if g.conduit.is_ended() {
-                    without += 1;
-                } else {
-                    drop(g);
-                    closing.push(Box::new(RawClosing(s)));
-                }
-            }
-            (closing, without)
-        })
-        .await
+        shutdown::shutdown(&self.queue, &self.ep.clock, &self.sleep, within, |now| self.ep.close_all(now, code, reason))
+            .await
     }
 }
 
@@ -167,88 +123,47 @@ where
     St: Stream<Item = io::Result<S>> + Send + 'static,
 {
     config.validate()?;
-    let sessions = Arc::new(Mutex::new(Started::default()));
-    let routing = RawRouting { router: Arc::new(Router::new()), sessions: Arc::clone(&sessions) };
-    let (clock, sleep) = (Clock::new(&rt), shutdown::sleeper(&rt));
+    let endpoint = Endpoint::new(config.endpoint_config())?;
+    let ep = Arc::new(EpShared::new(endpoint, Clock::new(&rt)));
+    let routing = EpRouting::new(Arc::clone(&ep), RawKind);
+    let sleep = shutdown::sleeper(&rt);
+    let incoming = incoming.map(|r| {
+        r.map(|io| {
+            let source = source_of_peer(&io);
+            (io, source)
+        })
+    });
     let (queue, guard) = listen::spawn(rt, incoming, config, routing);
-    Ok(Acceptor { queue, sessions, clock, sleep, _task: guard })
+    Ok(Acceptor { queue, ep, sleep, _task: guard })
 }
 
-/// The raw acceptor's routing: by its own resume-key router.
-struct RawRouting<S> {
-    router: Arc<Router<S>>,
-    sessions: Arc<Mutex<Started>>,
-}
+/// Bare stable conduits, made of fresh ClientHellos: announced at once (no session
+/// handshake).
+struct RawKind;
 
-impl<R: Runtime, S: Io> Routing<R, S> for RawRouting<S> {
-    type Item = S;
-    type Key = ();
+impl<R: Runtime, S: Io> Kind<R, S> for RawKind {
     type Session = StableConduit;
     type Stats = AcceptorStats;
 
-    fn admit(&mut self, l: &mut ListenOf<R, S, Self>, io: S) {
-        if l.pending() >= l.config.acceptor.max_pending_handshakes {
-            l.queue.lock().stats.refused += 1;
-            drop(io);
-        } else {
-            l.read_hello(io, ());
-        }
-    }
-
-    fn outcome(&mut self, l: &mut ListenOf<R, S, Self>, (): (), outcome: Outcome<S>) {
-        let (io, hello) = match outcome {
-            Outcome::Hello(io, bytes) => match ClientHello::decode(&bytes) {
-                Ok(hello) => (io, hello),
-                Err(_) => {
-                    l.queue.lock().stats.bad_hellos += 1;
-                    return;
-                }
-            },
-            Outcome::TimedOut | Outcome::Silent => {
-                tracing::debug!("sotto: handshake timed out");
-                l.queue.lock().stats.handshake_timeouts += 1;
-                return;
-            }
-            Outcome::BadPrefix | Outcome::Eof => {
-                l.queue.lock().stats.bad_hellos += 1;
-                return;
-            }
-            Outcome::Written => return,
-        };
-        match self.router.route(&hello) {
-            Route::Fresh => self.start_session(l, io, hello),
-            Route::Resume(slot) => {
-                l.queue.lock().stats.resumes += 1;
-                slot.put(NewLink { io, hello });
-            }
-            Route::Reject => {
-                l.queue.lock().stats.rejected += 1;
-                l.reject(io, (), &sotto_proto::wire::ServerHello::rejected().encode());
-            }
-        }
-    }
-}
-
-impl<S: Io> RawRouting<S> {
-    fn start_session<R: Runtime>(&self, l: &ListenOf<R, S, Self>, io: S, hello: ClientHello) {
-        if l.queue.full(l.config.acceptor.accept_backlog) {
-            return;
-        }
-        let Ok(conduit) = Conduit::new(Role::Acceptor, l.config.conduit_config()) else { return };
-        let shared = Arc::new(Shared::new(conduit, &l.config, Clock::new(&l.rt)));
-        {
-            let mut started = self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if started.shutting_down {
-                // Routed as the acceptor shut down: the link is closed, no session starts.
-                return;
-            }
-            started.push(&shared);
-        }
-        let slot = Arc::new(LinkSlot::new(Some(NewLink { io, hello })));
-        let id = self.router.insert(Arc::clone(&slot));
-        let registration = Registration { router: Arc::clone(&self.router), id, slot };
-        let driver = Driver::<R, S, Shared>::new(&l.rt, Arc::clone(&shared), Source::Router(registration), l.config);
-        let task = l.rt.spawn(crate::tasks::isolated(driver));
-        l.queue.push(StableConduit::new(shared, task), 0);
+    fn start(
+        &self,
+        rt: &R,
+        config: &Config,
+        ep: &Arc<EpShared>,
+        now: Instant,
+        handle: EpHandle,
+        io: S,
+        hello: &ClientHello,
+        key: ResumeKey,
+    ) -> Option<(StableConduit, bool)> {
+        // Cannot fail: the configuration was validated.
+        let mut conduit = Conduit::new(Role::Acceptor, config.conduit_config()).ok()?;
+        let (link, _) = conduit.link_up_with_hello(now, key, hello);
+        let member = Member::new(ep, handle, (io, link), true);
+        let shared = Arc::new(Shared::new(conduit, config, ep.clock.clone(), Some(member)));
+        ep.register(handle, &(Arc::clone(&shared) as Arc<dyn Owner>));
+        let driver = Driver::<R, S, Shared>::new(rt, Arc::clone(&shared), Source::Mailbox, *config);
+        let task = rt.spawn(crate::tasks::isolated(driver));
+        Some((StableConduit::new(shared, task), true))
     }
 }

@@ -3,9 +3,9 @@
 //!
 //! 1. lock the shared state; fire the core's timers if the clock (not the runtime timer) says
 //!    they are due; drain the outputs: frames into the write batch, events handled;
-//! 2. get a link if there is none (initiator: dial with backoff; raw acceptor: take the link
-//!    the router handed over; session acceptor: the endpoint hands links over through the
-//!    lock, picked up in step 1);
+//! 2. get a link if there is none (initiator: dial with backoff; an acceptor's session: the
+//!    router hands links over through the session's mailbox, picked up under the lock in
+//!    step 1);
 //! 3. write the batch (one write call for many frames; `Ok(0)` is a dead link): small
 //!    frames are copied into it, items of `lend_from` bytes and more stay in the core's
 //!    replay ring and go out in one vectored write with the headers, under the lock;
@@ -42,15 +42,14 @@ use std::time::Instant as StdInstant;
 
 use sotto_proto::conduit::Observed;
 use sotto_proto::stream::{FrameSplitter, LendingBatch};
-use sotto_proto::{Event, Instant, LinkId, ResumeKey, SessionEnd};
+use sotto_proto::{Event, Instant, LinkId, SessionEnd};
 
 use crate::config::Config;
 use crate::dialer::{Dialed, Dialer};
-use crate::host::{Host, Locked, Taken};
-use crate::keys::fresh_key;
+use crate::host::{Host, Locked};
 use crate::read_buffer::ReadBuffer;
 use crate::read_gate::ReadGate;
-use crate::router::{NewLink, Registration};
+use crate::router::Taken;
 use crate::shared::{ConduitEvent, DialFailure, LinkDownCause};
 use crate::tasks::LiveTask;
 use crate::{Io, Runtime, Timer};
@@ -66,10 +65,8 @@ pub(crate) const SHRINK_AFTER: std::time::Duration = std::time::Duration::from_s
 pub(crate) enum Source<S> {
     /// Initiator: dial.
     Dialer(Dialer<S>),
-    /// Raw acceptor: the router hands links over, the driver attaches them.
-    Router(Registration<S>),
-    /// Session acceptor: routed links arrive in the session's mailbox ([`Locked::take_link`]);
-    /// the session checks a resume before it takes it.
+    /// An acceptor's session (raw or session-layer): routed links arrive in the session's
+    /// mailbox ([`Locked::take_link`]); the session checks a resume before it takes it.
     Mailbox,
 }
 
@@ -79,8 +76,6 @@ struct Link<S> {
     attached: bool,
     /// Written bytes not yet flushed.
     flush: bool,
-    /// Raw acceptor: the key the initiator presented on this link.
-    presented: Option<ResumeKey>,
 }
 
 /// The last bytes of a dropped link, written out (bounded in time) before it is closed.
@@ -369,20 +364,15 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     fn on_event(&mut self, g: &mut H::Guard<'_>, e: Event, now: Instant, now_std: StdInstant) {
         match e {
             Event::Attached { link, resumed, ext, replaying } => {
-                let mut presented = None;
                 if let Some(l) = self.link.as_mut().filter(|l| l.id == link) {
                     l.attached = true;
-                    presented = l.presented;
                     g.common().peer_addr = l.io.peer_addr();
                 }
                 let c = g.common();
                 c.counters.link_ups += 1;
                 c.link_attached(resumed, now);
-                match &mut self.source {
-                    Source::Dialer(d) => d.on_attached(),
-                    // Publish the new key before the ServerHello carrying it is written.
-                    Source::Router(reg) => reg.router.publish(reg.id, g.conduit().resume_key(), presented),
-                    Source::Mailbox => {}
+                if let Source::Dialer(d) = &mut self.source {
+                    d.on_attached();
                 }
                 tracing::debug!(link = link.0, resumed, ext, replaying, "sotto: link up");
                 g.common().push_event(ConduitEvent::LinkUp { resumed, replaying, ext });
@@ -395,9 +385,6 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             Event::Writable => g.wake_senders(),
             Event::Ended(end) => {
                 tracing::debug!(?end, "sotto: session ended");
-                if let Source::Router(reg) = &self.source {
-                    reg.router.remove(reg.id);
-                }
                 g.common().push_event(ConduitEvent::Ended(end));
                 g.wake_all();
             }
@@ -434,10 +421,10 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         self.drain = Some(Drain { io, bytes, pos: 0, deadline: now_std + self.config.protocol.drain_timeout });
     }
 
-    /// Session acceptor: a link the session took. The core has superseded ours, if any.
+    /// An acceptor's session: a link the session took. The core has superseded ours, if any.
     fn adopt(&mut self, g: &mut H::Guard<'_>, io: S, id: LinkId) {
         self.supersede(g);
-        self.link = Some(Link { io, id, attached: false, flush: false, presented: None });
+        self.link = Some(Link { io, id, attached: false, flush: false });
     }
 
     /// The current link is gone (or being dropped): tell the core, keep its unwritten bytes
@@ -486,7 +473,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 match dialed {
                     Dialed::Link(io) => {
                         let id = g.link_up(now);
-                        self.link = Some(Link { io, id, attached: false, flush: false, presented: None });
+                        self.link = Some(Link { io, id, attached: false, flush: false });
                     }
                     Dialed::Failed(e, delay) => {
                         let error = Arc::new(e);
@@ -514,33 +501,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 self.drain_outputs(&mut g, now, now_std);
                 true
             }
-            Source::Router(reg) => {
-                let Some(new) = reg.slot.poll_take(cx) else { return false };
-                let host = Arc::clone(&self.host);
-                let mut g = host.lock();
-                self.attach(&mut g, new, now, now_std);
-                true
-            }
             Source::Mailbox => false,
         }
-    }
-
-    /// Raw acceptor: a link whose ClientHello the acceptor read. A resume the conduit does not
-    /// accept (a retired key, a stale duplicate, an ended session) is answered REJECTED and
-    /// never touches the current link; otherwise the new link supersedes it.
-    fn attach(&mut self, g: &mut H::Guard<'_>, new: NewLink<S>, now: Instant, now_std: StdInstant) {
-        if new.hello.resume_key.is_some() && !g.conduit().accepts_resume(&new.hello) {
-            tracing::debug!("sotto: resume refused by its session, answering REJECTED");
-            self.refuse(new.io, &sotto_proto::wire::ServerHello::rejected().encode(), now_std);
-            return;
-        }
-        self.supersede(g);
-        let (id, result) = g.link_up_with_hello(now, fresh_key(), &new.hello);
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "sotto: resume refused");
-        }
-        self.link = Some(Link { io: new.io, id, attached: false, flush: false, presented: new.hello.resume_key });
-        self.drain_outputs(g, now, now_std);
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, now: Instant, now_std: StdInstant) -> bool {

@@ -397,7 +397,7 @@ where
     Fut: Future<Output = io::Result<S>> + Send + 'static,
 {
     let conduit = Conduit::new(Role::Initiator, config.conduit_config()).map_err(ConnectError::Config)?;
-    let shared = Arc::new(Shared::new(conduit, &config, Clock::new(&rt)));
+    let shared = Arc::new(Shared::new(conduit, &config, Clock::new(&rt), None));
     let dial = Box::new(move || -> DialFuture<S> { Box::pin(connector()) });
     let dialer = Dialer::new(dial, &config, rt.now(), rt.jitter_seed());
     let driver = Driver::<R, S, Shared>::new(&rt, Arc::clone(&shared), Source::Dialer(dialer), config);

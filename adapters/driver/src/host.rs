@@ -3,20 +3,12 @@
 //! (`session`).
 
 use bytes::Bytes;
-use sotto_proto::conduit::{InputError, Observed};
+use sotto_proto::conduit::Observed;
 use sotto_proto::stream::{LendingBatch, Messages};
-use sotto_proto::wire::ClientHello;
-use sotto_proto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
+use sotto_proto::{Conduit, Event, Instant, LinkId, SessionEnd};
 
+use crate::router::Taken;
 use crate::shared::{Clock, Common};
-
-/// A link from a session's mailbox.
-pub(crate) enum Taken<S> {
-    /// Attached to the core under this id: it supersedes the driver's current link.
-    Link(S, LinkId),
-    /// Refused: write this REJECTED ServerHello (after a length prefix), then close it.
-    Refused(S, [u8; sotto_proto::wire::HELLO_LEN]),
-}
 
 /// A session's shared state, as the driver reaches it.
 pub(crate) trait Host<S>: Send + Sync + 'static {
@@ -56,13 +48,6 @@ pub(crate) trait Locked<S> {
     fn end(&mut self, now: Instant, reason: SessionEnd);
     /// A fresh link (initiator).
     fn link_up(&mut self, now: Instant) -> LinkId;
-    /// A fresh link whose ClientHello was read (raw acceptor).
-    fn link_up_with_hello(
-        &mut self,
-        now: Instant,
-        key: ResumeKey,
-        hello: &ClientHello,
-    ) -> (LinkId, Result<(), InputError>);
     /// The link is gone.
     fn link_down(&mut self, now: Instant, link: LinkId);
     /// Feed one link message received on `link` (delivered data is a slice of, or copied
@@ -117,8 +102,8 @@ pub(crate) trait Locked<S> {
     fn fed(&mut self);
     /// How many messages may be fed now (0: the application's queues are full, stop reading).
     fn read_room(&mut self) -> usize;
-    /// A link routed to this session through its mailbox (session acceptor): attached to the
-    /// core if the session took it, or refused (a resume with a key it does not accept),
+    /// A link routed to this session through its mailbox (an acceptor's session): attached to
+    /// the core if the session took it, or refused (a resume with a key it does not accept),
     /// with the REJECTED reply to write before closing it.
     fn take_link(&mut self, now: Instant) -> Option<Taken<S>>;
     /// The ring has room again: wake blocked senders.

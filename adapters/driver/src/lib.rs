@@ -54,8 +54,11 @@
 //!   session checks the key before the new link may supersede the live one. So sessions of
 //!   one acceptor progress in parallel on a multi-thread runtime.
 //!
-//! The raw stable-conduit acceptor keeps a small resume-key router of its own (`router`);
-//! its sessions check a resume the same way before it may supersede their link.
+//! The raw stable-conduit acceptor routes through the same endpoint (`router`, `routing`):
+//! one router for both, and its sessions check a resume the same way before it may
+//! supersede their link. Links are accounted per source (the hash of a TCP peer's IP
+//! address, from the stream's [`Io::peer_addr`] or the listener); links whose source is
+//! unknown share the one source 0.
 //!
 //! The locks are `std::sync::Mutex`: a waiter is woken by the unlock that frees the lock,
 //! never by a timed re-check. The crate has no `unsafe` code.
@@ -78,6 +81,7 @@ mod raw;
 mod read_buffer;
 mod read_gate;
 mod router;
+mod routing;
 mod session;
 mod shared;
 mod shutdown;
@@ -94,8 +98,9 @@ pub use backoff::{is_transient, permanent, Backoff, Permanent};
 pub use config::{AcceptorConfig, BufferConfig, Config, DialConfig, ProtocolConfig};
 pub use handle::{connect, ConnectError, Ended, SendError, StableConduit, TrySendError};
 pub use peer::{PeerAddr, WithPeer};
+pub use routing::source_of;
 pub use session::{
-    connect_session, connect_session_with, serve_sessions, source_of, AnswerError, ConnError, ConnReceiver, ConnSender,
+    connect_session, connect_session_with, serve_sessions, AnswerError, ConnError, ConnReceiver, ConnSender,
     Connection, Goodbye, IncomingOpen, OpenError, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle,
     SessionId, SessionStats, WRITE_CHUNK,
 };

@@ -37,10 +37,13 @@ pub(crate) trait Counts: Copy + Default + Send + 'static {
     fn session(&mut self);
     /// A new session was turned away: `accept_backlog` sessions were waiting.
     fn backlog_full(&mut self);
+    /// A new session was turned away: `accept_backlog_per_source` sessions from its source
+    /// were waiting (counted in `backlog_full` too).
+    fn backlog_source_full(&mut self);
 }
 
-/// Implements [`Counts`] for a stats type with the fields `links`, `sessions` and
-/// `backlog_full`.
+/// Implements [`Counts`] for a stats type with the fields `links`, `sessions`,
+/// `backlog_full` and `backlog_source_full`.
 macro_rules! impl_counts {
     ($stats:ty) => {
         impl $crate::listen::Counts for $stats {
@@ -52,6 +55,10 @@ macro_rules! impl_counts {
             }
             fn backlog_full(&mut self) {
                 self.backlog_full += 1;
+            }
+            fn backlog_source_full(&mut self) {
+                self.backlog_full += 1;
+                self.backlog_source_full += 1;
             }
         }
     };
@@ -226,11 +233,6 @@ pub(crate) struct Listen<R: Runtime, S, K, T, C> {
 }
 
 impl<R: Runtime, S: Io, K: Unpin, T, C> Listen<R, S, K, T, C> {
-    /// Handshakes in progress (hellos being read, REJECTED replies being written).
-    pub(crate) fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
     /// Read the link's ClientHello within the handshake timeout, its first byte within the
     /// first-byte timeout.
     pub(crate) fn read_hello(&mut self, io: S, key: K) {

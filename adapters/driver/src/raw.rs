@@ -6,12 +6,12 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
-use sotto_proto::conduit::{InputError, Observed};
+use sotto_proto::conduit::Observed;
 use sotto_proto::stream::LendingBatch;
-use sotto_proto::wire::ClientHello;
 use sotto_proto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
 
 use crate::host::{Host, Locked};
+use crate::router::{Member, Owner, Parts, Taken};
 use crate::shared::{Clock, Common, WakerList};
 
 /// Everything behind a raw session's lock.
@@ -30,6 +30,8 @@ pub(crate) struct Inner {
     pub(crate) senders: WakerList,
     pub(crate) receivers: WakerList,
     delivered: bool,
+    /// An acceptor's session: its tie to the acceptor's endpoint.
+    member: Option<Member>,
 }
 
 impl Inner {
@@ -52,7 +54,8 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(conduit: Conduit, config: &crate::Config, clock: Clock) -> Self {
+    /// A raw session, an acceptor's if `member` is set.
+    pub(crate) fn new(conduit: Conduit, config: &crate::Config, clock: Clock, member: Option<Member>) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 conduit,
@@ -66,6 +69,7 @@ impl Shared {
                 senders: WakerList::default(),
                 receivers: WakerList::default(),
                 delivered: false,
+                member,
             }),
             clock,
         }
@@ -87,6 +91,23 @@ impl Shared {
     }
 }
 
+impl Owner for Shared {
+    fn with_parts(&self, f: &mut dyn FnMut(Parts<'_>)) {
+        let mut g = self.lock_inner();
+        let Inner { conduit, common, member, .. } = &mut *g;
+        f(Parts { core: conduit, common, member: member.as_mut() });
+    }
+}
+
+impl Inner {
+    /// Report the session's lifecycle to its endpoint, if it has one.
+    fn report(&mut self) {
+        if let Some(m) = self.member.as_mut() {
+            m.report(&self.conduit, true);
+        }
+    }
+}
+
 /// The raw session's locked state, as the driver sees it.
 pub(crate) struct RawGuard<'a>(MutexGuard<'a, Inner>);
 
@@ -102,7 +123,7 @@ impl<S: 'static> Host<S> for Shared {
     }
 }
 
-impl<S> Locked<S> for RawGuard<'_> {
+impl<S: 'static> Locked<S> for RawGuard<'_> {
     fn begin(&mut self, waker: &std::task::Waker, now: Instant) -> bool {
         let g = &mut *self.0;
         if !g.common.driver.as_ref().is_some_and(|w| w.will_wake(waker)) {
@@ -124,7 +145,11 @@ impl<S> Locked<S> for RawGuard<'_> {
     ) -> (bool, Option<Event>) {
         let c = &mut self.0.conduit;
         let filled = link.is_some() && c.current_link() == link && batch.fill(c, now).frames > 0;
-        (filled, c.poll_event())
+        let event = c.poll_event();
+        if event.is_none() {
+            self.0.report();
+        }
+        (filled, event)
     }
     fn status(&self) -> (bool, Option<Instant>) {
         (self.0.conduit.is_ended(), self.0.conduit.poll_timeout())
@@ -141,16 +166,9 @@ impl<S> Locked<S> for RawGuard<'_> {
     fn link_up(&mut self, now: Instant) -> LinkId {
         self.0.conduit.link_up(now, ResumeKey::ZERO)
     }
-    fn link_up_with_hello(
-        &mut self,
-        now: Instant,
-        key: ResumeKey,
-        hello: &ClientHello,
-    ) -> (LinkId, Result<(), InputError>) {
-        self.0.conduit.link_up_with_hello(now, key, hello)
-    }
     fn link_down(&mut self, now: Instant, link: LinkId) {
         self.0.conduit.link_down(now, link);
+        self.0.report();
     }
     fn feed(
         &mut self,
@@ -199,8 +217,9 @@ impl<S> Locked<S> for RawGuard<'_> {
         g.reader_blocked = room == 0;
         room
     }
-    fn take_link(&mut self, _now: Instant) -> Option<crate::host::Taken<S>> {
-        None
+    fn take_link(&mut self, now: Instant) -> Option<Taken<S>> {
+        let Inner { conduit, member, .. } = &mut *self.0;
+        member.as_mut()?.take(now, |r| r.apply(now, conduit))
     }
     fn wake_senders(&mut self) {
         self.0.senders.wake_all();
@@ -221,5 +240,10 @@ impl<S> Locked<S> for RawGuard<'_> {
         self.0.common.driver_done = true;
         self.0.common.driver = None;
         self.0.wake_all();
+        self.0.report();
+        if let Some(m) = self.0.member.as_mut() {
+            // Nobody drives it any more: its keys route nowhere from now on.
+            m.leave();
+        }
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant as StdInstant};
 use sotto_proto::Instant;
 
 use crate::listen::{Counts, Queue};
+use crate::router::Closing;
 use crate::shared::Clock;
 use crate::{Runtime, Timer};
 
@@ -35,15 +36,6 @@ pub struct ShutdownReport {
     pub unaccepted: u64,
 }
 
-/// A session closing with GOODBYE during a shutdown.
-pub(crate) trait Closing: Send {
-    /// Whether its driver has finished (the GOODBYE written and the link closed, or the link
-    /// lost).
-    fn done(&self) -> bool;
-    /// Out of time: end it without waiting for the GOODBYE to be written; its driver stops.
-    fn force(&self);
-}
-
 /// A future that waits until an instant, on the acceptor's runtime.
 pub(crate) type Sleep = Arc<dyn Fn(StdInstant) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
@@ -66,7 +58,7 @@ pub(crate) async fn shutdown<T, C: Counts>(
     clock: &Clock,
     sleep: &Sleep,
     within: Duration,
-    close_all: impl FnOnce(Instant) -> (Vec<Box<dyn Closing>>, usize),
+    close_all: impl FnOnce(Instant) -> (Vec<Closing>, usize),
 ) -> ShutdownReport {
     let deadline = clock.now_std() + within;
     let mut report = ShutdownReport::default();

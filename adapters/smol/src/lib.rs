@@ -240,7 +240,7 @@ where
 }
 
 /// `s` for the driver, with its peer's address if it is a smol TCP or Unix stream.
-fn with_peer<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(s: S) -> WithPeer<FuturesIo<S>> {
+pub(crate) fn with_peer<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(s: S) -> WithPeer<FuturesIo<S>> {
     let peer = peer_of(&s);
     WithPeer::new(FuturesIo(s), peer)
 }

@@ -41,7 +41,7 @@ use futures::stream::Stream;
 use sotto_driver::FuturesIo;
 pub use sotto_driver::{Acceptor, AcceptorStats, ConduitEvent, SendError, StableConduit, Stats, TrySendError};
 
-use crate::{accept_nodelay, wrap, Config, ConfigError, ConnectError, Smol};
+use crate::{accept_nodelay, with_peer, wrap, Config, ConfigError, ConnectError, PeerAddr, Smol, WithPeer};
 
 /// Start an initiator stable conduit and wait until its first link is attached.
 ///
@@ -96,10 +96,10 @@ impl Smol {
     /// [`serve_tcp`] on this executor.
     pub fn raw_serve_tcp(&self, listener: smol::net::TcpListener, config: Config) -> Result<Acceptor, ConfigError> {
         let incoming = futures::stream::unfold(listener, |l| async move {
-            let r = accept_nodelay(&l).await.map(|(s, _)| s);
+            let r = accept_nodelay(&l).await.map(|(s, addr)| WithPeer::new(FuturesIo(s), Some(PeerAddr::Tcp(addr))));
             Some((r, l))
         });
-        self.raw_serve(incoming, config)
+        sotto_driver::serve(self.clone(), incoming, config)
     }
 
     /// [`serve_unix`] on this executor.
@@ -109,9 +109,14 @@ impl Smol {
         listener: smol::net::unix::UnixListener,
         config: Config,
     ) -> Result<Acceptor, ConfigError> {
-        let incoming =
-            futures::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) });
-        self.raw_serve(incoming, config)
+        let incoming = futures::stream::unfold(listener, |l| async move {
+            let r = l
+                .accept()
+                .await
+                .map(|(s, addr)| WithPeer::new(FuturesIo(s), Some(PeerAddr::Unix(addr.as_pathname().map(Into::into)))));
+            Some((r, l))
+        });
+        sotto_driver::serve(self.clone(), incoming, config)
     }
 
     /// [`serve`] on this executor.
@@ -121,6 +126,6 @@ impl Smol {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         use futures::stream::StreamExt;
-        sotto_driver::serve(self.clone(), incoming.map(|r| r.map(FuturesIo)), config)
+        sotto_driver::serve(self.clone(), incoming.map(|r| r.map(with_peer)), config)
     }
 }

@@ -180,7 +180,7 @@ where
 }
 
 /// `s` for the driver, with its peer's address if it is a tokio TCP or Unix stream.
-fn with_peer<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(s: S) -> WithPeer<TokioIo<S>> {
+pub(crate) fn with_peer<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(s: S) -> WithPeer<TokioIo<S>> {
     let peer = peer_of(&s);
     WithPeer::new(TokioIo::new(s), peer)
 }

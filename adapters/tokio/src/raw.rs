@@ -38,7 +38,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use sotto_driver::{Acceptor, AcceptorStats, ConduitEvent, SendError, StableConduit, Stats, TrySendError};
 
-use crate::{wrap, Config, ConfigError, ConnectError, Tokio, TokioIo};
+use crate::{with_peer, wrap, Config, ConfigError, ConnectError, PeerAddr, Tokio, TokioIo, WithPeer};
 
 /// Start an initiator stable conduit and wait until its first link is attached.
 ///
@@ -57,34 +57,42 @@ where
     sotto_driver::connect(Tokio, wrap(connector), config).await
 }
 
-/// Serve a TCP listener (accepted streams get `TCP_NODELAY`). Must be called within a tokio
-/// runtime (it spawns the acceptor task).
+/// Serve a TCP listener (accepted streams get `TCP_NODELAY`; the per-source failure budget
+/// is keyed by peer IP). Must be called within a tokio runtime (it spawns the acceptor task).
 pub fn serve_tcp(listener: tokio::net::TcpListener, config: Config) -> Result<Acceptor, ConfigError> {
     let incoming = futures::stream::poll_fn(move |cx| {
         listener.poll_accept(cx).map(|r| {
-            Some(r.map(|(s, _)| {
+            Some(r.map(|(s, addr)| {
                 let _ = s.set_nodelay(true);
-                s
+                WithPeer::new(TokioIo::new(s), Some(PeerAddr::Tcp(addr)))
             }))
         })
     });
-    serve(incoming, config)
+    sotto_driver::serve(Tokio, incoming, config)
 }
 
-/// Serve a Unix socket listener. Must be called within a tokio runtime.
+/// Serve a Unix socket listener (all its links count as one source for the failure
+/// budget). Must be called within a tokio runtime.
 #[cfg(unix)]
 pub fn serve_unix(listener: tokio::net::UnixListener, config: Config) -> Result<Acceptor, ConfigError> {
-    let incoming = futures::stream::poll_fn(move |cx| listener.poll_accept(cx).map(|r| Some(r.map(|(s, _)| s))));
-    serve(incoming, config)
+    let incoming = futures::stream::poll_fn(move |cx| {
+        listener.poll_accept(cx).map(|r| {
+            Some(r.map(|(s, addr)| {
+                WithPeer::new(TokioIo::new(s), Some(PeerAddr::Unix(addr.as_pathname().map(Into::into))))
+            }))
+        })
+    });
+    sotto_driver::serve(Tokio, incoming, config)
 }
 
 /// Serve any source of freshly accepted streams; the acceptor stops taking new links when
-/// `incoming` ends. Must be called within a tokio runtime.
+/// `incoming` ends. Tokio TCP streams are keyed by peer IP for the failure budget, any other
+/// stream counts as one source. Must be called within a tokio runtime.
 pub fn serve<St, S>(incoming: St, config: Config) -> Result<Acceptor, ConfigError>
 where
     St: Stream<Item = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use futures::stream::StreamExt;
-    sotto_driver::serve(Tokio, incoming.map(|r| r.map(TokioIo::new)), config)
+    sotto_driver::serve(Tokio, incoming.map(|r| r.map(with_peer)), config)
 }

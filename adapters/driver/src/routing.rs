@@ -1,0 +1,317 @@
+//! The listener's side of the one router: how both acceptors (raw stable conduits and
+//! session-layer sessions) admit and route links through the core [`Endpoint`](sotto_proto::endpoint::Endpoint):
+//! [`Endpoint::accept_link`](sotto_proto::endpoint::Endpoint::accept_link) (refused unread past the pending-handshake cap, a source's
+//! pending quota or its failure budget), the ClientHello read under the handshake deadline,
+//! then [`Endpoint::route`](sotto_proto::endpoint::Endpoint::route): a new session (created by the acceptor's [`Kind`], owned by its
+//! own driver task), a resume (the link goes to that session's mailbox; the session checks
+//! the key before the link touches its live one), or REJECTED (written, then the link is
+//! closed).
+//!
+//! A session-layer session is only handed to the application once its session handshake is
+//! done: an initiator whose first ServerHello was lost redials as a fresh session, and the
+//! first attempt must not become a session the application holds with no peer behind it.
+//! The deadline is the endpoint's (the first link's handshake deadline): this task calls
+//! [`Endpoint::handle_timeout`](sotto_proto::endpoint::Endpoint::handle_timeout) at [`Endpoint::poll_timeout`](sotto_proto::endpoint::Endpoint::poll_timeout) and ends the sessions the
+//! endpoint reports expired, evicted or reclaimed. A raw conduit has no session handshake: it
+//! is announced as soon as it is routed.
+//!
+//! Every link comes with its source (a hash of the peer's address, [`source_of`]; 0 when the
+//! stream cannot tell): the endpoint keeps its failure budget and pending quota per source.
+//! Links with no known source (Unix sockets, streams that are not TCP) all count as the one
+//! source 0: they share one failure budget, and the per-source quotas on pending handshakes
+//! and the accept backlog do not apply to them (the global caps do). An acceptor serving such
+//! streams to many clients should raise `failure_budget` or wrap its streams in
+//! [`WithPeer`](crate::WithPeer).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::task::Context;
+use std::time::Instant as StdInstant;
+
+use sotto_proto::endpoint::{
+    EndpointEvent, PendingLink as EpPending, RejectReason, ResumeOutcome, Routed, SessionHandle as EpHandle,
+};
+use sotto_proto::wire::{ClientHello, HELLO_LEN};
+use sotto_proto::{Instant, ResumeKey};
+
+use crate::config::Config;
+use crate::keys::fresh_key;
+use crate::listen::{Counts, ListenOf, Routing};
+use crate::peer::PeerAddr;
+use crate::pending::Outcome;
+use crate::router::{EpInner, EpShared, Reach};
+use crate::{Io, Runtime, Timer};
+
+/// The source of a link from `addr` for the per-source failure budget: a hash of its IP
+/// address (ports are free to change).
+#[must_use]
+pub fn source_of(addr: &std::net::SocketAddr) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    addr.ip().hash(&mut h);
+    h.finish() | 1
+}
+
+/// The source of a link whose stream knows its peer (see [`Io::peer_addr`]): the hash of a
+/// TCP peer's IP address, 0 for anything else.
+pub(crate) fn source_of_peer<S: Io>(io: &S) -> u64 {
+    match io.peer_addr() {
+        Some(PeerAddr::Tcp(addr)) => source_of(&addr),
+        _ => 0,
+    }
+}
+
+/// What kind of session an acceptor makes of a fresh ClientHello.
+pub(crate) trait Kind<R: Runtime, S: Io>: Send + Unpin + 'static {
+    /// What `accept` yields.
+    type Session: Send + Unpin + 'static;
+    /// The acceptor's counters.
+    type Stats: Counts;
+
+    /// Create the session the endpoint admitted as `handle`, its first link `io` attached
+    /// with `key`, registered with `ep` and driven by its own task. Returns its handle for
+    /// the application and whether it is ready to be announced now (otherwise it reports
+    /// ready through its endpoint membership); `None` if it could not be created (its slot
+    /// is freed).
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &self,
+        rt: &R,
+        config: &Config,
+        ep: &Arc<EpShared>,
+        now: Instant,
+        handle: EpHandle,
+        io: S,
+        hello: &ClientHello,
+        key: ResumeKey,
+    ) -> Option<(Self::Session, bool)>;
+}
+
+/// An acceptor's routing: through the core endpoint.
+pub(crate) struct EpRouting<R: Runtime, K: Kind<R, S>, S: Io> {
+    ep: Arc<EpShared>,
+    kind: K,
+    /// New sessions not reported ready yet, with their sources: not shown to the
+    /// application. Dropping one closes it.
+    unannounced: HashMap<EpHandle, (K::Session, u64)>,
+    /// How many of `unannounced` each source has (sources with none are removed).
+    unannounced_by_source: HashMap<u64, usize>,
+    /// Fires at the endpoint's [`poll_timeout`](sotto_proto::endpoint::Endpoint::poll_timeout).
+    timer: Option<R::Timer>,
+    /// The deadline `timer` is armed for.
+    armed: Option<StdInstant>,
+}
+
+impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
+    pub(crate) fn new(ep: Arc<EpShared>, kind: K) -> Self {
+        Self { ep, kind, unannounced: HashMap::new(), unannounced_by_source: HashMap::new(), timer: None, armed: None }
+    }
+}
+
+/// What the endpoint asked for, done once its lock is released.
+enum Todo {
+    /// End this session (expired, evicted or reclaimed); drop its handle if unannounced.
+    End(EpHandle, Reach),
+}
+
+/// Drain the endpoint's events under its lock: the sessions to end afterwards.
+fn drain(g: &mut EpInner, todo: &mut Vec<Todo>) {
+    while let Some(e) = g.endpoint.poll_event() {
+        match e {
+            EndpointEvent::SessionHandshakeExpired(h) => {
+                tracing::debug!("sotto: session handshake timed out");
+                todo.push(Todo::End(h, g.reach(h)));
+            }
+            EndpointEvent::Evicted(h) | EndpointEvent::Reclaimed(h) => {
+                tracing::debug!(?e, "sotto: detached session evicted");
+                todo.push(Todo::End(h, g.reach(h)));
+            }
+            // Each pending link has its own timer in the listener.
+            EndpointEvent::HandshakeExpired(_) => {}
+        }
+    }
+}
+
+impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
+    /// Act on what the endpoint asked for, outside its lock.
+    fn settle(&mut self, todo: Vec<Todo>, now: Instant) {
+        for Todo::End(h, reach) in todo {
+            reach.end(now);
+            // Dropped outside every lock: dropping a handle locks its session.
+            drop(self.take_unannounced(h));
+        }
+    }
+
+    /// Remove an unannounced session (and its count against its source).
+    fn take_unannounced(&mut self, h: EpHandle) -> Option<(K::Session, u64)> {
+        let (session, source) = self.unannounced.remove(&h)?;
+        if let Some(n) = self.unannounced_by_source.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                self.unannounced_by_source.remove(&source);
+            }
+        }
+        Some((session, source))
+    }
+}
+
+impl<R: Runtime, K: Kind<R, S>, S: Io> Routing<R, S> for EpRouting<R, K, S> {
+    type Item = (S, u64);
+    /// The endpoint's pending link and the link's source.
+    type Key = (EpPending, u64);
+    type Session = K::Session;
+    type Stats = K::Stats;
+
+    fn admit(&mut self, l: &mut ListenOf<R, S, Self>, (io, source): (S, u64)) {
+        let now = self.ep.clock.now();
+        let admitted = self.ep.lock().endpoint.accept_link(now, source);
+        match admitted {
+            Ok(p) => l.read_hello(io, (p, source)),
+            Err(refusal) => tracing::debug!(?refusal, "sotto: link refused"),
+        }
+    }
+
+    fn outcome(&mut self, l: &mut ListenOf<R, S, Self>, (p, source): (EpPending, u64), outcome: Outcome<S>) {
+        let now = self.ep.clock.now();
+        match outcome {
+            Outcome::Hello(io, hello) => self.route(l, now, p, source, io, &hello),
+            Outcome::Silent => {
+                tracing::debug!("sotto: no byte by the first-byte deadline; link closed");
+                self.ep.lock().endpoint.pending_silent(now, p);
+            }
+            Outcome::BadPrefix => {
+                // Counted (and charged to the source) by the endpoint as a bad hello.
+                let _ = self.ep.lock().endpoint.route(now, p, &[], ResumeKey::ZERO);
+            }
+            Outcome::Eof => self.ep.lock().endpoint.pending_closed(p),
+            Outcome::TimedOut => {
+                tracing::debug!("sotto: handshake timed out");
+                let mut todo = Vec::new();
+                {
+                    let mut g = self.ep.lock();
+                    g.endpoint.handle_timeout(now);
+                    g.endpoint.pending_closed(p);
+                    drain(&mut g, &mut todo);
+                }
+                self.settle(todo, now);
+            }
+            Outcome::Written => {}
+        }
+    }
+
+    /// Fire the endpoint's deadlines, yield the sessions that reported ready, drop those
+    /// that ended or expired first.
+    fn poll(&mut self, l: &mut ListenOf<R, S, Self>, cx: &mut Context<'_>) -> bool {
+        self.ep.register_listener(cx.waker());
+        let now = self.ep.clock.now();
+        let mut todo = Vec::new();
+        let (settled, next) = {
+            let mut g = self.ep.lock();
+            if self.armed.is_some_and(|t| t <= self.ep.clock.now_std()) {
+                self.armed = None;
+                g.endpoint.handle_timeout(now);
+            }
+            drain(&mut g, &mut todo);
+            let settled = std::mem::take(&mut g.settled);
+            (settled, g.endpoint.poll_timeout().and_then(|t| self.ep.clock.std_time(t)))
+        };
+        let mut busy = !todo.is_empty() || !settled.is_empty();
+        self.settle(todo, now);
+        // Outside the endpoint lock: dropping a handle takes its session's lock.
+        for (h, ready) in settled {
+            let Some((session, source)) = self.take_unannounced(h) else { continue };
+            if ready {
+                l.queue.push(session, source);
+            }
+        }
+        let Some(next) = next else {
+            self.armed = None;
+            return busy;
+        };
+        let timer = self.timer.get_or_insert_with(|| l.rt.timer());
+        if self.armed != Some(next) {
+            timer.reset(next);
+            self.armed = Some(next);
+        }
+        if timer.poll_expired(cx).is_ready() {
+            // Fire the deadline on the next step.
+            busy = true;
+        }
+        busy
+    }
+}
+
+impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
+    fn route(
+        &mut self,
+        l: &mut ListenOf<R, S, Self>,
+        now: Instant,
+        p: EpPending,
+        source: u64,
+        io: S,
+        hello: &[u8; HELLO_LEN],
+    ) {
+        let fresh = sotto_proto::wire::ClientHello::decode(hello).is_ok_and(|h| h.resume_key.is_none());
+        // Sessions still in their handshake count against the backlog too.
+        if fresh && l.queue.full(l.config.acceptor.accept_backlog.saturating_sub(self.unannounced.len())) {
+            self.ep.lock().endpoint.pending_closed(p);
+            return;
+        }
+        if fresh && source != 0 {
+            let held = l.queue.ready_from(source) + self.unannounced_by_source.get(&source).copied().unwrap_or(0);
+            if held >= l.config.acceptor.accept_backlog_per_source {
+                l.queue.lock().stats.backlog_source_full();
+                tracing::debug!("sotto: a source's accept backlog is full; link closed");
+                self.ep.lock().endpoint.pending_closed(p);
+                return;
+            }
+        }
+        let mut todo = Vec::new();
+        let (routed, reach) = {
+            let mut g = self.ep.lock();
+            let routed = g.endpoint.route(now, p, hello, fresh_key());
+            let reach = match &routed {
+                Ok(Routed::Resume(r)) => Some(g.reach(r.handle())),
+                _ => None,
+            };
+            drain(&mut g, &mut todo);
+            (routed, reach)
+        };
+        self.settle(todo, now);
+        match routed {
+            Ok(Routed::New { handle, hello, key }) => {
+                let Some((session, ready)) = self.kind.start(&l.rt, &l.config, &self.ep, now, handle, io, &hello, key)
+                else {
+                    self.ep.lock().endpoint.free(handle);
+                    return;
+                };
+                if ready {
+                    // Announced now (a raw conduit): the endpoint stops its unready deadline.
+                    let _ = self.ep.lock().endpoint.session_ready(handle);
+                    l.queue.push(session, source);
+                } else {
+                    self.unannounced.insert(handle, (session, source));
+                    *self.unannounced_by_source.entry(source).or_insert(0) += 1;
+                }
+            }
+            Ok(Routed::Resume(resume)) => {
+                let reach = reach.unwrap_or_else(Reach::none);
+                if let Err((io, resume)) = reach.deliver(io, resume) {
+                    // Its session is gone: refused, like an unknown key.
+                    let reply = self.ep.lock().endpoint.resume_outcome(now, &resume, &ResumeOutcome::Refused);
+                    let reply = reply.unwrap_or_else(crate::router::rejected);
+                    l.reject(io, (p, source), &reply);
+                }
+            }
+            Ok(Routed::Reject { reason, reply }) => {
+                if reason == RejectReason::Full {
+                    tracing::warn!(
+                        "sotto: acceptor full (max_sessions sessions live, none detached): refusing a new session"
+                    );
+                }
+                l.reject(io, (p, source), &reply);
+            }
+            Err(refusal) => tracing::debug!(?refusal, "sotto: bad hello"),
+        }
+    }
+}
