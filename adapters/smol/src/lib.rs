@@ -57,6 +57,7 @@
 //! appear in some reports (the common ones are re-exported here).
 #![forbid(unsafe_code)]
 
+mod glue;
 pub mod raw;
 mod runtime;
 
@@ -67,13 +68,13 @@ use futures::io::{AsyncRead, AsyncWrite};
 use futures::stream::Stream;
 
 pub use runtime::Smol;
+use sotto_driver::Streams;
 pub use sotto_driver::{
     live_tasks, permanent, AcceptorConfig, AnswerError, BufferConfig, Config, ConnError, ConnReceiver, ConnSender,
     ConnectError, Connection, DialConfig, DialFailure, Ended, Goodbye, IncomingOpen, LinkDownCause, OpenError,
     PeerAddr, Permanent, ProtocolConfig, ResumeTiming, SessionAcceptor, SessionAcceptorStats, SessionEvent,
     SessionHandle, SessionId, SessionStats, ShutdownReport, WithPeer, WRITE_CHUNK,
 };
-use sotto_driver::{source_of, FuturesIo};
 /// The sans-IO core, `sotto-proto`: every type the adapter's reports carry.
 pub use sotto_proto as proto;
 pub use sotto_proto::conduit::{ConfigError, LinkDropReason};
@@ -132,8 +133,9 @@ pub fn serve_sessions_unix(
     Smol::global().serve_sessions_unix(listener, config)
 }
 
-/// Serve any source of freshly accepted streams with the session API (all counted as one
-/// source for the failure budget), on smol's global executor.
+/// Serve any source of freshly accepted streams with the session API (smol TCP streams are
+/// keyed by peer IP for the failure budget, any other stream counts as one source), on
+/// smol's global executor.
 pub fn serve_sessions<St, S>(incoming: St, config: Config) -> Result<SessionAcceptor, ConfigError>
 where
     St: Stream<Item = io::Result<S>> + Send + 'static,
@@ -152,7 +154,7 @@ impl Smol {
         Fut: Future<Output = io::Result<S>> + Send + 'static,
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        sotto_driver::connect_session(self.clone(), wrap(connector), config).await
+        sotto_driver::dial_session(self.clone(), connector, config, &[]).await
     }
 
     /// [`connect_session_with`] on this executor.
@@ -167,7 +169,7 @@ impl Smol {
         Fut: Future<Output = io::Result<S>> + Send + 'static,
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        sotto_driver::connect_session_with(self.clone(), wrap(connector), config, metadata).await
+        sotto_driver::dial_session(self.clone(), connector, config, metadata).await
     }
 
     /// [`serve_sessions_tcp`] on this executor.
@@ -176,13 +178,7 @@ impl Smol {
         listener: smol::net::TcpListener,
         config: Config,
     ) -> Result<SessionAcceptor, ConfigError> {
-        let incoming = futures::stream::unfold(listener, |l| async move {
-            let r = accept_nodelay(&l)
-                .await
-                .map(|(s, addr)| (WithPeer::new(FuturesIo(s), Some(PeerAddr::Tcp(addr))), source_of(&addr)));
-            Some((r, l))
-        });
-        sotto_driver::serve_sessions(self.clone(), incoming, config)
+        sotto_driver::listen_sessions(self.clone(), listener, config)
     }
 
     /// [`serve_sessions_unix`] on this executor.
@@ -192,14 +188,7 @@ impl Smol {
         listener: smol::net::unix::UnixListener,
         config: Config,
     ) -> Result<SessionAcceptor, ConfigError> {
-        let incoming = futures::stream::unfold(listener, |l| async move {
-            let r = l.accept().await.map(|(s, addr)| {
-                let peer = PeerAddr::Unix(addr.as_pathname().map(Into::into));
-                (WithPeer::new(FuturesIo(s), Some(peer)), 0)
-            });
-            Some((r, l))
-        });
-        sotto_driver::serve_sessions(self.clone(), incoming, config)
+        sotto_driver::listen_sessions(self.clone(), listener, config)
     }
 
     /// [`serve_sessions`] on this executor.
@@ -208,51 +197,6 @@ impl Smol {
         St: Stream<Item = io::Result<S>> + Send + 'static,
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        use futures::stream::StreamExt;
-        sotto_driver::serve_sessions(self.clone(), incoming.map(|r| r.map(|s| (with_peer(s), 0))), config)
+        sotto_driver::listen_sessions(self.clone(), Streams(incoming), config)
     }
-}
-
-/// The next TCP stream from `listener`, with `TCP_NODELAY` set (writes are already batched;
-/// a failure to set it leaves the stream usable).
-pub(crate) async fn accept_nodelay(
-    listener: &smol::net::TcpListener,
-) -> io::Result<(smol::net::TcpStream, std::net::SocketAddr)> {
-    let (s, addr) = listener.accept().await?;
-    let _ = s.set_nodelay(true);
-    Ok((s, addr))
-}
-
-/// A stream of the application's connector, as the driver takes it.
-type Wrapped<S> = WithPeer<FuturesIo<S>>;
-
-/// The application's connector, its streams wrapped for the driver.
-pub(crate) fn wrap<F, Fut, S>(
-    mut connector: F,
-) -> impl FnMut() -> futures::future::MapOk<Fut, fn(S) -> Wrapped<S>> + Send + 'static
-where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: Future<Output = io::Result<S>> + Send + 'static,
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    use futures::TryFutureExt;
-    move || connector().map_ok(with_peer as fn(S) -> Wrapped<S>)
-}
-
-/// `s` for the driver, with its peer's address if it is a smol TCP or Unix stream.
-pub(crate) fn with_peer<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(s: S) -> WithPeer<FuturesIo<S>> {
-    let peer = peer_of(&s);
-    WithPeer::new(FuturesIo(s), peer)
-}
-
-/// The peer address of a smol TCP or Unix stream; `None` for any other stream type.
-fn peer_of(s: &dyn std::any::Any) -> Option<PeerAddr> {
-    if let Some(tcp) = s.downcast_ref::<smol::net::TcpStream>() {
-        return tcp.peer_addr().ok().map(PeerAddr::Tcp);
-    }
-    #[cfg(unix)]
-    if let Some(unix) = s.downcast_ref::<smol::net::unix::UnixStream>() {
-        return unix.peer_addr().ok().map(|a| PeerAddr::Unix(a.as_pathname().map(Into::into)));
-    }
-    None
 }

@@ -38,10 +38,10 @@ use std::io;
 
 use futures::io::{AsyncRead, AsyncWrite};
 use futures::stream::Stream;
-use sotto_driver::FuturesIo;
+use sotto_driver::Streams;
 pub use sotto_driver::{Acceptor, AcceptorStats, ConduitEvent, SendError, StableConduit, Stats, TrySendError};
 
-use crate::{accept_nodelay, with_peer, wrap, Config, ConfigError, ConnectError, PeerAddr, Smol, WithPeer};
+use crate::{Config, ConfigError, ConnectError, Smol};
 
 /// Start an initiator stable conduit and wait until its first link is attached.
 ///
@@ -90,16 +90,12 @@ impl Smol {
         Fut: Future<Output = io::Result<S>> + Send + 'static,
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        sotto_driver::connect(self.clone(), wrap(connector), config).await
+        sotto_driver::dial(self.clone(), connector, config).await
     }
 
     /// [`serve_tcp`] on this executor.
     pub fn raw_serve_tcp(&self, listener: smol::net::TcpListener, config: Config) -> Result<Acceptor, ConfigError> {
-        let incoming = futures::stream::unfold(listener, |l| async move {
-            let r = accept_nodelay(&l).await.map(|(s, addr)| WithPeer::new(FuturesIo(s), Some(PeerAddr::Tcp(addr))));
-            Some((r, l))
-        });
-        sotto_driver::serve(self.clone(), incoming, config)
+        sotto_driver::listen(self.clone(), listener, config)
     }
 
     /// [`serve_unix`] on this executor.
@@ -109,14 +105,7 @@ impl Smol {
         listener: smol::net::unix::UnixListener,
         config: Config,
     ) -> Result<Acceptor, ConfigError> {
-        let incoming = futures::stream::unfold(listener, |l| async move {
-            let r = l
-                .accept()
-                .await
-                .map(|(s, addr)| WithPeer::new(FuturesIo(s), Some(PeerAddr::Unix(addr.as_pathname().map(Into::into)))));
-            Some((r, l))
-        });
-        sotto_driver::serve(self.clone(), incoming, config)
+        sotto_driver::listen(self.clone(), listener, config)
     }
 
     /// [`serve`] on this executor.
@@ -125,7 +114,6 @@ impl Smol {
         St: Stream<Item = io::Result<S>> + Send + 'static,
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        use futures::stream::StreamExt;
-        sotto_driver::serve(self.clone(), incoming.map(|r| r.map(with_peer)), config)
+        sotto_driver::listen(self.clone(), Streams(incoming), config)
     }
 }

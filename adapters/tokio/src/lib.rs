@@ -64,6 +64,7 @@
 struct ReadmeDoctests;
 
 mod compat;
+mod glue;
 pub mod raw;
 mod runtime;
 
@@ -75,6 +76,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use compat::TokioIo;
 pub use runtime::Tokio;
+use sotto_driver::Streams;
 pub use sotto_driver::{
     live_tasks, permanent, AcceptorConfig, AnswerError, BufferConfig, Config, ConnError, ConnReceiver, ConnSender,
     ConnectError, Connection, DialConfig, DialFailure, Ended, Goodbye, IncomingOpen, LinkDownCause, OpenError,
@@ -104,7 +106,7 @@ where
     Fut: Future<Output = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    sotto_driver::connect_session(Tokio, wrap(connector), config).await
+    sotto_driver::dial_session(Tokio, connector, config, &[]).await
 }
 
 /// [`connect_session`] with `metadata` in the session Hello, for the acceptor to read with
@@ -120,79 +122,29 @@ where
     Fut: Future<Output = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    sotto_driver::connect_session_with(Tokio, wrap(connector), config, metadata).await
+    sotto_driver::dial_session(Tokio, connector, config, metadata).await
 }
 
 /// Serve a TCP listener with the session API, through the core endpoint (accepted streams
 /// get `TCP_NODELAY`; the per-source failure budget is keyed by peer IP). Must be called
 /// within a tokio runtime.
 pub fn serve_sessions_tcp(listener: tokio::net::TcpListener, config: Config) -> Result<SessionAcceptor, ConfigError> {
-    let incoming = futures::stream::poll_fn(move |cx| {
-        listener.poll_accept(cx).map(|r| {
-            Some(r.map(|(s, addr)| {
-                let _ = s.set_nodelay(true);
-                (WithPeer::new(TokioIo::new(s), Some(PeerAddr::Tcp(addr))), sotto_driver::source_of(&addr))
-            }))
-        })
-    });
-    sotto_driver::serve_sessions(Tokio, incoming, config)
+    sotto_driver::listen_sessions(Tokio, listener, config)
 }
 
 /// Serve a Unix socket listener with the session API. Must be called within a tokio runtime.
 #[cfg(unix)]
 pub fn serve_sessions_unix(listener: tokio::net::UnixListener, config: Config) -> Result<SessionAcceptor, ConfigError> {
-    let incoming = futures::stream::poll_fn(move |cx| {
-        listener.poll_accept(cx).map(|r| {
-            Some(r.map(|(s, addr)| {
-                let peer = PeerAddr::Unix(addr.as_pathname().map(Into::into));
-                (WithPeer::new(TokioIo::new(s), Some(peer)), 0)
-            }))
-        })
-    });
-    sotto_driver::serve_sessions(Tokio, incoming, config)
+    sotto_driver::listen_sessions(Tokio, listener, config)
 }
 
-/// Serve any source of freshly accepted streams with the session API (all counted as one
-/// source for the failure budget). Must be called within a tokio runtime.
+/// Serve any source of freshly accepted streams with the session API (tokio TCP streams are
+/// keyed by peer IP for the failure budget, any other stream counts as one source). Must be
+/// called within a tokio runtime.
 pub fn serve_sessions<St, S>(incoming: St, config: Config) -> Result<SessionAcceptor, ConfigError>
 where
     St: Stream<Item = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    use futures::stream::StreamExt;
-    sotto_driver::serve_sessions(Tokio, incoming.map(|r| r.map(|s| (with_peer(s), 0))), config)
-}
-
-/// A stream of the application's connector, as the driver takes it.
-type Wrapped<S> = WithPeer<TokioIo<S>>;
-
-/// The application's connector, its streams wrapped for the driver.
-pub(crate) fn wrap<F, Fut, S>(
-    mut connector: F,
-) -> impl FnMut() -> futures::future::MapOk<Fut, fn(S) -> Wrapped<S>> + Send + 'static
-where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: Future<Output = io::Result<S>> + Send + 'static,
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    use futures::TryFutureExt;
-    move || connector().map_ok(with_peer as fn(S) -> Wrapped<S>)
-}
-
-/// `s` for the driver, with its peer's address if it is a tokio TCP or Unix stream.
-pub(crate) fn with_peer<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(s: S) -> WithPeer<TokioIo<S>> {
-    let peer = peer_of(&s);
-    WithPeer::new(TokioIo::new(s), peer)
-}
-
-/// The peer address of a tokio TCP or Unix stream; `None` for any other stream type.
-fn peer_of(s: &dyn std::any::Any) -> Option<PeerAddr> {
-    if let Some(tcp) = s.downcast_ref::<tokio::net::TcpStream>() {
-        return tcp.peer_addr().ok().map(PeerAddr::Tcp);
-    }
-    #[cfg(unix)]
-    if let Some(unix) = s.downcast_ref::<tokio::net::UnixStream>() {
-        return unix.peer_addr().ok().map(|a| PeerAddr::Unix(a.as_pathname().map(Into::into)));
-    }
-    None
+    sotto_driver::listen_sessions(Tokio, Streams(incoming), config)
 }

@@ -38,7 +38,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use sotto_driver::{Acceptor, AcceptorStats, ConduitEvent, SendError, StableConduit, Stats, TrySendError};
 
-use crate::{with_peer, wrap, Config, ConfigError, ConnectError, PeerAddr, Tokio, TokioIo, WithPeer};
+use sotto_driver::Streams;
+
+use crate::{Config, ConfigError, ConnectError, Tokio};
 
 /// Start an initiator stable conduit and wait until its first link is attached.
 ///
@@ -54,35 +56,20 @@ where
     Fut: Future<Output = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    sotto_driver::connect(Tokio, wrap(connector), config).await
+    sotto_driver::dial(Tokio, connector, config).await
 }
 
 /// Serve a TCP listener (accepted streams get `TCP_NODELAY`; the per-source failure budget
 /// is keyed by peer IP). Must be called within a tokio runtime (it spawns the acceptor task).
 pub fn serve_tcp(listener: tokio::net::TcpListener, config: Config) -> Result<Acceptor, ConfigError> {
-    let incoming = futures::stream::poll_fn(move |cx| {
-        listener.poll_accept(cx).map(|r| {
-            Some(r.map(|(s, addr)| {
-                let _ = s.set_nodelay(true);
-                WithPeer::new(TokioIo::new(s), Some(PeerAddr::Tcp(addr)))
-            }))
-        })
-    });
-    sotto_driver::serve(Tokio, incoming, config)
+    sotto_driver::listen(Tokio, listener, config)
 }
 
 /// Serve a Unix socket listener (all its links count as one source for the failure
 /// budget). Must be called within a tokio runtime.
 #[cfg(unix)]
 pub fn serve_unix(listener: tokio::net::UnixListener, config: Config) -> Result<Acceptor, ConfigError> {
-    let incoming = futures::stream::poll_fn(move |cx| {
-        listener.poll_accept(cx).map(|r| {
-            Some(r.map(|(s, addr)| {
-                WithPeer::new(TokioIo::new(s), Some(PeerAddr::Unix(addr.as_pathname().map(Into::into))))
-            }))
-        })
-    });
-    sotto_driver::serve(Tokio, incoming, config)
+    sotto_driver::listen(Tokio, listener, config)
 }
 
 /// Serve any source of freshly accepted streams; the acceptor stops taking new links when
@@ -93,6 +80,5 @@ where
     St: Stream<Item = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    use futures::stream::StreamExt;
-    sotto_driver::serve(Tokio, incoming.map(|r| r.map(with_peer)), config)
+    sotto_driver::listen(Tokio, Streams(incoming), config)
 }
