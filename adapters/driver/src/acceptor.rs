@@ -16,20 +16,20 @@ use std::time::Duration;
 
 use futures::stream::{Stream, StreamExt};
 use sotto_proto::conduit::ConfigError;
-use sotto_proto::endpoint::{Endpoint, EndpointStats, SessionHandle as EpHandle};
+use sotto_proto::endpoint::{EndpointStats, SessionHandle as EpHandle};
 use sotto_proto::wire::ClientHello;
 use sotto_proto::{Conduit, Instant, ResumeKey, Role};
 
 use crate::config::Config;
 use crate::driver::{Driver, Source};
+use crate::front::Front;
 use crate::handle::StableConduit;
-use crate::listen::{self, Queue};
+use crate::listen;
 use crate::raw::Shared;
 use crate::router::{EpShared, Member, Owner};
-use crate::routing::{source_of_peer, EpRouting, Kind};
-use crate::shared::Clock;
-use crate::shutdown::{self, ShutdownReport, Sleep};
-use crate::{Io, Runtime, TaskGuard};
+use crate::routing::{source_of_peer, Kind};
+use crate::runtime::{Io, Runtime};
+use crate::shutdown::ShutdownReport;
 
 /// Counters of an acceptor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,12 +68,7 @@ listen::impl_counts!(AcceptorStats);
 /// go to their sessions without the application seeing them. Dropping the acceptor stops
 /// listening and ends the handshakes in progress; sessions already yielded live on (each
 /// until its own handle is dropped), those not yet yielded end.
-pub struct Acceptor {
-    queue: Arc<Queue<StableConduit, AcceptorStats>>,
-    ep: Arc<EpShared>,
-    sleep: Sleep,
-    _task: TaskGuard,
-}
+pub struct Acceptor(Front<StableConduit, AcceptorStats>);
 
 impl std::fmt::Debug for Acceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -85,14 +80,13 @@ impl Acceptor {
     /// The next new session. Cancel-safe. Fails once the stream source has ended and every
     /// session was taken.
     pub async fn accept(&self) -> io::Result<StableConduit> {
-        self.queue.accept().await
+        self.0.accept().await
     }
 
     /// A snapshot of the counters.
     #[must_use]
     pub fn stats(&self) -> AcceptorStats {
-        let mut s = self.queue.lock().stats;
-        let e = self.ep.lock().endpoint.stats();
+        let (mut s, e) = self.0.stats();
         s.refused = e.links_refused;
         s.handshake_timeouts = e.handshakes_expired;
         s.bad_hellos = e.bad_hellos;
@@ -110,8 +104,7 @@ impl Acceptor {
     /// are ended and their links closed. Returns what it closed. Call once, when the server
     /// stops; the sessions' handles stay valid (they report the end).
     pub async fn shutdown(&self, code: u32, reason: &str, within: Duration) -> ShutdownReport {
-        shutdown::shutdown(&self.queue, &self.ep.clock, &self.sleep, within, |now| self.ep.close_all(now, code, reason))
-            .await
+        self.0.shutdown(code, reason, within).await
     }
 }
 
@@ -123,18 +116,13 @@ where
     St: Stream<Item = io::Result<S>> + Send + 'static,
 {
     config.validate()?;
-    let endpoint = Endpoint::new(config.endpoint_config())?;
-    let ep = Arc::new(EpShared::new(endpoint, Clock::new(&rt)));
-    let routing = EpRouting::new(Arc::clone(&ep), RawKind);
-    let sleep = shutdown::sleeper(&rt);
     let incoming = incoming.map(|r| {
         r.map(|io| {
             let source = source_of_peer(&io);
             (io, source)
         })
     });
-    let (queue, guard) = listen::spawn(rt, incoming, config, routing);
-    Ok(Acceptor { queue, ep, sleep, _task: guard })
+    Front::spawn(rt, incoming, config, RawKind).map(Acceptor)
 }
 
 /// Bare stable conduits, made of fresh ClientHellos: announced at once (no session

@@ -50,9 +50,9 @@ use crate::host::{Host, Locked};
 use crate::read_buffer::ReadBuffer;
 use crate::read_gate::ReadGate;
 use crate::router::Taken;
+use crate::runtime::{Io, Runtime, Timer};
 use crate::shared::{ConduitEvent, DialFailure, LinkDownCause};
 use crate::tasks::LiveTask;
-use crate::{Io, Runtime, Timer};
 
 /// Rounds of work before the driver yields to the runtime (fairness under load).
 const BUDGET: usize = 64;

@@ -24,8 +24,8 @@ use crate::acceptor::{serve, Acceptor};
 use crate::config::Config;
 use crate::handle::{connect, ConnectError, StableConduit};
 use crate::routing::source_of_peer;
+use crate::runtime::{Io, Runtime};
 use crate::session::{connect_session_with, serve_sessions, SessionAcceptor, SessionHandle};
-use crate::{Io, Runtime};
 
 /// How a runtime's adapter carries a stream of type `S` (what an application's connector
 /// returns, or a generic listener yields) as a link: implemented by the adapter's runtime

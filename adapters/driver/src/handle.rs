@@ -13,8 +13,8 @@ use crate::config::Config;
 use crate::dialer::{DialFuture, Dialer};
 use crate::driver::{Driver, Source};
 use crate::raw::Shared;
+use crate::runtime::{Io, Runtime, TaskGuard};
 use crate::shared::{Clock, Common, ConduitEvent, Stats};
-use crate::{Io, Runtime, TaskGuard};
 
 /// The session is over; carries how it ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -307,7 +307,7 @@ impl StableConduit {
     /// Take the timings of the resumes so far; see
     /// [`SessionHandle::take_resume_timings`](crate::SessionHandle::take_resume_timings).
     #[must_use]
-    pub fn take_resume_timings(&self) -> Vec<crate::ResumeTiming> {
+    pub fn take_resume_timings(&self) -> Vec<crate::shared::ResumeTiming> {
         self.shared.lock_inner().common.take_timings(self.shared.clock())
     }
 

@@ -22,9 +22,36 @@
 //! - the initiator's **redial** policy ([`Backoff`]: exponential with full jitter, randomness
 //!   injected).
 //!
-//! A runtime plugs in through [`Runtime`] (spawn a task that is cancelled when its guard is
-//! dropped, or detached; make a resettable [`Timer`]; tell the time). Streams are `futures::io::AsyncRead +
-//! AsyncWrite`; the tokio adapter wraps tokio streams.
+//! # Map, top-down
+//!
+//! Read the modules in this order; each imports only from those below it.
+//!
+//! 1. **Entry points** (`entry`): [`dial`], [`dial_session`], [`listen`],
+//!    [`listen_sessions`], generic over an adapter's glue, so an adapter's `connect`,
+//!    `serve_tcp` and the rest are one line each.
+//! 2. **Handles**: the session API (`session::handle`, `session::conn`: [`SessionHandle`],
+//!    [`Connection`]), the raw API (`handle`: [`StableConduit`]), and the acceptors
+//!    (`acceptor`, `session::acceptor`, both a `front`: the queue of new sessions, the
+//!    listening task and a graceful `shutdown`).
+//! 3. **The per-session driver task** (`driver`): one loop for both kinds of session,
+//!    reaching the state behind the session's lock through `host`'s traits, implemented by
+//!    `raw` (a bare conduit) and `session::home` (a session-layer session and its
+//!    `session::state`).
+//! 4. **The router** (`router`, `routing`): the core endpoint behind its own small lock,
+//!    each acceptor session's membership of it (its mailbox of routed links), and the
+//!    listener's admission and routing of links, shared by both acceptors.
+//! 5. **Link sources**: the listening task (`listen`, running each handshake as a
+//!    `pending` link under its deadline), the initiator's dialer (`dialer`, with [`Backoff`]),
+//!    and the adapters' glue traits ([`StreamGlue`], [`ListenerGlue`], in `entry`;
+//!    [`WithPeer`] in `peer`).
+//! 6. **Runtime glue** (`runtime`): [`Runtime`] (spawn a task that is cancelled when its
+//!    guard is dropped, or detached; make a resettable [`Timer`]; tell the time) and [`Io`]
+//!    (a `futures::io` byte stream, optionally reading into uninitialized memory), plus the
+//!    small shared pieces every layer uses (`shared`, `config`, `keys`, `tasks`,
+//!    `read_buffer`, `read_gate`).
+//!
+//! A new runtime is one file: its [`Runtime`], a [`StreamGlue`] for its streams and a
+//! [`ListenerGlue`] for each of its listeners.
 //!
 //! # Where a session's state lives, and why
 //!
@@ -57,8 +84,8 @@
 //! The raw stable-conduit acceptor routes through the same endpoint (`router`, `routing`):
 //! one router for both, and its sessions check a resume the same way before it may
 //! supersede their link. Links are accounted per source (the hash of a TCP peer's IP
-//! address, from the stream's [`Io::peer_addr`] or the listener); links whose source is
-//! unknown share the one source 0.
+//! address, from the stream's [`Io::peer_addr`]); links whose source is unknown (Unix
+//! sockets, streams the adapter cannot look into) share the one source 0.
 //!
 //! The locks are `std::sync::Mutex`: a waiter is woken by the unlock that frees the lock,
 //! never by a timed re-check. The crate has no `unsafe` code.
@@ -66,41 +93,44 @@
 //! Applications use `sotto-tokio` or `sotto-smol`, which re-export the types of this crate.
 #![forbid(unsafe_code)]
 
-mod acceptor;
-mod backoff;
-mod config;
-mod dialer;
-mod driver;
+// 1. Entry points.
 mod entry;
+// 2. Handles and acceptors.
+mod acceptor;
+mod front;
 mod handle;
+mod session;
+mod shutdown;
+// 3. The per-session driver task and the state it drives.
+mod driver;
 mod host;
-mod keys;
+mod raw;
+// 4. The router.
+mod router;
+mod routing;
+// 5. Link sources.
+mod backoff;
+mod dialer;
 mod listen;
 mod peer;
 mod pending;
-mod raw;
+// 6. Runtime glue and shared pieces.
+mod config;
+mod keys;
 mod read_buffer;
 mod read_gate;
-mod router;
-mod routing;
-mod session;
+mod runtime;
 mod shared;
-mod shutdown;
 mod tasks;
-
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::BytesMut;
 
 pub use acceptor::{serve, Acceptor, AcceptorStats};
 pub use backoff::{is_transient, permanent, Backoff, Permanent};
 pub use config::{AcceptorConfig, BufferConfig, Config, DialConfig, ProtocolConfig};
 pub use entry::{dial, dial_session, listen, listen_sessions, ListenerGlue, StreamGlue, Streams};
 pub use handle::{connect, ConnectError, Ended, SendError, StableConduit, TrySendError};
-pub use peer::{PeerAddr, WithPeer};
+pub use peer::WithPeer;
 pub use routing::source_of;
+pub use runtime::{BoxTask, FuturesIo, Io, PeerAddr, Runtime, TaskGuard, TaskHandle, Timer};
 pub use session::{
     connect_session, connect_session_with, serve_sessions, AnswerError, ConnError, ConnReceiver, ConnSender,
     Connection, Goodbye, IncomingOpen, OpenError, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle,
@@ -109,132 +139,3 @@ pub use session::{
 pub use shared::{ConduitEvent, DialFailure, LinkDownCause, ResumeTiming, Stats};
 pub use shutdown::ShutdownReport;
 pub use tasks::live_tasks;
-
-/// A boxed, sendable future: what [`Runtime::spawn`] runs.
-pub type BoxTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
-
-/// A spawned task's handle: dropping it cancels the task (drops its future);
-/// [`detach`](TaskHandle::detach) lets the task run to completion on its own.
-pub trait TaskHandle: Send + Sync + 'static {
-    /// Let the task run on without this handle.
-    fn detach(self: Box<Self>);
-}
-
-/// Keeps a spawned task alive; dropping it cancels the task.
-pub type TaskGuard = Box<dyn TaskHandle>;
-
-/// What the driver needs from an async runtime.
-pub trait Runtime: Clone + Send + Sync + Unpin + 'static {
-    /// The runtime's resettable timer.
-    type Timer: Timer;
-
-    /// Run `task` in the background. Dropping the returned guard must cancel the task (drop
-    /// its future), so that dropping a handle ends every task it started.
-    fn spawn(&self, task: BoxTask) -> TaskGuard;
-
-    /// A timer that has not been armed yet (it never fires until [`Timer::reset`]).
-    fn timer(&self) -> Self::Timer;
-
-    /// The runtime's current time: every clock read of the driver (the core's "now", the
-    /// deadlines its timers are armed for) goes through it. The default is the system's
-    /// monotonic clock; a simulated runtime returns its virtual time (its timers fire by
-    /// the same time).
-    fn now(&self) -> std::time::Instant {
-        std::time::Instant::now()
-    }
-
-    /// A seed for an initiator's redial jitter, called once per session. The default draws
-    /// it from the operating system; a simulated runtime returns a seeded value so that a
-    /// run repeats exactly.
-    fn jitter_seed(&self) -> u64 {
-        let mut seed = [0u8; 8];
-        let _ = getrandom::fill(&mut seed);
-        u64::from_le_bytes(seed)
-    }
-
-    /// Arrange for the task polled with `cx` (which then returns `Pending`) to be polled
-    /// again after the other tasks that are ready now had their turn. The default wakes it
-    /// at once, which a runtime with a fair queue of ready tasks runs after them; tokio's
-    /// current-thread scheduler polls its `block_on` future only between rounds, so its
-    /// adapter defers the wake-up as `tokio::task::yield_now` does.
-    fn yield_wake(cx: &mut Context<'_>) {
-        cx.waker().wake_by_ref();
-    }
-}
-
-/// A one-shot timer that can be re-armed; the driver keeps one and moves its deadline.
-pub trait Timer: Send + Unpin + 'static {
-    /// Arm (or re-arm) the timer to fire at `at`.
-    fn reset(&mut self, at: std::time::Instant);
-
-    /// Ready once the armed deadline has passed; registers `cx` otherwise.
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()>;
-}
-
-/// A byte stream the driver can carry a link over: `futures::io::AsyncRead + AsyncWrite`
-/// (TCP, Unix sockets, pipes, test wrappers), optionally able to read into uninitialized
-/// buffer capacity. Wrap plain `futures::io` streams in [`FuturesIo`]; the tokio adapter's
-/// `TokioIo` reads into uninitialized capacity.
-pub trait Io: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + Send + 'static {
-    /// Whether [`poll_read_uninit`](Self::poll_read_uninit) reads into uninitialized
-    /// capacity; if not, the driver reads with `poll_read` into zero-filled room instead.
-    const READS_UNINIT: bool = false;
-
-    /// Read into `buf`'s spare capacity, appending what was read; `Ok(0)` at end of stream.
-    /// The default zero-fills room and calls `poll_read`. Reporting more than the spare
-    /// capacity it was given drops the link (`InvalidData`).
-    fn poll_read_uninit(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
-        let start = buf.len();
-        if buf.capacity() == start {
-            buf.reserve(1024);
-        }
-        // Exactly the spare capacity: the driver holds a read to what it offered.
-        let room = buf.capacity() - start;
-        buf.resize(start + room, 0);
-        let r = Pin::new(&mut *self).poll_read(cx, &mut buf[start..]);
-        let n = match &r {
-            Poll::Ready(Ok(n)) => *n,
-            _ => 0,
-        };
-        buf.truncate(start + n);
-        r
-    }
-
-    /// The address of the peer at the other end, if this stream knows it. The driver reads
-    /// it once per link, when the link is attached. The default knows none; the adapters
-    /// wrap TCP and Unix streams in [`WithPeer`].
-    fn peer_addr(&self) -> Option<PeerAddr> {
-        None
-    }
-}
-
-/// A `futures::io` stream as an [`Io`] (reads go into zero-filled room).
-#[derive(Debug)]
-pub struct FuturesIo<T>(pub T);
-
-impl<T: futures::io::AsyncRead + Unpin> futures::io::AsyncRead for FuturesIo<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl<T: futures::io::AsyncWrite + Unpin> futures::io::AsyncWrite for FuturesIo<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_close(cx)
-    }
-}
-
-impl<T: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + Send + 'static> Io for FuturesIo<T> {}

@@ -20,9 +20,9 @@ use sotto_proto::wire::HELLO_LEN;
 
 use crate::config::Config;
 use crate::pending::{Outcome, PendingLink};
+use crate::runtime::{Io, Runtime, TaskGuard, Timer};
 use crate::shared::WakerList;
 use crate::tasks::LiveTask;
-use crate::{Io, Runtime, TaskGuard, Timer};
 
 /// After a failed `accept` (out of file descriptors, say), wait this long before the next.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);

@@ -1,36 +1,13 @@
-//! Who is at the other end of a link: [`PeerAddr`], and [`WithPeer`], which gives any
+//! Who is at the other end of a link: [`WithPeer`] gives any
 //! [`Io`] stream the address its adapter learned when the stream was made (the driver
 //! records it as the session's current link's peer, [`SessionHandle::peer_addr`](crate::SessionHandle::peer_addr)).
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 
-use crate::Io;
-
-/// The peer address of a link, when the stream type can tell.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum PeerAddr {
-    /// A TCP peer.
-    Tcp(SocketAddr),
-    /// A Unix socket peer: its path, `None` for an unnamed socket (as a connecting client's
-    /// usually is).
-    Unix(Option<PathBuf>),
-}
-
-impl std::fmt::Display for PeerAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Tcp(a) => write!(f, "{a}"),
-            Self::Unix(Some(p)) => write!(f, "unix:{}", p.display()),
-            Self::Unix(None) => f.write_str("unix:(unnamed)"),
-        }
-    }
-}
+use crate::runtime::{Io, PeerAddr};
 
 /// A stream and its peer's address: an [`Io`] whose [`Io::peer_addr`] is that address.
 /// The adapters wrap the streams they make or accept in it.

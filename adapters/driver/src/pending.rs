@@ -11,7 +11,7 @@ use std::time::Instant as StdInstant;
 
 use sotto_proto::wire::{HELLO_LEN, LEN_PREFIX};
 
-use crate::{Io, Timer};
+use crate::runtime::{Io, Timer};
 
 /// A hello with its length prefix.
 const HELLO_MSG: usize = LEN_PREFIX + HELLO_LEN;

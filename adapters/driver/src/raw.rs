@@ -55,7 +55,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// A raw session, an acceptor's if `member` is set.
-    pub(crate) fn new(conduit: Conduit, config: &crate::Config, clock: Clock, member: Option<Member>) -> Self {
+    pub(crate) fn new(conduit: Conduit, config: &crate::config::Config, clock: Clock, member: Option<Member>) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 conduit,

@@ -37,10 +37,10 @@ use sotto_proto::{Instant, ResumeKey};
 use crate::config::Config;
 use crate::keys::fresh_key;
 use crate::listen::{Counts, ListenOf, Routing};
-use crate::peer::PeerAddr;
 use crate::pending::Outcome;
 use crate::router::{EpInner, EpShared, Reach};
-use crate::{Io, Runtime, Timer};
+use crate::runtime::PeerAddr;
+use crate::runtime::{Io, Runtime, Timer};
 
 /// The source of a link from `addr` for the per-source failure budget: a hash of its IP
 /// address (ports are free to change).

@@ -224,7 +224,7 @@ pub(crate) struct Common {
     /// cause of a [`SessionEnd::PermanentDialError`].
     pub(crate) last_dial_error: Option<Arc<io::Error>>,
     /// The current (or last) link's peer, as its stream told.
-    pub(crate) peer_addr: Option<crate::PeerAddr>,
+    pub(crate) peer_addr: Option<crate::runtime::PeerAddr>,
     /// Initiator: the application asked for a fresh link now.
     pub(crate) reconnect: bool,
     /// Initiator: the first connect gave up on an error that retrying cannot fix.
@@ -331,7 +331,7 @@ impl std::fmt::Debug for Clock {
 
 impl Clock {
     /// A clock reading `rt`'s time, starting now.
-    pub(crate) fn new<R: crate::Runtime>(rt: &R) -> Self {
+    pub(crate) fn new<R: crate::runtime::Runtime>(rt: &R) -> Self {
         let rt = rt.clone();
         Self { origin: rt.now(), source: Arc::new(move || rt.now()) }
     }

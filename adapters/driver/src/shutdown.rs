@@ -11,8 +11,8 @@ use sotto_proto::Instant;
 
 use crate::listen::{Counts, Queue};
 use crate::router::Closing;
+use crate::runtime::{Runtime, Timer};
 use crate::shared::Clock;
-use crate::{Runtime, Timer};
 
 /// How often a shutdown looks at the sessions it is closing.
 const POLL: Duration = Duration::from_millis(5);

@@ -40,7 +40,7 @@ impl Drop for LiveTask {
 /// are isolated per call): the task's state is dropped, which ends its session for every
 /// handle (`SessionEnd::Evicted`, as for a cancelled task), and the runtime's worker thread
 /// and every other session go on.
-pub(crate) fn isolated<F: Future<Output = ()> + Send + 'static>(task: F) -> crate::BoxTask {
+pub(crate) fn isolated<F: Future<Output = ()> + Send + 'static>(task: F) -> crate::runtime::BoxTask {
     Box::pin(Isolated(Some(Box::pin(task))))
 }
 

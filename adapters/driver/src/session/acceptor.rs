@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::stream::Stream;
 use sotto_proto::conduit::ConfigError;
-use sotto_proto::endpoint::{Endpoint, EndpointStats, SessionHandle as EpHandle};
+use sotto_proto::endpoint::{EndpointStats, SessionHandle as EpHandle};
 use sotto_proto::session::Session;
 use sotto_proto::wire::ClientHello;
 use sotto_proto::{Instant, ResumeKey, Role};
@@ -20,12 +20,12 @@ use super::home::{Home, SessDriverHost};
 use super::state::SessState;
 use crate::config::Config;
 use crate::driver::{Driver, Source};
-use crate::listen::{self, Queue};
+use crate::front::Front;
+use crate::listen;
 use crate::router::{EpShared, Member};
-use crate::routing::{EpRouting, Kind};
-use crate::shared::Clock;
-use crate::shutdown::{self, ShutdownReport, Sleep};
-use crate::{Io, Runtime, TaskGuard};
+use crate::routing::Kind;
+use crate::runtime::{Io, Runtime};
+use crate::shutdown::ShutdownReport;
 
 /// Counters of a session acceptor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -58,13 +58,7 @@ listen::impl_counts!(SessionAcceptorStats);
 /// their sessions without the application seeing them. Dropping the
 /// acceptor stops listening and ends the handshakes in progress; sessions already yielded
 /// live on (each until its own handle is dropped), those not yet yielded are closed.
-pub struct SessionAcceptor {
-    queue: Arc<Queue<SessionHandle, SessionAcceptorStats>>,
-    ep: Arc<EpShared>,
-    /// Waits until an instant, on the acceptor's runtime.
-    sleep: Sleep,
-    _task: TaskGuard,
-}
+pub struct SessionAcceptor(Front<SessionHandle, SessionAcceptorStats>);
 
 impl std::fmt::Debug for SessionAcceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,14 +70,14 @@ impl SessionAcceptor {
     /// The next new session. Cancel-safe. Fails once the stream source has ended and every
     /// session was taken.
     pub async fn accept(&self) -> io::Result<SessionHandle> {
-        self.queue.accept().await
+        self.0.accept().await
     }
 
     /// A snapshot of the counters.
     #[must_use]
     pub fn stats(&self) -> SessionAcceptorStats {
-        let mut s = self.queue.lock().stats;
-        s.endpoint = self.ep.lock().endpoint.stats();
+        let (mut s, endpoint) = self.0.stats();
+        s.endpoint = endpoint;
         s.sessions_expired = s.endpoint.session_handshakes_expired;
         s
     }
@@ -96,15 +90,14 @@ impl SessionAcceptor {
     /// REJECTED). Returns what it closed. Call once, when the server stops; the sessions'
     /// handles stay valid (they report the end).
     pub async fn shutdown(&self, code: u32, reason: &str, within: Duration) -> ShutdownReport {
-        shutdown::shutdown(&self.queue, &self.ep.clock, &self.sleep, within, |now| self.ep.close_all(now, code, reason))
-            .await
+        self.0.shutdown(code, reason, within).await
     }
 
     /// Hold the endpoint's lock until the returned guard is dropped (no new link is routed
     /// meanwhile). For tests showing that sessions never need it to move data.
     #[doc(hidden)]
     pub fn hold_endpoint_lock(&self) -> impl Sized + '_ {
-        self.ep.lock()
+        self.0.lock_endpoint()
     }
 }
 
@@ -117,12 +110,7 @@ where
     S: Io,
     St: Stream<Item = io::Result<(S, u64)>> + Send + 'static,
 {
-    let endpoint = Endpoint::new(config.endpoint_config())?;
-    let ep = Arc::new(EpShared::new(endpoint, Clock::new(&rt)));
-    let routing = EpRouting::new(Arc::clone(&ep), SessionKind);
-    let sleep = shutdown::sleeper(&rt);
-    let (queue, guard) = listen::spawn(rt, incoming, config, routing);
-    Ok(SessionAcceptor { queue, ep, sleep, _task: guard })
+    Front::spawn(rt, incoming, config, SessionKind).map(SessionAcceptor)
 }
 
 /// Session-layer sessions, made of fresh ClientHellos.

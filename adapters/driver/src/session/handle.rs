@@ -19,8 +19,8 @@ use crate::config::Config;
 use crate::dialer::{DialFuture, Dialer};
 use crate::driver::{Driver, Source};
 use crate::handle::{ConnectError, Ended};
+use crate::runtime::{Io, Runtime, TaskGuard};
 use crate::shared::{Clock, ConduitEvent, DialFailure, LinkDownCause, ResumeTiming};
-use crate::{Io, Runtime, TaskGuard};
 
 /// What happened to a session's links, for the application.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -242,7 +242,7 @@ impl SessionHandle {
     /// your own does if it implements [`Io::peer_addr`](crate::Io::peer_addr) (or is wrapped
     /// in [`WithPeer`](crate::WithPeer)). `None` before the first link attached.
     #[must_use]
-    pub fn peer_addr(&self) -> Option<crate::PeerAddr> {
+    pub fn peer_addr(&self) -> Option<crate::runtime::PeerAddr> {
         self.inner.home.lock().parts().1.common.peer_addr.clone()
     }
 

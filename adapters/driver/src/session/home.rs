@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_resume_beyond_the_mailbox_closes_the_oldest_waiting_resume_and_counts_it() {
-        let config = crate::Config::default();
+        let config = crate::config::Config::default();
         let endpoint = Endpoint::new(config.endpoint_config());
         let ep = Arc::new(EpShared::new(endpoint.expect("config"), Clock::system()));
         let closed = Arc::new(Mutex::new(Vec::new()));

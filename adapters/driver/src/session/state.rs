@@ -249,7 +249,7 @@ pub(crate) struct SessState {
 }
 
 impl SessState {
-    pub(crate) fn new(config: &crate::Config) -> Self {
+    pub(crate) fn new(config: &crate::config::Config) -> Self {
         Self {
             common: Common::default(),
             conns: ConnMap::default(),

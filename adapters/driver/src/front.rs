@@ -1,0 +1,73 @@
+//! What both acceptors' handles ([`Acceptor`](crate::Acceptor),
+//! [`SessionAcceptor`](crate::SessionAcceptor)) are made of: the queue of new sessions the
+//! application takes with `accept`, the endpoint they route through, and the listening task,
+//! spawned here; and the graceful shutdown of all of it.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::Stream;
+use sotto_proto::conduit::ConfigError;
+use sotto_proto::endpoint::{Endpoint, EndpointStats};
+
+use crate::config::Config;
+use crate::listen::{self, Counts, Queue};
+use crate::router::{EpInner, EpShared};
+use crate::routing::{EpRouting, Kind};
+use crate::runtime::{Io, Runtime, TaskGuard};
+use crate::shared::Clock;
+use crate::shutdown::{self, ShutdownReport, Sleep};
+
+/// An acceptor: sessions of type `T` for the application, counters `C`.
+pub(crate) struct Front<T, C> {
+    queue: Arc<Queue<T, C>>,
+    ep: Arc<EpShared>,
+    /// Waits until an instant, on the acceptor's runtime.
+    sleep: Sleep,
+    _task: TaskGuard,
+}
+
+impl<T: Send + 'static, C: Counts> Front<T, C> {
+    /// Start serving `incoming` (each item a freshly accepted stream and its source) on `rt`,
+    /// making sessions of fresh ClientHellos with `kind`.
+    pub(crate) fn spawn<R, S, K, St>(rt: R, incoming: St, config: Config, kind: K) -> Result<Self, ConfigError>
+    where
+        R: Runtime,
+        S: Io,
+        K: Kind<R, S, Session = T, Stats = C>,
+        T: Unpin,
+        St: Stream<Item = io::Result<(S, u64)>> + Send + 'static,
+    {
+        let endpoint = Endpoint::new(config.endpoint_config())?;
+        let ep = Arc::new(EpShared::new(endpoint, Clock::new(&rt)));
+        let routing = EpRouting::new(Arc::clone(&ep), kind);
+        let sleep = shutdown::sleeper(&rt);
+        let (queue, task) = listen::spawn(rt, incoming, config, routing);
+        Ok(Self { queue, ep, sleep, _task: task })
+    }
+
+    /// The next new session. Cancel-safe. Fails once the stream source has ended and every
+    /// session was taken.
+    pub(crate) async fn accept(&self) -> io::Result<T> {
+        self.queue.accept().await
+    }
+
+    /// The acceptor's own counters and its endpoint's.
+    pub(crate) fn stats(&self) -> (C, EndpointStats) {
+        let own = self.queue.lock().stats;
+        (own, self.ep.lock().endpoint.stats())
+    }
+
+    /// See the acceptors' `shutdown`: stop listening, close every session with GOODBYE
+    /// within `within`, report what was closed.
+    pub(crate) async fn shutdown(&self, code: u32, reason: &str, within: Duration) -> ShutdownReport {
+        shutdown::shutdown(&self.queue, &self.ep.clock, &self.sleep, within, |now| self.ep.close_all(now, code, reason))
+            .await
+    }
+
+    /// Lock the endpoint (for tests).
+    pub(crate) fn lock_endpoint(&self) -> std::sync::MutexGuard<'_, EpInner> {
+        self.ep.lock()
+    }
+}
