@@ -202,14 +202,17 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         // 1. Timers by the clock, then drain the outputs of whatever the handle did.
         let (ended, core_deadline) = {
             let mut g = host.lock();
-            let dropped = g.begin(cx.waker(), now);
+            g.common().register_driver(cx.waker());
+            g.begin(now);
             if g.common().exit_now {
                 return Step::Done;
             }
-            if dropped {
+            if g.common().handle_dropped {
                 match self.exit_deadline {
-                    None if !g.close_on_drop(now) => return Step::Done,
-                    None => self.exit_deadline = Some(now_std + self.config.protocol.drain_timeout),
+                    None => {
+                        g.close_on_drop(now);
+                        self.exit_deadline = Some(now_std + self.config.protocol.drain_timeout);
+                    }
                     Some(at) if now_std >= at => return Step::Done,
                     Some(_) => {}
                 }
@@ -749,7 +752,6 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             }
         }
         self.drain_outputs(&mut g, now, now_std);
-        g.fed();
         self.room = g.read_room();
         drop(g);
         if was_empty && !self.write.is_empty() {
@@ -814,6 +816,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Future for Driver<R, S, H> {
 impl<R: Runtime, S, H: Host<S>> Drop for Driver<R, S, H> {
     fn drop(&mut self) {
         let now = self.host.clock().now();
-        self.host.lock().driver_exit(now);
+        let mut g = self.host.lock();
+        g.common().driver_gone();
+        g.driver_exit(now);
     }
 }

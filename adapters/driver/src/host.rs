@@ -27,9 +27,9 @@ pub(crate) trait Host<S>: Send + Sync + 'static {
 
 /// The locked state of one session: the core's contract plus the application-facing queues.
 pub(crate) trait Locked<S> {
-    /// Start of a driver step: register the driver's waker, fire the core's timers if due
-    /// at `now`. Returns whether the application dropped its handle.
-    fn begin(&mut self, waker: &std::task::Waker, now: Instant) -> bool;
+    /// Start of a driver step: fire the core's timers if due at `now`, and settle what the
+    /// handles left for the driver.
+    fn begin(&mut self, now: Instant);
     /// One round of draining: retry owed commands, write due frames (if `link` is the
     /// conduit's current link), and take the next event. Returns whether frames were written.
     fn drain_round(
@@ -50,23 +50,14 @@ pub(crate) trait Locked<S> {
     fn link_up(&mut self, now: Instant) -> LinkId;
     /// The link is gone.
     fn link_down(&mut self, now: Instant, link: LinkId);
-    /// Feed one link message received on `link` (delivered data is a slice of, or copied
-    /// from, `chunk`), then drain lightly: write the frames the input made due (only if the
-    /// core has any, and only if `link` is still current) and return the first event. Call
-    /// [`after_input`](Self::after_input) until it returns `None` for the other events; a
-    /// full drain follows at the end of the run of messages.
-    fn feed(
-        &mut self,
-        now: Instant,
-        link: LinkId,
-        msg: &[u8],
-        chunk: &Bytes,
-        batch: &mut LendingBatch<Vec<u8>>,
-    ) -> Option<Event>;
-    /// [`feed`](Self::feed) the messages of `msgs` in order until one makes an event, which
-    /// is returned (the messages after it stay in `msgs`); `None` once all were fed. A host
-    /// may instead feed the whole run and leave its outputs to the driver's full drain,
-    /// which follows every run, where that loses nothing (see the session host).
+    /// Feed the link messages of `msgs`, received on `link`, in order (delivered data is a
+    /// slice of, or copied from, `chunk`). After each, drain lightly: write the frames the
+    /// input made due (only if the core has any, and only if `link` is still current); stop
+    /// at the first message that makes an event and return it (the messages after it stay in
+    /// `msgs`; call [`after_input`](Self::after_input) until it returns `None` for the
+    /// other events); `None` once all were fed. A full drain follows every run. A host may
+    /// instead feed the whole run and leave its outputs to that full drain, where that loses
+    /// nothing (see the session host).
     fn feed_run(
         &mut self,
         now: Instant,
@@ -74,19 +65,12 @@ pub(crate) trait Locked<S> {
         msgs: &mut Messages<'_>,
         chunk: &Bytes,
         batch: &mut LendingBatch<Vec<u8>>,
-    ) -> Option<Event> {
-        for msg in msgs {
-            if let Some(e) = self.feed(now, link, msg, chunk, batch) {
-                return Some(e);
-            }
-        }
-        None
-    }
+    ) -> Option<Event>;
     /// A link message received on `link` that cannot be fed now (the application's queues
     /// are full), after any held back before it: the core observes it
     /// ([`Conduit::observe_message`](sotto_proto::Conduit::observe_message): the acks riding
     /// on data applied, liveness counted; standalone acks, PINGs, PONGs and hellos handled
-    /// in full), then a light drain as in [`feed`](Self::feed). Returns what became of the
+    /// in full), then a light drain as in [`feed_run`](Self::feed_run). Returns what became of the
     /// message (`Handled` also when the input failed: the link is stale or being dropped,
     /// or the session ended, and the events follow) and the first event.
     fn observe(
@@ -96,11 +80,10 @@ pub(crate) trait Locked<S> {
         msg: &[u8],
         batch: &mut LendingBatch<Vec<u8>>,
     ) -> (Observed, Option<Event>);
-    /// The light drain of [`feed`](Self::feed), on its own.
+    /// The light drain of [`feed_run`](Self::feed_run), on its own.
     fn after_input(&mut self, batch: &mut LendingBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event>;
-    /// A run of messages was fed: wake the readers that got data.
-    fn fed(&mut self);
-    /// How many messages may be fed now (0: the application's queues are full, stop reading).
+    /// Wake the readers that got data since the last call, then say how many messages may
+    /// be fed now (0: the application's queues are full, stop reading).
     fn read_room(&mut self) -> usize;
     /// A link routed to this session through its mailbox (an acceptor's session): attached to
     /// the core if the session took it, or refused (a resume with a key it does not accept),
@@ -110,11 +93,11 @@ pub(crate) trait Locked<S> {
     fn wake_senders(&mut self);
     /// Wake every waiting application task (the session ended or the driver stopped).
     fn wake_all(&mut self);
-    /// The application dropped its handle. Return `true` to keep running until the session
-    /// has ended (a graceful close was started) or the drain timeout passes, `false` to stop
-    /// at once.
-    fn close_on_drop(&mut self, now: Instant) -> bool;
-    /// The driver task is finishing.
+    /// The application dropped its handle: close the session gracefully (GOODBYE after what
+    /// was sent); the driver runs on until it has ended or the drain timeout passes.
+    fn close_on_drop(&mut self, now: Instant);
+    /// The driver task is finishing ([`Common::driver_gone`] was called): wake everyone
+    /// waiting, and tell the endpoint, if any.
     fn driver_exit(&mut self, now: Instant);
     /// No item moved for a while: give back replay-ring memory the unacked items do not
     /// need (see [`Conduit::shrink_buffers`]) and, for sessions, each connection's hold on

@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 use sotto_proto::conduit::Observed;
-use sotto_proto::stream::LendingBatch;
+use sotto_proto::stream::{LendingBatch, Messages};
 use sotto_proto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
 
 use crate::host::{Host, Locked};
@@ -124,15 +124,11 @@ impl<S: 'static> Host<S> for Shared {
 }
 
 impl<S: 'static> Locked<S> for RawGuard<'_> {
-    fn begin(&mut self, waker: &std::task::Waker, now: Instant) -> bool {
-        let g = &mut *self.0;
-        if !g.common.driver.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            g.common.driver = Some(waker.clone());
+    fn begin(&mut self, now: Instant) {
+        let c = &mut self.0.conduit;
+        if c.poll_timeout().is_some_and(|t| t <= now) {
+            c.handle_timeout(now);
         }
-        if g.conduit.poll_timeout().is_some_and(|t| t <= now) {
-            g.conduit.handle_timeout(now);
-        }
-        g.common.handle_dropped
     }
     fn shrink_buffers(&mut self) {
         let _ = self.0.conduit.shrink_buffers();
@@ -170,23 +166,28 @@ impl<S: 'static> Locked<S> for RawGuard<'_> {
         self.0.conduit.link_down(now, link);
         self.0.report();
     }
-    fn feed(
+    fn feed_run(
         &mut self,
         now: Instant,
         link: LinkId,
-        msg: &[u8],
+        msgs: &mut Messages<'_>,
         chunk: &Bytes,
         batch: &mut LendingBatch<Vec<u8>>,
     ) -> Option<Event> {
-        let g = &mut *self.0;
-        if let Ok(Some(item)) = g.conduit.handle_message(now, link, msg) {
-            let item = chunk.slice_ref(item);
-            g.inbound_bytes += item.len();
-            g.inbound.push_back(item);
-            g.delivered = true;
-            g.common.delivered(now);
+        for msg in msgs {
+            let g = &mut *self.0;
+            if let Ok(Some(item)) = g.conduit.handle_message(now, link, msg) {
+                let item = chunk.slice_ref(item);
+                g.inbound_bytes += item.len();
+                g.inbound.push_back(item);
+                g.delivered = true;
+                g.common.delivered(now);
+            }
+            if let Some(e) = Locked::<S>::after_input(self, batch, now, link) {
+                return Some(e);
+            }
         }
-        Locked::<S>::after_input(self, batch, now, link)
+        None
     }
     fn observe(
         &mut self,
@@ -205,13 +206,11 @@ impl<S: 'static> Locked<S> for RawGuard<'_> {
         }
         c.poll_event()
     }
-    fn fed(&mut self) {
-        if std::mem::take(&mut self.0.delivered) {
-            self.0.receivers.wake_all();
-        }
-    }
     fn read_room(&mut self) -> usize {
         let g = &mut *self.0;
+        if std::mem::take(&mut g.delivered) {
+            g.receivers.wake_all();
+        }
         let items = g.inbound_items_max.saturating_sub(g.inbound.len());
         let room = if g.inbound_bytes >= g.inbound_bytes_max && !g.inbound.is_empty() { 0 } else { items };
         g.reader_blocked = room == 0;
@@ -227,18 +226,15 @@ impl<S: 'static> Locked<S> for RawGuard<'_> {
     fn wake_all(&mut self) {
         self.0.wake_all();
     }
-    fn close_on_drop(&mut self, now: Instant) -> bool {
+    fn close_on_drop(&mut self, now: Instant) {
         // As for a session handle: GOODBYE after what was sent (a peer without sotto's
         // extensions, a vox peer, has no GOODBYE: the session ends at once there).
         let c = &mut self.0.conduit;
         if !c.is_ended() {
             c.close(now, sotto_proto::conduit::goodbye_code::NORMAL, "handle dropped");
         }
-        true
     }
     fn driver_exit(&mut self, _now: Instant) {
-        self.0.common.driver_done = true;
-        self.0.common.driver = None;
         self.0.wake_all();
         self.0.report();
         if let Some(m) = self.0.member.as_mut() {

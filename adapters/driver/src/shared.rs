@@ -246,6 +246,19 @@ impl Common {
         wake(&mut self.driver);
     }
 
+    /// The driver task polled with `waker` is the one to wake.
+    pub(crate) fn register_driver(&mut self, waker: &Waker) {
+        if !self.driver.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.driver = Some(waker.clone());
+        }
+    }
+
+    /// The driver task is finishing: nobody is to be woken for it any more.
+    pub(crate) fn driver_gone(&mut self) {
+        self.driver_done = true;
+        self.driver = None;
+    }
+
     pub(crate) fn push_event(&mut self, e: ConduitEvent) {
         if self.events.len() == MAX_EVENTS {
             self.events.pop_front();

@@ -149,17 +149,13 @@ impl<S: 'static> Host<S> for SessDriverHost<S> {
 }
 
 impl<S: 'static> Locked<S> for SessGuard<'_, S> {
-    fn begin(&mut self, waker: &std::task::Waker, now: Instant) -> bool {
+    fn begin(&mut self, now: Instant) {
         let (s, st) = self.lock.parts();
-        if !st.common.driver.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            st.common.driver = Some(waker.clone());
-        }
         if s.poll_timeout().is_some_and(|t| t <= now) {
             s.handle_timeout(now);
         }
         state::note_acks(s, st);
         state::settle_close(s, st, now);
-        st.common.handle_dropped
     }
     fn shrink_buffers(&mut self) {
         let (s, st) = self.lock.parts();
@@ -216,19 +212,6 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
             m.report(session.conduit(), session.is_ready());
         }
     }
-    fn feed(
-        &mut self,
-        now: Instant,
-        link: LinkId,
-        msg: &[u8],
-        chunk: &Bytes,
-        batch: &mut LendingBatch<Vec<u8>>,
-    ) -> Option<Event> {
-        let (s, st) = self.lock.parts();
-        state::feed(s, st, now, link, msg, chunk);
-        state::note_acks(s, st);
-        light_drain(s, st, batch, now, link)
-    }
     fn feed_run(
         &mut self,
         now: Instant,
@@ -265,11 +248,9 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         let (s, st) = self.lock.parts();
         light_drain(s, st, batch, now, link)
     }
-    fn fed(&mut self) {
-        state::fed(self.lock.parts().1);
-    }
     fn read_room(&mut self) -> usize {
         let st = self.lock.parts().1;
+        state::fed(st);
         if st.full_conns > 0 {
             0
         } else {
@@ -286,12 +267,11 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
     fn wake_all(&mut self) {
         self.lock.parts().1.wake_all();
     }
-    fn close_on_drop(&mut self, now: Instant) -> bool {
+    fn close_on_drop(&mut self, now: Instant) {
         let (s, _) = self.lock.parts();
         if !s.is_ended() {
             s.close(now, sotto_proto::conduit::goodbye_code::NORMAL, "session handle dropped");
         }
-        true
     }
     fn driver_exit(&mut self, now: Instant) {
         let (s, st) = self.lock.parts();
@@ -301,8 +281,6 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         if !s.is_ended() {
             s.conduit_end(now, SessionEnd::Evicted);
         }
-        st.common.driver_done = true;
-        st.common.driver = None;
         st.wake_all();
         let Owned { session, member, .. } = &mut *self.lock.0;
         if let Some(m) = member {
