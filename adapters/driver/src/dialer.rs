@@ -24,7 +24,7 @@ pub(crate) enum Dialed<S> {
     Failed(io::Error, Duration),
     /// No dial can succeed: the first connect met a permanent error (`permanent`: a panic,
     /// or an error retrying cannot fix) or its deadline passed; or a redial met an error
-    /// the connector marked [`permanent`](crate::permanent) (`permanent` is true).
+    /// the connector marked [`permanent`](crate::backoff::permanent) (`permanent` is true).
     GiveUp {
         /// The attempt's error.
         error: io::Error,

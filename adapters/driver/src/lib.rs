@@ -42,8 +42,8 @@
 //!    listener's admission and routing of links, shared by both acceptors.
 //! 5. **Link sources**: the listening task (`listen`, running each handshake as a
 //!    `pending` link under its deadline), the initiator's dialer (`dialer`, with [`Backoff`]),
-//!    and the adapters' glue traits ([`StreamGlue`], [`ListenerGlue`], in `entry`;
-//!    [`WithPeer`] in `peer`).
+//!    and the adapters' glue traits (`glue`: [`StreamGlue`], [`ListenerGlue`]; [`WithPeer`]
+//!    in `peer`).
 //! 6. **Runtime glue** (`runtime`): [`Runtime`] (spawn a task that is cancelled when its
 //!    guard is dropped, or detached; make a resettable [`Timer`]; tell the time) and [`Io`]
 //!    (a `futures::io` byte stream, optionally reading into uninitialized memory), plus the
@@ -111,6 +111,7 @@ mod routing;
 // 5. Link sources.
 mod backoff;
 mod dialer;
+mod glue;
 mod listen;
 mod peer;
 mod pending;
@@ -126,7 +127,8 @@ mod tasks;
 pub use acceptor::{serve, Acceptor, AcceptorStats};
 pub use backoff::{is_transient, permanent, Backoff, Permanent};
 pub use config::{AcceptorConfig, BufferConfig, Config, DialConfig, ProtocolConfig};
-pub use entry::{dial, dial_session, listen, listen_sessions, ListenerGlue, StreamGlue, Streams};
+pub use entry::{dial, dial_session, listen, listen_sessions};
+pub use glue::{ListenerGlue, StreamGlue, Streams};
 pub use handle::{connect, ConnectError, Ended, SendError, StableConduit, TrySendError};
 pub use peer::WithPeer;
 pub use routing::source_of;

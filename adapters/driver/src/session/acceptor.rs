@@ -103,7 +103,7 @@ impl SessionAcceptor {
 
 /// Start serving `incoming` with the session API on runtime `rt`. Each item is a freshly
 /// accepted stream and its source: a hash of the peer's address, for the per-source failure
-/// budget (0 when unknown; see [`source_of`](crate::source_of)).
+/// budget (0 when unknown; see [`source_of`](crate::routing::source_of)).
 pub fn serve_sessions<R, S, St>(rt: R, incoming: St, config: Config) -> Result<SessionAcceptor, ConfigError>
 where
     R: Runtime,

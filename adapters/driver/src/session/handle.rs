@@ -670,7 +670,7 @@ impl Drop for IncomingOpen {
 /// Start an initiator session: dial with `connector` (called once per link; it returns a
 /// fresh stream), run the link and session handshakes, and return once the session is ready
 /// for connections. Dial errors and failed handshakes are retried as for
-/// [`connect`](crate::connect); after that, lost links are redialed with backoff until
+/// [`connect`](crate::handle::connect); after that, lost links are redialed with backoff until
 /// `config.protocol.recovery_timeout`, then the session is reported lost. The session Hello
 /// carries no metadata (see [`connect_session_with`]).
 ///
