@@ -6,9 +6,14 @@
 //! REJECTED. The task itself is in `listen`: pending handshakes are futures polled inside it,
 //! so dropping the [`Acceptor`] ends all of them.
 //!
-//! The per-source accounting needs each link's source: [`serve`] takes it from the stream
-//! ([`Io::peer_addr`]: the hash of a TCP peer's IP address, as the adapters' listeners
-//! record it), and links whose stream cannot tell share the one source 0 (see `routing`).
+//! The per-source accounting needs each link's source. [`serve`]'s streams carry no source
+//! of their own, and counting them all as one would let a single client that guesses keys
+//! (or sends garbage) spend the failure budget of every vox peer of the acceptor; so
+//! [`serve`] takes the source from the stream itself ([`Io::peer_addr`]: the hash of a TCP
+//! peer's IP address, which the adapters' listeners and stream glue record, as for the
+//! session acceptor). Links whose stream cannot tell (Unix sockets, stream types the
+//! adapter cannot look into) share the one source 0, as at the session acceptor: the global
+//! caps and one failure budget apply to them (see `routing`).
 
 use std::io;
 use std::sync::Arc;
@@ -44,7 +49,8 @@ pub struct AcceptorStats {
     /// Streams closed for sending no ClientHello within `handshake_timeout`, or not one byte
     /// within `first_byte_timeout`.
     pub handshake_timeouts: u64,
-    /// Streams closed for a bad ClientHello (size, magic, flags) or EOF before it.
+    /// Streams closed for a bad ClientHello (size, magic, flags). A stream that ends before
+    /// its ClientHello is closed uncounted.
     pub bad_hellos: u64,
     /// New sessions started.
     pub sessions: u64,
