@@ -29,11 +29,12 @@ use crate::config::Config;
 use crate::driver::{Driver, Source};
 use crate::front::Front;
 use crate::handle::StableConduit;
+use crate::link_hook::{self, AcceptHooks, Arrived, LinkInfo};
 use crate::listen;
 use crate::raw::Shared;
 use crate::router::{EpShared, Member, Owner};
-use crate::routing::{source_of_peer, Kind};
-use crate::runtime::{Io, Runtime};
+use crate::routing::{hooked_arrivals, source_of_peer, Kind};
+use crate::runtime::{Io, PeerAddr, Runtime};
 use crate::shutdown::ShutdownReport;
 
 /// Counters of an acceptor.
@@ -64,6 +65,15 @@ pub struct AcceptorStats {
     pub resumes: u64,
     /// Resumes answered REJECTED (unknown or expired key, or refused by the session).
     pub rejected: u64,
+    /// Links closed because their link hook returned an error (a failed TLS handshake);
+    /// each charged to its source (the endpoint's `pending_failed`).
+    pub link_hook_failures: u64,
+    /// Links closed because their link hook panicked (also charged to their source); the
+    /// acceptor goes on.
+    pub link_hook_panics: u64,
+    /// Resumes the resume binding refused: answered REJECTED as an unknown key (charged to
+    /// their source, in the endpoint's `rejected` too), the session untouched.
+    pub resumes_refused_by_binding: u64,
     /// The endpoint's counters, which the fields above summarize.
     pub endpoint: EndpointStats,
 }
@@ -125,10 +135,37 @@ where
     let incoming = incoming.map(|r| {
         r.map(|io| {
             let source = source_of_peer(&io);
-            (io, source)
+            (Arrived::Ready(io), source)
         })
     });
-    Front::spawn(rt, incoming, config, RawKind).map(Acceptor)
+    Front::spawn(rt, incoming, config, RawKind, None).map(Acceptor)
+}
+
+/// [`serve`] with [`AcceptHooks`]: each item of `incoming` is a freshly accepted stream and
+/// its peer's address; the link hook turns the stream into a `T`, which `to_io` makes the
+/// driver's stream (given the link's address and the identity the hook returned, to report
+/// with [`Io::peer_addr`] and [`Io::peer_identity`]; [`WithPeer`](crate::WithPeer) does
+/// both). Links are accounted by their TCP peer's IP address. See [`AcceptHooks`] for the
+/// deadlines and accounting the hook runs under. The adapters' `raw::serve_tcp_with` call
+/// it (through [`listen_with`](crate::listen_with)).
+pub fn serve_hooked<R, X, T, S, St>(
+    rt: R,
+    incoming: St,
+    config: Config,
+    hooks: AcceptHooks<X, T>,
+    to_io: fn(T, LinkInfo) -> S,
+) -> Result<Acceptor, ConfigError>
+where
+    R: Runtime,
+    X: Send + 'static,
+    T: Send + 'static,
+    S: Io,
+    St: Stream<Item = io::Result<(X, Option<PeerAddr>)>> + Send + 'static,
+{
+    config.validate()?;
+    let binding = link_hook::binding_of(&hooks);
+    let incoming = hooked_arrivals(incoming, hooks, to_io);
+    Front::spawn(rt, incoming, config, RawKind, binding).map(Acceptor)
 }
 
 /// Bare stable conduits, made of fresh ClientHellos: announced at once (no session

@@ -370,6 +370,13 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 if let Some(l) = self.link.as_mut().filter(|l| l.id == link) {
                     l.attached = true;
                     g.common().peer_addr = l.io.peer_addr();
+                    let c = g.common();
+                    c.peer_identity = l.io.peer_identity();
+                    if c.first_link.is_none() {
+                        // What a resume binding compares resumes with. No resume can come
+                        // before this: its key is issued on this link, after the attach.
+                        c.first_link = Some(crate::LinkInfo::new(c.peer_addr.clone(), c.peer_identity.clone()));
+                    }
                 }
                 let c = g.common();
                 c.counters.link_ups += 1;

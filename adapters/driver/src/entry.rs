@@ -15,12 +15,14 @@ use futures::stream::StreamExt;
 use futures::TryFutureExt;
 use sotto_proto::conduit::ConfigError;
 
-use crate::acceptor::{serve, Acceptor};
+use crate::acceptor::{serve, serve_hooked, Acceptor};
 use crate::config::Config;
-use crate::glue::{ListenerGlue, StreamGlue};
+use crate::glue::{HookGlue, ListenerGlue, StreamGlue};
 use crate::handle::{connect, ConnectError, StableConduit};
+use crate::link_hook::{AcceptHooks, LinkInfo};
+use crate::peer::WithPeer;
 use crate::routing::source_of_peer;
-use crate::session::{connect_session_with, serve_sessions, SessionAcceptor, SessionHandle};
+use crate::session::{connect_session_with, serve_sessions, serve_sessions_hooked, SessionAcceptor, SessionHandle};
 
 /// The application's connector, its streams wrapped by `R`'s glue.
 fn glued<R, S, F, Fut>(mut connector: F) -> impl FnMut() -> futures::future::MapOk<Fut, fn(S) -> R::Io> + Send + 'static
@@ -87,4 +89,44 @@ where
         })
     });
     serve_sessions(rt, incoming, config)
+}
+
+/// A link hook's stream `t`, wrapped by `R`'s [`StreamGlue`], with the link's address and
+/// identity.
+fn hooked_io<R: StreamGlue<T>, T>(t: T, info: LinkInfo) -> WithPeer<R::Io> {
+    WithPeer::new(R::io(t), info.peer_addr).with_identity(info.identity)
+}
+
+/// Serve `listener` on `rt` with the session API, running `hooks` on every accepted link
+/// (see [`AcceptHooks`] and [`serve_sessions_hooked`]): the link hook gets each accepted
+/// stream and returns the stream of type `T` to run the session over, which `rt`'s
+/// [`StreamGlue`] carries. What an adapter's `serve_sessions_tcp_with` is.
+pub fn listen_sessions_with<R, L, T>(
+    rt: R,
+    listener: L,
+    config: Config,
+    hooks: AcceptHooks<<R as HookGlue<L>>::Stream, T>,
+) -> Result<SessionAcceptor, ConfigError>
+where
+    R: HookGlue<L> + StreamGlue<T>,
+    T: Send + 'static,
+{
+    let incoming = rt.accepted(listener);
+    serve_sessions_hooked(rt, incoming, config, hooks, hooked_io::<R, T>)
+}
+
+/// [`listen_sessions_with`] for the raw stable-conduit API (see [`serve_hooked`]). What an
+/// adapter's `raw::serve_tcp_with` is.
+pub fn listen_with<R, L, T>(
+    rt: R,
+    listener: L,
+    config: Config,
+    hooks: AcceptHooks<<R as HookGlue<L>>::Stream, T>,
+) -> Result<Acceptor, ConfigError>
+where
+    R: HookGlue<L> + StreamGlue<T>,
+    T: Send + 'static,
+{
+    let incoming = rt.accepted(listener);
+    serve_hooked(rt, incoming, config, hooks, hooked_io::<R, T>)
 }

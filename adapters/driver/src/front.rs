@@ -12,6 +12,7 @@ use sotto_proto::conduit::ConfigError;
 use sotto_proto::endpoint::{Endpoint, EndpointStats};
 
 use crate::config::Config;
+use crate::link_hook::{Arrived, ResumeBinding};
 use crate::listen::{self, Counts, Queue};
 use crate::router::{EpInner, EpShared};
 use crate::routing::{EpRouting, Kind};
@@ -29,19 +30,26 @@ pub(crate) struct Front<T, C> {
 }
 
 impl<T: Send + 'static, C: Counts> Front<T, C> {
-    /// Start serving `incoming` (each item a freshly accepted stream and its source) on `rt`,
-    /// making sessions of fresh ClientHellos with `kind`.
-    pub(crate) fn spawn<R, S, K, St>(rt: R, incoming: St, config: Config, kind: K) -> Result<Self, ConfigError>
+    /// Start serving `incoming` (each item a freshly accepted stream, perhaps with a link
+    /// hook to run first, and its source) on `rt`, making sessions of fresh ClientHellos with
+    /// `kind`, checking resumes with `binding` if given.
+    pub(crate) fn spawn<R, S, K, St>(
+        rt: R,
+        incoming: St,
+        config: Config,
+        kind: K,
+        binding: Option<ResumeBinding>,
+    ) -> Result<Self, ConfigError>
     where
         R: Runtime,
         S: Io,
         K: Kind<R, S, Session = T, Stats = C>,
         T: Unpin,
-        St: Stream<Item = io::Result<(S, u64)>> + Send + 'static,
+        St: Stream<Item = io::Result<(Arrived<S>, u64)>> + Send + 'static,
     {
         let endpoint = Endpoint::new(config.endpoint_config())?;
         let ep = Arc::new(EpShared::new(endpoint, Clock::new(&rt)));
-        let routing = EpRouting::new(Arc::clone(&ep), kind);
+        let routing = EpRouting::new(Arc::clone(&ep), kind, binding);
         let sleep = shutdown::sleeper(&rt);
         let (queue, task) = listen::spawn(rt, incoming, config, routing);
         Ok(Self { queue, ep, sleep, _task: task })

@@ -2,13 +2,13 @@
 //! ([`StreamGlue`]: wrap a stream of type `S` for the driver, learning its peer's address
 //! where it can) and how its listeners yield accepted streams ([`ListenerGlue`]: a TCP
 //! listener, a Unix socket listener; any stream of accepted streams is one through
-//! [`Streams`]).
+//! [`Streams`]; [`HookGlue`]: a TCP listener's streams as they are, for a link hook).
 
 use std::io;
 
 use futures::stream::{BoxStream, Stream, StreamExt};
 
-use crate::runtime::{Io, Runtime};
+use crate::runtime::{Io, PeerAddr, Runtime};
 
 /// How a runtime's adapter carries a stream of type `S` (what an application's connector
 /// returns, or a generic listener yields) as a link: implemented by the adapter's runtime
@@ -33,6 +33,20 @@ pub trait ListenerGlue<L>: Runtime {
     /// (out of file descriptors, say); the end of the stream stops the acceptor. Called
     /// once, on a task of this runtime's.
     fn incoming(&self, listener: L) -> BoxStream<'static, io::Result<Self::Io>>;
+}
+
+/// How a runtime's adapter takes accepted streams from a listener of type `L` as they are,
+/// for an acceptor's link hook ([`AcceptHooks`](crate::AcceptHooks)) to transform:
+/// implemented by the adapter's runtime type for its TCP listener.
+pub trait HookGlue<L>: Runtime {
+    /// An accepted stream, as the listener made it (what the link hook gets, inside an
+    /// [`AcceptedLink`](crate::AcceptedLink)).
+    type Stream: Send + 'static;
+
+    /// The listener's accepted streams with their peers' addresses, in order (an `Err`
+    /// item pauses accepting briefly; the end of the stream stops the acceptor). Called
+    /// once, on a task of this runtime's.
+    fn accepted(&self, listener: L) -> BoxStream<'static, io::Result<(Self::Stream, Option<PeerAddr>)>>;
 }
 
 /// Any stream of freshly accepted streams, as a listener: each is wrapped by the runtime's

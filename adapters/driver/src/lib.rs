@@ -27,8 +27,9 @@
 //! Read the modules in this order; each imports only from those below it.
 //!
 //! 1. **Entry points** (`entry`): [`dial`], [`dial_session`], [`listen`],
-//!    [`listen_sessions`], generic over an adapter's glue, so an adapter's `connect`,
-//!    `serve_tcp` and the rest are one line each.
+//!    [`listen_sessions`] (and [`listen_with`], [`listen_sessions_with`], which run
+//!    [`AcceptHooks`] on each link), generic over an adapter's glue, so an adapter's
+//!    `connect`, `serve_tcp` and the rest are one line each.
 //! 2. **Handles**: the session API (`session::handle`, `session::conn`: [`SessionHandle`],
 //!    [`Connection`]), the raw API (`handle`: [`StableConduit`]), and the acceptors
 //!    (`acceptor`, `session::acceptor`, both a `front`: the queue of new sessions, the
@@ -41,9 +42,10 @@
 //!    each acceptor session's membership of it (its mailbox of routed links), and the
 //!    listener's admission and routing of links, shared by both acceptors.
 //! 5. **Link sources**: the listening task (`listen`, running each handshake as a
-//!    `pending` link under its deadline), the initiator's dialer (`dialer`, with [`Backoff`]),
-//!    and the adapters' glue traits (`glue`: [`StreamGlue`], [`ListenerGlue`]; [`WithPeer`]
-//!    in `peer`).
+//!    `pending` link under its deadline, after its link hook if it has one: `link_hook`,
+//!    [`AcceptHooks`], a TLS handshake, and the resume binding), the initiator's dialer
+//!    (`dialer`, with [`Backoff`]), and the adapters' glue traits (`glue`: [`StreamGlue`],
+//!    [`ListenerGlue`], [`HookGlue`]; [`WithPeer`] in `peer`).
 //! 6. **Runtime glue** (`runtime`): [`Runtime`] (spawn a task that is cancelled when its
 //!    guard is dropped, or detached; make a resettable [`Timer`]; tell the time) and [`Io`]
 //!    (a `futures::io` byte stream, optionally reading into uninitialized memory), plus the
@@ -112,6 +114,7 @@ mod routing;
 mod backoff;
 mod dialer;
 mod glue;
+mod link_hook;
 mod listen;
 mod peer;
 mod pending;
@@ -124,19 +127,20 @@ mod runtime;
 mod shared;
 mod tasks;
 
-pub use acceptor::{serve, Acceptor, AcceptorStats};
+pub use acceptor::{serve, serve_hooked, Acceptor, AcceptorStats};
 pub use backoff::{is_transient, permanent, Backoff, Permanent};
 pub use config::{AcceptorConfig, BufferConfig, Config, DialConfig, ProtocolConfig};
-pub use entry::{dial, dial_session, listen, listen_sessions};
-pub use glue::{ListenerGlue, StreamGlue, Streams};
+pub use entry::{dial, dial_session, listen, listen_sessions, listen_sessions_with, listen_with};
+pub use glue::{HookGlue, ListenerGlue, StreamGlue, Streams};
 pub use handle::{connect, ConnectError, Ended, SendError, StableConduit, TrySendError};
+pub use link_hook::{AcceptHooks, AcceptedLink, LinkHookFuture, LinkInfo, PeerIdentity};
 pub use peer::WithPeer;
 pub use routing::source_of;
 pub use runtime::{BoxTask, FuturesIo, Io, PeerAddr, Runtime, TaskGuard, TaskHandle, Timer};
 pub use session::{
-    connect_session, connect_session_with, serve_sessions, AnswerError, ConnError, ConnReceiver, ConnSender,
-    Connection, Goodbye, IncomingOpen, OpenError, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle,
-    SessionId, SessionStats, WRITE_CHUNK,
+    connect_session, connect_session_with, serve_sessions, serve_sessions_hooked, AnswerError, ConnError, ConnReceiver,
+    ConnSender, Connection, Goodbye, IncomingOpen, OpenError, SessionAcceptor, SessionAcceptorStats, SessionEvent,
+    SessionHandle, SessionId, SessionStats, WRITE_CHUNK,
 };
 pub use shared::{ConduitEvent, DialFailure, LinkDownCause, ResumeTiming, Stats};
 pub use shutdown::ShutdownReport;

@@ -19,6 +19,7 @@ use futures::task::AtomicWaker;
 use sotto_proto::wire::HELLO_LEN;
 
 use crate::config::Config;
+use crate::link_hook::Arrived;
 use crate::pending::{Outcome, PendingLink};
 use crate::runtime::{Io, Runtime, TaskGuard, Timer};
 use crate::shared::WakerList;
@@ -40,10 +41,15 @@ pub(crate) trait Counts: Copy + Default + Send + 'static {
     /// A new session was turned away: `accept_backlog_per_source` sessions from its source
     /// were waiting (counted in `backlog_full` too).
     fn backlog_source_full(&mut self);
+    /// A link's link hook failed (returned an error, or panicked if `panicked`).
+    fn link_hook_failed(&mut self, panicked: bool);
+    /// A resume was refused by the acceptor's resume binding.
+    fn resume_refused_by_binding(&mut self);
 }
 
 /// Implements [`Counts`] for a stats type with the fields `links`, `sessions`,
-/// `backlog_full` and `backlog_source_full`.
+/// `backlog_full`, `backlog_source_full`, `link_hook_failures`, `link_hook_panics` and
+/// `resumes_refused_by_binding`.
 macro_rules! impl_counts {
     ($stats:ty) => {
         impl $crate::listen::Counts for $stats {
@@ -59,6 +65,16 @@ macro_rules! impl_counts {
             fn backlog_source_full(&mut self) {
                 self.backlog_full += 1;
                 self.backlog_source_full += 1;
+            }
+            fn link_hook_failed(&mut self, panicked: bool) {
+                if panicked {
+                    self.link_hook_panics += 1;
+                } else {
+                    self.link_hook_failures += 1;
+                }
+            }
+            fn resume_refused_by_binding(&mut self) {
+                self.resumes_refused_by_binding += 1;
             }
         }
     };
@@ -233,9 +249,10 @@ pub(crate) struct Listen<R: Runtime, S, K, T, C> {
 }
 
 impl<R: Runtime, S: Io, K: Unpin, T, C> Listen<R, S, K, T, C> {
-    /// Read the link's ClientHello within the handshake timeout, its first byte within the
-    /// first-byte timeout.
-    pub(crate) fn read_hello(&mut self, io: S, key: K) {
+    /// Read the link's ClientHello (after its link hook, if it has one) within the handshake
+    /// timeout, its first byte within the first-byte timeout.
+    pub(crate) fn read_hello(&mut self, io: impl Into<Arrived<S>>, key: K) {
+        let io = io.into();
         let now = self.rt.now();
         let whole = deadline(now, self.config.protocol.handshake_timeout);
         let first = deadline(now, self.config.acceptor.first_byte_timeout);

@@ -7,21 +7,32 @@ use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 
+use crate::link_hook::PeerIdentity;
 use crate::runtime::{Io, PeerAddr};
 
-/// A stream and its peer's address: an [`Io`] whose [`Io::peer_addr`] is that address.
-/// The adapters wrap the streams they make or accept in it.
+/// A stream and its peer's address (and identity, when a link hook established one): an
+/// [`Io`] whose [`Io::peer_addr`] and [`Io::peer_identity`] are those. The adapters wrap the
+/// streams they make or accept in it.
 #[derive(Debug)]
 pub struct WithPeer<T> {
     io: T,
     peer: Option<PeerAddr>,
+    identity: Option<PeerIdentity>,
 }
 
 impl<T> WithPeer<T> {
     /// `io`, whose peer is `peer`.
     #[must_use]
     pub fn new(io: T, peer: Option<PeerAddr>) -> Self {
-        Self { io, peer }
+        Self { io, peer, identity: None }
+    }
+
+    /// The same stream, whose peer is identified as `identity` (see
+    /// [`AcceptHooks`](crate::AcceptHooks)).
+    #[must_use]
+    pub fn with_identity(mut self, identity: Option<PeerIdentity>) -> Self {
+        self.identity = identity;
+        self
     }
 
     /// The wrapped stream.
@@ -65,5 +76,9 @@ impl<T: Io> Io for WithPeer<T> {
 
     fn peer_addr(&self) -> Option<PeerAddr> {
         self.peer.clone()
+    }
+
+    fn peer_identity(&self) -> Option<PeerIdentity> {
+        self.identity.clone()
     }
 }

@@ -1,7 +1,7 @@
-//! A link in its handshake at an acceptor, before any session owns it: reading the
-//! ClientHello (exactly the hello's bytes, never past them), or writing the REJECTED
-//! ServerHello. Each one is a future bounded by its own timer; the acceptor task polls them
-//! all, so dropping the acceptor ends them.
+//! A link in its handshake at an acceptor, before any session owns it: running its link
+//! hook (see `link_hook`), reading the ClientHello (exactly the hello's bytes, never past
+//! them), or writing the REJECTED ServerHello. Each one is a future bounded by its own
+//! timer; the acceptor task polls them all, so dropping the acceptor ends them.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -11,6 +11,7 @@ use std::time::Instant as StdInstant;
 
 use sotto_proto::wire::{HELLO_LEN, LEN_PREFIX};
 
+use crate::link_hook::{Arrived, Hook, HookPoll};
 use crate::runtime::{Io, Timer};
 
 /// A hello with its length prefix.
@@ -32,10 +33,17 @@ pub(crate) enum Outcome<S> {
     Silent,
     /// The REJECTED reply was written (or could not be, within its deadline).
     Written,
+    /// The link hook failed (returned an error, or panicked if `panicked`).
+    HookFailed {
+        /// The hook panicked.
+        panicked: bool,
+    },
 }
 
 /// A link in its handshake; `K` is the acceptor's name for it, handed back with the outcome.
 pub(crate) struct PendingLink<S, T, K> {
+    /// The link hook still to run before the hello is read (then `io` is `None`).
+    hook: Option<Hook<S>>,
     io: Option<S>,
     buf: [u8; HELLO_MSG],
     pos: usize,
@@ -49,12 +57,16 @@ pub(crate) struct PendingLink<S, T, K> {
 }
 
 impl<S: Io, T: Timer, K: Unpin> PendingLink<S, T, K> {
-    /// Read the ClientHello from `io` by `deadline`; its first byte by `first_byte` (if
-    /// earlier).
-    pub(crate) fn hello(io: S, mut timer: T, first_byte: StdInstant, deadline: StdInstant, key: K) -> Self {
+    /// Read the ClientHello from `io` (after its link hook, if it has one) by `deadline`; its
+    /// first byte (the hook's first, with a hook) by `first_byte` (if earlier).
+    pub(crate) fn hello(io: Arrived<S>, mut timer: T, first_byte: StdInstant, deadline: StdInstant, key: K) -> Self {
         let full_deadline = (first_byte < deadline).then_some(deadline);
         timer.reset(first_byte.min(deadline));
-        Self { io: Some(io), buf: [0; HELLO_MSG], pos: 0, writing: false, timer, full_deadline, key: Some(key) }
+        let (hook, io) = match io {
+            Arrived::Ready(io) => (None, Some(io)),
+            Arrived::Hook(hook) => (Some(hook), None),
+        };
+        Self { hook, io, buf: [0; HELLO_MSG], pos: 0, writing: false, timer, full_deadline, key: Some(key) }
     }
 
     /// Write `reply` (a REJECTED ServerHello) behind its prefix, then close, by `deadline`.
@@ -63,7 +75,30 @@ impl<S: Io, T: Timer, K: Unpin> PendingLink<S, T, K> {
         let mut buf = [0; HELLO_MSG];
         buf[..LEN_PREFIX].copy_from_slice(&HELLO_PREFIX);
         buf[LEN_PREFIX..].copy_from_slice(reply);
-        Self { io: Some(io), buf, pos: 0, writing: true, timer, full_deadline: None, key: Some(key) }
+        Self { hook: None, io: Some(io), buf, pos: 0, writing: true, timer, full_deadline: None, key: Some(key) }
+    }
+
+    /// Run the link hook, if it is still running: `Ready` with the outcome if it failed.
+    /// Once it returns its stream, the first byte has arrived (the hook read it), so the
+    /// rest has the whole handshake's deadline.
+    fn poll_hook(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outcome<S>>> {
+        let Some(hook) = self.hook.as_mut() else { return Poll::Ready(None) };
+        let done = match hook.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(done) => done,
+        };
+        self.hook = None;
+        match done {
+            HookPoll::Done(io) => {
+                self.io = Some(io);
+                if let Some(full) = self.full_deadline.take() {
+                    self.timer.reset(full);
+                }
+                Poll::Ready(None)
+            }
+            HookPoll::Failed => Poll::Ready(Some(Outcome::HookFailed { panicked: false })),
+            HookPoll::Panicked => Poll::Ready(Some(Outcome::HookFailed { panicked: true })),
+        }
     }
 
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Outcome<S>> {
@@ -111,6 +146,29 @@ impl<S: Io, T: Timer, K: Unpin> Future for PendingLink<S, T, K> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        loop {
+            match this.poll_hook(cx) {
+                Poll::Ready(Some(failed)) => return Poll::Ready((this.key.take(), failed)),
+                Poll::Ready(None) => break,
+                Poll::Pending => {
+                    if this.timer.poll_expired(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    match (this.full_deadline.take(), this.hook.as_ref().is_some_and(Hook::first_byte_seen)) {
+                        // The first byte came in time: the hook goes on to the whole deadline.
+                        (Some(full), true) => this.timer.reset(full),
+                        (Some(_), false) => {
+                            this.hook = None;
+                            return Poll::Ready((this.key.take(), Outcome::Silent));
+                        }
+                        (None, _) => {
+                            this.hook = None;
+                            return Poll::Ready((this.key.take(), Outcome::TimedOut));
+                        }
+                    }
+                }
+            }
+        }
         // The stream is the application's: a panic in it fails this link alone (as a stream
         // that failed), never the listener with every other pending link (SCENARIOS A9).
         let polled = catch_unwind(AssertUnwindSafe(|| this.poll_io(cx))).unwrap_or_else(|_| {

@@ -396,6 +396,15 @@ impl Reach {
         Ok(())
     }
 
+    /// What the session's first link told of its peer (for a resume binding); `None` if the
+    /// session is gone or no link attached yet.
+    pub(crate) fn first_link(&self) -> Option<crate::link_hook::LinkInfo> {
+        let owner = self.0.as_ref()?;
+        let mut first = None;
+        owner.with_parts(&mut |p| first = p.common.first_link.clone());
+        first
+    }
+
     /// The endpoint forgot the session (evicted, reclaimed or expired): end it; its driver
     /// sees the end.
     pub(crate) fn end(self, now: Instant) {

@@ -24,10 +24,12 @@
 //! [`WithPeer`](crate::WithPeer).
 
 use std::collections::HashMap;
+use std::io;
 use std::sync::Arc;
 use std::task::Context;
 use std::time::Instant as StdInstant;
 
+use futures::stream::{Stream, StreamExt};
 use sotto_proto::endpoint::{
     EndpointEvent, PendingLink as EpPending, RejectReason, ResumeOutcome, Routed, SessionHandle as EpHandle,
 };
@@ -36,6 +38,7 @@ use sotto_proto::{Instant, ResumeKey};
 
 use crate::config::Config;
 use crate::keys::fresh_key;
+use crate::link_hook::{self, AcceptHooks, Arrived, LinkInfo, ResumeBinding};
 use crate::listen::{Counts, ListenOf, Routing};
 use crate::pending::Outcome;
 use crate::router::{EpInner, EpShared, Reach};
@@ -59,6 +62,31 @@ pub(crate) fn source_of_peer<S: Io>(io: &S) -> u64 {
         Some(PeerAddr::Tcp(addr)) => source_of(&addr),
         _ => 0,
     }
+}
+
+/// Accepted streams of type `X` with their peers' addresses, as arrivals that run `hooks`'
+/// link hook (its stream made the driver's by `to_io`), each with its source (the hash of a
+/// TCP peer's IP address, 0 for anything else).
+pub(crate) fn hooked_arrivals<X, T, S, St>(
+    incoming: St,
+    hooks: AcceptHooks<X, T>,
+    to_io: fn(T, LinkInfo) -> S,
+) -> impl Stream<Item = io::Result<(Arrived<S>, u64)>> + Send + 'static
+where
+    X: Send + 'static,
+    T: Send + 'static,
+    S: Send + 'static,
+    St: Stream<Item = io::Result<(X, Option<PeerAddr>)>> + Send + 'static,
+{
+    incoming.map(move |r| {
+        r.map(|(x, peer)| {
+            let source = match &peer {
+                Some(PeerAddr::Tcp(addr)) => source_of(addr),
+                _ => 0,
+            };
+            (link_hook::arrive(&hooks, x, peer, to_io), source)
+        })
+    })
 }
 
 /// What kind of session an acceptor makes of a fresh ClientHello.
@@ -100,11 +128,29 @@ pub(crate) struct EpRouting<R: Runtime, K: Kind<R, S>, S: Io> {
     timer: Option<R::Timer>,
     /// The deadline `timer` is armed for.
     armed: Option<StdInstant>,
+    /// Checks each resume against the session's first link (see `link_hook`).
+    binding: Option<ResumeBinding>,
 }
 
 impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
-    pub(crate) fn new(ep: Arc<EpShared>, kind: K) -> Self {
-        Self { ep, kind, unannounced: HashMap::new(), unannounced_by_source: HashMap::new(), timer: None, armed: None }
+    pub(crate) fn new(ep: Arc<EpShared>, kind: K, binding: Option<ResumeBinding>) -> Self {
+        Self {
+            ep,
+            kind,
+            unannounced: HashMap::new(),
+            unannounced_by_source: HashMap::new(),
+            timer: None,
+            armed: None,
+            binding,
+        }
+    }
+
+    /// Whether the resume binding (if any) lets a resume over `io` into the session at
+    /// `reach` (whose first link it compares with).
+    fn binding_allows(&self, reach: &Reach, io: &S) -> bool {
+        let Some(binding) = &self.binding else { return true };
+        let first = reach.first_link().unwrap_or_default();
+        binding.allows(&first, &LinkInfo::new(io.peer_addr(), io.peer_identity()))
     }
 }
 
@@ -156,13 +202,13 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
 }
 
 impl<R: Runtime, K: Kind<R, S>, S: Io> Routing<R, S> for EpRouting<R, K, S> {
-    type Item = (S, u64);
+    type Item = (Arrived<S>, u64);
     /// The endpoint's pending link and the link's source.
     type Key = (EpPending, u64);
     type Session = K::Session;
     type Stats = K::Stats;
 
-    fn admit(&mut self, l: &mut ListenOf<R, S, Self>, (io, source): (S, u64)) {
+    fn admit(&mut self, l: &mut ListenOf<R, S, Self>, (io, source): (Arrived<S>, u64)) {
         let now = self.ep.clock.now();
         let admitted = self.ep.lock().endpoint.accept_link(now, source);
         match admitted {
@@ -194,6 +240,10 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> Routing<R, S> for EpRouting<R, K, S> {
                     drain(&mut g, &mut todo);
                 }
                 self.settle(todo, now);
+            }
+            Outcome::HookFailed { panicked } => {
+                l.queue.lock().stats.link_hook_failed(panicked);
+                self.ep.lock().endpoint.pending_failed(now, p);
             }
             Outcome::Written => {}
         }
@@ -296,6 +346,13 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
             }
             Ok(Routed::Resume(resume)) => {
                 let reach = reach.unwrap_or_else(Reach::none);
+                if !self.binding_allows(&reach, &io) {
+                    tracing::debug!("sotto: the resume binding refused a resume; answering REJECTED");
+                    l.queue.lock().stats.resume_refused_by_binding();
+                    let reply = self.ep.lock().endpoint.resume_outcome(now, &resume, &ResumeOutcome::Refused);
+                    l.reject(io, (p, source), &reply.unwrap_or_else(crate::router::rejected));
+                    return;
+                }
                 if let Err((io, resume)) = reach.deliver(io, resume) {
                     // Its session is gone: refused, like an unknown key.
                     let reply = self.ep.lock().endpoint.resume_outcome(now, &resume, &ResumeOutcome::Refused);

@@ -108,6 +108,15 @@ pub trait Io: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + Send + 
     fn peer_addr(&self) -> Option<PeerAddr> {
         None
     }
+
+    /// Who the peer at the other end is, if a link hook established it (a client
+    /// certificate's fingerprint; see [`AcceptHooks`](crate::AcceptHooks)). The driver reads
+    /// it once per link, when the link is attached, and a resume binding reads it before.
+    /// The default knows none; [`WithPeer::with_identity`](crate::WithPeer::with_identity)
+    /// sets one.
+    fn peer_identity(&self) -> Option<crate::PeerIdentity> {
+        None
+    }
 }
 
 /// A `futures::io` stream as an [`Io`] (reads go into zero-filled room).

@@ -225,6 +225,11 @@ pub(crate) struct Common {
     pub(crate) last_dial_error: Option<Arc<io::Error>>,
     /// The current (or last) link's peer, as its stream told.
     pub(crate) peer_addr: Option<crate::runtime::PeerAddr>,
+    /// The current (or last) link's peer identity, as its link hook established it.
+    pub(crate) peer_identity: Option<crate::link_hook::PeerIdentity>,
+    /// The session's first link (set when it attached): an acceptor's resume binding
+    /// compares resumes with it.
+    pub(crate) first_link: Option<crate::link_hook::LinkInfo>,
     /// Initiator: the application asked for a fresh link now.
     pub(crate) reconnect: bool,
     /// Initiator: the first connect gave up on an error that retrying cannot fix.

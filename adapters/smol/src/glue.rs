@@ -4,7 +4,7 @@
 
 use futures::io::{AsyncRead, AsyncWrite};
 use futures::stream::{BoxStream, StreamExt};
-use sotto_driver::{FuturesIo, ListenerGlue, PeerAddr, StreamGlue, WithPeer};
+use sotto_driver::{FuturesIo, HookGlue, ListenerGlue, PeerAddr, StreamGlue, WithPeer};
 
 use crate::Smol;
 
@@ -28,6 +28,25 @@ impl ListenerGlue<smol::net::TcpListener> for Smol {
             let r = l.accept().await.map(|(s, addr)| {
                 let _ = s.set_nodelay(true);
                 WithPeer::new(FuturesIo(s), Some(PeerAddr::Tcp(addr)))
+            });
+            Some((r, l))
+        })
+        .boxed()
+    }
+}
+
+/// Accepted streams as they are, for a link hook (with `TCP_NODELAY`, as above).
+impl HookGlue<smol::net::TcpListener> for Smol {
+    type Stream = smol::net::TcpStream;
+
+    fn accepted(
+        &self,
+        listener: smol::net::TcpListener,
+    ) -> BoxStream<'static, std::io::Result<(smol::net::TcpStream, Option<PeerAddr>)>> {
+        futures::stream::unfold(listener, |l| async move {
+            let r = l.accept().await.map(|(s, addr)| {
+                let _ = s.set_nodelay(true);
+                (s, Some(PeerAddr::Tcp(addr)))
             });
             Some((r, l))
         })

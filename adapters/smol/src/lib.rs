@@ -70,10 +70,11 @@ use futures::stream::Stream;
 pub use runtime::Smol;
 use sotto_driver::Streams;
 pub use sotto_driver::{
-    live_tasks, permanent, AcceptorConfig, AnswerError, BufferConfig, Config, ConnError, ConnReceiver, ConnSender,
-    ConnectError, Connection, DialConfig, DialFailure, Ended, Goodbye, IncomingOpen, LinkDownCause, OpenError,
-    PeerAddr, Permanent, ProtocolConfig, ResumeTiming, SessionAcceptor, SessionAcceptorStats, SessionEvent,
-    SessionHandle, SessionId, SessionStats, ShutdownReport, WithPeer, WRITE_CHUNK,
+    live_tasks, permanent, AcceptHooks, AcceptedLink, AcceptorConfig, AnswerError, BufferConfig, Config, ConnError,
+    ConnReceiver, ConnSender, ConnectError, Connection, DialConfig, DialFailure, Ended, Goodbye, IncomingOpen,
+    LinkDownCause, LinkHookFuture, LinkInfo, OpenError, PeerAddr, PeerIdentity, Permanent, ProtocolConfig,
+    ResumeTiming, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionId, SessionStats,
+    ShutdownReport, WithPeer, WRITE_CHUNK,
 };
 /// The sans-IO core, `sotto-proto`: every type the adapter's reports carry.
 pub use sotto_proto as proto;
@@ -122,6 +123,45 @@ where
 /// peer IP).
 pub fn serve_sessions_tcp(listener: smol::net::TcpListener, config: Config) -> Result<SessionAcceptor, ConfigError> {
     Smol::global().serve_sessions_tcp(listener, config)
+}
+
+/// [`serve_sessions_tcp`] with `hooks` run on every accepted link: a link hook (a TLS
+/// handshake; it gets the [`AcceptedLink`] and returns the stream to run the session over,
+/// with the peer's identity if it established one) and, optionally, a resume binding. The
+/// hook runs under the acceptor's first-byte and handshake deadlines, concurrently for every
+/// pending link; a hook that fails, stalls or panics costs only its own link and is charged
+/// to the link's source (see [`AcceptHooks`]). Each session reports its peer's address and
+/// identity ([`SessionHandle::peer_addr`], [`SessionHandle::peer_identity`]). Runs on smol's
+/// global executor; [`Smol::serve_sessions_tcp_with`] on another.
+///
+/// ```no_run
+/// # fn run(listener: smol::net::TcpListener) -> std::io::Result<()> {
+/// use sotto_smol::{serve_sessions_tcp_with, AcceptHooks, AcceptedLink, Config, PeerAddr, PeerIdentity};
+/// // A TLS handshake goes here (`tls.accept(link).await?`, with the client certificate's
+/// // fingerprint as the identity); this hook passes the stream on and names the peer by
+/// // its IP address.
+/// let hooks = AcceptHooks::new(|link: AcceptedLink<smol::net::TcpStream>| async move {
+///     let who = match link.peer_addr() {
+///         Some(PeerAddr::Tcp(a)) => Some(PeerIdentity::new(a.ip().to_string())),
+///         _ => None,
+///     };
+///     Ok((link, who))
+/// })
+/// // Only the client that made a session may resume it.
+/// .bind_resumes(|first, resuming| first.identity == resuming.identity);
+/// let acceptor = serve_sessions_tcp_with(listener, Config::default(), hooks).map_err(std::io::Error::other)?;
+/// # drop(acceptor);
+/// # Ok(()) }
+/// ```
+pub fn serve_sessions_tcp_with<T>(
+    listener: smol::net::TcpListener,
+    config: Config,
+    hooks: AcceptHooks<smol::net::TcpStream, T>,
+) -> Result<SessionAcceptor, ConfigError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    Smol::global().serve_sessions_tcp_with(listener, config, hooks)
 }
 
 /// Serve a Unix socket listener with the session API, on smol's global executor.
@@ -179,6 +219,19 @@ impl Smol {
         config: Config,
     ) -> Result<SessionAcceptor, ConfigError> {
         sotto_driver::listen_sessions(self.clone(), listener, config)
+    }
+
+    /// [`serve_sessions_tcp_with`] on this executor.
+    pub fn serve_sessions_tcp_with<T>(
+        &self,
+        listener: smol::net::TcpListener,
+        config: Config,
+        hooks: AcceptHooks<smol::net::TcpStream, T>,
+    ) -> Result<SessionAcceptor, ConfigError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        sotto_driver::listen_sessions_with(self.clone(), listener, config, hooks)
     }
 
     /// [`serve_sessions_unix`] on this executor.

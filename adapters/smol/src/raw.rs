@@ -65,6 +65,22 @@ pub fn serve_tcp(listener: smol::net::TcpListener, config: Config) -> Result<Acc
     Smol::global().raw_serve_tcp(listener, config)
 }
 
+/// [`serve_tcp`] with `hooks` run on every accepted link: a link hook (a TLS handshake) and,
+/// optionally, a resume binding, exactly as for the session API's
+/// [`serve_sessions_tcp_with`](crate::serve_sessions_tcp_with) (see
+/// [`AcceptHooks`](crate::AcceptHooks) for the deadlines and accounting). On smol's
+/// global executor; [`Smol::raw_serve_tcp_with`] on another.
+pub fn serve_tcp_with<T>(
+    listener: smol::net::TcpListener,
+    config: Config,
+    hooks: crate::AcceptHooks<smol::net::TcpStream, T>,
+) -> Result<Acceptor, ConfigError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    Smol::global().raw_serve_tcp_with(listener, config, hooks)
+}
+
 /// Serve a Unix socket listener, on smol's global executor.
 #[cfg(unix)]
 pub fn serve_unix(listener: smol::net::unix::UnixListener, config: Config) -> Result<Acceptor, ConfigError> {
@@ -96,6 +112,19 @@ impl Smol {
     /// [`serve_tcp`] on this executor.
     pub fn raw_serve_tcp(&self, listener: smol::net::TcpListener, config: Config) -> Result<Acceptor, ConfigError> {
         sotto_driver::listen(self.clone(), listener, config)
+    }
+
+    /// [`serve_tcp_with`] on this executor.
+    pub fn raw_serve_tcp_with<T>(
+        &self,
+        listener: smol::net::TcpListener,
+        config: Config,
+        hooks: crate::AcceptHooks<smol::net::TcpStream, T>,
+    ) -> Result<Acceptor, ConfigError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        sotto_driver::listen_with(self.clone(), listener, config, hooks)
     }
 
     /// [`serve_unix`] on this executor.

@@ -3,7 +3,7 @@
 //! ([`ListenerGlue`]), each with its peer's address.
 
 use futures::stream::{BoxStream, StreamExt};
-use sotto_driver::{ListenerGlue, PeerAddr, StreamGlue, WithPeer};
+use sotto_driver::{HookGlue, ListenerGlue, PeerAddr, StreamGlue, WithPeer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::{Tokio, TokioIo};
@@ -29,6 +29,26 @@ impl ListenerGlue<tokio::net::TcpListener> for Tokio {
                 Some(r.map(|(s, addr)| {
                     let _ = s.set_nodelay(true);
                     WithPeer::new(TokioIo::new(s), Some(PeerAddr::Tcp(addr)))
+                }))
+            })
+        })
+        .boxed()
+    }
+}
+
+/// Accepted streams as they are, for a link hook (with `TCP_NODELAY`, as above).
+impl HookGlue<tokio::net::TcpListener> for Tokio {
+    type Stream = tokio::net::TcpStream;
+
+    fn accepted(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> BoxStream<'static, std::io::Result<(tokio::net::TcpStream, Option<PeerAddr>)>> {
+        futures::stream::poll_fn(move |cx| {
+            listener.poll_accept(cx).map(|r| {
+                Some(r.map(|(s, addr)| {
+                    let _ = s.set_nodelay(true);
+                    (s, Some(PeerAddr::Tcp(addr)))
                 }))
             })
         })

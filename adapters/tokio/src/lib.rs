@@ -78,10 +78,11 @@ pub use compat::TokioIo;
 pub use runtime::Tokio;
 use sotto_driver::Streams;
 pub use sotto_driver::{
-    live_tasks, permanent, AcceptorConfig, AnswerError, BufferConfig, Config, ConnError, ConnReceiver, ConnSender,
-    ConnectError, Connection, DialConfig, DialFailure, Ended, Goodbye, IncomingOpen, LinkDownCause, OpenError,
-    PeerAddr, Permanent, ProtocolConfig, ResumeTiming, SessionAcceptor, SessionAcceptorStats, SessionEvent,
-    SessionHandle, SessionId, SessionStats, ShutdownReport, WithPeer, WRITE_CHUNK,
+    live_tasks, permanent, AcceptHooks, AcceptedLink, AcceptorConfig, AnswerError, BufferConfig, Config, ConnError,
+    ConnReceiver, ConnSender, ConnectError, Connection, DialConfig, DialFailure, Ended, Goodbye, IncomingOpen,
+    LinkDownCause, LinkHookFuture, LinkInfo, OpenError, PeerAddr, PeerIdentity, Permanent, ProtocolConfig,
+    ResumeTiming, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionId, SessionStats,
+    ShutdownReport, WithPeer, WRITE_CHUNK,
 };
 /// The sans-IO core, `sotto-proto`: every type the adapter's reports carry.
 pub use sotto_proto as proto;
@@ -130,6 +131,45 @@ where
 /// within a tokio runtime.
 pub fn serve_sessions_tcp(listener: tokio::net::TcpListener, config: Config) -> Result<SessionAcceptor, ConfigError> {
     sotto_driver::listen_sessions(Tokio, listener, config)
+}
+
+/// [`serve_sessions_tcp`] with `hooks` run on every accepted link: a link hook (a TLS
+/// handshake; it gets the [`AcceptedLink`] and returns the stream to run the session over,
+/// with the peer's identity if it established one) and, optionally, a resume binding. The
+/// hook runs under the acceptor's first-byte and handshake deadlines, concurrently for every
+/// pending link; a hook that fails, stalls or panics costs only its own link and is charged
+/// to the link's source (see [`AcceptHooks`]). Each session reports its peer's address and
+/// identity ([`SessionHandle::peer_addr`], [`SessionHandle::peer_identity`]). Must be
+/// called within a tokio runtime.
+///
+/// ```no_run
+/// # async fn run(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+/// use sotto_tokio::{serve_sessions_tcp_with, AcceptHooks, AcceptedLink, Config, PeerAddr, PeerIdentity};
+/// // A TLS handshake goes here (`tls.accept(link).await?`, with the client certificate's
+/// // fingerprint as the identity); this hook passes the stream on and names the peer by
+/// // its IP address.
+/// let hooks = AcceptHooks::new(|link: AcceptedLink<tokio::net::TcpStream>| async move {
+///     let who = match link.peer_addr() {
+///         Some(PeerAddr::Tcp(a)) => Some(PeerIdentity::new(a.ip().to_string())),
+///         _ => None,
+///     };
+///     Ok((link, who))
+/// })
+/// // Only the client that made a session may resume it.
+/// .bind_resumes(|first, resuming| first.identity == resuming.identity);
+/// let acceptor = serve_sessions_tcp_with(listener, Config::default(), hooks).map_err(std::io::Error::other)?;
+/// # drop(acceptor);
+/// # Ok(()) }
+/// ```
+pub fn serve_sessions_tcp_with<T>(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    hooks: AcceptHooks<tokio::net::TcpStream, T>,
+) -> Result<SessionAcceptor, ConfigError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    sotto_driver::listen_sessions_with(Tokio, listener, config, hooks)
 }
 
 /// Serve a Unix socket listener with the session API. Must be called within a tokio runtime.

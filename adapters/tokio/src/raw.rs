@@ -65,6 +65,22 @@ pub fn serve_tcp(listener: tokio::net::TcpListener, config: Config) -> Result<Ac
     sotto_driver::listen(Tokio, listener, config)
 }
 
+/// [`serve_tcp`] with `hooks` run on every accepted link: a link hook (a TLS handshake) and,
+/// optionally, a resume binding, exactly as for the session API's
+/// [`serve_sessions_tcp_with`](crate::serve_sessions_tcp_with) (see
+/// [`AcceptHooks`](crate::AcceptHooks) for the deadlines and accounting). Must be called
+/// within a tokio runtime.
+pub fn serve_tcp_with<T>(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    hooks: crate::AcceptHooks<tokio::net::TcpStream, T>,
+) -> Result<Acceptor, ConfigError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    sotto_driver::listen_with(Tokio, listener, config, hooks)
+}
+
 /// Serve a Unix socket listener (all its links count as one source for the failure
 /// budget). Must be called within a tokio runtime.
 #[cfg(unix)]

@@ -365,6 +365,10 @@ pub struct EndpointStats {
     /// Pending links the driver closed for sending nothing by its first-byte deadline
     /// ([`Endpoint::pending_silent`]); also counted in `handshakes_expired`.
     pub first_byte_expired: u64,
+    /// Pending links the driver closed because they failed before their ClientHello (a
+    /// link hook, such as a TLS handshake, failed or panicked), each charged to its source
+    /// ([`Endpoint::pending_failed`]).
+    pub pending_failed: u64,
     /// Links refused because their source held `max_pending_per_source` pending links
     /// (also counted in `links_refused`).
     pub source_quota_refused: u64,
@@ -573,6 +577,18 @@ impl Endpoint {
         if let Some((source, _)) = self.take_pending(link) {
             self.stats.handshakes_expired += 1;
             self.stats.first_byte_expired += 1;
+            self.limiter.fail(now, source);
+        }
+    }
+
+    /// The driver closed a pending link that failed before its ClientHello for a reason of
+    /// the peer's (its link hook, a TLS handshake, failed): free its slot, count it
+    /// (`pending_failed`) and charge its source a failure, as for a bad hello. A stale
+    /// handle is ignored.
+    pub fn pending_failed(&mut self, now: Instant, link: PendingLink) {
+        let now = self.clock.observe(now);
+        if let Some((source, _)) = self.take_pending(link) {
+            self.stats.pending_failed += 1;
             self.limiter.fail(now, source);
         }
     }

@@ -806,6 +806,24 @@ fn a_silent_link_is_freed_counted_and_charged_to_its_source() {
 }
 
 #[test]
+fn a_link_failed_before_its_hello_is_freed_counted_and_charged_to_its_source() {
+    let cfg = EndpointConfig { failure_budget: 2, ..small() };
+    let mut ep = Endpoint::new(cfg).expect("config");
+    let t0 = Instant::ZERO;
+    for n in 0..2 {
+        let p = ep.accept_link(t0, 5).expect("within budget");
+        ep.pending_failed(t0, p);
+        assert_eq!(ep.stats().pending_failed, n + 1);
+        assert_eq!(ep.stats().handshakes_expired, 0, "not an expiry");
+        assert_eq!(ep.stats().pending_links, 0, "its slot is free");
+        ep.pending_failed(t0, p); // stale: ignored
+        assert_eq!(ep.stats().pending_failed, n + 1);
+    }
+    assert_eq!(ep.accept_link(t0, 5), Err(LinkRefusal::RateLimited), "charged to the source");
+    ep.accept_link(t0, 6).expect("another source is not charged");
+}
+
+#[test]
 fn a_zero_pending_quota_is_a_config_error() {
     let cfg = EndpointConfig { max_pending_per_source: 0, ..small() };
     assert!(Endpoint::new(cfg).is_err());

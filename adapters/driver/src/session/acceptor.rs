@@ -8,7 +8,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::Stream;
+use futures::stream::{Stream, StreamExt};
 use sotto_proto::conduit::ConfigError;
 use sotto_proto::endpoint::{EndpointStats, SessionHandle as EpHandle};
 use sotto_proto::session::Session;
@@ -21,10 +21,11 @@ use super::state::SessState;
 use crate::config::Config;
 use crate::driver::{Driver, Source};
 use crate::front::Front;
+use crate::link_hook::{self, AcceptHooks, Arrived, LinkInfo};
 use crate::listen;
 use crate::router::{EpShared, Member};
-use crate::routing::Kind;
-use crate::runtime::{Io, Runtime};
+use crate::routing::{hooked_arrivals, Kind};
+use crate::runtime::{Io, PeerAddr, Runtime};
 use crate::shutdown::ShutdownReport;
 
 /// Counters of a session acceptor.
@@ -46,6 +47,15 @@ pub struct SessionAcceptorStats {
     /// Fresh ClientHellos turned away because `accept_backlog_per_source` sessions from
     /// their source were waiting for `accept` or in their session handshake.
     pub backlog_source_full: u64,
+    /// Links closed because their link hook returned an error (a failed TLS handshake);
+    /// each charged to its source (the endpoint's `pending_failed`).
+    pub link_hook_failures: u64,
+    /// Links closed because their link hook panicked (also charged to their source); the
+    /// acceptor goes on.
+    pub link_hook_panics: u64,
+    /// Resumes the resume binding refused: answered REJECTED as an unknown key (charged to
+    /// their source, in the endpoint's `rejected` too), the session untouched.
+    pub resumes_refused_by_binding: u64,
     /// The endpoint's counters: links refused, bad hellos, expired handshakes, sessions
     /// created, resumes routed, REJECTED replies, evictions, live sessions and pending links.
     pub endpoint: EndpointStats,
@@ -110,7 +120,34 @@ where
     S: Io,
     St: Stream<Item = io::Result<(S, u64)>> + Send + 'static,
 {
-    Front::spawn(rt, incoming, config, SessionKind).map(SessionAcceptor)
+    let incoming = incoming.map(|r| r.map(|(s, source)| (Arrived::Ready(s), source)));
+    Front::spawn(rt, incoming, config, SessionKind, None).map(SessionAcceptor)
+}
+
+/// [`serve_sessions`] with [`AcceptHooks`]: each item of `incoming` is a freshly accepted
+/// stream and its peer's address (links are accounted by their TCP peer's IP address); the
+/// link hook turns the stream into a `T`, which `to_io` makes the driver's stream (given the
+/// link's address and the identity the hook returned, to report with [`Io::peer_addr`] and
+/// [`Io::peer_identity`]; [`WithPeer`](crate::WithPeer) does both). See [`AcceptHooks`] for
+/// the deadlines and accounting the hook runs under. The adapters' `serve_sessions_tcp_with`
+/// call it (through [`listen_sessions_with`](crate::listen_sessions_with)).
+pub fn serve_sessions_hooked<R, X, T, S, St>(
+    rt: R,
+    incoming: St,
+    config: Config,
+    hooks: AcceptHooks<X, T>,
+    to_io: fn(T, LinkInfo) -> S,
+) -> Result<SessionAcceptor, ConfigError>
+where
+    R: Runtime,
+    X: Send + 'static,
+    T: Send + 'static,
+    S: Io,
+    St: Stream<Item = io::Result<(X, Option<PeerAddr>)>> + Send + 'static,
+{
+    let binding = link_hook::binding_of(&hooks);
+    let incoming = hooked_arrivals(incoming, hooks, to_io);
+    Front::spawn(rt, incoming, config, SessionKind, binding).map(SessionAcceptor)
 }
 
 /// Session-layer sessions, made of fresh ClientHellos.

@@ -246,6 +246,15 @@ impl SessionHandle {
         self.inner.home.lock().parts().1.common.peer_addr.clone()
     }
 
+    /// The identity of the peer of the session's current link (its last one while it has
+    /// none), as the acceptor's link hook established it (a client certificate's
+    /// fingerprint or subject; see [`AcceptHooks`](crate::AcceptHooks)). `None` without a
+    /// link hook, when the hook named no identity, and before the first link attached.
+    #[must_use]
+    pub fn peer_identity(&self) -> Option<crate::PeerIdentity> {
+        self.inner.home.lock().parts().1.common.peer_identity.clone()
+    }
+
     /// Resolves once the session is over, with how it ended (at once if it already has).
     /// Cancel-safe; any number of tasks may wait. The session's task may still be writing
     /// its last frames: [`close`](Self::close) waits for that.

@@ -18,7 +18,7 @@ mod inbox;
 mod staging;
 mod state;
 
-pub use acceptor::{serve_sessions, SessionAcceptor, SessionAcceptorStats};
+pub use acceptor::{serve_sessions, serve_sessions_hooked, SessionAcceptor, SessionAcceptorStats};
 pub use byte_stream::WRITE_CHUNK;
 pub use conn::{ConnError, ConnReceiver, ConnSender, Connection};
 pub use handle::{
