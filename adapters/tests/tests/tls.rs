@@ -457,11 +457,13 @@ async fn tls_through_link_killing_proxy(rt: Rt) {
     let pki = pki();
     let (acc, addr) = serve_tls(rt, session_config(), server_tls(&pki), true, Arc::default()).await;
     let mut chaos = Chaos::kills(seed, 6);
-    // The first link lives through the TLS handshake (about 3 KiB with client
-    // certificates) and the session's: a first link cut before its ServerHello leaves an
-    // orphan session at the acceptor.
-    chaos.first_min = 8 << 10;
-    chaos.budget = (2 << 10, 24 << 10);
+    // Each link is killed after 24..48 KiB: past its TLS handshake, the session's hellos and
+    // the first TLS record after them (up to 16 KiB, which carries the ServerHello and the
+    // start of the replay: a kill inside it costs the initiator its ServerHello, so it only
+    // redials; a first link cut there would leave an orphan session at the acceptor), so
+    // the kills land mid-stream.
+    chaos.first_min = 24 << 10;
+    chaos.budget = (24 << 10, 48 << 10);
     let proxy = proxy_to(Endpoint::Tcp(addr), chaos);
     let Endpoint::Tcp(paddr) = proxy.endpoint.clone() else { unreachable!("TCP") };
     let a = connect_tls(rt, paddr, client_tls(&pki, &pki.alice), session_config(), KeyLog::default()).await;
@@ -473,9 +475,8 @@ async fn tls_through_link_killing_proxy(rt: Rt) {
     let kills = proxy.kills();
     println!("{rt:?}: {kills} kills, acceptor {:?}", acc.stats());
     assert!(kills >= 3, "the proxy killed links mid-stream ({kills})");
-    let (ast, bst) = (a.stats(), b.stats());
-    assert!(acc.stats().endpoint.resumes_routed >= 3, "the session resumed over new TLS links");
-    assert!(bst.link_ups >= 4 && ast.dials >= 4, "new TLS links carried the session: {ast:?} {bst:?}");
+    let ast = a.stats();
+    assert!(ast.session.conduit.resumes >= 3, "seed {seed}: the session resumed over new TLS links: {ast:?}");
     assert_eq!(b.peer_identity(), Some(PeerIdentity::new(pki.alice.der.as_ref().to_vec())), "still alice");
     drop(pairs);
 }
