@@ -490,7 +490,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                         let c = g.common();
                         c.counters.dial_failures += 1;
                         c.last_dial_error = Some(Arc::clone(&error));
-                        c.push_event(ConduitEvent::DialFailed(DialFailure { error, next_in: Some(delay) }));
+                        c.push_event(ConduitEvent::DialFailed(DialFailure::new(error, Some(delay))));
                     }
                     Dialed::GiveUp { error, permanent } => {
                         let error = Arc::new(error);
@@ -499,7 +499,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                         c.counters.dial_failures += 1;
                         c.dial_permanent = permanent;
                         c.last_dial_error = Some(Arc::clone(&error));
-                        c.push_event(ConduitEvent::DialFailed(DialFailure { error, next_in: None }));
+                        c.push_event(ConduitEvent::DialFailed(DialFailure::new(error, None)));
                         if first {
                             g.end(now, SessionEnd::RecoveryTimeout);
                         } else {

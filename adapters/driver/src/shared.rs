@@ -34,7 +34,10 @@ pub enum ConduitEvent {
         /// Why.
         cause: LinkDownCause,
     },
-    /// Initiator: a dial failed (the connector's error, a dial timeout or a panic).
+    /// Initiator: a dial failed (the connector's error, a dial timeout or a panic). While
+    /// nobody reads the events, consecutive failed dials share one event: the latest
+    /// replaces the unread one before it and counts it ([`DialFailure::failures`]), so a
+    /// long outage never pushes older events out of the bounded queue.
     DialFailed(DialFailure),
     /// The session is over: lost ([`SessionEnd::is_lost`]) or closed. Always the last event.
     Ended(SessionEnd),
@@ -49,12 +52,24 @@ pub struct DialFailure {
     /// How long the backoff waits before the next dial; `None` when there is none (the
     /// error was permanent, or the first connect gave up).
     pub next_in: Option<Duration>,
+    /// Consecutive failed dials this event stands for: 1, plus the unread `DialFailed`
+    /// events it replaced (see [`ConduitEvent::DialFailed`]). `error` and `next_in` are the
+    /// latest dial's.
+    pub failures: u64,
 }
 
-/// Two failures are equal when they are the same error (the same `Arc`) with the same delay.
+impl DialFailure {
+    /// One failed dial.
+    pub(crate) fn new(error: Arc<io::Error>, next_in: Option<Duration>) -> Self {
+        Self { error, next_in, failures: 1 }
+    }
+}
+
+/// Two failures are equal when they are the same error (the same `Arc`) with the same delay
+/// and count.
 impl PartialEq for DialFailure {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.error, &other.error) && self.next_in == other.next_in
+        Arc::ptr_eq(&self.error, &other.error) && self.next_in == other.next_in && self.failures == other.failures
     }
 }
 
@@ -264,7 +279,12 @@ impl Common {
         self.driver = None;
     }
 
-    pub(crate) fn push_event(&mut self, e: ConduitEvent) {
+    pub(crate) fn push_event(&mut self, mut e: ConduitEvent) {
+        // A failed dial replaces an unread one just before it (see `ConduitEvent::DialFailed`).
+        if let (ConduitEvent::DialFailed(new), Some(ConduitEvent::DialFailed(old))) = (&mut e, self.events.back()) {
+            new.failures = new.failures.saturating_add(old.failures);
+            self.events.pop_back();
+        }
         if self.events.len() == MAX_EVENTS {
             self.events.pop_front();
             self.counters.events_dropped += 1;

@@ -207,13 +207,17 @@ async fn transient_redial_errors_are_retried_and_reported_with_their_delay(rt: R
     cut.store(true, Ordering::SeqCst);
     drop(proxy);
     let cfg = session_config();
-    for _ in 0..3 {
+    // Failed dials nobody has read yet share one event (`DialFailure::failures`).
+    let mut reported = 0;
+    while reported < 3 {
         let f = event_where(&a, |e| if let SessionEvent::DialFailed(f) = e { Some(f.clone()) } else { None }).await;
         assert_eq!(f.error.kind(), io::ErrorKind::ConnectionRefused);
         assert!(f.error.to_string().contains("refused by the test"), "{}", f.error);
         let next = f.next_in.expect("a transient error is retried");
         assert!(next <= cfg.dial.backoff_max, "{next:?} past backoff_max");
+        reported += f.failures;
     }
+    assert_eq!(reported, 3, "every failed dial is counted once");
     event_where(&a, |e| matches!(e, SessionEvent::Resumed { .. }).then_some(())).await;
     assert_eq!(a.ended(), None);
     let pairs = within(LIMIT, "open after the resume", open_accept(&a, &b, 1)).await;
@@ -393,3 +397,55 @@ async fn metadata_on_connect_reaches_the_acceptor(rt: Rt) {
     assert!(matches!(err, Err(ConnectError::Config(_))), "{err:?}");
 }
 on_both!(metadata_on_connect_reaches_the_acceptor, metadata_on_connect_reaches_the_acceptor);
+
+async fn failed_dials_nobody_reads_share_one_event_and_push_nothing_out(rt: Rt) {
+    let mut cfg = session_config();
+    cfg.dial.backoff_initial = Duration::from_millis(1);
+    cfg.dial.backoff_max = Duration::from_millis(2);
+    let open = Arc::new(AtomicBool::new(false));
+    let opened = Arc::clone(&open);
+    let Cut { a, b: _b, proxy, cut, _acc } = session_with_cut(rt, cfg, move |direct| {
+        if opened.load(Ordering::SeqCst) {
+            Ok(direct)
+        } else {
+            Err(io::Error::new(io::ErrorKind::ConnectionRefused, "refused by the test"))
+        }
+    })
+    .await;
+    // Nobody reads the events during the outage: far more dials fail than the queue holds (64).
+    cut.store(true, Ordering::SeqCst);
+    drop(proxy);
+    within(LIMIT, "200 failed dials", async {
+        while a.stats().dial_failures < 200 {
+            sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    open.store(true, Ordering::SeqCst);
+    let mut events = Vec::new();
+    within(LIMIT, "the resume", async {
+        loop {
+            let e = a.next_event().await.expect("the session lives");
+            let resumed = matches!(e, SessionEvent::Resumed { .. });
+            events.push(e);
+            if resumed {
+                break;
+            }
+        }
+    })
+    .await;
+    let stats = a.stats();
+    assert_eq!(stats.events_dropped, 0, "no event was pushed out: {events:?}");
+    assert!(matches!(events.first(), Some(SessionEvent::LinkUp { .. })), "the first link's event is kept: {events:?}");
+    assert!(matches!(events.get(1), Some(SessionEvent::LinkDown { .. })), "the loss is kept: {events:?}");
+    let failed: Vec<u64> = events
+        .iter()
+        .filter_map(|e| if let SessionEvent::DialFailed(f) = e { Some(f.failures) } else { None })
+        .collect();
+    assert!(failed.len() < 10, "{} DialFailed events for one outage", failed.len());
+    assert_eq!(failed.iter().sum::<u64>(), stats.dial_failures, "every failed dial is counted in an event");
+}
+on_both!(
+    failed_dials_nobody_reads_share_one_event_and_push_nothing_out,
+    failed_dials_nobody_reads_share_one_event_and_push_nothing_out
+);

@@ -45,6 +45,8 @@ pub enum SessionEvent {
     },
     /// Initiator: a dial failed; its error, and when the next one starts (`None`: there is
     /// none, the error being permanent). For a UI's "reconnecting in 2 s: connection refused".
+    /// Consecutive failed dials nobody has read yet share one event
+    /// ([`DialFailure::failures`] counts them), so an outage never pushes other events out.
     DialFailed(DialFailure),
     /// The session ended gracefully (our close or the peer's GOODBYE). The last event.
     Closed(SessionEnd),
