@@ -35,10 +35,13 @@ use crate::raw::Shared;
 use crate::router::{EpShared, Member, Owner};
 use crate::routing::{hooked_arrivals, source_of_peer, Kind};
 use crate::runtime::{Io, PeerAddr, Runtime};
+use crate::session::SessionId;
 use crate::shutdown::ShutdownReport;
+use crate::summary::{AcceptorSummary, Share};
 
 /// Counters of an acceptor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[non_exhaustive]
 pub struct AcceptorStats {
     /// Streams taken from the listener.
@@ -76,6 +79,9 @@ pub struct AcceptorStats {
     pub resumes_refused_by_binding: u64,
     /// The endpoint's counters, which the fields above summarize.
     pub endpoint: EndpointStats,
+    /// Acceptor-wide figures in the terms both acceptors share: sessions live and detached,
+    /// handshakes, refusals by reason, the bytes the sessions' buffers hold.
+    pub summary: AcceptorSummary,
 }
 
 listen::impl_counts!(AcceptorStats);
@@ -99,10 +105,12 @@ impl Acceptor {
         self.0.accept().await
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters, with the acceptor-wide
+    /// [`summary`](AcceptorStats::summary). O(1): no session is visited.
     #[must_use]
     pub fn stats(&self) -> AcceptorStats {
         let (mut s, e) = self.0.stats();
+        s.summary = self.0.summary(&e, s.backlog_full);
         s.refused = e.links_refused;
         s.handshake_timeouts = e.handshakes_expired;
         s.bad_hellos = e.bad_hellos;
@@ -190,11 +198,15 @@ impl<R: Runtime, S: Io> Kind<R, S> for RawKind {
         // Cannot fail: the configuration was validated.
         let mut conduit = Conduit::new(Role::Acceptor, config.conduit_config()).ok()?;
         let (link, _) = conduit.link_up_with_hello(now, key, hello);
+        let peer = io.peer_addr();
         let member = Member::new(ep, handle, (io, link), true);
         let shared = Arc::new(Shared::new(conduit, config, ep.clock.clone(), Some(member)));
+        shared.lock_inner().common.acceptor = Some(Share::new(&ep.gauges));
         ep.register(handle, &(Arc::clone(&shared) as Arc<dyn Owner>));
         let driver = Driver::<R, S, Shared>::new(rt, Arc::clone(&shared), Source::Mailbox, *config);
-        let task = rt.spawn(crate::tasks::isolated(driver));
-        Some((StableConduit::new(shared, task), true))
+        let id = SessionId::next();
+        let span = crate::trace::session_span(id, Role::Acceptor, crate::trace::Api::Conduit, peer.as_ref());
+        let task = crate::trace::spawn_in(rt, driver, span);
+        Some((StableConduit::new(shared, id, task), true))
     }
 }

@@ -24,6 +24,7 @@ use sotto_proto::ConduitConfig;
 /// assert_eq!(config.validate(), Ok(()));
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[non_exhaustive]
 pub struct Config {
     /// Initiator: how the first link is dialed and lost links are redialed.
@@ -39,6 +40,7 @@ pub struct Config {
 
 /// Initiator: dialing and redialing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[non_exhaustive]
 pub struct DialConfig {
     /// How long `connect` keeps retrying the first link (transient I/O errors and failed
@@ -63,6 +65,7 @@ impl Default for DialConfig {
 
 /// Acceptor limits: what one listener holds at most, whatever its peers do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[non_exhaustive]
 pub struct AcceptorConfig {
     /// Links waiting for their ClientHello, at most; more are closed at once. Default 64.
@@ -126,6 +129,7 @@ impl Default for AcceptorConfig {
 
 /// Buffers and queues of a session's driver (see `docs/sizing.md` for what they cost).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[non_exhaustive]
 pub struct BufferConfig {
     /// Raw stable conduit: delivered items waiting for `recv`, at most. Default 1024. When
@@ -195,6 +199,7 @@ impl Default for BufferConfig {
 /// ([`ConduitConfig`](sotto_proto::ConduitConfig)) and the session layer's
 /// ([`SessionConfig`](sotto_proto::session::SessionConfig)), with `std` durations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[non_exhaustive]
 pub struct ProtocolConfig {
     /// Largest link message (frame) accepted or sent, in bytes. Default 1 MiB.

@@ -231,7 +231,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 busy |= self.reconnect(&mut g, now, now_std);
             }
             busy |= self.drain_outputs(&mut g, now, now_std);
-            g.common().counters.io_buffer_bytes = (self.read.allocated() + self.write.capacity()) as u64;
+            let ring = g.conduit().buffer_bytes() as u64;
+            g.common().set_buffer_bytes((self.read.allocated() + self.write.capacity()) as u64, ring);
             self.room = g.read_room();
             let c = g.conduit();
             items = c.items_sent() + c.items_acked() + c.items_received();
@@ -335,7 +336,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         }
         let mut g = self.host.lock();
         g.shrink_buffers();
-        g.common().counters.io_buffer_bytes = (self.read.allocated() + self.write.capacity()) as u64;
+        let ring = g.conduit().buffer_bytes() as u64;
+        g.common().set_buffer_bytes((self.read.allocated() + self.write.capacity()) as u64, ring);
     }
 
     /// Drain the core's outputs: links handed over, owed commands, frames into the write
@@ -346,7 +348,10 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             while let Some(taken) = g.take_link(now) {
                 match taken {
                     Taken::Link(io, id) => self.adopt(g, io, id),
-                    Taken::Refused(io, reply) => self.refuse(io, &reply, now_std),
+                    Taken::Refused(io, reply) => {
+                        crate::trace::resume_refused_by_session(io.peer_addr().as_ref());
+                        self.refuse(io, &reply, now_std);
+                    }
                 }
                 busy = true;
             }
@@ -384,7 +389,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 if let Source::Dialer(d) = &mut self.source {
                     d.on_attached();
                 }
-                tracing::debug!(link = link.0, resumed, ext, replaying, "sotto: link up");
+                crate::trace::link_up(link, g.common().peer_addr.as_ref(), resumed, ext, replaying);
                 g.common().push_event(ConduitEvent::LinkUp { resumed, replaying, ext });
             }
             Event::DropLink { link, reason } => {
@@ -394,7 +399,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             }
             Event::Writable => g.wake_senders(),
             Event::Ended(end) => {
-                tracing::debug!(?end, "sotto: session ended");
+                crate::trace::session_ended(end, g.conduit().peer_goodbye());
                 g.common().push_event(ConduitEvent::Ended(end));
                 g.wake_all();
             }

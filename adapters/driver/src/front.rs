@@ -19,6 +19,7 @@ use crate::routing::{EpRouting, Kind};
 use crate::runtime::{Io, Runtime, TaskGuard};
 use crate::shared::Clock;
 use crate::shutdown::{self, ShutdownReport, Sleep};
+use crate::summary::AcceptorSummary;
 
 /// An acceptor: sessions of type `T` for the application, counters `C`.
 pub(crate) struct Front<T, C> {
@@ -65,6 +66,12 @@ impl<T: Send + 'static, C: Counts> Front<T, C> {
     pub(crate) fn stats(&self) -> (C, EndpointStats) {
         let own = self.queue.lock().stats;
         (own, self.ep.lock().endpoint.stats())
+    }
+
+    /// The acceptor-wide summary, from its endpoint's counters `e`, the new sessions it
+    /// turned away for a full accept backlog, and what it counts beside the endpoint.
+    pub(crate) fn summary(&self, e: &EndpointStats, backlog_full: u64) -> AcceptorSummary {
+        self.ep.gauges.summary(e, backlog_full)
     }
 
     /// See the acceptors' `shutdown`: stop listening, close every session with GOODBYE

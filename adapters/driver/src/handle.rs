@@ -14,6 +14,7 @@ use crate::dialer::{DialFuture, Dialer};
 use crate::driver::{Driver, Source};
 use crate::raw::Shared;
 use crate::runtime::{Io, Runtime, TaskGuard};
+use crate::session::{Goodbye, SessionId};
 use crate::shared::{Clock, Common, ConduitEvent, Stats};
 
 /// The session is over; carries how it ended.
@@ -175,19 +176,84 @@ impl std::error::Error for ConnectError {
 pub struct StableConduit {
     shared: Arc<Shared>,
     max_item_len: u32,
+    id: SessionId,
     task: Option<TaskGuard>,
 }
 
 impl std::fmt::Debug for StableConduit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StableConduit").field("stats", &self.stats()).finish()
+        f.debug_struct("StableConduit")
+            .field("id", &self.id)
+            .field("peer_addr", &self.peer_addr())
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
 impl StableConduit {
-    pub(crate) fn new(shared: Arc<Shared>, task: TaskGuard) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, id: SessionId, task: TaskGuard) -> Self {
         let max_item_len = shared.lock_inner().conduit.max_item_len();
-        Self { shared, max_item_len, task: Some(task) }
+        Self { shared, max_item_len, id, task: Some(task) }
+    }
+
+    /// This session's id in this process: assigned when the session starts, unique among
+    /// the process's sessions (raw and session-layer alike), the same across every resume.
+    /// It is the `session` field of the `sotto_session` tracing span the session's task runs
+    /// in. Not sent on the wire.
+    #[must_use]
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The peer address of the session's current link (its last one while it has none),
+    /// when the stream told it (see
+    /// [`SessionHandle::peer_addr`](crate::SessionHandle::peer_addr)). `None` before the
+    /// first link attached.
+    #[must_use]
+    pub fn peer_addr(&self) -> Option<crate::PeerAddr> {
+        self.shared.lock_inner().common.peer_addr.clone()
+    }
+
+    /// Resolves once the session is over, with how it ended (at once if it already has).
+    /// Cancel-safe; any number of tasks may wait. Unlike [`close`](Self::close) it does not
+    /// wait for the session's task to write its last frames.
+    pub async fn closed(&self) -> SessionEnd {
+        poll_fn(|cx| {
+            let mut g = self.shared.lock_inner();
+            if let Some(end) = g.end() {
+                return Poll::Ready(end);
+            }
+            g.common.watchers.register(cx);
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Initiator: the error of the last failed dial, if any; after the session ended with
+    /// [`SessionEnd::PermanentDialError`], the error the connector marked permanent.
+    #[must_use]
+    pub fn last_dial_error(&self) -> Option<Arc<io::Error>> {
+        self.shared.lock_inner().common.last_dial_error.clone()
+    }
+
+    /// Initiator: get a fresh link now (see
+    /// [`SessionHandle::reconnect_now`](crate::SessionHandle::reconnect_now)): a backoff
+    /// wait is cut short; a live link is cycled (a `LinkDown` with
+    /// [`LinkDownCause::Reconnect`](crate::LinkDownCause::Reconnect)) and the session
+    /// resumes over a new one. No effect on an acceptor's session or an ended one.
+    pub fn reconnect_now(&self) {
+        let mut g = self.shared.lock_inner();
+        g.common.reconnect = true;
+        g.common.wake_driver();
+    }
+
+    /// The peer's GOODBYE (code and reason), once it has sent one. A vox peer never does
+    /// (its sessions end without GOODBYE).
+    #[must_use]
+    pub fn peer_goodbye(&self) -> Option<Goodbye> {
+        let g = self.shared.lock_inner();
+        let (code, reason) = g.conduit.peer_goodbye()?;
+        Some(Goodbye::new(code, reason))
     }
 
     /// The largest item `send` accepts.
@@ -401,8 +467,10 @@ where
     let dial = Box::new(move || -> DialFuture<S> { Box::pin(connector()) });
     let dialer = Dialer::new(dial, &config, rt.now(), rt.jitter_seed());
     let driver = Driver::<R, S, Shared>::new(&rt, Arc::clone(&shared), Source::Dialer(dialer), config);
-    let task = rt.spawn(crate::tasks::isolated(driver));
-    let handle = StableConduit::new(shared, task);
+    let id = SessionId::next();
+    let span = crate::trace::session_span(id, Role::Initiator, crate::trace::Api::Conduit, None);
+    let task = crate::trace::spawn_in(&rt, driver, span);
+    let handle = StableConduit::new(shared, id, task);
     handle.wait_attached().await?;
     Ok(handle)
 }

@@ -50,7 +50,7 @@
 //!    guard is dropped, or detached; make a resettable [`Timer`]; tell the time) and [`Io`]
 //!    (a `futures::io` byte stream, optionally reading into uninitialized memory), plus the
 //!    small shared pieces every layer uses (`shared`, `config`, `keys`, `tasks`,
-//!    `read_buffer`, `read_gate`).
+//!    `read_buffer`, `read_gate`, `summary`: an acceptor's gauges, `trace`: what is logged).
 //!
 //! A new runtime is one file: its [`Runtime`], a [`StreamGlue`] for its streams and a
 //! [`ListenerGlue`] for each of its listeners.
@@ -92,6 +92,31 @@
 //! The locks are `std::sync::Mutex`: a waiter is woken by the unlock that frees the lock,
 //! never by a timed re-check. The crate has no `unsafe` code.
 //!
+//! # Logs
+//!
+//! sotto logs through `tracing`. Every session's task runs in a span named `sotto_session`
+//! with the fields `session` ([`SessionHandle::id`] / [`StableConduit::id`]), `role`
+//! (`initiator` or `acceptor`), `api` (`session` or `conduit`) and `peer` (the current
+//! link's peer address, recorded when a link attaches, if the stream knows it). The span is
+//! at INFO, so the events below carry it whenever INFO is enabled. WARN: a session lost
+//! (`end`: why), an acceptor full. INFO: a session ended by the peer's GOODBYE (`code`,
+//! `reason`), a resume refused, a link refused by an acceptor limit (`limit`: the
+//! [`AcceptorConfig`] field, `peer`, `source`). DEBUG: links up and down (`link`, the cause),
+//! dials, handshake timeouts. Nothing is logged per message. The acceptor's own events come
+//! from its listening task, outside any session span, and carry the link's `peer` and
+//! `source` themselves. (Recording `peer` on the span uses `Span::current()`, which needs a
+//! subscriber that tracks the current span, as `tracing-subscriber`'s do.)
+//!
+//! # Export
+//!
+//! With the `facet` feature (forwarded by `sotto-tokio` and `sotto-smol`; rustc 1.90), the
+//! configuration ([`Config`] and its groups) and every stats type ([`Stats`],
+//! [`SessionStats`], [`AcceptorStats`], [`SessionAcceptorStats`] with its
+//! [`AcceptorSummary`], [`ShutdownReport`]) derive `facet::Facet`, with the core's types
+//! inside them. JSON is one call, `facet_json::to_string(&acceptor.stats())`; durations
+//! are written as `[seconds, nanoseconds]`, and a configuration reads back with
+//! `facet_json::from_str::<Config>`.
+//!
 //! Applications use `sotto-tokio` or `sotto-smol`, which re-export the types of this crate.
 #![forbid(unsafe_code)]
 
@@ -125,7 +150,9 @@ mod read_buffer;
 mod read_gate;
 mod runtime;
 mod shared;
+mod summary;
 mod tasks;
+mod trace;
 
 pub use acceptor::{serve, serve_hooked, Acceptor, AcceptorStats};
 pub use backoff::{is_transient, permanent, Backoff, Permanent};
@@ -144,4 +171,5 @@ pub use session::{
 };
 pub use shared::{ConduitEvent, DialFailure, LinkDownCause, ResumeTiming, Stats};
 pub use shutdown::ShutdownReport;
+pub use summary::{AcceptorSummary, Refusals};
 pub use tasks::live_tasks;

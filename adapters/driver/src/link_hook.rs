@@ -339,6 +339,8 @@ pub(crate) struct Hook<S> {
     running: Option<HookedFuture<S>>,
     /// The raw stream's first byte arrived.
     first_byte: Arc<AtomicBool>,
+    /// The link's peer, for the acceptor's logs.
+    peer: Option<PeerAddr>,
 }
 
 /// How a hook's poll came out.
@@ -407,6 +409,16 @@ pub(crate) enum Arrived<S> {
     Hook(Hook<S>),
 }
 
+impl<S: crate::runtime::Io> Arrived<S> {
+    /// The link's peer, if known (for the acceptor's logs).
+    pub(crate) fn peer_addr(&self) -> Option<PeerAddr> {
+        match self {
+            Self::Ready(io) => io.peer_addr(),
+            Self::Hook(h) => h.peer.clone(),
+        }
+    }
+}
+
 impl<S> From<S> for Arrived<S> {
     fn from(io: S) -> Self {
         Self::Ready(io)
@@ -428,6 +440,7 @@ where
 {
     let first_byte = Arc::new(AtomicBool::new(false));
     let link = AcceptedLink { io: x, peer: peer.clone(), first_byte: Arc::clone(&first_byte) };
+    let logged = peer.clone();
     let hook = Arc::clone(&hooks.link);
     let start = move || -> HookedFuture<S> {
         let fut = hook(link);
@@ -436,7 +449,7 @@ where
             Ok(to_io(t, LinkInfo { peer_addr: peer, identity }))
         })
     };
-    Arrived::Hook(Hook { start: Some(Box::new(start)), running: None, first_byte })
+    Arrived::Hook(Hook { start: Some(Box::new(start)), running: None, first_byte, peer: logged })
 }
 
 /// The resume binding of `hooks`, if any.

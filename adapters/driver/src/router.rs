@@ -206,10 +206,8 @@ impl Member {
                 let reply = self.ep.lock().endpoint.resume_outcome(now, &resume, &outcome);
                 match outcome {
                     ResumeOutcome::Linked { link, .. } => Some(Taken::Link(io, link)),
-                    ResumeOutcome::Refused => {
-                        tracing::debug!("sotto: resume refused by its session, answering REJECTED");
-                        Some(Taken::Refused(io, reply.unwrap_or_else(rejected)))
-                    }
+                    // Logged by the driver, which knows the link's peer.
+                    ResumeOutcome::Refused => Some(Taken::Refused(io, reply.unwrap_or_else(rejected))),
                 }
             }
         }
@@ -227,6 +225,8 @@ pub(crate) struct EpShared {
     /// The listener task, woken when sessions report something it acts on.
     listener: AtomicWaker,
     pub(crate) clock: Clock,
+    /// What the acceptor counts beside the endpoint, for its summary (see `summary`).
+    pub(crate) gauges: Arc<crate::summary::Gauges>,
 }
 
 /// What the endpoint's lock guards.
@@ -248,7 +248,7 @@ pub(crate) struct Reach(Option<Arc<dyn Owner>>);
 impl EpShared {
     pub(crate) fn new(endpoint: Endpoint, clock: Clock) -> Self {
         let inner = EpInner { endpoint, owners: Vec::new(), settled: Vec::new(), shutting_down: false };
-        Self { inner: Mutex::new(inner), listener: AtomicWaker::new(), clock }
+        Self { inner: Mutex::new(inner), listener: AtomicWaker::new(), clock, gauges: Arc::default() }
     }
 
     /// Lock the endpoint (briefly: never across a system call or a session's lock).

@@ -31,7 +31,8 @@ use std::time::Instant as StdInstant;
 
 use futures::stream::{Stream, StreamExt};
 use sotto_proto::endpoint::{
-    EndpointEvent, PendingLink as EpPending, RejectReason, ResumeOutcome, Routed, SessionHandle as EpHandle,
+    EndpointEvent, LinkRefusal, PendingLink as EpPending, RejectReason, ResumeOutcome, Routed,
+    SessionHandle as EpHandle,
 };
 use sotto_proto::wire::{ClientHello, HELLO_LEN};
 use sotto_proto::{Instant, ResumeKey};
@@ -211,10 +212,21 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> Routing<R, S> for EpRouting<R, K, S> {
     fn admit(&mut self, l: &mut ListenOf<R, S, Self>, (io, source): (Arrived<S>, u64)) {
         let now = self.ep.clock.now();
         let admitted = self.ep.lock().endpoint.accept_link(now, source);
-        match admitted {
-            Ok(p) => l.read_hello(io, (p, source)),
-            Err(refusal) => tracing::debug!(?refusal, "sotto: link refused"),
-        }
+        let limit = match admitted {
+            Ok(p) => return l.read_hello(io, (p, source)),
+            Err(LinkRefusal::RateLimited) => {
+                self.ep.gauges.rate_limited();
+                "failure_budget"
+            }
+            Err(LinkRefusal::TooManyPendingHandshakes) => {
+                self.ep.gauges.pending_full();
+                "max_pending_handshakes"
+            }
+            // Counted by the endpoint.
+            Err(LinkRefusal::SourcePendingQuota) => "max_pending_per_source",
+            Err(refusal) => return tracing::debug!(?refusal, "sotto: link refused"),
+        };
+        crate::trace::link_refused(limit, io.peer_addr().as_ref(), source);
     }
 
     fn outcome(&mut self, l: &mut ListenOf<R, S, Self>, (p, source): (EpPending, u64), outcome: Outcome<S>) {
@@ -304,6 +316,7 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
         let fresh = sotto_proto::wire::ClientHello::decode(hello).is_ok_and(|h| h.resume_key.is_none());
         // Sessions still in their handshake count against the backlog too.
         if fresh && l.queue.full(l.config.acceptor.accept_backlog.saturating_sub(self.unannounced.len())) {
+            crate::trace::link_refused("accept_backlog", io.peer_addr().as_ref(), source);
             self.ep.lock().endpoint.pending_closed(p);
             return;
         }
@@ -311,7 +324,7 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
             let held = l.queue.ready_from(source) + self.unannounced_by_source.get(&source).copied().unwrap_or(0);
             if held >= l.config.acceptor.accept_backlog_per_source {
                 l.queue.lock().stats.backlog_source_full();
-                tracing::debug!("sotto: a source's accept backlog is full; link closed");
+                crate::trace::link_refused("accept_backlog_per_source", io.peer_addr().as_ref(), source);
                 self.ep.lock().endpoint.pending_closed(p);
                 return;
             }
@@ -362,9 +375,9 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
             }
             Ok(Routed::Reject { reason, reply }) => {
                 if reason == RejectReason::Full {
-                    tracing::warn!(
-                        "sotto: acceptor full (max_sessions sessions live, none detached): refusing a new session"
-                    );
+                    crate::trace::acceptor_full(io.peer_addr().as_ref(), source);
+                } else {
+                    crate::trace::resume_unknown_key(io.peer_addr().as_ref(), source);
                 }
                 l.reject(io, (p, source), &reply);
             }

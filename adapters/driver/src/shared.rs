@@ -126,6 +126,7 @@ impl std::error::Error for LinkDownCause {}
 
 /// A snapshot of a raw stable-conduit session's counters: the core's, and the driver's own.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[non_exhaustive]
 pub struct Stats {
     /// The stable conduit's counters.
@@ -259,6 +260,9 @@ pub(crate) struct Common {
     pub(crate) timings: VecDeque<CoreTiming>,
     /// The latest timing waits for its first delivery.
     pub(crate) awaiting_first: bool,
+    /// An acceptor's session: its share of the acceptor's buffer bytes, given back when the
+    /// driver finishes.
+    pub(crate) acceptor: Option<crate::summary::Share>,
 }
 
 impl Common {
@@ -277,6 +281,7 @@ impl Common {
     pub(crate) fn driver_gone(&mut self) {
         self.driver_done = true;
         self.driver = None;
+        self.acceptor = None;
     }
 
     pub(crate) fn push_event(&mut self, mut e: ConduitEvent) {
@@ -310,6 +315,15 @@ impl Common {
     /// reads `now` from the session's clock at the loss, not at the start of its step.
     pub(crate) fn link_lost(&mut self, now: Instant) {
         self.lost_at.get_or_insert(now);
+    }
+
+    /// The driver's read and write buffers hold `io` bytes and the replay ring `ring`, now.
+    #[inline]
+    pub(crate) fn set_buffer_bytes(&mut self, io: u64, ring: u64) {
+        self.counters.io_buffer_bytes = io;
+        if let Some(m) = self.acceptor.as_mut() {
+            m.set_buffer_bytes(io + ring);
+        }
     }
 
     /// A link attached at `now`; for a resume, start a timing.

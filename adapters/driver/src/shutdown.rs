@@ -19,6 +19,7 @@ const POLL: Duration = Duration::from_millis(5);
 
 /// What an acceptor's `shutdown` closed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[non_exhaustive]
 pub struct ShutdownReport {
     /// Sessions closed over their link with GOODBYE: their drivers wrote it and closed the

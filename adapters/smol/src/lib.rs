@@ -70,11 +70,11 @@ use futures::stream::Stream;
 pub use runtime::Smol;
 use sotto_driver::Streams;
 pub use sotto_driver::{
-    live_tasks, permanent, AcceptHooks, AcceptedLink, AcceptorConfig, AnswerError, BufferConfig, Config, ConnError,
-    ConnReceiver, ConnSender, ConnectError, Connection, DialConfig, DialFailure, Ended, Goodbye, IncomingOpen,
-    LinkDownCause, LinkHookFuture, LinkInfo, OpenError, PeerAddr, PeerIdentity, Permanent, ProtocolConfig,
-    ResumeTiming, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionId, SessionStats,
-    ShutdownReport, WithPeer, WRITE_CHUNK,
+    live_tasks, permanent, AcceptHooks, AcceptedLink, AcceptorConfig, AcceptorSummary, AnswerError, BufferConfig,
+    Config, ConnError, ConnReceiver, ConnSender, ConnectError, Connection, DialConfig, DialFailure, Ended, Goodbye,
+    IncomingOpen, LinkDownCause, LinkHookFuture, LinkInfo, OpenError, PeerAddr, PeerIdentity, Permanent,
+    ProtocolConfig, Refusals, ResumeTiming, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle,
+    SessionId, SessionStats, ShutdownReport, WithPeer, WRITE_CHUNK,
 };
 /// The sans-IO core, `sotto-proto`: every type the adapter's reports carry.
 pub use sotto_proto as proto;

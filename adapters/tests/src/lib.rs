@@ -3,6 +3,7 @@
 //! The tests themselves are in `tests/`.
 #![deny(unsafe_code)] // allowed in `live_bytes` only (a GlobalAlloc impl)
 
+pub mod capture;
 pub mod key_tap;
 pub mod live_bytes;
 pub mod proxy;

@@ -27,9 +27,11 @@ use crate::router::{EpShared, Member};
 use crate::routing::{hooked_arrivals, Kind};
 use crate::runtime::{Io, PeerAddr, Runtime};
 use crate::shutdown::ShutdownReport;
+use crate::summary::{AcceptorSummary, Share};
 
 /// Counters of a session acceptor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[non_exhaustive]
 pub struct SessionAcceptorStats {
     /// Streams taken from the listener.
@@ -59,6 +61,9 @@ pub struct SessionAcceptorStats {
     /// The endpoint's counters: links refused, bad hellos, expired handshakes, sessions
     /// created, resumes routed, REJECTED replies, evictions, live sessions and pending links.
     pub endpoint: EndpointStats,
+    /// Acceptor-wide figures in the terms both acceptors share: sessions live and detached,
+    /// handshakes, refusals by reason, the bytes the sessions' buffers hold.
+    pub summary: AcceptorSummary,
 }
 
 listen::impl_counts!(SessionAcceptorStats);
@@ -83,10 +88,12 @@ impl SessionAcceptor {
         self.0.accept().await
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters, with the acceptor-wide
+    /// [`summary`](SessionAcceptorStats::summary). O(1): no session is visited.
     #[must_use]
     pub fn stats(&self) -> SessionAcceptorStats {
         let (mut s, endpoint) = self.0.stats();
+        s.summary = self.0.summary(&endpoint, s.backlog_full);
         s.endpoint = endpoint;
         s.sessions_expired = s.endpoint.session_handshakes_expired;
         s
@@ -177,12 +184,17 @@ impl<R: Runtime, S: Io> Kind<R, S> for SessionKind {
             }
         };
         let (link, _) = session.link_up_with_hello(now, key, hello);
+        let peer = io.peer_addr();
         let member = Member::new(ep, handle, (io, link), false);
-        let home = Home::with_clock(session, SessState::new(config), Some(member), ep.clock.clone());
+        let mut state = SessState::new(config);
+        state.common.acceptor = Some(Share::new(&ep.gauges));
+        let home = Home::with_clock(session, state, Some(member), ep.clock.clone());
         ep.register(handle, &home.owner());
         let host = Arc::new(SessDriverHost::<S>::new(home.clone()));
         let driver = Driver::<R, S, SessDriverHost<S>>::new(rt, host, Source::Mailbox, *config);
-        let task = rt.spawn(crate::tasks::isolated(driver));
-        Some((SessionHandle::new(home, super::handle::SessionId::next(), task), false))
+        let id = super::handle::SessionId::next();
+        let span = crate::trace::session_span(id, Role::Acceptor, crate::trace::Api::Session, peer.as_ref());
+        let task = crate::trace::spawn_in(rt, driver, span);
+        Some((SessionHandle::new(home, id, task), false))
     }
 }

@@ -71,6 +71,7 @@ impl From<ConduitEvent> for SessionEvent {
 
 /// A snapshot of a session's counters: the core's and the driver's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[non_exhaustive]
 pub struct SessionStats {
     /// The session layer's counters (with the conduit's inside).
@@ -159,8 +160,10 @@ pub(crate) fn end_of(s: &Session, st: &SessState) -> SessionEnd {
 }
 
 /// A session's identity in this process: assigned by the driver when the session starts
-/// (on either side), unique among the process's sessions, the same for the session's whole
-/// life, across every resume. Not sent on the wire: the peer numbers its sessions itself.
+/// (on either side, session-layer or raw), unique among the process's sessions, the same for
+/// the session's whole life, across every resume. Not sent on the wire: the peer numbers its
+/// sessions itself. Its number is the `session` field of the `sotto_session` tracing span
+/// the session's task runs in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionId(pub u64);
 
@@ -169,6 +172,13 @@ impl SessionId {
     pub(crate) fn next() -> Self {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl Goodbye {
+    /// The peer's GOODBYE as the core reports it.
+    pub(crate) fn new(code: u32, reason: &str) -> Self {
+        Self { code, reason: reason.to_owned() }
     }
 }
 
@@ -278,7 +288,7 @@ impl SessionHandle {
     pub fn peer_goodbye(&self) -> Option<Goodbye> {
         let l = self.inner.home.lock();
         let (code, reason) = l.parts_ref().0.conduit().peer_goodbye()?;
-        Some(Goodbye { code, reason: reason.to_owned() })
+        Some(Goodbye::new(code, reason))
     }
 
     /// Initiator: the error of the last failed dial, if any; after the session ended with
@@ -751,8 +761,10 @@ where
     let dialer = Dialer::new(dial, &config, rt.now(), rt.jitter_seed());
     let host = Arc::new(SessDriverHost::<S>::new(home.clone()));
     let driver = Driver::<R, S, SessDriverHost<S>>::new(rt, host, Source::Dialer(dialer), config);
-    let task = rt.spawn(crate::tasks::isolated(driver));
-    let handle = SessionHandle::new(home, SessionId::next(), task);
+    let id = SessionId::next();
+    let span = crate::trace::session_span(id, Role::Initiator, crate::trace::Api::Session, None);
+    let task = crate::trace::spawn_in(rt, driver, span);
+    let handle = SessionHandle::new(home, id, task);
     if let Err(e) = handle.wait_ready().await {
         let failure = handle.inner.home.lock().parts_ref().0.failure();
         return Err((e, failure));
