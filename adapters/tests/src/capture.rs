@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
@@ -26,6 +26,8 @@ pub struct SpanRecord {
     pub fields: BTreeMap<String, String>,
     /// The span it was created in.
     pub parent: Option<u64>,
+    /// Its callsite's metadata.
+    pub metadata: &'static Metadata<'static>,
 }
 
 /// An event as recorded.
@@ -53,7 +55,21 @@ pub struct Capture {
     max: AtomicUsize,
     next_id: AtomicU64,
     state: Mutex<State>,
-    turn: Mutex<()>,
+    /// A test has its turn.
+    busy: Mutex<bool>,
+    free: Condvar,
+}
+
+/// A test's turn with the recorder (see [`Capture::exclusive`]); the next test's starts when
+/// it is dropped.
+#[must_use]
+pub struct Turn(&'static Capture);
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+        self.0.free.notify_one();
+    }
 }
 
 thread_local! {
@@ -99,8 +115,14 @@ impl Capture {
 
     /// Take this binary's turn (tests share the one global subscriber): clears what was
     /// recorded and records `max` and less verbose from now on. Hold the guard for the test.
-    pub fn exclusive(&self, max: Level) -> MutexGuard<'_, ()> {
-        let turn = self.turn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    pub fn exclusive(&'static self, max: Level) -> Turn {
+        let mut busy = self.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *busy {
+            busy = self.free.wait(busy).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *busy = true;
+        drop(busy);
+        let turn = Turn(self);
         self.max.store(level_index(LevelFilter::from_level(max)), Ordering::SeqCst);
         tracing::callsite::rebuild_interest_cache();
         let mut s = self.lock();
@@ -171,7 +193,8 @@ impl Subscriber for Global {
         } else {
             None
         };
-        self.0.lock().spans.insert(id, SpanRecord { name: attrs.metadata().name(), fields, parent });
+        let metadata = attrs.metadata();
+        self.0.lock().spans.insert(id, SpanRecord { name: metadata.name(), fields, parent, metadata });
         Id::from_u64(id)
     }
     fn record(&self, span: &Id, values: &Record<'_>) {
@@ -194,6 +217,13 @@ impl Subscriber for Global {
         };
         let level = *event.metadata().level();
         self.0.lock().events.push(EventRecord { level, message, fields, span });
+    }
+    fn current_span(&self) -> tracing_core::span::Current {
+        let Some(id) = STACK.with(|s| s.borrow().last().copied()) else { return tracing_core::span::Current::none() };
+        match self.0.lock().spans.get(&id) {
+            Some(r) => tracing_core::span::Current::new(Id::from_u64(id), r.metadata),
+            None => tracing_core::span::Current::none(),
+        }
     }
     fn enter(&self, span: &Id) {
         STACK.with(|s| s.borrow_mut().push(span.into_u64()));
@@ -219,7 +249,8 @@ pub fn install() -> &'static Capture {
             max: AtomicUsize::new(level_index(LevelFilter::DEBUG)),
             next_id: AtomicU64::new(0),
             state: Mutex::new(State::default()),
-            turn: Mutex::new(()),
+            busy: Mutex::new(false),
+            free: Condvar::new(),
         }));
         tracing::subscriber::set_global_default(Global(capture)).expect("no other global subscriber");
         capture
