@@ -33,8 +33,10 @@ pub struct AcceptorSummary {
     /// Links and sessions turned away, by reason.
     pub refused: Refusals,
     /// Bytes allocated for the live sessions' link buffers (replay rings and the drivers'
-    /// read and write buffers), the sum of their [`SessionStats::buffer_bytes`]
-    /// (crate::SessionStats::buffer_bytes), each as of its driver's last step. Connection
+    /// read and write buffers), the sum of their
+    /// [`SessionStats::buffer_bytes`](crate::SessionStats::buffer_bytes) (or
+    /// [`Stats::buffer_bytes`](crate::Stats::buffer_bytes)), each as of its driver's last
+    /// step. Connection
     /// queues (delivered messages the application has not read) are not included.
     pub buffer_bytes: u64,
 }
