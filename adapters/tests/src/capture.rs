@@ -55,6 +55,9 @@ pub struct Capture {
     max: AtomicUsize,
     next_id: AtomicU64,
     state: Mutex<State>,
+    /// Calls into the subscriber for spans and events (new spans, records, events, enters,
+    /// exits), however they were filtered.
+    calls: AtomicU64,
     /// A test has its turn.
     busy: Mutex<bool>,
     free: Condvar,
@@ -131,6 +134,12 @@ impl Capture {
         turn
     }
 
+    /// Calls into the subscriber for spans and events so far (see [`Capture::calls`]).
+    #[must_use]
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
     /// The events recorded so far.
     #[must_use]
     pub fn events(&self) -> Vec<EventRecord> {
@@ -183,6 +192,7 @@ impl Subscriber for Global {
         })
     }
     fn new_span(&self, attrs: &Attributes<'_>) -> Id {
+        self.0.calls.fetch_add(1, Ordering::Relaxed);
         let id = self.0.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let mut fields = BTreeMap::new();
         attrs.record(&mut Fields { message: None, fields: &mut fields });
@@ -198,6 +208,7 @@ impl Subscriber for Global {
         Id::from_u64(id)
     }
     fn record(&self, span: &Id, values: &Record<'_>) {
+        self.0.calls.fetch_add(1, Ordering::Relaxed);
         let mut s = self.0.lock();
         if let Some(r) = s.spans.get_mut(&span.into_u64()) {
             values.record(&mut Fields { message: None, fields: &mut r.fields });
@@ -205,6 +216,7 @@ impl Subscriber for Global {
     }
     fn record_follows_from(&self, _: &Id, _: &Id) {}
     fn event(&self, event: &Event<'_>) {
+        self.0.calls.fetch_add(1, Ordering::Relaxed);
         let mut message = String::new();
         let mut fields = BTreeMap::new();
         event.record(&mut Fields { message: Some(&mut message), fields: &mut fields });
@@ -226,9 +238,11 @@ impl Subscriber for Global {
         }
     }
     fn enter(&self, span: &Id) {
+        self.0.calls.fetch_add(1, Ordering::Relaxed);
         STACK.with(|s| s.borrow_mut().push(span.into_u64()));
     }
     fn exit(&self, span: &Id) {
+        self.0.calls.fetch_add(1, Ordering::Relaxed);
         STACK.with(|s| {
             let mut s = s.borrow_mut();
             if let Some(i) = s.iter().rposition(|&x| x == span.into_u64()) {
@@ -238,6 +252,17 @@ impl Subscriber for Global {
     }
 }
 
+fn leaked(max: Level) -> &'static Capture {
+    Box::leak(Box::new(Capture {
+        max: AtomicUsize::new(level_index(LevelFilter::from_level(max))),
+        next_id: AtomicU64::new(0),
+        calls: AtomicU64::new(0),
+        state: Mutex::new(State::default()),
+        busy: Mutex::new(false),
+        free: Condvar::new(),
+    }))
+}
+
 /// The process's recording subscriber, installed as the global default on first use.
 ///
 /// # Panics
@@ -245,14 +270,16 @@ impl Subscriber for Global {
 pub fn install() -> &'static Capture {
     static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
     CAPTURE.get_or_init(|| {
-        let capture: &'static Capture = Box::leak(Box::new(Capture {
-            max: AtomicUsize::new(level_index(LevelFilter::DEBUG)),
-            next_id: AtomicU64::new(0),
-            state: Mutex::new(State::default()),
-            busy: Mutex::new(false),
-            free: Condvar::new(),
-        }));
+        let capture = leaked(Level::DEBUG);
         tracing::subscriber::set_global_default(Global(capture)).expect("no other global subscriber");
         capture
     })
+}
+
+/// A recorder of its own that records `max` and less verbose, and the subscriber to set
+/// (for `tracing::subscriber::with_default`, on a thread that runs every task concerned).
+#[must_use]
+pub fn local(max: Level) -> (&'static Capture, impl Subscriber + Send + Sync) {
+    let capture = leaked(max);
+    (capture, Global(capture))
 }
