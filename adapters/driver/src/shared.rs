@@ -415,3 +415,34 @@ impl Clock {
         self.origin.checked_add(std::time::Duration::from_nanos(t.as_nanos()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(kind: io::ErrorKind, ms: u64) -> ConduitEvent {
+        ConduitEvent::DialFailed(DialFailure::new(Arc::new(io::Error::from(kind)), Some(Duration::from_millis(ms))))
+    }
+
+    #[test]
+    fn an_unread_failed_dial_is_replaced_by_the_next_and_counted() {
+        let mut c = Common::default();
+        c.push_event(ConduitEvent::LinkDown { cause: LinkDownCause::Eof });
+        for i in 0..1000 {
+            c.push_event(failed(io::ErrorKind::ConnectionRefused, i));
+        }
+        assert_eq!(c.events.len(), 2);
+        assert_eq!(c.counters.events_dropped, 0);
+        let Some(ConduitEvent::DialFailed(f)) = c.events.back() else { panic!("{:?}", c.events) };
+        assert_eq!((f.failures, f.next_in), (1000, Some(Duration::from_millis(999))), "the latest, counting all");
+        // Once read, the next failure is an event of its own.
+        c.events.pop_back();
+        c.push_event(failed(io::ErrorKind::TimedOut, 5));
+        let Some(ConduitEvent::DialFailed(f)) = c.events.back() else { panic!("{:?}", c.events) };
+        assert_eq!((f.failures, f.error.kind()), (1, io::ErrorKind::TimedOut));
+        // Another event in between keeps them apart.
+        c.push_event(ConduitEvent::LinkUp { resumed: true, replaying: 0, ext: true });
+        c.push_event(failed(io::ErrorKind::ConnectionRefused, 5));
+        assert_eq!(c.events.len(), 4);
+    }
+}

@@ -3,7 +3,8 @@
 //! session span is disabled, so the driver's polls do not enter it, and nothing is logged per
 //! message. At INFO the span is entered once per poll of the driver (not per message), and
 //! still no event is logged. `sixteen_byte_sends_with_and_without_a_subscriber` (ignored;
-//! run it with `--ignored --nocapture`) prints the time of a 16 B send run under each.
+//! run it with `--ignored --nocapture`, `SOTTO_COST_N` messages per run) prints the rate of
+//! a 16 B send run under each.
 
 use std::time::{Duration, Instant};
 
@@ -65,7 +66,8 @@ fn a_subscriber_filtering_out_info_is_never_called_while_messages_flow() {
 #[test]
 #[ignore = "a timing to read, not a check: run with --ignored --nocapture"]
 fn sixteen_byte_sends_with_and_without_a_subscriber() {
-    let n = 200_000;
+    // `SOTTO_COST_N` messages per run (default 200,000), three rounds.
+    let n = std::env::var("SOTTO_COST_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     for round in 0..3 {
         let (_, _, none) = sixteen_byte_run(n, None);
         let (capture, subscriber) = local(Level::WARN);
