@@ -2,7 +2,7 @@
 //! both runtimes, for the session acceptor and the raw one: sessions live and detached,
 //! handshakes pending and completed, refusals by reason, and the bytes the sessions'
 //! buffers hold (the sum of the sessions' own `buffer_bytes`). Also the raw conduit's
-//! identity and control: id, peer address, `closed()` and the peer's GOODBYE.
+//! identity and control: id, peer address, `closed()`, the peer's GOODBYE, `reconnect_now`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -11,7 +11,9 @@ use std::time::Duration;
 use sotto_adapter_tests::proxy::{cuttable_tcp, Endpoint};
 use sotto_adapter_tests::sessions::{dial, listen, session_config, Rt, Transport};
 use sotto_adapter_tests::workload::{eventually, exchange, test_config, within};
-use sotto_driver::{AcceptorSummary, Config, ConnectError, PeerAddr, SessionHandle, StableConduit};
+use sotto_driver::{
+    AcceptorSummary, ConduitEvent, Config, ConnectError, LinkDownCause, PeerAddr, SessionHandle, StableConduit,
+};
 use sotto_proto::wire::{ClientHello, HELLO_LEN};
 use sotto_proto::{ResumeKey, SessionEnd};
 
@@ -202,7 +204,7 @@ async fn raw_acceptor_summary_after_a_scripted_sequence(rt: Rt) {
 }
 on_both!(raw_acceptor_summary_after_a_scripted_sequence);
 
-async fn the_raw_conduit_reports_its_id_peer_and_the_peers_goodbye(rt: Rt) {
+async fn the_raw_conduit_reports_its_id_peer_and_the_peers_goodbye_and_reconnects_now(rt: Rt) {
     let (acc, addr) = raw_listen(rt, test_config()).await;
     let c = raw_connect(rt, addr, test_config()).await;
     let s = within(LIMIT, "accept", acc.accept()).await.expect("accept");
@@ -214,6 +216,25 @@ async fn the_raw_conduit_reports_its_id_peer_and_the_peers_goodbye(rt: Rt) {
     }
     within(LIMIT, "exchange", exchange(&c, &s, 50)).await;
     assert_eq!(c.peer_goodbye(), None);
+    assert!(c.last_dial_error().is_none());
+
+    // A cycled link: the session resumes over a new one, with the same id.
+    let id = c.id();
+    c.reconnect_now();
+    let mut events = Vec::new();
+    within(LIMIT, "the resume", async {
+        while let Some(e) = c.next_event().await {
+            let resumed = matches!(e, ConduitEvent::LinkUp { resumed: true, .. });
+            events.push(e);
+            if resumed {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(events.contains(&ConduitEvent::LinkDown { cause: LinkDownCause::Reconnect }), "{events:?}");
+    within(LIMIT, "exchange after the resume", exchange(&c, &s, 50)).await;
+    assert_eq!(c.id(), id);
 
     let closed = futures::future::join(c.closed(), s.close(0x102, "raw bye"));
     let (end, local) = within(LIMIT, "close", closed).await;
@@ -223,4 +244,4 @@ async fn the_raw_conduit_reports_its_id_peer_and_the_peers_goodbye(rt: Rt) {
     assert_eq!((goodbye.code, goodbye.reason.as_str()), (0x102, "raw bye"));
     assert_eq!(within(LIMIT, "closed again", c.closed()).await, end, "closed() resolves at once once ended");
 }
-on_both!(the_raw_conduit_reports_its_id_peer_and_the_peers_goodbye);
+on_both!(the_raw_conduit_reports_its_id_peer_and_the_peers_goodbye_and_reconnects_now);
