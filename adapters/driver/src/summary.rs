@@ -53,8 +53,8 @@ pub struct Refusals {
     /// New sessions whose link was closed because `acceptor.accept_backlog` sessions (or
     /// `accept_backlog_per_source` from their source) waited for `accept`.
     pub backlog_full: u64,
-    /// Resumes answered REJECTED: no live session held the key, or (session acceptor only)
-    /// the session holding it refused it (a retired key, a stale duplicate).
+    /// Resumes answered REJECTED: no live session held the key, or the session holding it
+    /// refused it (a retired key, a stale duplicate).
     pub unknown_key: u64,
     /// Links closed unread because their source was over its failure budget
     /// (`acceptor.failure_budget` per `failure_period`).
