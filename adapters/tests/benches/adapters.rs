@@ -1,8 +1,9 @@
 //! Adapter benchmarks against raw length-prefixed TCP and yamux, ratios measured in the same run.
 //!
 //! - one connection, one way, loopback TCP, 16 B / 256 B / 4 KiB / 64 KiB: the tokio adapter
-//!   against raw tokio TCP and against one yamux stream (yamux over tokio through
-//!   `tokio-util`'s compat layer), and the smol adapter against raw smol TCP;
+//!   (`send`, `send_many`, the `Sink`, and the connection as a byte stream carrying the
+//!   baseline's frames) against raw tokio TCP and against one yamux stream (yamux over tokio
+//!   through `tokio-util`'s compat layer), and the smol adapter against raw smol TCP;
 //! - the same at 4 KiB and 64 KiB with a 4 MiB credit window, and with the two ends on
 //!   separate threads (each end its own current-thread tokio runtime on its own OS thread);
 //! - 100 connections at once, aggregate (one session with 100 virtual connections against
@@ -402,8 +403,12 @@ enum Mode {
     /// `ConnSender::send_many`, bursts of up to 64.
     SendMany,
     /// The `Sink`, fed a stream of the messages (`SinkExt::send_all`: it flushes when the
-    /// stream is pending or done, like the raw `BufWriter`).
+    /// stream is pending or done, or when the sink is full).
     Sink,
+    /// The connection as a byte stream (`AsyncWrite` / `AsyncRead`) carrying the raw
+    /// baseline's length-prefixed frames with the same plain loop, as the yamux case does
+    /// over its stream: no message boundaries kept by sotto.
+    Bytes,
 }
 
 impl Mode {
@@ -412,6 +417,7 @@ impl Mode {
             Self::Send => "send",
             Self::SendMany => "send_many",
             Self::Sink => "sink",
+            Self::Bytes => "bytes",
         }
     }
 }
@@ -436,11 +442,16 @@ async fn sotto_send(mut tx: ConnSender, size: usize, n: u64, mode: Mode) -> Conn
             let mut items = futures::stream::iter((0..n).map(|_| Ok(payload.clone())));
             tx.send_all(&mut items).await.expect("send_all");
         }
+        Mode::Bytes => write_frames_futures(&mut tx, size, n).await,
     }
     tx
 }
 
-async fn sotto_recv(mut rx: ConnReceiver, size: usize, n: u64) -> ConnReceiver {
+async fn sotto_recv(mut rx: ConnReceiver, size: usize, n: u64, mode: Mode) -> ConnReceiver {
+    if matches!(mode, Mode::Bytes) {
+        read_frames_futures(&mut rx, size, n).await;
+        return rx;
+    }
     for _ in 0..n {
         let m = rx.recv().await.expect("recv");
         assert_eq!(m.len(), size);
@@ -474,18 +485,19 @@ where
 }
 
 type SpawnSend = Box<dyn Fn(ConnSender, usize, u64) -> std::pin::Pin<Box<dyn Future<Output = ConnSender>>>>;
+type SpawnRecv = Box<dyn Fn(ConnReceiver, usize, u64) -> std::pin::Pin<Box<dyn Future<Output = ConnReceiver>>>>;
 
 fn local_send(mode: Mode) -> SpawnSend {
     Box::new(move |tx, size, n| Box::pin(sotto_send(tx, size, n, mode)))
 }
-fn local_recv(rx: ConnReceiver, size: usize, n: u64) -> std::pin::Pin<Box<dyn Future<Output = ConnReceiver>>> {
-    Box::pin(sotto_recv(rx, size, n))
+fn local_recv(mode: Mode) -> SpawnRecv {
+    Box::new(move |rx, size, n| Box::pin(sotto_recv(rx, size, n, mode)))
 }
 fn smol_send(mode: Mode) -> SpawnSend {
     Box::new(move |tx, size, n| Box::pin(smol::spawn(sotto_send(tx, size, n, mode))))
 }
-fn smol_recv(rx: ConnReceiver, size: usize, n: u64) -> std::pin::Pin<Box<dyn Future<Output = ConnReceiver>>> {
-    Box::pin(smol::spawn(sotto_recv(rx, size, n)))
+fn smol_recv(mode: Mode) -> SpawnRecv {
+    Box::new(move |rx, size, n| Box::pin(smol::spawn(sotto_recv(rx, size, n, mode))))
 }
 
 // ---- measurements: each builds its own runtime and returns messages per second ----
@@ -512,7 +524,7 @@ fn tokio_sotto_rate(size: usize, n: u64, mode: Mode, credit_kib: Option<u32>) ->
     tokio_rt().block_on(async {
         let mut p = tokio_session(1, credit_kib).await;
         let t = Instant::now();
-        sotto_oneway(&mut p, size, n, local_send(mode), local_recv).await;
+        sotto_oneway(&mut p, size, n, local_send(mode), local_recv(mode)).await;
         let rate = n as f64 / t.elapsed().as_secs_f64();
         p.a.close(0, "done").await;
         rate
@@ -532,7 +544,7 @@ fn smol_sotto_rate(size: usize, n: u64, mode: Mode) -> f64 {
     smol::block_on(async {
         let mut p = smol_session(1).await;
         let t = Instant::now();
-        sotto_oneway(&mut p, size, n, smol_send(mode), smol_recv).await;
+        sotto_oneway(&mut p, size, n, smol_send(mode), smol_recv(mode)).await;
         let rate = n as f64 / t.elapsed().as_secs_f64();
         p.a.close(0, "done").await;
         rate
@@ -632,7 +644,7 @@ fn tokio_sotto_rate_2t(size: usize, n: u64, credit_kib: Option<u32>) -> f64 {
                 let b = acc.accept().await.expect("accept");
                 let conn = b.accept().await.expect("accept").accept(b"").await.expect("answer");
                 let (tx, rx) = conn.split();
-                let rx = sotto_recv(rx, size, n).await;
+                let rx = sotto_recv(rx, size, n, Mode::Send).await;
                 let end = Instant::now();
                 let _ = done.send(());
                 drop((tx, rx, b, acc));
@@ -673,7 +685,7 @@ fn tokio_many(k: usize, size: usize, raw: bool) -> f64 {
         }
         let mut p = tokio_session(k, None).await;
         let t = Instant::now();
-        sotto_oneway(&mut p, size, n, local_send(Mode::Send), local_recv).await;
+        sotto_oneway(&mut p, size, n, local_send(Mode::Send), local_recv(Mode::Send)).await;
         let rate = (n * k as u64) as f64 / t.elapsed().as_secs_f64();
         p.a.close(0, "done").await;
         rate
@@ -903,7 +915,7 @@ fn main() {
         runs(),
         load_avg()
     );
-    for mode in [Mode::Send, Mode::SendMany, Mode::Sink] {
+    for mode in [Mode::Send, Mode::SendMany, Mode::Sink, Mode::Bytes] {
         for size in [16usize, 256, 4096, 65536] {
             let name = format!("tokio 1 conn {size:>5} B {:<9}", mode.label());
             let n = count_for(size);
@@ -911,7 +923,7 @@ fn main() {
                 ("raw", Box::new(move || tokio_raw_rate(size, n))),
                 ("sotto", Box::new(move || tokio_sotto_rate(size, n, mode, None))),
             ];
-            if matches!(mode, Mode::Send) {
+            if matches!(mode, Mode::Send | Mode::Bytes) {
                 c.push(("yamux", Box::new(move || tokio_yamux_rate(size, n))));
             }
             case(&name, "msg/s", false, c);
