@@ -929,6 +929,26 @@ fn main() {
             case(&name, "msg/s", false, c);
         }
     }
+    // The `Sink` against `send` itself, alternating in one case (the ratio is sink/send).
+    let n16 = count_for(16);
+    case(
+        "tokio 1 conn    16 B sink vs send",
+        "msg/s",
+        false,
+        vec![
+            ("send", Box::new(move || tokio_sotto_rate(16, n16, Mode::Send, None))),
+            ("sotto", Box::new(move || tokio_sotto_rate(16, n16, Mode::Sink, None))),
+        ],
+    );
+    case(
+        "smol  1 conn    16 B sink vs send",
+        "msg/s",
+        false,
+        vec![
+            ("send", Box::new(move || smol_sotto_rate(16, n16, Mode::Send))),
+            ("sotto", Box::new(move || smol_sotto_rate(16, n16, Mode::Sink))),
+        ],
+    );
     for size in [4096usize, 65536] {
         let n = count_for(size);
         let name = format!("tokio 1 conn {size:>5} B send 4M-win");
