@@ -417,6 +417,7 @@ impl ConnSender {
     }
 
     /// The staging, from a `&mut self` call (no locking).
+    #[inline]
     fn staging(&mut self) -> &mut Staging {
         self.staged.get_mut().unwrap_or_else(PoisonError::into_inner)
     }
@@ -544,6 +545,7 @@ impl Drop for ConnSender {
 impl Sink<Bytes> for ConnSender {
     type Error = ConnError;
 
+    #[inline]
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
         let this = self.get_mut();
         if !this.staging().is_full() {
@@ -556,6 +558,7 @@ impl Sink<Bytes> for ConnSender {
         }
     }
 
+    #[inline]
     fn start_send(self: Pin<&mut Self>, item: Bytes) -> Result<(), ConnError> {
         let this = self.get_mut();
         this.staging().push(item);

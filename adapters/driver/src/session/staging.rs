@@ -24,21 +24,25 @@ pub(crate) struct Staging {
 
 impl Staging {
     /// Nothing is staged.
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.done == self.items.len()
     }
 
     /// How many messages are staged.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.items.len() - self.done
     }
 
     /// The sink is not ready for another message until some are queued.
+    #[inline]
     pub(crate) fn is_full(&self) -> bool {
         self.items.len() >= MAX_ITEMS || self.bytes >= MAX_BYTES
     }
 
     /// Stage `item` (the caller checked [`is_full`](Self::is_full)).
+    #[inline]
     pub(crate) fn push(&mut self, item: Bytes) {
         if self.items.capacity() == 0 {
             self.items.reserve_exact(MAX_ITEMS);
