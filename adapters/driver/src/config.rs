@@ -71,11 +71,14 @@ pub struct AcceptorConfig {
     /// Links waiting for their ClientHello, at most; more are closed at once. Default 1024
     /// (a pending link costs its socket and under a kilobyte; see `docs/sizing.md`).
     pub max_pending_handshakes: usize,
-    /// Session acceptor: links from one source (peer IP address) waiting for their
-    /// ClientHello, at most; more from it are closed at once, so one source cannot fill
-    /// `max_pending_handshakes` and lock every other client out. Unix sockets and generic
-    /// streams (source unknown) have only the global cap. Default 256, a quarter of the
-    /// default `max_pending_handshakes`.
+    /// Links from one source (peer IP address) waiting for their ClientHello, at most, so
+    /// one source cannot fill `max_pending_handshakes` and lock every other client out.
+    /// More from it are parked unread (up to `max_pending_handshakes` parked links in all,
+    /// from every source, plus one per detached session; past that closed at once) and
+    /// started, oldest first, as the source's pending handshakes finish: clients
+    /// behind one address reconnecting together wait their turn rather than redial after a
+    /// backoff. Unix sockets and generic streams (source unknown) have only the global cap.
+    /// Default 256, a quarter of the default `max_pending_handshakes`.
     pub max_pending_per_source: usize,
     /// A link that sends no byte at all within this of its arrival is closed (counted as an
     /// expired handshake, not charged to its source's failure budget: in a reconnect storm an

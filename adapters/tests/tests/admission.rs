@@ -91,6 +91,39 @@ async fn idle_connections_from_one_source_beyond_its_quota_do_not_delay_another_
     drop(idle);
 }
 
+/// Links over their source's pending quota wait unread for a slot instead of being closed:
+/// with the quota held by silent links, sessions dialed from the same source all connect on
+/// their first link once the silent ones are closed at the first-byte deadline (no link
+/// closed, so no redial: links taken = silent links + sessions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_over_their_source_quota_wait_for_a_slot_instead_of_being_closed() {
+    const QUOTA: usize = 4;
+    const SESSIONS: usize = 10;
+    let mut config = server_config();
+    config.acceptor.max_pending_per_source = QUOTA;
+    config.acceptor.first_byte_timeout = Duration::from_millis(300);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream: SocketAddr = l.local_addr().expect("addr");
+    let acc = sotto_tokio::serve_sessions_tcp(l, config).expect("config");
+    let mut silent = Vec::new();
+    for _ in 0..QUOTA {
+        silent.push(dial_from(upstream, None).await.expect("silent connect"));
+    }
+    assert!(eventually(LIMIT, || acc.stats().endpoint.pending_links == QUOTA as u64).await, "the quota is held");
+    let dials: Vec<_> = (0..SESSIONS).map(|_| tokio::spawn(connect_from(upstream, None))).collect();
+    let mut sessions = Vec::new();
+    for d in dials {
+        sessions.push(within(LIMIT, "a parked session connects", d).await.expect("task"));
+    }
+    let stats = acc.stats();
+    println!("{stats:?}");
+    assert!(stats.links_parked >= 1, "some links waited in the lot: {stats:?}");
+    assert_eq!(stats.endpoint.source_quota_refused, stats.links_parked, "none was closed: {stats:?}");
+    assert_eq!(stats.links, (QUOTA + SESSIONS) as u64, "every session connected on its first link: {stats:?}");
+    assert_eq!(stats.endpoint.first_byte_expired, QUOTA as u64);
+    drop((silent, sessions));
+}
+
 /// Connect a session to `to` from `from` (127.0.0.1 when `None`).
 async fn connect_from(to: SocketAddr, from: Option<IpAddr>) -> SessionHandle {
     sotto_tokio::connect_session(move || dial_from(to, from), test_config()).await.expect("connect")
