@@ -124,6 +124,48 @@ async fn links_over_their_source_quota_wait_for_a_slot_instead_of_being_closed()
     drop((silent, sessions));
 }
 
+/// A mass disconnect from one address, far beyond its pending quota and the lot's base size
+/// (`max_pending_handshakes`): the lot grows by one per detached session, so every session
+/// resumes on the first link its client dials (none is closed, so no redial: one new link per
+/// session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_reconnect_from_one_source_closes_no_link() {
+    const N: usize = 60;
+    const QUOTA: usize = 2;
+    let mut config = server_config();
+    config.acceptor.max_pending_handshakes = 4;
+    config.acceptor.max_pending_per_source = QUOTA;
+    config.acceptor.first_byte_timeout = Duration::from_millis(300);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream: SocketAddr = l.local_addr().expect("addr");
+    let acc = sotto_tokio::serve_sessions_tcp(l, config).expect("config");
+    let tap = KeyTap::start_from(upstream, Some(OTHER)).await;
+    let mut sessions = Vec::new();
+    for _ in 0..N {
+        let (a, b, _) = within(LIMIT, "open", open_from(&tap, &acc)).await;
+        sessions.push((a, b));
+    }
+    // Silent links from the same address hold its quota, so every resume has to wait.
+    let mut silent = Vec::new();
+    for _ in 0..QUOTA {
+        silent.push(dial_from(upstream, Some(OTHER)).await.expect("silent connect"));
+    }
+    assert!(eventually(LIMIT, || acc.stats().endpoint.pending_links == QUOTA as u64).await, "the quota is held");
+    let before = acc.stats();
+    tap.cut();
+    let resumed = eventually(LIMIT, || {
+        acc.stats().endpoint.resumes_routed >= before.endpoint.resumes_routed + N as u64
+            && sessions.iter().all(|(a, _)| a.stats().link_established)
+    })
+    .await;
+    let after = acc.stats();
+    println!("{after:?}");
+    assert!(resumed, "every session resumed: {after:?}");
+    assert!(after.links_parked > before.links_parked, "links waited in the lot: {after:?}");
+    assert_eq!(after.links - before.links, N as u64, "one new link per session, none closed: {after:?}");
+    drop((sessions, silent));
+}
+
 /// Connect a session to `to` from `from` (127.0.0.1 when `None`).
 async fn connect_from(to: SocketAddr, from: Option<IpAddr>) -> SessionHandle {
     sotto_tokio::connect_session(move || dial_from(to, from), test_config()).await.expect("connect")
