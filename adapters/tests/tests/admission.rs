@@ -51,7 +51,10 @@ async fn idle_connections_from_one_source_beyond_its_quota_do_not_delay_another_
     for _ in 0..flood {
         idle.push(dial_from(upstream, None).await.expect("idle connect"));
     }
-    assert!(eventually(LIMIT, || acc.stats().links >= flood as u64 + 1).await, "the acceptor took every idle link");
+    assert!(
+        eventually(LIMIT, || acc.stats().links > flood as u64).await,
+        "the acceptor took the baseline link and every idle one"
+    );
     let ep = acc.stats().endpoint;
     assert!(ep.source_quota_refused >= 200, "the flood holds at most its quota: {ep:?}");
     assert!(ep.pending_links <= quota as u64, "the flood holds at most its quota: {ep:?}");
