@@ -68,6 +68,12 @@ pub struct AcceptorStats {
     pub resumes: u64,
     /// Resumes answered REJECTED (unknown or expired key, or refused by the session).
     pub rejected: u64,
+    /// Links that arrived while their source held `max_pending_per_source` pending
+    /// handshakes and were kept unread until one of them finished, rather than closed (also
+    /// counted in the endpoint's `source_quota_refused`, which counts them with the links
+    /// closed because the lot of parked links was full too; the lot holds
+    /// `max_pending_handshakes` links plus one per detached session).
+    pub links_parked: u64,
     /// Links closed because their link hook returned an error (a failed TLS handshake);
     /// each charged to its source (the endpoint's `pending_failed`).
     pub link_hook_failures: u64,

@@ -68,26 +68,30 @@ impl Default for DialConfig {
 #[cfg_attr(feature = "facet", derive(facet::Facet))]
 #[non_exhaustive]
 pub struct AcceptorConfig {
-    /// Links waiting for their ClientHello, at most; more are closed at once. Default 64.
+    /// Links waiting for their ClientHello, at most; more are closed at once. Default 1024
+    /// (a pending link costs its socket and under a kilobyte; see `docs/sizing.md`).
     pub max_pending_handshakes: usize,
-    /// Session acceptor: links from one source (peer IP address) waiting for their
-    /// ClientHello, at most; more from it are closed at once, so one source cannot fill
-    /// `max_pending_handshakes` and lock every other client out. Unix sockets and generic
-    /// streams (source unknown) have only the global cap. Default 16, a quarter of the
-    /// default `max_pending_handshakes`.
+    /// Links from one source (peer IP address) waiting for their ClientHello, at most, so
+    /// one source cannot fill `max_pending_handshakes` and lock every other client out.
+    /// More from it are parked unread (up to `max_pending_handshakes` parked links in all,
+    /// from every source, plus one per detached session; past that closed at once) and
+    /// started, oldest first, as the source's pending handshakes finish: clients
+    /// behind one address reconnecting together wait their turn rather than redial after a
+    /// backoff. Unix sockets and generic streams (source unknown) have only the global cap.
+    /// Default 256, a quarter of the default `max_pending_handshakes`.
     pub max_pending_per_source: usize,
     /// A link that sends no byte at all within this of its arrival is closed (counted as an
-    /// expired handshake and, at the session acceptor, charged to its source's failure
-    /// budget), well before `protocol.handshake_timeout`, which bounds the whole ClientHello.
-    /// Default 2 s.
+    /// expired handshake, not charged to its source's failure budget: in a reconnect storm an
+    /// honest client's first bytes can wait out TCP retransmissions), well before
+    /// `protocol.handshake_timeout`, which bounds the whole ClientHello. Default 2 s.
     pub first_byte_timeout: Duration,
-    /// New sessions waiting for `accept`, at most; more fresh ClientHellos get their link
-    /// closed (the initiator retries). Default 64.
+    /// New sessions waiting for `accept` (or still in their session handshake), at most;
+    /// more fresh ClientHellos get their link closed (the initiator retries). Default 1024.
     pub accept_backlog: usize,
     /// Session acceptor: new sessions from one source waiting for `accept` (or still in
     /// their session handshake), at most; more fresh ClientHellos from it get their link
     /// closed (the initiator retries), so one source cannot fill `accept_backlog`. Sources
-    /// unknown (Unix sockets, generic streams) have only the global cap. Default 16, a
+    /// unknown (Unix sockets, generic streams) have only the global cap. Default 256, a
     /// quarter of the default `accept_backlog`.
     pub accept_backlog_per_source: usize,
     /// Session acceptor: sessions held at once, attached or detached. Nothing is allocated
@@ -114,11 +118,11 @@ pub struct AcceptorConfig {
 impl Default for AcceptorConfig {
     fn default() -> Self {
         Self {
-            max_pending_handshakes: 64,
-            max_pending_per_source: 16,
+            max_pending_handshakes: 1024,
+            max_pending_per_source: 256,
             first_byte_timeout: Duration::from_secs(2),
-            accept_backlog: 64,
-            accept_backlog_per_source: 16,
+            accept_backlog: 1024,
+            accept_backlog_per_source: 256,
             max_sessions: 100_000,
             max_detached_sessions: u32::MAX,
             failure_budget: 16,

@@ -133,6 +133,7 @@ mod driver;
 mod host;
 mod raw;
 // 4. The router.
+mod parked;
 mod router;
 mod routing;
 // 5. Link sources.

@@ -45,11 +45,13 @@ pub(crate) trait Counts: Copy + Default + Send + 'static {
     fn link_hook_failed(&mut self, panicked: bool);
     /// A resume was refused by the acceptor's resume binding.
     fn resume_refused_by_binding(&mut self);
+    /// A link over its source's pending quota was parked (see `parked`).
+    fn link_parked(&mut self);
 }
 
 /// Implements [`Counts`] for a stats type with the fields `links`, `sessions`,
-/// `backlog_full`, `backlog_source_full`, `link_hook_failures`, `link_hook_panics` and
-/// `resumes_refused_by_binding`.
+/// `backlog_full`, `backlog_source_full`, `link_hook_failures`, `link_hook_panics`,
+/// `resumes_refused_by_binding` and `links_parked`.
 macro_rules! impl_counts {
     ($stats:ty) => {
         impl $crate::listen::Counts for $stats {
@@ -75,6 +77,9 @@ macro_rules! impl_counts {
             }
             fn resume_refused_by_binding(&mut self) {
                 self.resumes_refused_by_binding += 1;
+            }
+            fn link_parked(&mut self) {
+                self.links_parked += 1;
             }
         }
     };

@@ -41,6 +41,7 @@ use crate::config::Config;
 use crate::keys::fresh_key;
 use crate::link_hook::{self, AcceptHooks, Arrived, LinkInfo, ResumeBinding};
 use crate::listen::{Counts, ListenOf, Routing};
+use crate::parked::Parked;
 use crate::pending::Outcome;
 use crate::router::{EpInner, EpShared, Reach};
 use crate::runtime::PeerAddr;
@@ -131,6 +132,8 @@ pub(crate) struct EpRouting<R: Runtime, K: Kind<R, S>, S: Io> {
     armed: Option<StdInstant>,
     /// Checks each resume against the session's first link (see `link_hook`).
     binding: Option<ResumeBinding>,
+    /// Links over their source's pending quota, waiting unread for their turn.
+    parked: Parked<Arrived<S>>,
 }
 
 impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
@@ -143,6 +146,7 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
             timer: None,
             armed: None,
             binding,
+            parked: Parked::new(),
         }
     }
 
@@ -211,7 +215,10 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> Routing<R, S> for EpRouting<R, K, S> {
 
     fn admit(&mut self, l: &mut ListenOf<R, S, Self>, (io, source): (Arrived<S>, u64)) {
         let now = self.ep.clock.now();
-        let admitted = self.ep.lock().endpoint.accept_link(now, source);
+        let (admitted, detached) = {
+            let mut g = self.ep.lock();
+            (g.endpoint.accept_link(now, source), g.endpoint.stats().sessions_detached)
+        };
         let limit = match admitted {
             Ok(p) => return l.read_hello(io, (p, source)),
             Err(LinkRefusal::RateLimited) => {
@@ -222,14 +229,64 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> Routing<R, S> for EpRouting<R, K, S> {
                 self.ep.gauges.pending_full();
                 "max_pending_handshakes"
             }
-            // Counted by the endpoint.
-            Err(LinkRefusal::SourcePendingQuota) => "max_pending_per_source",
+            // Counted by the endpoint; parked unless the lot is full too.
+            Err(LinkRefusal::SourcePendingQuota) => {
+                let peer = io.peer_addr();
+                match self.parked.park(source, io, lot_cap(&l.config, detached)) {
+                    // Started when one of its source's pending handshakes finishes (`outcome`).
+                    Ok(()) => return l.queue.lock().stats.link_parked(),
+                    Err(_closed) => {
+                        crate::trace::link_refused("max_pending_per_source", peer.as_ref(), source);
+                        return;
+                    }
+                }
+            }
             Err(refusal) => return tracing::debug!(?refusal, "sotto: link refused"),
         };
         crate::trace::link_refused(limit, io.peer_addr().as_ref(), source);
     }
 
     fn outcome(&mut self, l: &mut ListenOf<R, S, Self>, (p, source): (EpPending, u64), outcome: Outcome<S>) {
+        self.settle_pending(l, p, source, outcome);
+        self.unpark(l, source);
+    }
+
+    /// Fire the endpoint's deadlines, yield the sessions that reported ready, drop those
+    /// that ended or expired first.
+    fn poll(&mut self, l: &mut ListenOf<R, S, Self>, cx: &mut Context<'_>) -> bool {
+        if self.parked.len() > 0 && l.queue.stopped() {
+            // Shutdown: the listener dropped its pending handshakes; close the parked links.
+            self.parked.clear();
+        }
+        self.poll_endpoint(l, cx)
+    }
+}
+
+/// Links the lot may hold: `max_pending_handshakes`, plus one for each detached session (it
+/// let go of its link's socket, and in a reconnect storm its client may be waiting here).
+fn lot_cap(config: &Config, detached: u64) -> usize {
+    config.acceptor.max_pending_handshakes.saturating_add(usize::try_from(detached).unwrap_or(usize::MAX))
+}
+
+impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
+    /// A pending handshake of `source` finished, freeing one of its slots: start the link
+    /// parked longest for it, if any.
+    fn unpark(&mut self, l: &mut ListenOf<R, S, Self>, source: u64) {
+        while let Some(io) = self.parked.take(source) {
+            let now = self.ep.clock.now();
+            let admitted = self.ep.lock().endpoint.accept_link(now, source);
+            match admitted {
+                Ok(p) => return l.read_hello(io, (p, source)),
+                Err(LinkRefusal::SourcePendingQuota) => return self.parked.put_back(source, io),
+                // Rate-limited or the whole table is full: closed, as if refused on arrival
+                // (and so is the next one, unless it gets in).
+                Err(refusal) => tracing::debug!(?refusal, "sotto: parked link refused"),
+            }
+        }
+    }
+
+    /// The handshake of pending link `p` from `source` came to `outcome`.
+    fn settle_pending(&mut self, l: &mut ListenOf<R, S, Self>, p: EpPending, source: u64, outcome: Outcome<S>) {
         let now = self.ep.clock.now();
         match outcome {
             Outcome::Hello(io, hello) => self.route(l, now, p, source, io, &hello),
@@ -263,7 +320,7 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> Routing<R, S> for EpRouting<R, K, S> {
 
     /// Fire the endpoint's deadlines, yield the sessions that reported ready, drop those
     /// that ended or expired first.
-    fn poll(&mut self, l: &mut ListenOf<R, S, Self>, cx: &mut Context<'_>) -> bool {
+    fn poll_endpoint(&mut self, l: &mut ListenOf<R, S, Self>, cx: &mut Context<'_>) -> bool {
         self.ep.register_listener(cx.waker());
         let now = self.ep.clock.now();
         let mut todo = Vec::new();

@@ -35,7 +35,7 @@ async fn open_from(tap: &KeyTap, acc: &sotto_tokio::SessionAcceptor) -> (Session
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_idle_connections_from_one_source_do_not_delay_another_source() {
+async fn idle_connections_from_one_source_beyond_its_quota_do_not_delay_another_source() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let upstream: SocketAddr = l.local_addr().expect("addr");
     let acc = sotto_tokio::serve_sessions_tcp(l, server_config()).expect("config");
@@ -44,14 +44,20 @@ async fn two_hundred_idle_connections_from_one_source_do_not_delay_another_sourc
     let tap = KeyTap::start_from(upstream, Some(OTHER)).await;
     let (_a0, _b0, baseline) = within(LIMIT, "baseline open", open_from(&tap, &acc)).await;
 
-    // 200 connections from 127.0.0.1 that never send a byte.
+    // More connections from 127.0.0.1 than its pending quota, none sending a byte.
+    let quota = server_config().acceptor.max_pending_per_source;
+    let flood = quota + 200;
     let mut idle = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..flood {
         idle.push(dial_from(upstream, None).await.expect("idle connect"));
     }
-    assert!(eventually(LIMIT, || acc.stats().links >= 201).await, "the acceptor took every idle link");
+    assert!(
+        eventually(LIMIT, || acc.stats().links > flood as u64).await,
+        "the acceptor took the baseline link and every idle one"
+    );
     let ep = acc.stats().endpoint;
-    assert!(ep.source_quota_refused >= 200 - 16, "the flood holds at most its quota: {ep:?}");
+    assert!(ep.source_quota_refused >= 200, "the flood holds at most its quota: {ep:?}");
+    assert!(ep.pending_links <= quota as u64, "the flood holds at most its quota: {ep:?}");
 
     // The other source opens sessions and resumes them, at its normal pace.
     let mut sessions = Vec::new();
@@ -78,7 +84,7 @@ async fn two_hundred_idle_connections_from_one_source_do_not_delay_another_sourc
     for (_, _, pairs) in sessions {
         within(LIMIT, "exchange after the resume", exchange_all(pairs, 20)).await;
     }
-    // The flood's own links are closed at the first-byte deadline and charged to it.
+    // The flood's own links are closed at the first-byte deadline.
     assert!(
         eventually(LIMIT, || acc.stats().endpoint.first_byte_expired >= 1 && acc.stats().endpoint.pending_links == 0)
             .await,
@@ -86,6 +92,81 @@ async fn two_hundred_idle_connections_from_one_source_do_not_delay_another_sourc
         acc.stats().endpoint
     );
     drop(idle);
+}
+
+/// Links over their source's pending quota wait unread for a slot instead of being closed:
+/// with the quota held by silent links, sessions dialed from the same source all connect on
+/// their first link once the silent ones are closed at the first-byte deadline (no link
+/// closed, so no redial: links taken = silent links + sessions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_over_their_source_quota_wait_for_a_slot_instead_of_being_closed() {
+    const QUOTA: usize = 4;
+    const SESSIONS: usize = 10;
+    let mut config = server_config();
+    config.acceptor.max_pending_per_source = QUOTA;
+    config.acceptor.first_byte_timeout = Duration::from_millis(300);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream: SocketAddr = l.local_addr().expect("addr");
+    let acc = sotto_tokio::serve_sessions_tcp(l, config).expect("config");
+    let mut silent = Vec::new();
+    for _ in 0..QUOTA {
+        silent.push(dial_from(upstream, None).await.expect("silent connect"));
+    }
+    assert!(eventually(LIMIT, || acc.stats().endpoint.pending_links == QUOTA as u64).await, "the quota is held");
+    let dials: Vec<_> = (0..SESSIONS).map(|_| tokio::spawn(connect_from(upstream, None))).collect();
+    let mut sessions = Vec::new();
+    for d in dials {
+        sessions.push(within(LIMIT, "a parked session connects", d).await.expect("task"));
+    }
+    let stats = acc.stats();
+    println!("{stats:?}");
+    assert!(stats.links_parked >= 1, "some links waited in the lot: {stats:?}");
+    assert_eq!(stats.endpoint.source_quota_refused, stats.links_parked, "none was closed: {stats:?}");
+    assert_eq!(stats.links, (QUOTA + SESSIONS) as u64, "every session connected on its first link: {stats:?}");
+    assert_eq!(stats.endpoint.first_byte_expired, QUOTA as u64);
+    drop((silent, sessions));
+}
+
+/// A mass disconnect from one address, far beyond its pending quota and the lot's base size
+/// (`max_pending_handshakes`): the lot grows by one per detached session, so every session
+/// resumes on the first link its client dials (none is closed, so no redial: one new link per
+/// session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_reconnect_from_one_source_closes_no_link() {
+    const N: usize = 60;
+    const QUOTA: usize = 2;
+    let mut config = server_config();
+    config.acceptor.max_pending_handshakes = 4;
+    config.acceptor.max_pending_per_source = QUOTA;
+    config.acceptor.first_byte_timeout = Duration::from_millis(300);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream: SocketAddr = l.local_addr().expect("addr");
+    let acc = sotto_tokio::serve_sessions_tcp(l, config).expect("config");
+    let tap = KeyTap::start_from(upstream, Some(OTHER)).await;
+    let mut sessions = Vec::new();
+    for _ in 0..N {
+        let (a, b, _) = within(LIMIT, "open", open_from(&tap, &acc)).await;
+        sessions.push((a, b));
+    }
+    // Silent links from the same address hold its quota, so every resume has to wait.
+    let mut silent = Vec::new();
+    for _ in 0..QUOTA {
+        silent.push(dial_from(upstream, Some(OTHER)).await.expect("silent connect"));
+    }
+    assert!(eventually(LIMIT, || acc.stats().endpoint.pending_links == QUOTA as u64).await, "the quota is held");
+    let before = acc.stats();
+    tap.cut();
+    let resumed = eventually(LIMIT, || {
+        acc.stats().endpoint.resumes_routed >= before.endpoint.resumes_routed + N as u64
+            && sessions.iter().all(|(a, _)| a.stats().link_established)
+    })
+    .await;
+    let after = acc.stats();
+    println!("{after:?}");
+    assert!(resumed, "every session resumed: {after:?}");
+    assert!(after.links_parked > before.links_parked, "links waited in the lot: {after:?}");
+    assert_eq!(after.links - before.links, N as u64, "one new link per session, none closed: {after:?}");
+    drop((sessions, silent));
 }
 
 /// Connect a session to `to` from `from` (127.0.0.1 when `None`).
@@ -171,8 +252,8 @@ async fn a_client_tells_a_full_acceptor_from_an_unknown_key() {
     drop(c);
 }
 
-/// A link that sends nothing is closed at the first-byte deadline, counted and charged; one
-/// that starts at once and then dawdles has the whole handshake deadline.
+/// A link that sends nothing is closed at the first-byte deadline and counted, not charged
+/// to its source; one that starts at once and then dawdles has the whole handshake deadline.
 #[tokio::test]
 async fn a_silent_link_is_closed_at_the_first_byte_deadline_and_a_slow_one_is_not() {
     use sotto_proto::wire::{ClientHello, ServerHello, HELLO_LEN, LEN_PREFIX};

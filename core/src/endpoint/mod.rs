@@ -38,13 +38,15 @@ pub struct EndpointConfig {
     /// ClientHello reclaims the session detached longest, or, with none detached, is refused
     /// as [`RejectReason::Full`]. Default 100,000.
     pub max_sessions: u32,
-    /// Links waiting for their ClientHello at once; more are refused at once. Default 64.
+    /// Links waiting for their ClientHello at once; more are refused at once. A pending
+    /// link costs its socket and about a hundred bytes here. Default 1024.
     pub max_pending_handshakes: u32,
     /// Links waiting for their ClientHello at once from one source; more from it are refused
     /// at once ([`LinkRefusal::SourcePendingQuota`]), so idle links from one source cannot
     /// fill `max_pending_handshakes` and lock every other source out. Source 0 (unknown)
     /// has no quota of its own: it is every client whose address the driver cannot tell.
-    /// Default 16, a quarter of the default `max_pending_handshakes`.
+    /// Default 256, a quarter of the default `max_pending_handshakes` (clients behind one
+    /// NAT reconnecting at once share it).
     pub max_pending_per_source: u32,
     /// Detached sessions kept at once; past it the one detached longest is evicted (session
     /// lost). Default `u32::MAX`: only `max_sessions` binds, so a mass disconnect evicts no
@@ -75,8 +77,8 @@ impl Default for EndpointConfig {
         Self {
             session: SessionConfig::default(),
             max_sessions: 100_000,
-            max_pending_handshakes: 64,
-            max_pending_per_source: 16,
+            max_pending_handshakes: 1024,
+            max_pending_per_source: 256,
             max_detached_sessions: u32::MAX,
             handshake_timeout: Duration::from_secs(10),
             failure_budget: 16,
@@ -569,15 +571,17 @@ impl Endpoint {
     }
 
     /// The driver closed a pending link that sent nothing by its first-byte deadline (shorter
-    /// than `handshake_timeout`): free its slot, count it (`first_byte_expired`, and
-    /// `handshakes_expired`) and charge its source a failure, as for an expired handshake.
-    /// A stale handle is ignored.
+    /// than `handshake_timeout`): free its slot and count it (`first_byte_expired`, and
+    /// `handshakes_expired`). Its source is not charged a failure: in a reconnect storm an
+    /// honest client's first bytes can wait out a TCP retransmission or two, and charging
+    /// them would lock every client behind that address out for `failure_period`; what
+    /// silent links can hold is bounded by `max_pending_per_source` and the deadline. A
+    /// stale handle is ignored.
     pub fn pending_silent(&mut self, now: Instant, link: PendingLink) {
-        let now = self.clock.observe(now);
-        if let Some((source, _)) = self.take_pending(link) {
+        let _ = self.clock.observe(now);
+        if self.take_pending(link).is_some() {
             self.stats.handshakes_expired += 1;
             self.stats.first_byte_expired += 1;
-            self.limiter.fail(now, source);
         }
     }
 

@@ -789,20 +789,24 @@ fn one_source_holds_at_most_its_pending_quota_and_others_still_get_in() {
 }
 
 #[test]
-fn a_silent_link_is_freed_counted_and_charged_to_its_source() {
+fn a_silent_link_is_freed_and_counted_but_not_charged_to_its_source() {
     let cfg = EndpointConfig { failure_budget: 2, ..small() };
     let mut ep = Endpoint::new(cfg).expect("config");
     let t0 = Instant::ZERO;
-    for n in 0..2 {
-        let p = ep.accept_link(t0, 5).expect("within budget");
+    for n in 0..4 {
+        let p = ep.accept_link(t0, 5).expect("silent links do not spend the failure budget");
         ep.pending_silent(t0, p);
         assert_eq!(ep.stats().first_byte_expired, n + 1);
         assert_eq!(ep.stats().handshakes_expired, n + 1);
         assert_eq!(ep.stats().pending_links, 0, "its slot is free");
         ep.pending_silent(t0, p); // stale: ignored
     }
-    assert_eq!(ep.accept_link(t0, 5), Err(LinkRefusal::RateLimited), "charged to the source");
-    ep.accept_link(t0, 6).expect("another source is not charged");
+    // A whole expired handshake (bytes came, no hello by the deadline) is still charged.
+    let cfg = EndpointConfig { failure_budget: 1, ..small() };
+    let mut ep = Endpoint::new(cfg).expect("config");
+    let _p = ep.accept_link(t0, 5).expect("pending");
+    ep.handle_timeout(t0.saturating_add(cfg.handshake_timeout));
+    assert_eq!(ep.accept_link(t0.saturating_add(cfg.handshake_timeout), 5), Err(LinkRefusal::RateLimited));
 }
 
 #[test]

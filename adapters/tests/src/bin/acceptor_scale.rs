@@ -19,7 +19,9 @@
 //! cargo run --release -p sotto-adapter-tests --bin acceptor_scale -- [N]
 //! ```
 //!
-//! Default N = 1000. docs/benchmarks.md ("Acceptor at scale") records the results.
+//! Default N = 1000. docs/benchmarks.md ("Acceptor at scale") records the results. With
+//! `SOTTO_SCALE_STATS=1` the sotto server prints its acceptor's counters (links taken,
+//! refused and why, sessions, resumes) to stderr when it exits.
 
 use std::io;
 use std::net::SocketAddr;
@@ -171,13 +173,20 @@ fn server(kind: &str) {
                 }
             });
         } else {
-            let acc = sotto_tokio::serve_sessions_tcp(l, Config::default()).expect("config");
+            let acc = Arc::new(sotto_tokio::serve_sessions_tcp(l, Config::default()).expect("config"));
+            let a = Arc::clone(&acc);
             tokio::spawn(async move {
                 loop {
-                    let Ok(s) = acc.accept().await else { return };
+                    let Ok(s) = a.accept().await else { return };
                     tokio::spawn(echo_session(s));
                 }
             });
+            say(&format!("READY {addr}"));
+            let _ = wait_line().await;
+            if std::env::var_os("SOTTO_SCALE_STATS").is_some() {
+                eprintln!("acceptor stats: {:?}", acc.stats());
+            }
+            return;
         }
         say(&format!("READY {addr}"));
         let _ = wait_line().await;
