@@ -323,7 +323,9 @@ impl SessionHandle {
             }
             match s.open(metadata) {
                 Ok(id) => {
-                    st.conns.insert(id, ConnSlot::new(Phase::Opening, Bytes::new()));
+                    let mut slot = ConnSlot::new(Phase::Opening, Bytes::new());
+                    slot.open_metadata = Bytes::copy_from_slice(metadata);
+                    st.conns.insert(id, slot);
                     st.common.wake_driver();
                     Poll::Ready(Ok(id))
                 }
@@ -469,6 +471,24 @@ impl SessionHandle {
     #[must_use]
     pub fn unacked(&self) -> u64 {
         self.inner.home.lock().parts_ref().0.conduit().unacked()
+    }
+
+    /// Once the session has ended (lost, or closed): the messages the peer never
+    /// acknowledged, with their connections, in order, and the connections the application
+    /// held, to open again on a new session and send those messages again. `None` while the
+    /// session lives. Each call collects afresh (one allocation for all payloads).
+    ///
+    /// Delivery across a loss is **at least once**: a message the peer's application
+    /// received but its session had not acknowledged yet is returned too. See
+    /// [`Unacknowledged`](super::Unacknowledged) for the guarantee and what each kind of
+    /// message means, and
+    /// [`ReconnectingSession`](super::ReconnectingSession) for a new session started for
+    /// you.
+    #[must_use]
+    pub fn unacknowledged(&self) -> Option<super::Unacknowledged> {
+        let mut l = self.inner.home.lock();
+        let (s, st) = l.parts();
+        super::loss::unacknowledged(s, st)
     }
 
     /// The metadata of the peer's session hello, once the handshake got that far.
