@@ -118,11 +118,12 @@ pub(crate) fn unacknowledged(s: &mut Session, st: &SessState) -> Option<Unacknow
         .conns
         .iter()
         .filter(|(_, slot)| {
-            !matches!(slot.phase, Phase::Rejected { .. })
-                && !slot.local_closed
-                && slot.peer_closed.is_none()
-                && !slot.abandoned
-                && !(slot.local_finished && slot.peer_finished)
+            let over = matches!(slot.phase, Phase::Rejected { .. })
+                || slot.local_closed
+                || slot.peer_closed.is_some()
+                || slot.abandoned
+                || (slot.local_finished && slot.peer_finished);
+            !over
         })
         .map(|(&id, slot)| {
             let ours = parity.owns(id);
