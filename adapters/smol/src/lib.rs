@@ -17,6 +17,11 @@
 //!   [`SessionAcceptor`] that runs handshakes under a deadline, routes resumes to their
 //!   sessions, enforces its limits ([`AcceptorConfig`]) and yields new sessions.
 //! - [`SessionHandle::open`] / [`SessionHandle::accept`]: virtual connections.
+//! - [`SessionHandle::unacknowledged`]: once a session is lost (the server restarted), the
+//!   messages the peer never acknowledged, with their connections, in order, and the
+//!   connections to open again; delivery across a loss is at least once
+//!   ([`Unacknowledged`]). [`connect_reconnecting`]: an opt-in [`ReconnectingSession`] that
+//!   starts a new session after a loss and hands over those leftovers.
 //! - [`Config`]: every knob, grouped by concern, with its default.
 //!
 //! ```

@@ -4,20 +4,7 @@
 //! Read from the replay ring ([`Conduit::unacked_items`](crate::Conduit::unacked_items)), so
 //! nothing is kept twice and nothing is allocated: each value borrows the ring.
 //!
-//! What each kind of item means once the session is lost:
-//!
-//! - `Data` and each message of a `DataBatch`: [`Unacked::Data`], in the order they were
-//!   sent, with their connection. The peer may have received it and not acknowledged it
-//!   yet (at-least-once across a loss).
-//! - `Open`: [`Unacked::Open`]. The peer never acknowledged it, so for the peer the
-//!   connection never existed (it cannot have answered: its answer would have carried the
-//!   acknowledgment).
-//! - `Accept` / `Reject` of a peer's Open: [`Unacked::Accept`] / [`Unacked::Reject`]; the
-//!   peer may never have learned the answer.
-//! - `Close`: [`Unacked::Close`]; `Fin` (end of stream): [`Unacked::Fin`]. The peer may
-//!   not have seen the end of the connection or of its stream.
-//! - `Credit` grants, the session handshake (`Hello`, `LetsGo`, `Sorry`) and
-//!   `ProtocolError`: skipped. They concern only the session that was lost.
+//! See [`Unacked`] for what each kind of item means once the session is lost.
 
 use super::message::{DataBatchIter, Message};
 use super::{ConnId, Session};
@@ -25,6 +12,21 @@ use crate::conduit::UnackedItems;
 
 /// One thing a session sent that the peer never acknowledged; see
 /// [`Session::unacked_messages`].
+///
+/// What each kind of item means once the session is lost:
+///
+/// - `Data` and each message of a `DataBatch`: [`Unacked::Data`], in the order they were
+///   sent, with their connection. The peer may have received it and not acknowledged it
+///   yet (at-least-once across a loss).
+/// - `Open`: [`Unacked::Open`]. The peer never acknowledged it, so for the peer the
+///   connection never existed (it cannot have answered: its answer would have carried the
+///   acknowledgment).
+/// - `Accept` / `Reject` of a peer's Open: [`Unacked::Accept`] / [`Unacked::Reject`]; the
+///   peer may never have learned the answer.
+/// - `Close`: [`Unacked::Close`]; `Fin` (end of stream): [`Unacked::Fin`]. The peer may
+///   not have seen the end of the connection or of its stream.
+/// - `Credit` grants, the session handshake (`Hello`, `LetsGo`, `Sorry`) and
+///   `ProtocolError`: skipped. They concern only the session that was lost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Unacked<'a> {
@@ -136,7 +138,7 @@ impl Session {
     /// What this session sent that the peer never acknowledged, decoded: every message
     /// (each one of a batch on its own) with its connection, and the connection commands
     /// (open, answer, close, end of stream), in the order they were sent; credit grants and
-    /// the handshake are left out (see the [module docs](self) for what each means).
+    /// the handshake are left out (see [`Unacked`] for what each means).
     ///
     /// Call it once the session is lost ([`is_ended`](Self::is_ended)) to get back what may
     /// never have reached the peer's application, and send it again over a new session.

@@ -51,8 +51,8 @@ pub enum SessionEvent {
     /// The session ended gracefully (our close or the peer's GOODBYE). The last event.
     Closed(SessionEnd),
     /// The session is lost (recovery timeout, REJECTED resume, protocol failure, eviction, a
-    /// redial error the connector marked permanent).
-    /// The last event.
+    /// redial error the connector marked permanent). What the peer never acknowledged:
+    /// [`SessionHandle::unacknowledged`]. The last event.
     Lost(SessionEnd),
 }
 
@@ -467,7 +467,8 @@ impl SessionHandle {
     /// ring; one item carries one message, or a batch of small ones sent in a burst). After
     /// a [`close`](Self::close) that ended the session without GOODBYE (no link at the
     /// time), these may never have reached the peer: this is how many items the close may
-    /// have lost. After a GOODBYE they were all written before it.
+    /// have lost. After a GOODBYE they were all written before it. The messages themselves,
+    /// once the session has ended: [`unacknowledged`](Self::unacknowledged).
     #[must_use]
     pub fn unacked(&self) -> u64 {
         self.inner.home.lock().parts_ref().0.conduit().unacked()
