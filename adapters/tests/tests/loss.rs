@@ -327,3 +327,50 @@ async fn tokio_messages_a_sink_staged_come_back_after_the_loss() {
 fn smol_messages_a_sink_staged_come_back_after_the_loss() {
     smol::block_on(staged_run(Rt::Smol));
 }
+
+/// The acceptor's side of a loss, and control messages: the server accepts a connection
+/// and sends on it while no link is up, finishes it, and its session is lost (no link
+/// within its `recovery_timeout`). It gets back the messages, and the connection: the
+/// peer's (not ours to open again), with its Open metadata, unknown to the peer (our Accept
+/// never reached it), finished.
+async fn acceptor_side_run(rt: Rt) {
+    let mut server = config();
+    server.protocol.recovery_timeout = Duration::from_millis(500);
+    let (acc, at) = listen(rt, Transport::Tcp, server).await;
+    let Endpoint::Tcp(addr) = at else { unreachable!("a TCP listener") };
+    let (proxy, paddr) = cuttable_tcp(addr);
+    let a = dial(rt, Endpoint::Tcp(paddr), config()).await;
+    let b = acc.accept().await.expect("accept");
+    // The client's Open goes out (its wait for the answer is given up at once).
+    assert!(a.open(b"c0").now_or_never().is_none(), "an open waits for the answer");
+    let inc = within(LIMIT, "the Open arrives", b.accept()).await.expect("incoming");
+    drop(proxy);
+    assert!(eventually(LIMIT, || !b.stats().link_established).await, "the link is gone");
+    let id = inc.id();
+    let mut y = inc.accept(b"ok").await.expect("accepted, in the replay ring");
+    y.send(b"s1").await.expect("into the ring");
+    y.send(b"s2").await.expect("into the ring");
+    y.finish().await.expect("end of stream, into the ring");
+    assert_eq!(within(LIMIT, "the recovery timeout", b.closed()).await, SessionEnd::RecoveryTimeout);
+    let lost = b.unacknowledged().expect("ended");
+    assert_eq!(lost.end, SessionEnd::RecoveryTimeout);
+    let listed: Vec<_> = lost.messages.iter().map(|m| (m.conn, m.payload.clone())).collect();
+    assert_eq!(listed, [(id, Bytes::from_static(b"s1")), (id, Bytes::from_static(b"s2"))]);
+    assert_eq!(lost.connections.len(), 1);
+    let c = &lost.connections[0];
+    assert_eq!(
+        (c.id, c.ours, &c.open_metadata[..], c.unknown_to_peer, c.finished),
+        (id, false, &b"c0"[..], true, true)
+    );
+    drop((a, acc));
+}
+
+#[tokio::test]
+async fn tokio_a_lost_acceptor_session_returns_its_messages_and_the_peers_connection_unknown_to_the_peer() {
+    acceptor_side_run(Rt::Tokio).await;
+}
+
+#[test]
+fn smol_a_lost_acceptor_session_returns_its_messages_and_the_peers_connection_unknown_to_the_peer() {
+    smol::block_on(acceptor_side_run(Rt::Smol));
+}
