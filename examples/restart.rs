@@ -59,6 +59,16 @@ async fn start_server(front: Option<SocketAddr>) -> Result<(ChaosProxy, SocketAd
     Ok((proxy, front, log))
 }
 
+/// How many orders are in `log`.
+fn len(log: &Mutex<Vec<u64>>) -> usize {
+    log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+}
+
+/// The orders in `log`.
+fn snapshot(log: &Mutex<Vec<u64>>) -> Vec<u64> {
+    log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let (old_proxy, front, old_log) = start_server(None).await?;
@@ -68,24 +78,31 @@ async fn main() -> Result<()> {
     let mut client = connect_reconnecting(connector, config, b"order desk").await?;
     let mut conn = client.session().open(b"orders").await?;
 
-    let mut old_proxy = Some(old_proxy);
-    let mut new_log = None;
+    // The crash: once the old server has half the orders, every link to it is cut, and a
+    // new server takes its address.
+    let restart = {
+        let old_log = Arc::clone(&old_log);
+        tokio::spawn(async move {
+            while len(&old_log) < (ORDERS / 2) as usize {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            drop(old_proxy);
+            start_server(Some(front)).await
+        })
+    };
+
     let mut resent = 0;
     let mut next = 0;
     loop {
-        // Send the orders, then wait until the server acknowledged every one.
+        // Send the orders (a burst of 50 every millisecond), then wait until the server
+        // acknowledged every one.
         let sent = async {
             while next < ORDERS {
-                if next == ORDERS / 2 && old_proxy.is_some() {
-                    // Let part of what was sent arrive, then the old server dies and a new
-                    // one takes its address.
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    drop(old_proxy.take());
-                    let (proxy, _, log) = start_server(Some(front)).await.map_err(|_| ConnError::Closed)?;
-                    new_log = Some((proxy, log));
-                }
                 conn.send(next.to_le_bytes()).await?;
                 next += 1;
+                if next % 50 == 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
             }
             conn.flush_acked().await
         };
@@ -110,9 +127,9 @@ async fn main() -> Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-    let old: Vec<u64> = old_log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    let (_proxy, new_log) = new_log.ok_or("the server was restarted")?;
-    let new: Vec<u64> = new_log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let (_proxy, _, new_log) = restart.await??;
+    let old = snapshot(&old_log);
+    let new = snapshot(&new_log);
     let in_order = |log: &[u64]| log.windows(2).all(|w| w[1] == w[0] + 1);
     if !in_order(&old) || !in_order(&new) {
         return Err("a server got orders out of order or twice".into());
