@@ -22,7 +22,9 @@ use crate::handle::{connect, ConnectError, StableConduit};
 use crate::link_hook::{AcceptHooks, LinkInfo};
 use crate::peer::WithPeer;
 use crate::routing::source_of_peer;
-use crate::session::{connect_session_with, serve_sessions, serve_sessions_hooked, SessionAcceptor, SessionHandle};
+use crate::session::{
+    connect_session_with, serve_sessions, serve_sessions_hooked, ReconnectingSession, SessionAcceptor, SessionHandle,
+};
 
 /// The application's connector, its streams wrapped by `R`'s glue.
 fn glued<R, S, F, Fut>(mut connector: F) -> impl FnMut() -> futures::future::MapOk<Fut, fn(S) -> R::Io> + Send + 'static
@@ -63,6 +65,24 @@ where
     Fut: Future<Output = io::Result<S>> + Send + 'static,
 {
     connect_session_with(rt, glued::<R, S, F, Fut>(connector), config, metadata).await
+}
+
+/// Start a [`ReconnectingSession`] on `rt` over the streams `connector` makes, with
+/// `metadata` in every session's Hello, each stream wrapped by `rt`'s [`StreamGlue`]. What
+/// an adapter's `connect_reconnecting` is.
+pub async fn dial_reconnecting<R, S, F, Fut>(
+    rt: R,
+    connector: F,
+    config: Config,
+    metadata: &[u8],
+) -> Result<ReconnectingSession, ConnectError>
+where
+    R: StreamGlue<S>,
+    S: 'static,
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+{
+    ReconnectingSession::connect(rt, glued::<R, S, F, Fut>(connector), config, metadata).await
 }
 
 /// Serve `listener` on `rt` with the raw stable-conduit API (see [`serve`]). What an

@@ -158,7 +158,7 @@ mod trace;
 pub use acceptor::{serve, serve_hooked, Acceptor, AcceptorStats};
 pub use backoff::{is_transient, permanent, Backoff, Permanent};
 pub use config::{AcceptorConfig, BufferConfig, Config, DialConfig, ProtocolConfig};
-pub use entry::{dial, dial_session, listen, listen_sessions, listen_sessions_with, listen_with};
+pub use entry::{dial, dial_reconnecting, dial_session, listen, listen_sessions, listen_sessions_with, listen_with};
 pub use glue::{HookGlue, ListenerGlue, StreamGlue, Streams};
 pub use handle::{connect, ConnectError, Ended, SendError, StableConduit, TrySendError};
 pub use link_hook::{AcceptHooks, AcceptedLink, LinkHookFuture, LinkInfo, PeerIdentity};
@@ -167,8 +167,9 @@ pub use routing::source_of;
 pub use runtime::{BoxTask, FuturesIo, Io, PeerAddr, Runtime, TaskGuard, TaskHandle, Timer};
 pub use session::{
     connect_session, connect_session_with, serve_sessions, serve_sessions_hooked, AnswerError, ConnError, ConnReceiver,
-    ConnSender, Connection, Goodbye, IncomingOpen, OpenError, SessionAcceptor, SessionAcceptorStats, SessionEvent,
-    SessionHandle, SessionId, SessionStats, WRITE_CHUNK,
+    ConnSender, Connection, Goodbye, IncomingOpen, LostConnection, OpenError, ReconnectingSession, RenewError, Renewal,
+    Reopened, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionId, SessionStats,
+    UnackedMessage, Unacknowledged, WRITE_CHUNK,
 };
 pub use shared::{ConduitEvent, DialFailure, LinkDownCause, ResumeTiming, Stats};
 pub use shutdown::ShutdownReport;

@@ -17,6 +17,11 @@
 //!   [`SessionAcceptor`] that runs handshakes under a deadline, routes resumes to their
 //!   sessions, enforces its limits ([`AcceptorConfig`]) and yields new sessions.
 //! - [`SessionHandle::open`] / [`SessionHandle::accept`]: virtual connections.
+//! - [`SessionHandle::unacknowledged`]: once a session is lost (the server restarted), the
+//!   messages the peer never acknowledged, with their connections, in order, and the
+//!   connections to open again; delivery across a loss is at least once
+//!   ([`Unacknowledged`]). [`connect_reconnecting`]: an opt-in [`ReconnectingSession`] that
+//!   starts a new session after a loss and hands over those leftovers.
 //! - [`Config`]: every knob, grouped by concern, with its default.
 //!
 //! ```
@@ -72,9 +77,10 @@ use sotto_driver::Streams;
 pub use sotto_driver::{
     live_tasks, permanent, AcceptHooks, AcceptedLink, AcceptorConfig, AcceptorSummary, AnswerError, BufferConfig,
     Config, ConnError, ConnReceiver, ConnSender, ConnectError, Connection, DialConfig, DialFailure, Ended, Goodbye,
-    IncomingOpen, LinkDownCause, LinkHookFuture, LinkInfo, OpenError, PeerAddr, PeerIdentity, Permanent,
-    ProtocolConfig, Refusals, ResumeTiming, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle,
-    SessionId, SessionStats, ShutdownReport, WithPeer, WRITE_CHUNK,
+    IncomingOpen, LinkDownCause, LinkHookFuture, LinkInfo, LostConnection, OpenError, PeerAddr, PeerIdentity,
+    Permanent, ProtocolConfig, ReconnectingSession, Refusals, RenewError, Renewal, Reopened, ResumeTiming,
+    SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionId, SessionStats, ShutdownReport,
+    UnackedMessage, Unacknowledged, WithPeer, WRITE_CHUNK,
 };
 /// The sans-IO core, `sotto-proto`: every type the adapter's reports carry.
 pub use sotto_proto as proto;
@@ -116,6 +122,26 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     Smol::global().connect_session_with(connector, config, metadata).await
+}
+
+/// An initiator session that starts a new session whenever its session is lost (opt-in):
+/// [`connect_session_with`]'s first session, then, after each loss,
+/// [`ReconnectingSession::renewed`] connects anew with the same connector, configuration
+/// and `metadata`, and hands over what the lost session left ([`Unacknowledged`]: the
+/// connections to open again, the messages the peer never acknowledged). Delivery across a
+/// loss is at least once. Runs on smol's global executor; [`Smol::connect_reconnecting`] on
+/// another.
+pub async fn connect_reconnecting<F, Fut, S>(
+    connector: F,
+    config: Config,
+    metadata: &[u8],
+) -> Result<ReconnectingSession, ConnectError>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    Smol::global().connect_reconnecting(connector, config, metadata).await
 }
 
 /// Serve a TCP listener with the session API, through the core endpoint, on smol's global
@@ -210,6 +236,21 @@ impl Smol {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         sotto_driver::dial_session(self.clone(), connector, config, metadata).await
+    }
+
+    /// [`connect_reconnecting`] on this executor.
+    pub async fn connect_reconnecting<F, Fut, S>(
+        &self,
+        connector: F,
+        config: Config,
+        metadata: &[u8],
+    ) -> Result<ReconnectingSession, ConnectError>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = io::Result<S>> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        sotto_driver::dial_reconnecting(self.clone(), connector, config, metadata).await
     }
 
     /// [`serve_sessions_tcp`] on this executor.

@@ -18,6 +18,11 @@
 //!   [`SessionAcceptor`] that runs handshakes under a deadline, routes resumes to their
 //!   sessions, enforces its limits ([`AcceptorConfig`]) and yields new sessions.
 //! - [`SessionHandle::open`] / [`SessionHandle::accept`]: virtual connections.
+//! - [`SessionHandle::unacknowledged`]: once a session is lost (the server restarted), the
+//!   messages the peer never acknowledged, with their connections, in order, and the
+//!   connections to open again; delivery across a loss is at least once
+//!   ([`Unacknowledged`]). [`connect_reconnecting`]: an opt-in [`ReconnectingSession`] that
+//!   starts a new session after a loss and hands over those leftovers.
 //! - [`Config`]: every knob, grouped by concern, with its default.
 //!
 //! ```
@@ -80,9 +85,10 @@ use sotto_driver::Streams;
 pub use sotto_driver::{
     live_tasks, permanent, AcceptHooks, AcceptedLink, AcceptorConfig, AcceptorSummary, AnswerError, BufferConfig,
     Config, ConnError, ConnReceiver, ConnSender, ConnectError, Connection, DialConfig, DialFailure, Ended, Goodbye,
-    IncomingOpen, LinkDownCause, LinkHookFuture, LinkInfo, OpenError, PeerAddr, PeerIdentity, Permanent,
-    ProtocolConfig, Refusals, ResumeTiming, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle,
-    SessionId, SessionStats, ShutdownReport, WithPeer, WRITE_CHUNK,
+    IncomingOpen, LinkDownCause, LinkHookFuture, LinkInfo, LostConnection, OpenError, PeerAddr, PeerIdentity,
+    Permanent, ProtocolConfig, ReconnectingSession, Refusals, RenewError, Renewal, Reopened, ResumeTiming,
+    SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionId, SessionStats, ShutdownReport,
+    UnackedMessage, Unacknowledged, WithPeer, WRITE_CHUNK,
 };
 /// The sans-IO core, `sotto-proto`: every type the adapter's reports carry.
 pub use sotto_proto as proto;
@@ -124,6 +130,55 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     sotto_driver::dial_session(Tokio, connector, config, metadata).await
+}
+
+/// An initiator session that starts a new session whenever its session is lost (opt-in):
+/// [`connect_session_with`]'s first session, then, after each loss,
+/// [`ReconnectingSession::renewed`] connects anew with the same connector, configuration
+/// and `metadata`, and hands over what the lost session left ([`Unacknowledged`]: the
+/// connections to open again, the messages the peer never acknowledged). Delivery across a
+/// loss is at least once. Must be called within a tokio runtime.
+///
+/// ```no_run
+/// # async fn demo(addr: std::net::SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+/// use sotto_tokio::{connect_reconnecting, Config, ConnError};
+///
+/// let connector = move || tokio::net::TcpStream::connect(addr);
+/// let mut rs = connect_reconnecting(connector, Config::default(), b"client 7").await?;
+/// let mut conn = rs.session().open(b"orders").await?;
+/// let mut next = 0u64;
+/// loop {
+///     match conn.send(next.to_le_bytes()).await {
+///         Ok(()) => next += 1,
+///         Err(ConnError::Ended(_)) => {
+///             // Lost (the server restarted): a new session, our connections opened again
+///             // on it, and every message the old server never acknowledged sent again.
+///             let renewal = rs.renewed().await?;
+///             for again in renewal.reopen().await? {
+///                 conn = again.conn;
+///                 for m in again.messages {
+///                     conn.send(m).await?;
+///                 }
+///             }
+///         }
+///         Err(e) => return Err(e.into()),
+///     }
+/// #   if next == 10 { break; }
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub async fn connect_reconnecting<F, Fut, S>(
+    connector: F,
+    config: Config,
+    metadata: &[u8],
+) -> Result<ReconnectingSession, ConnectError>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    sotto_driver::dial_reconnecting(Tokio, connector, config, metadata).await
 }
 
 /// Serve a TCP listener with the session API, through the core endpoint (accepted streams

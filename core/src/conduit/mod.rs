@@ -9,7 +9,9 @@ mod ring;
 pub(crate) mod serial;
 mod stats;
 mod transmit;
+mod unacked;
 pub use transmit::{LendingTransmit, LentItem, Transmit};
+pub use unacked::UnackedItems;
 
 pub use config::{ConduitConfig, ConfigError};
 pub use event::{

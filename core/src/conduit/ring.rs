@@ -350,6 +350,24 @@ impl ReplayRing {
         dropped
     }
 
+    /// Move the held items to the front of the storage, in place (no allocation; work in
+    /// proportion to the storage), so that every item lies contiguous: [`get`](Self::get)
+    /// then returns each one whole in its first slice. For reading the unacked items at
+    /// once (a lost session's leftovers), never on the data path.
+    pub(crate) fn make_contiguous(&mut self) {
+        if self.byte_head == 0 {
+            return;
+        }
+        let cap = self.bytes.len();
+        self.bytes.rotate_left(self.byte_head);
+        for i in 0..self.entry_count {
+            let idx = (self.entry_head + i) % self.entries.len();
+            let e = &mut self.entries[idx];
+            e.offset = ((e.offset as usize + cap - self.byte_head) % cap) as u32;
+        }
+        self.byte_head = 0;
+    }
+
     /// The item with sequence `seq` as one or two slices (it may wrap), if held.
     #[inline(always)]
     pub(crate) fn get(&self, seq: u64) -> Option<(&[u8], &[u8])> {
@@ -430,6 +448,26 @@ mod tests {
         assert_eq!(r.trim_to(2), 1);
         assert_eq!(item(&r, 2), b"no");
         assert_eq!(r.bytes_used(), 2);
+    }
+
+    #[test]
+    fn make_contiguous_unwraps_every_item_in_place() {
+        for shift in 0..10 {
+            let mut r = ReplayRing::new(10, 8);
+            r.reserve_full();
+            r.push(&[&vec![0u8; shift]]).expect("fits");
+            r.trim_to(1);
+            r.push(&[b"abcd"]).expect("fits");
+            r.push(&[b"efg"]).expect("fits");
+            r.extend_last(b"h", b"i").expect("fits");
+            let allocated = r.allocated();
+            r.make_contiguous();
+            assert_eq!(r.allocated(), allocated, "no new storage");
+            assert_eq!(r.get(1), Some((&b"abcd"[..], &b""[..])), "shift {shift}");
+            assert_eq!(r.get(2), Some((&b"efghi"[..], &b""[..])), "shift {shift}");
+            r.push(&[b"j"]).expect("fits after");
+            assert_eq!(item(&r, 3), b"j");
+        }
     }
 
     #[test]

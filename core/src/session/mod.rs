@@ -7,6 +7,7 @@ mod export;
 pub mod message;
 mod receive;
 mod types;
+mod unacked;
 
 pub use config::SessionConfig;
 pub use message::{
@@ -17,6 +18,7 @@ pub use types::{
     refusal, CommandError, ConnId, Incoming, SessionEvent, SessionFailure, SessionInputError, SessionStats,
     SessionViolation, ROOT,
 };
+pub use unacked::{Unacked, UnackedMessages};
 
 use alloc::vec;
 use alloc::vec::Vec;

@@ -674,3 +674,4 @@ fn batch_bytes_0_sends_plain_data_even_for_empty_payloads() {
 }
 
 mod half_close;
+mod unacked;

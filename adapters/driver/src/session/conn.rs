@@ -454,6 +454,8 @@ fn queue<'a>(
         match refused {
             None | Some(CommandError::NoCredit | CommandError::WouldBlock) => {}
             Some(CommandError::TooLarge { .. }) => staged.consume(1),
+            // Never sent: returned with the session's unacknowledged messages.
+            Some(CommandError::Ended) => st.unsent.extend(staged.take_rest().into_iter().map(|item| (id, item))),
             Some(_) => staged.consume(staged.len()),
         }
     }
@@ -521,6 +523,11 @@ impl Drop for ConnSender {
                 // Never sendable; the ones after it are.
                 Err(CommandError::TooLarge { len, max }) => {
                     tracing::debug!(conn = id, len, max, "sotto: a dropped sink held a message too large to send");
+                }
+                Err(CommandError::Ended) => {
+                    // Returned with the session's unacknowledged messages.
+                    st.unsent.extend(rest.map(|item| (id, item)));
+                    return;
                 }
                 Err(e) => {
                     tracing::debug!(conn = id, error = ?e, "sotto: a dropped sink's messages cannot be sent");

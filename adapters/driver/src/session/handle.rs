@@ -51,8 +51,8 @@ pub enum SessionEvent {
     /// The session ended gracefully (our close or the peer's GOODBYE). The last event.
     Closed(SessionEnd),
     /// The session is lost (recovery timeout, REJECTED resume, protocol failure, eviction, a
-    /// redial error the connector marked permanent).
-    /// The last event.
+    /// redial error the connector marked permanent). What the peer never acknowledged:
+    /// [`SessionHandle::unacknowledged`]. The last event.
     Lost(SessionEnd),
 }
 
@@ -323,7 +323,9 @@ impl SessionHandle {
             }
             match s.open(metadata) {
                 Ok(id) => {
-                    st.conns.insert(id, ConnSlot::new(Phase::Opening, Bytes::new()));
+                    let mut slot = ConnSlot::new(Phase::Opening, Bytes::new());
+                    slot.open_metadata = Bytes::copy_from_slice(metadata);
+                    st.conns.insert(id, slot);
                     st.common.wake_driver();
                     Poll::Ready(Ok(id))
                 }
@@ -465,10 +467,29 @@ impl SessionHandle {
     /// ring; one item carries one message, or a batch of small ones sent in a burst). After
     /// a [`close`](Self::close) that ended the session without GOODBYE (no link at the
     /// time), these may never have reached the peer: this is how many items the close may
-    /// have lost. After a GOODBYE they were all written before it.
+    /// have lost. After a GOODBYE they were all written before it. The messages themselves,
+    /// once the session has ended: [`unacknowledged`](Self::unacknowledged).
     #[must_use]
     pub fn unacked(&self) -> u64 {
         self.inner.home.lock().parts_ref().0.conduit().unacked()
+    }
+
+    /// Once the session has ended (lost, or closed): the messages the peer never
+    /// acknowledged, with their connections, in order, and the connections the application
+    /// held, to open again on a new session and send those messages again. `None` while the
+    /// session lives. Each call collects afresh (one allocation for all payloads).
+    ///
+    /// Delivery across a loss is **at least once**: a message the peer's application
+    /// received but its session had not acknowledged yet is returned too. See
+    /// [`Unacknowledged`](super::Unacknowledged) for the guarantee and what each kind of
+    /// message means, and
+    /// [`ReconnectingSession`](super::ReconnectingSession) for a new session started for
+    /// you.
+    #[must_use]
+    pub fn unacknowledged(&self) -> Option<super::Unacknowledged> {
+        let mut l = self.inner.home.lock();
+        let (s, st) = l.parts();
+        super::loss::unacknowledged(s, st)
     }
 
     /// The metadata of the peer's session hello, once the handshake got that far.

@@ -15,6 +15,8 @@ mod conn;
 mod handle;
 mod home;
 mod inbox;
+mod loss;
+mod reconnecting;
 mod staging;
 mod state;
 
@@ -25,3 +27,5 @@ pub use handle::{
     connect_session, connect_session_with, AnswerError, Goodbye, IncomingOpen, OpenError, SessionEvent, SessionHandle,
     SessionId, SessionStats,
 };
+pub use loss::{LostConnection, UnackedMessage, Unacknowledged};
+pub use reconnecting::{ReconnectingSession, RenewError, Renewal, Reopened};

@@ -68,6 +68,9 @@ pub(crate) struct ConnSlot {
     pub(crate) phase: Phase,
     /// The peer's metadata: its Accept (our Opens) or its Open (its Opens).
     pub(crate) metadata: Bytes,
+    /// Our Open's metadata (our Opens; empty for the peer's), for the connections a lost
+    /// session reports ([`super::loss`]).
+    pub(crate) open_metadata: Bytes,
     /// Delivered payloads waiting for the reader (bounded in bytes by credit).
     pub(crate) queue: Inbox,
     /// The queue reached `conn_inbound_items` (counted in `SessState::full_conns`).
@@ -104,6 +107,7 @@ impl ConnSlot {
         Self {
             phase,
             metadata,
+            open_metadata: Bytes::new(),
             queue: Inbox::default(),
             full: false,
             dirty: false,
@@ -239,6 +243,9 @@ pub(crate) struct SessState {
     pub(crate) ready: bool,
     pub(crate) peer_metadata: Option<Bytes>,
     pub(crate) owed: VecDeque<Owed>,
+    /// Messages connection senders had staged and could not send because the session
+    /// ended: returned by [`super::loss`], never sent.
+    pub(crate) unsent: Vec<(ConnId, Bytes)>,
     pub(crate) tuning: Tuning,
     /// Payload bytes handed to readers (taken from the queues).
     pub(crate) delivered_bytes: u64,
@@ -263,6 +270,7 @@ impl SessState {
             ready: false,
             peer_metadata: None,
             owed: VecDeque::new(),
+            unsent: Vec::new(),
             tuning: Tuning {
                 // With a version-2 peer credit bounds a queue's messages too (at least
                 // MIN_MESSAGE_CREDIT each): the count limit must never bind before it, or a
@@ -472,6 +480,11 @@ fn issue(s: &mut Session, now: Instant, owed: &Owed) -> Result<(), CommandError>
 /// what follows it on its connection (more sends, the close) waits behind it; other
 /// connections' commands go on.
 pub(crate) fn flush_owed(s: &mut Session, st: &mut SessState, now: Instant) {
+    if s.is_ended() {
+        // Kept: a dropped sender's messages are returned with the session's unacknowledged
+        // ones ([`super::loss`]).
+        return;
+    }
     let mut blocked: Vec<ConnId> = Vec::new();
     let mut i = 0;
     while let Some(owed) = st.owed.get(i) {
