@@ -9,7 +9,7 @@
 //! off size
 //!  0   4   magic     "SOHF"
 //!  4   1   version   1
-//!  5   1   kind      1 OFFER, 2 ACK, 3 LISTENER, 4 DONE
+//!  5   1   kind      1 OFFER, 2 ACK, 3 LISTENER, 4 DONE, 5 REVOKE
 //!  6   2   reserved  0
 //!  8   4   body_len  u32, little-endian: bytes after the header (at most the reader's limit)
 //! ```
@@ -24,6 +24,8 @@
 //!           (0 when accepted, a known code when refused), reason_len u8, reason [reason_len] (UTF-8)
 //! LISTENER  family u8 (1 TCP, 2 Unix); its file descriptor travels with the frame's bytes
 //! DONE      offers u32: how many OFFERs the sender made
+//! REVOKE    corr u64, token [16]: the sender gave up on that offer (its ACK came late, or
+//!           was wrong): a receiver that adopted it must give it up again
 //! ```
 //!
 //! A frame's body must be exactly its fields: bytes left over are refused
@@ -53,6 +55,7 @@ const KIND_OFFER: u8 = 1;
 const KIND_ACK: u8 = 2;
 const KIND_LISTENER: u8 = 3;
 const KIND_DONE: u8 = 4;
+const KIND_REVOKE: u8 = 5;
 
 /// What is wrong with a frame read from the handoff socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,6 +214,14 @@ pub enum Frame<'a> {
         /// How many.
         offers: u32,
     },
+    /// The sender gave up on an offer (no valid ACK in time): if the receiver adopted it, it
+    /// must end it again (it never served it: the peer's link stayed with the sender).
+    Revoke {
+        /// The offer's correlation id.
+        corr: u64,
+        /// The offer's token.
+        token: Token,
+    },
 }
 
 /// Check a frame header; returns the body length that follows. `max_body` is the longest
@@ -225,7 +236,7 @@ pub fn body_len(header: &[u8], max_body: u32) -> Result<usize, FrameError> {
     if header[4] != VERSION {
         return Err(FrameError::UnsupportedVersion(header[4]));
     }
-    if !(KIND_OFFER..=KIND_DONE).contains(&header[5]) {
+    if !(KIND_OFFER..=KIND_REVOKE).contains(&header[5]) {
         return Err(FrameError::UnknownKind(header[5]));
     }
     if header[6] != 0 || header[7] != 0 {
@@ -295,7 +306,8 @@ pub fn decode(frame: &[u8], max_body: u32) -> Result<Frame<'_>, FrameError> {
             2 => ListenerFamily::Unix,
             _ => return Err(FrameError::Invalid("listener family")),
         }),
-        _ => Frame::Done { offers: r.u32()? },
+        KIND_DONE => Frame::Done { offers: r.u32()? },
+        _ => Frame::Revoke { corr: r.u64()?, token: r.token()? },
     };
     if !r.0.is_empty() {
         return Err(FrameError::TrailingBytes);
@@ -320,6 +332,7 @@ impl Frame<'_> {
             Self::Ack(_) => KIND_ACK,
             Self::Listener(_) => KIND_LISTENER,
             Self::Done { .. } => KIND_DONE,
+            Self::Revoke { .. } => KIND_REVOKE,
         };
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&[VERSION, kind, 0, 0, 0, 0, 0, 0]);
@@ -359,6 +372,10 @@ impl Frame<'_> {
                 ListenerFamily::Unix => 2,
             }),
             Self::Done { offers } => out.extend_from_slice(&offers.to_le_bytes()),
+            Self::Revoke { corr, token } => {
+                out.extend_from_slice(&corr.to_le_bytes());
+                out.extend_from_slice(token);
+            }
         }
         let body = (out.len() - start - HEADER_LEN) as u32;
         out[start + 8..start + 12].copy_from_slice(&body.to_le_bytes());
@@ -440,6 +457,7 @@ mod tests {
         round_trip(Frame::Listener(ListenerFamily::Tcp));
         round_trip(Frame::Listener(ListenerFamily::Unix));
         round_trip(Frame::Done { offers: 1000 });
+        round_trip(Frame::Revoke { corr: 3, token: [4; 16] });
     }
 
     #[test]
@@ -453,8 +471,8 @@ mod tests {
         bad[4] = 2;
         assert_eq!(decode(&bad, 100), Err(FrameError::UnsupportedVersion(2)));
         let mut bad = out.clone();
-        bad[5] = 9;
-        assert_eq!(decode(&bad, 100), Err(FrameError::UnknownKind(9)));
+        bad[5] = 6;
+        assert_eq!(decode(&bad, 100), Err(FrameError::UnknownKind(6)));
         let mut bad = out.clone();
         bad[7] = 1;
         assert_eq!(decode(&bad, 100), Err(FrameError::Reserved));

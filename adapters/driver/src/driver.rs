@@ -203,6 +203,11 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         let (ended, core_deadline) = {
             let mut g = host.lock();
             g.common().register_driver(cx.waker());
+            if g.conduit().is_frozen() {
+                // Being handed off (crate::handoff): no input, no output, no timer until the
+                // handoff is settled; whoever settles it wakes this task.
+                return Step::Idle;
+            }
             g.begin(now);
             if g.common().exit_now {
                 return Step::Done;

@@ -15,6 +15,7 @@ mod conn;
 mod handle;
 mod home;
 mod inbox;
+pub(crate) mod moving;
 mod staging;
 mod state;
 
@@ -25,3 +26,4 @@ pub use handle::{
     connect_session, connect_session_with, AnswerError, Goodbye, IncomingOpen, OpenError, SessionEvent, SessionHandle,
     SessionId, SessionStats,
 };
+pub(crate) use home::{Home, OwnHome};
