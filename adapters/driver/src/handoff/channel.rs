@@ -16,6 +16,9 @@ use sotto_proto::handoff::{self, Frame, ListenerFamily, HEADER_LEN};
 
 use super::HandoffError;
 
+/// Bytes read at a time within a frame body.
+const READ_CHUNK: usize = 256 << 10;
+
 /// One end of the handoff socket.
 pub(crate) struct Channel {
     sock: UnixStream,
@@ -56,8 +59,15 @@ impl Channel {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         buf.extend_from_slice(&header);
-        buf.resize(HEADER_LEN + len, 0);
-        let r = self.read_exact(&mut buf[HEADER_LEN..], deadline, on_timeout, false);
+        // Grown as the bytes arrive, not to the announced length at once: a peer that
+        // announces a large frame and sends little costs little.
+        let mut r = Ok(());
+        while buf.len() < HEADER_LEN + len && r.is_ok() {
+            let at = buf.len();
+            let chunk = (HEADER_LEN + len - at).min(READ_CHUNK);
+            buf.resize(at + chunk, 0);
+            r = self.read_exact(&mut buf[at..], deadline, on_timeout, false);
+        }
         self.buf = buf;
         r?;
         Ok(handoff::decode(&self.buf, self.max_body)?)

@@ -191,10 +191,11 @@ pub fn receive_listener(channel: &UnixStream, timeout: Duration) -> Result<(Owne
 impl SessionAcceptor {
     /// Hand every live session, and (if given) the listening socket's descriptor, to the
     /// process at the other end of `channel`, which runs
-    /// [`receive_handoff`](Self::receive_handoff). First stops listening (as
-    /// [`shutdown`](Self::shutdown) does; `accept` fails from now on), so pass a duplicate of
+    /// [`receive_handoff`](Self::receive_handoff). With a listener, first stops listening
+    /// (as [`shutdown`](Self::shutdown) does; `accept` fails from now on): pass a duplicate of
     /// the listener's descriptor (`try_clone`) taken before it was given to the acceptor.
-    /// Then offers each session, one at a time, frozen while its offer is out. Sessions handed
+    /// Without one it keeps listening (the new process listens on its own, and a session
+    /// that stays here still takes its peer's resumes). Then offers each session, one at a time, frozen while its offer is out. Sessions handed
     /// off end here with [`SessionEnd::HandedOff`](sotto_proto::SessionEnd::HandedOff) (their
     /// handles see it; what their readers had already taken is still read). The others stay
     /// and are served on, or closed if `config.close_kept`. New sessions still waiting for
@@ -205,9 +206,12 @@ impl SessionAcceptor {
         listener: Option<(OwnedFd, ListenerFamily)>,
         config: HandoffConfig,
     ) -> HandoffReport {
-        let unaccepted = self.front.queue().stop();
+        // The listener moves: stop taking links from it first (connections wait in its
+        // backlog for the new process). Without one, this acceptor keeps listening, and a
+        // session that stays keeps taking its peer's resumes here.
+        let unaccepted = if listener.is_some() { self.front.queue().stop() } else { Vec::new() };
         let listen_by = self.front.ep().clock.now_std() + Duration::from_secs(1);
-        while !self.front.queue().stopped() && self.front.ep().clock.now_std() < listen_by {
+        while listener.is_some() && !self.front.queue().stopped() && self.front.ep().clock.now_std() < listen_by {
             (self.front.sleep())(self.front.ep().clock.now_std() + Duration::from_millis(2)).await;
         }
         let ep = std::sync::Arc::clone(self.front.ep());

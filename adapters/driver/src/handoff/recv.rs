@@ -18,7 +18,8 @@ use crate::session::Home;
 
 /// The longest frame body this acceptor reads: what the largest session its limits allow
 /// could take (the replay ring, each connection's unread messages up to its window, metadata),
-/// with room to spare. An offer past it is refused unread (the socket is then given up).
+/// with room to spare, and at most [`MAX_FRAME`]. A frame announcing more is refused unread
+/// (the socket is then given up); the exact limits are checked on import.
 pub(crate) fn max_body(config: &Config) -> u32 {
     let s = config.session_config();
     let c = s.conduit;
@@ -30,8 +31,11 @@ pub(crate) fn max_body(config: &Config) -> u32 {
         + 8 * u64::from(c.replay_frames)
         + u64::from(s.max_connections) * per_conn
         + u64::from(s.max_pending_opens) * (8 + md);
-    u32::try_from(total).unwrap_or(u32::MAX)
+    u32::try_from(total.min(MAX_FRAME)).unwrap_or(u32::MAX)
 }
+
+/// The longest frame body any receiver reads, whatever its limits: 256 MiB.
+const MAX_FRAME: u64 = 256 << 20;
 
 pub(super) fn run(
     ep: &Arc<EpShared>,
