@@ -167,3 +167,76 @@ async fn tokio_restart_hands_every_live_session_and_the_listener_over_nothing_lo
 fn smol_restart_hands_every_live_session_and_the_listener_over_nothing_lost_one_link_change() {
     smol::block_on(restart_under_traffic(false, smol_adapter()));
 }
+
+/// What sotto still holds for the application moves with the session: messages delivered to
+/// a connection's queue but not yet read, and a peer's Open not yet accepted. The new
+/// application reads them, in order, once each.
+#[tokio::test]
+async fn unread_messages_and_an_unaccepted_open_move_with_the_session_to_the_new_application() {
+    let adapter = tokio_adapter();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let passed: OwnedFd = listener.try_clone().expect("dup").into();
+    let old = (adapter.serve)(listener);
+    let client = dial(true, addr).await;
+    let server = old.accept().await.expect("accept");
+    let answer = async { server.accept().await.expect("incoming").accept(b"ok").await.expect("answer") };
+    let (opened, old_conn) = within(LIMIT, "open c0", join(client.open(b"c0"), answer)).await;
+    let mut c0 = opened.expect("open");
+    for i in 0..100 {
+        c0.send(sotto_adapter_tests::sessions::conn_message(0, i)).await.expect("send");
+    }
+    // The old application reads nothing: all 100 wait in the session's queue.
+    assert!(eventually(LIMIT, || server.stats().queued_messages == 100).await, "delivered, unread");
+    // A second connection the old application never accepts.
+    let c1 = client.open(b"c1");
+    let mut c1 = std::pin::pin!(c1);
+    assert!(futures::FutureExt::now_or_never(&mut c1).is_none());
+    assert!(eventually(LIMIT, || server.stats().pending_opens == 1).await, "an Open waits for accept");
+
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let new_side = async {
+        let (got, b) = on_thread(move || (receive_listener(&b, LIMIT), b)).await;
+        let (fd, _) = got.expect("descriptor");
+        let new = (adapter.serve)(std::net::TcpListener::from(fd));
+        let report = new.receive_handoff(b, HandoffConfig::default()).await.expect("received");
+        assert_eq!(report.adopted, 1);
+        new
+    };
+    let (sent, new) = within(
+        LIMIT,
+        "handoff",
+        join(old.hand_off(a, Some((passed, ListenerFamily::Tcp)), HandoffConfig::default()), new_side),
+    )
+    .await;
+    assert_eq!(sent.handed_off, 1, "{sent:?}");
+    assert_eq!(
+        within(LIMIT, "old session ends", server.closed()).await,
+        sotto_proto::SessionEnd::HandedOff,
+        "the old handle sees the session handed off"
+    );
+    drop(old_conn);
+
+    let adopted = within(LIMIT, "accept the adopted session", new.accept()).await.expect("adopted");
+    let mut conns = adopted.adopted_connections();
+    assert_eq!(conns.len(), 1, "the open connection comes along");
+    assert!(adopted.adopted_connections().is_empty(), "once");
+    let mut conn = conns.pop().expect("one");
+    assert_eq!(&conn.peer_metadata()[..], b"c0");
+    for i in 0..100 {
+        let m = within(LIMIT, "read a moved message", conn.recv()).await.expect("message");
+        assert_eq!(m, sotto_adapter_tests::sessions::conn_message(0, i), "message {i} lost, duplicated or reordered");
+    }
+    // The unaccepted Open is accepted by the new application; the client's open completes.
+    let inc = within(LIMIT, "the moved Open", adopted.accept()).await.expect("incoming");
+    assert_eq!(&inc.metadata()[..], b"c1");
+    let (answered, opened) = join(inc.accept(b"ok1"), c1).await;
+    let (mut s1, mut c1) = (answered.expect("answered"), opened.expect("opened"));
+    assert_eq!(&c1.peer_metadata()[..], b"ok1");
+    // Both connections carry traffic both ways after the move, over the resumed link.
+    c1.send(&b"ping"[..]).await.expect("send");
+    assert_eq!(&within(LIMIT, "c1 to server", s1.recv()).await.expect("recv")[..], b"ping");
+    conn.send(&b"pong"[..]).await.expect("send");
+    assert_eq!(&within(LIMIT, "server to c0", c0.recv()).await.expect("recv")[..], b"pong");
+    assert_eq!(client.stats().link_downs, 1, "one link change");
+}
