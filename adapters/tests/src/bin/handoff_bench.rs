@@ -111,10 +111,17 @@ mod unix {
         c
     }
 
-    /// The server application: each session's connection, kept for the run (and the tick).
-    async fn serve(acc: Arc<SessionAcceptor>, conns: Arc<Mutex<Vec<(u32, Connection)>>>, adopted: bool) {
+    /// The server application: each session's connection, kept for the run. On the new
+    /// acceptor (`tick`: the adopted sessions) the probes' connections tick again at once.
+    async fn serve(
+        acc: Arc<SessionAcceptor>,
+        conns: Arc<Mutex<Vec<(u32, Connection)>>>,
+        tick_below: Option<(usize, Arc<AtomicU64>)>,
+    ) {
+        let adopted = tick_below.is_some();
         while let Ok(s) = acc.accept().await {
             let conns = Arc::clone(&conns);
+            let tick_below = tick_below.clone();
             tokio::spawn(async move {
                 let c = if adopted {
                     s.adopted_connections().pop()
@@ -125,8 +132,11 @@ mod unix {
                     }
                 };
                 if let Some(c) = c {
-                    let id = std::str::from_utf8(c.peer_metadata()).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-                    conns.lock().expect("conns").push((id, c));
+                    let id: u32 = std::str::from_utf8(c.peer_metadata()).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    match tick_below {
+                        Some((probes, stop)) if (id as usize) < probes => tick(c, stop),
+                        _ => conns.lock().expect("conns").push((id, c)),
+                    }
                 }
                 // The session handle lives as long as the session.
                 let _ = s.closed().await;
@@ -159,8 +169,9 @@ mod unix {
             .expect("config"),
         );
         let old_conns = Arc::new(Mutex::new(Vec::new()));
-        tokio::spawn(serve(Arc::clone(&old), Arc::clone(&old_conns), false));
+        tokio::spawn(serve(Arc::clone(&old), Arc::clone(&old_conns), None));
 
+        let stop = Arc::new(AtomicU64::new(0));
         // Clients, in waves; each opens one connection named by its index and counts bytes,
         // and (probes) the longest gap between two messages once `watch` is set.
         let received = Arc::new(AtomicU64::new(0));
@@ -202,7 +213,6 @@ mod unix {
         // 64 KiB to every client, left unacknowledged (the clients ack lazily).
         let server_side: Vec<(u32, Connection)> = std::mem::take(&mut *old_conns.lock().expect("conns"));
         let payload = Bytes::from(vec![7u8; CHUNK]);
-        let stop = Arc::new(AtomicU64::new(0));
         // Connections kept open for the run (dropping one closes it).
         let mut held = Vec::new();
         for (id, mut c) in server_side {
@@ -228,6 +238,7 @@ mod unix {
         let new_conns = Arc::new(Mutex::new(Vec::new()));
         let new_side = {
             let new_conns = Arc::clone(&new_conns);
+            let stop = Arc::clone(&stop);
             async move {
                 let (fd, b) = tokio::task::spawn_blocking(move || (receive_listener(&b, Duration::from_secs(10)), b))
                     .await
@@ -242,7 +253,7 @@ mod unix {
                     )
                     .expect("config"),
                 );
-                tokio::spawn(serve(Arc::clone(&new), new_conns, true));
+                tokio::spawn(serve(Arc::clone(&new), new_conns, Some((probes, stop))));
                 let report = new.receive_handoff(b, HandoffConfig::default()).await.expect("received");
                 (new, report)
             }
@@ -253,18 +264,11 @@ mod unix {
         )
         .await;
         assert_eq!(got.adopted as usize, n, "{got:?}");
-        // The new application ticks on the probes' connections.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while new_conns.lock().expect("conns").len() < n && Instant::now() < deadline {
+        while new_conns.lock().expect("conns").len() < n - probes && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        for (id, c) in std::mem::take(&mut *new_conns.lock().expect("conns")) {
-            if (id as usize) < probes {
-                tick(c, Arc::clone(&stop));
-            } else {
-                held.push(c);
-            }
-        }
+        held.extend(std::mem::take(&mut *new_conns.lock().expect("conns")).into_iter().map(|(_, c)| c));
         // Every client resumes into the new acceptor.
         while new.stats().endpoint.resumes_routed < n as u64 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
