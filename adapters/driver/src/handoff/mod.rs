@@ -142,6 +142,7 @@ impl From<FrameError> for HandoffError {
 /// What [`SessionAcceptor::hand_off`] did.
 #[derive(Debug, Default)]
 #[non_exhaustive]
+#[must_use]
 pub struct HandoffReport {
     /// The listening socket's descriptor was sent.
     pub listener_sent: bool,
@@ -167,6 +168,7 @@ pub struct HandoffReport {
 /// What [`SessionAcceptor::receive_handoff`] did.
 #[derive(Debug, Default)]
 #[non_exhaustive]
+#[must_use]
 pub struct ReceiveReport {
     /// Sessions adopted (queued for `accept`).
     pub adopted: u64,

@@ -26,17 +26,17 @@ pub(super) fn run(
 ) -> HandoffReport {
     let start = Instant::now();
     let mut report = HandoffReport::default();
+    let homes = moving::members(ep);
     let mut ch = match Channel::new(sock, 1024) {
         Ok(ch) => ch,
-        Err(e) => return failed(report, e.into(), start),
+        Err(e) => return failed(report, e.into(), start, homes.len()),
     };
     if let Some((fd, family)) = &listener {
         if let Err(e) = ch.send_listener(fd, *family, config.ack_timeout) {
-            return failed(report, e, start);
+            return failed(report, e, start, homes.len());
         }
         report.listener_sent = true;
     }
-    let homes = moving::members(ep);
     let (mut state, mut app, mut frame) = (Vec::new(), Vec::new(), Vec::new());
     let close = config.close_kept.then_some((config.close_code, "server restarting"));
     for (n, home) in homes.iter().enumerate() {
@@ -154,9 +154,11 @@ fn close_kept(home: &Arc<crate::session::OwnHome>, close: Option<(u32, &str)>) {
     }
 }
 
-fn failed(mut report: HandoffReport, e: HandoffError, start: Instant) -> HandoffReport {
+/// Nothing was offered: every one of the `sessions` stays.
+fn failed(mut report: HandoffReport, e: HandoffError, start: Instant, sessions: usize) -> HandoffReport {
     report.failures.push(e);
     report.broken = true;
+    report.kept = sessions as u64;
     report.elapsed = start.elapsed();
     report
 }
