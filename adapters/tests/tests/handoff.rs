@@ -178,7 +178,13 @@ async fn unread_messages_and_an_unaccepted_open_move_with_the_session_to_the_new
     let addr = listener.local_addr().expect("addr");
     let passed: OwnedFd = listener.try_clone().expect("dup").into();
     let old = (adapter.serve)(listener);
-    let client = dial(true, addr).await;
+    // No keepalive within the test's time: the client changes link only because the old
+    // process closes it once the session is handed off.
+    let mut quiet = config();
+    quiet.protocol.ping_interval = Duration::from_secs(60);
+    quiet.protocol.pong_timeout = Duration::from_secs(120);
+    let client =
+        sotto_tokio::connect_session(move || tokio::net::TcpStream::connect(addr), quiet).await.expect("connect");
     let server = old.accept().await.expect("accept");
     let answer = async { server.accept().await.expect("incoming").accept(b"ok").await.expect("answer") };
     let (opened, old_conn) = within(LIMIT, "open c0", join(client.open(b"c0"), answer)).await;
@@ -218,6 +224,10 @@ async fn unread_messages_and_an_unaccepted_open_move_with_the_session_to_the_new
     drop(old_conn);
 
     let adopted = within(LIMIT, "accept the adopted session", new.accept()).await.expect("adopted");
+    assert!(
+        eventually(Duration::from_secs(5), || new.stats().endpoint.resumes_routed == 1).await,
+        "the old process closed the link at once and the client resumed into the new one"
+    );
     let mut conns = adopted.adopted_connections();
     assert_eq!(conns.len(), 1, "the open connection comes along");
     assert!(adopted.adopted_connections().is_empty(), "once");

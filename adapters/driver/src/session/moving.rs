@@ -109,6 +109,7 @@ impl Frozen {
         let mut g = home.lock();
         let Owned { session, state, member } = &mut *g;
         session.conduit_end(now, SessionEnd::HandedOff);
+        session.thaw();
         if let Some(m) = member.as_mut() {
             m.give_up(true);
         }

@@ -277,6 +277,9 @@ mod unix {
         watch.store(2, Ordering::Relaxed);
         stop.store(1, Ordering::Relaxed);
         let resumed = new.stats().endpoint.resumes_routed;
+        if resumed as usize != n {
+            eprintln!("sender {sent:?}\nreceiver {got:?}\nnew {:?}\nold {:?}", new.stats(), old.stats());
+        }
         assert_eq!(resumed as usize, n, "every client resumed into the new acceptor");
         let pause = *pause.lock().expect("pause");
         drop((clients, held));
