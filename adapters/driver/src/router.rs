@@ -348,6 +348,7 @@ impl Member {
     /// The membership of a session adopted from another acceptor
     /// ([`Endpoint::adopt`](sotto_proto::endpoint::Endpoint::adopt)ed as `handle`): detached,
     /// ready, no link waiting.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn adopted(ep: &Arc<EpShared>, handle: EpHandle) -> Self {
         Self {
             ep: Arc::clone(ep),
@@ -362,6 +363,7 @@ impl Member {
 
     /// The session moved to another acceptor (`handed_off`: its keys are released, counted)
     /// or its adoption is undone: its keys stop routing here, its slot is freed.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn give_up(&mut self, handed_off: bool) {
         if std::mem::replace(&mut self.freed, true) {
             return;
@@ -376,6 +378,7 @@ impl Member {
 
 impl EpShared {
     /// Every live session's owner (for a handoff).
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn owners(&self) -> Vec<Arc<dyn Owner>> {
         self.lock().owners.iter().flatten().filter_map(|(_, w)| w.upgrade()).collect()
     }
@@ -383,6 +386,7 @@ impl EpShared {
 
 impl EpInner {
     /// The acceptor is shutting down (it adopts no session).
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn shutting_down(&self) -> bool {
         self.shutting_down
     }

@@ -244,6 +244,7 @@ impl SessionHandle {
     }
 
     /// Where the session lives.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn home(&self) -> &Home {
         &self.inner.home
     }

@@ -15,6 +15,7 @@ mod conn;
 mod handle;
 mod home;
 mod inbox;
+#[cfg(unix)]
 pub(crate) mod moving;
 mod staging;
 mod state;
@@ -26,4 +27,5 @@ pub use handle::{
     connect_session, connect_session_with, AnswerError, Goodbye, IncomingOpen, OpenError, SessionEvent, SessionHandle,
     SessionId, SessionStats,
 };
+#[cfg(unix)]
 pub(crate) use home::{Home, OwnHome};

@@ -11,6 +11,7 @@
 //! what it still holds.
 
 use std::collections::VecDeque;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -31,6 +32,10 @@ use crate::shared::ConduitEvent;
 
 /// Version of the application section's layout.
 const APP_VERSION: u8 = 1;
+/// Longest first-link address (a socket address's text, a Unix path) in the section.
+const MAX_ADDR: usize = 4096;
+/// Longest first-link identity in the section.
+const MAX_IDENTITY: usize = 64 << 10;
 
 /// What was taken out of a frozen session's application state, to put back if the handoff
 /// fails.
@@ -195,6 +200,32 @@ fn write_app(st: &SessState, taken: &Taken, out: &mut Vec<u8>) {
         }
         None => out.push(0),
     }
+    // The first link's peer, which a resume binding compares later links with.
+    match &st.common.first_link {
+        Some(first) => {
+            out.push(1);
+            match &first.peer_addr {
+                None => out.push(0),
+                Some(crate::runtime::PeerAddr::Tcp(a)) => {
+                    out.push(1);
+                    bytes(out, a.to_string().as_bytes());
+                }
+                Some(crate::runtime::PeerAddr::Unix(None)) => out.push(3),
+                Some(crate::runtime::PeerAddr::Unix(Some(p))) => {
+                    out.push(2);
+                    bytes(out, std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()));
+                }
+            }
+            match &first.identity {
+                Some(id) => {
+                    out.push(1);
+                    bytes(out, id.as_bytes());
+                }
+                None => out.push(0),
+            }
+        }
+        None => out.push(0),
+    }
     out.extend_from_slice(&(taken.incoming.len() as u32).to_le_bytes());
     for (id, md) in &taken.incoming {
         out.extend_from_slice(&id.to_le_bytes());
@@ -283,6 +314,33 @@ fn read_app(session: &Session, app: &[u8], config: &Config) -> Result<SessState,
         0 => None,
         1 => Some(r.bytes(max_md, "peer metadata")?),
         _ => return Err(bad("peer metadata flag")),
+    };
+    st.common.first_link = match r.u8()? {
+        0 => None,
+        1 => {
+            let addr = match r.u8()? {
+                0 => None,
+                1 => {
+                    let s = r.bytes(MAX_ADDR, "first link address")?;
+                    let a = std::str::from_utf8(&s).ok().and_then(|s| s.parse().ok());
+                    Some(crate::runtime::PeerAddr::Tcp(a.ok_or_else(|| bad("first link address"))?))
+                }
+                2 => {
+                    let p = r.bytes(MAX_ADDR, "first link path")?;
+                    let p = std::ffi::OsStr::from_bytes(&p);
+                    Some(crate::runtime::PeerAddr::Unix(Some(std::path::PathBuf::from(p))))
+                }
+                3 => Some(crate::runtime::PeerAddr::Unix(None)),
+                _ => return Err(bad("first link address kind")),
+            };
+            let identity = match r.u8()? {
+                0 => None,
+                1 => Some(crate::link_hook::PeerIdentity::new(r.bytes(MAX_IDENTITY, "first link identity")?)),
+                _ => return Err(bad("first link identity flag")),
+            };
+            Some(crate::link_hook::LinkInfo::new(addr, identity))
+        }
+        _ => return Err(bad("first link flag")),
     };
     let incoming = r.u32()? as usize;
     if incoming > sc.max_pending_opens as usize {

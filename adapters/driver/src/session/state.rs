@@ -248,6 +248,7 @@ pub(crate) struct SessState {
     pub(crate) close_timeout: std::time::Duration,
     /// Connections of a session adopted from another process that the application has no
     /// handle on yet (`SessionHandle::adopted_connections`).
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) adopted: Vec<ConnId>,
 }
 
