@@ -115,6 +115,7 @@ extern crate alloc;
 
 pub mod conduit;
 pub mod endpoint;
+pub mod handoff;
 pub mod session;
 pub mod state;
 pub mod stream;

@@ -356,6 +356,7 @@ fn main() {
         }
     }
     state_seeds(&mut w);
+    handoff_seeds(&mut w);
     println!("wrote {} seeds under {}", w.written, w.root.display());
     assert_eq!(failures, 0, "checks failed on some generated inputs");
 }
@@ -640,6 +641,14 @@ fn stream_seeds(w: &mut Writer) {
     }
     s.push(7);
     w.put("stream_helpers", "run-frame-sizes", &s);
+}
+
+/// `handoff_frame`: one frame of each kind (`sotto_fuzz::handoff::sample_frames`).
+fn handoff_seeds(w: &mut Writer) {
+    for (name, frame) in sotto_fuzz::handoff::sample_frames() {
+        sotto_fuzz::run_target("handoff_frame", &frame);
+        w.put("handoff_frame", &name, &frame);
+    }
 }
 
 /// `state_import`: exported states of a session pair mid-stream, fresh sessions and raw

@@ -7,6 +7,7 @@
 
 pub mod codecs;
 pub mod endpoint;
+pub mod handoff;
 pub mod lending;
 pub mod pair;
 pub mod script;
@@ -18,7 +19,7 @@ pub mod state;
 pub mod stream;
 
 /// The target names, as listed by `cargo fuzz list` and used for `seeds/<target>/`.
-pub const TARGETS: [&str; 13] = [
+pub const TARGETS: [&str; 14] = [
     "framing_chunks",
     "hello_decode",
     "frame_decode",
@@ -32,6 +33,7 @@ pub const TARGETS: [&str; 13] = [
     "stream_helpers",
     "lending_batch",
     "state_import",
+    "handoff_frame",
 ];
 
 /// Run the check of target `name` on one input (what the fuzz target does). Unknown names
@@ -51,6 +53,7 @@ pub fn run_target(name: &str, data: &[u8]) {
         "stream_helpers" => stream::run(data),
         "lending_batch" => lending::run(data),
         "state_import" => state::run(data),
+        "handoff_frame" => handoff::run(data),
         other => panic!("unknown fuzz target {other}"),
     }
 }

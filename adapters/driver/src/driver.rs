@@ -203,6 +203,12 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         let (ended, core_deadline) = {
             let mut g = host.lock();
             g.common().register_driver(cx.waker());
+            if g.conduit().is_frozen() && !g.common().exit_now {
+                // Being handed off (crate::handoff): no input, no output, no timer until the
+                // handoff is settled; whoever settles it wakes this task (and, if the session
+                // moved, sets `exit_now`: the link is closed at once, below).
+                return Step::Idle;
+            }
             g.begin(now);
             if g.common().exit_now {
                 return Step::Done;

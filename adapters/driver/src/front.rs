@@ -81,6 +81,24 @@ impl<T: Send + 'static, C: Counts> Front<T, C> {
             .await
     }
 
+    /// The queue of new sessions (a handoff stops it, and queues adopted sessions on it).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn queue(&self) -> &Arc<Queue<T, C>> {
+        &self.queue
+    }
+
+    /// The endpoint.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn ep(&self) -> &Arc<EpShared> {
+        &self.ep
+    }
+
+    /// Waits until an instant, on the acceptor's runtime.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn sleep(&self) -> &Sleep {
+        &self.sleep
+    }
+
     /// Lock the endpoint (for tests).
     pub(crate) fn lock_endpoint(&self) -> std::sync::MutexGuard<'_, EpInner> {
         self.ep.lock()

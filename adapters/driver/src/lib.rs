@@ -126,6 +126,8 @@ mod entry;
 mod acceptor;
 mod front;
 mod handle;
+#[cfg(unix)]
+pub mod handoff;
 mod session;
 mod shutdown;
 // 3. The per-session driver task and the state it drives.

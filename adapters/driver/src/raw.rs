@@ -97,6 +97,10 @@ impl Owner for Shared {
         let Inner { conduit, common, member, .. } = &mut *g;
         f(Parts { core: conduit, common, member: member.as_mut() });
     }
+
+    fn as_any(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn std::any::Any + Send + Sync> {
+        self
+    }
 }
 
 impl Inner {

@@ -93,6 +93,10 @@ pub(crate) struct Parts<'a> {
 pub(crate) trait Owner: Send + Sync + 'static {
     /// Lock the session and call `f` with its parts.
     fn with_parts(&self, f: &mut dyn FnMut(Parts<'_>));
+
+    /// The owner itself, for an acceptor that needs its own type back (the session
+    /// acceptor's handoff, `crate::handoff`).
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
 /// An acceptor session's tie to its endpoint, kept in the session's own state.
@@ -335,6 +339,56 @@ impl Closing {
             p.common.exit_now = true;
             p.common.wake_driver();
         });
+    }
+}
+
+// ---- sessions that move between acceptors (crate::handoff) ----
+
+impl Member {
+    /// The membership of a session adopted from another acceptor
+    /// ([`Endpoint::adopt`](sotto_proto::endpoint::Endpoint::adopt)ed as `handle`): detached,
+    /// ready, no link waiting.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn adopted(ep: &Arc<EpShared>, handle: EpHandle) -> Self {
+        Self {
+            ep: Arc::clone(ep),
+            handle,
+            mailbox: VecDeque::new(),
+            detached: true,
+            settled: true,
+            spoke: true,
+            freed: false,
+        }
+    }
+
+    /// The session moved to another acceptor (`handed_off`: its keys are released, counted)
+    /// or its adoption is undone: its keys stop routing here, its slot is freed.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn give_up(&mut self, handed_off: bool) {
+        if std::mem::replace(&mut self.freed, true) {
+            return;
+        }
+        let mut g = self.ep.lock();
+        if handed_off {
+            g.endpoint.release(self.handle);
+        }
+        g.free(self.handle);
+    }
+}
+
+impl EpShared {
+    /// Every live session's owner (for a handoff).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn owners(&self) -> Vec<Arc<dyn Owner>> {
+        self.lock().owners.iter().flatten().filter_map(|(_, w)| w.upgrade()).collect()
+    }
+}
+
+impl EpInner {
+    /// The acceptor is shutting down (it adopts no session).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.shutting_down
     }
 }
 

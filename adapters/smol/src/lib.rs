@@ -73,6 +73,12 @@ use futures::io::{AsyncRead, AsyncWrite};
 use futures::stream::Stream;
 
 pub use runtime::Smol;
+/// The sans-IO core, `sotto-proto`: every type the adapter's reports carry.
+/// Handing sessions and the listening socket to a new process (zero-downtime restart; see
+/// docs/handoff.md): [`SessionAcceptor::hand_off`], [`SessionAcceptor::receive_handoff`],
+/// [`handoff::receive_listener`].
+#[cfg(unix)]
+pub use sotto_driver::handoff;
 use sotto_driver::Streams;
 pub use sotto_driver::{
     live_tasks, permanent, AcceptHooks, AcceptedLink, AcceptorConfig, AcceptorSummary, AnswerError, BufferConfig,
@@ -82,7 +88,6 @@ pub use sotto_driver::{
     SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionId, SessionStats, ShutdownReport,
     UnackedMessage, Unacknowledged, WithPeer, WRITE_CHUNK,
 };
-/// The sans-IO core, `sotto-proto`: every type the adapter's reports carry.
 pub use sotto_proto as proto;
 pub use sotto_proto::conduit::{ConfigError, LinkDropReason};
 pub use sotto_proto::session::{CommandError, ConnId};

@@ -7,6 +7,8 @@ pub mod capture;
 pub mod key_tap;
 pub mod live_bytes;
 pub mod proxy;
+#[cfg(unix)]
+pub mod restart;
 pub mod scale;
 pub mod sessions;
 pub mod streams;

@@ -102,13 +102,16 @@ pub enum SessionEnd {
     /// Initiator: redialing failed with an error the connector marked permanent (a TLS
     /// certificate error, say): no further dial could succeed. Its driver keeps the error.
     PermanentDialError,
+    /// Acceptor: the session was handed off to another acceptor (a new process) that took it
+    /// over; its peer resumes there. Not a loss: the session lives on elsewhere.
+    HandedOff,
 }
 
 impl SessionEnd {
     /// Whether this is a loss (the application did not ask for it) rather than a close.
     #[must_use]
     pub fn is_lost(&self) -> bool {
-        !matches!(self, Self::LocalClose { .. } | Self::PeerGoodbye { .. })
+        !matches!(self, Self::LocalClose { .. } | Self::PeerGoodbye { .. } | Self::HandedOff)
     }
 }
 
@@ -281,6 +284,7 @@ impl core::fmt::Display for SessionEnd {
             Self::Evicted => f.write_str("evicted by the acceptor"),
             Self::Full => f.write_str("the acceptor is full"),
             Self::PermanentDialError => f.write_str("a redial failed with an error marked permanent"),
+            Self::HandedOff => f.write_str("handed off to another acceptor"),
         }
     }
 }

@@ -187,6 +187,8 @@ pub struct Conduit {
     pub(crate) ended: Option<SessionEnd>,
     pub(crate) stats: ConduitStats,
     pub(crate) detached_since: Option<Instant>,
+    /// Frozen for a handoff ([`freeze`](Self::freeze)): sends fail with `WouldBlock`.
+    pub(crate) frozen: bool,
 }
 
 impl Conduit {
@@ -236,6 +238,7 @@ impl Conduit {
             ended: None,
             stats: ConduitStats::default(),
             detached_since: None,
+            frozen: false,
         }
     }
 
@@ -259,6 +262,37 @@ impl Conduit {
         } else {
             self.detached_since
         }
+    }
+
+    /// Freeze the conduit for a handoff: from now on every send (and every session command
+    /// that queues an item) fails with [`SendError::WouldBlock`] without side effects (no
+    /// `Writable` is owed), so that nothing changes what an export taken now says about the
+    /// items sent. Call just before exporting a session to hand it off; then either drop the
+    /// conduit (the importer took it) or [`thaw`](Self::thaw) it and wake the senders that got
+    /// `WouldBlock` (the handoff failed). The owner must also stop feeding it input meanwhile.
+    /// Not exported: an imported conduit is never frozen.
+    pub fn freeze(&mut self) {
+        self.frozen = true;
+    }
+
+    /// Undo [`freeze`](Self::freeze): sends work again. Senders that got `WouldBlock` while
+    /// frozen are owed no `Writable`: their owner wakes them.
+    pub fn thaw(&mut self) {
+        self.frozen = false;
+    }
+
+    /// Whether the conduit is [`freeze`](Self::freeze)n.
+    #[must_use]
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
+    }
+
+    /// The resume keys that route to this conduit: the current one and (an acceptor's) the
+    /// previous one the peer may still present. What an endpoint adopting an imported
+    /// session indexes ([`Endpoint::adopt`](crate::endpoint::Endpoint::adopt)).
+    #[must_use]
+    pub fn resume_keys(&self) -> [Option<ResumeKey>; 2] {
+        [self.key, self.previous_key]
     }
 
     /// Which side this conduit plays.
@@ -509,6 +543,9 @@ impl Conduit {
         if self.ended.is_some() || self.closing.is_some() {
             return Err(SendError::Ended);
         }
+        if self.frozen {
+            return Err(SendError::WouldBlock);
+        }
         // An item at or past `tx_high` was never transmitted. One below `acked` is gone (a
         // lying peer may ack items it was never sent).
         if !self.is_unsent_newest(seq) || item_len + header.len() + payload.len() > self.config.max_item_len() as usize
@@ -535,6 +572,9 @@ impl Conduit {
     fn check_send(&self, len: usize) -> Result<(), SendError> {
         if self.ended.is_some() || self.closing.is_some() {
             return Err(SendError::Ended);
+        }
+        if self.frozen {
+            return Err(SendError::WouldBlock);
         }
         let max = self.config.max_item_len();
         if len > max as usize {

@@ -437,3 +437,15 @@ fn observed_goodbye_is_deferred_and_stale_links_refused() {
     assert!(p.a.handle_message(p.now, la, &to_a[1]).is_err());
     assert_eq!(p.a.ended(), Some(SessionEnd::PeerGoodbye { code: 0 }));
 }
+
+#[test]
+fn a_frozen_conduit_refuses_sends_without_owing_writable_until_thawed() {
+    let mut c = Conduit::new(Role::Initiator, ConduitConfig::default()).expect("config");
+    c.freeze();
+    assert!(c.is_frozen());
+    assert_eq!(c.send(b"x"), Err(SendError::WouldBlock));
+    assert_eq!(c.items_sent(), 0, "nothing queued");
+    assert!(!c.want_writable, "no Writable owed for a freeze");
+    c.thaw();
+    assert_eq!(c.send(b"x"), Ok(0));
+}

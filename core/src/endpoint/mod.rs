@@ -4,6 +4,7 @@
 //! and a session talk in values. See [`Endpoint`]; [`Hosted`] is a single-threaded owner of
 //! an endpoint and all its sessions, for sync run loops and tests.
 
+mod adopt;
 mod hosted;
 mod key_index;
 mod slot_heap;
@@ -16,6 +17,7 @@ use crate::conduit::{Conduit, ConfigError, InputError, LinkId};
 use crate::session::{Session, SessionConfig};
 use crate::time::{Duration, Instant, MonotonicNow};
 use crate::wire::{ClientHello, ResumeKey, ServerHello, WireError, HELLO_LEN};
+pub use adopt::AdoptError;
 pub use hosted::{Hosted, HostedEvent, Placed};
 use key_index::KeyIndex;
 use slot_heap::SlotHeap;
@@ -400,6 +402,10 @@ pub struct EndpointStats {
     pub sessions_detached: u64,
     /// Links pending now.
     pub pending_links: u64,
+    /// Sessions imported from another acceptor and adopted ([`Endpoint::adopt`]).
+    pub sessions_adopted: u64,
+    /// Sessions handed off to another acceptor and released ([`Endpoint::release`]).
+    pub sessions_released: u64,
 }
 
 /// The acceptor side of sotto: routes the links of one listener to its sessions.
@@ -671,21 +677,7 @@ impl Endpoint {
             self.stats.evicted += 1;
             self.events.push_back(EndpointEvent::Reclaimed(old));
         }
-        let index = match self.sessions_free.pop() {
-            Some(i) => i as usize,
-            None => {
-                self.sessions.push(SessionSlot {
-                    generation: 0,
-                    live: false,
-                    forgotten: false,
-                    keys: [None; 2],
-                    unready: None,
-                    detached_since: None,
-                });
-                reserve_for(&mut self.sessions_free, self.sessions.len());
-                self.sessions.len() - 1
-            }
-        };
+        let index = self.take_session_slot();
         let slot = &mut self.sessions[index];
         slot.generation = slot.generation.wrapping_add(1);
         slot.live = true;
@@ -699,6 +691,25 @@ impl Endpoint {
         self.keys.insert(key, handle.index);
         self.stats.sessions_created += 1;
         Routed::New { handle, hello, key }
+    }
+
+    /// A free session slot's number (a new slot if none is free); not yet marked live.
+    fn take_session_slot(&mut self) -> usize {
+        match self.sessions_free.pop() {
+            Some(i) => i as usize,
+            None => {
+                self.sessions.push(SessionSlot {
+                    generation: 0,
+                    live: false,
+                    forgotten: false,
+                    keys: [None; 2],
+                    unready: None,
+                    detached_since: None,
+                });
+                reserve_for(&mut self.sessions_free, self.sessions.len());
+                self.sessions.len() - 1
+            }
+        }
     }
 
     /// What the session made of a [`Resume`] routed to it. On

@@ -13,6 +13,26 @@ use crate::time::{Duration, Instant};
 const CONN_LEN: usize = 4 + 1 + 1 + 8 * 4;
 
 impl Session {
+    /// Freeze the session for a handoff (see [`Conduit::freeze`]): every command that queues
+    /// an item (a send, an open, an answer, a close of a connection) fails with
+    /// [`CommandError::WouldBlock`](super::CommandError::WouldBlock) and changes nothing
+    /// until [`thaw`](Self::thaw). Its owner stops feeding it input meanwhile, exports it,
+    /// and either drops it (taken over) or thaws it and wakes the blocked senders.
+    pub fn freeze(&mut self) {
+        self.conduit.freeze();
+    }
+
+    /// Undo [`freeze`](Self::freeze).
+    pub fn thaw(&mut self) {
+        self.conduit.thaw();
+    }
+
+    /// Whether connection `conn` is in the session's table (in any state).
+    #[must_use]
+    pub fn has_connection(&self, conn: super::ConnId) -> bool {
+        self.conns.get(conn).is_some()
+    }
+
     /// Write this session's state at rest to the end of `out`, to be
     /// [`import`](Self::import)ed by another process: the conduit's state (see
     /// [`Conduit::export`]: keys, positions, the replay ring, the recovery deadline as a

@@ -79,7 +79,32 @@ listen::impl_counts!(SessionAcceptorStats);
 /// their sessions without the application seeing them. Dropping the
 /// acceptor stops listening and ends the handshakes in progress; sessions already yielded
 /// live on (each until its own handle is dropped), those not yet yielded are closed.
-pub struct SessionAcceptor(Front<SessionHandle, SessionAcceptorStats>);
+pub struct SessionAcceptor {
+    pub(crate) front: Front<SessionHandle, SessionAcceptorStats>,
+    /// The configuration it serves with (a handoff imports sessions under it).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) config: Config,
+    /// Starts the driver of a session adopted from another process (on the acceptor's
+    /// runtime; call it from a task there) and returns its handle.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) adopt: Adopt,
+}
+
+/// See [`SessionAcceptor::adopt`].
+pub(crate) type Adopt = Arc<dyn Fn(Home) -> SessionHandle + Send + Sync>;
+
+impl SessionAcceptor {
+    /// The acceptor around `front`, whose sessions' links are `S` on `rt`.
+    fn with_front<R: Runtime, S: Io>(rt: R, front: Front<SessionHandle, SessionAcceptorStats>, config: Config) -> Self {
+        let adopt: Adopt = Arc::new(move |home| {
+            let host = Arc::new(SessDriverHost::<S>::new(home.clone()));
+            let driver = Driver::<R, S, SessDriverHost<S>>::new(&rt, host, Source::Mailbox, config);
+            let task = rt.spawn(crate::tasks::isolated(driver));
+            SessionHandle::new(home, super::handle::SessionId::next(), task)
+        });
+        Self { front, config, adopt }
+    }
+}
 
 impl std::fmt::Debug for SessionAcceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -91,15 +116,15 @@ impl SessionAcceptor {
     /// The next new session. Cancel-safe. Fails once the stream source has ended and every
     /// session was taken.
     pub async fn accept(&self) -> io::Result<SessionHandle> {
-        self.0.accept().await
+        self.front.accept().await
     }
 
     /// A snapshot of the counters, with the acceptor-wide
     /// [`summary`](SessionAcceptorStats::summary). O(1): no session is visited.
     #[must_use]
     pub fn stats(&self) -> SessionAcceptorStats {
-        let (mut s, endpoint) = self.0.stats();
-        s.summary = self.0.summary(&endpoint, s.backlog_full);
+        let (mut s, endpoint) = self.front.stats();
+        s.summary = self.front.summary(&endpoint, s.backlog_full);
         s.endpoint = endpoint;
         s.sessions_expired = s.endpoint.session_handshakes_expired;
         s
@@ -113,14 +138,14 @@ impl SessionAcceptor {
     /// REJECTED). Returns what it closed. Call once, when the server stops; the sessions'
     /// handles stay valid (they report the end).
     pub async fn shutdown(&self, code: u32, reason: &str, within: Duration) -> ShutdownReport {
-        self.0.shutdown(code, reason, within).await
+        self.front.shutdown(code, reason, within).await
     }
 
     /// Hold the endpoint's lock until the returned guard is dropped (no new link is routed
     /// meanwhile). For tests showing that sessions never need it to move data.
     #[doc(hidden)]
     pub fn hold_endpoint_lock(&self) -> impl Sized + '_ {
-        self.0.lock_endpoint()
+        self.front.lock_endpoint()
     }
 }
 
@@ -134,7 +159,8 @@ where
     St: Stream<Item = io::Result<(S, u64)>> + Send + 'static,
 {
     let incoming = incoming.map(|r| r.map(|(s, source)| (Arrived::Ready(s), source)));
-    Front::spawn(rt, incoming, config, SessionKind, None).map(SessionAcceptor)
+    Front::spawn(rt.clone(), incoming, config, SessionKind, None)
+        .map(|f| SessionAcceptor::with_front::<R, S>(rt, f, config))
 }
 
 /// [`serve_sessions`] with [`AcceptHooks`]: each item of `incoming` is a freshly accepted
@@ -160,7 +186,8 @@ where
 {
     let binding = link_hook::binding_of(&hooks);
     let incoming = hooked_arrivals(incoming, hooks, to_io);
-    Front::spawn(rt, incoming, config, SessionKind, binding).map(SessionAcceptor)
+    Front::spawn(rt.clone(), incoming, config, SessionKind, binding)
+        .map(|f| SessionAcceptor::with_front::<R, S>(rt, f, config))
 }
 
 /// Session-layer sessions, made of fresh ClientHellos.

@@ -243,6 +243,12 @@ impl SessionHandle {
         Self { inner: Arc::new(HandleInner { home, id, task: Some(task) }) }
     }
 
+    /// Where the session lives.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn home(&self) -> &Home {
+        &self.inner.home
+    }
+
     /// This session's id (see [`SessionId`]): the same on every clone and after every resume.
     #[must_use]
     pub fn id(&self) -> SessionId {

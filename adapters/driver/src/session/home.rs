@@ -24,7 +24,7 @@ use crate::shared::{Clock, Common};
 
 /// Where a session lives, as its handles and its driver reach it.
 #[derive(Clone)]
-pub(crate) struct Home(Arc<OwnHome>);
+pub(crate) struct Home(pub(crate) Arc<OwnHome>);
 
 impl Home {
     /// A session with no endpoint (an initiator's), on `clock`.
@@ -53,22 +53,22 @@ impl Home {
 
 /// A session, its state and its endpoint membership.
 pub(crate) struct Owned {
-    session: Session,
-    state: SessState,
-    member: Option<Member>,
+    pub(crate) session: Session,
+    pub(crate) state: SessState,
+    pub(crate) member: Option<Member>,
 }
 
 /// A session behind its own lock.
 pub(crate) struct OwnHome {
     inner: Mutex<Owned>,
-    clock: Clock,
+    pub(crate) clock: Clock,
 }
 
 impl OwnHome {
     /// Lock it (never poisoned: the core never panics on input, so the state is consistent
     /// even if another holder panicked).
     #[inline]
-    fn lock(&self) -> MutexGuard<'_, Owned> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Owned> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -94,6 +94,10 @@ impl Owner for OwnHome {
         let mut g = self.lock();
         let Owned { session, state, member } = &mut *g;
         f(Parts { core: session, common: &mut state.common, member: member.as_mut() });
+    }
+
+    fn as_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
     }
 }
 

@@ -17,6 +17,8 @@ mod home;
 mod inbox;
 mod loss;
 mod reconnecting;
+#[cfg(unix)]
+pub(crate) mod moving;
 mod staging;
 mod state;
 
@@ -29,3 +31,5 @@ pub use handle::{
 };
 pub use loss::{LostConnection, UnackedMessage, Unacknowledged};
 pub use reconnecting::{ReconnectingSession, RenewError, Renewal, Reopened};
+#[cfg(unix)]
+pub(crate) use home::{Home, OwnHome};

@@ -253,6 +253,10 @@ pub(crate) struct SessState {
     pub(crate) pending_close: Option<PendingClose>,
     /// [`ProtocolConfig::close_timeout`](crate::ProtocolConfig::close_timeout).
     pub(crate) close_timeout: std::time::Duration,
+    /// Connections of a session adopted from another process that the application has no
+    /// handle on yet (`SessionHandle::adopted_connections`).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) adopted: Vec<ConnId>,
 }
 
 impl SessState {
@@ -286,6 +290,7 @@ impl SessState {
             delivered_bytes: 0,
             pending_close: None,
             close_timeout: config.protocol.close_timeout,
+            adopted: Vec::new(),
         }
     }
 

@@ -1,0 +1,115 @@
+//! The receiving side of a handoff, on its own thread: import and adopt each offered
+//! session under this acceptor's limits, answer ACK, pass the adopted sessions to the
+//! runtime for their drivers.
+
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc::UnboundedSender;
+use sotto_proto::handoff::{Ack, Frame, Refusal, Token};
+
+use super::channel::Channel;
+use super::{HandoffConfig, HandoffError, ReceiveReport};
+use crate::config::Config;
+use crate::router::EpShared;
+use crate::session::moving;
+use crate::session::Home;
+
+/// The longest frame body this acceptor reads: what the largest session its limits allow
+/// could take (the replay ring, each connection's unread messages up to its window, metadata),
+/// with room to spare, and at most [`MAX_FRAME`]. A frame announcing more is refused unread
+/// (the socket is then given up); the exact limits are checked on import.
+pub(crate) fn max_body(config: &Config) -> u32 {
+    let s = config.session_config();
+    let c = s.conduit;
+    let window = u64::from(s.initial_credit.max(s.max_credit));
+    let md = u64::from(s.max_metadata);
+    let per_conn = 128 + 2 * window + 3 * md;
+    let total = (1u64 << 20)
+        + u64::from(c.replay_bytes)
+        + 8 * u64::from(c.replay_frames)
+        + u64::from(s.max_connections) * per_conn
+        + u64::from(s.max_pending_opens) * (8 + md);
+    u32::try_from(total.min(MAX_FRAME)).unwrap_or(u32::MAX)
+}
+
+/// The longest frame body any receiver reads, whatever its limits: 256 MiB.
+const MAX_FRAME: u64 = 256 << 20;
+
+pub(super) fn run(
+    ep: &Arc<EpShared>,
+    sock: UnixStream,
+    acceptor: &Config,
+    config: HandoffConfig,
+    homes: &UnboundedSender<Home>,
+) -> Result<ReceiveReport, HandoffError> {
+    let mut ch = Channel::new(sock, max_body(acceptor))?;
+    let mut report = ReceiveReport::default();
+    // The latest adopted session, until the next offer: the only one a REVOKE can name (the
+    // sender waits for each ACK before its next offer).
+    let mut last: Option<(u64, Token, Home)> = None;
+    loop {
+        let frame = ch.read(Instant::now() + config.idle_timeout, || HandoffError::PeerSilent)?;
+        match frame {
+            Frame::Offer(o) => {
+                let received = Instant::now();
+                let (corr, token) = (o.corr, o.token);
+                let deadline = Duration::from_millis(u64::from(o.deadline_ms));
+                let mut result = if o.issuer.is_empty() {
+                    moving::adopt(ep, o.state, o.app, acceptor)
+                } else {
+                    // Reserved for issuer-tagged keys (docs/handoff.md): not taken over yet.
+                    Err((Refusal::Issuer, "issuer identities are not supported yet".to_owned()))
+                };
+                // An ACK that might reach the sender after its deadline is not sent as
+                // accepted: the sender would keep the session, and so would we.
+                if result.is_ok() && received.elapsed() > deadline / 2 {
+                    if let Ok(home) = &result {
+                        moving::revoke(home);
+                    }
+                    result = Err((Refusal::Expired, "adoption took over half the offer's deadline".to_owned()));
+                }
+                let ack = match &result {
+                    Ok(_) => Ack { corr, token, refusal: None, reason: "" },
+                    Err((refusal, why)) => Ack { corr, token, refusal: Some(*refusal), reason: why },
+                };
+                let sent = ch.send(&Frame::Ack(ack), deadline);
+                match (result, sent) {
+                    (Ok(home), Ok(())) => {
+                        report.adopted += 1;
+                        last = Some((corr, token, home.clone()));
+                        // The receiver future is gone only if the acceptor's task was
+                        // cancelled: then the session has no driver, like every other.
+                        let _ = homes.unbounded_send(home);
+                    }
+                    (Ok(home), Err(e)) => {
+                        // The sender cannot see the ACK: it keeps the session.
+                        moving::revoke(&home);
+                        return Err(e);
+                    }
+                    (Err(_), sent) => {
+                        report.refused += 1;
+                        sent?;
+                    }
+                }
+            }
+            Frame::Revoke { corr, token } => {
+                if let Some((c, t, home)) = last.take() {
+                    if c == corr && t == token {
+                        moving::revoke(&home);
+                        report.adopted -= 1;
+                        report.revoked += 1;
+                    } else {
+                        last = Some((c, t, home));
+                    }
+                }
+            }
+            Frame::Done { .. } => {
+                report.done = true;
+                return Ok(report);
+            }
+            _ => return Err(HandoffError::UnexpectedFrame("an OFFER, REVOKE or DONE was expected")),
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Sessions that move between acceptors (issue 17, handoff): an endpoint adopts a session
+//! imported from another one ([`Endpoint::adopt`]) and releases one it handed off
+//! ([`Endpoint::release`]).
+
+use super::{Endpoint, SessionHandle};
+use crate::conduit::{Conduit, Role};
+use crate::time::Instant;
+use crate::wire::ResumeKey;
+
+/// Why [`Endpoint::adopt`] refused a session. The session was not adopted: its sender keeps
+/// it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AdoptError {
+    /// `max_sessions` sessions are live, or `max_detached_sessions` are detached: adopting
+    /// one would take the place of a session this endpoint holds.
+    Full,
+    /// Not an acceptor's session with a resume key (an initiator's, one that never had a
+    /// link, or one that has ended): no peer could resume it here.
+    NotAdoptable,
+    /// It has a link: an adopted session waits detached for its peer's resume (an imported
+    /// session always does).
+    Attached,
+    /// One of its resume keys already routes to a session here: adopting it would give a key
+    /// two owners.
+    KeyInUse,
+}
+
+impl core::fmt::Display for AdoptError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Full => f.write_str("the endpoint has no room for another session"),
+            Self::NotAdoptable => f.write_str("not an acceptor's session with a resume key"),
+            Self::Attached => f.write_str("the session has a link"),
+            Self::KeyInUse => f.write_str("a resume key of the session already routes to another session"),
+        }
+    }
+}
+
+impl core::error::Error for AdoptError {}
+
+impl Endpoint {
+    /// Adopt a session imported from another acceptor ([`Session::import`](crate::session::Session::import)
+    /// or [`Conduit::import`]), detached and waiting for its peer's resume: from now on its
+    /// resume keys (current and previous, [`Conduit::resume_keys`]) route to the returned
+    /// handle, and it counts as a live, detached session (subject to `max_detached_sessions`
+    /// eviction like any other, by the time it detached). It is ready: no handshake deadline
+    /// applies. Its owner drives it as any session routed by [`route`](Self::route)
+    /// (resumes come as [`Routed::Resume`](super::Routed::Resume)), reports
+    /// [`attached`](Self::attached) when the peer resumes, and [`free`](Self::free)s it when
+    /// it ends.
+    ///
+    /// Refused, with nothing changed, when the endpoint is full (no session is reclaimed for
+    /// it), when the session is not an acceptor's detached session with a key, or when one of
+    /// its keys already routes here.
+    pub fn adopt(&mut self, now: Instant, conduit: &Conduit) -> Result<SessionHandle, AdoptError> {
+        let now = self.clock.observe(now);
+        if conduit.role() != Role::Acceptor || conduit.is_ended() || !conduit.ever_attached {
+            return Err(AdoptError::NotAdoptable);
+        }
+        let keys = conduit.resume_keys();
+        if keys[0].is_none_or(|k| k.ct_eq(&ResumeKey::ZERO)) {
+            return Err(AdoptError::NotAdoptable);
+        }
+        if conduit.current_link().is_some() {
+            return Err(AdoptError::Attached);
+        }
+        let since = conduit.detached_since().unwrap_or(now);
+        if keys.iter().flatten().any(|k| self.keys.get(k).is_some()) {
+            return Err(AdoptError::KeyInUse);
+        }
+        if self.sessions_live >= self.config.max_sessions
+            || self.detached.len() >= self.config.max_detached_sessions as usize
+        {
+            return Err(AdoptError::Full);
+        }
+        let index = self.take_session_slot();
+        let slot = &mut self.sessions[index];
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.live = true;
+        slot.forgotten = false;
+        slot.keys = keys;
+        slot.unready = None;
+        slot.detached_since = Some(since);
+        let handle = SessionHandle { index: index as u32, generation: slot.generation };
+        self.sessions_live += 1;
+        for k in keys.into_iter().flatten() {
+            self.keys.insert(k, handle.index);
+        }
+        self.detached.set(handle.index, since);
+        self.stats.sessions_adopted += 1;
+        Ok(handle)
+    }
+
+    /// Release a session handed off to another acceptor that adopted it: its keys stop
+    /// routing here at once (a resume presenting them is answered as an unknown key), it
+    /// no longer counts, and the handle becomes stale. Its owner must not drive it again
+    /// (drop it, or end it with [`SessionEnd::HandedOff`](crate::SessionEnd::HandedOff)).
+    /// Returns whether `handle` named a live session.
+    pub fn release(&mut self, handle: SessionHandle) -> bool {
+        if !self.is_live(handle) {
+            return false;
+        }
+        self.free(handle);
+        self.stats.sessions_released += 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::{EndpointConfig, RejectReason, Routed};
+    use crate::wire::ClientHello;
+    use crate::Duration;
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_nanos(Duration::from_millis(ms).as_nanos())
+    }
+
+    /// An acceptor conduit that had a link (key `key`) and lost it, as an import makes one.
+    fn detached(key: u8) -> Conduit {
+        let config = EndpointConfig::default().session.conduit;
+        let mut c = Conduit::new(Role::Acceptor, config).expect("config");
+        let hello = ClientHello { resume_key: None, last_received: None, ext: true };
+        let (link, r) = c.link_up_with_hello(at(1), ResumeKey([key; 16]), &hello);
+        assert!(r.is_ok());
+        c.link_down(at(2), link);
+        c
+    }
+
+    fn route(ep: &mut Endpoint, key: u8) -> Routed {
+        let p = ep.accept_link(at(3), 0).expect("pending");
+        let hello = ClientHello { resume_key: Some(ResumeKey([key; 16])), last_received: Some(0), ext: true };
+        ep.route(at(3), p, &hello.encode(), ResumeKey([0xee; 16])).expect("routed")
+    }
+
+    #[test]
+    fn an_adopted_sessions_key_routes_to_it_and_a_released_one_no_longer_does() {
+        let mut ep = Endpoint::new(EndpointConfig::default()).expect("config");
+        let c = detached(5);
+        let h = ep.adopt(at(2), &c).expect("adopted");
+        assert!(ep.is_live(h));
+        assert_eq!(ep.stats().sessions_detached, 1, "adopted detached");
+        match route(&mut ep, 5) {
+            Routed::Resume(r) => assert_eq!(r.handle(), h),
+            other => panic!("expected a resume, got {other:?}"),
+        }
+        assert!(ep.release(h));
+        assert!(!ep.release(h), "released once");
+        assert!(matches!(route(&mut ep, 5), Routed::Reject { reason: RejectReason::UnknownKey, .. }));
+        let st = ep.stats();
+        assert_eq!((st.sessions_adopted, st.sessions_released, st.sessions_live), (1, 1, 0));
+    }
+
+    #[test]
+    fn adopt_refuses_a_key_in_use_a_full_endpoint_and_a_session_without_key_or_attached() {
+        let mut ep = Endpoint::new(EndpointConfig { max_sessions: 1, ..EndpointConfig::default() }).expect("config");
+        let c = detached(5);
+        ep.adopt(at(2), &c).expect("adopted");
+        assert_eq!(ep.adopt(at(2), &c), Err(AdoptError::KeyInUse), "never two owners of a key");
+        assert_eq!(ep.adopt(at(2), &detached(6)), Err(AdoptError::Full));
+        let mut ep = Endpoint::new(EndpointConfig::default()).expect("config");
+        let fresh = Conduit::new(Role::Acceptor, ep.config().session.conduit).expect("config");
+        assert_eq!(ep.adopt(at(2), &fresh), Err(AdoptError::NotAdoptable));
+        let init = Conduit::new(Role::Initiator, ep.config().session.conduit).expect("config");
+        assert_eq!(ep.adopt(at(2), &init), Err(AdoptError::NotAdoptable));
+        let mut linked = Conduit::new(Role::Acceptor, ep.config().session.conduit).expect("config");
+        let hello = ClientHello { resume_key: None, last_received: None, ext: true };
+        let _ = linked.link_up_with_hello(at(1), ResumeKey([7; 16]), &hello);
+        assert_eq!(ep.adopt(at(2), &linked), Err(AdoptError::Attached));
+        assert_eq!(ep.stats().sessions_live, 0, "nothing adopted");
+    }
+}
