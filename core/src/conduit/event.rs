@@ -102,6 +102,12 @@ pub enum SessionEnd {
     /// Initiator: redialing failed with an error the connector marked permanent (a TLS
     /// certificate error, say): no further dial could succeed. Its driver keeps the error.
     PermanentDialError,
+    /// Initiator: the acceptor answered a resume REJECTED because the run of the acceptor
+    /// that issued the key is gone (it restarted): a sotto acceptor with issuer-tagged keys
+    /// says so ([`ServerHello::rejected_issuer_gone`](crate::wire::ServerHello::rejected_issuer_gone));
+    /// a vox acceptor, or one without tagged keys, answers plain REJECTED
+    /// ([`Rejected`](Self::Rejected)). The session is lost either way.
+    IssuerGone,
 }
 
 impl SessionEnd {
@@ -281,6 +287,7 @@ impl core::fmt::Display for SessionEnd {
             Self::Evicted => f.write_str("evicted by the acceptor"),
             Self::Full => f.write_str("the acceptor is full"),
             Self::PermanentDialError => f.write_str("a redial failed with an error marked permanent"),
+            Self::IssuerGone => f.write_str("the acceptor run that held the session is gone (it restarted)"),
         }
     }
 }
