@@ -70,11 +70,11 @@ use futures::stream::Stream;
 pub use runtime::Smol;
 use sotto_driver::Streams;
 pub use sotto_driver::{
-    live_tasks, permanent, AcceptHooks, AcceptedLink, AcceptorConfig, AnswerError, BufferConfig, Config, ConnError,
-    ConnReceiver, ConnSender, ConnectError, Connection, DialConfig, DialFailure, Ended, Goodbye, IncomingOpen,
-    LinkDownCause, LinkHookFuture, LinkInfo, OpenError, PeerAddr, PeerIdentity, Permanent, ProtocolConfig,
-    ResumeTiming, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionId, SessionStats,
-    ShutdownReport, WithPeer, WRITE_CHUNK,
+    live_tasks, permanent, AcceptHooks, AcceptedLink, AcceptorConfig, AcceptorGroup, AnswerError, BufferConfig, Config,
+    ConnError, ConnReceiver, ConnSender, ConnectError, Connection, DialConfig, DialFailure, Ended, Goodbye, GroupError,
+    IncomingOpen, LinkDownCause, LinkHookFuture, LinkInfo, OpenError, PeerAddr, PeerIdentity, Permanent,
+    ProtocolConfig, ResumeTiming, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionId,
+    SessionStats, ShutdownReport, WithPeer, WRITE_CHUNK,
 };
 /// The sans-IO core, `sotto-proto`: every type the adapter's reports carry.
 pub use sotto_proto as proto;
@@ -164,6 +164,22 @@ where
     Smol::global().serve_sessions_tcp_with(listener, config, hooks)
 }
 
+/// The stream type of the TCP acceptors: an [`AcceptorGroup`] serving TCP is an
+/// `AcceptorGroup<TcpLink>`.
+pub type TcpLink = WithPeer<sotto_driver::FuturesIo<smol::net::TcpStream>>;
+
+/// Serve a TCP listener as worker `worker` of `group` (see [`AcceptorGroup`]), on smol's
+/// global executor: several listeners bound to one port with `SO_REUSEPORT`, one worker
+/// each, and resumes reach the worker that holds their session.
+pub fn serve_group_tcp(
+    group: &AcceptorGroup<TcpLink>,
+    worker: u16,
+    listener: smol::net::TcpListener,
+    config: Config,
+) -> Result<SessionAcceptor, GroupError> {
+    Smol::global().serve_group_tcp(group, worker, listener, config)
+}
+
 /// Serve a Unix socket listener with the session API, on smol's global executor.
 #[cfg(unix)]
 pub fn serve_sessions_unix(
@@ -232,6 +248,17 @@ impl Smol {
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         sotto_driver::listen_sessions_with(self.clone(), listener, config, hooks)
+    }
+
+    /// [`serve_group_tcp`] on this executor.
+    pub fn serve_group_tcp(
+        &self,
+        group: &AcceptorGroup<TcpLink>,
+        worker: u16,
+        listener: smol::net::TcpListener,
+        config: Config,
+    ) -> Result<SessionAcceptor, GroupError> {
+        group.serve_listener(self.clone(), worker, listener, config)
     }
 
     /// [`serve_sessions_unix`] on this executor.

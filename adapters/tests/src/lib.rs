@@ -4,6 +4,7 @@
 #![deny(unsafe_code)] // allowed in `live_bytes` only (a GlobalAlloc impl)
 
 pub mod key_tap;
+pub mod kill_switch;
 pub mod live_bytes;
 pub mod proxy;
 pub mod scale;

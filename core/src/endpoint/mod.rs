@@ -388,6 +388,9 @@ pub struct EndpointStats {
     /// link hook, such as a TLS handshake, failed or panicked), each charged to its source
     /// ([`Endpoint::pending_failed`]).
     pub pending_failed: u64,
+    /// Links refused unread because their source had spent its failure budget
+    /// ([`LinkRefusal::RateLimited`]; also counted in `links_refused`).
+    pub rate_limited: u64,
     /// Links refused because their source held `max_pending_per_source` pending links
     /// (also counted in `links_refused`).
     pub source_quota_refused: u64,
@@ -588,6 +591,7 @@ impl Endpoint {
         let now = self.clock.observe(now);
         if !self.limiter.allowed(now, source) {
             self.stats.links_refused += 1;
+            self.stats.rate_limited += 1;
             return Err(LinkRefusal::RateLimited);
         }
         if self.pending_live >= self.config.max_pending_handshakes {
