@@ -901,3 +901,21 @@ fn a_tagged_endpoint_mints_keys_of_its_worker_and_epoch() {
     let k = ep.mint_key(&[1; 16]);
     assert_eq!(tagged(0, 77).open(&k), Some(KeyTag { worker: 3, epoch: 77 }));
 }
+
+#[test]
+fn a_resuming_sotto_initiator_told_issuer_gone_ends_issuer_gone_and_a_fresh_one_ends_rejected() {
+    let cfg = small();
+    let mut ep = Endpoint::new(cfg).expect("config");
+    let (mut c, _server, _h) = open_owned(&mut ep, &cfg, Instant::ZERO, key(1));
+    let mut buf = vec![0u8; 1 << 16];
+    let link = c.link_up(Instant::ZERO, key(1));
+    while c.poll_transmit(Instant::ZERO, &mut buf).is_some() {}
+    let _ = c.handle_message(Instant::ZERO, link, &ServerHello::rejected_issuer_gone().encode());
+    assert_eq!(c.conduit().ended(), Some(SessionEnd::IssuerGone), "a resume is told its issuer is gone");
+    // A fresh session cannot have an issuer gone: that reason on a first hello is a plain REJECTED.
+    let mut f = Session::new(Role::Initiator, cfg.session, b"c").expect("config");
+    let link = f.link_up(Instant::ZERO, ResumeKey::ZERO);
+    while f.poll_transmit(Instant::ZERO, &mut buf).is_some() {}
+    let _ = f.handle_message(Instant::ZERO, link, &ServerHello::rejected_issuer_gone().encode());
+    assert_eq!(f.conduit().ended(), Some(SessionEnd::Rejected));
+}

@@ -295,6 +295,16 @@ mod tests {
     }
 
     #[test]
+    fn issuer_gone_rejection_is_rejected_with_ext_and_reason_2() {
+        let bytes = hex("56 4f 53 48 05 02000000000000000000000000000000 00 00 00 00");
+        assert_eq!(bytes[5], REJECT_ISSUER_GONE);
+        assert_eq!(ServerHello::rejected_issuer_gone().encode().as_slice(), bytes.as_slice());
+        let sh = ServerHello::decode(&bytes).expect("decodes");
+        assert!(sh.rejected && sh.is_issuer_gone() && !sh.is_full());
+        assert!(!ServerHello::rejected().is_issuer_gone());
+    }
+
+    #[test]
     fn full_rejection_is_rejected_with_ext_and_a_reason_and_decodes_as_full() {
         let bytes = hex("56 4f 53 48 05 01000000000000000000000000000000 00 00 00 00");
         assert_eq!(ServerHello::rejected_full().encode().as_slice(), bytes.as_slice());
