@@ -18,7 +18,7 @@
 //!   source's failure budget.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
@@ -27,6 +27,14 @@ use sotto_adapter_tests::scale::raise_fd_limit;
 use sotto_tokio::{AcceptorGroup, Config, Connection, SessionAcceptor, SessionEnd, SessionHandle, TcpLink};
 
 const SECRET: [u8; 16] = *b"owner-test-key!!";
+
+/// The tests of this file run one at a time: each is a storm of a thousand sessions whose
+/// timing the others would distort.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 /// Handshakes in flight while ramping up.
 const IN_FLIGHT: usize = 64;
 /// How long cut sessions get to come back before the rest count as lost.
@@ -117,8 +125,13 @@ async fn storm(clients: &mut [Client]) -> (usize, Duration) {
     (n - back, t.elapsed())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_reuseport_workers_lose_no_session_in_a_storm_of_1000_cut_links() {
+#[test]
+fn four_reuseport_workers_lose_no_session_in_a_storm_of_1000_cut_links() {
+    let _serial = serial();
+    sotto_adapter_tests::scale::runtime(2).block_on(four_reuseport_workers());
+}
+
+async fn four_reuseport_workers() {
     let _ = raise_fd_limit(16_384);
     let group = AcceptorGroup::<TcpLink>::new(SECRET, 4).expect("group");
     let (addr, listeners) = reuseport_listeners(4);
@@ -148,8 +161,13 @@ async fn four_reuseport_workers_lose_no_session_in_a_storm_of_1000_cut_links() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn untagged_reuseport_acceptors_lose_resumes_that_land_on_another() {
+#[test]
+fn untagged_reuseport_acceptors_lose_resumes_that_land_on_another() {
+    let _serial = serial();
+    sotto_adapter_tests::scale::runtime(2).block_on(untagged_reuseport_acceptors());
+}
+
+async fn untagged_reuseport_acceptors() {
     let _ = raise_fd_limit(16_384);
     let (addr, listeners) = reuseport_listeners(4);
     let tasks: Vec<_> = listeners
@@ -170,6 +188,7 @@ async fn untagged_reuseport_acceptors_lose_resumes_that_land_on_another() {
 
 #[test]
 fn one_listener_fanned_out_to_four_smol_workers_loses_no_session_in_a_storm_of_1000_cut_links() {
+    let _serial = serial();
     use sotto_driver::{source_of, FuturesIo, PeerAddr, WithPeer};
     let _ = raise_fd_limit(16_384);
     type SmolLink = sotto_smol::TcpLink;
@@ -294,6 +313,7 @@ fn bind_again(addr: SocketAddr) -> (SocketAddr, tokio::net::TcpListener) {
 }
 
 fn check_restart(n: usize) {
+    let _serial = serial();
     let (times, ends, stats) = restart(n);
     let slowest = times.iter().max().copied().unwrap_or_default();
     let gone = ends.iter().filter(|e| **e == SessionEnd::IssuerGone).count();
