@@ -416,3 +416,33 @@ mod tests {
         assert_eq!(w.adopt(3), Ok(()), "adopting again is a no-op");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_minted_key_opens_to_its_tag(secret: [u8; 16], epoch: u32, workers in 1u16..=u16::MAX, w: u16, random: [u8; 16]) {
+            let worker = w % workers;
+            let issuer = Issuer::new(secret, epoch, worker, workers).expect("issuer");
+            let key = issuer.mint(&random);
+            prop_assert!(!key.is_zero());
+            prop_assert_eq!(issuer.open(&key), Some(KeyTag { worker, epoch }));
+            prop_assert_eq!(issuer.classify(&key), KeyOrigin::Here);
+        }
+
+        #[test]
+        fn any_key_classifies_without_panic_and_any_bytes_decode_to_an_identity_or_an_error(
+            key: [u8; 16],
+            bytes in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let issuer = Issuer::new([3; 16], 1, 0, 3).expect("issuer");
+            let _ = issuer.classify(&ResumeKey(key));
+            if let Ok(id) = IssuerIdentity::decode(&bytes) {
+                prop_assert_eq!(id.encode(), bytes);
+            }
+        }
+    }
+}
