@@ -919,3 +919,43 @@ fn a_resuming_sotto_initiator_told_issuer_gone_ends_issuer_gone_and_a_fresh_one_
     let _ = f.handle_message(Instant::ZERO, link, &ServerHello::rejected_issuer_gone().encode());
     assert_eq!(f.conduit().ended(), Some(SessionEnd::Rejected));
 }
+
+proptest::proptest! {
+    /// Whatever key a resume presents to a worker of a group, routing is total: another
+    /// worker's key is passed there (never to itself), an earlier run's key is answered
+    /// issuer-gone and never charged, anything else is charged as a guess.
+    #[test]
+    fn a_tagged_endpoint_routes_any_presented_key_to_one_defined_outcome(
+        keys in proptest::collection::vec((0u8..4, proptest::prelude::any::<[u8; 16]>()), 1..40),
+    ) {
+        let cfg = EndpointConfig { failure_budget: u32::MAX, ..small() };
+        let mut ep = Endpoint::new(cfg).expect("config");
+        ep.set_issuer(Some(tagged(1, 50)));
+        let old = tagged(2, 49);
+        let (mut forwarded, mut gone, mut charged) = (0u64, 0u64, 0u64);
+        for (kind, bytes) in keys {
+            let presented = match kind {
+                0 => tagged(3, 50).mint(&bytes),
+                1 => old.mint(&bytes),
+                2 => ep.mint_key(&bytes),
+                _ => ResumeKey(bytes),
+            };
+            if presented.is_zero() {
+                continue;
+            }
+            let p = ep.accept_link(Instant::ZERO, 7).expect("pending");
+            let r = ep.route(Instant::ZERO, p, &tagged_hello(presented, true), key(1)).expect("a valid hello routes");
+            match r {
+                Routed::Forward { worker, .. } => {
+                    proptest::prop_assert_eq!(worker, 3);
+                    forwarded += 1;
+                }
+                Routed::Reject { reason: RejectReason::IssuerGone, .. } => gone += 1,
+                Routed::Reject { reason: RejectReason::UnknownKey, .. } => charged += 1,
+                other => proptest::prop_assert!(false, "unexpected {other:?}"),
+            }
+        }
+        let st = ep.stats();
+        proptest::prop_assert_eq!((st.forwarded, st.rejected_issuer_gone, st.rejected), (forwarded, gone, charged));
+    }
+}
