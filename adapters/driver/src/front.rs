@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use futures::stream::Stream;
 use sotto_proto::conduit::ConfigError;
-use sotto_proto::endpoint::{Endpoint, EndpointStats};
+use sotto_proto::endpoint::{Endpoint, EndpointStats, Issuer};
 
 use crate::config::Config;
+use crate::group::GroupMember;
 use crate::link_hook::{Arrived, ResumeBinding};
 use crate::listen::{self, Counts, Queue};
 use crate::router::{EpInner, EpShared};
@@ -48,9 +49,49 @@ impl<T: Send + 'static, C: Counts> Front<T, C> {
         T: Unpin,
         St: Stream<Item = io::Result<(Arrived<S>, u64)>> + Send + 'static,
     {
-        let endpoint = Endpoint::new(config.endpoint_config())?;
+        Self::spawn_with(rt, incoming, config, kind, binding, None)
+    }
+
+    /// [`spawn`](Self::spawn) as a worker of an acceptor group: the endpoint mints and reads
+    /// `issuer`'s tagged keys, and links for other workers go to them through `member`.
+    pub(crate) fn spawn_in_group<R, S, K, St>(
+        rt: R,
+        incoming: St,
+        config: Config,
+        kind: K,
+        binding: Option<ResumeBinding>,
+        (issuer, member): (Issuer, GroupMember<S>),
+    ) -> Result<Self, ConfigError>
+    where
+        R: Runtime,
+        S: Io,
+        K: Kind<R, S, Session = T, Stats = C>,
+        T: Unpin,
+        St: Stream<Item = io::Result<(Arrived<S>, u64)>> + Send + 'static,
+    {
+        Self::spawn_with(rt, incoming, config, kind, binding, Some((issuer, member)))
+    }
+
+    fn spawn_with<R, S, K, St>(
+        rt: R,
+        incoming: St,
+        config: Config,
+        kind: K,
+        binding: Option<ResumeBinding>,
+        group: Option<(Issuer, GroupMember<S>)>,
+    ) -> Result<Self, ConfigError>
+    where
+        R: Runtime,
+        S: Io,
+        K: Kind<R, S, Session = T, Stats = C>,
+        T: Unpin,
+        St: Stream<Item = io::Result<(Arrived<S>, u64)>> + Send + 'static,
+    {
+        let mut endpoint = Endpoint::new(config.endpoint_config())?;
+        let (issuer, member) = group.unzip();
+        endpoint.set_issuer(issuer);
         let ep = Arc::new(EpShared::new(endpoint, Clock::new(&rt)));
-        let routing = EpRouting::new(Arc::clone(&ep), kind, binding);
+        let routing = EpRouting::new(Arc::clone(&ep), kind, binding, member);
         let sleep = shutdown::sleeper(&rt);
         let (queue, task) = listen::spawn(rt, incoming, config, routing);
         Ok(Self { queue, ep, sleep, _task: task })

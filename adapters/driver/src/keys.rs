@@ -1,19 +1,16 @@
-//! Resume keys from the operating system's randomness.
+//! Randomness for resume keys from the operating system. The endpoint mints the key from it
+//! (`Endpoint::mint_key`: the bytes themselves, or an issuer-tagged key for a worker of an
+//! acceptor group).
 
-use sotto_proto::ResumeKey;
-
-/// A fresh random resume key (never the all-zero "absent" key).
-pub(crate) fn fresh_key() -> ResumeKey {
+/// 16 bytes of the operating system's randomness, never all zero; `None` if it has none
+/// (then issue no key: the conduit refuses the zero key, so the handshake fails rather than
+/// issuing a guessable one).
+pub(crate) fn random_key_bytes() -> Option<[u8; 16]> {
     let mut bytes = [0u8; 16];
     loop {
-        if getrandom::fill(&mut bytes).is_err() {
-            // No OS randomness: refuse to make up a guessable key. The conduit rejects a zero
-            // key, so the handshake fails rather than issuing something predictable.
-            return ResumeKey::ZERO;
-        }
-        let key = ResumeKey(bytes);
-        if !key.is_zero() {
-            return key;
+        getrandom::fill(&mut bytes).ok()?;
+        if bytes != [0; 16] {
+            return Some(bytes);
         }
     }
 }
@@ -21,10 +18,10 @@ pub(crate) fn fresh_key() -> ResumeKey {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn keys_differ() {
-        let a = super::fresh_key();
-        let b = super::fresh_key();
-        assert!(!a.is_zero());
+    fn random_bytes_differ_and_are_never_zero() {
+        let a = super::random_key_bytes().expect("OS randomness");
+        let b = super::random_key_bytes().expect("OS randomness");
+        assert_ne!(a, [0; 16]);
         assert_ne!(a, b);
     }
 }

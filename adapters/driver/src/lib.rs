@@ -136,6 +136,7 @@ mod host;
 mod raw;
 // 4. The router.
 mod parked;
+mod group;
 mod router;
 mod routing;
 // 5. Link sources.
@@ -162,6 +163,7 @@ pub use backoff::{is_transient, permanent, Backoff, Permanent};
 pub use config::{AcceptorConfig, BufferConfig, Config, DialConfig, ProtocolConfig};
 pub use entry::{dial, dial_reconnecting, dial_session, listen, listen_sessions, listen_sessions_with, listen_with};
 pub use glue::{HookGlue, ListenerGlue, StreamGlue, Streams};
+pub use group::{AcceptorGroup, GroupError, FORWARD_QUEUE};
 pub use handle::{connect, ConnectError, Ended, SendError, StableConduit, TrySendError};
 pub use link_hook::{AcceptHooks, AcceptedLink, LinkHookFuture, LinkInfo, PeerIdentity};
 pub use peer::WithPeer;

@@ -38,7 +38,8 @@ use sotto_proto::wire::{ClientHello, HELLO_LEN};
 use sotto_proto::{Instant, ResumeKey};
 
 use crate::config::Config;
-use crate::keys::fresh_key;
+use crate::group::{Forwarded, GroupMember};
+use crate::keys::random_key_bytes;
 use crate::link_hook::{self, AcceptHooks, Arrived, LinkInfo, ResumeBinding};
 use crate::listen::{Counts, ListenOf, Routing};
 use crate::parked::Parked;
@@ -117,9 +118,14 @@ pub(crate) trait Kind<R: Runtime, S: Io>: Send + Unpin + 'static {
     ) -> Option<(Self::Session, bool)>;
 }
 
+/// Forwarded links a worker of an acceptor group routes per step of its listening task.
+const FORWARD_BATCH: usize = 64;
+
 /// An acceptor's routing: through the core endpoint.
 pub(crate) struct EpRouting<R: Runtime, K: Kind<R, S>, S: Io> {
     ep: Arc<EpShared>,
+    /// Its acceptor group, when it is a worker of one (`group`).
+    member: Option<GroupMember<S>>,
     kind: K,
     /// New sessions not reported ready yet, with their sources: not shown to the
     /// application. Dropping one closes it.
@@ -137,9 +143,15 @@ pub(crate) struct EpRouting<R: Runtime, K: Kind<R, S>, S: Io> {
 }
 
 impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
-    pub(crate) fn new(ep: Arc<EpShared>, kind: K, binding: Option<ResumeBinding>) -> Self {
+    pub(crate) fn new(
+        ep: Arc<EpShared>,
+        kind: K,
+        binding: Option<ResumeBinding>,
+        member: Option<GroupMember<S>>,
+    ) -> Self {
         Self {
             ep,
+            member,
             kind,
             unannounced: HashMap::new(),
             unannounced_by_source: HashMap::new(),
@@ -323,6 +335,7 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
     fn poll_endpoint(&mut self, l: &mut ListenOf<R, S, Self>, cx: &mut Context<'_>) -> bool {
         self.ep.register_listener(cx.waker());
         let now = self.ep.clock.now();
+        let mut busy = self.take_forwarded(l, now, cx);
         let mut todo = Vec::new();
         let (settled, next) = {
             let mut g = self.ep.lock();
@@ -334,7 +347,7 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
             let settled = std::mem::take(&mut g.settled);
             (settled, g.endpoint.poll_timeout().and_then(|t| self.ep.clock.std_time(t)))
         };
-        let mut busy = !todo.is_empty() || !settled.is_empty();
+        busy |= !todo.is_empty() || !settled.is_empty();
         self.settle(todo, now);
         // Outside the endpoint lock: dropping a handle takes its session's lock.
         for (h, ready) in settled {
@@ -361,6 +374,23 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
 }
 
 impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
+    /// Route the links other workers of the group passed here (a bounded batch; the rest on
+    /// the next step), as if this worker had read their hellos. Returns whether it took any.
+    fn take_forwarded(&mut self, l: &mut ListenOf<R, S, Self>, now: Instant, cx: &mut Context<'_>) -> bool {
+        let mut took = false;
+        for _ in 0..FORWARD_BATCH {
+            let Some(f) = self.member.as_ref().and_then(|m| m.poll_take(cx)) else { break };
+            took = true;
+            tracing::debug!("sotto: routing a link another worker passed here");
+            let admitted = self.ep.lock().endpoint.accept_link(now, f.source);
+            match admitted {
+                Ok(p) => self.route(l, now, p, f.source, f.io, &f.hello),
+                Err(refusal) => tracing::debug!(?refusal, "sotto: forwarded link refused"),
+            }
+        }
+        took
+    }
+
     fn route(
         &mut self,
         l: &mut ListenOf<R, S, Self>,
@@ -389,7 +419,8 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
         let mut todo = Vec::new();
         let (routed, reach) = {
             let mut g = self.ep.lock();
-            let routed = g.endpoint.route(now, p, hello, fresh_key());
+            let issued = random_key_bytes().map_or(ResumeKey::ZERO, |r| g.endpoint.mint_key(&r));
+            let routed = g.endpoint.route(now, p, hello, issued);
             let reach = match &routed {
                 Ok(Routed::Resume(r)) => Some(g.reach(r.handle())),
                 _ => None,
@@ -430,7 +461,22 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
                     l.reject(io, (p, source), &reply);
                 }
             }
+            Ok(Routed::Forward { worker, .. }) => {
+                // Another worker of the group issued the key: the link and its hello go there.
+                tracing::debug!(worker, "sotto: passing a resume to the worker that issued its key");
+                let link = Forwarded { io, source, hello: *hello };
+                let passed = match self.member.as_ref() {
+                    Some(m) => m.forward(worker, link).map_err(drop),
+                    None => Err(()),
+                };
+                if passed.is_err() {
+                    tracing::debug!(worker, "sotto: a resume for another worker could not be passed on; link closed");
+                }
+            }
             Ok(Routed::Reject { reason, reply }) => {
+                if reason == RejectReason::IssuerGone {
+                    tracing::debug!("sotto: resume of an earlier run's session (the acceptor restarted): lost");
+                }
                 if reason == RejectReason::Full {
                     crate::trace::acceptor_full(io.peer_addr().as_ref(), source);
                 } else {

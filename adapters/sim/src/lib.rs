@@ -23,6 +23,7 @@
 
 pub mod executor;
 pub mod fixture;
+pub mod fleet;
 pub mod live_alloc;
 pub mod net;
 pub mod panics;

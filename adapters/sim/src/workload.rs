@@ -14,7 +14,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::Either;
 use futures::{SinkExt, StreamExt};
-use sotto_driver::{connect, connect_session, serve, serve_sessions, Config, ConnReceiver, ConnSender, SessionHandle};
+use sotto_driver::{
+    connect, connect_session, serve, serve_sessions, Config, ConnReceiver, ConnSender, SessionAcceptor, SessionHandle,
+};
 use sotto_proto::SessionEnd;
 use sotto_tests::SimRng;
 
@@ -149,7 +151,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn queued(&self, n: usize) {
+    pub(crate) fn queued(&self, n: usize) {
         self.max_queued.fetch_max(n, Ordering::Relaxed);
     }
 }
@@ -220,13 +222,39 @@ fn tag(init: u32, opener: u32, i: u32, sender: u32) -> u32 {
 
 async fn session_main(rt: SimRuntime, net: Net, cfg: Config, load: Load, tally: Arc<Tally>) -> Result<(), String> {
     let acceptor = serve_sessions(rt.clone(), net.session_listener(), cfg).map_err(|e| format!("serve: {e}"))?;
-    let acceptor = Arc::new(acceptor);
+    session_main_with(rt, net, cfg, load, tally, vec![acceptor]).await
+}
+
+/// The next session any of `acceptors` yields (cancel-safe: each `accept` is).
+async fn accept_any(acceptors: &[SessionAcceptor]) -> std::io::Result<SessionHandle> {
+    poll_fn(|cx| {
+        for a in acceptors {
+            if let Poll::Ready(r) = std::pin::pin!(a.accept()).poll(cx) {
+                return Poll::Ready(r);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// [`session_main`] with the acceptor side served by `acceptors` (the workers of a fleet,
+/// each taking some of the links): the application accepts from all of them.
+pub(crate) async fn session_main_with(
+    rt: SimRuntime,
+    net: Net,
+    cfg: Config,
+    load: Load,
+    tally: Arc<Tally>,
+    acceptors: Vec<SessionAcceptor>,
+) -> Result<(), String> {
+    let acceptors = Arc::new(acceptors);
     let b_tally = Arc::clone(&tally);
     let b = rt.spawn_app(accept_loop(rt.clone(), load.initiators as usize, move |rt: SimRuntime| {
         let tally = Arc::clone(&b_tally);
-        let acceptor = Arc::clone(&acceptor);
+        let acceptors = Arc::clone(&acceptors);
         async move {
-            let sess = acceptor.accept().await.map_err(|e| format!("acceptor accept: {e}"))?;
+            let sess = accept_any(&acceptors).await.map_err(|e| format!("acceptor accept: {e}"))?;
             let sess = Arc::new(sess);
             let rt2 = rt.clone();
             Ok(rt2.spawn_app(async move {

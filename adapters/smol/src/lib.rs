@@ -81,12 +81,7 @@ pub use runtime::Smol;
 pub use sotto_driver::handoff;
 use sotto_driver::Streams;
 pub use sotto_driver::{
-    live_tasks, permanent, AcceptHooks, AcceptedLink, AcceptorConfig, AcceptorSummary, AnswerError, BufferConfig,
-    Config, ConnError, ConnReceiver, ConnSender, ConnectError, Connection, DialConfig, DialFailure, Ended, Goodbye,
-    IncomingOpen, LinkDownCause, LinkHookFuture, LinkInfo, LostConnection, OpenError, PeerAddr, PeerIdentity,
-    Permanent, ProtocolConfig, ReconnectingSession, Refusals, RenewError, Renewal, Reopened, ResumeTiming,
-    SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionId, SessionStats, ShutdownReport,
-    UnackedMessage, Unacknowledged, WithPeer, WRITE_CHUNK,
+    AcceptedLink, AcceptHooks, AcceptorConfig, AcceptorGroup, AcceptorSummary, AnswerError, BufferConfig, Config, ConnectError, Connection, ConnError, ConnReceiver, ConnSender, DialConfig, DialFailure, Ended, Goodbye, GroupError, IncomingOpen, LinkDownCause, LinkHookFuture, LinkInfo, live_tasks, LostConnection, OpenError, PeerAddr, PeerIdentity, Permanent, permanent, ProtocolConfig, ReconnectingSession, Refusals, Renewal, RenewError, Reopened, ResumeTiming, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionId, SessionStats, ShutdownReport, UnackedMessage, Unacknowledged, WithPeer, WRITE_CHUNK,
 };
 pub use sotto_proto as proto;
 pub use sotto_proto::conduit::{ConfigError, LinkDropReason};
@@ -195,6 +190,22 @@ where
     Smol::global().serve_sessions_tcp_with(listener, config, hooks)
 }
 
+/// The stream type of the TCP acceptors: an [`AcceptorGroup`] serving TCP is an
+/// `AcceptorGroup<TcpLink>`.
+pub type TcpLink = WithPeer<sotto_driver::FuturesIo<smol::net::TcpStream>>;
+
+/// Serve a TCP listener as worker `worker` of `group` (see [`AcceptorGroup`]), on smol's
+/// global executor: several listeners bound to one port with `SO_REUSEPORT`, one worker
+/// each, and resumes reach the worker that holds their session.
+pub fn serve_group_tcp(
+    group: &AcceptorGroup<TcpLink>,
+    worker: u16,
+    listener: smol::net::TcpListener,
+    config: Config,
+) -> Result<SessionAcceptor, GroupError> {
+    Smol::global().serve_group_tcp(group, worker, listener, config)
+}
+
 /// Serve a Unix socket listener with the session API, on smol's global executor.
 #[cfg(unix)]
 pub fn serve_sessions_unix(
@@ -278,6 +289,17 @@ impl Smol {
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         sotto_driver::listen_sessions_with(self.clone(), listener, config, hooks)
+    }
+
+    /// [`serve_group_tcp`] on this executor.
+    pub fn serve_group_tcp(
+        &self,
+        group: &AcceptorGroup<TcpLink>,
+        worker: u16,
+        listener: smol::net::TcpListener,
+        config: Config,
+    ) -> Result<SessionAcceptor, GroupError> {
+        group.serve_listener(self.clone(), worker, listener, config)
     }
 
     /// [`serve_sessions_unix`] on this executor.

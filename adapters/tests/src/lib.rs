@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod key_tap;
+pub mod kill_switch;
 pub mod live_bytes;
 pub mod proxy;
 #[cfg(unix)]

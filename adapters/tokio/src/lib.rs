@@ -89,12 +89,7 @@ pub use runtime::Tokio;
 pub use sotto_driver::handoff;
 use sotto_driver::Streams;
 pub use sotto_driver::{
-    live_tasks, permanent, AcceptHooks, AcceptedLink, AcceptorConfig, AcceptorSummary, AnswerError, BufferConfig,
-    Config, ConnError, ConnReceiver, ConnSender, ConnectError, Connection, DialConfig, DialFailure, Ended, Goodbye,
-    IncomingOpen, LinkDownCause, LinkHookFuture, LinkInfo, LostConnection, OpenError, PeerAddr, PeerIdentity,
-    Permanent, ProtocolConfig, ReconnectingSession, Refusals, RenewError, Renewal, Reopened, ResumeTiming,
-    SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionId, SessionStats, ShutdownReport,
-    UnackedMessage, Unacknowledged, WithPeer, WRITE_CHUNK,
+    AcceptedLink, AcceptHooks, AcceptorConfig, AcceptorGroup, AcceptorSummary, AnswerError, BufferConfig, Config, ConnectError, Connection, ConnError, ConnReceiver, ConnSender, DialConfig, DialFailure, Ended, Goodbye, GroupError, IncomingOpen, LinkDownCause, LinkHookFuture, LinkInfo, live_tasks, LostConnection, OpenError, PeerAddr, PeerIdentity, Permanent, permanent, ProtocolConfig, ReconnectingSession, Refusals, Renewal, RenewError, Reopened, ResumeTiming, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionId, SessionStats, ShutdownReport, UnackedMessage, Unacknowledged, WithPeer, WRITE_CHUNK,
 };
 pub use sotto_proto as proto;
 pub use sotto_proto::conduit::{ConfigError, LinkDropReason};
@@ -230,6 +225,23 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     sotto_driver::listen_sessions_with(Tokio, listener, config, hooks)
+}
+
+/// The stream type of the TCP acceptors: an [`AcceptorGroup`] serving TCP is an
+/// `AcceptorGroup<TcpLink>`.
+pub type TcpLink = WithPeer<TokioIo<tokio::net::TcpStream>>;
+
+/// Serve a TCP listener as worker `worker` of `group` (see [`AcceptorGroup`]): several
+/// listeners bound to one port with `SO_REUSEPORT` (or to several ports), one worker each,
+/// and resumes reach the worker that holds their session. Must be called within a tokio
+/// runtime.
+pub fn serve_group_tcp(
+    group: &AcceptorGroup<TcpLink>,
+    worker: u16,
+    listener: tokio::net::TcpListener,
+    config: Config,
+) -> Result<SessionAcceptor, GroupError> {
+    group.serve_listener(Tokio, worker, listener, config)
 }
 
 /// Serve a Unix socket listener with the session API. Must be called within a tokio runtime.

@@ -105,6 +105,12 @@ pub enum SessionEnd {
     /// Acceptor: the session was handed off to another acceptor (a new process) that took it
     /// over; its peer resumes there. Not a loss: the session lives on elsewhere.
     HandedOff,
+    /// Initiator: the acceptor answered a resume REJECTED because the run of the acceptor
+    /// that issued the key is gone (it restarted): a sotto acceptor with issuer-tagged keys
+    /// says so ([`ServerHello::rejected_issuer_gone`](crate::wire::ServerHello::rejected_issuer_gone));
+    /// a vox acceptor, or one without tagged keys, answers plain REJECTED
+    /// ([`Rejected`](Self::Rejected)). The session is lost either way.
+    IssuerGone,
 }
 
 impl SessionEnd {
@@ -285,6 +291,7 @@ impl core::fmt::Display for SessionEnd {
             Self::Full => f.write_str("the acceptor is full"),
             Self::PermanentDialError => f.write_str("a redial failed with an error marked permanent"),
             Self::HandedOff => f.write_str("handed off to another acceptor"),
+            Self::IssuerGone => f.write_str("the acceptor run that held the session is gone (it restarted)"),
         }
     }
 }

@@ -183,6 +183,9 @@ impl Conduit {
             // Only a fresh session asked with EXT can be told the acceptor is full.
             let end = if self.key.is_none() && self.config.ext && hello.is_full() {
                 SessionEnd::Full
+            } else if self.key.is_some() && self.config.ext && hello.is_issuer_gone() {
+                // Only a resume asked with EXT can be told its key's issuer is gone.
+                SessionEnd::IssuerGone
             } else {
                 SessionEnd::Rejected
             };

@@ -178,6 +178,9 @@ impl Hosted {
                 }
             }
             Routed::Reject { reply, .. } => Ok(Placed::Reject(reply)),
+            // A hosted endpoint is one acceptor, never a worker of a group (it has no issuer:
+            // `Hosted` offers no way to set one), so no key routes to another worker.
+            Routed::Forward { .. } => Ok(Placed::Reject(crate::wire::ServerHello::rejected().encode())),
         }
     }
 

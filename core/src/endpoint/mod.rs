@@ -6,6 +6,7 @@
 
 mod adopt;
 mod hosted;
+mod issuer;
 mod key_index;
 mod slot_heap;
 mod source_limiter;
@@ -19,6 +20,7 @@ use crate::time::{Duration, Instant, MonotonicNow};
 use crate::wire::{ClientHello, ResumeKey, ServerHello, WireError, HELLO_LEN};
 pub use adopt::AdoptError;
 pub use hosted::{Hosted, HostedEvent, Placed};
+pub use issuer::{Issuer, IssuerError, IssuerIdentity, KeyOrigin, KeyTag, IDENTITY_VERSION, MAX_ADOPTED_EPOCHS};
 use key_index::KeyIndex;
 use slot_heap::SlotHeap;
 use source_limiter::SourceLimiter;
@@ -142,8 +144,9 @@ pub enum LinkRefusal {
 
 /// Why a ClientHello is answered REJECTED. The reply is the same for every reason (a vox
 /// peer sees REJECTED), except [`Full`](Self::Full) answering a ClientHello with `EXT` (a
-/// sotto initiator), which gets [`ServerHello::rejected_full`]; the reason is for the
-/// acceptor's logs and counters.
+/// sotto initiator), which gets [`ServerHello::rejected_full`], and
+/// [`IssuerGone`](Self::IssuerGone) answering a resume with `EXT`, which gets
+/// [`ServerHello::rejected_issuer_gone`]; the reason is for the acceptor's logs and counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RejectReason {
@@ -157,6 +160,11 @@ pub enum RejectReason {
     /// acceptor is full. Worth a warning in the acceptor's log. A sotto initiator (its hello
     /// sets `EXT`) is told so ([`ServerHello::rejected_full`]); a vox one sees REJECTED.
     Full,
+    /// The key was issued by an earlier run of the acceptor group (an epoch its
+    /// [`Issuer`] no longer serves): the session is gone with that run. Not charged to the
+    /// source (only the group's secret makes such a key, so it is no guess); a sotto
+    /// initiator is told so ([`ServerHello::rejected_issuer_gone`]).
+    IssuerGone,
 }
 
 impl core::fmt::Display for RejectReason {
@@ -165,6 +173,7 @@ impl core::fmt::Display for RejectReason {
             Self::UnknownKey => f.write_str("no live session holds the presented resume key"),
             Self::Refused => f.write_str("the session holding the key refused the resume"),
             Self::Full => f.write_str("the acceptor is full"),
+            Self::IssuerGone => f.write_str("the key's issuer (an earlier run of the acceptor) is gone"),
         }
     }
 }
@@ -205,6 +214,16 @@ pub enum Routed {
     /// applies it with [`Resume::apply`] (which checks the key before anything touches the
     /// session's live link) and reports the outcome with [`Endpoint::resume_outcome`].
     Resume(Resume),
+    /// The key was issued by another worker of the acceptor group (its [`Issuer`] says
+    /// which): pass the link, with the ClientHello already read from it, to that worker,
+    /// which routes it through its own endpoint ([`accept_link`](Endpoint::accept_link), then
+    /// [`route`](Endpoint::route) with the same hello). Not charged; nothing is written.
+    Forward {
+        /// The worker that issued the key.
+        worker: u16,
+        /// The ClientHello read from the link.
+        hello: ClientHello,
+    },
     /// Answer REJECTED: write `reply` after a length prefix, then close the link.
     Reject {
         /// A REJECTED ServerHello, identical for every reason but a full acceptor answering
@@ -373,6 +392,9 @@ pub struct EndpointStats {
     /// link hook, such as a TLS handshake, failed or panicked), each charged to its source
     /// ([`Endpoint::pending_failed`]).
     pub pending_failed: u64,
+    /// Links refused unread because their source had spent its failure budget
+    /// ([`LinkRefusal::RateLimited`]; also counted in `links_refused`).
+    pub rate_limited: u64,
     /// Links refused because their source held `max_pending_per_source` pending links
     /// (also counted in `links_refused`).
     pub source_quota_refused: u64,
@@ -394,6 +416,11 @@ pub struct EndpointStats {
     /// REJECTED replies to fresh ClientHellos because the acceptor was full
     /// ([`RejectReason::Full`]).
     pub rejected_full: u64,
+    /// REJECTED replies, uncharged, to resumes presenting a key of an earlier run of the
+    /// acceptor group ([`RejectReason::IssuerGone`]).
+    pub rejected_issuer_gone: u64,
+    /// Resumes passed to the worker that issued their key ([`Routed::Forward`]).
+    pub forwarded: u64,
     /// Detached sessions evicted or reclaimed.
     pub evicted: u64,
     /// Sessions live now.
@@ -459,6 +486,8 @@ pub struct Endpoint {
     /// Evictions and reclaims not reported yet.
     events: VecDeque<EndpointEvent>,
     stats: EndpointStats,
+    /// Mints and classifies issuer-tagged keys, when the endpoint is a worker of a group.
+    issuer: Option<Issuer>,
 }
 
 impl Endpoint {
@@ -487,7 +516,41 @@ impl Endpoint {
             // Room for every pending link expiring at once (the common burst).
             events: VecDeque::with_capacity(config.max_pending_handshakes.min(1024) as usize),
             stats: EndpointStats::default(),
+            issuer: None,
         })
+    }
+
+    /// Make this endpoint a worker of an acceptor group: from now on [`mint_key`](Self::mint_key)
+    /// mints keys tagged with `issuer`'s worker and epoch, and [`route`](Self::route) reads the
+    /// tag of every presented key first: another worker's key is [`Routed::Forward`]ed, an
+    /// earlier run's key is answered REJECTED at once ([`RejectReason::IssuerGone`],
+    /// uncharged), a key the group never issued is charged as a guess without a lookup.
+    /// Call before the first link; `None` goes back to untagged keys.
+    pub fn set_issuer(&mut self, issuer: Option<Issuer>) {
+        self.issuer = issuer;
+    }
+
+    /// The group identity in force, if any.
+    #[must_use]
+    pub fn issuer(&self) -> Option<&Issuer> {
+        self.issuer.as_ref()
+    }
+
+    /// The group identity in force, to [`adopt`](Issuer::adopt) or
+    /// [`retire`](Issuer::retire) a predecessor's epoch.
+    pub fn issuer_mut(&mut self) -> Option<&mut Issuer> {
+        self.issuer.as_mut()
+    }
+
+    /// The key a session issues next, from 16 bytes of the driver's randomness: tagged with
+    /// this worker and epoch under [`set_issuer`](Self::set_issuer), else the random bytes
+    /// themselves. Pass it to [`route`](Self::route) as `fresh_key`.
+    #[must_use]
+    pub fn mint_key(&self, random: &[u8; 16]) -> ResumeKey {
+        match &self.issuer {
+            Some(i) => i.mint(random),
+            None => ResumeKey(*random),
+        }
     }
 
     /// The configuration in force.
@@ -536,6 +599,7 @@ impl Endpoint {
         let now = self.clock.observe(now);
         if !self.limiter.allowed(now, source) {
             self.stats.links_refused += 1;
+            self.stats.rate_limited += 1;
             return Err(LinkRefusal::RateLimited);
         }
         if self.pending_live >= self.config.max_pending_handshakes {
@@ -642,25 +706,56 @@ impl Endpoint {
         };
         Ok(match hello.resume_key {
             None => self.route_fresh(Unready { deadline, source, resumes: 0, keyed: false }, hello, fresh_key),
-            Some(key) => match self.keys.get(&key) {
-                Some(index) => {
-                    let slot = &self.sessions[index as usize];
-                    let handle = SessionHandle { index, generation: slot.generation };
-                    if slot.unready.is_some_and(|u| u.resumes >= MAX_UNREADY_RESUMES) {
-                        // A peer that keeps reconnecting without finishing its handshake.
-                        self.expire_unready(now, handle);
-                        self.stats.rejected += 1;
-                        return Ok(reject(RejectReason::Refused));
-                    }
-                    Routed::Resume(Resume { handle, key, hello, fresh_key, source, deadline })
+            Some(key) => match self.issuer.as_ref().map(|i| i.classify(&key)) {
+                Some(KeyOrigin::Worker(worker)) => {
+                    self.stats.forwarded += 1;
+                    Routed::Forward { worker, hello }
                 }
-                None => {
+                Some(KeyOrigin::IssuerGone(_)) => {
+                    // Not a guess (only the secret makes one): the session died with the run
+                    // that issued it. Answered at once, not charged.
+                    self.stats.rejected_issuer_gone += 1;
+                    let reply = if hello.ext { ServerHello::rejected_issuer_gone() } else { ServerHello::rejected() };
+                    Routed::Reject { reply: reply.encode(), reason: RejectReason::IssuerGone }
+                }
+                Some(KeyOrigin::Foreign) => {
                     self.limiter.fail(now, source);
                     self.stats.rejected += 1;
                     reject(RejectReason::UnknownKey)
                 }
+                _ => self.route_key(now, source, deadline, hello, key, fresh_key),
             },
         })
+    }
+
+    /// Route a resume presenting `key` through the key index.
+    fn route_key(
+        &mut self,
+        now: Instant,
+        source: u64,
+        deadline: Instant,
+        hello: ClientHello,
+        key: ResumeKey,
+        fresh_key: ResumeKey,
+    ) -> Routed {
+        match self.keys.get(&key) {
+            Some(index) => {
+                let slot = &self.sessions[index as usize];
+                let handle = SessionHandle { index, generation: slot.generation };
+                if slot.unready.is_some_and(|u| u.resumes >= MAX_UNREADY_RESUMES) {
+                    // A peer that keeps reconnecting without finishing its handshake.
+                    self.expire_unready(now, handle);
+                    self.stats.rejected += 1;
+                    return reject(RejectReason::Refused);
+                }
+                Routed::Resume(Resume { handle, key, hello, fresh_key, source, deadline })
+            }
+            None => {
+                self.limiter.fail(now, source);
+                self.stats.rejected += 1;
+                reject(RejectReason::UnknownKey)
+            }
+        }
     }
 
     fn route_fresh(&mut self, unready: Unready, hello: ClientHello, key: ResumeKey) -> Routed {

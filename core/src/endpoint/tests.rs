@@ -832,3 +832,134 @@ fn a_zero_pending_quota_is_a_config_error() {
     let cfg = EndpointConfig { max_pending_per_source: 0, ..small() };
     assert!(Endpoint::new(cfg).is_err());
 }
+
+fn tagged(worker: u16, epoch: u32) -> Issuer {
+    Issuer::new([0x5a; 16], epoch, worker, 4).expect("issuer")
+}
+
+fn tagged_hello(k: ResumeKey, ext: bool) -> [u8; HELLO_LEN] {
+    ClientHello { resume_key: Some(k), last_received: None, ext }.encode()
+}
+
+#[test]
+fn a_key_of_another_worker_is_forwarded_uncharged_and_routes_there() {
+    let cfg = EndpointConfig { failure_budget: 2, ..small() };
+    let (mut w0, mut w1) = (Endpoint::new(cfg).expect("config"), Endpoint::new(cfg).expect("config"));
+    w0.set_issuer(Some(tagged(0, 9)));
+    w1.set_issuer(Some(tagged(1, 9)));
+    let k1 = w1.mint_key(&[3; 16]);
+    let (_client, _server, h) = open_owned(&mut w1, &cfg, Instant::ZERO, k1);
+    // Far more resumes than the failure budget land on worker 0: each is passed on, none charged.
+    for _ in 0..8 {
+        let p = w0.accept_link(Instant::ZERO, 7).expect("never rate-limited");
+        let r = w0.route(Instant::ZERO, p, &tagged_hello(k1, true), w0.mint_key(&[4; 16]));
+        assert!(matches!(r, Ok(Routed::Forward { worker: 1, .. })), "{r:?}");
+    }
+    assert_eq!(w0.stats().forwarded, 8);
+    // On worker 1 the same hello reaches the session.
+    let p = w1.accept_link(Instant::ZERO, 7).expect("pending");
+    let r = w1.route(Instant::ZERO, p, &tagged_hello(k1, true), w1.mint_key(&[5; 16]));
+    assert!(matches!(r, Ok(Routed::Resume(ref res)) if res.handle() == h), "{r:?}");
+}
+
+#[test]
+fn a_key_of_an_earlier_run_is_answered_issuer_gone_at_once_and_never_charged() {
+    let cfg = EndpointConfig { failure_budget: 2, ..small() };
+    let old = tagged(2, 1);
+    let mut ep = Endpoint::new(cfg).expect("config");
+    ep.set_issuer(Some(tagged(0, 2)));
+    for i in 0..50u8 {
+        let p = ep.accept_link(Instant::ZERO, 7).expect("a restart's resumes never rate-limit their source");
+        let r = ep.route(Instant::ZERO, p, &tagged_hello(old.mint(&[i; 16]), i % 2 == 0), key(1));
+        let want = if i % 2 == 0 { ServerHello::rejected_issuer_gone() } else { ServerHello::rejected() };
+        assert_eq!(r, Ok(Routed::Reject { reply: want.encode(), reason: RejectReason::IssuerGone }));
+    }
+    let st = ep.stats();
+    assert_eq!((st.rejected_issuer_gone, st.rejected), (50, 0));
+    // Adopting the old epoch (its sessions were handed over) routes its keys again.
+    ep.issuer_mut().expect("issuer").adopt(1).expect("adopt");
+    let p = ep.accept_link(Instant::ZERO, 8).expect("pending");
+    let r = ep.route(Instant::ZERO, p, &tagged_hello(old.mint(&[0; 16]), true), key(1));
+    assert!(matches!(r, Ok(Routed::Forward { worker: 2, .. })), "old worker 2 is worker 2 of 4 now: {r:?}");
+}
+
+#[test]
+fn a_forged_key_is_charged_as_a_guess_and_the_source_is_refused_past_its_budget() {
+    let cfg = EndpointConfig { failure_budget: 3, ..small() };
+    let mut ep = Endpoint::new(cfg).expect("config");
+    ep.set_issuer(Some(tagged(0, 2)));
+    for i in 0..3u8 {
+        let p = ep.accept_link(Instant::ZERO, 7).expect("within the budget");
+        let r = ep.route(Instant::ZERO, p, &tagged_hello(key(i + 1), true), key(9));
+        assert!(matches!(r, Ok(Routed::Reject { reason: RejectReason::UnknownKey, .. })), "{r:?}");
+    }
+    assert_eq!(ep.accept_link(Instant::ZERO, 7), Err(LinkRefusal::RateLimited));
+    assert!(ep.accept_link(Instant::ZERO, 8).is_ok(), "another source still gets in");
+}
+
+#[test]
+fn a_tagged_endpoint_mints_keys_of_its_worker_and_epoch() {
+    let mut ep = Endpoint::new(small()).expect("config");
+    assert_eq!(ep.mint_key(&[1; 16]), key(1), "untagged: the randomness itself");
+    ep.set_issuer(Some(tagged(3, 77)));
+    let k = ep.mint_key(&[1; 16]);
+    assert_eq!(tagged(0, 77).open(&k), Some(KeyTag { worker: 3, epoch: 77 }));
+}
+
+#[test]
+fn a_resuming_sotto_initiator_told_issuer_gone_ends_issuer_gone_and_a_fresh_one_ends_rejected() {
+    let cfg = small();
+    let mut ep = Endpoint::new(cfg).expect("config");
+    let (mut c, _server, _h) = open_owned(&mut ep, &cfg, Instant::ZERO, key(1));
+    let mut buf = vec![0u8; 1 << 16];
+    let link = c.link_up(Instant::ZERO, key(1));
+    while c.poll_transmit(Instant::ZERO, &mut buf).is_some() {}
+    let _ = c.handle_message(Instant::ZERO, link, &ServerHello::rejected_issuer_gone().encode());
+    assert_eq!(c.conduit().ended(), Some(SessionEnd::IssuerGone), "a resume is told its issuer is gone");
+    // A fresh session cannot have an issuer gone: that reason on a first hello is a plain REJECTED.
+    let mut f = Session::new(Role::Initiator, cfg.session, b"c").expect("config");
+    let link = f.link_up(Instant::ZERO, ResumeKey::ZERO);
+    while f.poll_transmit(Instant::ZERO, &mut buf).is_some() {}
+    let _ = f.handle_message(Instant::ZERO, link, &ServerHello::rejected_issuer_gone().encode());
+    assert_eq!(f.conduit().ended(), Some(SessionEnd::Rejected));
+}
+
+proptest::proptest! {
+    /// Whatever key a resume presents to a worker of a group, routing is total: another
+    /// worker's key is passed there (never to itself), an earlier run's key is answered
+    /// issuer-gone and never charged, anything else is charged as a guess.
+    #[test]
+    fn a_tagged_endpoint_routes_any_presented_key_to_one_defined_outcome(
+        keys in proptest::collection::vec((0u8..4, proptest::prelude::any::<[u8; 16]>()), 1..40),
+    ) {
+        let cfg = EndpointConfig { failure_budget: u32::MAX, ..small() };
+        let mut ep = Endpoint::new(cfg).expect("config");
+        ep.set_issuer(Some(tagged(1, 50)));
+        let old = tagged(2, 49);
+        let (mut forwarded, mut gone, mut charged) = (0u64, 0u64, 0u64);
+        for (kind, bytes) in keys {
+            let presented = match kind {
+                0 => tagged(3, 50).mint(&bytes),
+                1 => old.mint(&bytes),
+                2 => ep.mint_key(&bytes),
+                _ => ResumeKey(bytes),
+            };
+            if presented.is_zero() {
+                continue;
+            }
+            let p = ep.accept_link(Instant::ZERO, 7).expect("pending");
+            let r = ep.route(Instant::ZERO, p, &tagged_hello(presented, true), key(1)).expect("a valid hello routes");
+            match r {
+                Routed::Forward { worker, .. } => {
+                    proptest::prop_assert_eq!(worker, 3);
+                    forwarded += 1;
+                }
+                Routed::Reject { reason: RejectReason::IssuerGone, .. } => gone += 1,
+                Routed::Reject { reason: RejectReason::UnknownKey, .. } => charged += 1,
+                other => proptest::prop_assert!(false, "unexpected {other:?}"),
+            }
+        }
+        let st = ep.stats();
+        proptest::prop_assert_eq!((st.forwarded, st.rejected_issuer_gone, st.rejected), (forwarded, gone, charged));
+    }
+}

@@ -120,6 +120,12 @@ pub struct ServerHello {
 /// ClientHello and so only ever gets the plain [`ServerHello::rejected`] bytes.
 pub const REJECT_FULL: u8 = 1;
 
+/// Reason code a sotto acceptor with issuer-tagged keys puts in the first byte of the key
+/// field of a REJECTED ServerHello (with `EXT` set) answering a resume that set `EXT`: the
+/// key was issued by an earlier run of the acceptor, which is gone (it restarted), so the
+/// session is lost. A vox peer only ever gets the plain [`ServerHello::rejected`] bytes.
+pub const REJECT_ISSUER_GONE: u8 = 2;
+
 impl ServerHello {
     /// The REJECTED reply: identical bytes for every rejected key, whatever the reason.
     #[must_use]
@@ -135,6 +141,23 @@ impl ServerHello {
         let mut key = [0u8; 16];
         key[0] = REJECT_FULL;
         Self { rejected: true, resume_key: ResumeKey(key), last_received: None, ext: true }
+    }
+
+    /// The REJECTED reply to a resume with `EXT` presenting a key of an earlier run of the
+    /// acceptor: `REJECTED | EXT`, [`REJECT_ISSUER_GONE`] in the first byte of the key field,
+    /// the rest zero. Answer a ClientHello without `EXT` with [`rejected`](Self::rejected).
+    #[must_use]
+    pub const fn rejected_issuer_gone() -> Self {
+        let mut key = [0u8; 16];
+        key[0] = REJECT_ISSUER_GONE;
+        Self { rejected: true, resume_key: ResumeKey(key), last_received: None, ext: true }
+    }
+
+    /// Whether this is a REJECTED reply saying the key's issuer is gone
+    /// ([`rejected_issuer_gone`](Self::rejected_issuer_gone)).
+    #[must_use]
+    pub fn is_issuer_gone(&self) -> bool {
+        self.rejected && self.ext && self.resume_key.0[0] == REJECT_ISSUER_GONE
     }
 
     /// Whether this is a REJECTED reply saying the acceptor is full
@@ -269,6 +292,16 @@ mod tests {
         let key = ResumeKey([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
         assert_eq!(ch, ClientHello { resume_key: Some(key), last_received: Some(3), ext: false });
         assert_eq!(ch.encode().as_slice(), bytes.as_slice());
+    }
+
+    #[test]
+    fn issuer_gone_rejection_is_rejected_with_ext_and_reason_2() {
+        let bytes = hex("56 4f 53 48 05 02000000000000000000000000000000 00 00 00 00");
+        assert_eq!(bytes[5], REJECT_ISSUER_GONE);
+        assert_eq!(ServerHello::rejected_issuer_gone().encode().as_slice(), bytes.as_slice());
+        let sh = ServerHello::decode(&bytes).expect("decodes");
+        assert!(sh.rejected && sh.is_issuer_gone() && !sh.is_full());
+        assert!(!ServerHello::rejected().is_issuer_gone());
     }
 
     #[test]

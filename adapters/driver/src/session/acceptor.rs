@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::stream::{Stream, StreamExt};
 use sotto_proto::conduit::ConfigError;
-use sotto_proto::endpoint::{EndpointStats, SessionHandle as EpHandle};
+use sotto_proto::endpoint::{EndpointStats, Issuer, SessionHandle as EpHandle};
 use sotto_proto::session::Session;
 use sotto_proto::wire::ClientHello;
 use sotto_proto::{Instant, ResumeKey, Role};
@@ -21,6 +21,7 @@ use super::state::SessState;
 use crate::config::Config;
 use crate::driver::{Driver, Source};
 use crate::front::Front;
+use crate::group::GroupMember;
 use crate::link_hook::{self, AcceptHooks, Arrived, LinkInfo};
 use crate::listen;
 use crate::router::{EpShared, Member};
@@ -161,6 +162,24 @@ where
     let incoming = incoming.map(|r| r.map(|(s, source)| (Arrived::Ready(s), source)));
     Front::spawn(rt.clone(), incoming, config, SessionKind, None)
         .map(|f| SessionAcceptor::with_front::<R, S>(rt, f, config))
+}
+
+/// [`serve_sessions`] as a worker of an acceptor group (see `group`): the endpoint mints and
+/// reads `issuer`'s tagged keys, and links for other workers go to them through `member`.
+pub(super) fn serve_in_group<R, S, St>(
+    rt: R,
+    incoming: St,
+    config: Config,
+    issuer: Issuer,
+    member: GroupMember<S>,
+) -> Result<SessionAcceptor, ConfigError>
+where
+    R: Runtime,
+    S: Io,
+    St: Stream<Item = io::Result<(S, u64)>> + Send + 'static,
+{
+    let incoming = incoming.map(|r| r.map(|(s, source)| (Arrived::Ready(s), source)));
+    Front::spawn_in_group(rt, incoming, config, SessionKind, None, (issuer, member)).map(SessionAcceptor)
 }
 
 /// [`serve_sessions`] with [`AcceptHooks`]: each item of `incoming` is a freshly accepted

@@ -12,6 +12,7 @@
 mod acceptor;
 mod byte_stream;
 mod conn;
+mod group;
 mod handle;
 mod home;
 mod inbox;
