@@ -135,8 +135,8 @@ mod driver;
 mod host;
 mod raw;
 // 4. The router.
-mod parked;
 mod group;
+mod parked;
 mod router;
 mod routing;
 // 5. Link sources.

@@ -81,7 +81,12 @@ pub use runtime::Smol;
 pub use sotto_driver::handoff;
 use sotto_driver::Streams;
 pub use sotto_driver::{
-    AcceptedLink, AcceptHooks, AcceptorConfig, AcceptorGroup, AcceptorSummary, AnswerError, BufferConfig, Config, ConnectError, Connection, ConnError, ConnReceiver, ConnSender, DialConfig, DialFailure, Ended, Goodbye, GroupError, IncomingOpen, LinkDownCause, LinkHookFuture, LinkInfo, live_tasks, LostConnection, OpenError, PeerAddr, PeerIdentity, Permanent, permanent, ProtocolConfig, ReconnectingSession, Refusals, Renewal, RenewError, Reopened, ResumeTiming, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionId, SessionStats, ShutdownReport, UnackedMessage, Unacknowledged, WithPeer, WRITE_CHUNK,
+    live_tasks, permanent, AcceptHooks, AcceptedLink, AcceptorConfig, AcceptorGroup, AcceptorSummary, AnswerError,
+    BufferConfig, Config, ConnError, ConnReceiver, ConnSender, ConnectError, Connection, DialConfig, DialFailure,
+    Ended, Goodbye, GroupError, IncomingOpen, LinkDownCause, LinkHookFuture, LinkInfo, LostConnection, OpenError,
+    PeerAddr, PeerIdentity, Permanent, ProtocolConfig, ReconnectingSession, Refusals, RenewError, Renewal, Reopened,
+    ResumeTiming, SessionAcceptor, SessionAcceptorStats, SessionEvent, SessionHandle, SessionId, SessionStats,
+    ShutdownReport, UnackedMessage, Unacknowledged, WithPeer, WRITE_CHUNK,
 };
 pub use sotto_proto as proto;
 pub use sotto_proto::conduit::{ConfigError, LinkDropReason};

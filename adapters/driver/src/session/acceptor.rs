@@ -179,7 +179,8 @@ where
     St: Stream<Item = io::Result<(S, u64)>> + Send + 'static,
 {
     let incoming = incoming.map(|r| r.map(|(s, source)| (Arrived::Ready(s), source)));
-    Front::spawn_in_group(rt, incoming, config, SessionKind, None, (issuer, member)).map(SessionAcceptor)
+    Front::spawn_in_group(rt.clone(), incoming, config, SessionKind, None, (issuer, member))
+        .map(|f| SessionAcceptor::with_front::<R, S>(rt, f, config))
 }
 
 /// [`serve_sessions`] with [`AcceptHooks`]: each item of `incoming` is a freshly accepted

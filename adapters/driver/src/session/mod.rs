@@ -17,9 +17,9 @@ mod handle;
 mod home;
 mod inbox;
 mod loss;
-mod reconnecting;
 #[cfg(unix)]
 pub(crate) mod moving;
+mod reconnecting;
 mod staging;
 mod state;
 
@@ -30,7 +30,7 @@ pub use handle::{
     connect_session, connect_session_with, AnswerError, Goodbye, IncomingOpen, OpenError, SessionEvent, SessionHandle,
     SessionId, SessionStats,
 };
-pub use loss::{LostConnection, UnackedMessage, Unacknowledged};
-pub use reconnecting::{ReconnectingSession, RenewError, Renewal, Reopened};
 #[cfg(unix)]
 pub(crate) use home::{Home, OwnHome};
+pub use loss::{LostConnection, UnackedMessage, Unacknowledged};
+pub use reconnecting::{ReconnectingSession, RenewError, Renewal, Reopened};
