@@ -122,7 +122,7 @@ async fn serve_session(s: SessionHandle, n: u64, ledger: Arc<Ledger>, progress: 
 }
 
 /// The server application on `acceptor`: every session it yields (new or adopted), served
-/// with [`serve_conn`] on each connection.
+/// with `serve_conn` on each connection.
 pub async fn serve_app(
     acceptor: Arc<SessionAcceptor>,
     n: u64,
