@@ -156,6 +156,7 @@ mod runtime;
 mod shared;
 mod summary;
 mod tasks;
+mod refusal_log;
 mod trace;
 
 pub use acceptor::{serve, serve_hooked, Acceptor, AcceptorStats};

@@ -516,6 +516,8 @@ async fn failed_and_stalled_handshakes(rt: Rt) {
     );
     let st = acc.stats();
     assert_eq!(st.endpoint.pending_failed, 1, "the failed handshake charged its source: {st:?}");
+    assert_eq!(st.summary.refused.link_hook_failed, 1, "the summary counts the failed hook: {st:?}");
+    assert_eq!(st.summary.refused.handshake_timeout, 1, "the stalled one, not a hook failure: {st:?}");
     assert_eq!(st.sessions, 1, "no session for a failed handshake");
     drop((silent, stalled));
 
@@ -544,6 +546,7 @@ async fn failed_handshakes_spend_their_source_budget(rt: Rt) {
         assert!(r.is_err(), "the outsider's handshake failed");
     }
     assert!(eventually(LIMIT, || acc.stats().link_hook_failures == 2).await, "{:?}", acc.stats());
+    assert_eq!(acc.stats().summary.refused.link_hook_failed, 2, "{:?}", acc.stats());
     let refused_before = acc.stats().endpoint.links_refused;
     let alice = client_tls(&pki, &pki.alice);
     let r = on_thread(move || tls_resume(addr, alice, ResumeKey([7; 16]))).await;
@@ -572,7 +575,10 @@ async fn panicking_hook(rt: Rt) {
     let c = connect_tls(rt, addr, alice, session_config(), KeyLog::default()).await;
     let d = within(LIMIT, "accept after the panics", acc.accept()).await.expect("accept");
     within(LIMIT, "a new session works", exchange_all(open_accept(&c, &d, 1).await, 20)).await;
-    assert_eq!(acc.stats().endpoint.pending_failed, 2, "each panic charged its source");
+    let st = acc.stats();
+    assert_eq!(st.endpoint.pending_failed, 2, "each panic charged its source: {st:?}");
+    assert_eq!(st.summary.refused.link_hook_failed, 2, "the summary counts both panicking hooks: {st:?}");
+    assert_eq!((st.link_hook_panics, st.link_hook_failures), (2, 0), "{st:?}");
     drop(pairs);
 }
 
