@@ -11,7 +11,8 @@
 //! Levels:
 //!
 //! - WARN: a session lost (field `end`, the reason), an acceptor full (a new session refused
-//!   because `max_sessions` are held, none detached);
+//!   because `max_sessions` are held, none detached), a peer's session-protocol violation
+//!   (`code`, `reason`: data after its end of stream, say), which ends the session;
 //! - INFO: a session ended by its acceptor's shutdown without a GOODBYE written (detached at
 //!   the time, or out of time: the operator asked for it, so not a loss), a session ended by
 //!   the peer's GOODBYE (`code`, `reason`), a resume refused (by its
@@ -90,6 +91,12 @@ pub(crate) fn session_ended(end: SessionEnd, goodbye: Option<(u32, &str)>, shut_
         end if shut_down => tracing::info!(%end, "sotto: session ended by the acceptor's shutdown"),
         end => tracing::warn!(%end, "sotto: session lost"),
     }
+}
+
+/// The peer broke a session-protocol rule (called from the driver, inside the session's
+/// span): we answered `ProtocolError` and the session ends. At most once per session.
+pub(crate) fn session_violation(v: sotto_proto::session::SessionViolation) {
+    tracing::warn!(code = v.code(), reason = v.reason(), "sotto: the peer broke the session protocol; session ended");
 }
 
 /// A resume refused by the session it named (a retired key, a stale duplicate, an ended
