@@ -471,7 +471,9 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
             Ok(Routed::Resume(resume)) => {
                 let reach = reach.unwrap_or_else(Reach::none);
                 if !self.binding_allows(&reach, &io) {
-                    tracing::debug!("sotto: the resume binding refused a resume; answering REJECTED");
+                    let log: fn(&'static str, Option<&PeerAddr>, u64, u64) =
+                        |_, peer, source, suppressed| crate::trace::resume_refused_by_binding(peer, source, suppressed);
+                    self.log_refusal(&l.config, "resume_binding", io.peer_addr().as_ref(), source, log);
                     l.queue.lock().stats.resume_refused_by_binding();
                     let reply = self.ep.lock().endpoint.resume_outcome(now, &resume, &ResumeOutcome::Refused);
                     l.reject(io, (p, source), &reply.unwrap_or_else(crate::router::rejected));

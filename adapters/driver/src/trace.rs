@@ -15,7 +15,7 @@
 //!   (`code`, `reason`: data after its end of stream, say), which ends the session;
 //! - INFO: a session ended by its acceptor's shutdown without a GOODBYE written (detached at
 //!   the time, or out of time: the operator asked for it, so not a loss), a session ended by
-//!   the peer's GOODBYE (`code`, `reason`), a resume refused (by its
+//!   the peer's GOODBYE (`code`, `reason`), a resume refused (by the resume binding, by its
 //!   session, or for an unknown key, at the acceptor), a link refused by one of the acceptor's
 //!   limits (`limit`, `source`, `peer`);
 //! - DEBUG: links up and down (`link`, the cause), dials, handshake timeouts, our own close;
@@ -117,6 +117,18 @@ pub(crate) fn resume_unknown_key(peer: Option<&PeerAddr>, source: u64, suppresse
         source,
         suppressed,
         "sotto: resume refused: no session holds its key, answering REJECTED"
+    );
+}
+
+/// A resume refused by the acceptor's resume binding (the resuming link's peer or identity
+/// does not match the session's first link's: a stolen key, say); answered REJECTED, the
+/// session's live link untouched (`suppressed` as for [`resume_unknown_key`]).
+pub(crate) fn resume_refused_by_binding(peer: Option<&PeerAddr>, source: u64, suppressed: u64) {
+    tracing::info!(
+        peer = peer.map(tracing::field::display),
+        source,
+        suppressed,
+        "sotto: resume refused by the resume binding, answering REJECTED"
     );
 }
 

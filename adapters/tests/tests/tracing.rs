@@ -316,7 +316,8 @@ async fn an_acceptor_shutdown_is_logged_at_info_not_as_lost_sessions(rt: Rt) {
     let stuck_span = span_of(capture, stuck_b.id().0).0;
     spans.push(stuck_span);
     stall.store(true, Ordering::Relaxed);
-    let report = within(LIMIT, "forced shutdown", stalled_acc.shutdown(0x200, "maintenance", Duration::from_millis(300)));
+    let report =
+        within(LIMIT, "forced shutdown", stalled_acc.shutdown(0x200, "maintenance", Duration::from_millis(300)));
     let report = report.await;
     println!("{rt:?}: stalled {report:?}, ended {:?}", stuck_b.ended());
     assert_eq!(report.timed_out, 1, "{report:?}");
