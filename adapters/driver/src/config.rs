@@ -113,6 +113,13 @@ pub struct AcceptorConfig {
     pub failure_budget: u32,
     /// See `failure_budget`. Default 10 s.
     pub failure_period: Duration,
+    /// The acceptor logs a link refusal of one kind (a limit, a full acceptor, an unknown
+    /// key) from one source at most once per this interval: a flood from one source makes
+    /// one line per interval, not one per link. The refusals not logged meanwhile are
+    /// counted and reported (field `suppressed`) with that source's next line of that kind;
+    /// every refusal is counted in the acceptor's stats either way. Zero logs every one.
+    /// Default 10 s.
+    pub refusal_log_interval: Duration,
 }
 
 impl Default for AcceptorConfig {
@@ -127,6 +134,7 @@ impl Default for AcceptorConfig {
             max_detached_sessions: u32::MAX,
             failure_budget: 16,
             failure_period: Duration::from_secs(10),
+            refusal_log_interval: Duration::from_secs(10),
         }
     }
 }

@@ -405,7 +405,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             }
             Event::Writable => g.wake_senders(),
             Event::Ended(end) => {
-                crate::trace::session_ended(end, g.conduit().peer_goodbye());
+                let shut_down = g.common().shut_down;
+                crate::trace::session_ended(end, g.conduit().peer_goodbye(), shut_down);
                 g.common().push_event(ConduitEvent::Ended(end));
                 g.wake_all();
             }

@@ -99,12 +99,15 @@
 //! (`initiator` or `acceptor`), `api` (`session` or `conduit`) and `peer` (the current
 //! link's peer address, recorded when a link attaches, if the stream knows it). The span is
 //! at INFO, so the events below carry it whenever INFO is enabled. WARN: a session lost
-//! (`end`: why), an acceptor full. INFO: a session ended by the peer's GOODBYE (`code`,
-//! `reason`), a resume refused, a link refused by an acceptor limit (`limit`: the
-//! [`AcceptorConfig`] field, `peer`, `source`). DEBUG: links up and down (`link`, the cause),
-//! dials, handshake timeouts. Nothing is logged per message. The acceptor's own events come
-//! from its listening task, outside any session span, and carry the link's `peer` and
-//! `source` themselves. (Recording `peer` on the span uses `Span::current()`, which needs a
+//! (`end`: why), an acceptor full, a peer's session-protocol violation (`code`, `reason`).
+//! INFO: a session ended by the peer's GOODBYE (`code`, `reason`) or by its acceptor's
+//! shutdown, a resume refused (unknown key, resume binding, its session), a link refused by
+//! an acceptor limit (`limit`: the [`AcceptorConfig`] field, `peer`, `source`). DEBUG: links
+//! up and down (`link`, the cause), dials, handshake timeouts. Nothing is logged per
+//! message. The acceptor's own events come from its listening task, outside any session
+//! span, and carry the link's `peer` and `source` themselves; they are rate-limited, one
+//! line per source and kind per [`AcceptorConfig::refusal_log_interval`], the refusals not
+//! logged counted in the next line's `suppressed`. (Recording `peer` on the span uses `Span::current()`, which needs a
 //! subscriber that tracks the current span, as `tracing-subscriber`'s do.)
 //!
 //! # Export
@@ -152,6 +155,7 @@ mod config;
 mod keys;
 mod read_buffer;
 mod read_gate;
+mod refusal_log;
 mod runtime;
 mod shared;
 mod summary;

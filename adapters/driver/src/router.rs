@@ -280,6 +280,7 @@ impl EpShared {
         if shutting_down {
             let now = self.clock.now();
             owner.with_parts(&mut |p| {
+                p.common.shut_down = true;
                 p.core.close(now, sotto_proto::conduit::goodbye_code::NORMAL, "acceptor shutting down");
             });
         }
@@ -303,6 +304,7 @@ impl EpShared {
                 if p.core.is_ended() {
                     return;
                 }
+                p.common.shut_down = true;
                 p.core.close(now, code, reason);
                 p.common.wake_driver();
                 over_link = Some(!p.core.is_ended());

@@ -44,6 +44,7 @@ use crate::link_hook::{self, AcceptHooks, Arrived, LinkInfo, ResumeBinding};
 use crate::listen::{Counts, ListenOf, Routing};
 use crate::parked::Parked;
 use crate::pending::Outcome;
+use crate::refusal_log::RefusalLog;
 use crate::router::{EpInner, EpShared, Reach};
 use crate::runtime::PeerAddr;
 use crate::runtime::{Io, Runtime, Timer};
@@ -140,6 +141,8 @@ pub(crate) struct EpRouting<R: Runtime, K: Kind<R, S>, S: Io> {
     binding: Option<ResumeBinding>,
     /// Links over their source's pending quota, waiting unread for their turn.
     parked: Parked<Arrived<S>>,
+    /// Which per-link refusals to log (rate-limited per source and kind).
+    refusals: RefusalLog,
 }
 
 impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
@@ -159,6 +162,24 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
             armed: None,
             binding,
             parked: Parked::new(),
+            refusals: RefusalLog::default(),
+        }
+    }
+
+    /// A link from `source` (its peer `peer`) was refused for `kind`: log it with `log`
+    /// (one of `trace`'s refusal lines), unless a line of this kind from this source was
+    /// logged within `acceptor.refusal_log_interval` (then it is counted for the next one).
+    fn log_refusal(
+        &mut self,
+        config: &Config,
+        kind: &'static str,
+        peer: Option<&PeerAddr>,
+        source: u64,
+        log: fn(&'static str, Option<&PeerAddr>, u64, u64),
+    ) {
+        let now = self.ep.clock.now_std();
+        if let Some(suppressed) = self.refusals.refused(now, config.acceptor.refusal_log_interval, source, kind) {
+            log(kind, peer, source, suppressed);
         }
     }
 
@@ -248,14 +269,14 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> Routing<R, S> for EpRouting<R, K, S> {
                     // Started when one of its source's pending handshakes finishes (`outcome`).
                     Ok(()) => return l.queue.lock().stats.link_parked(),
                     Err(_closed) => {
-                        crate::trace::link_refused("max_pending_per_source", peer.as_ref(), source);
-                        return;
+                        let kind = "max_pending_per_source";
+                        return self.log_refusal(&l.config, kind, peer.as_ref(), source, crate::trace::link_refused);
                     }
                 }
             }
             Err(refusal) => return tracing::debug!(?refusal, "sotto: link refused"),
         };
-        crate::trace::link_refused(limit, io.peer_addr().as_ref(), source);
+        self.log_refusal(&l.config, limit, io.peer_addr().as_ref(), source, crate::trace::link_refused);
     }
 
     fn outcome(&mut self, l: &mut ListenOf<R, S, Self>, (p, source): (EpPending, u64), outcome: Outcome<S>) {
@@ -403,7 +424,8 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
         let fresh = sotto_proto::wire::ClientHello::decode(hello).is_ok_and(|h| h.resume_key.is_none());
         // Sessions still in their handshake count against the backlog too.
         if fresh && l.queue.full(l.config.acceptor.accept_backlog.saturating_sub(self.unannounced.len())) {
-            crate::trace::link_refused("accept_backlog", io.peer_addr().as_ref(), source);
+            let peer = io.peer_addr();
+            self.log_refusal(&l.config, "accept_backlog", peer.as_ref(), source, crate::trace::link_refused);
             self.ep.lock().endpoint.pending_closed(p);
             return;
         }
@@ -411,7 +433,8 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
             let held = l.queue.ready_from(source) + self.unannounced_by_source.get(&source).copied().unwrap_or(0);
             if held >= l.config.acceptor.accept_backlog_per_source {
                 l.queue.lock().stats.backlog_source_full();
-                crate::trace::link_refused("accept_backlog_per_source", io.peer_addr().as_ref(), source);
+                let (kind, peer) = ("accept_backlog_per_source", io.peer_addr());
+                self.log_refusal(&l.config, kind, peer.as_ref(), source, crate::trace::link_refused);
                 self.ep.lock().endpoint.pending_closed(p);
                 return;
             }
@@ -448,7 +471,9 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
             Ok(Routed::Resume(resume)) => {
                 let reach = reach.unwrap_or_else(Reach::none);
                 if !self.binding_allows(&reach, &io) {
-                    tracing::debug!("sotto: the resume binding refused a resume; answering REJECTED");
+                    let log: fn(&'static str, Option<&PeerAddr>, u64, u64) =
+                        |_, peer, source, suppressed| crate::trace::resume_refused_by_binding(peer, source, suppressed);
+                    self.log_refusal(&l.config, "resume_binding", io.peer_addr().as_ref(), source, log);
                     l.queue.lock().stats.resume_refused_by_binding();
                     let reply = self.ep.lock().endpoint.resume_outcome(now, &resume, &ResumeOutcome::Refused);
                     l.reject(io, (p, source), &reply.unwrap_or_else(crate::router::rejected));
@@ -477,10 +502,15 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
                 if reason == RejectReason::IssuerGone {
                     tracing::debug!("sotto: resume of an earlier run's session (the acceptor restarted): lost");
                 }
+                let peer = io.peer_addr();
                 if reason == RejectReason::Full {
-                    crate::trace::acceptor_full(io.peer_addr().as_ref(), source);
+                    let log: fn(&'static str, Option<&PeerAddr>, u64, u64) =
+                        |_, peer, source, suppressed| crate::trace::acceptor_full(peer, source, suppressed);
+                    self.log_refusal(&l.config, "full", peer.as_ref(), source, log);
                 } else {
-                    crate::trace::resume_unknown_key(io.peer_addr().as_ref(), source);
+                    let log: fn(&'static str, Option<&PeerAddr>, u64, u64) =
+                        |_, peer, source, suppressed| crate::trace::resume_unknown_key(peer, source, suppressed);
+                    self.log_refusal(&l.config, "unknown_key", peer.as_ref(), source, log);
                 }
                 l.reject(io, (p, source), &reply);
             }

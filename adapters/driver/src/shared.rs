@@ -236,6 +236,9 @@ pub(crate) struct Common {
     /// An acceptor's shutdown ran out of time: the driver stops now, abandoning what it
     /// had not written (the session has ended already).
     pub(crate) exit_now: bool,
+    /// An acceptor's shutdown (asked for by the operator) is ending this session: however it
+    /// ends, that is not a loss to warn about (see `trace::session_ended`).
+    pub(crate) shut_down: bool,
     /// Initiator: the last dial error, reported if the first connect gives up, and the
     /// cause of a [`SessionEnd::PermanentDialError`].
     pub(crate) last_dial_error: Option<Arc<io::Error>>,

@@ -11,15 +11,20 @@
 //! Levels:
 //!
 //! - WARN: a session lost (field `end`, the reason), an acceptor full (a new session refused
-//!   because `max_sessions` are held, none detached);
-//! - INFO: a session ended by the peer's GOODBYE (`code`, `reason`), a resume refused (by its
+//!   because `max_sessions` are held, none detached), a peer's session-protocol violation
+//!   (`code`, `reason`: data after its end of stream, say), which ends the session;
+//! - INFO: a session ended by its acceptor's shutdown without a GOODBYE written (detached at
+//!   the time, or out of time: the operator asked for it, so not a loss), a session ended by
+//!   the peer's GOODBYE (`code`, `reason`), a resume refused (by the resume binding, by its
 //!   session, or for an unknown key, at the acceptor), a link refused by one of the acceptor's
 //!   limits (`limit`, `source`, `peer`);
 //! - DEBUG: links up and down (`link`, the cause), dials, handshake timeouts, our own close;
 //! - nothing per message: the data path never calls into `tracing`.
 //!
 //! The acceptor's events (refusals, full) come from its listening task, outside any session
-//! span: they carry the link's `peer` and `source` themselves.
+//! span: they carry the link's `peer` and `source` themselves. They are rate-limited: one
+//! line per source and kind per `acceptor.refusal_log_interval`, the refusals not logged in
+//! between counted in the next line's `suppressed` (see `refusal_log`).
 
 use sotto_proto::{LinkId, Role, SessionEnd};
 use tracing::Instrument;
@@ -73,16 +78,25 @@ pub(crate) fn link_up(link: LinkId, peer: Option<&PeerAddr>, resumed: bool, ext:
 }
 
 /// The session ended (called from the driver, inside the session's span); `goodbye` is the
-/// peer's GOODBYE, if it sent one.
-pub(crate) fn session_ended(end: SessionEnd, goodbye: Option<(u32, &str)>) {
+/// peer's GOODBYE, if it sent one; `shut_down` if its acceptor's shutdown ended it (a
+/// detached session, or one whose GOODBYE could not be written within the bound: the
+/// operator asked for it, so it is INFO, not a loss to warn about).
+pub(crate) fn session_ended(end: SessionEnd, goodbye: Option<(u32, &str)>, shut_down: bool) {
     match end {
         SessionEnd::PeerGoodbye { code } => {
             let reason = goodbye.map_or("", |(_, reason)| reason);
             tracing::info!(code, reason, "sotto: session ended by the peer's goodbye");
         }
         SessionEnd::LocalClose { code } => tracing::debug!(code, "sotto: session closed"),
+        end if shut_down => tracing::info!(%end, "sotto: session ended by the acceptor's shutdown"),
         end => tracing::warn!(%end, "sotto: session lost"),
     }
+}
+
+/// The peer broke a session-protocol rule (called from the driver, inside the session's
+/// span): we answered `ProtocolError` and the session ends. At most once per session.
+pub(crate) fn session_violation(v: sotto_proto::session::SessionViolation) {
+    tracing::warn!(code = v.code(), reason = v.reason(), "sotto: the peer broke the session protocol; session ended");
 }
 
 /// A resume refused by the session it named (a retired key, a stale duplicate, an ended
@@ -95,24 +109,48 @@ pub(crate) fn resume_refused_by_session(peer: Option<&PeerAddr>) {
 }
 
 /// A resume for a key no live session holds, at the acceptor: answered REJECTED.
-pub(crate) fn resume_unknown_key(peer: Option<&PeerAddr>, source: u64) {
+/// `suppressed`: refusals of this kind from this source not logged since its last line
+/// (the acceptor's per-link lines are rate-limited: `acceptor.refusal_log_interval`).
+pub(crate) fn resume_unknown_key(peer: Option<&PeerAddr>, source: u64, suppressed: u64) {
     tracing::info!(
         peer = peer.map(tracing::field::display),
         source,
+        suppressed,
         "sotto: resume refused: no session holds its key, answering REJECTED"
     );
 }
 
-/// A link refused by one of the acceptor's limits, named by `limit`.
-pub(crate) fn link_refused(limit: &'static str, peer: Option<&PeerAddr>, source: u64) {
-    tracing::info!(limit, peer = peer.map(tracing::field::display), source, "sotto: link refused by a limit");
+/// A resume refused by the acceptor's resume binding (the resuming link's peer or identity
+/// does not match the session's first link's: a stolen key, say); answered REJECTED, the
+/// session's live link untouched (`suppressed` as for [`resume_unknown_key`]).
+pub(crate) fn resume_refused_by_binding(peer: Option<&PeerAddr>, source: u64, suppressed: u64) {
+    tracing::info!(
+        peer = peer.map(tracing::field::display),
+        source,
+        suppressed,
+        "sotto: resume refused by the resume binding, answering REJECTED"
+    );
 }
 
-/// A new session refused because the acceptor holds `max_sessions`, none detached.
-pub(crate) fn acceptor_full(peer: Option<&PeerAddr>, source: u64) {
+/// A link refused by one of the acceptor's limits, named by `limit` (`suppressed` as for
+/// [`resume_unknown_key`]).
+pub(crate) fn link_refused(limit: &'static str, peer: Option<&PeerAddr>, source: u64, suppressed: u64) {
+    tracing::info!(
+        limit,
+        peer = peer.map(tracing::field::display),
+        source,
+        suppressed,
+        "sotto: link refused by a limit"
+    );
+}
+
+/// A new session refused because the acceptor holds `max_sessions`, none detached
+/// (`suppressed` as for [`resume_unknown_key`]).
+pub(crate) fn acceptor_full(peer: Option<&PeerAddr>, source: u64, suppressed: u64) {
     tracing::warn!(
         peer = peer.map(tracing::field::display),
         source,
+        suppressed,
         "sotto: acceptor full (max_sessions sessions live, none detached): refusing a new session"
     );
 }

@@ -226,3 +226,74 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for PanicOnRead<T> 
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
+
+/// Passes everything through until `stall` is set; from then on every write, flush and
+/// close is pending forever (as toward a peer that stopped reading, its socket buffers
+/// full). Reads go on.
+#[derive(Debug)]
+pub struct Stallable<T> {
+    /// The wrapped stream.
+    pub inner: T,
+    /// Set to stall the writes.
+    pub stall: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<T> Stallable<T> {
+    fn stalled(&self) -> bool {
+        self.stall.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl<T: futures::io::AsyncRead + Unpin> futures::io::AsyncRead for Stallable<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: futures::io::AsyncWrite + Unpin> futures::io::AsyncWrite for Stallable<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.stalled() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.stalled() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.stalled() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Stallable<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Stallable<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.stalled() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.stalled() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.stalled() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

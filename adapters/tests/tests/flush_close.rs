@@ -146,9 +146,8 @@ fn smol_close_during_an_outage_delivers_what_was_queued() {
 
 /// `close_within` with a bound that passes while no link is up ends the session without
 /// GOODBYE, and says what may be lost.
-#[tokio::test]
-async fn close_within_a_bound_that_passes_without_a_link_reports_the_loss() {
-    let (a, _b, proxy, _paddr, _addr, _acc) = cuttable_pair(Rt::Tokio).await;
+async fn close_within_bound_run(rt: Rt) {
+    let (a, _b, proxy, _paddr, _addr, _acc) = cuttable_pair(rt).await;
     let (mut x, _y) = open_accept(&a, &_b, 1).await.pop().expect("pair");
     drop(proxy);
     assert!(eventually(LIMIT, || !a.stats().link_established).await, "the link is gone");
@@ -160,4 +159,14 @@ async fn close_within_a_bound_that_passes_without_a_link_reports_the_loss() {
     assert_eq!(end, SessionEnd::LocalClose { code: 3 });
     assert!(started.elapsed() >= Duration::from_millis(400), "it waited for the bound: {:?}", started.elapsed());
     assert_eq!(a.unacked(), 3, "what the close may have lost");
+}
+
+#[tokio::test]
+async fn tokio_close_within_a_bound_that_passes_without_a_link_reports_the_loss() {
+    close_within_bound_run(Rt::Tokio).await;
+}
+
+#[test]
+fn smol_close_within_a_bound_that_passes_without_a_link_reports_the_loss() {
+    smol::block_on(close_within_bound_run(Rt::Smol));
 }

@@ -8,7 +8,8 @@
 //!   short) costs only its own link and is charged to its source;
 //! - a link hook that panics (in the call or in its future) fails only its link;
 //! - a resume binding refuses a resume presenting a stolen key with another client's
-//!   certificate (REJECTED, the live link untouched) and accepts the legitimate client's.
+//!   certificate (REJECTED, the live link untouched, the refusal logged at INFO) and accepts
+//!   the legitimate client's.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream as StdTcp};
@@ -22,6 +23,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use sotto_adapter_tests::capture::{install, Capture};
 use sotto_adapter_tests::proxy::{Chaos, Endpoint};
 use sotto_adapter_tests::sessions::{exchange_all, open_accept, proxy_to, session_config, Rt};
 use sotto_adapter_tests::workload::{eventually, exchange, seed, test_config, within};
@@ -30,6 +32,7 @@ use sotto_driver::{
 };
 use sotto_proto::wire::{ClientHello, ServerHello, HELLO_LEN, LEN_PREFIX};
 use sotto_proto::ResumeKey;
+use tracing::Level;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -516,6 +519,8 @@ async fn failed_and_stalled_handshakes(rt: Rt) {
     );
     let st = acc.stats();
     assert_eq!(st.endpoint.pending_failed, 1, "the failed handshake charged its source: {st:?}");
+    assert_eq!(st.summary.refused.link_hook_failed, 1, "the summary counts the failed hook: {st:?}");
+    assert_eq!(st.summary.refused.handshake_timeout, 1, "the stalled one, not a hook failure: {st:?}");
     assert_eq!(st.sessions, 1, "no session for a failed handshake");
     drop((silent, stalled));
 
@@ -544,6 +549,7 @@ async fn failed_handshakes_spend_their_source_budget(rt: Rt) {
         assert!(r.is_err(), "the outsider's handshake failed");
     }
     assert!(eventually(LIMIT, || acc.stats().link_hook_failures == 2).await, "{:?}", acc.stats());
+    assert_eq!(acc.stats().summary.refused.link_hook_failed, 2, "{:?}", acc.stats());
     let refused_before = acc.stats().endpoint.links_refused;
     let alice = client_tls(&pki, &pki.alice);
     let r = on_thread(move || tls_resume(addr, alice, ResumeKey([7; 16]))).await;
@@ -572,7 +578,10 @@ async fn panicking_hook(rt: Rt) {
     let c = connect_tls(rt, addr, alice, session_config(), KeyLog::default()).await;
     let d = within(LIMIT, "accept after the panics", acc.accept()).await.expect("accept");
     within(LIMIT, "a new session works", exchange_all(open_accept(&c, &d, 1).await, 20)).await;
-    assert_eq!(acc.stats().endpoint.pending_failed, 2, "each panic charged its source");
+    let st = acc.stats();
+    assert_eq!(st.endpoint.pending_failed, 2, "each panic charged its source: {st:?}");
+    assert_eq!(st.summary.refused.link_hook_failed, 2, "the summary counts both panicking hooks: {st:?}");
+    assert_eq!((st.link_hook_panics, st.link_hook_failures), (2, 0), "{st:?}");
     drop(pairs);
 }
 
@@ -581,6 +590,8 @@ async fn panicking_hook(rt: Rt) {
 /// to the first link's identity, and Alice's live link is not touched. Without the binding,
 /// the same stolen key takes the session.
 async fn stolen_key(rt: Rt, bind: bool) {
+    let capture = install();
+    let _turn = capture.exclusive(Level::INFO);
     let pki = pki();
     let (acc, addr) = serve_tls(rt, session_config(), server_tls(&pki), bind, Arc::default()).await;
     // A proxy that kills Alice's first link after 16 KiB, to make her resume.
@@ -615,6 +626,7 @@ async fn stolen_key(rt: Rt, bind: bool) {
         assert_eq!(&reply[LEN_PREFIX..], &ServerHello::rejected().encode()[..], "REJECTED, as an unknown key");
         assert_eq!(st.resumes_refused_by_binding, 1, "{st:?}");
         assert_eq!(st.endpoint.rejected, 1, "counted as a refused resume: {st:?}");
+        assert_binding_refusal_logged(capture).await;
         let pairs = within(LIMIT, "exchange after the refused resume", exchange_all(pairs, 50)).await;
         let (a_after, b_after) = (a.stats(), b.stats());
         assert_eq!(b_after.link_downs, b_before.link_downs, "the acceptor's live link was not touched");
@@ -627,6 +639,7 @@ async fn stolen_key(rt: Rt, bind: bool) {
         // lost its state would).
         assert!(reply.is_ok(), "mallory's resume is answered: {reply:?}");
         assert_eq!(st.resumes_refused_by_binding, 0);
+        assert!(capture.events_with(BINDING_REFUSAL).is_empty(), "no binding, no refusal logged");
         assert!(
             eventually(LIMIT, || b.stats().link_downs > b_before.link_downs).await,
             "the stolen key took alice's live link down: {:?}",
@@ -640,6 +653,8 @@ async fn stolen_key(rt: Rt, bind: bool) {
 /// kills links arrive exactly once and in order, and a stolen key presented with another
 /// client's certificate is REJECTED.
 async fn raw_acceptor_over_tls(rt: Rt) {
+    let capture = install();
+    let _turn = capture.exclusive(Level::INFO);
     let seed = seed();
     println!("{rt:?}: seed {seed} (SOTTO_SEED reproduces)");
     let pki = pki();
@@ -663,7 +678,21 @@ async fn raw_acceptor_over_tls(rt: Rt) {
     let reply = on_thread(move || tls_resume(addr, mallory, stolen)).await.expect("mallory's handshake succeeds");
     assert_eq!(&reply[LEN_PREFIX..], &ServerHello::rejected().encode()[..], "REJECTED, as an unknown key");
     assert_eq!(acc.stats().resumes_refused_by_binding, 1, "{:?}", acc.stats());
+    assert_binding_refusal_logged(capture).await;
     within(LIMIT, "exchange after the refused resume", exchange(&a, &b, 100)).await;
+}
+
+/// What the acceptor logs when its resume binding refuses a resume.
+const BINDING_REFUSAL: &str = "refused by the resume binding";
+
+/// The acceptor logged one resume refused by its binding: INFO, with the link's peer.
+async fn assert_binding_refusal_logged(capture: &'static Capture) {
+    let lines = || capture.events_with(BINDING_REFUSAL);
+    assert!(eventually(LIMIT, || lines().len() == 1).await, "{:?}", capture.events());
+    let e = &lines()[0];
+    assert_eq!(e.level, Level::INFO, "{e:?}");
+    assert!(e.fields.get("peer").is_some_and(|p| p.starts_with("127.0.0.1:")), "{e:?}");
+    assert!(e.fields.contains_key("source"), "{e:?}");
 }
 
 #[test]

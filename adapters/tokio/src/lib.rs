@@ -98,7 +98,7 @@ pub use sotto_driver::{
 };
 pub use sotto_proto as proto;
 pub use sotto_proto::conduit::{ConfigError, LinkDropReason};
-pub use sotto_proto::session::{CommandError, ConnId};
+pub use sotto_proto::session::{CommandError, ConnId, SessionFailure, SessionViolation};
 pub use sotto_proto::wire::FramingError;
 pub use sotto_proto::SessionEnd;
 

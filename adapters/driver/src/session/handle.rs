@@ -480,6 +480,18 @@ impl SessionHandle {
         self.inner.home.lock().parts_ref().0.conduit().unacked()
     }
 
+    /// Once the session has ended on a session-protocol failure, which: the peer broke a
+    /// rule (`Violation`, answered with `ProtocolError`: data after its end of stream on a
+    /// half-closed connection is [`SessionViolation::AfterFin`](sotto_proto::session::SessionViolation::AfterFin)),
+    /// the peer reported our error (`PeerProtocolError`), or a handshake was refused. The
+    /// session's end is then `LocalClose { code: goodbye_code::PROTOCOL_ERROR }` (we closed
+    /// it) or the peer's GOODBYE. `None` for every other end, and while the session lives.
+    /// Call it after [`closed`](Self::closed) to tell a protocol failure from a close.
+    #[must_use]
+    pub fn protocol_failure(&self) -> Option<SessionFailure> {
+        self.inner.home.lock().parts_ref().0.failure()
+    }
+
     /// Once the session has ended (lost, or closed): the messages the peer never
     /// acknowledged, with their connections, in order, and the connections the application
     /// held, to open again on a new session and send those messages again. `None` while the

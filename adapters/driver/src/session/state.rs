@@ -9,7 +9,8 @@ use std::task::Waker;
 
 use bytes::{Bytes, BytesMut};
 use sotto_proto::session::{
-    CommandError, ConnId, DataBatch, Incoming, Session, SessionEvent as CoreEvent, MIN_MESSAGE_CREDIT,
+    CommandError, ConnId, DataBatch, Incoming, Session, SessionEvent as CoreEvent, SessionInputError,
+    MIN_MESSAGE_CREDIT,
 };
 use sotto_proto::{Event, Instant, LinkId};
 
@@ -371,7 +372,12 @@ pub(crate) fn poll_event(s: &mut Session, st: &mut SessState) -> Option<Event> {
 
 /// Feed one link message to the session and file what it delivered.
 pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: LinkId, msg: &[u8], chunk: &Bytes) {
-    let Ok(Some(incoming)) = s.handle_message(now, link, msg) else { return };
+    let incoming = match s.handle_message(now, link, msg) {
+        Ok(Some(incoming)) => incoming,
+        Ok(None) => return,
+        Err(SessionInputError::Violation(v)) => return crate::trace::session_violation(v),
+        Err(_) => return,
+    };
     match incoming {
         Incoming::Data { conn, payload } => {
             let Some(slot) = st.conns.get_mut(&conn).filter(|c| !c.abandoned && !c.discard) else {
