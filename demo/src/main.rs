@@ -10,11 +10,27 @@
 //! exit status is non-zero if anything was lost, duplicated, reordered or corrupted.
 //!
 //! Options: `--secs N` (traffic time, default 10), `--conns N` (default 4), `--seed N`,
-//! `--json`.
+//! `--json`, `--restart-every SECS`.
+//!
+//! `--restart-every SECS` (Unix only): the acceptor runs in a child process (this binary
+//! again), and every SECS seconds a new acceptor process takes over the listening socket and
+//! the live session from the old one (`sotto_smol::handoff`, docs/handoff.md), which then
+//! exits; all under the same link kills and traffic. The acceptor application's state for
+//! each connection (the next number it expects, the next it sends) moves from the old
+//! process to the new one through the demo, so the checked traffic carries on exactly. The
+//! report adds the handoffs, their times (median, max) and the sessions moved; lost,
+//! duplicated and reordered must still be 0. Child processes exit when the demo does (their
+//! control socket closes).
 #![forbid(unsafe_code)]
 
+#[cfg(unix)]
+mod child;
+#[cfg(unix)]
+mod control;
 mod proxy;
 mod report;
+#[cfg(unix)]
+mod restart;
 mod traffic;
 
 use std::process::ExitCode;
@@ -39,7 +55,19 @@ struct Options {
     conns: u32,
     seed: u64,
     json: bool,
+    /// Replace the acceptor process this often (restart mode).
+    restart_every: Option<f64>,
 }
+
+const USAGE: &str = "usage: sotto-demo [--secs N] [--conns N] [--seed N] [--json] [--restart-every SECS]
+
+  --secs N              seconds of traffic (default 10)
+  --conns N             virtual connections, each with traffic both ways (default 4)
+  --seed N              the chaos proxy's seed (default: from the clock)
+  --json                the report as JSON
+  --restart-every SECS  run the acceptor in a child process and replace it with a new process
+                        every SECS seconds (live handoff of the listener and the session;
+                        Unix only)";
 
 fn options() -> Result<Options, String> {
     let mut o = Options {
@@ -47,6 +75,7 @@ fn options() -> Result<Options, String> {
         conns: 4,
         seed: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
         json: false,
+        restart_every: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -56,9 +85,17 @@ fn options() -> Result<Options, String> {
             "--conns" => o.conns = value("--conns")?.parse().map_err(|e| format!("--conns: {e}"))?,
             "--seed" => o.seed = value("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--json" => o.json = true,
-            "-h" | "--help" => {
-                return Err("usage: sotto-demo [--secs N] [--conns N] [--seed N] [--json]".to_string());
+            "--restart-every" => {
+                let v: f64 = value("--restart-every")?.parse().map_err(|e| format!("--restart-every: {e}"))?;
+                if !v.is_finite() || v <= 0.0 {
+                    return Err("--restart-every must be positive".to_string());
+                }
+                if cfg!(not(unix)) {
+                    return Err("--restart-every needs Unix (the handoff passes sockets between processes)".to_string());
+                }
+                o.restart_every = Some(v);
             }
+            "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
@@ -69,6 +106,10 @@ fn options() -> Result<Options, String> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    if std::env::args().nth(1).as_deref() == Some(restart::CHILD_FLAG) {
+        return child::main();
+    }
     let opts = match options() {
         Ok(o) => o,
         Err(e) => {
@@ -83,7 +124,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = match rt.block_on(run(&opts)) {
+    let report = match rt.block_on(run_mode(&opts)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("demo failed to start: {e}");
@@ -113,6 +154,17 @@ fn config() -> Config {
     let mut c = Config::default();
     c.acceptor.max_sessions = 2;
     c
+}
+
+/// The default demo, or the restart mode.
+async fn run_mode(opts: &Options) -> Result<Report, Box<dyn std::error::Error>> {
+    match opts.restart_every {
+        None => run(opts).await,
+        #[cfg(unix)]
+        Some(every) => restart::run(opts, Duration::from_secs_f64(every)).await,
+        #[cfg(not(unix))]
+        Some(_) => Err("--restart-every needs Unix".into()),
+    }
 }
 
 async fn run(opts: &Options) -> Result<Report, Box<dyn std::error::Error>> {
@@ -222,7 +274,8 @@ async fn run(opts: &Options) -> Result<Report, Box<dyn std::error::Error>> {
         &down,
         Stats { seconds, delivered_at_stop, bytes_at_stop, complete },
         &timings,
-        (&sa, &sb),
+        &sa,
+        (sb.session.conduit.frames_replayed, sb.session.conduit.duplicates_dropped),
         (initiator_end, acceptor_end),
     ))
 }
@@ -254,7 +307,8 @@ fn build_report(
     down: &Tally,
     run: Stats,
     timings: &[(bool, ResumeTiming)],
-    (sa, sb): (&sotto_tokio::SessionStats, &sotto_tokio::SessionStats),
+    sa: &sotto_tokio::SessionStats,
+    (acceptor_replayed, acceptor_duplicates): (u64, u64),
     (initiator_end, acceptor_end): (sotto_proto::SessionEnd, String),
 ) -> Report {
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::SeqCst);
@@ -295,8 +349,8 @@ fn build_report(
         link_kills: kills.len() as u64,
         kills_mid_frame: proxy.log.mid_frame.load(Ordering::SeqCst),
         resumes: sa.session.conduit.resumes,
-        frames_replayed: sa.session.conduit.frames_replayed + sb.session.conduit.frames_replayed,
-        duplicate_frames_discarded: sa.session.conduit.duplicates_dropped + sb.session.conduit.duplicates_dropped,
+        frames_replayed: sa.session.conduit.frames_replayed + acceptor_replayed,
+        duplicate_frames_discarded: sa.session.conduit.duplicates_dropped + acceptor_duplicates,
         resume_latency: Latency::of(
             "per resume and side: from the proxy killing the link to the first message delivered to that side \
              over the next link",
@@ -309,6 +363,7 @@ fn build_report(
         initiator_end: format!("{initiator_end:?}"),
         acceptor_end,
         complete: run.complete,
+        restarts: None,
         ok: false,
     };
     r.ok = r.complete && r.lost == 0 && r.duplicated == 0 && r.reordered == 0 && r.corrupted == 0;

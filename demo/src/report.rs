@@ -49,6 +49,27 @@ pub(crate) struct Direction {
     pub(crate) delivered: u64,
 }
 
+/// The restart mode: the acceptor process replaced by a new one, again and again.
+#[derive(Debug, Default, Facet)]
+pub(crate) struct Restarts {
+    /// Seconds between handoffs.
+    pub(crate) every_s: f64,
+    /// Handoffs done (each to a new process).
+    pub(crate) handoffs: u64,
+    /// Acceptor processes run, the first included.
+    pub(crate) acceptor_processes: u64,
+    /// Sessions the new processes adopted, over all handoffs.
+    pub(crate) sessions_moved: u64,
+    /// Open connections that moved with them, over all handoffs.
+    pub(crate) connections_moved: u64,
+    /// The library's handoff, per handoff.
+    pub(crate) handoff_time: Latency,
+    /// The whole replacement as the demo sees it, per handoff.
+    pub(crate) takeover_time: Latency,
+    /// The longest any session stayed frozen during a handoff, ms.
+    pub(crate) longest_freeze_ms: f64,
+}
+
 /// The whole run.
 #[derive(Debug, Default, Facet)]
 pub(crate) struct Report {
@@ -96,6 +117,9 @@ pub(crate) struct Report {
     pub(crate) acceptor_end: String,
     /// Every receiver saw its connection's final message within the drain deadline.
     pub(crate) complete: bool,
+    /// The restart mode's handoffs (absent in the default mode).
+    #[facet(skip_serializing_if = Option::is_none)]
+    pub(crate) restarts: Option<Restarts>,
     /// Nothing lost, duplicated, reordered or corrupted, and complete.
     pub(crate) ok: bool,
 }
@@ -108,8 +132,12 @@ impl Report {
             s.push_str(&l);
             s.push('\n');
         };
+        let acceptor = match &self.restarts {
+            None => "smol acceptor".to_string(),
+            Some(r) => format!("smol acceptor process (replaced every {:.1} s)", r.every_s),
+        };
         line(format!(
-            "sotto demo: {:.1} s, {} connections both ways, smol acceptor <- chaos proxy <- tokio initiator",
+            "sotto demo: {:.1} s, {} connections both ways, {acceptor} <- chaos proxy <- tokio initiator",
             self.seconds, self.connections
         ));
         line(format!("  sent          {:>12}", self.sent));
@@ -137,6 +165,20 @@ impl Report {
                 l.samples
             ));
             line(format!("                ({})", l.definition));
+        }
+        if let Some(r) = &self.restarts {
+            line(format!(
+                "  handoffs      {:>12}   ({} acceptor processes; {} sessions and {} connections moved)",
+                r.handoffs, r.acceptor_processes, r.sessions_moved, r.connections_moved
+            ));
+            for (name, l) in [("handoff", &r.handoff_time), ("takeover", &r.takeover_time)] {
+                line(format!("  {name:<13} p50 {:.2} ms, max {:.2} ms  ({} samples)", l.p50_ms, l.max_ms, l.samples));
+                line(format!("                ({})", l.definition));
+            }
+            line(format!(
+                "  freeze        max {:.2} ms  (the longest a session stayed frozen in a handoff)",
+                r.longest_freeze_ms
+            ));
         }
         line(format!("  ended         initiator {}, acceptor {}", self.initiator_end, self.acceptor_end));
         line(format!("  result        {}", if self.ok { "OK" } else { "FAILED" }));

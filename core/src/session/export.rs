@@ -33,6 +33,18 @@ impl Session {
         self.conns.get(conn).is_some()
     }
 
+    /// Credit of what the peer sent on `conn` that the application has not
+    /// [`release`](Self::release)d yet (received, not consumed; 0 for an unknown
+    /// connection). An importer calls it on an imported session to give back the credit of
+    /// messages the exporting application had taken but not released: they stay with that
+    /// application, so nobody here would release them, and the peer's window would shrink
+    /// by that much for good.
+    #[must_use]
+    pub fn unreleased_credit(&self, conn: super::ConnId) -> u64 {
+        let initial = u64::from(self.config.initial_credit);
+        self.conns.get(conn).map_or(0, |c| initial.saturating_sub(c.recv_window).saturating_sub(c.pending_grant))
+    }
+
     /// Write this session's state at rest to the end of `out`, to be
     /// [`import`](Self::import)ed by another process: the conduit's state (see
     /// [`Conduit::export`]: keys, positions, the replay ring, the recovery deadline as a

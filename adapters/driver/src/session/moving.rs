@@ -298,7 +298,9 @@ fn bad(what: &str) -> Refused {
 }
 
 /// Rebuild the application state of `session` from its section, under this side's limits.
-fn read_app(session: &Session, app: &[u8], config: &Config) -> Result<SessState, Refused> {
+/// The driver's state of an imported session, and per connection the credit of the messages
+/// that moved with it (delivered here, not read yet).
+fn read_app(session: &Session, app: &[u8], config: &Config) -> Result<(SessState, Vec<(ConnId, u64)>), Refused> {
     let sc = session.config();
     let max_md = sc.max_metadata as usize;
     // What the peer may have sent on one connection and we had not read: its window.
@@ -359,6 +361,7 @@ fn read_app(session: &Session, app: &[u8], config: &Config) -> Result<SessState,
         return Err(bad("more connections than the session holds"));
     }
     let mut last = None;
+    let mut queued = Vec::with_capacity(conns);
     for _ in 0..conns {
         let id = r.u32()?;
         if last.is_some_and(|l| id <= l) || !session.has_connection(id) {
@@ -392,9 +395,11 @@ fn read_app(session: &Session, app: &[u8], config: &Config) -> Result<SessState,
         }
         let count = r.u32()? as usize;
         let mut total = 0usize;
+        let mut credit = 0u64;
         for _ in 0..count {
             let m = r.bytes(max_queued - total, "queued messages")?;
             total += m.len();
+            credit = credit.saturating_add(session.credit_of(m.len()));
             slot.queue.push_one(m);
             if slot.queue.messages() > max_queued.max(1) {
                 return Err((Refusal::OverLimit, "queued messages".to_owned()));
@@ -408,11 +413,12 @@ fn read_app(session: &Session, app: &[u8], config: &Config) -> Result<SessState,
             st.adopted.push(id);
         }
         st.conns.insert(id, slot);
+        queued.push((id, credit));
     }
     if !r.0.is_empty() {
         return Err(bad("bytes after the application section"));
     }
-    Ok(st)
+    Ok((st, queued))
 }
 
 /// The refusal an import error calls for.
@@ -429,11 +435,21 @@ pub(crate) fn refusal_of(e: &ImportError) -> Refusal {
 /// be started on it.
 pub(crate) fn adopt(ep: &Arc<EpShared>, state: &[u8], app: &[u8], config: &Config) -> Result<Home, Refused> {
     let now = ep.clock.now();
-    let session = Session::import(state, now, config.session_config()).map_err(|e| (refusal_of(&e), e.to_string()))?;
+    let mut session =
+        Session::import(state, now, config.session_config()).map_err(|e| (refusal_of(&e), e.to_string()))?;
     if !session.is_ready() {
         return Err(bad("a session in its handshake"));
     }
-    let st = read_app(&session, app, config)?;
+    let (st, queued) = read_app(&session, app, config)?;
+    // Messages the old application had taken from a connection (its reader's local queue,
+    // credit it had not released yet) stay with it: their credit goes back to the peer from
+    // here, or its window would shrink by that much with every handoff until it stalls.
+    for (id, queued_credit) in queued {
+        let held = session.unreleased_credit(id).saturating_sub(queued_credit);
+        if held > 0 {
+            session.release(id, usize::try_from(held).unwrap_or(usize::MAX));
+        }
+    }
     let mut g = ep.lock();
     if g.shutting_down() {
         return Err((Refusal::NotAccepting, "shutting down".to_owned()));
