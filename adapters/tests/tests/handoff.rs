@@ -253,3 +253,88 @@ async fn unread_messages_and_an_unaccepted_open_move_with_the_session_to_the_new
     assert_eq!(&within(LIMIT, "server to c0", c0.recv()).await.expect("recv")[..], b"pong");
     assert_eq!(client.stats().link_downs, 1, "one link change");
 }
+
+/// Messages the old application had already taken from a connection stay with it (it reads
+/// them after the handoff), and the credit they used goes back to the client from the new
+/// process: the client's window does not shrink. Here the client fills its whole window
+/// before the handoff and the old reader takes all of it into its local queue, so without
+/// that credit the client could never send again.
+#[tokio::test]
+async fn credit_of_messages_the_old_application_took_goes_back_to_the_client_after_the_handoff() {
+    const LEN: usize = 1024;
+    let adapter = tokio_adapter();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let passed: OwnedFd = listener.try_clone().expect("dup").into();
+    let old = (adapter.serve)(listener);
+    let window = config().protocol.initial_credit as u64;
+    let per_window = window / LEN as u64;
+    let total = 3 * per_window;
+    let message = |i: u64| {
+        let mut m = vec![(i % 251) as u8; LEN];
+        m[..8].copy_from_slice(&i.to_le_bytes());
+        m
+    };
+    let index = |m: &[u8]| u64::from_le_bytes(m[..8].try_into().expect("8 bytes"));
+
+    let client = dial(true, addr).await;
+    let server = old.accept().await.expect("accept");
+    let answer = async { server.accept().await.expect("incoming").accept(b"ok").await.expect("answer") };
+    let (opened, old_conn) = within(LIMIT, "open", join(client.open(b"c0"), answer)).await;
+    let c0 = opened.expect("open");
+    // The client sends three windows' worth, as fast as its credit allows.
+    let sender = tokio::spawn(async move {
+        let mut c0 = c0;
+        for i in 0..total {
+            c0.send(message(i)).await.expect("client send");
+        }
+        c0
+    });
+    // The old application lets a whole window arrive, then takes it all into its reader's
+    // local queue (the first recv takes the queue) and reads just one message: nothing is
+    // released, nothing granted.
+    assert!(eventually(LIMIT, || server.stats().queued_messages as u64 == per_window).await, "a full window arrived");
+    let (_old_tx, mut old_rx) = old_conn.split();
+    let first = within(LIMIT, "the first message", old_rx.recv()).await.expect("recv");
+    assert_eq!(index(&first), 0);
+
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let new_side = async {
+        let (got, b) = on_thread(move || (receive_listener(&b, LIMIT), b)).await;
+        let (fd, _) = got.expect("descriptor");
+        let new = (adapter.serve)(std::net::TcpListener::from(fd));
+        let report = new.receive_handoff(b, HandoffConfig::default()).await.expect("received");
+        assert_eq!(report.adopted, 1);
+        new
+    };
+    let (sent, new) = within(
+        LIMIT,
+        "handoff",
+        join(old.hand_off(a, Some((passed, ListenerFamily::Tcp)), HandoffConfig::default()), new_side),
+    )
+    .await;
+    assert_eq!(sent.handed_off, 1, "{sent:?}");
+    // The old application reads what it had taken: the rest of the first window.
+    let mut got = vec![0];
+    loop {
+        match within(LIMIT, "the old reader", old_rx.recv()).await {
+            Ok(m) => got.push(index(&m)),
+            Err(e) => {
+                assert_eq!(e, sotto_driver::ConnError::Ended(sotto_proto::SessionEnd::HandedOff));
+                break;
+            }
+        }
+    }
+    assert_eq!(got, (0..per_window).collect::<Vec<_>>(), "the old application keeps what it took");
+    // The new application reads the rest: the client got its credit back.
+    let adopted = within(LIMIT, "accept the adopted session", new.accept()).await.expect("adopted");
+    let mut conn = adopted.adopted_connections().pop().expect("the connection moves");
+    while got.len() < total as usize {
+        let m = within(Duration::from_secs(10), "the client's next window (its credit back)", conn.recv())
+            .await
+            .expect("recv");
+        got.push(index(&m));
+    }
+    assert_eq!(got, (0..total).collect::<Vec<_>>(), "every message once, in order, across the two applications");
+    let _c0 = within(LIMIT, "the client's sends", sender).await.expect("sender");
+}
