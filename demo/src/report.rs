@@ -66,6 +66,8 @@ pub(crate) struct Restarts {
     pub(crate) handoff_time: Latency,
     /// The whole replacement as the demo sees it, per handoff.
     pub(crate) takeover_time: Latency,
+    /// The initiator's resumes after a handoff (not after a kill).
+    pub(crate) resume_after_handoff: Latency,
     /// The longest any session stayed frozen during a handoff, ms.
     pub(crate) longest_freeze_ms: f64,
 }
@@ -171,7 +173,11 @@ impl Report {
                 "  handoffs      {:>12}   ({} acceptor processes; {} sessions and {} connections moved)",
                 r.handoffs, r.acceptor_processes, r.sessions_moved, r.connections_moved
             ));
-            for (name, l) in [("handoff", &r.handoff_time), ("takeover", &r.takeover_time)] {
+            for (name, l) in [
+                ("handoff", &r.handoff_time),
+                ("takeover", &r.takeover_time),
+                ("after handoff", &r.resume_after_handoff),
+            ] {
                 line(format!("  {name:<13} p50 {:.2} ms, max {:.2} ms  ({} samples)", l.p50_ms, l.max_ms, l.samples));
                 line(format!("                ({})", l.definition));
             }
