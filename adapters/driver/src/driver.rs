@@ -617,9 +617,11 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 };
                 if run.messages > 0 {
                     // Held-back messages go first, in order: the core observed them already.
+                    if !self.feed(run.len, now, now_std) {
+                        return busy;
+                    }
                     self.observed = self.observed.saturating_sub(run.len);
                     self.goodbye_held &= self.observed > 0;
-                    self.feed(run.len, now, now_std);
                     busy = true;
                     continue;
                 }
@@ -678,7 +680,9 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         if self.goodbye_held && self.observed > 0 && cause != LinkDownCause::Io(io::ErrorKind::InvalidData) {
             let held = std::mem::take(&mut self.observed);
             self.goodbye_held = false;
-            self.feed(held, now, now_std);
+            // Not fed if the session is frozen for a handoff (see `feed`): its GOODBYE is
+            // then lost with the link, and the session ends by its recovery timeout instead.
+            let _ = self.feed(held, now, now_std);
         }
         if self.link.is_some() {
             let host = Arc::clone(&self.host);
@@ -701,6 +705,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         // `self.observed..kept`: held back in this pass (moved down); `kept..at`: cut out.
         let mut kept = self.observed;
         let mut at = self.observed;
+        let mut frozen = false;
         loop {
             let run = match self.split.complete(&self.read.data()[at..], 1) {
                 Ok(run) => run,
@@ -716,6 +721,11 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 break;
             }
             let g = g.get_or_insert_with(|| host.lock());
+            if g.conduit().is_frozen() {
+                // Frozen for a handoff since this step began: see `feed`.
+                frozen = true;
+                break;
+            }
             let msg = &self.read.data()[at + sotto_proto::wire::LEN_PREFIX..at + run.len];
             let (observed, mut event) = g.observe(now, id, msg, &mut self.write);
             self.goodbye_held |= observed == Observed::DeferredGoodbye;
@@ -736,6 +746,10 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         let Some(mut g) = g else { return false };
         self.read.cut(kept, at - kept);
         self.observed = kept;
+        if frozen && at == kept {
+            // Nothing observed in this pass: no progress to report (the caller would loop).
+            return false;
+        }
         self.drain_outputs(&mut g, now, now_std);
         self.room = g.read_room();
         drop(g);
@@ -750,13 +764,24 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     /// After each message the frames it made due are written and its events handled (the
     /// core's contract); the link cannot change hands meanwhile (the lock is held), so a full
     /// drain at the end of the run covers the rest.
-    fn feed(&mut self, len: usize, now: Instant, now_std: StdInstant) {
-        let Some(id) = self.link.as_ref().map(|l| l.id) else { return };
+    ///
+    /// Returns `false`, feeding nothing, if the session was frozen for a handoff since this
+    /// step began (`step` checks at its start, the handoff's thread freezes and exports
+    /// under the lock at any moment): what arrives now must not reach the core or the
+    /// application, or the exported state would lag behind what this process delivered
+    /// and acknowledged, and the peer would replay it to the new owner (delivered twice),
+    /// or find its resume position contradicted there. The bytes wait in the read buffer:
+    /// fed here if the handoff fails, replayed by the peer to the new owner if it succeeds.
+    fn feed(&mut self, len: usize, now: Instant, now_std: StdInstant) -> bool {
+        let Some(id) = self.link.as_ref().map(|l| l.id) else { return false };
+        let host = Arc::clone(&self.host);
+        let mut g = host.lock();
+        if g.conduit().is_frozen() {
+            return false;
+        }
         let chunk = self.read.split(len);
         let split = self.split;
-        let host = Arc::clone(&self.host);
         let was_empty = self.write.is_empty();
-        let mut g = host.lock();
         let mut msgs = split.messages(&chunk);
         'messages: while let Some(mut e) = g.feed_run(now, id, &mut msgs, &chunk, &mut self.write) {
             loop {
@@ -776,6 +801,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         if was_empty && !self.write.is_empty() {
             self.held = Some(self.write.pending_len());
         }
+        true
     }
 
     fn poll_drain(&mut self, cx: &mut Context<'_>, now_std: StdInstant) -> bool {
