@@ -127,7 +127,7 @@ fn main() -> ExitCode {
     let report = match rt.block_on(run_mode(&opts)) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("demo failed to start: {e}");
+            eprintln!("demo failed: {e}");
             return ExitCode::from(2);
         }
     };

@@ -50,6 +50,7 @@ pub(crate) struct Direction {
 }
 
 /// The restart mode: the acceptor process replaced by a new one, again and again.
+#[cfg_attr(not(unix), allow(dead_code))]
 #[derive(Debug, Default, Facet)]
 pub(crate) struct Restarts {
     /// Seconds between handoffs.

@@ -119,6 +119,7 @@ pub(crate) async fn send_from(
 }
 
 /// Send the FIN: `count` messages were sent on `conn` in direction `dir`.
+#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) async fn send_fin(tx: &mut ConnSender, conn: u32, dir: u8, count: u64) -> Result<(), ConnError> {
     tx.send(fin(conn, dir, count)).await
 }

@@ -23,6 +23,8 @@ fn boolean(json: &str, key: &str) -> bool {
     json[at..].starts_with("true")
 }
 
+/// The seed fixes the proxy's kill times; the handoffs' timing against the traffic is the
+/// machine's (a failure shows what happened, not a replayable schedule).
 #[test]
 fn acceptor_replaced_four_times_a_second_under_chaos_loses_duplicates_and_reorders_nothing() {
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
