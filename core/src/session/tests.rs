@@ -198,6 +198,30 @@ fn credit_blocks_one_connection_not_others() {
     p.a.send(slow, &[1; 50]).expect("credit restored");
 }
 
+/// `unreleased_credit` counts what arrived and was not released, also across an export and
+/// import (what an importer gives back for messages the exporting application kept).
+#[test]
+fn unreleased_credit_counts_what_arrived_and_was_not_released_and_survives_export() {
+    let cfg = SessionConfig { initial_credit: 1000, ..SessionConfig::default() };
+    let mut p = Pair::new(cfg);
+    p.connect();
+    let c = open_accepted(&mut p);
+    assert_eq!(p.b.unreleased_credit(c), 0);
+    p.a.send(c, &[1; 100]).expect("send");
+    p.a.send(c, &[2; 200]).expect("send");
+    p.pump();
+    assert_eq!(p.b.unreleased_credit(c), 300, "received, not released");
+    p.b.release(c, 100);
+    assert_eq!(p.b.unreleased_credit(c), 200, "released, grant not sent yet: no longer held");
+    let mut out = Vec::new();
+    p.b.export(p.now, &mut out).expect("export");
+    let mut back = Session::import(&out, p.now, cfg).expect("import");
+    assert_eq!(back.unreleased_credit(c), 200, "the import holds the same");
+    back.release(c, 200);
+    assert_eq!(back.unreleased_credit(c), 0);
+    assert_eq!(p.b.unreleased_credit(99), 0, "unknown connection");
+}
+
 /// Open `n` connections from A, accepted by B.
 fn open_accepted(p: &mut Pair) -> ConnId {
     let c = p.a.open(b"").expect("open");
