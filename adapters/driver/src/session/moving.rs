@@ -442,6 +442,7 @@ pub(crate) fn adopt(ep: &Arc<EpShared>, state: &[u8], app: &[u8], config: &Confi
         let r = match e {
             AdoptError::Full => Refusal::Full,
             AdoptError::KeyInUse => Refusal::KeyInUse,
+            AdoptError::NotRoutedHere => Refusal::Issuer,
             _ => Refusal::BadState,
         };
         (r, e.to_string())
