@@ -617,9 +617,14 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 };
                 if run.messages > 0 {
                     // Held-back messages go first, in order: the core observed them already.
+                    let (observed, goodbye_held) = (self.observed, self.goodbye_held);
                     self.observed = self.observed.saturating_sub(run.len);
                     self.goodbye_held &= self.observed > 0;
-                    self.feed(run.len, now, now_std);
+                    if !self.feed(run.len, now, now_std) {
+                        // Frozen for a handoff: the messages stay in the read buffer.
+                        (self.observed, self.goodbye_held) = (observed, goodbye_held);
+                        return busy;
+                    }
                     busy = true;
                     continue;
                 }
@@ -678,7 +683,9 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         if self.goodbye_held && self.observed > 0 && cause != LinkDownCause::Io(io::ErrorKind::InvalidData) {
             let held = std::mem::take(&mut self.observed);
             self.goodbye_held = false;
-            self.feed(held, now, now_std);
+            // Not fed if the session is frozen for a handoff (see `feed`): then those last
+            // words go with the link.
+            let _fed = self.feed(held, now, now_std);
         }
         if self.link.is_some() {
             let host = Arc::clone(&self.host);
@@ -715,7 +722,18 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             if run.messages == 0 {
                 break;
             }
-            let g = g.get_or_insert_with(|| host.lock());
+            let g = match &mut g {
+                Some(g) => g,
+                None => {
+                    let fresh = host.lock();
+                    if fresh.conduit().is_frozen() {
+                        // Frozen for a handoff since the step began (see `feed`): nothing is
+                        // observed, nothing cut; the messages wait in the read buffer.
+                        return false;
+                    }
+                    g.insert(fresh)
+                }
+            };
             let msg = &self.read.data()[at + sotto_proto::wire::LEN_PREFIX..at + run.len];
             let (observed, mut event) = g.observe(now, id, msg, &mut self.write);
             self.goodbye_held |= observed == Observed::DeferredGoodbye;
@@ -750,13 +768,23 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     /// After each message the frames it made due are written and its events handled (the
     /// core's contract); the link cannot change hands meanwhile (the lock is held), so a full
     /// drain at the end of the run covers the rest.
-    fn feed(&mut self, len: usize, now: Instant, now_std: StdInstant) {
-        let Some(id) = self.link.as_ref().map(|l| l.id) else { return };
+    ///
+    /// Returns `false`, feeding nothing and leaving the bytes in the read buffer, if the
+    /// session is frozen for a handoff: the handoff thread may have frozen and exported it
+    /// after this step checked (`step` returns early only for a session frozen before it
+    /// began). A message fed now would be delivered to this process's application although
+    /// the exported state does not hold it, and the peer would replay it to the new process
+    /// too: delivered twice.
+    fn feed(&mut self, len: usize, now: Instant, now_std: StdInstant) -> bool {
+        let Some(id) = self.link.as_ref().map(|l| l.id) else { return false };
+        let host = Arc::clone(&self.host);
+        let mut g = host.lock();
+        if g.conduit().is_frozen() {
+            return false;
+        }
         let chunk = self.read.split(len);
         let split = self.split;
-        let host = Arc::clone(&self.host);
         let was_empty = self.write.is_empty();
-        let mut g = host.lock();
         let mut msgs = split.messages(&chunk);
         'messages: while let Some(mut e) = g.feed_run(now, id, &mut msgs, &chunk, &mut self.write) {
             loop {
@@ -776,6 +804,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         if was_empty && !self.write.is_empty() {
             self.held = Some(self.write.pending_len());
         }
+        true
     }
 
     fn poll_drain(&mut self, cx: &mut Context<'_>, now_std: StdInstant) -> bool {
