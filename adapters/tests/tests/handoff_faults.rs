@@ -334,3 +334,42 @@ async fn a_descriptor_that_is_not_a_socket_is_refused_by_the_receiver() {
     let got = recv.join().expect("receiver");
     assert!(matches!(got, Err(HandoffError::NotListening)), "{got:?}");
 }
+
+#[tokio::test]
+async fn an_adopted_session_reaches_the_application_only_once_the_sender_let_it_go() {
+    // A sender that takes the receiver's ACK too late keeps the session, serves it on and
+    // revokes it: until the sender's next frame the receiver's application must not have
+    // it (it could read the messages that moved with it, which the sender's reads too).
+    let (offer, _old, _client) = captured_offer().await;
+    let Ok(Frame::Offer(o)) = handoff::decode(&offer, u32::MAX) else { panic!("an offer") };
+    let mut revoke = Vec::new();
+    Frame::Revoke { corr: o.corr, token: o.token }.encode(&mut revoke);
+    let (acc, _) = listen(Rt::Tokio, Transport::Tcp, session_config()).await;
+    let (mine, mut theirs) = UnixStream::pair().expect("socketpair");
+    let sender = std::thread::spawn(move || {
+        theirs.write_all(&offer).expect("offer");
+        let ack = read_frame(&mut theirs).expect("ack");
+        // The ACK came "late": the sender revokes, a while later.
+        std::thread::sleep(Duration::from_millis(500));
+        theirs.write_all(&revoke).expect("revoke");
+        theirs.write_all(&done()).expect("done");
+        ack
+    });
+    let receive = acc.receive_handoff(mine, HandoffConfig::default());
+    let accept = tokio::time::timeout(Duration::from_millis(1500), acc.accept());
+    let (got, accepted) = within(LIMIT, "receive and accept", async { tokio::join!(receive, accept) }).await;
+    assert_eq!(refusal_of(&sender.join().expect("sender")), None, "adopted first");
+    let got = format!("{:?}", got.expect("received"));
+    assert!(got.contains("revoked: 1"), "{got}");
+    assert!(accepted.is_err(), "the application got a session its sender revoked: {accepted:?}");
+}
+
+#[tokio::test]
+async fn an_adopted_session_is_accepted_once_the_sender_says_done() {
+    let (offer, _old, _client) = captured_offer().await;
+    let (got, acks, acc) = to_real_receiver(vec![offer, done()], false).await;
+    assert_eq!(refusal_of(&acks[0]), None, "adopted");
+    assert!(got.expect("received").contains("adopted: 1"));
+    let b = within(LIMIT, "accept", acc.accept()).await.expect("the adopted session");
+    assert_eq!(b.adopted_connections().len(), 1, "its connection came along");
+}

@@ -46,13 +46,33 @@ pub(super) fn run(
 ) -> Result<ReceiveReport, HandoffError> {
     let mut ch = Channel::new(sock, max_body(acceptor))?;
     let mut report = ReceiveReport::default();
-    // The latest adopted session, until the next offer: the only one a REVOKE can name (the
-    // sender waits for each ACK before its next offer).
+    // The latest adopted session, until the sender's next frame: the only one a REVOKE can
+    // name (the sender waits for each ACK before its next offer). It is held back from the
+    // application until then: a sender that took our ACK too late (after its deadline) keeps
+    // the session, serves it on and revokes it here, and an application that had accepted
+    // it meanwhile could have read the messages that moved with it, which the sender's
+    // application reads too. The next OFFER or DONE says the sender let it go.
     let mut last: Option<(u64, Token, Home)> = None;
+    let release = |last: &mut Option<(u64, Token, Home)>| {
+        if let Some((_, _, home)) = last.take() {
+            // The receiver future is gone only if the acceptor's task was cancelled: then
+            // the session has no driver, like every other.
+            let _ = homes.unbounded_send(home);
+        }
+    };
     loop {
-        let frame = ch.read(Instant::now() + config.idle_timeout, || HandoffError::PeerSilent)?;
+        let frame = match ch.read(Instant::now() + config.idle_timeout, || HandoffError::PeerSilent) {
+            Ok(frame) => frame,
+            Err(e) => {
+                // No word on the latest offer: the sender may have taken our ACK and then
+                // died (it no longer serves the session), so the session stays here.
+                release(&mut last);
+                return Err(e);
+            }
+        };
         match frame {
             Frame::Offer(o) => {
+                release(&mut last);
                 let received = Instant::now();
                 let (corr, token) = (o.corr, o.token);
                 let deadline = Duration::from_millis(u64::from(o.deadline_ms));
@@ -78,10 +98,7 @@ pub(super) fn run(
                 match (result, sent) {
                     (Ok(home), Ok(())) => {
                         report.adopted += 1;
-                        last = Some((corr, token, home.clone()));
-                        // The receiver future is gone only if the acceptor's task was
-                        // cancelled: then the session has no driver, like every other.
-                        let _ = homes.unbounded_send(home);
+                        last = Some((corr, token, home));
                     }
                     (Ok(home), Err(e)) => {
                         // The sender cannot see the ACK: it keeps the session.
@@ -106,10 +123,14 @@ pub(super) fn run(
                 }
             }
             Frame::Done { .. } => {
+                release(&mut last);
                 report.done = true;
                 return Ok(report);
             }
-            _ => return Err(HandoffError::UnexpectedFrame("an OFFER, REVOKE or DONE was expected")),
+            _ => {
+                release(&mut last);
+                return Err(HandoffError::UnexpectedFrame("an OFFER, REVOKE or DONE was expected"));
+            }
         }
     }
 }
