@@ -7,6 +7,8 @@
 //! The server's link is wrapped in a gate that holds the driver inside its read (after the
 //! step's check) until a fake receiver has the OFFER (the session is frozen and exported);
 //! then the read completes with a message the client sent meanwhile.
+//!
+//! Also here: what the old process's application is left with once its session moved.
 #![cfg(unix)]
 
 use std::io::{Read, Write};
@@ -22,6 +24,8 @@ use sotto_adapter_tests::sessions::{exchange_all, open_accept, session_config};
 use sotto_adapter_tests::workload::within;
 use sotto_driver::handoff::HandoffConfig;
 use sotto_proto::handoff::{self, Ack, Frame, HEADER_LEN};
+use sotto_driver::Connection;
+use sotto_proto::SessionEnd;
 use sotto_tokio::{AcceptHooks, AcceptedLink};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -30,6 +34,8 @@ const LIMIT: Duration = Duration::from_secs(20);
 /// Holds the first read after it is armed until released.
 struct GateCtl {
     armed: AtomicBool,
+    /// Reads are pending (nothing from the client is read: its acks neither).
+    mute: AtomicBool,
     entered: Mutex<mpsc::Sender<()>>,
     release: Mutex<mpsc::Receiver<()>>,
 }
@@ -41,6 +47,9 @@ struct Gated<T> {
 
 impl<T: AsyncRead + Unpin> AsyncRead for Gated<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.ctl.mute.load(Ordering::SeqCst) {
+            return Poll::Pending;
+        }
         if self.ctl.armed.swap(false, Ordering::SeqCst) {
             // Blocks this runtime worker on purpose: the driver is inside its step, past
             // the frozen check, and the handoff thread freezes the session meanwhile.
@@ -73,16 +82,13 @@ fn read_frame(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
     Ok(f)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_message_read_while_the_session_is_being_frozen_is_not_fed_to_the_old_process() {
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel();
-    let ctl = Arc::new(GateCtl {
-        armed: AtomicBool::new(false),
-        entered: Mutex::new(entered_tx),
-        release: Mutex::new(release_rx),
-    });
-    let hook_ctl = Arc::clone(&ctl);
+/// A session on a tokio acceptor whose links pass through `ctl`'s gate, with one
+/// connection that carried traffic both ways: (acceptor, client session, server session,
+/// client connection, server connection).
+async fn gated_session(
+    ctl: &Arc<GateCtl>,
+) -> (sotto_driver::SessionAcceptor, sotto_driver::SessionHandle, sotto_driver::SessionHandle, Connection, Connection) {
+    let hook_ctl = Arc::clone(ctl);
     let hooks = AcceptHooks::new(move |link: AcceptedLink<tokio::net::TcpStream>| {
         let ctl = Arc::clone(&hook_ctl);
         async move { Ok((Gated { io: link, ctl }, None)) }
@@ -96,8 +102,37 @@ async fn a_message_read_while_the_session_is_being_frozen_is_not_fed_to_the_old_
     let b = within(LIMIT, "accept", acc.accept()).await.expect("accept");
     let pairs = within(LIMIT, "open", open_accept(&a, &b, 1)).await;
     let mut pairs = within(LIMIT, "exchange", exchange_all(pairs, 20)).await;
-    let (mut client, mut server) = pairs.pop().expect("a pair");
+    let (client, server) = pairs.pop().expect("a pair");
     tokio::time::sleep(Duration::from_millis(100)).await;
+    (acc, a, b, client, server)
+}
+
+/// A fake receiver on a thread that accepts the first offer (after `before_ack`), then reads
+/// until the sender is done.
+fn accepting_receiver(mut theirs: UnixStream, before_ack: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let f = read_frame(&mut theirs).expect("offer");
+        let Ok(Frame::Offer(o)) = handoff::decode(&f, u32::MAX) else { panic!("an offer first") };
+        before_ack();
+        let mut out = Vec::new();
+        Frame::Ack(Ack { corr: o.corr, token: o.token, refusal: None, reason: "" }).encode(&mut out);
+        theirs.write_all(&out).expect("ack");
+        let _ = theirs.set_read_timeout(Some(Duration::from_secs(2)));
+        while read_frame(&mut theirs).is_ok() {}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_read_while_the_session_is_being_frozen_is_not_fed_to_the_old_process() {
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel();
+    let ctl = Arc::new(GateCtl {
+        armed: AtomicBool::new(false),
+        mute: AtomicBool::new(false),
+        entered: Mutex::new(entered_tx),
+        release: Mutex::new(release_rx),
+    });
+    let (acc, _a, _b, mut client, mut server) = gated_session(&ctl).await;
 
     // The server's driver enters its next read and is held there; the client's message
     // reaches the server's socket meanwhile.
@@ -109,19 +144,12 @@ async fn a_message_read_while_the_session_is_being_frozen_is_not_fed_to_the_old_
     // A fake receiver: once it has the OFFER (the session is frozen and exported), the
     // driver's read completes; then it accepts the offer. While a runtime worker is held,
     // nothing here waits on a tokio timer (one may not fire until the worker is free).
-    let (mine, mut theirs) = UnixStream::pair().expect("socketpair");
-    let receiver = std::thread::spawn(move || {
-        let f = read_frame(&mut theirs).expect("offer");
-        let Ok(Frame::Offer(o)) = handoff::decode(&f, u32::MAX) else { panic!("an offer first") };
+    let (mine, theirs) = UnixStream::pair().expect("socketpair");
+    let receiver = accepting_receiver(theirs, move || {
         // The client's message is in the server's socket by now.
         std::thread::sleep(Duration::from_millis(200));
         release_tx.send(()).expect("release");
         std::thread::sleep(Duration::from_millis(300));
-        let mut out = Vec::new();
-        Frame::Ack(Ack { corr: o.corr, token: o.token, refusal: None, reason: "" }).encode(&mut out);
-        theirs.write_all(&out).expect("ack");
-        let _ = theirs.set_read_timeout(Some(Duration::from_secs(2)));
-        while read_frame(&mut theirs).is_ok() {}
     });
     let mut config = HandoffConfig::default();
     config.ack_timeout = Duration::from_secs(5);
@@ -136,4 +164,38 @@ async fn a_message_read_while_the_session_is_being_frozen_is_not_fed_to_the_old_
         !matches!(got, Ok(Ok(_))),
         "the old process delivered a message read after the session was exported: {got:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_handed_off_session_leaves_its_old_application_no_messages_to_send_again() {
+    let (entered_tx, _entered) = mpsc::channel();
+    let (_release, release_rx) = mpsc::channel();
+    let ctl = Arc::new(GateCtl {
+        armed: AtomicBool::new(false),
+        mute: AtomicBool::new(false),
+        entered: Mutex::new(entered_tx),
+        release: Mutex::new(release_rx),
+    });
+    let (acc, _a, b, _client, mut server) = gated_session(&ctl).await;
+    // The server reads nothing more (no ack from the client): what it sends now stays
+    // unacknowledged, in the replay ring that moves with the session.
+    ctl.mute.store(true, Ordering::SeqCst);
+    for i in 0..3u8 {
+        within(LIMIT, "send", server.send([i])).await.expect("send");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(b.unacked(), 3, "three items unacknowledged");
+    let (mine, theirs) = UnixStream::pair().expect("socketpair");
+    let receiver = accepting_receiver(theirs, || {});
+    let mut config = HandoffConfig::default();
+    config.ack_timeout = Duration::from_secs(5);
+    let report = within(LIMIT, "hand off", acc.hand_off(mine, None, config)).await;
+    receiver.join().expect("fake receiver");
+    assert_eq!(report.handed_off, 1, "{report:?}");
+    // The new process replays them: the old application must not be told to send them
+    // again (they would arrive twice).
+    let left = b.unacknowledged().expect("the session ended here");
+    assert_eq!(left.end, SessionEnd::HandedOff);
+    assert!(left.messages.is_empty(), "messages to send again after a handoff: {:?}", left.messages);
+    assert!(left.connections.is_empty(), "connections to open again after a handoff: {:?}", left.connections);
 }
