@@ -25,12 +25,18 @@ pub(crate) fn max_body(config: &Config) -> u32 {
     let c = s.conduit;
     let window = u64::from(s.initial_credit.max(s.max_credit));
     let md = u64::from(s.max_metadata);
+    // Saturating: the limits are the application's, and some (pending opens, metadata)
+    // have no upper bound of their own; past MAX_FRAME it does not matter by how much.
     let per_conn = 128 + 2 * window + 3 * md;
-    let total = (1u64 << 20)
-        + u64::from(c.replay_bytes)
-        + 8 * u64::from(c.replay_frames)
-        + u64::from(s.max_connections) * per_conn
-        + u64::from(s.max_pending_opens) * (8 + md);
+    let total = [
+        1u64 << 20,
+        u64::from(c.replay_bytes),
+        8 * u64::from(c.replay_frames),
+        u64::from(s.max_connections).saturating_mul(per_conn),
+        u64::from(s.max_pending_opens).saturating_mul(8 + md),
+    ]
+    .into_iter()
+    .fold(0u64, u64::saturating_add);
     u32::try_from(total.min(MAX_FRAME)).unwrap_or(u32::MAX)
 }
 
@@ -132,5 +138,21 @@ pub(super) fn run(
                 return Err(HandoffError::UnexpectedFrame("an OFFER, REVOKE or DONE was expected"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frame_limit_of_a_receiver_with_unbounded_limits_is_the_cap_without_overflow() {
+        let mut config = Config::default();
+        config.protocol.max_pending_opens = u32::MAX;
+        config.protocol.max_metadata = u32::MAX;
+        config.protocol.max_credit = u32::MAX;
+        config.protocol.initial_credit = u32::MAX;
+        assert_eq!(u64::from(max_body(&config)), MAX_FRAME);
+        assert!(u64::from(max_body(&Config::default())) <= MAX_FRAME);
     }
 }
