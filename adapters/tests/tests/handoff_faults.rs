@@ -373,3 +373,51 @@ async fn an_adopted_session_is_accepted_once_the_sender_says_done() {
     let b = within(LIMIT, "accept", acc.accept()).await.expect("the adopted session");
     assert_eq!(b.adopted_connections().len(), 1, "its connection came along");
 }
+
+#[tokio::test]
+async fn mutated_application_sections_are_refused_or_adopted_never_a_panic() {
+    // The receiver parses the sender's application section (moving::read_app): random
+    // mutations of a real one, each a typed refusal or an adoption. A panic would end the
+    // receiver's thread (the receive would fail with PeerClosed).
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
+    let seed = std::env::var("SOTTO_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(seed);
+    println!("seed {seed} (rerun with SOTTO_SEED={seed})");
+    let mut x = seed;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (offer, _old, _client) = captured_offer().await;
+    let Ok(Frame::Offer(o)) = handoff::decode(&offer, u32::MAX) else { panic!("an offer") };
+    let n = 300;
+    let mut frames = Vec::new();
+    for i in 0..n {
+        let mut app = o.app.to_vec();
+        match rnd() % 4 {
+            0 => app.truncate(rnd() as usize % (app.len() + 1)),
+            1 => {
+                let at = rnd() as usize % (app.len() + 1);
+                let extra: Vec<u8> = (0..1 + rnd() % 8).map(|_| rnd() as u8).collect();
+                app.splice(at..at, extra);
+            }
+            _ => {
+                for _ in 0..1 + rnd() % 4 {
+                    let at = rnd() as usize % app.len();
+                    app[at] = if rnd() % 2 == 0 { rnd() as u8 } else { 0xff };
+                }
+            }
+        }
+        let mut out = Vec::new();
+        Frame::Offer(Offer { corr: i + 1, app: &app, ..o }).encode(&mut out);
+        frames.push(out);
+    }
+    let mut last = Vec::new();
+    Frame::Done { offers: n as u32 }.encode(&mut last);
+    frames.push(last);
+    let (got, acks, _acc) = to_real_receiver(frames, false).await;
+    let got = got.expect("the receiver survived every section");
+    assert_eq!(acks.len(), n as usize, "every offer answered");
+    assert!(got.contains("done: true"), "{got}");
+}
