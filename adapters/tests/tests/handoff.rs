@@ -253,3 +253,47 @@ async fn unread_messages_and_an_unaccepted_open_move_with_the_session_to_the_new
     assert_eq!(&within(LIMIT, "server to c0", c0.recv()).await.expect("recv")[..], b"pong");
     assert_eq!(client.stats().link_downs, 1, "one link change");
 }
+
+/// A connection the peer closed while the old application had not read its messages: the
+/// session no longer holds it, its end and messages wait for the reader. It moves with the
+/// session (it used to be refused as "more connections than the session holds", and the
+/// session stayed behind): the new application reads the messages, then the close.
+#[tokio::test]
+async fn a_connection_the_peer_closed_with_messages_unread_moves_with_the_session() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let old = sotto_tokio::serve_sessions_tcp(l, config()).expect("config");
+    let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let new = sotto_tokio::serve_sessions_tcp(l2, config()).expect("config");
+    let client =
+        sotto_tokio::connect_session(move || tokio::net::TcpStream::connect(addr), config()).await.expect("connect");
+    let server = old.accept().await.expect("accept");
+    let answer = async { server.accept().await.expect("incoming").accept(b"ok").await.expect("answer") };
+    let (opened, old_conn) = within(LIMIT, "open", join(client.open(b"c0"), answer)).await;
+    let mut c0 = opened.expect("open");
+    for i in 0..10 {
+        c0.send(sotto_adapter_tests::sessions::conn_message(0, i)).await.expect("send");
+    }
+    c0.close(b"bye").await;
+    assert!(eventually(LIMIT, || server.stats().queued_messages == 10).await, "delivered, unread");
+    assert!(eventually(LIMIT, || server.stats().session.connections_open == 0).await, "closed by the peer");
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let (sent, got) = within(
+        LIMIT,
+        "handoff",
+        join(old.hand_off(a, None, HandoffConfig::default()), new.receive_handoff(b, HandoffConfig::default())),
+    )
+    .await;
+    assert_eq!(sent.handed_off, 1, "{sent:?}");
+    assert_eq!(got.expect("received").adopted, 1);
+    drop(old_conn);
+    let adopted = within(LIMIT, "accept the adopted session", new.accept()).await.expect("adopted");
+    let mut conns = adopted.adopted_connections();
+    assert_eq!(conns.len(), 1, "the closed connection comes along, its messages unread");
+    let mut conn = conns.pop().expect("one");
+    for i in 0..10 {
+        let m = within(LIMIT, "read a moved message", conn.recv()).await.expect("message");
+        assert_eq!(m, sotto_adapter_tests::sessions::conn_message(0, i), "message {i} lost, duplicated or reordered");
+    }
+    assert!(within(LIMIT, "the close", conn.recv()).await.is_err(), "then the peer's close");
+}
