@@ -379,7 +379,8 @@ async fn mutated_application_sections_are_refused_or_adopted_never_a_panic() {
     // The receiver parses the sender's application section (moving::read_app): random
     // mutations of a real one, each a typed refusal or an adoption. A panic would end the
     // receiver's thread (the receive would fail with PeerClosed).
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
     let seed = std::env::var("SOTTO_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(seed);
     println!("seed {seed} (rerun with SOTTO_SEED={seed})");
     let mut x = seed;

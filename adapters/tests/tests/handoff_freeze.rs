@@ -23,8 +23,8 @@ use std::time::Duration;
 use sotto_adapter_tests::sessions::{exchange_all, open_accept, session_config};
 use sotto_adapter_tests::workload::within;
 use sotto_driver::handoff::HandoffConfig;
-use sotto_proto::handoff::{self, Ack, Frame, HEADER_LEN};
 use sotto_driver::Connection;
+use sotto_proto::handoff::{self, Ack, Frame, HEADER_LEN};
 use sotto_proto::SessionEnd;
 use sotto_tokio::{AcceptHooks, AcceptedLink};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -109,7 +109,10 @@ async fn gated_session(
 
 /// A fake receiver on a thread that accepts the first offer (after `before_ack`), then reads
 /// until the sender is done.
-fn accepting_receiver(mut theirs: UnixStream, before_ack: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
+fn accepting_receiver(
+    mut theirs: UnixStream,
+    before_ack: impl FnOnce() + Send + 'static,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let f = read_frame(&mut theirs).expect("offer");
         let Ok(Frame::Offer(o)) = handoff::decode(&f, u32::MAX) else { panic!("an offer first") };
