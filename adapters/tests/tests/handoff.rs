@@ -297,3 +297,30 @@ async fn a_connection_the_peer_closed_with_messages_unread_moves_with_the_sessio
     }
     assert!(within(LIMIT, "the close", conn.recv()).await.is_err(), "then the peer's close");
 }
+
+/// `Duration::MAX` as "no limit" on either side: the deadlines saturate (they used to
+/// overflow the clock and panic the handoff's thread, so nothing was handed off).
+#[tokio::test]
+async fn timeouts_of_duration_max_mean_no_limit_not_a_panic() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let old = sotto_tokio::serve_sessions_tcp(l, config()).expect("config");
+    let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let new = sotto_tokio::serve_sessions_tcp(l2, config()).expect("config");
+    let _client =
+        sotto_tokio::connect_session(move || tokio::net::TcpStream::connect(addr), config()).await.expect("connect");
+    let _server = old.accept().await.expect("accept");
+    let mut forever = HandoffConfig::default();
+    forever.ack_timeout = Duration::MAX;
+    forever.idle_timeout = Duration::MAX;
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let (sent, got) =
+        within(LIMIT, "handoff", join(old.hand_off(a, None, forever), new.receive_handoff(b, forever))).await;
+    assert_eq!(sent.handed_off, 1, "{sent:?}");
+    assert_eq!(got.expect("received").adopted, 1);
+    // And the listener's wait.
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    drop(a);
+    let got = on_thread(move || receive_listener(&b, Duration::MAX).map(|_| ())).await;
+    assert!(matches!(got, Err(sotto_driver::handoff::HandoffError::PeerClosed)), "{got:?}");
+}

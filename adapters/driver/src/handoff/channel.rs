@@ -185,6 +185,13 @@ impl Channel {
     }
 }
 
+/// The instant `timeout` from now; a timeout too long for the clock (`Duration::MAX` as
+/// "no limit") is a year.
+pub(crate) fn deadline_in(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout).unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+}
+
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }

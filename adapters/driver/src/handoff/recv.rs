@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::channel::mpsc::UnboundedSender;
 use sotto_proto::handoff::{Ack, Frame, Refusal, Token};
 
-use super::channel::Channel;
+use super::channel::{deadline_in, Channel};
 use super::{HandoffConfig, HandoffError, ReceiveReport};
 use crate::config::Config;
 use crate::router::EpShared;
@@ -67,7 +67,7 @@ pub(super) fn run(
         }
     };
     loop {
-        let frame = match ch.read(Instant::now() + config.idle_timeout, || HandoffError::PeerSilent) {
+        let frame = match ch.read(deadline_in(config.idle_timeout), || HandoffError::PeerSilent) {
             Ok(frame) => frame,
             Err(e) => {
                 // No word on the latest offer: the sender may have taken our ACK and then
