@@ -422,3 +422,53 @@ async fn mutated_application_sections_are_refused_or_adopted_never_a_panic() {
     assert_eq!(acks.len(), n as usize, "every offer answered");
     assert!(got.contains("done: true"), "{got}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_reading_a_large_offer_slowly_cannot_stretch_the_freeze_past_the_ack_timeout() {
+    // The socket's write timeout bounds each write call; a receiver that reads a chunk now
+    // and then (each read in time to wake the writer) kept the sender writing a large OFFER,
+    // the session frozen, for as long as it liked. The whole write now counts against the
+    // offer's deadline.
+    let (acc, to) = listen(Rt::Tokio, Transport::Tcp, session_config()).await;
+    let a = dial(Rt::Tokio, to, session_config()).await;
+    let b = acc.accept().await.expect("accept");
+    let pairs = within(LIMIT, "open", open_accept(&a, &b, 4)).await;
+    // About 1 MB the server's application has not read: it moves in the OFFER.
+    let chunk = vec![7u8; 10 << 10];
+    let mut keep = Vec::new();
+    for (mut c, s) in pairs {
+        for _ in 0..25 {
+            within(LIMIT, "send", c.send(&chunk[..])).await.expect("send");
+        }
+        keep.push((c, s));
+    }
+    assert!(
+        sotto_adapter_tests::workload::eventually(LIMIT, || b.stats().queued_messages == 100).await,
+        "delivered, unread"
+    );
+    let (mine, mut theirs) = UnixStream::pair().expect("socketpair");
+    let slow = std::thread::spawn(move || {
+        let _ = theirs.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut buf = vec![0u8; 160 << 10];
+        // 160 KiB every 300 ms: each read wakes the writer well within its 400 ms timeout.
+        while let Ok(n) = theirs.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let mut config = HandoffConfig::default();
+    config.ack_timeout = Duration::from_millis(400);
+    let report = within(LIMIT, "hand off", acc.hand_off(mine, None, config)).await;
+    println!("{report:?}");
+    assert_eq!((report.offered, report.handed_off), (1, 0), "{report:?}");
+    assert!(matches!(report.failures[..], [HandoffError::AckTimeout]), "{report:?}");
+    assert!(
+        report.longest_freeze < Duration::from_millis(1000),
+        "frozen for {:?} with a 400 ms ack timeout",
+        report.longest_freeze
+    );
+    drop(keep);
+    let _ = slow.join();
+}
