@@ -337,4 +337,74 @@ async fn credit_of_messages_the_old_application_took_goes_back_to_the_client_aft
     }
     assert_eq!(got, (0..total).collect::<Vec<_>>(), "every message once, in order, across the two applications");
     let _c0 = within(LIMIT, "the client's sends", sender).await.expect("sender");
+
+/// A connection the peer closed while the old application had not read its messages: the
+/// session no longer holds it, its end and messages wait for the reader. It moves with the
+/// session (it used to be refused as "more connections than the session holds", and the
+/// session stayed behind): the new application reads the messages, then the close.
+#[tokio::test]
+async fn a_connection_the_peer_closed_with_messages_unread_moves_with_the_session() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let old = sotto_tokio::serve_sessions_tcp(l, config()).expect("config");
+    let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let new = sotto_tokio::serve_sessions_tcp(l2, config()).expect("config");
+    let client =
+        sotto_tokio::connect_session(move || tokio::net::TcpStream::connect(addr), config()).await.expect("connect");
+    let server = old.accept().await.expect("accept");
+    let answer = async { server.accept().await.expect("incoming").accept(b"ok").await.expect("answer") };
+    let (opened, old_conn) = within(LIMIT, "open", join(client.open(b"c0"), answer)).await;
+    let mut c0 = opened.expect("open");
+    for i in 0..10 {
+        c0.send(sotto_adapter_tests::sessions::conn_message(0, i)).await.expect("send");
+    }
+    c0.close(b"bye").await;
+    assert!(eventually(LIMIT, || server.stats().queued_messages == 10).await, "delivered, unread");
+    assert!(eventually(LIMIT, || server.stats().session.connections_open == 0).await, "closed by the peer");
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let (sent, got) = within(
+        LIMIT,
+        "handoff",
+        join(old.hand_off(a, None, HandoffConfig::default()), new.receive_handoff(b, HandoffConfig::default())),
+    )
+    .await;
+    assert_eq!(sent.handed_off, 1, "{sent:?}");
+    assert_eq!(got.expect("received").adopted, 1);
+    drop(old_conn);
+    let adopted = within(LIMIT, "accept the adopted session", new.accept()).await.expect("adopted");
+    let mut conns = adopted.adopted_connections();
+    assert_eq!(conns.len(), 1, "the closed connection comes along, its messages unread");
+    let mut conn = conns.pop().expect("one");
+    for i in 0..10 {
+        let m = within(LIMIT, "read a moved message", conn.recv()).await.expect("message");
+        assert_eq!(m, sotto_adapter_tests::sessions::conn_message(0, i), "message {i} lost, duplicated or reordered");
+    }
+    assert!(within(LIMIT, "the close", conn.recv()).await.is_err(), "then the peer's close");
+}
+
+/// `Duration::MAX` as "no limit" on either side: the deadlines saturate (they used to
+/// overflow the clock and panic the handoff's thread, so nothing was handed off).
+#[tokio::test]
+async fn timeouts_of_duration_max_mean_no_limit_not_a_panic() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let old = sotto_tokio::serve_sessions_tcp(l, config()).expect("config");
+    let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let new = sotto_tokio::serve_sessions_tcp(l2, config()).expect("config");
+    let _client =
+        sotto_tokio::connect_session(move || tokio::net::TcpStream::connect(addr), config()).await.expect("connect");
+    let _server = old.accept().await.expect("accept");
+    let mut forever = HandoffConfig::default();
+    forever.ack_timeout = Duration::MAX;
+    forever.idle_timeout = Duration::MAX;
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let (sent, got) =
+        within(LIMIT, "handoff", join(old.hand_off(a, None, forever), new.receive_handoff(b, forever))).await;
+    assert_eq!(sent.handed_off, 1, "{sent:?}");
+    assert_eq!(got.expect("received").adopted, 1);
+    // And the listener's wait.
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    drop(a);
+    let got = on_thread(move || receive_listener(&b, Duration::MAX).map(|_| ())).await;
+    assert!(matches!(got, Err(sotto_driver::handoff::HandoffError::PeerClosed)), "{got:?}");
 }

@@ -334,3 +334,141 @@ async fn a_descriptor_that_is_not_a_socket_is_refused_by_the_receiver() {
     let got = recv.join().expect("receiver");
     assert!(matches!(got, Err(HandoffError::NotListening)), "{got:?}");
 }
+
+#[tokio::test]
+async fn an_adopted_session_reaches_the_application_only_once_the_sender_let_it_go() {
+    // A sender that takes the receiver's ACK too late keeps the session, serves it on and
+    // revokes it: until the sender's next frame the receiver's application must not have
+    // it (it could read the messages that moved with it, which the sender's reads too).
+    let (offer, _old, _client) = captured_offer().await;
+    let Ok(Frame::Offer(o)) = handoff::decode(&offer, u32::MAX) else { panic!("an offer") };
+    let mut revoke = Vec::new();
+    Frame::Revoke { corr: o.corr, token: o.token }.encode(&mut revoke);
+    let (acc, _) = listen(Rt::Tokio, Transport::Tcp, session_config()).await;
+    let (mine, mut theirs) = UnixStream::pair().expect("socketpair");
+    let sender = std::thread::spawn(move || {
+        theirs.write_all(&offer).expect("offer");
+        let ack = read_frame(&mut theirs).expect("ack");
+        // The ACK came "late": the sender revokes, a while later.
+        std::thread::sleep(Duration::from_millis(500));
+        theirs.write_all(&revoke).expect("revoke");
+        theirs.write_all(&done()).expect("done");
+        ack
+    });
+    let receive = acc.receive_handoff(mine, HandoffConfig::default());
+    let accept = tokio::time::timeout(Duration::from_millis(1500), acc.accept());
+    let (got, accepted) = within(LIMIT, "receive and accept", async { tokio::join!(receive, accept) }).await;
+    assert_eq!(refusal_of(&sender.join().expect("sender")), None, "adopted first");
+    let got = format!("{:?}", got.expect("received"));
+    assert!(got.contains("revoked: 1"), "{got}");
+    assert!(accepted.is_err(), "the application got a session its sender revoked: {accepted:?}");
+}
+
+#[tokio::test]
+async fn an_adopted_session_is_accepted_once_the_sender_says_done() {
+    let (offer, _old, _client) = captured_offer().await;
+    let (got, acks, acc) = to_real_receiver(vec![offer, done()], false).await;
+    assert_eq!(refusal_of(&acks[0]), None, "adopted");
+    assert!(got.expect("received").contains("adopted: 1"));
+    let b = within(LIMIT, "accept", acc.accept()).await.expect("the adopted session");
+    assert_eq!(b.adopted_connections().len(), 1, "its connection came along");
+}
+
+#[tokio::test]
+async fn mutated_application_sections_are_refused_or_adopted_never_a_panic() {
+    // The receiver parses the sender's application section (moving::read_app): random
+    // mutations of a real one, each a typed refusal or an adoption. A panic would end the
+    // receiver's thread (the receive would fail with PeerClosed).
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
+    let seed = std::env::var("SOTTO_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(seed);
+    println!("seed {seed} (rerun with SOTTO_SEED={seed})");
+    let mut x = seed;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (offer, _old, _client) = captured_offer().await;
+    let Ok(Frame::Offer(o)) = handoff::decode(&offer, u32::MAX) else { panic!("an offer") };
+    let n = 300;
+    let mut frames = Vec::new();
+    for i in 0..n {
+        let mut app = o.app.to_vec();
+        match rnd() % 4 {
+            0 => app.truncate(rnd() as usize % (app.len() + 1)),
+            1 => {
+                let at = rnd() as usize % (app.len() + 1);
+                let extra: Vec<u8> = (0..1 + rnd() % 8).map(|_| rnd() as u8).collect();
+                app.splice(at..at, extra);
+            }
+            _ => {
+                for _ in 0..1 + rnd() % 4 {
+                    let at = rnd() as usize % app.len();
+                    app[at] = if rnd() % 2 == 0 { rnd() as u8 } else { 0xff };
+                }
+            }
+        }
+        let mut out = Vec::new();
+        Frame::Offer(Offer { corr: i + 1, app: &app, ..o }).encode(&mut out);
+        frames.push(out);
+    }
+    let mut last = Vec::new();
+    Frame::Done { offers: n as u32 }.encode(&mut last);
+    frames.push(last);
+    let (got, acks, _acc) = to_real_receiver(frames, false).await;
+    let got = got.expect("the receiver survived every section");
+    assert_eq!(acks.len(), n as usize, "every offer answered");
+    assert!(got.contains("done: true"), "{got}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_reading_a_large_offer_slowly_cannot_stretch_the_freeze_past_the_ack_timeout() {
+    // The socket's write timeout bounds each write call; a receiver that reads a chunk now
+    // and then (each read in time to wake the writer) kept the sender writing a large OFFER,
+    // the session frozen, for as long as it liked. The whole write now counts against the
+    // offer's deadline.
+    let (acc, to) = listen(Rt::Tokio, Transport::Tcp, session_config()).await;
+    let a = dial(Rt::Tokio, to, session_config()).await;
+    let b = acc.accept().await.expect("accept");
+    let pairs = within(LIMIT, "open", open_accept(&a, &b, 4)).await;
+    // About 1 MB the server's application has not read: it moves in the OFFER.
+    let chunk = vec![7u8; 10 << 10];
+    let mut keep = Vec::new();
+    for (mut c, s) in pairs {
+        for _ in 0..25 {
+            within(LIMIT, "send", c.send(&chunk[..])).await.expect("send");
+        }
+        keep.push((c, s));
+    }
+    assert!(
+        sotto_adapter_tests::workload::eventually(LIMIT, || b.stats().queued_messages == 100).await,
+        "delivered, unread"
+    );
+    let (mine, mut theirs) = UnixStream::pair().expect("socketpair");
+    let slow = std::thread::spawn(move || {
+        let _ = theirs.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut buf = vec![0u8; 160 << 10];
+        // 160 KiB every 300 ms: each read wakes the writer well within its 400 ms timeout.
+        while let Ok(n) = theirs.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let mut config = HandoffConfig::default();
+    config.ack_timeout = Duration::from_millis(400);
+    let report = within(LIMIT, "hand off", acc.hand_off(mine, None, config)).await;
+    println!("{report:?}");
+    assert_eq!((report.offered, report.handed_off), (1, 0), "{report:?}");
+    assert!(matches!(report.failures[..], [HandoffError::AckTimeout]), "{report:?}");
+    assert!(
+        report.longest_freeze < Duration::from_millis(1000),
+        "frozen for {:?} with a 400 ms ack timeout",
+        report.longest_freeze
+    );
+    drop(keep);
+    let _ = slow.join();
+}

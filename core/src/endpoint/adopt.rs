@@ -24,6 +24,12 @@ pub enum AdoptError {
     /// One of its resume keys already routes to a session here: adopting it would give a key
     /// two owners.
     KeyInUse,
+    /// The endpoint is a worker of an acceptor group ([`Endpoint::set_issuer`]) and one of
+    /// the session's keys does not route to it: untagged, issued by another worker, or by a
+    /// run of the group it does not serve (adopt that epoch first, [`Issuer::adopt`](super::Issuer::adopt)).
+    /// Adopted anyway, the peer's resume would be forwarded elsewhere or answered REJECTED:
+    /// the session would have no owner.
+    NotRoutedHere,
 }
 
 impl core::fmt::Display for AdoptError {
@@ -33,6 +39,7 @@ impl core::fmt::Display for AdoptError {
             Self::NotAdoptable => f.write_str("not an acceptor's session with a resume key"),
             Self::Attached => f.write_str("the session has a link"),
             Self::KeyInUse => f.write_str("a resume key of the session already routes to another session"),
+            Self::NotRoutedHere => f.write_str("a resume key of the session does not route to this worker"),
         }
     }
 }
@@ -51,8 +58,9 @@ impl Endpoint {
     /// it ends.
     ///
     /// Refused, with nothing changed, when the endpoint is full (no session is reclaimed for
-    /// it), when the session is not an acceptor's detached session with a key, or when one of
-    /// its keys already routes here.
+    /// it), when the session is not an acceptor's detached session with a key, when one of
+    /// its keys already routes here, or, on a worker of a group, when one of its keys does
+    /// not route to this worker ([`AdoptError::NotRoutedHere`]).
     pub fn adopt(&mut self, now: Instant, conduit: &Conduit) -> Result<SessionHandle, AdoptError> {
         let now = self.clock.observe(now);
         if conduit.role() != Role::Acceptor || conduit.is_ended() || !conduit.ever_attached {
@@ -68,6 +76,13 @@ impl Endpoint {
         let since = conduit.detached_since().unwrap_or(now);
         if keys.iter().flatten().any(|k| self.keys.get(k).is_some()) {
             return Err(AdoptError::KeyInUse);
+        }
+        // A worker of a group reads a presented key's tag before its index (`route`): each
+        // key must name this worker, or the peer's resume never reaches the session.
+        if let Some(issuer) = &self.issuer {
+            if keys.iter().flatten().any(|k| issuer.classify(k) != super::KeyOrigin::Here) {
+                return Err(AdoptError::NotRoutedHere);
+            }
         }
         if self.sessions_live >= self.config.max_sessions
             || self.detached.len() >= self.config.max_detached_sessions as usize
@@ -170,5 +185,47 @@ mod tests {
         let _ = linked.link_up_with_hello(at(1), ResumeKey([7; 16]), &hello);
         assert_eq!(ep.adopt(at(2), &linked), Err(AdoptError::Attached));
         assert_eq!(ep.stats().sessions_live, 0, "nothing adopted");
+    }
+
+    /// An acceptor conduit that had a link under key `key` and lost it.
+    fn detached_with(key: ResumeKey) -> Conduit {
+        let config = EndpointConfig::default().session.conduit;
+        let mut c = Conduit::new(Role::Acceptor, config).expect("config");
+        let hello = ClientHello { resume_key: None, last_received: None, ext: true };
+        let (link, r) = c.link_up_with_hello(at(1), key, &hello);
+        assert!(r.is_ok());
+        c.link_down(at(2), link);
+        c
+    }
+
+    #[test]
+    fn a_worker_of_a_group_adopts_only_sessions_whose_keys_route_to_it() {
+        use crate::endpoint::{Issuer, KeyOrigin};
+        let secret = [9; 16];
+        let w0 = Issuer::new(secret, 7, 0, 2).expect("issuer");
+        let mut ep = Endpoint::new(EndpointConfig::default()).expect("config");
+        ep.set_issuer(Some(w0.clone()));
+        // Untagged (a sender without an issuer), another worker's, an earlier run's: each
+        // would be answered REJECTED or forwarded at the peer's resume, so none is adopted.
+        let untagged = ResumeKey([5; 16]);
+        assert_eq!(w0.classify(&untagged), KeyOrigin::Foreign);
+        assert_eq!(ep.adopt(at(2), &detached_with(untagged)), Err(AdoptError::NotRoutedHere));
+        let other = w0.for_worker(1).expect("worker 1").mint(&[1; 16]);
+        assert_eq!(ep.adopt(at(2), &detached_with(other)), Err(AdoptError::NotRoutedHere));
+        let earlier = Issuer::new(secret, 6, 0, 2).expect("earlier run").mint(&[2; 16]);
+        assert_eq!(ep.adopt(at(2), &detached_with(earlier)), Err(AdoptError::NotRoutedHere));
+        assert_eq!(ep.stats().sessions_live, 0, "nothing adopted");
+        // Once the earlier run's epoch is adopted, its worker-0 key routes here: adopted, and
+        // a resume presenting it reaches the session.
+        ep.issuer_mut().expect("issuer").adopt(6).expect("adopt epoch");
+        let h = ep.adopt(at(2), &detached_with(earlier)).expect("adopted");
+        let p = ep.accept_link(at(3), 0).expect("pending");
+        let hello = ClientHello { resume_key: Some(earlier), last_received: Some(0), ext: true };
+        match ep.route(at(3), p, &hello.encode(), w0.mint(&[3; 16])).expect("routed") {
+            Routed::Resume(r) => assert_eq!(r.handle(), h),
+            other => panic!("expected a resume, got {other:?}"),
+        }
+        // A key this worker minted itself is adopted too.
+        assert!(ep.adopt(at(2), &detached_with(w0.mint(&[4; 16]))).is_ok());
     }
 }

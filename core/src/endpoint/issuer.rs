@@ -20,8 +20,10 @@
 //! with random keys: the cipher is a permutation), yet carries 64 bits of structure. A
 //! client cannot choose where its link goes: without the secret, a forged block decrypts to
 //! a random plaintext, which fails the 16-bit check with odds `1 - 2^-16` (charged as a
-//! guess where it landed) and otherwise names a random worker, whose key index then charges
-//! it. The secret must be kept like a TLS session-ticket key: whoever holds it can mint keys
+//! guess where it landed). Otherwise it names a random epoch, almost never one the group
+//! serves: it is answered as [`KeyOrigin::IssuerGone`], uncharged (so one forged key in
+//! 2^16 escapes the failure budget, and learns nothing: no live session has it); with odds
+//! `2^-32` per served epoch it names a worker, whose key index then charges it. The secret must be kept like a TLS session-ticket key: whoever holds it can mint keys
 //! that route to any worker (though not keys that match a live session, whose random part
 //! they do not know).
 //!

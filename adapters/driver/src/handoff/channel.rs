@@ -2,15 +2,17 @@
 //! frames with deadlines, and the listening socket's descriptor passed with `SCM_RIGHTS`
 //! (through rustix's safe `sendmsg`/`recvmsg`: the crate has no unsafe code).
 
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
 use rustix::net::{
-    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
-    SendFlags,
+    recvmsg, send, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
 };
 use sotto_proto::handoff::{self, Frame, ListenerFamily, HEADER_LEN};
 
@@ -33,10 +35,33 @@ impl Channel {
         Ok(Self { sock, max_body, buf: Vec::new() })
     }
 
-    /// Write one frame (already encoded) within `timeout`.
+    /// Write one frame (already encoded) within `timeout`, all of it. Without blocking
+    /// writes: a blocking write call of a large frame lasts as long as the peer keeps
+    /// reading a little within each socket timeout, so a slow receiver could stretch the
+    /// write (and the session's freeze) without end.
     pub(crate) fn write(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), HandoffError> {
-        self.sock.set_write_timeout(Some(timeout.max(Duration::from_millis(1))))?;
-        self.sock.write_all(bytes).map_err(|e| timed(e, HandoffError::AckTimeout))
+        let deadline = deadline_in(timeout.max(Duration::from_millis(1)));
+        let mut at = 0;
+        while at < bytes.len() {
+            match send(&self.sock, &bytes[at..], SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+                Ok(0) => return Err(HandoffError::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => at += n,
+                Err(Errno::INTR) => {}
+                Err(e) if e == Errno::AGAIN || e == Errno::WOULDBLOCK => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(HandoffError::AckTimeout);
+                    }
+                    let wait = Timespec::try_from(left).unwrap_or(Timespec { tv_sec: i64::MAX, tv_nsec: 0 });
+                    match poll(&mut [PollFd::new(&self.sock, PollFlags::OUT)], Some(&wait)) {
+                        Ok(_) | Err(Errno::INTR) => {}
+                        Err(e) => return Err(HandoffError::Io(e.into())),
+                    }
+                }
+                Err(e) => return Err(HandoffError::Io(e.into())),
+            }
+        }
+        Ok(())
     }
 
     /// Encode and write `frame`.
@@ -183,6 +208,13 @@ impl Channel {
         }
         Ok((fd, family))
     }
+}
+
+/// The instant `timeout` from now; a timeout too long for the clock (`Duration::MAX` as
+/// "no limit") is a year.
+pub(crate) fn deadline_in(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout).unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
 }
 
 fn is_timeout(e: &io::Error) -> bool {

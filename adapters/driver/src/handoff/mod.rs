@@ -26,7 +26,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use sotto_proto::handoff::{FrameError, ListenerFamily, Refusal};
 
@@ -187,7 +187,7 @@ pub struct ReceiveReport {
 /// (`std::net::TcpListener::from(fd)`). Blocking (briefly: the sender passes it first).
 pub fn receive_listener(channel: &UnixStream, timeout: Duration) -> Result<(OwnedFd, ListenerFamily), HandoffError> {
     let mut ch = channel::Channel::new(channel.try_clone()?, 64)?;
-    ch.recv_listener(Instant::now() + timeout)
+    ch.recv_listener(channel::deadline_in(timeout))
 }
 
 impl SessionAcceptor {
@@ -233,7 +233,13 @@ impl SessionAcceptor {
                 |_| futures::future::Either::Right(rx),
             )
             .await
-            .unwrap_or_default()
+            .unwrap_or_else(|_| {
+                // The thread panicked: each session it held frozen was thawed as it unwound.
+                let mut r = HandoffReport::default();
+                r.failures.push(HandoffError::Io(io::Error::other("the handoff thread panicked")));
+                r.broken = true;
+                r
+            })
             .finish(unaccepted)
     }
 

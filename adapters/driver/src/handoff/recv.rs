@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::channel::mpsc::UnboundedSender;
 use sotto_proto::handoff::{Ack, Frame, Refusal, Token};
 
-use super::channel::Channel;
+use super::channel::{deadline_in, Channel};
 use super::{HandoffConfig, HandoffError, ReceiveReport};
 use crate::config::Config;
 use crate::router::EpShared;
@@ -25,12 +25,18 @@ pub(crate) fn max_body(config: &Config) -> u32 {
     let c = s.conduit;
     let window = u64::from(s.initial_credit.max(s.max_credit));
     let md = u64::from(s.max_metadata);
+    // Saturating: the limits are the application's, and some (pending opens, metadata)
+    // have no upper bound of their own; past MAX_FRAME it does not matter by how much.
     let per_conn = 128 + 2 * window + 3 * md;
-    let total = (1u64 << 20)
-        + u64::from(c.replay_bytes)
-        + 8 * u64::from(c.replay_frames)
-        + u64::from(s.max_connections) * per_conn
-        + u64::from(s.max_pending_opens) * (8 + md);
+    let total = [
+        1u64 << 20,
+        u64::from(c.replay_bytes),
+        8 * u64::from(c.replay_frames),
+        u64::from(s.max_connections).saturating_mul(per_conn),
+        u64::from(s.max_pending_opens).saturating_mul(8 + md),
+    ]
+    .into_iter()
+    .fold(0u64, u64::saturating_add);
     u32::try_from(total.min(MAX_FRAME)).unwrap_or(u32::MAX)
 }
 
@@ -46,13 +52,33 @@ pub(super) fn run(
 ) -> Result<ReceiveReport, HandoffError> {
     let mut ch = Channel::new(sock, max_body(acceptor))?;
     let mut report = ReceiveReport::default();
-    // The latest adopted session, until the next offer: the only one a REVOKE can name (the
-    // sender waits for each ACK before its next offer).
+    // The latest adopted session, until the sender's next frame: the only one a REVOKE can
+    // name (the sender waits for each ACK before its next offer). It is held back from the
+    // application until then: a sender that took our ACK too late (after its deadline) keeps
+    // the session, serves it on and revokes it here, and an application that had accepted
+    // it meanwhile could have read the messages that moved with it, which the sender's
+    // application reads too. The next OFFER or DONE says the sender let it go.
     let mut last: Option<(u64, Token, Home)> = None;
+    let release = |last: &mut Option<(u64, Token, Home)>| {
+        if let Some((_, _, home)) = last.take() {
+            // The receiver future is gone only if the acceptor's task was cancelled: then
+            // the session has no driver, like every other.
+            let _ = homes.unbounded_send(home);
+        }
+    };
     loop {
-        let frame = ch.read(Instant::now() + config.idle_timeout, || HandoffError::PeerSilent)?;
+        let frame = match ch.read(deadline_in(config.idle_timeout), || HandoffError::PeerSilent) {
+            Ok(frame) => frame,
+            Err(e) => {
+                // No word on the latest offer: the sender may have taken our ACK and then
+                // died (it no longer serves the session), so the session stays here.
+                release(&mut last);
+                return Err(e);
+            }
+        };
         match frame {
             Frame::Offer(o) => {
+                release(&mut last);
                 let received = Instant::now();
                 let (corr, token) = (o.corr, o.token);
                 let deadline = Duration::from_millis(u64::from(o.deadline_ms));
@@ -78,10 +104,7 @@ pub(super) fn run(
                 match (result, sent) {
                     (Ok(home), Ok(())) => {
                         report.adopted += 1;
-                        last = Some((corr, token, home.clone()));
-                        // The receiver future is gone only if the acceptor's task was
-                        // cancelled: then the session has no driver, like every other.
-                        let _ = homes.unbounded_send(home);
+                        last = Some((corr, token, home));
                     }
                     (Ok(home), Err(e)) => {
                         // The sender cannot see the ACK: it keeps the session.
@@ -106,10 +129,30 @@ pub(super) fn run(
                 }
             }
             Frame::Done { .. } => {
+                release(&mut last);
                 report.done = true;
                 return Ok(report);
             }
-            _ => return Err(HandoffError::UnexpectedFrame("an OFFER, REVOKE or DONE was expected")),
+            _ => {
+                release(&mut last);
+                return Err(HandoffError::UnexpectedFrame("an OFFER, REVOKE or DONE was expected"));
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frame_limit_of_a_receiver_with_unbounded_limits_is_the_cap_without_overflow() {
+        let mut config = Config::default();
+        config.protocol.max_pending_opens = u32::MAX;
+        config.protocol.max_metadata = u32::MAX;
+        config.protocol.max_credit = u32::MAX;
+        config.protocol.initial_credit = u32::MAX;
+        assert_eq!(u64::from(max_body(&config)), MAX_FRAME);
+        assert!(u64::from(max_body(&Config::default())) <= MAX_FRAME);
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sotto_proto::handoff::{Ack, Frame, ListenerFamily, Offer, Token};
 
-use super::channel::Channel;
+use super::channel::{deadline_in, Channel};
 use super::{HandoffConfig, HandoffError, HandoffReport};
 use crate::router::EpShared;
 use crate::session::moving::{self, Freeze, Frozen};
@@ -72,7 +72,7 @@ pub(super) fn run(
         frame.clear();
         Frame::Offer(Offer { corr, token, deadline_ms, issuer: &[], app: &app, state: &state }).encode(&mut frame);
         report.offered += 1;
-        let deadline = Instant::now() + config.ack_timeout;
+        let deadline = deadline_in(config.ack_timeout);
         let outcome = ch.write(&frame, config.ack_timeout).and_then(|()| {
             match ch.read(deadline, || HandoffError::AckTimeout)? {
                 Frame::Ack(ack) => check(&ack, corr, &token),

@@ -495,7 +495,8 @@ impl SessionHandle {
     /// Once the session has ended (lost, or closed): the messages the peer never
     /// acknowledged, with their connections, in order, and the connections the application
     /// held, to open again on a new session and send those messages again. `None` while the
-    /// session lives. Each call collects afresh (one allocation for all payloads).
+    /// session lives. Each call collects afresh (one allocation for all payloads). A session
+    /// handed off to another process (`SessionEnd::HandedOff`) leaves nothing here.
     ///
     /// Delivery across a loss is **at least once**: a message the peer's application
     /// received but its session had not acknowledged yet is returned too. See

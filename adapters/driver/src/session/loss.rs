@@ -31,6 +31,9 @@ use super::state::{Owed, Phase, SessState};
 /// across the loss, in order per connection; an application that needs exactly-once across
 /// a loss numbers its messages and lets the receiver drop repeats.
 ///
+/// A session handed off to another process ([`SessionEnd::HandedOff`]) leaves nothing: it
+/// lives on there, and that process replays what the peer never acknowledged.
+///
 /// Control messages: an `Open` the peer never acknowledged means the connection never existed
 /// for the peer ([`LostConnection::unknown_to_peer`]); an unacknowledged answer to the peer's
 /// Open, `Close` or end of stream is likewise something the peer may never have learned;
@@ -88,6 +91,11 @@ pub struct UnackedMessage {
 /// senders staged and gave up; copies every payload into one buffer (one allocation).
 pub(crate) fn unacknowledged(s: &mut Session, st: &SessState) -> Option<Unacknowledged> {
     let end = st.common.end(s.conduit())?;
+    if end == SessionEnd::HandedOff {
+        // The session lives on in the process that took it over, whose replay ring holds
+        // these messages and replays them: sent again from here, they would arrive twice.
+        return Some(Unacknowledged { end, connections: Vec::new(), messages: Vec::new() });
+    }
     let mut opens_unacked: Vec<ConnId> = Vec::new();
     let mut finished_in_flight: Vec<ConnId> = Vec::new();
     let mut data: Vec<(ConnId, &[u8])> = Vec::new();

@@ -356,18 +356,23 @@ fn read_app(session: &Session, app: &[u8], config: &Config) -> Result<(SessState
         let md = r.bytes(max_md, "open metadata")?;
         st.incoming.push_back((id, md));
     }
+    // Besides the session's connections, the section may hold connections the session is
+    // done with whose end the application has not read yet (the peer closed one with
+    // messages unread, rejected our Open, ...): at most one per connection the session
+    // allows, as a bound.
     let conns = r.u32()? as usize;
-    if conns > session.connection_count() {
+    if conns > session.connection_count() + sc.max_connections as usize {
         return Err(bad("more connections than the session holds"));
     }
     let mut last = None;
     let mut queued = Vec::with_capacity(conns);
     for _ in 0..conns {
         let id = r.u32()?;
-        if last.is_some_and(|l| id <= l) || !session.has_connection(id) {
+        if last.is_some_and(|l| id <= l) {
             return Err(bad("connection ids"));
         }
         last = Some(id);
+        let held = session.has_connection(id);
         let phase = match r.u8()? {
             0 => Phase::Opening,
             1 => Phase::Open,
@@ -392,6 +397,14 @@ fn read_app(session: &Session, app: &[u8], config: &Config) -> Result<(SessState
         slot.discard = flags & 16 != 0;
         if flags & 32 != 0 {
             slot.peer_closed = Some(r.bytes(max_md, "close metadata")?);
+        }
+        // One the session no longer holds must be over (only its end is left to read).
+        let over = matches!(slot.phase, Phase::Rejected { .. })
+            || slot.local_closed
+            || slot.peer_closed.is_some()
+            || (slot.local_finished && slot.peer_finished);
+        if !held && !over {
+            return Err(bad("connection ids"));
         }
         let count = r.u32()? as usize;
         let mut total = 0usize;
@@ -458,6 +471,7 @@ pub(crate) fn adopt(ep: &Arc<EpShared>, state: &[u8], app: &[u8], config: &Confi
         let r = match e {
             AdoptError::Full => Refusal::Full,
             AdoptError::KeyInUse => Refusal::KeyInUse,
+            AdoptError::NotRoutedHere => Refusal::Issuer,
             _ => Refusal::BadState,
         };
         (r, e.to_string())
