@@ -337,6 +337,7 @@ async fn credit_of_messages_the_old_application_took_goes_back_to_the_client_aft
     }
     assert_eq!(got, (0..total).collect::<Vec<_>>(), "every message once, in order, across the two applications");
     let _c0 = within(LIMIT, "the client's sends", sender).await.expect("sender");
+}
 
 /// A connection the peer closed while the old application had not read its messages: the
 /// session no longer holds it, its end and messages wait for the reader. It moves with the
