@@ -33,14 +33,14 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures::sink::Sink;
 use futures::stream::{FusedStream, Stream};
-use sotto_proto::session::{CommandError, ConnId};
+use sotto_proto::session::{CommandError, ConnId, Session};
 use sotto_proto::SessionEnd;
 
 use super::handle::end_of;
 use super::home::Home;
 use super::inbox::Inbox;
 use super::staging::Staging;
-use super::state::{self, Phase};
+use super::state::{self, Phase, SessState};
 use crate::shared::register;
 
 /// Why a connection cannot send or receive any more.
@@ -257,7 +257,20 @@ impl ConnSender {
 
     /// [`send`](Self::send) as a poll function: `Ready(Ok)` once `item` is queued.
     pub fn poll_send(&self, cx: &mut Context<'_>, item: &[u8]) -> Poll<Result<(), ConnError>> {
-        self.poll_send_many(cx, std::slice::from_ref(&item)).map_ok(|_| ())
+        if self.has_staged.load(Ordering::Acquire) {
+            return self.poll_send_many(cx, std::slice::from_ref(&item)).map_ok(|_| ());
+        }
+        // One message, nothing staged: `queue`'s loop without the loop.
+        let id = self.shared.id;
+        let mut l = self.shared.home.lock();
+        let (s, st) = l.parts();
+        match s.send(id, item) {
+            Ok(()) => {
+                st.common.wake_driver();
+                Poll::Ready(Ok(()))
+            }
+            Err(e) => refusal(s, st, cx, id, e).map_ok(|()| ()),
+        }
     }
 
     /// Send a prefix of `items`, in order, under one lock of the session: as many as the
@@ -477,20 +490,35 @@ fn queue<'a>(
     }
     match refused {
         None => Poll::Ready(Ok(0)),
-        Some(CommandError::NoCredit) => match st.conns.get_mut(&id) {
+        Some(e) => refusal(s, st, cx, id, e).map_ok(|()| 0),
+    }
+}
+
+/// A send on `id` was refused with `e` (nothing of it queued): `Pending`, registered for
+/// credit or ring room, or the error for the application. Never `Ready(Ok)`.
+#[cold]
+fn refusal(
+    s: &mut Session,
+    st: &mut SessState,
+    cx: &mut Context<'_>,
+    id: ConnId,
+    e: CommandError,
+) -> Poll<Result<(), ConnError>> {
+    match e {
+        CommandError::NoCredit => match st.conns.get_mut(&id) {
             Some(slot) => {
                 slot.tx.register(cx);
                 Poll::Pending
             }
             None => Poll::Ready(Err(ConnError::Closed)),
         },
-        Some(CommandError::WouldBlock) => {
+        CommandError::WouldBlock => {
             st.ring.register(cx);
             Poll::Pending
         }
-        Some(CommandError::TooLarge { len, max }) => Poll::Ready(Err(ConnError::TooLarge { len, max })),
-        Some(CommandError::Ended) => Poll::Ready(Err(ConnError::Ended(end_of(s, st)))),
-        Some(_) => Poll::Ready(Err(match st.conns.get(&id) {
+        CommandError::TooLarge { len, max } => Poll::Ready(Err(ConnError::TooLarge { len, max })),
+        CommandError::Ended => Poll::Ready(Err(ConnError::Ended(end_of(s, st)))),
+        _ => Poll::Ready(Err(match st.conns.get(&id) {
             Some(slot) if !slot.local_closed => match &slot.peer_closed {
                 Some(md) => ConnError::PeerClosed(md.clone()),
                 None if slot.local_finished => ConnError::Finished,
