@@ -32,7 +32,7 @@ struct Cursor {
 impl Cursor {
     /// The next message, or `None` at the end (or, which the core's validation rules out,
     /// where the body is malformed).
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Bytes> {
         if self.left == 0 {
             return None;
@@ -86,7 +86,7 @@ impl Inbox {
     }
 
     /// Take the next message.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pop(&mut self) -> Option<Bytes> {
         loop {
             if let Some(c) = &mut self.current {
@@ -133,6 +133,7 @@ impl Inbox {
 }
 
 /// The extent `(start, end)` in `body` of the message whose length prefix is at `at`.
+#[inline(always)]
 fn next_in(body: &[u8], at: usize) -> Option<(usize, usize)> {
     let (len, n) = decode_varint(body.get(at..)?).ok()?;
     let start = at + n;
