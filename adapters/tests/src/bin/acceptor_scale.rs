@@ -21,7 +21,8 @@
 //!
 //! Default N = 1000. docs/benchmarks.md ("Acceptor at scale") records the results. With
 //! `SOTTO_SCALE_STATS=1` the sotto server prints its acceptor's counters (links taken,
-//! refused and why, sessions, resumes) to stderr when it exits.
+//! refused and why, sessions, resumes) to stderr when it exits. `SOTTO_SCALE_BACKLOG=N` sets
+//! the server's listen backlog (default 128, as `TcpListener::bind`), for raw and sotto alike.
 
 use std::io;
 use std::net::SocketAddr;
@@ -156,10 +157,22 @@ fn orchestrate(n: usize) {
 
 // ---- socket parts: server and client processes ----
 
+/// The server's listener on 127.0.0.1: listen backlog 128 as `TcpListener::bind` gives, or
+/// `SOTTO_SCALE_BACKLOG` (for raw and sotto alike; the kernel caps it at
+/// `net.core.somaxconn`). With 128, connects beyond what the accept queue holds are dropped
+/// and retried by the client's kernel a second later.
+fn listener() -> tokio::net::TcpListener {
+    let backlog = std::env::var("SOTTO_SCALE_BACKLOG").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseaddr(true).expect("reuseaddr");
+    socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+    socket.listen(backlog).expect("listen")
+}
+
 fn server(kind: &str) {
     let _ = raise_fd_limit(1 << 20);
     runtime(2).block_on(async {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let l = listener();
         let addr = l.local_addr().expect("addr");
         if kind == "raw" {
             tokio::spawn(async move {
