@@ -26,17 +26,15 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
-use futures::task::AtomicWaker;
+use sotto_adapter_tests::kill_switch::{connect_killable, cut, Slot};
 use sotto_adapter_tests::scale::{load_average, quantile, raise_fd_limit, runtime, say, wait_line, Proc};
 use sotto_tokio::{Config, Connection, SessionHandle};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Handshakes in flight while ramping up (and raw reconnects after the cut).
@@ -284,85 +282,8 @@ fn percentiles(times: &mut [f64]) -> String {
     format!("{} {}", quantile(times, 0.5), quantile(times, 0.99))
 }
 
-/// One session's link: the stream its connector made last, with a switch that fails it.
-#[derive(Default)]
-struct Switch {
-    dead: AtomicBool,
-    waker: AtomicWaker,
-}
-
-impl Switch {
-    fn kill(&self) {
-        self.dead.store(true, Ordering::SeqCst);
-        self.waker.wake();
-    }
-}
-
-/// A TCP stream that fails every call once its [`Switch`] is killed (the session's driver
-/// then drops it, closing the socket, and redials).
-struct Killable {
-    inner: TcpStream,
-    switch: Arc<Switch>,
-}
-
-impl Killable {
-    fn dead(&self, cx: &Context<'_>) -> bool {
-        self.switch.waker.register(cx.waker());
-        self.switch.dead.load(Ordering::SeqCst)
-    }
-}
-
-fn cut() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionReset, "cut by the bench")
-}
-
-impl AsyncRead for Killable {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.dead(cx) {
-            return Poll::Ready(Err(cut()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Killable {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if self.dead(cx) {
-            return Poll::Ready(Err(cut()));
-        }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.dead(cx) {
-            return Poll::Ready(Err(cut()));
-        }
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-type Slot = Arc<Mutex<Arc<Switch>>>;
-
 async fn sotto_session(addr: SocketAddr) -> (SessionHandle, Slot) {
-    let slot: Slot = Arc::default();
-    let dial = Arc::clone(&slot);
-    let s = sotto_tokio::connect_session(
-        move || {
-            let slot = Arc::clone(&dial);
-            async move {
-                let inner = raw_connect(addr).await?;
-                let switch = Arc::new(Switch::default());
-                *slot.lock().expect("slot") = Arc::clone(&switch);
-                Ok(Killable { inner, switch })
-            }
-        },
-        Config::default(),
-    )
-    .await
-    .expect("connect_session");
-    (s, slot)
+    connect_killable(addr, Config::default()).await.expect("connect_session")
 }
 
 async fn sotto_client(addr: SocketAddr, n: usize) {
@@ -388,7 +309,7 @@ async fn sotto_client(addr: SocketAddr, n: usize) {
     say(&format!("RTT {}", percentiles(&mut times)));
     let t = Instant::now();
     for (_, slot) in &sessions {
-        slot.lock().expect("slot").kill();
+        cut(slot);
     }
     let resumed = AtomicUsize::new(0);
     let echoes = conns.iter_mut().map(|c| async {
