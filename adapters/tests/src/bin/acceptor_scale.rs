@@ -23,6 +23,10 @@
 //! `SOTTO_SCALE_STATS=1` the sotto server prints its acceptor's counters (links taken,
 //! refused and why, sessions, resumes) to stderr when it exits. `SOTTO_SCALE_BACKLOG=N` sets
 //! the server's listen backlog (default 128, as `TcpListener::bind`), for raw and sotto alike.
+//! `SOTTO_SCALE_ONLY=ramp` measures the ramp alone (raw, then sotto) and skips the rest.
+//! Next to the handshake rate the orchestrator prints the CPU time server and client used
+//! per handshake during the ramp (from /proc), which a busy machine disturbs less than the
+//! rate.
 
 use std::io;
 use std::net::SocketAddr;
@@ -70,14 +74,25 @@ fn orchestrate(n: usize) {
     }
     let mut rows: Vec<[String; 2]> = Vec::new();
     let mut socket = Vec::new();
+    // CPU time per handshake during the ramp, (server, client), in microseconds.
+    let mut cpu: Vec<(f64, f64)> = Vec::new();
     for kind in ["raw", "sotto"] {
         let mut server = Proc::spawn(&["server", kind]);
         let ready = server.line();
         let addr = ready.split_whitespace().nth(1).expect("addr").to_string();
+        let server_cpu = cpu_secs(server.child.id());
         let mut client = Proc::spawn(&["client", kind, &addr, &n.to_string()]);
         eprintln!("{kind}: connecting");
         let ramp: f64 = client.line().split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("RAMP secs");
+        let per = |secs: f64| secs * 1e6 / n as f64;
+        cpu.push((per(cpu_secs(server.child.id()) - server_cpu), per(cpu_secs(client.child.id()))));
         eprintln!("{kind}: ramp done");
+        if ramp_only() {
+            client.finish();
+            server.finish();
+            socket.push((n as f64 / ramp, 0.0, 0.0, 0.0, 0.0));
+            continue;
+        }
         let rtt = client.line();
         let mut w = rtt.split_whitespace().skip(1).map(|s| s.parse::<f64>().expect("RTT"));
         let (p50, p99) = (w.next().expect("p50"), w.next().expect("p99"));
@@ -94,6 +109,22 @@ fn orchestrate(n: usize) {
         format!("handshakes/s ramping to {n}"),
         format!("{:.0} vs {:.0} raw: {:.2}x", sotto.0, raw.0, sotto.0 / raw.0),
     ]);
+    let (raw_cpu, sotto_cpu) = (cpu[0], cpu[1]);
+    rows.push([
+        "CPU per handshake while ramping, server + client".into(),
+        format!(
+            "{:.0} + {:.0} us vs {:.0} + {:.0} us raw: {:.2}x",
+            sotto_cpu.0,
+            sotto_cpu.1,
+            raw_cpu.0,
+            raw_cpu.1,
+            (sotto_cpu.0 + sotto_cpu.1) / (raw_cpu.0 + raw_cpu.1).max(f64::MIN_POSITIVE)
+        ),
+    ]);
+    if ramp_only() {
+        print_rows(rows);
+        return;
+    }
     rows.push([
         format!("16 B round trip p50 / p99, {} idle", n - 1),
         format!(
@@ -145,6 +176,26 @@ fn orchestrate(n: usize) {
             s999 as f64 / m999.max(1) as f64
         ),
     ]);
+    print_rows(rows);
+}
+
+/// CPU time (user + system, every thread) process `pid` has used, in seconds (Linux, from
+/// /proc/PID/stat, in 10 ms ticks: at N = 1,000 a per-handshake figure is good to about 10 us).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which is in parentheses and may hold spaces):
+    // state is the first, utime and stime the 12th and 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after.split_whitespace().skip(11).take(2).filter_map(|t| t.parse::<u64>().ok()).sum();
+    ticks as f64 / 100.0
+}
+
+/// Whether `SOTTO_SCALE_ONLY=ramp` asks for the ramp alone (read by every process).
+fn ramp_only() -> bool {
+    std::env::var("SOTTO_SCALE_ONLY").is_ok_and(|v| v == "ramp")
+}
+
+fn print_rows(rows: Vec<[String; 2]>) {
     println!("| measure | sotto vs raw, same run |");
     println!("|---|---|");
     for [m, v] in rows {
@@ -228,7 +279,9 @@ fn client(kind: &str, addr: &str, n: usize) {
         } else {
             sotto_client(addr, n).await;
         }
-        let _ = wait_line().await;
+        if !ramp_only() {
+            let _ = wait_line().await;
+        }
     });
 }
 
@@ -247,6 +300,11 @@ async fn raw_client(addr: SocketAddr, n: usize) {
         .collect()
         .await;
     say(&format!("RAMP {}", t.elapsed().as_secs_f64()));
+    if ramp_only() {
+        // Hold the links until told to exit, so that no teardown overlaps the measure.
+        let _ = wait_line().await;
+        return;
+    }
     let c = &mut conns[0];
     let mut buf = [0u8; 16];
     let mut times = Vec::with_capacity(ROUND_TRIPS);
@@ -291,6 +349,11 @@ async fn sotto_client(addr: SocketAddr, n: usize) {
     let sessions: Vec<(SessionHandle, Slot)> =
         stream::iter(0..n).map(|_| sotto_session(addr)).buffer_unordered(IN_FLIGHT).collect().await;
     say(&format!("RAMP {}", t.elapsed().as_secs_f64()));
+    if ramp_only() {
+        // Hold the links until told to exit, so that no teardown overlaps the measure.
+        let _ = wait_line().await;
+        return;
+    }
     let mut conns: Vec<Connection> = stream::iter(&sessions)
         .map(|(s, _)| async move { s.open(b"").await.expect("open") })
         .buffer_unordered(IN_FLIGHT)
