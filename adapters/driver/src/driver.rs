@@ -18,13 +18,15 @@
 //! 5. finish writing the last frames of a dropped link (GOODBYE, REJECTED);
 //! 6. arm the runtime timer for the earliest deadline.
 //!
-//! Buffers follow the traffic: the write buffer starts at the largest frame it must copy
-//! (a few KiB) and doubles while batches fill it more than half, up to `write_buffer`; the
-//! read buffer and the core's replay ring grow as they need room. Once no item has been
-//! sent, acked or received for [`SHRINK_AFTER`] (keepalive frames do not count), the driver
-//! shrinks all three back, once (the next item re-arms it): a busy session never shrinks,
-//! so nothing is freed and allocated again message by message, and an idle session keeps
-//! only its bookkeeping.
+//! Buffers follow the traffic: the write buffer is allocated when the first frame is
+//! written, at the largest frame it must copy (a few KiB), and doubles while batches fill
+//! it more than half, up to `write_buffer`; the read buffer and the core's replay ring grow
+//! as they need room. Once no item has been sent, acked or received for [`SHRINK_AFTER`]
+//! (keepalive frames do not count), the driver shrinks all three back, once (the next item
+//! re-arms it): the read and write buffers are freed, the ring is freed or compacted. A
+//! busy session never shrinks, so nothing is freed and allocated again message by message;
+//! an idle session keeps only its bookkeeping (a keepalive frame written while idle gets a
+//! write buffer for as long as it takes to write it).
 //!
 //! Every step either makes progress (and the loop goes round again) or has registered a
 //! waker; the future returns `Pending` only after a round in which nothing moved.
@@ -97,6 +99,14 @@ const MAX_LENT: usize = 64;
 /// Slices of one vectored write at most: every lent item's (two, if it wraps in the ring)
 /// and the buffer's runs between them.
 const MAX_CHUNKS: usize = 3 * MAX_LENT + 1;
+
+/// The write batch, given its storage back first if it was released while idle.
+fn ready<'a>(write: &'a mut LendingBatch<Vec<u8>>, config: &Config) -> &'a mut LendingBatch<Vec<u8>> {
+    if write.is_released() {
+        write.restore(config.write_buffer_min());
+    }
+    write
+}
 
 /// The most bytes the read buffer holds while the application's queues are full (the driver
 /// keeps reading up to it, handling the peer's acks and keepalive and holding its data
@@ -172,7 +182,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             drain: None,
             read: ReadBuffer::new(config.buffers.read_chunk, S::READS_UNINIT),
             read_gate: ReadGate::default(),
-            write: LendingBatch::new(vec![0; config.write_buffer_min()], config.buffers.lend_from, MAX_LENT),
+            write: LendingBatch::new_released(config.buffers.lend_from, MAX_LENT),
             split: FrameSplitter::new(config.protocol.max_frame_len),
             timer: rt.timer(),
             timer_at: None,
@@ -264,6 +274,14 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             self.shrink_buffers();
         }
 
+        if self.shrunk && !self.write.is_released() && self.write.release() {
+            // Idle, and a keepalive (or a control frame) was written: the buffer is freed
+            // again, and the stats say so.
+            let mut g = self.host.lock();
+            let ring = g.conduit().buffer_bytes() as u64;
+            g.common().set_buffer_bytes(self.read.allocated() as u64, ring);
+        }
+
         // 5. The last frames of a dropped link.
         busy |= self.poll_drain(cx, now_std);
 
@@ -337,9 +355,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     fn shrink_buffers(&mut self) {
         self.shrunk = true;
         self.read.shrink();
-        if self.write.is_empty() {
-            self.write.resize_buffer(self.config.write_buffer_min());
-        }
+        let _ = self.write.release();
         let mut g = self.host.lock();
         g.shrink_buffers();
         let ring = g.conduit().buffer_bytes() as u64;
@@ -365,7 +381,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         // Frames are for the conduit's current link; if that is not ours (an endpoint
         // superseded it and the new link is on its way), nothing is written until it is.
         loop {
-            let (filled, event) = g.drain_round(&mut self.write, now, self.link.as_ref().map(|l| l.id));
+            let (filled, event) =
+                g.drain_round(ready(&mut self.write, &self.config), now, self.link.as_ref().map(|l| l.id));
             if let Some(e) = event {
                 self.on_event(g, e, now, now_std);
             } else if !filled {
@@ -727,7 +744,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 break;
             }
             let msg = &self.read.data()[at + sotto_proto::wire::LEN_PREFIX..at + run.len];
-            let (observed, mut event) = g.observe(now, id, msg, &mut self.write);
+            let (observed, mut event) = g.observe(now, id, msg, ready(&mut self.write, &self.config));
             self.goodbye_held |= observed == Observed::DeferredGoodbye;
             if observed != Observed::Handled {
                 self.read.move_within(at, run.len, kept);
@@ -740,7 +757,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                     // The link is gone (its read buffer with it).
                     return true;
                 }
-                event = g.after_input(&mut self.write, now, id);
+                event = g.after_input(ready(&mut self.write, &self.config), now, id);
             }
         }
         let Some(mut g) = g else { return false };
@@ -783,13 +800,14 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         let split = self.split;
         let was_empty = self.write.is_empty();
         let mut msgs = split.messages(&chunk);
-        'messages: while let Some(mut e) = g.feed_run(now, id, &mut msgs, &chunk, &mut self.write) {
+        'messages: while let Some(mut e) = g.feed_run(now, id, &mut msgs, &chunk, ready(&mut self.write, &self.config))
+        {
             loop {
                 self.on_event(&mut g, e, now, now_std);
                 if self.link.as_ref().map(|l| l.id) != Some(id) {
                     break 'messages;
                 }
-                match g.after_input(&mut self.write, now, id) {
+                match g.after_input(ready(&mut self.write, &self.config), now, id) {
                     Some(next) => e = next,
                     None => break,
                 }

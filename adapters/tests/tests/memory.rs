@@ -68,3 +68,41 @@ fn session_buffers_grow_with_a_burst_and_shrink_back_when_idle() {
         assert_eq!(y.recv().await.expect("recv after shrink").len(), MESSAGE);
     });
 }
+
+/// An idle session holds no read or write buffer once the shrink delay has passed, and keeps
+/// holding none while keepalive PINGs and PONGs are written: a frame written while idle gets
+/// a write buffer only for as long as it takes to write it. Each of those buffers is 4 KiB
+/// or more when held (the read buffer's first chunk, the write buffer's first size with this
+/// config), so `buffer_bytes` under 4 KiB means neither is; what is left is the replay ring's
+/// bookkeeping.
+#[test]
+fn an_idle_session_holds_no_io_buffers_across_keepalives() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let mut config = session_config();
+        config.protocol.ping_interval = Duration::from_millis(200);
+        config.protocol.min_ping_interval = Duration::from_millis(50);
+        let (acc, upstream) = listen(Rt::Tokio, Transport::Tcp, config).await;
+        let a = dial(Rt::Tokio, upstream, config).await;
+        let b = acc.accept().await.expect("accept");
+        let mut pairs = within(LIMIT, "open", open_accept(&a, &b, 1)).await;
+        let (mut x, mut y) = pairs.pop().expect("pair");
+        x.send(Bytes::from_static(b"hello")).await.expect("send");
+        assert_eq!(&y.recv().await.expect("recv")[..], b"hello");
+        assert!(config.write_buffer_min() >= 4096);
+        let none = |s: &SessionHandle| buffers(s) < 4096;
+        assert!(eventually(LIMIT, || none(&a) && none(&b)).await, "idle: {} / {}", buffers(&a), buffers(&b));
+        let pings = |s: &SessionHandle| s.stats().session.conduit.pings_sent;
+        let (pa, pb) = (pings(&a), pings(&b));
+        assert!(
+            eventually(LIMIT, || pings(&a) >= pa + 3 && pings(&b) >= pb + 3).await,
+            "keepalive PINGs while idle: {pa} -> {}, {pb} -> {}",
+            pings(&a),
+            pings(&b)
+        );
+        assert!(eventually(LIMIT, || none(&a) && none(&b)).await, "after PINGs: {} / {}", buffers(&a), buffers(&b));
+        // Written to again, the session grows what it needs.
+        x.send(Bytes::from_static(b"again")).await.expect("send after idle");
+        assert_eq!(&y.recv().await.expect("recv after idle")[..], b"again");
+    });
+}

@@ -65,6 +65,10 @@ impl core::fmt::Display for StaleItem {
 
 impl core::error::Error for StaleItem {}
 
+/// Room for lent handles a [`LendingBatch::restore`]d batch starts with (it doubles up to
+/// its `max_lent` as items are lent).
+const FIRST_LENT: usize = 4;
+
 /// One lent item in the batch: it follows the buffer's bytes up to `at`.
 #[derive(Clone, Copy, Debug)]
 struct Lent {
@@ -78,7 +82,9 @@ struct Lent {
 /// [`WriteBatch`](super::WriteBatch), in which items of `lend_from` bytes or more are not
 /// copied but lent from the source's replay ring.
 ///
-/// Storage is allocated in [`new`](Self::new): the buffer and room for `max_lent` handles.
+/// Storage is allocated in [`new`](Self::new): the buffer and room for `max_lent` handles (a
+/// batch [`release`](LendingBatch::release)d while its link is idle allocates again in
+/// [`restore`](LendingBatch::restore)).
 /// The buffer must hold the largest frame the source writes into it whole, with its 4-byte
 /// prefix: `max_transmit_len() + 4` in general; with lending, frames of items of
 /// `lend_from` bytes or more hold only their header, so the largest copied item's frame (or
@@ -98,6 +104,8 @@ pub struct LendingBatch<B> {
     /// Index of the first lent item not fully written.
     lent_head: usize,
     lend_from: usize,
+    /// Room for lent handles the batch keeps (`lent`'s capacity unless released).
+    max_lent: usize,
 }
 
 impl<B: AsRef<[u8]> + AsMut<[u8]>> LendingBatch<B> {
@@ -113,6 +121,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> LendingBatch<B> {
             lent: Vec::with_capacity(max_lent.max(1)),
             lent_head: 0,
             lend_from: lend_from.max(1),
+            max_lent: max_lent.max(1),
         }
     }
 
@@ -146,7 +155,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> LendingBatch<B> {
     /// every pending byte.
     #[must_use]
     pub fn max_chunks(&self) -> usize {
-        3 * self.lent.capacity() + 1
+        3 * self.max_lent + 1
     }
 
     /// The link the pending bytes are for (`None` when empty and never filled since the last
@@ -241,13 +250,13 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> LendingBatch<B> {
         if self.start > 0 && cap - self.end < need {
             self.compact();
         }
-        if self.lent.len() == self.lent.capacity() && self.lent_head > 0 {
+        if self.lent.len() == self.max_lent && self.lent_head > 0 {
             self.lent.drain(..self.lent_head);
             self.lent_head = 0;
         }
         loop {
             let room = cap - self.end;
-            if room <= LEN_PREFIX || self.lent.len() == self.lent.capacity() {
+            if room <= LEN_PREFIX || self.lent.len() == self.max_lent {
                 fill.more = true;
                 return fill;
             }
@@ -273,6 +282,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> LendingBatch<B> {
             self.end += LEN_PREFIX + t.len;
             if let Some(item) = t.lent {
                 // Room was checked above; the handle follows the header just written.
+                if self.lent.len() == self.lent.capacity() {
+                    // Restored with a little room: double it, up to `max_lent`.
+                    let more = self.lent.len().max(1).min(self.max_lent - self.lent.len());
+                    self.lent.reserve_exact(more);
+                }
                 self.lent.push(Lent { at: self.end, item, done: 0 });
             }
             fill.frames += 1;
@@ -307,6 +321,57 @@ impl LendingBatch<Vec<u8>> {
         let mut buf = alloc::vec![0u8; len];
         buf[..self.end].copy_from_slice(&self.buf[..self.end]);
         self.buf = buf;
+    }
+
+    /// A released batch (see [`release`](Self::release)) that lends items of `lend_from`
+    /// bytes or more, at most `max_lent` at a time: allocates nothing. Call
+    /// [`restore`](Self::restore) before the first [`fill`](Self::fill).
+    #[must_use]
+    pub fn new_released(lend_from: usize, max_lent: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            link: None,
+            lent: Vec::new(),
+            lent_head: 0,
+            lend_from: lend_from.max(1),
+            max_lent: max_lent.max(1),
+        }
+    }
+
+    /// Free the buffer and the room for lent handles if nothing is pending (returns whether
+    /// it did): for a link gone idle. A released batch has [`capacity`](Self::capacity) 0
+    /// and takes no frame; [`restore`](Self::restore) it before the next
+    /// [`fill`](Self::fill).
+    pub fn release(&mut self) -> bool {
+        if !self.is_empty() {
+            return false;
+        }
+        self.start = 0;
+        self.end = 0;
+        self.lent_head = 0;
+        self.buf = Vec::new();
+        self.lent = Vec::new();
+        true
+    }
+
+    /// Whether the batch holds no storage (new with [`new_released`](Self::new_released),
+    /// or [`release`](Self::release)d since).
+    #[must_use]
+    pub fn is_released(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Give a released batch storage again: a buffer of `len` bytes (see
+    /// [`new`](Self::new) for what it must hold) and room for a few lent handles (it grows
+    /// to `max_lent` as items are lent: a warm-up cost, like the buffer's). Does nothing if
+    /// the batch holds storage.
+    pub fn restore(&mut self, len: usize) {
+        if self.is_released() {
+            self.buf = alloc::vec![0u8; len];
+            self.lent = Vec::with_capacity(self.max_lent.min(FIRST_LENT));
+        }
     }
 
     /// Bytes of the buffer in use by pending owned bytes, counted from the buffer's start
@@ -370,8 +435,8 @@ mod tests {
                 ConduitConfig { replay_bytes: 3000, max_frame_len: 1024, ack_every: 1, ..ConduitConfig::default() };
             let (mut a, mut b, mut la, mut lb) = pair(cfg);
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let mut batch =
-                LendingBatch::new(vec![0u8; a.max_transmit_len() + 4 + rng.next(600)], 100, 1 + rng.next(6));
+            let buf_len = a.max_transmit_len() + 4 + rng.next(600);
+            let mut batch = LendingBatch::new(vec![0u8; buf_len], 100, 1 + rng.next(6));
             let split = FrameSplitter::new(cfg.max_frame_len);
             let now = Instant::ZERO;
             let (mut wire, mut sent, mut got) = (Vec::new(), Vec::new(), Vec::new());
@@ -388,6 +453,8 @@ mod tests {
                         next += 1;
                     }
                 }
+                // A batch released while idle takes frames again once restored.
+                batch.restore(buf_len);
                 let _ = batch.fill(&mut a, now);
                 lent_seen += batch.lent.len() - batch.lent_head;
                 let mut slices: [&[u8]; 8] = [&[]; 8];
@@ -402,6 +469,11 @@ mod tests {
                     written += take;
                 }
                 batch.consume(written);
+                if rng.next(8) == 0 {
+                    let pending = !batch.is_empty();
+                    assert_eq!(batch.release(), !pending, "released only when nothing is pending");
+                    assert_eq!(batch.is_released(), !pending);
+                }
                 // The receiver reads every whole message and acks.
                 let run = split.complete(&wire, usize::MAX).expect("well framed");
                 for msg in split.messages(&wire[..run.len]) {
