@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 /// Below this much spare room, grow before reading (tiny reads cost a syscall each).
 const MIN_READ: usize = 1024;
 /// The room reserved for the first reads, and again after a [`ReadBuffer::shrink`].
-pub(crate) const FIRST_CHUNK: usize = 4096;
+pub(crate) const FIRST_CHUNK: usize = 2048;
 
 #[derive(Debug)]
 pub(crate) struct ReadBuffer {
