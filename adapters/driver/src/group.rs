@@ -68,7 +68,7 @@ struct GroupInner<S> {
 /// An acceptor group: N workers whose resumes reach the worker that holds their session
 /// (see the module docs). Cheap to clone; every worker holds one.
 ///
-/// ```no_run
+/// ```
 /// use futures::stream::Stream;
 /// use sotto_driver::{AcceptorGroup, Config, Io, Runtime, SessionAcceptor};
 ///

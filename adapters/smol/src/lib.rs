@@ -165,8 +165,9 @@ pub fn serve_sessions_tcp(listener: smol::net::TcpListener, config: Config) -> R
 /// identity ([`SessionHandle::peer_addr`], [`SessionHandle::peer_identity`]). Runs on smol's
 /// global executor; [`Smol::serve_sessions_tcp_with`] on another.
 ///
-/// ```no_run
-/// # fn run(listener: smol::net::TcpListener) -> std::io::Result<()> {
+/// ```
+/// # fn main() -> std::io::Result<()> { smol::block_on(async {
+/// # let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
 /// use sotto_smol::{serve_sessions_tcp_with, AcceptHooks, AcceptedLink, Config, PeerAddr, PeerIdentity};
 /// // A TLS handshake goes here (`tls.accept(link).await?`, with the client certificate's
 /// // fingerprint as the identity); this hook passes the stream on and names the peer by
@@ -182,7 +183,7 @@ pub fn serve_sessions_tcp(listener: smol::net::TcpListener, config: Config) -> R
 /// .bind_resumes(|first, resuming| first.identity == resuming.identity);
 /// let acceptor = serve_sessions_tcp_with(listener, Config::default(), hooks).map_err(std::io::Error::other)?;
 /// # drop(acceptor);
-/// # Ok(()) }
+/// # Ok(()) }) }
 /// ```
 pub fn serve_sessions_tcp_with<T>(
     listener: smol::net::TcpListener,

@@ -144,8 +144,20 @@ where
 /// connections to open again, the messages the peer never acknowledged). Delivery across a
 /// loss is at least once. Must be called within a tokio runtime.
 ///
-/// ```no_run
-/// # async fn demo(addr: std::net::SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+/// ```
+/// # use futures::StreamExt;
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let acceptor = sotto_tokio::serve_sessions_tcp(listener, sotto_tokio::Config::default())?;
+/// # let server = tokio::spawn(async move {
+/// #     let session = acceptor.accept().await?;
+/// #     let mut orders = session.accept().await?.accept(b"").await?;
+/// #     let mut got = 0;
+/// #     while got < 10 { orders.next().await.expect("an order"); got += 1; }
+/// #     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(got)
+/// # });
 /// use sotto_tokio::{connect_reconnecting, Config, ConnError};
 ///
 /// let connector = move || tokio::net::TcpStream::connect(addr);
@@ -170,6 +182,7 @@ where
 ///     }
 /// #   if next == 10 { break; }
 /// }
+/// # assert_eq!(server.await?.map_err(|e| e.to_string())?, 10);
 /// # Ok(())
 /// # }
 /// ```
@@ -202,8 +215,10 @@ pub fn serve_sessions_tcp(listener: tokio::net::TcpListener, config: Config) -> 
 /// identity ([`SessionHandle::peer_addr`], [`SessionHandle::peer_identity`]). Must be
 /// called within a tokio runtime.
 ///
-/// ```no_run
-/// # async fn run(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+/// ```
+/// # #[tokio::main]
+/// # async fn main() -> std::io::Result<()> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 /// use sotto_tokio::{serve_sessions_tcp_with, AcceptHooks, AcceptedLink, Config, PeerAddr, PeerIdentity};
 /// // A TLS handshake goes here (`tls.accept(link).await?`, with the client certificate's
 /// // fingerprint as the identity); this hook passes the stream on and names the peer by
