@@ -12,56 +12,19 @@
 //! session resumes over fresh TLS links; the client sends 1000 numbered lines, checks each
 //! echo, and the server prints who it served and how often the session resumed.
 
-use std::error::Error;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::pki_types::ServerName;
 use sotto_adapter_tests::proxy::{Chaos, ChaosProxy, Endpoint};
 use sotto_tokio::{
     connect_session, serve_sessions_tcp_with, AcceptHooks, AcceptedLink, Config, PeerIdentity, SessionHandle,
 };
 use tokio::net::TcpStream;
 
-type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
-
-/// A certificate and its private key (PKCS#8 DER).
-struct Issued {
-    cert: CertificateDer<'static>,
-    key: Vec<u8>,
-}
-
-impl Issued {
-    fn key(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()))
-    }
-}
-
-/// A CA, and a certificate it issued for `name` (for `usage`).
-fn issue(ca: &(rcgen::Certificate, KeyPair), name: &str, usage: ExtendedKeyUsagePurpose) -> Result<Issued> {
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![name.to_string()])?;
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.extended_key_usages = vec![usage];
-    let cert = params.signed_by(&key, &ca.0, &ca.1)?;
-    Ok(Issued { cert: cert.der().clone(), key: key.serialize_der() })
-}
-
-/// rustls on *ring* (nothing but a C compiler needed to build it; rustls 0.23.48 deprecates
-/// it for lacking post-quantum key exchange).
-#[allow(deprecated)]
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// The SHA-256 fingerprint of a link's client certificate: the peer's identity.
-fn fingerprint(certs: Option<&[CertificateDer<'static>]>) -> Option<PeerIdentity> {
-    let cert = certs?.first()?;
-    Some(PeerIdentity::new(ring::digest::digest(&ring::digest::SHA256, cert.as_ref()).as_ref().to_vec()))
-}
+#[path = "tls_setup.rs"]
+mod tls_setup;
+use tls_setup::{fingerprint, hex, Result};
 
 /// Echo every message of every connection of `session`.
 async fn echo_session(session: SessionHandle) {
@@ -79,31 +42,18 @@ async fn echo_session(session: SessionHandle) {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    // Certificates: a CA, the server's (for "localhost"), the client's.
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "example CA");
-    let ca = (ca_params.self_signed(&ca_key)?, ca_key);
-    let server_cert = issue(&ca, "localhost", ExtendedKeyUsagePurpose::ServerAuth)?;
-    let client_cert = issue(&ca, "client", ExtendedKeyUsagePurpose::ClientAuth)?;
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.0.der().clone())?;
-    let roots = Arc::new(roots);
+    // Certificates (a CA, the server's for "localhost", the client's) and both sides' TLS
+    // configurations: the server requires a client certificate.
+    let (server_tls, client_tls) = tls_setup::configs()?;
 
-    // The server: TLS in the link hook, client certificates required; a resume must come
-    // with the certificate that opened the session.
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), provider()).build()?;
-    let server_tls = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![server_cert.cert.clone()], server_cert.key())?;
+    // The server: TLS in the link hook; a resume must come with the certificate that opened
+    // the session.
     let tls_acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
     let hooks = AcceptHooks::new(move |link: AcceptedLink<TcpStream>| {
         let tls_acceptor = tls_acceptor.clone();
         async move {
             let tls = tls_acceptor.accept(link).await?;
-            let who = fingerprint(tls.get_ref().1.peer_certificates());
+            let who = fingerprint(tls.get_ref().1.peer_certificates()).map(PeerIdentity::new);
             Ok((tls, who))
         }
     })
@@ -121,10 +71,6 @@ async fn main() -> Result<()> {
     let Endpoint::Tcp(via) = proxy.endpoint.clone() else { return Err("the proxy listens on TCP".into()) };
 
     // The client: the connector dials and runs the TLS handshake; every redial does it anew.
-    let client_tls = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(vec![client_cert.cert.clone()], client_cert.key())?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls));
     let client = connect_session(
         move || {
@@ -166,8 +112,4 @@ async fn main() -> Result<()> {
     }
     client.close(0, "done").await;
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
