@@ -191,6 +191,13 @@ pub struct BufferConfig {
     /// `initial_credit / copy_below` read buffers (of up to `read_chunk` bytes each) alive.
     /// Default 4 KiB.
     pub copy_below: usize,
+    /// Give the memory of freed buffers back to the system: with glibc's malloc, once idle
+    /// sessions have freed at least 1 MiB of buffers since the last time, a background
+    /// thread calls `malloc_trim(0)`, at most once a second (without it, an acceptor stays at
+    /// the resident size of its busiest moment; see `docs/memory.md`). No effect with other C
+    /// libraries. Turn it off in a process whose global allocator is not glibc's malloc.
+    /// Default on.
+    pub return_freed_memory: bool,
 }
 
 impl Default for BufferConfig {
@@ -203,6 +210,7 @@ impl Default for BufferConfig {
             lend_from: 2 << 10,
             conn_inbound_items: 16384,
             copy_below: 4 << 10,
+            return_freed_memory: true,
         }
     }
 }

@@ -354,12 +354,19 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     /// buffer's growth and the replay ring's room beyond what unacked items need.
     fn shrink_buffers(&mut self) {
         self.shrunk = true;
+        let held = self.read.allocated() + self.write.capacity();
         self.read.shrink();
         let _ = self.write.release();
+        let kept = self.read.allocated() + self.write.capacity();
         let mut g = self.host.lock();
+        let ring_held = g.conduit().buffer_bytes();
         g.shrink_buffers();
-        let ring = g.conduit().buffer_bytes() as u64;
-        g.common().set_buffer_bytes((self.read.allocated() + self.write.capacity()) as u64, ring);
+        let ring = g.conduit().buffer_bytes();
+        g.common().set_buffer_bytes(kept as u64, ring as u64);
+        drop(g);
+        if self.config.buffers.return_freed_memory {
+            crate::memory_return::note(held.saturating_sub(kept) + ring_held.saturating_sub(ring));
+        }
     }
 
     /// Drain the core's outputs: links handed over, owed commands, frames into the write
@@ -882,5 +889,9 @@ impl<R: Runtime, S, H: Host<S>> Drop for Driver<R, S, H> {
         let mut g = self.host.lock();
         g.common().driver_gone();
         g.driver_exit(now);
+        drop(g);
+        if self.config.buffers.return_freed_memory {
+            crate::memory_return::note(self.read.allocated() + self.write.capacity());
+        }
     }
 }

@@ -472,3 +472,48 @@ async fn a_receiver_reading_a_large_offer_slowly_cannot_stretch_the_freeze_past_
     drop(keep);
     let _ = slow.join();
 }
+
+/// A receiver that takes the listener, reads the whole offer and then closes the socket
+/// without a word: to the sender the offer's outcome is unknown (the receiver may have
+/// adopted the session and lost its ACK) and its REVOKE cannot be sent.
+fn receiver_that_vanishes_after_the_offer(mut s: UnixStream, takes_listener: bool) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        if takes_listener {
+            let _listener = receive_listener(&s, LIMIT).expect("the listener");
+        }
+        let f = read_frame(&mut s).expect("the whole offer");
+        assert!(matches!(handoff::decode(&f, u32::MAX), Ok(Frame::Offer(_))), "an offer");
+    })
+}
+
+#[tokio::test]
+async fn unknown_outcome_after_the_listener_moved_ends_the_senders_copy_so_the_session_has_one_owner() {
+    // The listener went to the receiver: every resume lands there, so the sender's copy must
+    // not be served on beside one the receiver may hold.
+    let (acc, a, b, pairs) = one_session().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+    let (mine, theirs) = UnixStream::pair().expect("socketpair");
+    let peer = receiver_that_vanishes_after_the_offer(theirs, true);
+    let passed = Some((OwnedFd::from(listener), ListenerFamily::Tcp));
+    let report = within(LIMIT, "hand off", acc.hand_off(mine, passed, HandoffConfig::default())).await;
+    peer.join().expect("receiver");
+    println!("{report:?}");
+    assert!(report.listener_sent && report.broken, "{report:?}");
+    assert_eq!((report.offered, report.handed_off, report.uncertain, report.kept), (1, 0, 1, 0), "{report:?}");
+    assert_eq!(b.ended(), Some(sotto_proto::SessionEnd::HandedOff), "the sender's copy ended");
+    assert_eq!(acc.stats().endpoint.sessions_released, 1, "its keys no longer route here");
+    drop((a, pairs));
+
+    // Without a listener passed, resumes still come here: the same fault leaves the session
+    // with the sender, served on over the same link.
+    let (acc, a, b, pairs) = one_session().await;
+    let (mine, theirs) = UnixStream::pair().expect("socketpair");
+    let peer = receiver_that_vanishes_after_the_offer(theirs, false);
+    let report = within(LIMIT, "hand off", acc.hand_off(mine, None, HandoffConfig::default())).await;
+    peer.join().expect("receiver");
+    assert_eq!((report.offered, report.handed_off, report.uncertain, report.kept), (1, 0, 0, 1), "{report:?}");
+    assert_eq!(b.ended(), None);
+    let pairs = within(LIMIT, "exchange after the failed handoff", exchange_all(pairs, 200)).await;
+    assert_eq!((a.stats().link_downs, b.stats().link_downs), (0, 0), "no link change");
+    drop(pairs);
+}

@@ -154,6 +154,13 @@ pub struct HandoffReport {
     /// handed off (in their handshake, closing, ended). Served on, or closed with
     /// `close_kept`.
     pub kept: u64,
+    /// Sessions whose offer went out whole but whose outcome is unknown (the socket failed
+    /// before the ACK was read, and the REVOKE could not be sent) after the listener was
+    /// passed: the receiver may hold them and gets every resume, so they were ended here
+    /// (`HandedOff`, links closed) rather than served by two owners. Without a listener
+    /// passed such a session stays here (counted in `kept`). `offered` = `handed_off` +
+    /// `uncertain` + the offered part of `kept`.
+    pub uncertain: u64,
     /// Why offers failed (the first 16).
     pub failures: Vec<HandoffError>,
     /// The protocol failed (socket, frame, token, id, deadline): sessions after it were not

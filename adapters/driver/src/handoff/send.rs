@@ -73,11 +73,11 @@ pub(super) fn run(
         Frame::Offer(Offer { corr, token, deadline_ms, issuer: &[], app: &app, state: &state }).encode(&mut frame);
         report.offered += 1;
         let deadline = deadline_in(config.ack_timeout);
-        let outcome = ch.write(&frame, config.ack_timeout).and_then(|()| {
-            match ch.read(deadline, || HandoffError::AckTimeout)? {
-                Frame::Ack(ack) => check(&ack, corr, &token),
-                _ => Err(HandoffError::UnexpectedFrame("an ACK was expected")),
-            }
+        let written = ch.write(&frame, config.ack_timeout);
+        let offer_out = written.is_ok();
+        let outcome = written.and_then(|()| match ch.read(deadline, || HandoffError::AckTimeout)? {
+            Frame::Ack(ack) => check(&ack, corr, &token),
+            _ => Err(HandoffError::UnexpectedFrame("an ACK was expected")),
         });
         report.longest_freeze = report.longest_freeze.max(frozen_at.elapsed());
         match outcome {
@@ -87,15 +87,27 @@ pub(super) fn run(
             }
             Err(e) => {
                 let protocol = !matches!(e, HandoffError::Refused { .. });
+                let mut revoked = true;
                 if protocol {
                     // The token is revoked: a receiver that adopted the session after all
                     // (a late ACK) must end it again. Best effort: the socket may be gone.
-                    let _ = ch.send(&Frame::Revoke { corr, token }, config.ack_timeout);
+                    revoked = ch.send(&Frame::Revoke { corr, token }, config.ack_timeout).is_ok();
                     report.broken = true;
                 }
-                tracing::debug!(error = %e, "sotto: session handoff failed; the session stays");
-                settle_kept(frozen, ep, close);
-                report.kept += 1;
+                if offer_out && !revoked && report.listener_sent {
+                    // The whole offer went out and neither its answer came nor the REVOKE
+                    // went: the receiver may hold the session (it keeps what it ACKed once
+                    // the socket ends), and it has the listener, so every resume lands
+                    // there. Serving on here would make two owners whose states part; end
+                    // this copy as handed off and let the client resume into the receiver.
+                    tracing::warn!(error = %e, "sotto: session handoff outcome unknown; ended here");
+                    frozen.complete(ep.clock.now());
+                    report.uncertain += 1;
+                } else {
+                    tracing::debug!(error = %e, "sotto: session handoff failed; the session stays");
+                    settle_kept(frozen, ep, close);
+                    report.kept += 1;
+                }
                 if report.failures.len() < MAX_FAILURES {
                     report.failures.push(e);
                 }

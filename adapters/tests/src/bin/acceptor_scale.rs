@@ -23,6 +23,7 @@
 //! `SOTTO_SCALE_STATS=1` the sotto server prints its acceptor's counters (links taken,
 //! refused and why, sessions, resumes) to stderr when it exits. `SOTTO_SCALE_BACKLOG=N` sets
 //! the server's listen backlog (default 128, as `TcpListener::bind`), for raw and sotto alike.
+//! `SOTTO_MEMORY_RETURN=0` turns the server's `buffers.return_freed_memory` off.
 //! `SOTTO_SCALE_ONLY=ramp` measures the ramp alone (raw, then sotto) and skips the rest.
 //! Next to the handshake rate the orchestrator prints the CPU time server and client used
 //! per handshake during the ramp (from /proc), which a busy machine disturbs less than the
@@ -235,7 +236,9 @@ fn server(kind: &str) {
                 }
             });
         } else {
-            let acc = Arc::new(sotto_tokio::serve_sessions_tcp(l, Config::default()).expect("config"));
+            let mut config = Config::default();
+            config.buffers.return_freed_memory = std::env::var("SOTTO_MEMORY_RETURN").map_or(true, |v| v != "0");
+            let acc = Arc::new(sotto_tokio::serve_sessions_tcp(l, config).expect("config"));
             let a = Arc::clone(&acc);
             tokio::spawn(async move {
                 loop {

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Defaults: N = 1000 sessions, 4 MiB echoed per session (in 16 KiB messages, WAVE = 100
-//! sessions at a time). Prints one table row per transport; docs/benchmarks.md records the results.
+//! sessions at a time). `SOTTO_MEMORY_RETURN=0` runs the acceptor with
+//! `buffers.return_freed_memory` off. Prints one table row per transport; docs/benchmarks.md records the results.
 //! Besides RSS, the server counts the bytes its allocations hold (a counting global
 //! allocator): RSS above that is memory the allocator (glibc malloc) keeps after `free`.
 
@@ -111,6 +112,8 @@ fn server(kind: &str, n: usize) {
             config.acceptor.max_pending_handshakes = 4096;
             config.acceptor.accept_backlog = 4096;
             config.acceptor.failure_budget = u32::MAX;
+            // SOTTO_MEMORY_RETURN=0: without giving freed buffers back (glibc's malloc_trim).
+            config.buffers.return_freed_memory = std::env::var("SOTTO_MEMORY_RETURN").map_or(true, |v| v != "0");
             let acc = sotto_tokio::serve_sessions_tcp(l, config).expect("config");
             say(&format!("READY {addr} {} {}", rss(), live()));
             tokio::spawn(async move {
