@@ -67,14 +67,14 @@ impl Machine for Session {
         match self.handle_message(now, link, msg) {
             Ok(Some(Incoming::Data { conn, payload })) => {
                 let n = std::hint::black_box(payload).len();
-                self.release(conn, self.credit_of(n) as usize);
+                let _ = self.release(conn, self.credit_of(n) as usize);
                 1
             }
             Ok(Some(Incoming::DataBatch { conn, batch })) => {
                 for payload in batch {
                     std::hint::black_box(payload);
                 }
-                self.release(conn, batch.credit() as usize);
+                let _ = self.release(conn, batch.credit() as usize);
                 batch.count() as usize
             }
             _ => 0,

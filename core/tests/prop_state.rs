@@ -378,13 +378,13 @@ fn receive(e: &mut End, i: Incoming<'_>) {
         Incoming::Data { conn, payload } => {
             e.got.push((conn, payload.to_vec()));
             let credit = e.s.credit_of(payload.len());
-            e.s.release(conn, credit as usize);
+            let _ = e.s.release(conn, credit as usize);
         }
         Incoming::DataBatch { conn, batch } => {
             for p in batch.iter() {
                 e.got.push((conn, p.to_vec()));
             }
-            e.s.release(conn, batch.credit() as usize);
+            let _ = e.s.release(conn, batch.credit() as usize);
         }
         Incoming::Open { conn, .. } => e.to_accept.push(conn),
         Incoming::Accepted { conn, .. } => e.open.push(conn),

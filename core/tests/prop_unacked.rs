@@ -135,11 +135,11 @@ impl Pair {
                     Ok(Some(Incoming::Data { conn, payload })) => {
                         self.got.push((conn, payload.to_vec()));
                         let credit = self.b.credit_of(payload.len());
-                        self.b.release(conn, credit as usize);
+                        let _ = self.b.release(conn, credit as usize);
                     }
                     Ok(Some(Incoming::DataBatch { conn, batch })) => {
                         self.got.extend(batch.iter().map(|p| (conn, p.to_vec())));
-                        self.b.release(conn, batch.credit() as usize);
+                        let _ = self.b.release(conn, batch.credit() as usize);
                     }
                     _ => {}
                 }

@@ -550,7 +550,9 @@ fn session_seeds(w: &mut Writer) {
     c.cmd(0, &[14, 8, 5 << 2], |s, _| s.send(1, &pay(1, 5)).expect("send"));
     c.cmd(0, &[14, 0, 3 << 2], |s, _| s.send(ROOT, &pay(0, 3)).expect("send"));
     c.cmd(1, &[14, 0, 7 << 2], |s, _| s.send(ROOT, &pay(0, 7)).expect("send"));
-    c.cmd(1, &[16, 8, 0], |s, _| s.release(1, 5));
+    c.cmd(1, &[16, 8, 0], |s, _| {
+        let _ = s.release(1, 5);
+    });
     c.advance(30);
     // The link dies; A sends while detached; a resume replays it.
     c.cut();

@@ -107,7 +107,7 @@ fn drive_session(mut s: Session, cfg: SessionConfig) {
         while s.poll_event().is_some() {}
         let _ = s.send(ROOT, b"after import");
         let _ = s.open(b"");
-        s.release(ROOT, 16);
+        let _ = s.release(ROOT, 16);
         if round == 1 {
             s.link_down(now, link);
         }
@@ -178,7 +178,7 @@ impl Pair {
                         }
                         Ok(Some(Incoming::Data { conn, payload })) => {
                             let credit = s.credit_of(payload.len());
-                            s.release(conn, credit as usize);
+                            let _ = s.release(conn, credit as usize);
                         }
                         _ => {}
                     }

@@ -23,9 +23,11 @@ fn to_b(a: &mut Session, b: &mut Session, lb: LinkId, buf: &mut [u8]) -> bool {
         match b.handle_message(Instant::ZERO, lb, &buf[..t.len]) {
             Ok(Some(Incoming::Data { conn, payload })) => {
                 let credit = b.credit_of(payload.len()) as usize;
-                b.release(conn, credit);
+                let _ = b.release(conn, credit);
             }
-            Ok(Some(Incoming::DataBatch { conn, batch })) => b.release(conn, batch.credit() as usize),
+            Ok(Some(Incoming::DataBatch { conn, batch })) => {
+                let _ = b.release(conn, batch.credit() as usize);
+            }
             Ok(Some(Incoming::Open { conn, .. })) => b.accept(conn, b"").expect("accept"),
             _ => {}
         }

@@ -572,16 +572,25 @@ impl Session {
     /// much credit back (batched: a grant is sent once half the window is owed). Releasing
     /// only payload bytes would leak the difference for messages under
     /// [`MIN_MESSAGE_CREDIT`] bytes, and the connection would stall.
+    ///
+    /// Returns how many credit grants this call queued (usually 0): a driver that wakes its
+    /// transmit loop only when there is something to send wakes it when this is not 0. (A
+    /// grant that cannot be queued now, with the replay ring full, stays owed and goes out
+    /// with a later call that drains.)
     #[inline]
-    pub fn release(&mut self, conn: ConnId, credit: usize) {
+    #[must_use = "a grant queued here waits for the driver's next drain of poll_transmit"]
+    pub fn release(&mut self, conn: ConnId, credit: usize) -> u64 {
         let initial = u64::from(self.config.initial_credit);
-        let Some(c) = self.conns.get_mut(conn) else { return };
+        let Some(c) = self.conns.get_mut(conn) else { return 0 };
         let room = initial.saturating_sub(c.recv_window);
         c.pending_grant = (c.pending_grant + credit as u64).min(room);
         if c.pending_grant * 2 >= initial {
             self.grants_owed = true;
+            let before = self.stats.grants_sent;
             self.flush_owed();
+            return self.stats.grants_sent - before;
         }
+        0
     }
 
     /// Close `conn` (ours or the peer's, open or still opening) with `metadata`. Data the peer

@@ -192,7 +192,14 @@ fn credit_blocks_one_connection_not_others() {
     p.a.send(fast, &[2; 50]).expect("other connection unaffected");
     p.pump();
     // B consumes the slow connection's data: credit flows back, A hears it can write.
-    p.b.release(slow, 100);
+    // Under half the window owed, nothing is queued; reaching half queues one grant, and
+    // `release` says so (the driver wakes its transmit on it).
+    let sent = p.b.conduit().items_sent();
+    assert_eq!(p.b.release(slow, 40), 0, "under half the window: no grant yet");
+    assert_eq!(p.b.conduit().items_sent(), sent);
+    assert_eq!(p.b.release(slow, 60), 1, "half the window owed: one grant queued");
+    assert_eq!(p.b.conduit().items_sent(), sent + 1);
+    assert_eq!(p.b.release(99, 100), 0, "unknown connection");
     p.pump();
     assert!(p.ev_a.contains(&SessionEvent::ConnWritable(slow)));
     p.a.send(slow, &[1; 50]).expect("credit restored");
@@ -211,13 +218,13 @@ fn unreleased_credit_counts_what_arrived_and_was_not_released_and_survives_expor
     p.a.send(c, &[2; 200]).expect("send");
     p.pump();
     assert_eq!(p.b.unreleased_credit(c), 300, "received, not released");
-    p.b.release(c, 100);
+    let _ = p.b.release(c, 100);
     assert_eq!(p.b.unreleased_credit(c), 200, "released, grant not sent yet: no longer held");
     let mut out = Vec::new();
     p.b.export(p.now, &mut out).expect("export");
     let mut back = Session::import(&out, p.now, cfg).expect("import");
     assert_eq!(back.unreleased_credit(c), 200, "the import holds the same");
-    back.release(c, 200);
+    let _ = back.release(c, 200);
     assert_eq!(back.unreleased_credit(c), 0);
     assert_eq!(p.b.unreleased_credit(99), 0, "unknown connection");
 }
@@ -256,7 +263,7 @@ fn credit_never_deadlocks_whatever_the_payload_sizes() {
                         .iter()
                         .map(|g| if let Got::Data(_, d) = g { p.b.credit_of(d.len()) as usize } else { 0 })
                         .sum();
-                    p.b.release(c, got - sent);
+                    let _ = p.b.release(c, got - sent);
                     sent = got;
                     p.pump();
                     tries += 1;
@@ -287,7 +294,7 @@ fn clamped_credit_never_deadlocks() {
             panic!("send {i}: credit stuck at {}", p.a.send_credit(c));
         }
         p.pump();
-        p.b.release(c, p.b.credit_of(10) as usize);
+        let _ = p.b.release(c, p.b.credit_of(10) as usize);
         p.pump();
     }
 }
@@ -567,7 +574,7 @@ fn tiny_messages_spend_the_minimum_credit() {
     p.pump();
     let got = p.got_b.iter().filter(|g| matches!(g, Got::Data(conn, d) if *conn == c && d.is_empty())).count();
     assert_eq!(got, 100);
-    p.b.release(c, 100 * MIN_MESSAGE_CREDIT as usize);
+    let _ = p.b.release(c, 100 * MIN_MESSAGE_CREDIT as usize);
     p.pump();
     assert!(p.ev_a.contains(&SessionEvent::ConnWritable(c)));
     p.a.send(c, b"").expect("credit came back");

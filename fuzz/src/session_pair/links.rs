@@ -167,7 +167,7 @@ impl Sim {
         *held -= n;
         if n > 0 {
             if let Some(s) = self.session(p, server) {
-                s.release(conn, n);
+                let _ = s.release(conn, n);
             }
         }
     }

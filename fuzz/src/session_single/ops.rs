@@ -375,7 +375,7 @@ impl Driver {
                 if self.conns.contains_key(&conn) {
                     self.ledger(conn).released += n as u64;
                 }
-                self.s.release(conn, n);
+                let _ = self.s.release(conn, n);
             }
             17 => {
                 if s.u8() < 16 {

@@ -372,7 +372,7 @@ impl App {
             let n = c.held;
             c.held = 0;
             c.released += n;
-            s.release(conn, n as usize);
+            let _ = s.release(conn, n as usize);
         }
         Ok(())
     }
@@ -412,7 +412,7 @@ impl App {
                 let n = c.held;
                 c.held = 0;
                 c.released += n;
-                s.release(c.id, n as usize);
+                let _ = s.release(c.id, n as usize);
             }
         }
     }

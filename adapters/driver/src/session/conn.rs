@@ -752,12 +752,11 @@ impl ConnReceiver {
             return false;
         }
         let (s, st) = l.parts();
-        let before = s.conduit().items_sent();
-        s.release(self.shared.id, self.unreleased);
+        let grants = s.release(self.shared.id, self.unreleased);
         st.delivered_bytes += self.unreleased_bytes as u64;
         self.unreleased = 0;
         self.unreleased_bytes = 0;
-        if s.conduit().items_sent() != before {
+        if grants > 0 {
             // A credit grant was queued: the driver transmits it.
             st.common.wake_driver();
             return true;

@@ -460,7 +460,7 @@ pub(crate) fn adopt(ep: &Arc<EpShared>, state: &[u8], app: &[u8], config: &Confi
     for (id, queued_credit) in queued {
         let held = session.unreleased_credit(id).saturating_sub(queued_credit);
         if held > 0 {
-            session.release(id, usize::try_from(held).unwrap_or(usize::MAX));
+            let _ = session.release(id, usize::try_from(held).unwrap_or(usize::MAX));
         }
     }
     let mut g = ep.lock();

@@ -382,8 +382,9 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
         Incoming::Data { conn, payload } => {
             let Some(slot) = st.conns.get_mut(&conn).filter(|c| !c.abandoned && !c.discard) else {
                 // The root connection (unused by this API), one being torn down or one whose
-                // reader is gone: give the credit straight back.
-                s.release(conn, s.credit_of(payload.len()) as usize);
+                // reader is gone: give the credit straight back (a grant it queues goes out
+                // with the drain that follows every feed).
+                let _ = s.release(conn, s.credit_of(payload.len()) as usize);
                 return;
             };
             slot.push(payload, chunk, st.tuning.copy_below);
@@ -391,7 +392,7 @@ pub(crate) fn feed(s: &mut Session, st: &mut SessState, now: Instant, link: Link
         }
         Incoming::DataBatch { conn, batch } => {
             let Some(slot) = st.conns.get_mut(&conn).filter(|c| !c.abandoned && !c.discard) else {
-                s.release(conn, batch.credit() as usize);
+                let _ = s.release(conn, batch.credit() as usize);
                 return;
             };
             slot.push_batch(batch, chunk, st.tuning.copy_below);
@@ -536,8 +537,7 @@ pub(crate) fn discard_incoming(s: &mut Session, st: &mut SessState, conn: ConnId
     slot.discard = true;
     let credit: u64 = slot.queue.lens().map(|len| s.credit_of(len)).sum();
     slot.queue.clear();
-    if credit > 0 {
-        s.release(conn, credit as usize);
+    if credit > 0 && s.release(conn, credit as usize) > 0 {
         st.common.wake_driver();
     }
     st.unfull(conn);

@@ -53,7 +53,7 @@ fn unacknowledged_messages_and_commands_come_back_in_order_grants_and_handshake_
     );
     assert!(p.a.conduit().unacked() < back.len() as u64, "fewer items than messages: a batch");
     // B's grant for what it read, queued without a link, is no message of the application.
-    p.b.release(c, 1 << 20);
+    let _ = p.b.release(c, 1 << 20);
     assert_eq!(p.b.unacked_messages().count(), 0, "grants are left out");
     // The session is lost: the same list, as often as asked.
     p.a.conduit_end(p.now, crate::conduit::SessionEnd::RecoveryTimeout);
