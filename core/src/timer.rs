@@ -43,6 +43,13 @@ impl TimerTable {
             *slot = Some(at);
         }
     }
+    /// Arm `timer` for `at`, unless it is armed for earlier.
+    pub(crate) fn set_earliest(&mut self, timer: Timer, at: Instant) {
+        let slot = &mut self.deadlines[timer as usize];
+        if slot.is_none_or(|t| at < t) {
+            *slot = Some(at);
+        }
+    }
     /// Disarm `timer`.
     pub(crate) fn clear(&mut self, timer: Timer) {
         self.deadlines[timer as usize] = None;

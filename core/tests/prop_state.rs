@@ -359,7 +359,11 @@ impl Pair {
             {
                 return;
             }
-            self.advance(30);
+            // On to the next deadline (at least 30 ms): an ack deferred to the keepalive
+            // (the acceptor's ack of LetsGo) goes out with the first PING or PONG.
+            let next = [self.a.s.poll_timeout(), self.b.s.poll_timeout()].into_iter().flatten().min();
+            let ms = next.map_or(30, |t| t.saturating_duration_since(self.now).as_millis().clamp(30, 60_000) as u16);
+            self.advance(ms);
         }
         panic!(
             "did not settle: a sent {} b got {}, b sent {} a got {}",

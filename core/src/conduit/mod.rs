@@ -519,6 +519,20 @@ impl Conduit {
         self.after_push(pushed)
     }
 
+    /// The item just delivered needs no prompt ack (the session layer's LetsGo, after which
+    /// the peer waits for nothing from us): the ack owed for it waits for the next frame that
+    /// carries one (data, or the ACK sent along with the next PING or PONG), at the latest
+    /// `ping_interval` from now, instead of leaving as a frame of its own after `ack_delay`.
+    /// A frame delivered after it makes the ack due within `ack_delay` again. Saves a segment
+    /// (and the peer's wake-up) per new session. No-op without extensions or with an ack
+    /// already due.
+    pub(crate) fn defer_ack(&mut self, now: Instant) {
+        if self.ext_in_force() && !self.ack_now && self.received > self.ack_sent {
+            let later = self.config.ping_interval.max(self.config.ack_delay);
+            self.timers.set(Timer::AckDelay, now.saturating_add(later));
+        }
+    }
+
     /// Whether item `seq` is the newest we queued and has never been transmitted on any link
     /// (nor acked by a lying peer): what [`extend_item`](Self::extend_item) can grow.
     #[inline(always)]

@@ -282,7 +282,9 @@ impl Conduit {
                     if self.received - self.ack_sent >= u64::from(self.config.ack_every) {
                         self.ack_now = true;
                     } else {
-                        self.timers.set_if_unset(Timer::AckDelay, now.saturating_add(self.config.ack_delay));
+                        // Earliest: an ack deferred to the keepalive (`defer_ack`) is owed
+                        // within `ack_delay` again once a frame arrives after it.
+                        self.timers.set_earliest(Timer::AckDelay, now.saturating_add(self.config.ack_delay));
                     }
                 }
                 Ok(Some(item))

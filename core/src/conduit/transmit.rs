@@ -186,6 +186,7 @@ impl Conduit {
             if let Some(nonce) = self.pong_owed {
                 let n = Frame::Pong(nonce).encode(true, out)?;
                 self.pong_owed = None;
+                self.ack_with_keepalive();
                 return Some(n);
             }
         }
@@ -203,6 +204,7 @@ impl Conduit {
             self.ping_outstanding = Some((self.ping_nonce, now));
             self.stats.pings_sent += 1;
             self.timers.set_if_unset(Timer::PongTimeout, now.saturating_add(self.config.pong_timeout));
+            self.ack_with_keepalive();
             return Some(n);
         }
         if ext {
@@ -266,6 +268,14 @@ impl Conduit {
     }
 
     /// The peer now knows our full receive position.
+    /// A keepalive frame (PING or PONG) went out: an ack still owed follows it at once, so
+    /// that both leave in the same write (an ack deferred with `defer_ack` waits for this).
+    fn ack_with_keepalive(&mut self) {
+        if self.received > self.ack_sent {
+            self.ack_now = true;
+        }
+    }
+
     fn mark_acked(&mut self) {
         self.ack_sent = self.received;
         self.ack_now = false;

@@ -92,6 +92,9 @@ impl Session {
                 Message::LetsGo => {
                     self.phase = Phase::Ready;
                     self.ready_event = true;
+                    // The initiator waits for nothing more: its LetsGo is acked by our first
+                    // frame, or with the first keepalive.
+                    self.conduit.defer_ack(now);
                     Ok(None)
                 }
                 Message::Sorry { code, .. } => Err(self.refused(now, SessionFailure::PeerRefused { code })),

@@ -706,3 +706,44 @@ fn batch_bytes_0_sends_plain_data_even_for_empty_payloads() {
 
 mod half_close;
 mod unacked;
+
+impl Pair {
+    /// Let `by` pass on both sides' clocks, fire what is due, and exchange what follows.
+    fn wait(&mut self, by: Duration) {
+        self.now = self.now.saturating_add(by);
+        self.a.handle_timeout(self.now);
+        self.b.handle_timeout(self.now);
+        self.pump();
+    }
+}
+
+/// The acceptor's ack of the initiator's LetsGo does not leave as a frame of its own after
+/// `ack_delay`: it waits for the next frame, here the first keepalive, and leaves with it.
+#[test]
+fn the_ack_of_lets_go_waits_for_the_keepalive_and_leaves_with_it() {
+    let mut p = Pair::ready();
+    let cfg = ConduitConfig::default();
+    assert_eq!(p.a.conduit().unacked(), 1, "LetsGo waits for its ack");
+    let acks = p.b.conduit().stats().acks_sent;
+    p.wait(Duration::from_millis(100));
+    assert!(Duration::from_millis(100) > cfg.ack_delay);
+    assert_eq!(p.b.conduit().stats().acks_sent, acks, "no ack of its own after ack_delay");
+    assert_eq!(p.a.conduit().unacked(), 1);
+    // The keepalive: whichever side pings first, the acceptor's ack goes with its PING or PONG.
+    p.wait(cfg.ping_interval);
+    assert_eq!(p.a.conduit().unacked(), 0, "acked along with the keepalive");
+    assert_eq!(p.b.conduit().stats().acks_sent, acks + 1);
+}
+
+/// A frame delivered after LetsGo is acked within `ack_delay` as before: the deferral covers
+/// LetsGo only.
+#[test]
+fn a_frame_after_lets_go_is_acked_within_ack_delay() {
+    let mut p = Pair::ready();
+    let cfg = ConduitConfig::default();
+    let _ = p.a.open(b"").expect("open");
+    p.pump();
+    assert_eq!(p.a.conduit().unacked(), 2, "LetsGo and the Open wait for their ack");
+    p.wait(cfg.ack_delay);
+    assert_eq!(p.a.conduit().unacked(), 0, "both acked at ack_delay");
+}
