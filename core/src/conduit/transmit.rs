@@ -267,7 +267,6 @@ impl Conduit {
         Some((h + copied, lent))
     }
 
-    /// The peer now knows our full receive position.
     /// A keepalive frame (PING or PONG) went out: an ack still owed follows it at once, so
     /// that both leave in the same write (an ack deferred with `defer_ack` waits for this).
     fn ack_with_keepalive(&mut self) {
@@ -276,6 +275,7 @@ impl Conduit {
         }
     }
 
+    /// The peer now knows our full receive position.
     fn mark_acked(&mut self) {
         self.ack_sent = self.received;
         self.ack_now = false;
