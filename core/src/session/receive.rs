@@ -7,8 +7,9 @@ use super::message::{
 };
 use super::types::{refusal, ConnId, Incoming, SessionFailure, SessionInputError, SessionViolation, ROOT};
 use super::{Phase, Session};
-use crate::conduit::LinkId;
+use crate::conduit::{InputError, LinkDropReason, LinkId, Role};
 use crate::time::Instant;
+use crate::SessionEnd;
 
 impl Session {
     /// Feed one link message received on `link`. Returns the peer message it completed, if
@@ -25,7 +26,7 @@ impl Session {
         let item = match self.conduit.handle_message(now, link, message) {
             Ok(Some(item)) => item,
             Ok(None) => return Ok(None),
-            Err(e) => return Err(SessionInputError::Conduit(e)),
+            Err(e) => return Err(self.conduit_error(link, e)),
         };
         if self.phase == Phase::Ready {
             match item.split_first() {
@@ -73,7 +74,28 @@ impl Session {
         link: LinkId,
         message: &[u8],
     ) -> Result<crate::conduit::Observed, SessionInputError> {
-        self.conduit.observe_message(now, link, message).map_err(SessionInputError::Conduit)
+        self.conduit.observe_message(now, link, message).map_err(|e| self.conduit_error(link, e))
+    }
+
+    /// The conduit refused `link`'s message. One case is not the end: an initiator whose
+    /// session never got through its session handshake (its link died before HelloYourself,
+    /// and the acceptor dropped the half-made session before the resume came) is told its
+    /// key is unknown (REJECTED, or IssuerGone after a restart of the acceptor). Nothing of it
+    /// reached either application (the acceptor announces a session only after LetsGo, which
+    /// follows HelloYourself), so it starts afresh, as [`reset`](Self::reset) does, and the
+    /// driver drops `link` and dials again (a fresh ClientHello and session Hello), within
+    /// its connect deadline, instead of failing the connect.
+    fn conduit_error(&mut self, link: LinkId, e: InputError) -> SessionInputError {
+        let restart = matches!(e, InputError::SessionEnded(SessionEnd::Rejected | SessionEnd::IssuerGone))
+            && self.conduit.role() == Role::Initiator
+            && self.phase == Phase::AwaitHelloYourself
+            && self.conduit.resume_key().is_some();
+        if !restart {
+            return SessionInputError::Conduit(e);
+        }
+        self.reset();
+        self.conduit.queue_drop(link, LinkDropReason::Rejected);
+        SessionInputError::Conduit(InputError::LinkDropped(LinkDropReason::Rejected))
     }
 
     /// Everything but data on an open connection: decode the message and apply the rules.

@@ -747,3 +747,51 @@ fn a_frame_after_lets_go_is_acked_within_ack_delay() {
     p.wait(cfg.ack_delay);
     assert_eq!(p.a.conduit().unacked(), 0, "both acked at ack_delay");
 }
+
+/// An initiator whose first link died before the session handshake finished, and whose
+/// acceptor dropped the half-made session before the resume came, is told REJECTED: nothing
+/// of the session reached either application, so it starts afresh (the link is dropped, the
+/// key forgotten) instead of ending, and the next link makes a new session.
+#[test]
+fn a_resume_rejected_before_the_session_handshake_finished_starts_afresh() {
+    use crate::conduit::{InputError, LinkDropReason};
+    let cfg = SessionConfig::default();
+    let mut p = Pair::new(cfg);
+    let mut buf = vec![0u8; 1 << 16];
+    // The transport handshake gets through; the session Hello does not.
+    let (la, lb) = (p.a.link_up(p.now, ResumeKey::ZERO), p.b.link_up(p.now, ResumeKey([1; 16])));
+    let t = p.a.poll_transmit(p.now, &mut buf).expect("ClientHello");
+    assert!(p.b.handle_message(p.now, lb, &buf[..t.len]).is_ok());
+    let t = p.b.poll_transmit(p.now, &mut buf).expect("ServerHello");
+    assert!(p.a.handle_message(p.now, la, &buf[..t.len]).is_ok());
+    assert!(p.a.conduit().resume_key().is_some() && !p.a.is_ready());
+    p.a.link_down(p.now, la);
+    while p.a.poll_event().is_some() {}
+    // The acceptor forgot it (its session handshake deadline passed): the resume is REJECTED.
+    p.b = Session::new(Role::Acceptor, cfg, b"server").expect("config");
+    let (la, lb) = (p.a.link_up(p.now, ResumeKey::ZERO), p.b.link_up(p.now, ResumeKey([2; 16])));
+    let t = p.a.poll_transmit(p.now, &mut buf).expect("resume ClientHello");
+    let _ = p.b.handle_message(p.now, lb, &buf[..t.len]);
+    let t = p.b.poll_transmit(p.now, &mut buf).expect("REJECTED");
+    let got = p.a.handle_message(p.now, la, &buf[..t.len]);
+    assert!(
+        matches!(got, Err(SessionInputError::Conduit(InputError::LinkDropped(LinkDropReason::Rejected)))),
+        "{got:?}"
+    );
+    assert!(!p.a.is_ended(), "not the end: nothing of the session was delivered");
+    assert_eq!(p.a.conduit().resume_key(), None, "the key is forgotten");
+    let mut dropped = false;
+    while let Some(e) = p.a.poll_event() {
+        assert!(!matches!(e, SessionEvent::Conduit(Event::Ended(_))), "no end reported: {e:?}");
+        dropped |= matches!(e, SessionEvent::Conduit(Event::DropLink { link, .. }) if link == la);
+    }
+    assert!(dropped, "the driver is told to drop the link");
+    p.a.link_down(p.now, la);
+    // The next link makes a new session, with an acceptor that never heard of the first.
+    p.b = Session::new(Role::Acceptor, cfg, b"server").expect("config");
+    p.connect();
+    assert!(p.a.is_ready() && p.b.is_ready());
+    let c = p.a.open(b"").expect("open");
+    p.pump();
+    p.b.accept(c, b"").expect("the new session carries connections");
+}
