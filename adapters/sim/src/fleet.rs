@@ -24,11 +24,11 @@ use crate::net::{Faults, Net, SimStream};
 use crate::workload::{config, options, session_main_with, Load, Outcome, Tally};
 
 /// The error of a run in which an initiator's `connect_session` was answered REJECTED
-/// before it returned. Not a routing loss: it happens with one plain acceptor too (see
-/// docs/fleet.md, "A defect the model found"): the initiator's first link died after the
-/// ServerHello and before it sent a frame, and its redials failed (a half-open link waits out
-/// the whole handshake timeout) until the acceptor's session handshake deadline freed the
-/// session, which it may since the peer never showed it holds the key.
+/// before it returned. It used to happen with one plain acceptor too (docs/fleet.md, "A
+/// defect the model found"): the initiator's first link died after the ServerHello and before
+/// its session handshake finished, and its redials failed until the acceptor's session
+/// handshake deadline freed the half-made session. The initiator now starts afresh on such a
+/// refusal, so no run ends with it; the fleet test fails on it.
 pub const CONNECT_REFUSED: &str = "connect: the acceptor rejected the session";
 
 /// What one fleet run did.
