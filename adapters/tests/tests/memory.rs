@@ -62,9 +62,12 @@ fn session_buffers_grow_with_a_burst_and_shrink_back_when_idle() {
         let (peak_a, peak_b) = (peak_a.get(), peak_b.get());
         eprintln!("buffers idle {idle_a} / {idle_b}, peak during the burst {peak_a} / {peak_b}");
         assert!(peak_a > idle_a + (256 << 10), "the sender's ring grew: {idle_a} -> {peak_a}");
-        // The receiver's read buffer grows only as far as the reads fill it (a receiver that
-        // keeps up stays smaller), from a 2 KiB first chunk: 16 KiB more is three doublings at least.
-        assert!(peak_b > idle_b + (16 << 10), "the receiver's read buffer grew: {idle_b} -> {peak_b}");
+        // The receiver's read buffer is allocated again for the burst (it held none while idle)
+        // and grows only as far as the reads fill it: how far depends on how far the reader
+        // falls behind, and the reported size also falls as frames are split off it, so a
+        // fixed growth is timing (a loaded full-suite run sampled only +5 KiB once). The sizes
+        // it reaches are the read buffer's own tests (`read_buffer.rs`).
+        assert!(peak_b > idle_b, "the receiver's read buffer was allocated for the burst: {idle_b} -> {peak_b}");
 
         assert!(
             eventually(LIMIT, || buffers(&a) <= idle_a && buffers(&b) <= idle_b).await,
