@@ -29,7 +29,10 @@
 //! write buffer for as long as it takes to write it).
 //!
 //! Every step either makes progress (and the loop goes round again) or has registered a
-//! waker; the future returns `Pending` only after a round in which nothing moved.
+//! waker; the future returns `Pending` only after a round in which nothing moved, or after
+//! one that only wrote out what the core had and left provably nothing for another round
+//! (see `Driver::settled`). A drain asks the core whether it has frames before filling the
+//! write batch.
 //!
 //! The loop is generic over [`Host`]: the same code drives raw stable conduits and
 //! session-layer sessions.
@@ -89,9 +92,28 @@ struct Drain<S> {
 }
 
 enum Step {
+    /// Something moved; the next step may find more.
     Busy,
+    /// Something moved, and the next step would find nothing: see [`Driver::settled`].
+    Settled,
     Idle,
     Done,
+}
+
+/// The session as the last feed (or observation) left it, read under the same lock: what the
+/// step that fed would otherwise read again in a step of its own.
+#[derive(Clone, Copy)]
+struct Fed {
+    ended: bool,
+    /// The core's earliest deadline.
+    deadline: Option<StdInstant>,
+    output_left: bool,
+    items: u64,
+}
+
+/// Items sent, acked and received: while the count moves, the buffers are kept.
+fn items_moved(c: &sotto_proto::Conduit) -> u64 {
+    c.items_sent() + c.items_acked() + c.items_received()
 }
 
 /// Lent items a write batch holds at most (each one or two slices of the ring).
@@ -158,6 +180,11 @@ pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     /// application does meanwhile (the credit its reader gives back, its replies), instead
     /// of in a write call of its own now. Anything else joining the batch ends the wait.
     held: Option<usize>,
+    /// The last read phase ended with the driver registered for the stream's next wake-up
+    /// (its read returned `Pending`, or has not woken since it did).
+    read_waits: bool,
+    /// Set by a feed or an observation, taken by the step it ran in.
+    fed: Option<Fed>,
     /// When the session ended with a link still up: the link is closed by this time anyway.
     ended_deadline: Option<StdInstant>,
     /// The handle was dropped and a graceful close started: the task ends by this time anyway.
@@ -191,6 +218,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             goodbye_held: false,
             hold_limit: hold_limit(&config),
             held: None,
+            read_waits: false,
+            fed: None,
             ended_deadline: None,
             exit_deadline: None,
             items_seen: 0,
@@ -207,10 +236,15 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         let now_std = host.clock().now_std();
         let now = host.clock().core_time(now_std);
         let mut busy = false;
-        let items;
+        // Something moved that the next step must follow up (see `settled`).
+        let mut again = false;
+        let link_before = self.link.as_ref().map(|l| l.id);
+        let mut items;
+        let mut output_left;
+        let reported_write;
 
         // 1. Timers by the clock, then drain the outputs of whatever the handle did.
-        let (ended, core_deadline) = {
+        let (ended, mut core_deadline) = {
             let mut g = host.lock();
             g.common().register_driver(cx.waker());
             if g.conduit().is_frozen() && !g.common().exit_now {
@@ -244,26 +278,34 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 }
             }
             if std::mem::take(&mut g.common().reconnect) {
-                busy |= self.reconnect(&mut g, now, now_std);
+                again |= self.reconnect(&mut g, now, now_std);
             }
             busy |= self.drain_outputs(&mut g, now, now_std);
+            output_left = g.output_left();
             let ring = g.conduit().buffer_bytes() as u64;
-            g.common().set_buffer_bytes((self.read.allocated() + self.write.capacity()) as u64, ring);
+            reported_write = self.write.capacity();
+            g.common().set_buffer_bytes((self.read.allocated() + reported_write) as u64, ring);
             self.room = g.read_room();
-            let c = g.conduit();
-            items = c.items_sent() + c.items_acked() + c.items_received();
+            items = items_moved(g.conduit());
             let (ended, deadline) = g.status();
             (ended, deadline.and_then(|t| host.clock().std_time(t)))
         };
 
         // 2. A new link.
         if !ended {
-            busy |= self.poll_source(cx, now, now_std);
+            again |= self.poll_source(cx, now, now_std);
         }
 
         // 3. Write, 4. read.
         busy |= self.poll_write(cx, now, now_std);
         busy |= self.poll_read(cx, now, now_std);
+        if let Some(fed) = self.fed.take() {
+            // Input reached the core after the lock above: its state as the feed left it.
+            again |= fed.ended;
+            core_deadline = fed.deadline;
+            output_left = fed.output_left;
+            items = fed.items;
+        }
 
         // Buffers shrunk after a while without data.
         if items != self.items_seen {
@@ -283,7 +325,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         }
 
         // 5. The last frames of a dropped link.
-        busy |= self.poll_drain(cx, now_std);
+        again |= self.poll_drain(cx, now_std);
 
         if ended {
             let deadline = *self.ended_deadline.get_or_insert_with(|| now_std + self.config.protocol.drain_timeout);
@@ -314,7 +356,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         .min();
         if let Some(at) = deadline {
             if at <= now_std {
-                busy = true;
+                again = true;
             } else {
                 // A timer armed for earlier is kept (resetting a runtime timer on every step
                 // costs more than an early wake-up, after which it is armed again).
@@ -324,15 +366,74 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 }
                 if self.timer.poll_expired(cx).is_ready() {
                     self.timer_at = None;
-                    busy = true;
+                    again = true;
                 }
             }
         }
-        if busy {
+        if again {
             Step::Busy
-        } else {
+        } else if !busy {
             Step::Idle
+        } else if !ended
+            && !output_left
+            && link_before.is_some()
+            && self.link.as_ref().map(|l| l.id) == link_before
+            && self.write.capacity() == reported_write
+            && self.settled(cx, now, now_std)
+        {
+            Step::Settled
+        } else {
+            Step::Busy
         }
+    }
+
+    /// Whether a busy step leaves nothing for another step, which the poll then skips. The
+    /// caller checked that the step reconnected, dialed, drained no old link and found no
+    /// deadline due (those make it `again`), kept its link, did not see the session end, and
+    /// that the core had no output left after the last drain (the step's own, or the one
+    /// closing its last feed) and the write buffer kept the size the stats were given.
+    /// Finishes the write first: a flush owed after the batch went out.
+    ///
+    /// Why skipping that step cannot stall. The skipped step would find work only in what
+    /// changed since this step last held the lock (each drain under it ran until nothing
+    /// moved), and:
+    /// - changes by other tasks (a send, a reader making room, a handle dropped, a link
+    ///   routed to the mailbox, a handoff) wake the driver's waker, registered under the
+    ///   step's lock; a wake-up during this poll polls the task again;
+    /// - the stream: the read phase ended with the driver registered for its next wake-up
+    ///   (`read_waits`: every whole message read was fed or observed, and the rest waits
+    ///   for more bytes), and the write batch is empty (its flush polled here) or held
+    ///   until the task has yielded (which `poll` arranges, as for an idle step);
+    /// - time: the deadlines were read after the last input (the step's drain, or the
+    ///   last feed's), and writing arms no core timer; the runtime timer was armed for the
+    ///   earliest, or a due one made the step `again`;
+    /// - the step's own leftovers: the core's frames and owed commands (`output_left`),
+    ///   its events (drained until none, or the link changed), the session's end (`ended`,
+    ///   also as the last feed left it), the count of items moved (as the last feed left
+    ///   it, for the shrink deadline).
+    fn settled(&mut self, cx: &mut Context<'_>, now: Instant, now_std: StdInstant) -> bool {
+        if !self.read_waits {
+            return false;
+        }
+        if self.write.is_empty() {
+            // Flush what was written, as the next step's `poll_write` would (a failure
+            // moves the link, which another step follows up).
+            !(self.link.as_ref().is_some_and(|l| l.flush) && self.poll_write(cx, now, now_std))
+        } else {
+            // Written once the task has yielded: the next step's `poll_write` skips it too.
+            self.held == Some(self.write.pending_len())
+        }
+    }
+
+    /// Record the session's state after a feed or an observation, under its lock.
+    fn note_fed(&mut self, g: &H::Guard<'_>) {
+        let (ended, deadline) = g.status();
+        self.fed = Some(Fed {
+            ended,
+            deadline: deadline.and_then(|t| self.host.clock().std_time(t)),
+            output_left: g.output_left(),
+            items: items_moved(g.conduit()),
+        });
     }
 
     /// The application asked for a fresh link (initiator): an attached link is dropped (the
@@ -625,6 +726,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     fn poll_read(&mut self, cx: &mut Context<'_>, now: Instant, now_std: StdInstant) -> bool {
         let mut busy = false;
         let mut reads = 0;
+        self.read_waits = false;
         loop {
             if self.link.is_none() {
                 return busy;
@@ -660,6 +762,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             let wanted = self.split.wanted(&self.read.data()[self.observed..]);
             let Some(link) = self.link.as_mut() else { return busy };
             if !self.read_gate.open(link.id, cx) {
+                self.read_waits = true;
                 return busy;
             }
             let mut rcx = Context::from_waker(self.read_gate.waker());
@@ -687,6 +790,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 Poll::Ready(Err(e)) => LinkDownCause::Io(e.kind()),
                 Poll::Pending => {
                     self.read_gate.pending(link.id);
+                    self.read_waits = true;
                     return busy;
                 }
             };
@@ -776,6 +880,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         }
         self.drain_outputs(&mut g, now, now_std);
         self.room = g.read_room();
+        self.note_fed(&g);
         drop(g);
         if was_empty && !self.write.is_empty() {
             self.held = Some(self.write.pending_len());
@@ -822,6 +927,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         }
         self.drain_outputs(&mut g, now, now_std);
         self.room = g.read_room();
+        self.note_fed(&g);
         drop(g);
         if was_empty && !self.write.is_empty() {
             self.held = Some(self.write.pending_len());
@@ -867,7 +973,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Future for Driver<R, S, H> {
         for _ in 0..BUDGET {
             match this.step(cx) {
                 Step::Busy => {}
-                Step::Idle => {
+                Step::Idle | Step::Settled => {
                     if this.held.take().is_some() {
                         // Write the held batch on the next poll, after the others' turn.
                         R::yield_wake(cx);

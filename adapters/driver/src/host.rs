@@ -38,6 +38,9 @@ pub(crate) trait Locked<S> {
         now: Instant,
         link: Option<LinkId>,
     ) -> (bool, Option<Event>);
+    /// Whether a drain now could find work: frames or commands owed to the core that the
+    /// last drain did not take (its batch was full, or the ring had no room).
+    fn output_left(&self) -> bool;
     /// Whether the session is over, and the core's earliest deadline.
     fn status(&self) -> (bool, Option<Instant>);
     /// Driver-managed fields.

@@ -144,12 +144,24 @@ impl<S: 'static> Locked<S> for RawGuard<'_> {
         link: Option<LinkId>,
     ) -> (bool, Option<Event>) {
         let c = &mut self.0.conduit;
-        let filled = link.is_some() && c.current_link() == link && batch.fill(c, now).frames > 0;
+        // With nothing due the batch is left alone (filling costs more than asking), and the
+        // conduit is only told the time, as `poll_transmit` would have.
+        let filled = link.is_some()
+            && c.current_link() == link
+            && if c.has_transmit() {
+                batch.fill(c, now).frames > 0
+            } else {
+                c.observe_time(now);
+                false
+            };
         let event = c.poll_event();
         if event.is_none() {
             self.0.report();
         }
         (filled, event)
+    }
+    fn output_left(&self) -> bool {
+        self.0.conduit.has_transmit()
     }
     fn status(&self) -> (bool, Option<Instant>) {
         (self.0.conduit.is_ended(), self.0.conduit.poll_timeout())

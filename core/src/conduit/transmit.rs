@@ -139,6 +139,7 @@ impl Conduit {
     }
 
     /// Whether `poll_transmit` would produce a frame now.
+    #[inline]
     #[must_use]
     pub fn has_transmit(&self) -> bool {
         match self.link {
@@ -152,6 +153,16 @@ impl Conduit {
                     || (ext && self.closing.is_some())
             }
         }
+    }
+
+    /// Tell the conduit the time without any other input: what a call to
+    /// [`poll_transmit`](Self::poll_transmit) that returns `None` does besides. A driver
+    /// that skips `poll_transmit` because [`has_transmit`](Self::has_transmit) is `false`
+    /// calls this instead, so that a later [`send`](Self::send) that finds the ring full arms
+    /// its deadline from a current time.
+    #[inline]
+    pub fn observe_time(&mut self, now: Instant) {
+        let _ = self.clock.observe(now);
     }
 
     fn transmit_final(&mut self, out: &mut [u8]) -> Option<usize> {

@@ -377,6 +377,20 @@ impl Session {
         }
         self.conduit.poll_transmit_lending(now, out, lend_from)
     }
+    /// Whether [`poll_transmit`](Self::poll_transmit) may produce a frame now: owed grants
+    /// or rejects, or a frame the conduit has (see [`Conduit::has_transmit`]). When it is
+    /// `false`, a driver may skip `poll_transmit` and call
+    /// [`observe_time`](Self::observe_time) instead.
+    #[inline]
+    #[must_use]
+    pub fn has_transmit(&self) -> bool {
+        self.grants_owed || !self.owed_rejects.is_empty() || self.conduit.has_transmit()
+    }
+    /// Tell the session the time without any other input; see [`Conduit::observe_time`].
+    #[inline]
+    pub fn observe_time(&mut self, now: Instant) {
+        self.conduit.observe_time(now);
+    }
     /// The bytes of a lent item; see [`Conduit::lent_item`].
     #[must_use]
     pub fn lent_item(&self, item: LentItem) -> Option<(&[u8], &[u8])> {

@@ -122,6 +122,19 @@ fn light_drain(
     state::poll_event(s, st)
 }
 
+/// Write the session's due frames into `batch`; whether any were. With nothing due the batch
+/// is left alone (most drains find nothing: filling costs more than asking), and the session
+/// is only told the time, as `poll_transmit` would have.
+#[inline]
+fn fill(s: &mut Session, batch: &mut LendingBatch<Vec<u8>>, now: Instant) -> bool {
+    if s.has_transmit() {
+        batch.fill(s, now).frames > 0
+    } else {
+        s.observe_time(now);
+        false
+    }
+}
+
 /// The driver's view of a session: its home, and the stream type its links carry.
 pub(crate) struct SessDriverHost<S> {
     home: Home,
@@ -178,7 +191,7 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         if !st.owed.is_empty() {
             state::flush_owed(s, st, now);
         }
-        let filled = link.is_some() && s.conduit().current_link() == link && batch.fill(s, now).frames > 0;
+        let filled = link.is_some() && s.conduit().current_link() == link && fill(s, batch, now);
         let event = state::poll_event(s, st);
         if event.is_none() {
             let Owned { session, member, .. } = &mut *self.lock.0;
@@ -187,6 +200,10 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
             }
         }
         (filled, event)
+    }
+    fn output_left(&self) -> bool {
+        let (s, st) = self.lock.parts_ref();
+        !st.owed.is_empty() || s.has_transmit()
     }
     fn status(&self) -> (bool, Option<Instant>) {
         let (s, st) = self.lock.parts_ref();
