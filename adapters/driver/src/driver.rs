@@ -399,7 +399,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     /// moved), and:
     /// - changes by other tasks (a send, a reader making room, a handle dropped, a link
     ///   routed to the mailbox, a handoff) wake the driver's waker, registered under the
-    ///   step's lock; a wake-up during this poll polls the task again;
+    ///   step's lock (the same wake-ups an idle step relies on for changes made just after
+    ///   its lock); a wake-up during this poll polls the task again;
     /// - the stream: the read phase ended with the driver registered for its next wake-up
     ///   (`read_waits`: every whole message read was fed or observed, and the rest waits
     ///   for more bytes), and the write batch is empty (its flush polled here) or held

@@ -331,6 +331,24 @@ fn base_form_full_ring_before_any_transmit_still_cycles_on_time() {
     assert!(p.events_a.contains(&Event::Writable));
 }
 
+/// `observe_time` is the clock that a refused `send` arms its deadline from (what a driver
+/// calls instead of `poll_transmit` when `has_transmit` is `false`).
+#[test]
+fn a_refused_send_arms_its_deadline_from_the_time_observed() {
+    let cfg = ConduitConfig { ext: false, replay_frames: 4, ..ConduitConfig::default() };
+    let timeout = cfg.ack_starved_timeout;
+    let mut p = Pair::new(cfg);
+    p.connect();
+    assert!(!p.a.has_transmit());
+    let later = p.now.saturating_add(Duration::from_millis(1));
+    p.a.observe_time(later);
+    for i in 0..4u8 {
+        p.a.send(&[i]).expect("room");
+    }
+    assert_eq!(p.a.send(&[4]), Err(SendError::WouldBlock));
+    assert_eq!(p.a.poll_timeout(), Some(later.saturating_add(timeout)), "from the time observed");
+}
+
 /// Every frame `c` has due now, each as its own message.
 fn transmit_all(c: &mut Conduit, now: Instant) -> Vec<Vec<u8>> {
     let mut buf = vec![0u8; 1 << 16];

@@ -49,6 +49,15 @@ struct Pair {
     key: u8,
 }
 
+/// `poll_transmit`, checking that `has_transmit` announced every frame it writes (a driver
+/// skips `poll_transmit` when `has_transmit` is `false`).
+fn transmit(s: &mut Session, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+    let announced = s.has_transmit();
+    let t = s.poll_transmit(now, buf);
+    assert!(announced || t.is_none(), "a frame that has_transmit did not announce");
+    t
+}
+
 impl Pair {
     fn new(cfg: SessionConfig) -> Self {
         Self {
@@ -84,7 +93,7 @@ impl Pair {
         let mut buf = vec![0u8; 1 << 20];
         for _ in 0..100_000 {
             let mut moved = false;
-            while let Some(t) = self.a.poll_transmit(self.now, &mut buf) {
+            while let Some(t) = transmit(&mut self.a, self.now, &mut buf) {
                 moved = true;
                 if let (true, Some(lb)) = (self.la == Some(t.link), self.lb) {
                     match self.b.handle_message(self.now, lb, &buf[..t.len]) {
@@ -94,7 +103,7 @@ impl Pair {
                     }
                 }
             }
-            while let Some(t) = self.b.poll_transmit(self.now, &mut buf) {
+            while let Some(t) = transmit(&mut self.b, self.now, &mut buf) {
                 moved = true;
                 if let (true, Some(la)) = (self.lb == Some(t.link), self.la) {
                     if let Ok(Some(i)) = self.a.handle_message(self.now, la, &buf[..t.len]) {
@@ -203,6 +212,35 @@ fn credit_blocks_one_connection_not_others() {
     p.pump();
     assert!(p.ev_a.contains(&SessionEvent::ConnWritable(slow)));
     p.a.send(slow, &[1; 50]).expect("credit restored");
+}
+
+/// A grant that found the ring full stays owed, and `has_transmit` says so even when the
+/// conduit has no frame of its own: a driver that skips `poll_transmit` on `false` would
+/// otherwise never move it into the conduit.
+#[test]
+fn owed_grants_are_announced_by_has_transmit() {
+    let cfg = SessionConfig {
+        initial_credit: 100,
+        batch_bytes: 0,
+        conduit: ConduitConfig { replay_frames: 4, ..ConduitConfig::default() },
+        ..SessionConfig::default()
+    };
+    let mut p = Pair::new(cfg);
+    p.connect();
+    let c = p.a.open(b"").expect("open");
+    p.pump();
+    p.b.accept(c, b"").expect("accept");
+    p.pump();
+    p.a.send(c, &[1; 50]).expect("fits window");
+    p.a.send(c, &[1; 10]).expect("fits window");
+    p.pump();
+    p.cut();
+    // One item per message (no batches): 4 of them fill the ring within the root's credit.
+    while p.b.send(ROOT, &[b'x'; 1]).is_ok() {}
+    assert_eq!(p.b.send(ROOT, &[b'x'; 1]), Err(CommandError::WouldBlock), "B's ring is full");
+    assert_eq!(p.b.release(c, 60), 0, "half the window owed, but no room to queue the grant");
+    assert!(!p.b.conduit().has_transmit(), "no link: the conduit has nothing to write");
+    assert!(p.b.has_transmit(), "the owed grant is announced");
 }
 
 /// `unreleased_credit` counts what arrived and was not released, also across an export and
