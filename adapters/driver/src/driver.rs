@@ -472,7 +472,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     }
 
     /// Drain the core's outputs: links handed over, owed commands, frames into the write
-    /// batch, then events. Repeats until nothing moves. Returns whether anything did.
+    /// batch, then events. Repeats while a round returns an event or may have left frames
+    /// (see [`Round::more`](crate::host::Round)). Returns whether anything moved.
     fn drain_outputs(&mut self, g: &mut H::Guard<'_>, now: Instant, now_std: StdInstant) -> bool {
         let mut busy = false;
         if matches!(self.source, Source::Mailbox) {
@@ -490,14 +491,15 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         // Frames are for the conduit's current link; if that is not ours (an endpoint
         // superseded it and the new link is on its way), nothing is written until it is.
         loop {
-            let (filled, event) =
+            let (round, event) =
                 g.drain_round(ready(&mut self.write, &self.config), now, self.link.as_ref().map(|l| l.id));
+            busy |= round.wrote;
             if let Some(e) = event {
                 self.on_event(g, e, now, now_std);
-            } else if !filled {
+                busy = true;
+            } else if !round.more {
                 return busy;
             }
-            busy = true;
         }
     }
 

@@ -10,6 +10,18 @@ use sotto_proto::{Conduit, Event, Instant, LinkId, SessionEnd};
 use crate::router::Taken;
 use crate::shared::{Clock, Common};
 
+/// What one [`Locked::drain_round`] wrote.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Round {
+    /// Frames were written into the batch.
+    pub(crate) wrote: bool,
+    /// Frames were written, and another round may find more: the core (or the commands
+    /// owed to it) still has frames after the round's event poll (the batch ran out of
+    /// room, or the event handling queued some). A round that wrote nothing ends the drain
+    /// unless it returned an event.
+    pub(crate) more: bool,
+}
+
 /// A session's shared state, as the driver reaches it.
 pub(crate) trait Host<S>: Send + Sync + 'static {
     /// The locked state.
@@ -31,13 +43,14 @@ pub(crate) trait Locked<S> {
     /// handles left for the driver.
     fn begin(&mut self, now: Instant);
     /// One round of draining: retry owed commands, write due frames (if `link` is the
-    /// conduit's current link), and take the next event. Returns whether frames were written.
+    /// conduit's current link), and take the next event. Returns what the round wrote, and
+    /// the event.
     fn drain_round(
         &mut self,
         batch: &mut LendingBatch<Vec<u8>>,
         now: Instant,
         link: Option<LinkId>,
-    ) -> (bool, Option<Event>);
+    ) -> (Round, Option<Event>);
     /// Whether a drain now could find work: frames or commands owed to the core that the
     /// last drain did not take (its batch was full, or the ring had no room).
     fn output_left(&self) -> bool;

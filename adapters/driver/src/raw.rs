@@ -10,7 +10,7 @@ use sotto_proto::conduit::Observed;
 use sotto_proto::stream::{LendingBatch, Messages};
 use sotto_proto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
 
-use crate::host::{Host, Locked};
+use crate::host::{Host, Locked, Round};
 use crate::router::{Member, Owner, Parts, Taken};
 use crate::shared::{Clock, Common, WakerList};
 
@@ -142,23 +142,25 @@ impl<S: 'static> Locked<S> for RawGuard<'_> {
         batch: &mut LendingBatch<Vec<u8>>,
         now: Instant,
         link: Option<LinkId>,
-    ) -> (bool, Option<Event>) {
+    ) -> (Round, Option<Event>) {
         let c = &mut self.0.conduit;
-        // With nothing due the batch is left alone (filling costs more than asking), and the
-        // conduit is only told the time, as `poll_transmit` would have.
-        let filled = link.is_some()
-            && c.current_link() == link
-            && if c.has_transmit() {
-                batch.fill(c, now).frames > 0
+        let mut round = Round::default();
+        if link.is_some() && c.current_link() == link {
+            // With nothing due the batch is left alone (filling costs more than asking), and
+            // the conduit is only told the time, as `poll_transmit` would have.
+            if c.has_transmit() {
+                round.wrote = batch.fill(c, now).frames > 0;
             } else {
                 c.observe_time(now);
-                false
-            };
+            }
+        }
         let event = c.poll_event();
+        // The batch may have run out of room: asked after the event poll.
+        round.more = round.wrote && c.has_transmit();
         if event.is_none() {
             self.0.report();
         }
-        (filled, event)
+        (round, event)
     }
     fn output_left(&self) -> bool {
         self.0.conduit.has_transmit()

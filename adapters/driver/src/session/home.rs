@@ -18,7 +18,7 @@ use sotto_proto::stream::{LendingBatch, Messages};
 use sotto_proto::{Conduit, Event, Instant, LinkId, ResumeKey, SessionEnd};
 
 use super::state::{self, SessState};
-use crate::host::{Host, Locked};
+use crate::host::{Host, Locked, Round};
 use crate::router::{Member, Owner, Parts, Taken};
 use crate::shared::{Clock, Common};
 
@@ -186,20 +186,24 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         batch: &mut LendingBatch<Vec<u8>>,
         now: Instant,
         link: Option<LinkId>,
-    ) -> (bool, Option<Event>) {
+    ) -> (Round, Option<Event>) {
         let (s, st) = self.lock.parts();
         if !st.owed.is_empty() {
             state::flush_owed(s, st, now);
         }
-        let filled = link.is_some() && s.conduit().current_link() == link && fill(s, batch, now);
+        let wrote = link.is_some() && s.conduit().current_link() == link && fill(s, batch, now);
         let event = state::poll_event(s, st);
+        // The batch may have run out of room, or handling session events queued frames or
+        // commands: asked after the event poll (`has_transmit` may say yes for a frame it
+        // then does not write; the next round finds that out).
+        let round = Round { wrote, more: wrote && (!st.owed.is_empty() || s.has_transmit()) };
         if event.is_none() {
             let Owned { session, member, .. } = &mut *self.lock.0;
             if let Some(m) = member {
                 m.report(session.conduit(), session.is_ready());
             }
         }
-        (filled, event)
+        (round, event)
     }
     fn output_left(&self) -> bool {
         let (s, st) = self.lock.parts_ref();
