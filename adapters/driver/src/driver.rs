@@ -388,15 +388,15 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     }
 
     /// Whether a busy step leaves nothing for another step, which the poll then skips. The
-    /// caller checked that the step reconnected, dialed, drained no old link and found no
+    /// caller checked that the step did not reconnect, dial, drain an old link or find a
     /// deadline due (those make it `again`), kept its link, did not see the session end, and
     /// that the core had no output left after the last drain (the step's own, or the one
     /// closing its last feed) and the write buffer kept the size the stats were given.
     /// Finishes the write first: a flush owed after the batch went out.
     ///
     /// Why skipping that step cannot stall. The skipped step would find work only in what
-    /// changed since this step last held the lock (each drain under it ran until nothing
-    /// moved), and:
+    /// changed since this step last held the lock (each drain under it ran until the core
+    /// had no event left, nor a frame unless `output_left` says so), and:
     /// - changes by other tasks (a send, a reader making room, a handle dropped, a link
     ///   routed to the mailbox, a handoff) wake the driver's waker, registered under the
     ///   step's lock (the same wake-ups an idle step relies on for changes made just after
