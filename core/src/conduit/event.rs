@@ -65,6 +65,10 @@ pub enum LinkDropReason {
     Superseded,
     /// The session is over; its last frame (if any) has been handed out.
     SessionEnded,
+    /// Initiator: the acceptor answered REJECTED to the resume of a session whose session
+    /// handshake never finished (nothing of it reached either application), so the session
+    /// starts afresh: a fresh ClientHello and session Hello on the next link.
+    StartedAfresh,
 }
 
 /// Why a session ended. Reported once, through [`Event::Ended`].
@@ -272,6 +276,7 @@ impl core::fmt::Display for LinkDropReason {
             Self::AckStarved => f.write_str("replay ring full with no ack in sight"),
             Self::Superseded => f.write_str("replaced by a newer link"),
             Self::SessionEnded => f.write_str("session ended"),
+            Self::StartedAfresh => f.write_str("resume refused before the session handshake finished: starting afresh"),
         }
     }
 }

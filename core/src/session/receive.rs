@@ -94,8 +94,8 @@ impl Session {
             return SessionInputError::Conduit(e);
         }
         self.reset();
-        self.conduit.queue_drop(link, LinkDropReason::Rejected);
-        SessionInputError::Conduit(InputError::LinkDropped(LinkDropReason::Rejected))
+        self.conduit.queue_drop(link, LinkDropReason::StartedAfresh);
+        SessionInputError::Conduit(InputError::LinkDropped(LinkDropReason::StartedAfresh))
     }
 
     /// Everything but data on an open connection: decode the message and apply the rules.

@@ -813,7 +813,7 @@ fn a_resume_rejected_before_the_session_handshake_finished_starts_afresh() {
     let t = p.b.poll_transmit(p.now, &mut buf).expect("REJECTED");
     let got = p.a.handle_message(p.now, la, &buf[..t.len]);
     assert!(
-        matches!(got, Err(SessionInputError::Conduit(InputError::LinkDropped(LinkDropReason::Rejected)))),
+        matches!(got, Err(SessionInputError::Conduit(InputError::LinkDropped(LinkDropReason::StartedAfresh)))),
         "{got:?}"
     );
     assert!(!p.a.is_ended(), "not the end: nothing of the session was delivered");

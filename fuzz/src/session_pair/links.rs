@@ -225,11 +225,13 @@ impl Sim {
                 // REJECTED means its session is gone.
                 // A fresh hello finds every slot taken by sessions still attached (orphans of
                 // earlier fresh dials whose EOF is not read yet): the endpoint is full (the
-                // `endpoint` target checks when that may happen).
+                // `endpoint` target checks when that may happen). A session whose session
+                // handshake never finished may be given up by the endpoint (at its deadline,
+                // or past `MAX_UNREADY_RESUMES` resumes): its initiator then starts afresh.
                 let held = pr.links[i].a.is_some();
                 let fresh = sotto_proto::wire::ClientHello::decode(first).is_ok_and(|h| h.resume_key.is_none());
                 assert!(
-                    !held || fresh || pr.lost || pr.handle.is_none(),
+                    !held || fresh || pr.lost || pr.handle.is_none() || !pr.capp.ready,
                     "pairing {p} REJECTED while its session lives"
                 );
                 if held {
