@@ -329,7 +329,12 @@ impl ReplayRing {
         while self.entry_count > 0 && self.first_seq < seq {
             let e = self.entries[self.entry_head];
             self.byte_used -= e.len as usize;
-            let mut head = e.offset as usize + e.len as usize;
+            // Items lie back to back from `byte_head`: the next one starts `len` further on.
+            // (Not from the entry's offset: an empty item pushed when the tail stood exactly
+            // at the end of the storage was recorded at offset 0, which a later growth keeps
+            // at 0 while the items after it moved on; the head taken from it then pointed
+            // before the live items, and the next pushes overwrote them.)
+            let mut head = self.byte_head + e.len as usize;
             if head >= self.bytes.len() {
                 head -= self.bytes.len();
             }
@@ -579,5 +584,34 @@ mod growth_tests {
         assert_eq!(r.first_seq(), 201, "numbering goes on");
         r.push(&[b"again"]).expect("grows again");
         assert_eq!(item(&r, 201), b"again");
+    }
+}
+
+#[cfg(test)]
+mod empty_item_regression {
+    use super::*;
+
+    fn item(r: &ReplayRing, seq: u64) -> Vec<u8> {
+        let (a, b) = r.get(seq).expect("held");
+        [a, b].concat()
+    }
+
+    /// Found by the `lending_batch` fuzz target: an empty item pushed when the tail stood at
+    /// the end of the storage, then a growth, then a trim past it: the next pushes overwrote
+    /// the live item after it (delivered with another item's bytes).
+    #[test]
+    fn a_trim_past_an_empty_item_at_the_end_of_the_storage_keeps_the_items_after_it() {
+        let mut r = ReplayRing::new(4096, 4096);
+        let mk = |len: usize, next: u8| -> Vec<u8> { (0..len).map(|i| (i as u8) ^ next).collect() };
+        let items = [mk(512, 1), mk(256, 2), mk(1280, 3), mk(0, 4), mk(652, 5)];
+        for it in &items {
+            r.push(&[it]).expect("fits");
+        }
+        r.trim_to(4);
+        assert_eq!(item(&r, 4), items[4]);
+        r.push(&[&mk(777, 6)]).expect("fits");
+        assert_eq!(item(&r, 4), items[4], "after 6");
+        r.push(&[&mk(792, 7)]).expect("fits");
+        assert_eq!(item(&r, 4), items[4], "after 7");
     }
 }
