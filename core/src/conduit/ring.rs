@@ -585,16 +585,6 @@ mod growth_tests {
         r.push(&[b"again"]).expect("grows again");
         assert_eq!(item(&r, 201), b"again");
     }
-}
-
-#[cfg(test)]
-mod empty_item_regression {
-    use super::*;
-
-    fn item(r: &ReplayRing, seq: u64) -> Vec<u8> {
-        let (a, b) = r.get(seq).expect("held");
-        [a, b].concat()
-    }
 
     /// Found by the `lending_batch` fuzz target: an empty item pushed when the tail stood at
     /// the end of the storage, then a growth, then a trim past it: the next pushes overwrote
