@@ -185,6 +185,8 @@ pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     read_waits: bool,
     /// Set by a feed or an observation, taken by the step it ran in.
     fed: Option<Fed>,
+    /// The last read phase read bytes (told to the core as progress if it fed none).
+    heard: bool,
     /// When the session ended with a link still up: the link is closed by this time anyway.
     ended_deadline: Option<StdInstant>,
     /// The handle was dropped and a graceful close started: the task ends by this time anyway.
@@ -220,6 +222,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             held: None,
             read_waits: false,
             fed: None,
+            heard: false,
             ended_deadline: None,
             exit_deadline: None,
             items_seen: 0,
@@ -727,6 +730,20 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     /// (see [`observe`](Self::observe)) and fed once there is room. Returns whether anything
     /// moved.
     fn poll_read(&mut self, cx: &mut Context<'_>, now: Instant, now_std: StdInstant) -> bool {
+        self.heard = false;
+        let busy = self.read_link(cx, now, now_std);
+        if self.heard && self.fed.is_none() {
+            // Bytes came in, no whole message: the peer is alive all the same (a PONG may be
+            // queued behind a large frame it is still writing over a slow link).
+            if let Some(id) = self.link.as_ref().map(|l| l.id) {
+                self.host.lock().progress(now, id);
+            }
+        }
+        busy
+    }
+
+    /// [`poll_read`](Self::poll_read)'s reading and feeding.
+    fn read_link(&mut self, cx: &mut Context<'_>, now: Instant, now_std: StdInstant) -> bool {
         let mut busy = false;
         let mut reads = 0;
         self.read_waits = false;
@@ -787,6 +804,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 Poll::Ready(Ok(n)) if n > asked => LinkDownCause::Io(io::ErrorKind::InvalidData),
                 Poll::Ready(Ok(n)) => {
                     self.read.advance(n);
+                    self.heard = true;
                     busy = true;
                     continue;
                 }

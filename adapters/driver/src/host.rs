@@ -96,6 +96,10 @@ pub(crate) trait Locked<S> {
         msg: &[u8],
         batch: &mut LendingBatch<Vec<u8>>,
     ) -> (Observed, Option<Event>);
+    /// Bytes of a link message not complete yet arrived on `link`
+    /// ([`Conduit::handle_progress`](sotto_proto::Conduit::handle_progress): an awaited
+    /// PONG's deadline kept ahead). Makes no output.
+    fn progress(&mut self, now: Instant, link: LinkId);
     /// The light drain of [`feed_run`](Self::feed_run), on its own.
     fn after_input(&mut self, batch: &mut LendingBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event>;
     /// Wake the readers that got data since the last call, then say how many messages may

@@ -217,6 +217,9 @@ impl<S: 'static> Locked<S> for RawGuard<'_> {
         let observed = self.0.conduit.observe_message(now, link, msg).unwrap_or(Observed::Handled);
         (observed, Locked::<S>::after_input(self, batch, now, link))
     }
+    fn progress(&mut self, now: Instant, link: LinkId) {
+        self.0.conduit.handle_progress(now, link);
+    }
     fn after_input(&mut self, batch: &mut LendingBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event> {
         let c = &mut self.0.conduit;
         if c.current_link() == Some(link) && c.has_transmit() {

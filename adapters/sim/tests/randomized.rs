@@ -12,10 +12,17 @@ use sotto_tests::seeds::{run_each, seed_count, single_seed};
 /// Seeds per API in a default `cargo test` run.
 const DEFAULT_SEEDS: u64 = 1000;
 
+/// Seeds past the default count that once failed, run in every default run too: links so
+/// slow (short transfers, stalls) that one large frame took longer than `pong_timeout` (73266:
+/// the session API; 156183: the raw API) or `ack_starved_timeout` (156183, base form) to
+/// arrive, and each resume replayed it on a link dropped before it arrived (found with
+/// `SOTTO_SEEDS=200000`; fixed by `Conduit::handle_progress`).
+const FOUND: [u64; 2] = [73266, 156183];
+
 fn seeds() -> Vec<u64> {
     match single_seed() {
         Some(s) => vec![s],
-        None => (1..=seed_count(DEFAULT_SEEDS)).collect(),
+        None => (1..=seed_count(DEFAULT_SEEDS)).chain(FOUND).collect(),
     }
 }
 

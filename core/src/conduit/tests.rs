@@ -303,6 +303,71 @@ fn keepalive_drops_a_link_whose_writes_are_stuck() {
     assert!(!p.a.is_ended(), "the link died, not the session");
 }
 
+/// A slow link: the PING's answer waits behind a large frame the peer is still writing, and
+/// the frame's bytes keep arriving. Each arrival keeps the deadline one `pong_timeout` ahead;
+/// once they stop, the link is dropped `pong_timeout` after the last. A progress report for a
+/// link that is not the current one changes nothing.
+#[test]
+fn bytes_of_an_unfinished_frame_keep_a_slow_link_alive_until_they_stop() {
+    let cfg = ConduitConfig::default();
+    let mut p = Pair::new(cfg);
+    p.connect();
+    let la = p.la.expect("up");
+    let due = p.now.saturating_add(cfg.ping_interval);
+    p.a.handle_timeout(due);
+    let mut at = due;
+    let step = Duration::from_nanos(cfg.pong_timeout.as_nanos() / 2);
+    for _ in 0..10 {
+        at = at.saturating_add(step);
+        p.a.handle_progress(at, la);
+        p.a.handle_timeout(at);
+        assert!(p.a.is_established(), "alive while bytes arrive");
+    }
+    let stale = LinkId(la.0 + 1);
+    let dead = at.saturating_add(cfg.pong_timeout);
+    p.a.handle_progress(Instant::from_nanos(dead.as_nanos() - 1), stale);
+    p.a.handle_timeout(Instant::from_nanos(dead.as_nanos() - 1));
+    assert!(p.a.is_established(), "alive until pong_timeout after the last bytes");
+    p.a.handle_timeout(dead);
+    let mut dropped = None;
+    while let Some(e) = p.a.poll_event() {
+        if let Event::DropLink { link, reason } = e {
+            dropped = Some((link, reason));
+        }
+    }
+    assert_eq!(dropped, Some((la, LinkDropReason::KeepaliveTimeout)), "not kept alive by another link's bytes");
+}
+
+/// The base form's counterpart: a blocked sender's ack-starvation deadline is pushed back by
+/// the bytes of a peer frame still arriving (a base-form peer's every data frame carries its
+/// ack), and the link is cycled `ack_starved_timeout` after they stop.
+#[test]
+fn bytes_of_an_unfinished_frame_put_off_a_base_form_ack_starvation_cycle() {
+    let cfg = ConduitConfig { ext: false, replay_frames: 4, ..ConduitConfig::default() };
+    let timeout = cfg.ack_starved_timeout;
+    let mut p = Pair::new(cfg);
+    p.connect();
+    let la = p.la.expect("up");
+    for i in 0..4u8 {
+        p.a.send(&[i]).expect("room");
+    }
+    assert_eq!(p.a.send(&[4]), Err(SendError::WouldBlock));
+    // Transmitted, so that frames are unacked; B's acks never come back (B sends nothing).
+    p.pump();
+    let half = Duration::from_nanos(timeout.as_nanos() / 2);
+    for _ in 0..10 {
+        p.now = p.now.saturating_add(half);
+        p.a.handle_progress(p.now, la);
+        p.a.handle_timeout(p.now);
+        assert_eq!(p.a.stats().link_drops.ack_starved, 0, "not while a frame arrives");
+    }
+    let last = p.now;
+    p.a.handle_timeout(Instant::from_nanos(last.saturating_add(timeout).as_nanos() - 1));
+    assert_eq!(p.a.stats().link_drops.ack_starved, 0, "not before the timeout after the last bytes");
+    p.a.handle_timeout(last.saturating_add(timeout));
+    assert_eq!(p.a.stats().link_drops.ack_starved, 1, "cycled once they stop");
+}
+
 /// Issue 14 defect 6 at the core: a base-form sender fills its ring before a single frame is
 /// transmitted toward a peer that only reads. The refused `send` arms the starvation timer
 /// (it shows in `poll_timeout`), each frame transmitted pushes it back, and when it fires the

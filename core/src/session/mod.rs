@@ -391,6 +391,11 @@ impl Session {
     pub fn observe_time(&mut self, now: Instant) {
         self.conduit.observe_time(now);
     }
+    /// Bytes of a link message that is not complete yet arrived on `link`; see
+    /// [`Conduit::handle_progress`].
+    pub fn handle_progress(&mut self, now: Instant, link: LinkId) {
+        self.conduit.handle_progress(now, link);
+    }
     /// The bytes of a lent item; see [`Conduit::lent_item`].
     #[must_use]
     pub fn lent_item(&self, item: LentItem) -> Option<(&[u8], &[u8])> {

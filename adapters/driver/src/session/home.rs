@@ -269,6 +269,9 @@ impl<S: 'static> Locked<S> for SessGuard<'_, S> {
         state::note_acks(s, st);
         (observed, light_drain(s, st, batch, now, link))
     }
+    fn progress(&mut self, now: Instant, link: LinkId) {
+        self.lock.parts().0.handle_progress(now, link);
+    }
     fn after_input(&mut self, batch: &mut LendingBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event> {
         let (s, st) = self.lock.parts();
         light_drain(s, st, batch, now, link)
