@@ -501,6 +501,14 @@ impl Pair {
             }
         }
         let moved = !chunk.is_empty() || at_eof;
+        if !chunk.is_empty() && messages.is_empty() {
+            // Bytes of an unfinished message, as a driver reports them.
+            if let Some(id) = self.links.get(idx).and_then(|l| l.end(to)) {
+                let now = self.now;
+                self.peer(to).c.handle_progress(now, id);
+                self.drain();
+            }
+        }
         for m in messages {
             let Some(id) = self.links.get(idx).and_then(|l| l.end(to)) else { return true };
             let now = self.now;
