@@ -187,6 +187,7 @@ pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     fed: Option<Fed>,
     /// The last read phase read bytes (told to the core as progress if it fed none).
     heard: bool,
+
     /// When the session ended with a link still up: the link is closed by this time anyway.
     ended_deadline: Option<StdInstant>,
     /// The handle was dropped and a graceful close started: the task ends by this time anyway.
@@ -736,7 +737,12 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             // Bytes came in, no whole message: the peer is alive all the same (a PONG may be
             // queued behind a large frame it is still writing over a slow link).
             if let Some(id) = self.link.as_ref().map(|l| l.id) {
-                self.host.lock().progress(now, id);
+                let host = Arc::clone(&self.host);
+                let mut g = host.lock();
+                g.progress(now, id);
+                // It may have made a PING due.
+                self.drain_outputs(&mut g, now, now_std);
+                self.note_fed(&g);
             }
         }
         busy

@@ -172,6 +172,9 @@ pub struct Conduit {
     /// Ping nonce counter (deterministic) and the outstanding ping.
     pub(crate) ping_nonce: u64,
     pub(crate) ping_outstanding: Option<(u64, Instant)>,
+    /// While a PING is awaited and bytes arrive: when the next sign of life (a standalone
+    /// ACK) may go ([`Conduit::handle_progress`]).
+    pub(crate) heartbeat_at: Option<Instant>,
     pub(crate) ping_due: bool,
     pub(crate) pong_owed: Option<u64>,
     pub(crate) last_ping_rx: Option<Instant>,
@@ -227,6 +230,7 @@ impl Conduit {
             want_writable: false,
             ping_nonce: 0,
             ping_outstanding: None,
+            heartbeat_at: None,
             ping_due: false,
             pong_owed: None,
             last_ping_rx: None,
@@ -718,6 +722,7 @@ impl Conduit {
         self.ack_now = false;
         self.ping_due = false;
         self.ping_outstanding = None;
+        self.heartbeat_at = None;
         self.pong_owed = None;
         self.last_ping_rx = None;
         self.ping_strikes = 0;

@@ -52,40 +52,6 @@ impl Conduit {
         }
     }
 
-    /// Bytes of a link message that is not complete yet arrived on `link`: the peer is alive.
-    /// A driver that reads a byte stream calls this when a read brought bytes but no whole
-    /// message (at most once per read; a whole message is passed to
-    /// [`handle_message`](Self::handle_message) or [`observe_message`](Self::observe_message),
-    /// which count it themselves).
-    ///
-    /// On the established current link, the deadlines that a whole message pushes back are
-    /// pushed back as far:
-    /// - with extensions, an awaited PONG's (`pong_timeout` from now): on a slow link the
-    ///   peer's PONG can wait behind a large frame it is still writing;
-    /// - in the base form, a blocked sender's ack-starvation deadline, if it runs
-    ///   (`ack_starved_timeout` from now): every data frame of a base-form peer carries its
-    ///   ack, and the one arriving has not finished.
-    ///
-    /// Otherwise a link too slow to carry one large frame within the timeout is dropped
-    /// before that frame arrives, every resume replays the same frame, and it is never
-    /// delivered. A link that brings nothing in for the timeout is still dropped. Produces no
-    /// frame and no event; it can only move [`poll_timeout`](Self::poll_timeout) later.
-    /// Bounded work.
-    pub fn handle_progress(&mut self, now: Instant, link: LinkId) {
-        let now = self.clock.observe(now);
-        let LinkState::Established { id, ext } = self.link else { return };
-        if id != link {
-            return;
-        }
-        if ext {
-            if self.timers.get(Timer::PongTimeout).is_some() {
-                self.timers.set(Timer::PongTimeout, now.saturating_add(self.config.pong_timeout));
-            }
-        } else if self.timers.get(Timer::AckStarved).is_some() {
-            self.arm_ack_starved(now, true);
-        }
-    }
-
     /// Take from a link message what it says about the link, without consuming an item:
     /// for a driver that has read `message` but cannot take delivery of items now (the
     /// application's queue is full), so that the peer's acknowledgments and keepalive are
@@ -344,6 +310,7 @@ impl Conduit {
                 if let Some((outstanding, sent_at)) = self.ping_outstanding {
                     if outstanding == nonce {
                         self.ping_outstanding = None;
+                        self.heartbeat_at = None;
                         self.stats.pongs_received += 1;
                         self.stats.rtt = Some(now.saturating_duration_since(sent_at));
                         self.timers.clear(Timer::PongTimeout);

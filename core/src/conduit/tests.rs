@@ -338,6 +338,39 @@ fn bytes_of_an_unfinished_frame_keep_a_slow_link_alive_until_they_stop() {
     assert_eq!(dropped, Some((la, LinkDropReason::KeepaliveTimeout)), "not kept alive by another link's bytes");
 }
 
+/// While our PING has been awaited for `ping_interval` and bytes keep arriving, a standalone
+/// ACK goes out once per interval: the peer, whose own PING may wait behind the same large
+/// frame, hears from us. Not before the interval, and not twice within one.
+#[test]
+fn bytes_heard_while_a_ping_is_awaited_send_a_sign_of_life_once_per_interval() {
+    let cfg = ConduitConfig::default();
+    let mut p = Pair::new(cfg);
+    p.connect();
+    p.b.send(b"so that A has a position to report").expect("room");
+    p.pump();
+    let la = p.la.expect("up");
+    let acks = p.a.stats().acks_sent;
+    let mut buf = vec![0u8; p.a.max_transmit_len()];
+    let due = p.now.saturating_add(cfg.ping_interval);
+    p.a.handle_timeout(due);
+    while p.a.poll_transmit(due, &mut buf).is_some() {}
+    assert_eq!(p.a.stats().pings_sent, 1, "a PING, never answered");
+    let acks = p.a.stats().acks_sent.max(acks);
+    let early = Instant::from_nanos(due.saturating_add(cfg.ping_interval).as_nanos() - 1);
+    p.a.handle_progress(early, la);
+    assert!(!p.a.has_transmit(), "nothing before an interval");
+    let later = due.saturating_add(cfg.ping_interval);
+    p.a.handle_progress(later, la);
+    assert!(p.a.has_transmit(), "announced");
+    while p.a.poll_transmit(later, &mut buf).is_some() {}
+    assert_eq!(p.a.stats().acks_sent, acks + 1, "one standalone ACK");
+    assert_eq!(p.a.stats().pings_sent, 1, "no second PING in flight");
+    let soon = later.saturating_add(Duration::from_nanos(cfg.ping_interval.as_nanos() / 2));
+    p.a.handle_progress(soon, la);
+    assert!(!p.a.has_transmit(), "not twice within an interval");
+    assert!(p.a.is_established());
+}
+
 /// The base form's counterpart: a blocked sender's ack-starvation deadline is pushed back by
 /// the bytes of a peer frame still arriving (a base-form peer's every data frame carries its
 /// ack), and the link is cycled `ack_starved_timeout` after they stop.
