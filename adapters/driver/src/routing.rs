@@ -15,6 +15,15 @@
 //! endpoint reports expired, evicted or reclaimed. A raw conduit has no session handshake: it
 //! is announced as soon as it is routed.
 //!
+//! Two lots (`lot`) delay links instead of closing them. A link over its source's pending
+//! quota is parked unread until one of that source's pending handshakes finishes (or its
+//! deadline passes). A fresh ClientHello over its source's accept-backlog share is held with
+//! its pending handshake until the application takes one of that source's sessions (the
+//! queue tells this task which source gained room) or one of its unannounced sessions ends;
+//! a held link is closed, uncharged, at that handshake's deadline, before the endpoint's own
+//! `handle_timeout` would expire the slot and charge its source. The task's one timer is
+//! armed for the earliest of the endpoint's deadline and both lots'.
+//!
 //! Every link comes with its source (a hash of the peer's address, [`source_of`]; 0 when the
 //! stream cannot tell): the endpoint keeps its failure budget and pending quota per source.
 //! Links with no known source (Unix sockets, streams that are not TCP) all count as the one
