@@ -520,8 +520,13 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
         // A stale handle (its handshake expired meanwhile): the link is closed.
         let Some(deadline) = self.ep.lock().endpoint.pending_deadline(p) else { return };
         let a = &l.config.acceptor;
-        match self.held.put(source, deadline, Held { p, io, hello: *hello }, a.accept_backlog, a.accept_backlog_per_source)
-        {
+        match self.held.put(
+            source,
+            deadline,
+            Held { p, io, hello: *hello },
+            a.accept_backlog,
+            a.accept_backlog_per_source,
+        ) {
             Ok(()) => {
                 let mut q = l.queue.lock();
                 q.stats.link_held();
@@ -588,7 +593,7 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
     /// links of their sources on them. Call before the endpoint's `handle_timeout`. Returns
     /// whether it closed any.
     fn expire_held(&mut self, l: &mut ListenOf<R, S, Self>, now: Instant) -> bool {
-        if !self.held.next_deadline().is_some_and(|t| t <= now) {
+        if self.held.next_deadline().is_none_or(|t| t > now) {
             return false;
         }
         let mut closed = Vec::new();
