@@ -74,10 +74,13 @@ pub struct AcceptorConfig {
     /// Links from one source (peer IP address) waiting for their ClientHello, at most, so
     /// one source cannot fill `max_pending_handshakes` and lock every other client out.
     /// More from it are parked unread (up to `max_pending_handshakes` parked links in all,
-    /// from every source, plus one per detached session; past that closed at once) and
-    /// started, oldest first, as the source's pending handshakes finish: clients
-    /// behind one address reconnecting together wait their turn rather than redial after a
-    /// backoff. Unix sockets and generic streams (source unknown) have only the global cap.
+    /// from every source, plus one per detached session; from one source all of those but
+    /// a reserve of `max_pending_per_source` (at most half) for the others; past that closed
+    /// at once) and started, oldest first, as the source's pending handshakes finish:
+    /// clients behind one address reconnecting together wait their turn rather than redial
+    /// after a backoff. A parked link waits at most `protocol.handshake_timeout`, then is
+    /// closed. Held links (see `accept_backlog_per_source`) keep their pending handshake and
+    /// count here. Unix sockets and generic streams (source unknown) have only the global cap.
     /// Default 256, a quarter of the default `max_pending_handshakes`.
     pub max_pending_per_source: usize,
     /// A link that sends no byte at all within this of its arrival is closed (counted as an
@@ -88,11 +91,16 @@ pub struct AcceptorConfig {
     /// New sessions waiting for `accept` (or still in their session handshake), at most;
     /// more fresh ClientHellos get their link closed (the initiator retries). Default 1024.
     pub accept_backlog: usize,
-    /// Session acceptor: new sessions from one source waiting for `accept` (or still in
-    /// their session handshake), at most; more fresh ClientHellos from it get their link
-    /// closed (the initiator retries), so one source cannot fill `accept_backlog`. Sources
-    /// unknown (Unix sockets, generic streams) have only the global cap. Default 256, a
-    /// quarter of the default `accept_backlog`.
+    /// New sessions from one source waiting for `accept` (or still in their session
+    /// handshake), at most, so one source cannot fill `accept_backlog`. A fresh ClientHello
+    /// from a source at its share is held (its hello read, its pending handshake kept) and
+    /// routed, oldest first, when the application takes one of that source's sessions or one
+    /// of them ends in its session handshake; it waits at most until its handshake deadline
+    /// (`protocol.handshake_timeout` after it arrived), then is closed. At most this many are
+    /// held per source and `accept_backlog` in all (and, as pending handshakes,
+    /// `max_pending_per_source` and `max_pending_handshakes` bound them); past that the link is
+    /// closed (the initiator retries). Sources unknown (Unix sockets, generic streams) have
+    /// only the global cap. Default 256, a quarter of the default `accept_backlog`.
     pub accept_backlog_per_source: usize,
     /// Session acceptor: sessions held at once, attached or detached. Nothing is allocated
     /// for it up front: a session's buffers are allocated when it is created and freed when

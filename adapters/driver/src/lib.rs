@@ -141,7 +141,7 @@ mod host;
 mod raw;
 // 4. The router.
 mod group;
-mod parked;
+mod lot;
 mod router;
 mod routing;
 // 5. Link sources.

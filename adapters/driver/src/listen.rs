@@ -5,7 +5,7 @@
 //! acceptor's own [`Routing`]. Pending handshakes are futures polled inside this task, so
 //! dropping the task ends all of them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
@@ -45,13 +45,20 @@ pub(crate) trait Counts: Copy + Default + Send + 'static {
     fn link_hook_failed(&mut self, panicked: bool);
     /// A resume was refused by the acceptor's resume binding.
     fn resume_refused_by_binding(&mut self);
-    /// A link over its source's pending quota was parked (see `parked`).
+    /// A link over its source's pending quota was parked (see `lot`).
     fn link_parked(&mut self);
+    /// A parked link was closed at its deadline.
+    fn parked_expired(&mut self);
+    /// A fresh session over its source's accept-backlog share was held (see `lot`).
+    fn link_held(&mut self);
+    /// A held link was closed at its deadline.
+    fn held_expired(&mut self);
 }
 
 /// Implements [`Counts`] for a stats type with the fields `links`, `sessions`,
 /// `backlog_full`, `backlog_source_full`, `link_hook_failures`, `link_hook_panics`,
-/// `resumes_refused_by_binding` and `links_parked`.
+/// `resumes_refused_by_binding`, `links_parked`, `parked_expired`, `links_held` and
+/// `held_expired`.
 macro_rules! impl_counts {
     ($stats:ty) => {
         impl $crate::listen::Counts for $stats {
@@ -81,6 +88,15 @@ macro_rules! impl_counts {
             fn link_parked(&mut self) {
                 self.links_parked += 1;
             }
+            fn parked_expired(&mut self) {
+                self.parked_expired += 1;
+            }
+            fn link_held(&mut self) {
+                self.links_held += 1;
+            }
+            fn held_expired(&mut self) {
+                self.held_expired += 1;
+            }
         }
     };
 }
@@ -93,6 +109,11 @@ pub(crate) struct QueueInner<T, C> {
     /// How many of `ready` each source has (sources with none are removed).
     ready_by_source: HashMap<u64, usize>,
     waiters: WakerList,
+    /// Sources with links held for their accept-backlog share (kept by the routing).
+    pub(crate) holding: HashSet<u64>,
+    /// Sources in `holding` one of whose sessions `accept` took since the routing last
+    /// looked: their share has room for a held link.
+    pub(crate) freed: Vec<u64>,
     /// The listener ended, or the task is gone.
     done: bool,
     /// The acceptor's counters.
@@ -116,6 +137,8 @@ impl<T, C: Counts> Queue<T, C> {
             ready: VecDeque::new(),
             ready_by_source: HashMap::new(),
             waiters: WakerList::default(),
+            holding: HashSet::new(),
+            freed: Vec::new(),
             done: false,
             stats: C::default(),
         };
@@ -163,6 +186,12 @@ impl<T, C: Counts> Queue<T, C> {
                     if *n == 0 {
                         g.ready_by_source.remove(&source);
                     }
+                }
+                if g.holding.contains(&source) {
+                    // Room in the source's share: the listening task routes a held link.
+                    g.freed.push(source);
+                    drop(g);
+                    self.task.wake();
                 }
                 return Poll::Ready(Ok(s));
             }

@@ -15,6 +15,15 @@
 //! endpoint reports expired, evicted or reclaimed. A raw conduit has no session handshake: it
 //! is announced as soon as it is routed.
 //!
+//! Two lots (`lot`) delay links instead of closing them. A link over its source's pending
+//! quota is parked unread until one of that source's pending handshakes finishes (or its
+//! deadline passes). A fresh ClientHello over its source's accept-backlog share is held with
+//! its pending handshake until the application takes one of that source's sessions (the
+//! queue tells this task which source gained room) or one of its unannounced sessions ends;
+//! a held link is closed, uncharged, at that handshake's deadline, before the endpoint's own
+//! `handle_timeout` would expire the slot and charge its source. The task's one timer is
+//! armed for the earliest of the endpoint's deadline and both lots'.
+//!
 //! Every link comes with its source (a hash of the peer's address, [`source_of`]; 0 when the
 //! stream cannot tell): the endpoint keeps its failure budget and pending quota per source.
 //! Links with no known source (Unix sockets, streams that are not TCP) all count as the one
@@ -42,7 +51,7 @@ use crate::group::{Forwarded, GroupMember};
 use crate::keys::random_key_bytes;
 use crate::link_hook::{self, AcceptHooks, Arrived, LinkInfo, ResumeBinding};
 use crate::listen::{Counts, ListenOf, Routing};
-use crate::parked::Parked;
+use crate::lot::{park_cap_per_source, Lot};
 use crate::pending::Outcome;
 use crate::refusal_log::RefusalLog;
 use crate::router::{EpInner, EpShared, Reach};
@@ -121,6 +130,17 @@ pub(crate) trait Kind<R: Runtime, S: Io>: Send + Unpin + 'static {
 
 /// Forwarded links a worker of an acceptor group routes per step of its listening task.
 const FORWARD_BATCH: usize = 64;
+/// Parked links closed at their deadline, and sources whose share has room for a held
+/// link, per step of the listening task (the rest on the next step).
+const LOT_BATCH: usize = 64;
+
+/// A fresh session's link held for room in its source's accept-backlog share: its pending
+/// handshake in the endpoint (kept, with its deadline), the link, its ClientHello.
+struct Held<S> {
+    p: EpPending,
+    io: S,
+    hello: [u8; HELLO_LEN],
+}
 
 /// An acceptor's routing: through the core endpoint.
 pub(crate) struct EpRouting<R: Runtime, K: Kind<R, S>, S: Io> {
@@ -140,7 +160,12 @@ pub(crate) struct EpRouting<R: Runtime, K: Kind<R, S>, S: Io> {
     /// Checks each resume against the session's first link (see `link_hook`).
     binding: Option<ResumeBinding>,
     /// Links over their source's pending quota, waiting unread for their turn.
-    parked: Parked<Arrived<S>>,
+    parked: Lot<Arrived<S>>,
+    /// Fresh sessions over their source's accept-backlog share, their hello read, waiting
+    /// for room in the share.
+    held: Lot<Held<S>>,
+    /// Sources one of whose unannounced sessions ended: room for a held link.
+    to_release: Vec<u64>,
     /// Which per-link refusals to log (rate-limited per source and kind).
     refusals: RefusalLog,
 }
@@ -161,7 +186,9 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
             timer: None,
             armed: None,
             binding,
-            parked: Parked::new(),
+            parked: Lot::new(),
+            held: Lot::new(),
+            to_release: Vec::new(),
             refusals: RefusalLog::default(),
         }
     }
@@ -222,7 +249,18 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
         for Todo::End(h, reach) in todo {
             reach.end(now);
             // Dropped outside every lock: dropping a handle locks its session.
-            drop(self.take_unannounced(h));
+            if let Some((session, source)) = self.take_unannounced(h) {
+                drop(session);
+                self.share_freed(source);
+            }
+        }
+    }
+
+    /// One of `source`'s sessions left its accept-backlog share without being queued (it
+    /// ended in its session handshake): a held link of that source may go next.
+    fn share_freed(&mut self, source: u64) {
+        if self.held.count(source) > 0 {
+            self.to_release.push(source);
         }
     }
 
@@ -265,8 +303,12 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> Routing<R, S> for EpRouting<R, K, S> {
             // Counted by the endpoint; parked unless the lot is full too.
             Err(LinkRefusal::SourcePendingQuota) => {
                 let peer = io.peer_addr();
-                match self.parked.park(source, io, lot_cap(&l.config, detached)) {
-                    // Started when one of its source's pending handshakes finishes (`outcome`).
+                let cap = lot_cap(&l.config, detached);
+                let per_source = park_cap_per_source(cap, l.config.acceptor.max_pending_per_source);
+                let deadline = now.saturating_add(l.config.protocol.handshake_timeout.into());
+                match self.parked.put(source, deadline, io, cap, per_source) {
+                    // Started when one of its source's pending handshakes finishes (`outcome`),
+                    // closed at its deadline (`expire_parked`).
                     Ok(()) => return l.queue.lock().stats.link_parked(),
                     Err(_closed) => {
                         let kind = "max_pending_per_source";
@@ -287,11 +329,14 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> Routing<R, S> for EpRouting<R, K, S> {
     /// Fire the endpoint's deadlines, yield the sessions that reported ready, drop those
     /// that ended or expired first.
     fn poll(&mut self, l: &mut ListenOf<R, S, Self>, cx: &mut Context<'_>) -> bool {
-        if self.parked.len() > 0 && l.queue.stopped() {
-            // Shutdown: the listener dropped its pending handshakes; close the parked links.
+        if (self.parked.len() > 0 || self.held.len() > 0) && l.queue.stopped() {
+            // Shutdown: the listener dropped its pending handshakes; close the parked and
+            // held links.
             self.parked.clear();
+            self.close_held(l);
         }
-        self.poll_endpoint(l, cx)
+        let busy = self.release_freed(l);
+        self.poll_endpoint(l, cx) | busy
     }
 }
 
@@ -305,12 +350,12 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
     /// A pending handshake of `source` finished, freeing one of its slots: start the link
     /// parked longest for it, if any.
     fn unpark(&mut self, l: &mut ListenOf<R, S, Self>, source: u64) {
-        while let Some(io) = self.parked.take(source) {
+        while let Some((ticket, io)) = self.parked.take(source) {
             let now = self.ep.clock.now();
             let admitted = self.ep.lock().endpoint.accept_link(now, source);
             match admitted {
                 Ok(p) => return l.read_hello(io, (p, source)),
-                Err(LinkRefusal::SourcePendingQuota) => return self.parked.put_back(source, io),
+                Err(LinkRefusal::SourcePendingQuota) => return self.parked.put_back(source, ticket, io),
                 // Rate-limited or the whole table is full: closed, as if refused on arrival
                 // (and so is the next one, unless it gets in).
                 Err(refusal) => tracing::debug!(?refusal, "sotto: parked link refused"),
@@ -334,6 +379,8 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
             Outcome::Eof => self.ep.lock().endpoint.pending_closed(p),
             Outcome::TimedOut => {
                 tracing::debug!("sotto: handshake timed out");
+                // Held links first: the endpoint would expire their pending handshakes too.
+                self.expire_held(l, now);
                 let mut todo = Vec::new();
                 {
                     let mut g = self.ep.lock();
@@ -357,6 +404,10 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
         self.ep.register_listener(cx.waker());
         let now = self.ep.clock.now();
         let mut busy = self.take_forwarded(l, now, cx);
+        // Held links before the endpoint's deadlines: it would expire their pending
+        // handshakes and charge their sources.
+        busy |= self.expire_held(l, now);
+        busy |= self.expire_parked(l, now);
         let mut todo = Vec::new();
         let (settled, next) = {
             let mut g = self.ep.lock();
@@ -366,7 +417,7 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
             }
             drain(&mut g, &mut todo);
             let settled = std::mem::take(&mut g.settled);
-            (settled, g.endpoint.poll_timeout().and_then(|t| self.ep.clock.std_time(t)))
+            (settled, g.endpoint.poll_timeout())
         };
         busy |= !todo.is_empty() || !settled.is_empty();
         self.settle(todo, now);
@@ -375,8 +426,17 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
             let Some((session, source)) = self.take_unannounced(h) else { continue };
             if ready {
                 l.queue.push(session, source);
+            } else {
+                drop(session);
+                self.share_freed(source);
             }
         }
+        // The earliest of the endpoint's deadlines and the lots'.
+        let next = [next, self.parked.next_deadline(), self.held.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+            .and_then(|t| self.ep.clock.std_time(t));
         let Some(next) = next else {
             self.armed = None;
             return busy;
@@ -422,23 +482,196 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
         hello: &[u8; HELLO_LEN],
     ) {
         let fresh = sotto_proto::wire::ClientHello::decode(hello).is_ok_and(|h| h.resume_key.is_none());
-        // Sessions still in their handshake count against the backlog too.
-        if fresh && l.queue.full(l.config.acceptor.accept_backlog.saturating_sub(self.unannounced.len())) {
-            let peer = io.peer_addr();
-            self.log_refusal(&l.config, "accept_backlog", peer.as_ref(), source, crate::trace::link_refused);
+        if fresh && self.backlog_full(l, source, &io) {
             self.ep.lock().endpoint.pending_closed(p);
             return;
         }
-        if fresh && source != 0 {
-            let held = l.queue.ready_from(source) + self.unannounced_by_source.get(&source).copied().unwrap_or(0);
-            if held >= l.config.acceptor.accept_backlog_per_source {
+        // Over its source's share, or behind links of its source held already: held.
+        let share = l.config.acceptor.accept_backlog_per_source;
+        if fresh && source != 0 && (self.held.count(source) > 0 || self.share_used(l, source) >= share) {
+            return self.hold(l, p, source, io, hello);
+        }
+        self.route_admitted(l, now, p, source, io, hello);
+    }
+
+    /// Whether the accept backlog is full (sessions still in their handshake count against it
+    /// too) for a fresh session from `source` over `io`; then counted and logged, and the
+    /// caller closes the link.
+    fn backlog_full(&mut self, l: &mut ListenOf<R, S, Self>, source: u64, io: &S) -> bool {
+        if !l.queue.full(l.config.acceptor.accept_backlog.saturating_sub(self.unannounced.len())) {
+            return false;
+        }
+        let peer = io.peer_addr();
+        self.log_refusal(&l.config, "accept_backlog", peer.as_ref(), source, crate::trace::link_refused);
+        true
+    }
+
+    /// Sessions of `source` in its accept-backlog share: waiting for `accept`, or still in
+    /// their session handshake.
+    fn share_used(&self, l: &ListenOf<R, S, Self>, source: u64) -> usize {
+        l.queue.ready_from(source) + self.unannounced_by_source.get(&source).copied().unwrap_or(0)
+    }
+
+    /// Hold the fresh session of pending link `p` from `source` (its hello read) until its
+    /// source's share has room, at most until its handshake deadline; past the bounds
+    /// (`accept_backlog_per_source` held from the source, `accept_backlog` in all) close
+    /// it, counted in `backlog_source_full`.
+    fn hold(&mut self, l: &mut ListenOf<R, S, Self>, p: EpPending, source: u64, io: S, hello: &[u8; HELLO_LEN]) {
+        // A stale handle (its handshake expired meanwhile): the link is closed.
+        let Some(deadline) = self.ep.lock().endpoint.pending_deadline(p) else { return };
+        let a = &l.config.acceptor;
+        match self.held.put(
+            source,
+            deadline,
+            Held { p, io, hello: *hello },
+            a.accept_backlog,
+            a.accept_backlog_per_source,
+        ) {
+            Ok(()) => {
+                let mut q = l.queue.lock();
+                q.stats.link_held();
+                q.holding.insert(source);
+            }
+            Err((h, _)) => {
                 l.queue.lock().stats.backlog_source_full();
-                let (kind, peer) = ("accept_backlog_per_source", io.peer_addr());
+                let (kind, peer) = ("accept_backlog_per_source", h.io.peer_addr());
                 self.log_refusal(&l.config, kind, peer.as_ref(), source, crate::trace::link_refused);
-                self.ep.lock().endpoint.pending_closed(p);
+                self.ep.lock().endpoint.pending_closed(h.p);
                 return;
             }
         }
+        // The share may have room already (it was held behind others of its source).
+        self.release(l, source);
+    }
+
+    /// Route `source`'s held links, oldest first, while its share has room; then start its
+    /// parked links on the pending slots they gave back.
+    fn release(&mut self, l: &mut ListenOf<R, S, Self>, source: u64) {
+        let share = l.config.acceptor.accept_backlog_per_source;
+        let mut took = false;
+        while self.held.count(source) > 0 && self.share_used(l, source) < share {
+            let Some((_, h)) = self.held.take(source) else { break };
+            took = true;
+            let now = self.ep.clock.now();
+            if self.backlog_full(l, source, &h.io) {
+                self.ep.lock().endpoint.pending_closed(h.p);
+                continue;
+            }
+            self.route_admitted(l, now, h.p, source, h.io, &h.hello);
+        }
+        if took {
+            if self.held.count(source) == 0 {
+                l.queue.lock().holding.remove(&source);
+            }
+            self.unpark(l, source);
+        }
+    }
+
+    /// Release held links of the sources whose share gained room (a session accepted, or
+    /// ended in its session handshake): a bounded batch per step. Returns whether it did.
+    fn release_freed(&mut self, l: &mut ListenOf<R, S, Self>) -> bool {
+        if self.held.len() == 0 {
+            self.to_release.clear();
+            return false;
+        }
+        {
+            let mut q = l.queue.lock();
+            let freed = &mut q.freed;
+            self.to_release.append(freed);
+        }
+        let mut busy = false;
+        for _ in 0..LOT_BATCH {
+            let Some(source) = self.to_release.pop() else { break };
+            busy = true;
+            self.release(l, source);
+        }
+        busy
+    }
+
+    /// Close the held links whose handshake deadline has passed at `now` (at most
+    /// `accept_backlog` are held), freeing their pending slots uncharged, and start parked
+    /// links of their sources on them. Call before the endpoint's `handle_timeout`. Returns
+    /// whether it closed any.
+    fn expire_held(&mut self, l: &mut ListenOf<R, S, Self>, now: Instant) -> bool {
+        if self.held.next_deadline().is_none_or(|t| t > now) {
+            return false;
+        }
+        let mut closed = Vec::new();
+        while let Some(expired) = self.held.pop_expired(now) {
+            closed.push(expired);
+        }
+        {
+            let mut g = self.ep.lock();
+            for (_, h) in &closed {
+                g.endpoint.pending_closed(h.p);
+            }
+        }
+        {
+            let mut q = l.queue.lock();
+            for (source, _) in &closed {
+                q.stats.held_expired();
+                if self.held.count(*source) == 0 {
+                    q.holding.remove(source);
+                }
+            }
+        }
+        tracing::debug!(links = closed.len(), "sotto: held links closed at their handshake deadline");
+        for (source, h) in closed {
+            // Closed outside every lock.
+            drop(h.io);
+            self.unpark(l, source);
+        }
+        true
+    }
+
+    /// Close parked links that waited `protocol.handshake_timeout` (a bounded batch per
+    /// step). Returns whether it closed any.
+    fn expire_parked(&mut self, l: &mut ListenOf<R, S, Self>, now: Instant) -> bool {
+        let mut n = 0;
+        while n < LOT_BATCH {
+            let Some((_, io)) = self.parked.pop_expired(now) else { break };
+            drop(io);
+            n += 1;
+        }
+        if n == 0 {
+            return false;
+        }
+        tracing::debug!(links = n, "sotto: parked links closed at their deadline");
+        let mut q = l.queue.lock();
+        for _ in 0..n {
+            q.stats.parked_expired();
+        }
+        true
+    }
+
+    /// Close every held link (shutdown), freeing their pending slots.
+    fn close_held(&mut self, l: &mut ListenOf<R, S, Self>) {
+        let mut closed = Vec::new();
+        while let Some((_, h)) = self.held.pop_any() {
+            closed.push(h);
+        }
+        {
+            let mut g = self.ep.lock();
+            for h in &closed {
+                g.endpoint.pending_closed(h.p);
+            }
+        }
+        l.queue.lock().holding.clear();
+        self.to_release.clear();
+        drop(closed);
+    }
+
+    /// Route pending link `p` from `source` (its ClientHello `hello`, its share checked):
+    /// a new session, a resume, a forward to another worker, or REJECTED.
+    fn route_admitted(
+        &mut self,
+        l: &mut ListenOf<R, S, Self>,
+        now: Instant,
+        p: EpPending,
+        source: u64,
+        io: S,
+        hello: &[u8; HELLO_LEN],
+    ) {
         let mut todo = Vec::new();
         let (routed, reach) = {
             let mut g = self.ep.lock();

@@ -635,6 +635,16 @@ impl Endpoint {
         Ok(PendingLink { index: index as u32, generation: slot.generation })
     }
 
+    /// The handshake deadline of pending link `link` (set when it was accepted, `now` plus
+    /// `handshake_timeout`), or `None` for a stale handle. A driver that keeps a link whose
+    /// ClientHello it has read waiting before [`route`](Self::route) (its source's accept
+    /// backlog is full) closes it by then with [`pending_closed`](Self::pending_closed);
+    /// past it [`handle_timeout`](Self::handle_timeout) expires the slot and charges the source.
+    #[must_use]
+    pub fn pending_deadline(&self, link: PendingLink) -> Option<Instant> {
+        self.pending.get(link.index as usize).filter(|p| p.live && p.generation == link.generation).map(|p| p.deadline)
+    }
+
     /// A pending link closed before its ClientHello arrived: free its slot.
     pub fn pending_closed(&mut self, link: PendingLink) {
         let _ = self.take_pending(link);

@@ -963,3 +963,16 @@ proptest::proptest! {
         proptest::prop_assert_eq!((st.forwarded, st.rejected_issuer_gone, st.rejected), (forwarded, gone, charged));
     }
 }
+
+#[test]
+fn a_pending_link_reports_the_deadline_it_was_accepted_under_until_its_slot_is_freed() {
+    let mut ep = Endpoint::new(small()).expect("config");
+    let at = Instant::from_nanos(5);
+    let p = ep.accept_link(at, 1).expect("pending");
+    assert_eq!(ep.pending_deadline(p), Some(at.saturating_add(Duration::from_secs(10))));
+    ep.pending_closed(p);
+    assert_eq!(ep.pending_deadline(p), None, "a freed slot has no deadline");
+    let q = ep.accept_link(at, 1).expect("pending");
+    assert_eq!(ep.pending_deadline(p), None, "a stale handle to a reused slot has none");
+    assert!(ep.pending_deadline(q).is_some());
+}

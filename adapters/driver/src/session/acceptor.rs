@@ -48,7 +48,8 @@ pub struct SessionAcceptorStats {
     /// counted in `backlog_source_full` too, `accept_backlog_per_source` from their source).
     pub backlog_full: u64,
     /// Fresh ClientHellos turned away because `accept_backlog_per_source` sessions from
-    /// their source were waiting for `accept` or in their session handshake.
+    /// their source were waiting for `accept` or in their session handshake and the held links
+    /// (`links_held`) were at their bound.
     pub backlog_source_full: u64,
     /// Links that arrived while their source held `max_pending_per_source` pending
     /// handshakes and were kept unread until one of them finished, rather than closed (also
@@ -56,6 +57,20 @@ pub struct SessionAcceptorStats {
     /// closed because the lot of parked links was full too; the lot holds
     /// `max_pending_handshakes` links plus one per detached session).
     pub links_parked: u64,
+    /// Parked links closed because they waited `protocol.handshake_timeout` without a
+    /// pending-handshake slot of their source coming free (each also in `links_parked`).
+    pub parked_expired: u64,
+    /// Fresh ClientHellos that arrived while their source held `accept_backlog_per_source`
+    /// sessions (waiting for `accept` or in their session handshake) and were held, their
+    /// hello read, until the application took one of that source's sessions (or one ended),
+    /// rather than closed. Each keeps its pending handshake (and its deadline) meanwhile; at
+    /// most `accept_backlog_per_source` are held per source and `accept_backlog` in all,
+    /// past which they are closed as before (`backlog_source_full`). See `docs/sizing.md`.
+    pub links_held: u64,
+    /// Held links closed at their handshake deadline because the application did not take
+    /// enough of their source's sessions in time (each also in `links_held`; their source
+    /// is not charged).
+    pub held_expired: u64,
     /// Links closed because their link hook returned an error (a failed TLS handshake);
     /// each charged to its source (the endpoint's `pending_failed`).
     pub link_hook_failures: u64,
