@@ -350,9 +350,17 @@ impl<R: Runtime, K: Kind<R, S>, S: Io> EpRouting<R, K, S> {
     /// A pending handshake of `source` finished, freeing one of its slots: start the link
     /// parked longest for it, if any.
     fn unpark(&mut self, l: &mut ListenOf<R, S, Self>, source: u64) {
-        while let Some((ticket, io)) = self.parked.take(source) {
+        while self.parked.count(source) > 0 {
             let now = self.ep.clock.now();
-            let admitted = self.ep.lock().endpoint.accept_link(now, source);
+            let admitted = {
+                let mut g = self.ep.lock();
+                if !g.endpoint.source_has_room(source) {
+                    // Still at its quota (a slot went to a held link): the next finish retries.
+                    return;
+                }
+                g.endpoint.accept_link(now, source)
+            };
+            let Some((ticket, io)) = self.parked.take(source) else { return };
             match admitted {
                 Ok(p) => return l.read_hello(io, (p, source)),
                 Err(LinkRefusal::SourcePendingQuota) => return self.parked.put_back(source, ticket, io),

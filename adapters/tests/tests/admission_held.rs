@@ -87,6 +87,10 @@ async fn sessions_over_their_source_share_wait_held_and_all_get_in_without_a_red
     assert!(stats.links_held > 0, "sessions over the share waited held: {stats:?}");
     assert_eq!(stats.held_expired, 0, "{stats:?}");
     assert_eq!(stats.links, SESSIONS as u64, "every client connected on its first link (no redial): {stats:?}");
+    assert_eq!(
+        stats.endpoint.source_quota_refused, stats.links_parked,
+        "each parked link counted once at the quota, not again on every retry: {stats:?}"
+    );
     for c in &clients {
         assert!(c.stats().link_established, "{:?}", c.stats());
     }

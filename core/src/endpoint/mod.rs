@@ -645,6 +645,15 @@ impl Endpoint {
         self.pending.get(link.index as usize).filter(|p| p.live && p.generation == link.generation).map(|p| p.deadline)
     }
 
+    /// Whether a link from `source` would get past its source's pending quota now
+    /// (`max_pending_per_source`; always for source 0). A driver that parks links over the
+    /// quota asks before it retries one, so that a retry refused again is not counted as a
+    /// refusal (`source_quota_refused`) a second time.
+    #[must_use]
+    pub fn source_has_room(&self, source: u64) -> bool {
+        source == 0 || self.pending_by_source.get(&source).is_none_or(|&n| n < self.config.max_pending_per_source)
+    }
+
     /// A pending link closed before its ClientHello arrived: free its slot.
     pub fn pending_closed(&mut self, link: PendingLink) {
         let _ = self.take_pending(link);

@@ -767,8 +767,10 @@ fn one_source_holds_at_most_its_pending_quota_and_others_still_get_in() {
     let mut ep = Endpoint::new(cfg).expect("config");
     let t0 = Instant::ZERO;
     let held: Vec<PendingLink> = (0..3).map(|_| ep.accept_link(t0, 7).expect("within the quota")).collect();
+    assert!(!ep.source_has_room(7), "at its quota");
     assert_eq!(ep.accept_link(t0, 7), Err(LinkRefusal::SourcePendingQuota), "the fourth from one source");
     assert_eq!(ep.stats().source_quota_refused, 1);
+    assert!(ep.source_has_room(9) && ep.source_has_room(0), "other sources, and the unknown one, have room");
     assert_eq!(ep.stats().links_refused, 1);
     // Another source is not affected by the first one's quota.
     for _ in 0..3 {
@@ -776,6 +778,7 @@ fn one_source_holds_at_most_its_pending_quota_and_others_still_get_in() {
     }
     // A freed slot gives the source room again (closed, routed or expired alike).
     ep.pending_closed(held[0]);
+    assert!(ep.source_has_room(7), "a slot freed");
     ep.accept_link(t0, 7).expect("room again after one closed");
     let _ = ep.route(t0, held[1], &[0u8; 3], key(1));
     ep.accept_link(t0, 7).expect("room again after one was routed");
