@@ -192,6 +192,17 @@ fn base_form_works_without_ext() {
     assert_eq!(p.a.stats().resumes, 1);
 }
 
+/// The last `DropLink` among `c`'s pending events (the others are drained too).
+fn last_drop(c: &mut Conduit) -> Option<(LinkId, LinkDropReason)> {
+    let mut dropped = None;
+    while let Some(e) = c.poll_event() {
+        if let Event::DropLink { link, reason } = e {
+            dropped = Some((link, reason));
+        }
+    }
+    dropped
+}
+
 /// Start both directions `base` frames in, as if that many had been exchanged and acked.
 fn jump_to(p: &mut Pair, base: u64) {
     for c in [&mut p.a, &mut p.b] {
@@ -293,13 +304,7 @@ fn keepalive_drops_a_link_whose_writes_are_stuck() {
     p.a.handle_timeout(early);
     assert!(p.a.is_established(), "alive until the pong deadline");
     p.a.handle_timeout(dead);
-    let mut dropped = None;
-    while let Some(e) = p.a.poll_event() {
-        if let Event::DropLink { link, reason } = e {
-            dropped = Some((link, reason));
-        }
-    }
-    assert_eq!(dropped, Some((la, LinkDropReason::KeepaliveTimeout)));
+    assert_eq!(last_drop(&mut p.a), Some((la, LinkDropReason::KeepaliveTimeout)));
     assert!(!p.a.is_ended(), "the link died, not the session");
 }
 
@@ -329,13 +334,11 @@ fn bytes_of_an_unfinished_frame_keep_a_slow_link_alive_until_they_stop() {
     p.a.handle_timeout(Instant::from_nanos(dead.as_nanos() - 1));
     assert!(p.a.is_established(), "alive until pong_timeout after the last bytes");
     p.a.handle_timeout(dead);
-    let mut dropped = None;
-    while let Some(e) = p.a.poll_event() {
-        if let Event::DropLink { link, reason } = e {
-            dropped = Some((link, reason));
-        }
-    }
-    assert_eq!(dropped, Some((la, LinkDropReason::KeepaliveTimeout)), "not kept alive by another link's bytes");
+    assert_eq!(
+        last_drop(&mut p.a),
+        Some((la, LinkDropReason::KeepaliveTimeout)),
+        "not kept alive by another link's bytes"
+    );
 }
 
 /// While our PING has been awaited for `ping_interval` and bytes keep arriving, a standalone
