@@ -250,7 +250,7 @@ impl ReplayRing {
         for (d, s) in h.iter_mut().zip(header) {
             *d = *s;
         }
-        p.copy_from_slice(payload);
+        copy_short(p, payload);
         self.record(offset, len);
         Ok(())
     }
@@ -282,7 +282,7 @@ impl ReplayRing {
                         *d = *s;
                     }
                 }
-                p.copy_from_slice(payload);
+                copy_short(p, payload);
             }
             None => self.write_wrapping(at, header, payload),
         }
@@ -293,6 +293,38 @@ impl ReplayRing {
         self.entries[idx].len += len as u32;
         self.byte_used += len;
         Ok(())
+    }
+
+    /// [`extend_last`](Self::extend_last) by a one-byte `prefix` (a batched message's
+    /// length, below 128) and a short `payload`, when the ring holds an item, its storage has
+    /// the bytes without growing and they lie contiguous after the tail: `true`, the ring
+    /// holding exactly what `extend_last(&[prefix], payload)` would have made it hold.
+    /// Otherwise `false` with nothing changed (the caller takes the general path, which grows,
+    /// wraps or refuses). The session's per-message fast path.
+    #[inline(always)]
+    pub(crate) fn try_extend_last_contiguous(&mut self, prefix: u8, payload: &[u8]) -> bool {
+        let len = 1 + payload.len();
+        let used = self.byte_used + len;
+        let cap = self.bytes.len();
+        if self.entry_count == 0 || used > cap || used > self.max_bytes {
+            return false;
+        }
+        let mut at = self.byte_head + self.byte_used;
+        if at >= cap {
+            at -= cap;
+        }
+        let Some(dest) = self.bytes.get_mut(at..at + len) else { return false };
+        let Some((d, rest)) = dest.split_first_mut() else { return false };
+        *d = prefix;
+        copy_short(rest, payload);
+        let mut idx = self.entry_head + self.entry_count - 1;
+        if idx >= self.entries.len() {
+            idx -= self.entries.len();
+        }
+        let Some(e) = self.entries.get_mut(idx) else { return false };
+        e.len += len as u32;
+        self.byte_used = used;
+        true
     }
 
     /// Copy `header` then `payload` to `at`, wrapping at the end of the ring.
@@ -388,6 +420,42 @@ impl ReplayRing {
         let first = (self.bytes.len() - start).min(len);
         Some((&self.bytes[start..start + first], &self.bytes[..len - first]))
     }
+}
+
+/// Copy `src` into `dst` (of the same length): for up to 32 bytes with two overlapping
+/// loads and stores of a fixed width (a few instructions, no call), else with
+/// `copy_from_slice`. The loads are integers of distinct widths so that the compiler keeps
+/// them apart instead of merging the branches back into one `memcpy` of a variable length.
+#[inline(always)]
+pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    if n != dst.len() || n > 32 {
+        dst.copy_from_slice(src);
+    } else if n >= 16 {
+        let (a, b) = (u128::from_ne_bytes(head(src)), u128::from_ne_bytes(head(&src[n - 16..])));
+        dst[..16].copy_from_slice(&a.to_ne_bytes());
+        dst[n - 16..].copy_from_slice(&b.to_ne_bytes());
+    } else if n >= 8 {
+        let (a, b) = (u64::from_ne_bytes(head(src)), u64::from_ne_bytes(head(&src[n - 8..])));
+        dst[..8].copy_from_slice(&a.to_ne_bytes());
+        dst[n - 8..].copy_from_slice(&b.to_ne_bytes());
+    } else if n >= 4 {
+        let (a, b) = (u32::from_ne_bytes(head(src)), u32::from_ne_bytes(head(&src[n - 4..])));
+        dst[..4].copy_from_slice(&a.to_ne_bytes());
+        dst[n - 4..].copy_from_slice(&b.to_ne_bytes());
+    } else if n > 0 {
+        dst[0] = src[0];
+        dst[n / 2] = src[n / 2];
+        dst[n - 1] = src[n - 1];
+    }
+}
+
+/// The first `N` bytes of `s` (which has at least `N`).
+#[inline(always)]
+fn head<const N: usize>(s: &[u8]) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&s[..N]);
+    a
 }
 
 #[cfg(test)]
