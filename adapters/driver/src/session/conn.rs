@@ -256,9 +256,10 @@ impl ConnSender {
     }
 
     /// [`send`](Self::send) as a poll function: `Ready(Ok)` once `item` is queued.
+    #[inline]
     pub fn poll_send(&self, cx: &mut Context<'_>, item: &[u8]) -> Poll<Result<(), ConnError>> {
         if self.has_staged.load(Ordering::Acquire) {
-            return self.poll_send_many(cx, std::slice::from_ref(&item)).map_ok(|_| ());
+            return self.poll_send_staged(cx, item);
         }
         // One message, nothing staged: `queue`'s loop without the loop.
         let id = self.shared.id;
@@ -271,6 +272,12 @@ impl ConnSender {
             }
             Err(e) => refusal(s, st, cx, id, e).map_ok(|()| ()),
         }
+    }
+
+    /// [`poll_send`](Self::poll_send) with messages staged by the [`Sink`] (they go first).
+    #[inline(never)]
+    fn poll_send_staged(&self, cx: &mut Context<'_>, item: &[u8]) -> Poll<Result<(), ConnError>> {
+        self.poll_send_many(cx, std::slice::from_ref(&item)).map_ok(|_| ())
     }
 
     /// Send a prefix of `items`, in order, under one lock of the session: as many as the
