@@ -303,27 +303,28 @@ impl ReplayRing {
     /// wraps or refuses). The session's per-message fast path.
     #[inline(always)]
     pub(crate) fn try_extend_last_contiguous(&mut self, prefix: u8, payload: &[u8]) -> bool {
+        debug_assert!(self.bytes.len() <= self.max_bytes, "the storage never exceeds the cap");
         let len = 1 + payload.len();
-        let used = self.byte_used + len;
         let cap = self.bytes.len();
-        if self.entry_count == 0 || used > cap || used > self.max_bytes {
+        let tail = self.byte_head + self.byte_used;
+        // Where the next byte goes and the free bytes from there without wrapping: up to the
+        // end of the storage, or, once the tail has wrapped, up to the oldest item.
+        let (at, room) = if tail < cap { (tail, cap - tail) } else { (tail - cap, cap - self.byte_used) };
+        if len > room || self.entry_count == 0 {
             return false;
         }
-        let mut at = self.byte_head + self.byte_used;
-        if at >= cap {
-            at -= cap;
-        }
-        let Some(dest) = self.bytes.get_mut(at..at + len) else { return false };
-        let Some((d, rest)) = dest.split_first_mut() else { return false };
-        *d = prefix;
-        copy_short(rest, payload);
         let mut idx = self.entry_head + self.entry_count - 1;
         if idx >= self.entries.len() {
             idx -= self.entries.len();
         }
         let Some(e) = self.entries.get_mut(idx) else { return false };
+        let Some((d, rest)) = self.bytes.get_mut(at..at + len).and_then(|b| b.split_first_mut()) else {
+            return false;
+        };
         e.len += len as u32;
-        self.byte_used = used;
+        self.byte_used += len;
+        *d = prefix;
+        copy_short(rest, payload);
         true
     }
 

@@ -111,6 +111,9 @@ pub struct Session {
     pub(crate) open_batch: Option<OpenBatch>,
     /// `batch_bytes` capped at the largest item.
     pub(crate) batch_limit: usize,
+    /// The largest payload the send fast path batches: a quarter of `batch_limit` (what
+    /// joins a batch at all), at most 127 bytes (a one-byte length prefix).
+    pub(crate) fast_max: usize,
     pub(crate) failure: Option<SessionFailure>,
     pub(crate) stats: SessionStats,
 }
@@ -175,6 +178,7 @@ impl Session {
             peer_half_close: false,
             open_batch: None,
             batch_limit: config.batch_bytes.min(config.conduit.max_item_len()) as usize,
+            fast_max: (config.batch_bytes.min(config.conduit.max_item_len()) as usize / 4).min(0x7f),
             failure: None,
             stats: SessionStats::default(),
         };
@@ -532,8 +536,7 @@ impl Session {
         // item) the message is also within the largest payload `send_general` allows.
         if b.conn != conn
             || !b.batch
-            || len >= 0x80
-            || len > self.batch_limit / 4
+            || len > self.fast_max
             || b.len + 1 + len > self.batch_limit
             || self.phase != Phase::Ready
             || !self.peer_batches

@@ -24,7 +24,7 @@
 //! or whenever the receiver next locks), so the peer's sender is never starved while a
 //! reader keeps up, and a slow reader only holds back its own connection.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -231,6 +231,23 @@ impl std::fmt::Debug for ConnSender {
     }
 }
 
+/// The future of [`ConnSender::send`]: one [`poll_send`](ConnSender::poll_send) per poll,
+/// inlined into the caller (a message that fits costs no call beyond the session's).
+struct SendOne<'a, B> {
+    tx: &'a mut ConnSender,
+    item: B,
+}
+
+impl<B: AsRef<[u8]>> Future for SendOne<'_, B> {
+    type Output = Result<(), ConnError>;
+
+    #[inline(always)]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.into_ref().get_ref();
+        this.tx.poll_send(cx, this.item.as_ref())
+    }
+}
+
 impl ConnSender {
     /// The connection's id.
     #[must_use]
@@ -250,13 +267,12 @@ impl ConnSender {
     /// handed over first. If one of them cannot be sent, this call returns that error
     /// (dropping that message: only it if it is too large, all of them if the connection or
     /// the session is over) and has not sent `item`.
-    pub async fn send(&mut self, item: impl AsRef<[u8]>) -> Result<(), ConnError> {
-        let item = item.as_ref();
-        poll_fn(|cx| self.poll_send(cx, item)).await
+    pub fn send<B: AsRef<[u8]>>(&mut self, item: B) -> impl Future<Output = Result<(), ConnError>> + use<'_, B> {
+        SendOne { tx: self, item }
     }
 
     /// [`send`](Self::send) as a poll function: `Ready(Ok)` once `item` is queued.
-    #[inline]
+    #[inline(always)]
     pub fn poll_send(&self, cx: &mut Context<'_>, item: &[u8]) -> Poll<Result<(), ConnError>> {
         if self.has_staged.load(Ordering::Acquire) {
             return self.poll_send_staged(cx, item);
