@@ -248,6 +248,21 @@ impl<B: AsRef<[u8]>> Future for SendOne<'_, B> {
     }
 }
 
+/// The future of [`ConnReceiver::recv`]: one [`poll_recv`](ConnReceiver::poll_recv) per
+/// poll, whose common case is inlined into the caller.
+struct RecvOne<'a> {
+    rx: &'a mut ConnReceiver,
+}
+
+impl Future for RecvOne<'_> {
+    type Output = Result<Bytes, ConnError>;
+
+    #[inline(always)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.rx.poll_recv(cx)
+    }
+}
+
 impl ConnSender {
     /// The connection's id.
     #[must_use]
@@ -691,8 +706,8 @@ impl ConnReceiver {
     /// are read. On one thread this keeps the peer's sender busy instead of letting the
     /// whole pipeline drain once per window. A loop that polls without waiting
     /// (`now_or_never`) can see such a `Pending` with messages queued.
-    pub async fn recv(&mut self) -> Result<Bytes, ConnError> {
-        poll_fn(|cx| self.poll_recv(cx)).await
+    pub fn recv(&mut self) -> impl Future<Output = Result<Bytes, ConnError>> + use<'_> {
+        RecvOne { rx: self }
     }
 
     /// Why the stream ended, once it has.
@@ -702,7 +717,35 @@ impl ConnReceiver {
     }
 
     /// [`recv`](Self::recv) as a poll function.
+    #[inline(always)]
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, ConnError>> {
+        // The common case first, inlined: a message already here and no credit to give back
+        // yet. Anything else (a partial read, a yield owed, a release due, nothing here) takes
+        // the general path, which checks them in order.
+        if self.partial.is_empty() && !self.yield_next {
+            if let Some(item) = self.local.pop() {
+                self.taken(item.len());
+                if self.unreleased >= self.release_at {
+                    self.release_taken();
+                }
+                return Poll::Ready(Ok(item));
+            }
+        }
+        self.poll_recv_general(cx)
+    }
+
+    /// Give the credit for what was taken back, under the session's lock (about once per
+    /// half window); with a long backlog here, the next call yields once (see
+    /// [`recv`](Self::recv)).
+    #[inline(never)]
+    fn release_taken(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        self.yield_next = self.release(&mut shared.home.lock()) && self.local.messages() >= YIELD_BACKLOG;
+    }
+
+    /// [`poll_recv`](Self::poll_recv) in every case.
+    #[inline(never)]
+    fn poll_recv_general(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, ConnError>> {
         if !self.partial.is_empty() {
             return Poll::Ready(Ok(std::mem::take(&mut self.partial)));
         }
@@ -714,8 +757,7 @@ impl ConnReceiver {
         if let Some(item) = self.local.pop() {
             self.taken(item.len());
             if self.unreleased >= self.release_at {
-                let shared = Arc::clone(&self.shared);
-                self.yield_next = self.release(&mut shared.home.lock()) && self.local.messages() >= YIELD_BACKLOG;
+                self.release_taken();
             }
             return Poll::Ready(Ok(item));
         }
@@ -763,6 +805,7 @@ impl ConnReceiver {
     }
 
     /// A message of `len` bytes was handed to the application.
+    #[inline(always)]
     fn taken(&mut self, len: usize) {
         self.unreleased += len.max(self.credit_floor);
         self.unreleased_bytes += len;
