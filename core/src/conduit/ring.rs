@@ -469,6 +469,69 @@ mod tests {
     }
 
     #[test]
+    fn copy_short_copies_every_length() {
+        let src: Vec<u8> = (0..80u8).map(|i| i.wrapping_mul(37).wrapping_add(1)).collect();
+        for n in 0..=src.len() {
+            let mut dst = vec![0u8; n];
+            copy_short(&mut dst, &src[..n]);
+            assert_eq!(dst, &src[..n], "length {n}");
+        }
+    }
+
+    /// The ring's held items, its byte count and its item count.
+    fn contents(r: &ReplayRing) -> (Vec<Vec<u8>>, usize, usize) {
+        ((r.first_seq()..r.end_seq()).map(|s| item(r, s)).collect(), r.bytes_used(), r.frames())
+    }
+
+    /// `try_extend_last_contiguous` against `extend_last` on a ring driven through the same
+    /// random pushes, trims and extensions (small caps, so that it wraps, grows and fills):
+    /// when it extends, the ring holds what `extend_last` made the other hold; when it
+    /// declines, the ring is unchanged. Seeds are printed.
+    #[test]
+    fn the_contiguous_extension_matches_extend_last() {
+        extern crate std;
+        for seed in 1..=200u64 {
+            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = move |n: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n
+            };
+            let (bytes, frames) = ([40u32, 100, 3000][next(3) as usize], [3u32, 8, 64][next(3) as usize]);
+            let (mut fast, mut general) = (ReplayRing::new(bytes, frames), ReplayRing::new(bytes, frames));
+            let mut extended = 0;
+            for step in 0..400 {
+                let payload: Vec<u8> = (0..next(40)).map(|i| (i as u8) ^ (step as u8)).collect();
+                let prefix = next(128) as u8;
+                match next(10) {
+                    0..=1 => {
+                        let a = fast.push(&[&payload]);
+                        assert_eq!(a, general.push(&[&payload]), "seed {seed} step {step}");
+                    }
+                    2 => {
+                        let to = fast.first_seq() + next(3);
+                        assert_eq!(fast.trim_to(to), general.trim_to(to), "seed {seed} step {step}");
+                    }
+                    _ => {
+                        let before = contents(&fast);
+                        let want = general.extend_last(&[prefix], &payload);
+                        if fast.try_extend_last_contiguous(prefix, &payload) {
+                            extended += 1;
+                            assert_eq!(want, Ok(()), "seed {seed} step {step}: extended where extend_last refused");
+                        } else {
+                            assert_eq!(contents(&fast), before, "seed {seed} step {step}: declined but changed");
+                            assert_eq!(fast.extend_last(&[prefix], &payload), want, "seed {seed} step {step}");
+                        }
+                    }
+                }
+                assert_eq!(contents(&fast), contents(&general), "seed {seed} step {step}");
+            }
+            std::println!("the_contiguous_extension_matches_extend_last seed {seed}: {extended} fast extensions");
+        }
+    }
+
+    #[test]
     fn push_trim_wrap() {
         let mut r = ReplayRing::new(10, 3);
         r.push(&[b"abcd"]).expect("fits");
