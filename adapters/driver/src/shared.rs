@@ -269,8 +269,13 @@ pub(crate) struct Common {
 }
 
 impl Common {
+    /// Wake the driver task, if it waits (checked inline: on the data path it mostly does
+    /// not, having been woken by an earlier call).
+    #[inline]
     pub(crate) fn wake_driver(&mut self) {
-        wake(&mut self.driver);
+        if self.driver.is_some() {
+            wake(&mut self.driver);
+        }
     }
 
     /// The driver task polled with `waker` is the one to wake.

@@ -250,7 +250,7 @@ impl ReplayRing {
         for (d, s) in h.iter_mut().zip(header) {
             *d = *s;
         }
-        p.copy_from_slice(payload);
+        copy_short(p, payload);
         self.record(offset, len);
         Ok(())
     }
@@ -282,7 +282,7 @@ impl ReplayRing {
                         *d = *s;
                     }
                 }
-                p.copy_from_slice(payload);
+                copy_short(p, payload);
             }
             None => self.write_wrapping(at, header, payload),
         }
@@ -293,6 +293,39 @@ impl ReplayRing {
         self.entries[idx].len += len as u32;
         self.byte_used += len;
         Ok(())
+    }
+
+    /// [`extend_last`](Self::extend_last) by a one-byte `prefix` (a batched message's
+    /// length, below 128) and a short `payload`, when the ring holds an item, its storage has
+    /// the bytes without growing and they lie contiguous after the tail: `true`, the ring
+    /// holding exactly what `extend_last(&[prefix], payload)` would have made it hold.
+    /// Otherwise `false` with nothing changed (the caller takes the general path, which grows,
+    /// wraps or refuses). The session's per-message fast path.
+    #[inline(always)]
+    pub(crate) fn try_extend_last_contiguous(&mut self, prefix: u8, payload: &[u8]) -> bool {
+        debug_assert!(self.bytes.len() <= self.max_bytes, "the storage never exceeds the cap");
+        let len = 1 + payload.len();
+        let cap = self.bytes.len();
+        let tail = self.byte_head + self.byte_used;
+        // Where the next byte goes and the free bytes from there without wrapping: up to the
+        // end of the storage, or, once the tail has wrapped, up to the oldest item.
+        let (at, room) = if tail < cap { (tail, cap - tail) } else { (tail - cap, cap - self.byte_used) };
+        if len > room || self.entry_count == 0 {
+            return false;
+        }
+        let mut idx = self.entry_head + self.entry_count - 1;
+        if idx >= self.entries.len() {
+            idx -= self.entries.len();
+        }
+        let Some(e) = self.entries.get_mut(idx) else { return false };
+        let Some((d, rest)) = self.bytes.get_mut(at..at + len).and_then(|b| b.split_first_mut()) else {
+            return false;
+        };
+        e.len += len as u32;
+        self.byte_used += len;
+        *d = prefix;
+        copy_short(rest, payload);
+        true
     }
 
     /// Copy `header` then `payload` to `at`, wrapping at the end of the ring.
@@ -390,6 +423,42 @@ impl ReplayRing {
     }
 }
 
+/// Copy `src` into `dst` (of the same length): for up to 32 bytes with two overlapping
+/// loads and stores of a fixed width (a few instructions, no call), else with
+/// `copy_from_slice`. The loads are integers of distinct widths so that the compiler keeps
+/// them apart instead of merging the branches back into one `memcpy` of a variable length.
+#[inline(always)]
+pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    if n != dst.len() || n > 32 {
+        dst.copy_from_slice(src);
+    } else if n >= 16 {
+        let (a, b) = (u128::from_ne_bytes(head(src)), u128::from_ne_bytes(head(&src[n - 16..])));
+        dst[..16].copy_from_slice(&a.to_ne_bytes());
+        dst[n - 16..].copy_from_slice(&b.to_ne_bytes());
+    } else if n >= 8 {
+        let (a, b) = (u64::from_ne_bytes(head(src)), u64::from_ne_bytes(head(&src[n - 8..])));
+        dst[..8].copy_from_slice(&a.to_ne_bytes());
+        dst[n - 8..].copy_from_slice(&b.to_ne_bytes());
+    } else if n >= 4 {
+        let (a, b) = (u32::from_ne_bytes(head(src)), u32::from_ne_bytes(head(&src[n - 4..])));
+        dst[..4].copy_from_slice(&a.to_ne_bytes());
+        dst[n - 4..].copy_from_slice(&b.to_ne_bytes());
+    } else if n > 0 {
+        dst[0] = src[0];
+        dst[n / 2] = src[n / 2];
+        dst[n - 1] = src[n - 1];
+    }
+}
+
+/// The first `N` bytes of `s` (which has at least `N`).
+#[inline(always)]
+fn head<const N: usize>(s: &[u8]) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&s[..N]);
+    a
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,6 +466,69 @@ mod tests {
     fn item(r: &ReplayRing, seq: u64) -> Vec<u8> {
         let (a, b) = r.get(seq).expect("held");
         [a, b].concat()
+    }
+
+    #[test]
+    fn copy_short_copies_every_length() {
+        let src: Vec<u8> = (0..80u8).map(|i| i.wrapping_mul(37).wrapping_add(1)).collect();
+        for n in 0..=src.len() {
+            let mut dst = vec![0u8; n];
+            copy_short(&mut dst, &src[..n]);
+            assert_eq!(dst, &src[..n], "length {n}");
+        }
+    }
+
+    /// The ring's held items, its byte count and its item count.
+    fn contents(r: &ReplayRing) -> (Vec<Vec<u8>>, usize, usize) {
+        ((r.first_seq()..r.end_seq()).map(|s| item(r, s)).collect(), r.bytes_used(), r.frames())
+    }
+
+    /// `try_extend_last_contiguous` against `extend_last` on a ring driven through the same
+    /// random pushes, trims and extensions (small caps, so that it wraps, grows and fills):
+    /// when it extends, the ring holds what `extend_last` made the other hold; when it
+    /// declines, the ring is unchanged. Seeds are printed.
+    #[test]
+    fn the_contiguous_extension_matches_extend_last() {
+        extern crate std;
+        for seed in 1..=200u64 {
+            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = move |n: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n
+            };
+            let (bytes, frames) = ([40u32, 100, 3000][next(3) as usize], [3u32, 8, 64][next(3) as usize]);
+            let (mut fast, mut general) = (ReplayRing::new(bytes, frames), ReplayRing::new(bytes, frames));
+            let mut extended = 0;
+            for step in 0..400 {
+                let payload: Vec<u8> = (0..next(40)).map(|i| (i as u8) ^ (step as u8)).collect();
+                let prefix = next(128) as u8;
+                match next(10) {
+                    0..=1 => {
+                        let a = fast.push(&[&payload]);
+                        assert_eq!(a, general.push(&[&payload]), "seed {seed} step {step}");
+                    }
+                    2 => {
+                        let to = fast.first_seq() + next(3);
+                        assert_eq!(fast.trim_to(to), general.trim_to(to), "seed {seed} step {step}");
+                    }
+                    _ => {
+                        let before = contents(&fast);
+                        let want = general.extend_last(&[prefix], &payload);
+                        if fast.try_extend_last_contiguous(prefix, &payload) {
+                            extended += 1;
+                            assert_eq!(want, Ok(()), "seed {seed} step {step}: extended where extend_last refused");
+                        } else {
+                            assert_eq!(contents(&fast), before, "seed {seed} step {step}: declined but changed");
+                            assert_eq!(fast.extend_last(&[prefix], &payload), want, "seed {seed} step {step}");
+                        }
+                    }
+                }
+                assert_eq!(contents(&fast), contents(&general), "seed {seed} step {step}");
+            }
+            std::println!("the_contiguous_extension_matches_extend_last seed {seed}: {extended} fast extensions");
+        }
     }
 
     #[test]

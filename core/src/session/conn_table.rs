@@ -184,6 +184,16 @@ impl ConnTable {
         self.slots.get(self.find_slot(id)?)?.as_ref()
     }
 
+    /// `id`'s connection if it is the one last looked up mutably (no probe): the data
+    /// path's fast path, which takes the general path on `None`.
+    #[inline(always)]
+    pub(crate) fn get_hot_mut(&mut self, id: u32) -> Option<&mut Conn> {
+        match self.slots.get_mut(self.hot as usize) {
+            Some(Some(c)) if c.id == id => Some(c),
+            _ => None,
+        }
+    }
+
     #[inline]
     pub(crate) fn get_mut(&mut self, id: u32) -> Option<&mut Conn> {
         let slot = self.find_slot(id)?;

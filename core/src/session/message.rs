@@ -213,8 +213,14 @@ impl<'a> DataBatch<'a> {
     /// Check `bytes` (the batch body: `(varint(len) payload)+`).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
         let (mut at, mut count, mut payload_len, mut credit) = (0usize, 0u32, 0u64, 0u64);
-        while at < bytes.len() {
-            let len = varint(bytes, &mut at)? as usize;
+        while let Some(&first) = bytes.get(at) {
+            // A length below 128 (one byte) is the common case: small messages are batched.
+            let len = if first < 0x80 {
+                at += 1;
+                usize::from(first)
+            } else {
+                varint(bytes, &mut at)? as usize
+            };
             if bytes.len() - at < len {
                 return Err(WireError::Truncated);
             }

@@ -111,6 +111,9 @@ pub struct Session {
     pub(crate) open_batch: Option<OpenBatch>,
     /// `batch_bytes` capped at the largest item.
     pub(crate) batch_limit: usize,
+    /// The largest payload the send fast path batches: a quarter of `batch_limit` (what
+    /// joins a batch at all), at most 127 bytes (a one-byte length prefix).
+    pub(crate) fast_max: usize,
     pub(crate) failure: Option<SessionFailure>,
     pub(crate) stats: SessionStats,
 }
@@ -175,6 +178,7 @@ impl Session {
             peer_half_close: false,
             open_batch: None,
             batch_limit: config.batch_bytes.min(config.conduit.max_item_len()) as usize,
+            fast_max: (config.batch_bytes.min(config.conduit.max_item_len()) as usize / 4).min(0x7f),
             failure: None,
             stats: SessionStats::default(),
         };
@@ -512,6 +516,52 @@ impl Session {
     /// its own.
     #[inline]
     pub fn send(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), CommandError> {
+        if self.extend_open_batch(conn, payload) {
+            return Ok(());
+        }
+        self.send_general(conn, payload)
+    }
+
+    /// The common case of [`send`](Self::send) in a burst, checked with the fewest steps: a
+    /// payload below 128 bytes (a one-byte length prefix) joining the open batch of the same
+    /// connection, with credit, and room for it in the replay ring right after the tail.
+    /// `true` once it has joined, with exactly the outcome `send_general` would have had;
+    /// `false` with nothing changed in every other case (including every refusal), which
+    /// `send_general` then handles.
+    #[inline(always)]
+    fn extend_open_batch(&mut self, conn: ConnId, payload: &[u8]) -> bool {
+        let Some(b) = &mut self.open_batch else { return false };
+        let len = payload.len();
+        // `b.len` counts the batch's header, so within `batch_limit` (at most the largest
+        // item) the message is also within the largest payload `send_general` allows.
+        if b.conn != conn
+            || !b.batch
+            || len > self.fast_max
+            || b.len + 1 + len > self.batch_limit
+            || self.phase != Phase::Ready
+            || !self.peer_batches
+        {
+            return false;
+        }
+        let Some(c) = self.conns.get_hot_mut(conn) else { return false };
+        let cost = message_credit(len as u64, true);
+        // `cost` is at least `len`: within half the peer's window, the payload is too.
+        if !c.state.we_send()
+            || cost > c.peer_window.div_ceil(2)
+            || cost > c.send_credit.min(u64::from(self.config.max_credit))
+            || !self.conduit.try_extend_newest(b.seq, len as u8, payload)
+        {
+            return false;
+        }
+        b.len += 1 + len;
+        c.send_credit -= cost;
+        self.stats.messages_batched += 1;
+        true
+    }
+
+    /// [`send`](Self::send) in every case: checks in the order of its contract, then joins
+    /// the open batch, starts one, or queues plain Data.
+    fn send_general(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), CommandError> {
         if self.phase != Phase::Ready {
             self.check_ready()?;
         }

@@ -24,7 +24,7 @@
 //! or whenever the receiver next locks), so the peer's sender is never starved while a
 //! reader keeps up, and a slow reader only holds back its own connection.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -231,6 +231,38 @@ impl std::fmt::Debug for ConnSender {
     }
 }
 
+/// The future of [`ConnSender::send`]: one [`poll_send`](ConnSender::poll_send) per poll,
+/// inlined into the caller (a message that fits costs no call beyond the session's).
+struct SendOne<'a, B> {
+    tx: &'a mut ConnSender,
+    item: B,
+}
+
+impl<B: AsRef<[u8]>> Future for SendOne<'_, B> {
+    type Output = Result<(), ConnError>;
+
+    #[inline(always)]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.into_ref().get_ref();
+        this.tx.poll_send(cx, this.item.as_ref())
+    }
+}
+
+/// The future of [`ConnReceiver::recv`]: one [`poll_recv`](ConnReceiver::poll_recv) per
+/// poll, whose common case is inlined into the caller.
+struct RecvOne<'a> {
+    rx: &'a mut ConnReceiver,
+}
+
+impl Future for RecvOne<'_> {
+    type Output = Result<Bytes, ConnError>;
+
+    #[inline(always)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.rx.poll_recv(cx)
+    }
+}
+
 impl ConnSender {
     /// The connection's id.
     #[must_use]
@@ -250,15 +282,15 @@ impl ConnSender {
     /// handed over first. If one of them cannot be sent, this call returns that error
     /// (dropping that message: only it if it is too large, all of them if the connection or
     /// the session is over) and has not sent `item`.
-    pub async fn send(&mut self, item: impl AsRef<[u8]>) -> Result<(), ConnError> {
-        let item = item.as_ref();
-        poll_fn(|cx| self.poll_send(cx, item)).await
+    pub fn send<B: AsRef<[u8]>>(&mut self, item: B) -> impl Future<Output = Result<(), ConnError>> + use<'_, B> {
+        SendOne { tx: self, item }
     }
 
     /// [`send`](Self::send) as a poll function: `Ready(Ok)` once `item` is queued.
+    #[inline(always)]
     pub fn poll_send(&self, cx: &mut Context<'_>, item: &[u8]) -> Poll<Result<(), ConnError>> {
         if self.has_staged.load(Ordering::Acquire) {
-            return self.poll_send_many(cx, std::slice::from_ref(&item)).map_ok(|_| ());
+            return self.poll_send_staged(cx, item);
         }
         // One message, nothing staged: `queue`'s loop without the loop.
         let id = self.shared.id;
@@ -271,6 +303,12 @@ impl ConnSender {
             }
             Err(e) => refusal(s, st, cx, id, e).map_ok(|()| ()),
         }
+    }
+
+    /// [`poll_send`](Self::poll_send) with messages staged by the [`Sink`] (they go first).
+    #[inline(never)]
+    fn poll_send_staged(&self, cx: &mut Context<'_>, item: &[u8]) -> Poll<Result<(), ConnError>> {
+        self.poll_send_many(cx, std::slice::from_ref(&item)).map_ok(|_| ())
     }
 
     /// Send a prefix of `items`, in order, under one lock of the session: as many as the
@@ -668,8 +706,8 @@ impl ConnReceiver {
     /// are read. On one thread this keeps the peer's sender busy instead of letting the
     /// whole pipeline drain once per window. A loop that polls without waiting
     /// (`now_or_never`) can see such a `Pending` with messages queued.
-    pub async fn recv(&mut self) -> Result<Bytes, ConnError> {
-        poll_fn(|cx| self.poll_recv(cx)).await
+    pub fn recv(&mut self) -> impl Future<Output = Result<Bytes, ConnError>> + use<'_> {
+        RecvOne { rx: self }
     }
 
     /// Why the stream ended, once it has.
@@ -679,7 +717,35 @@ impl ConnReceiver {
     }
 
     /// [`recv`](Self::recv) as a poll function.
+    #[inline(always)]
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, ConnError>> {
+        // The common case first, inlined: a message already here and no credit to give back
+        // yet. Anything else (a partial read, a yield owed, a release due, nothing here) takes
+        // the general path, which checks them in order.
+        if self.partial.is_empty() && !self.yield_next {
+            if let Some(item) = self.local.pop() {
+                self.taken(item.len());
+                if self.unreleased >= self.release_at {
+                    self.release_taken();
+                }
+                return Poll::Ready(Ok(item));
+            }
+        }
+        self.poll_recv_general(cx)
+    }
+
+    /// Give the credit for what was taken back, under the session's lock (about once per
+    /// half window); with a long backlog here, the next call yields once (see
+    /// [`recv`](Self::recv)).
+    #[inline(never)]
+    fn release_taken(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        self.yield_next = self.release(&mut shared.home.lock()) && self.local.messages() >= YIELD_BACKLOG;
+    }
+
+    /// [`poll_recv`](Self::poll_recv) in every case.
+    #[inline(never)]
+    fn poll_recv_general(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, ConnError>> {
         if !self.partial.is_empty() {
             return Poll::Ready(Ok(std::mem::take(&mut self.partial)));
         }
@@ -691,8 +757,7 @@ impl ConnReceiver {
         if let Some(item) = self.local.pop() {
             self.taken(item.len());
             if self.unreleased >= self.release_at {
-                let shared = Arc::clone(&self.shared);
-                self.yield_next = self.release(&mut shared.home.lock()) && self.local.messages() >= YIELD_BACKLOG;
+                self.release_taken();
             }
             return Poll::Ready(Ok(item));
         }
@@ -740,6 +805,7 @@ impl ConnReceiver {
     }
 
     /// A message of `len` bytes was handed to the application.
+    #[inline(always)]
     fn taken(&mut self, len: usize) {
         self.unreleased += len.max(self.credit_floor);
         self.unreleased_bytes += len;
