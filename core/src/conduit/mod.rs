@@ -577,15 +577,15 @@ impl Conduit {
         }
     }
 
-    /// [`extend_item`](Self::extend_item) of item `seq` by a one-byte `prefix` and a short
-    /// `payload` when that succeeds without growing or wrapping the ring: `true`, with the
-    /// same outcome as `extend_item(seq, _, &[prefix], payload) == Ok(true)`. `false` with
+    /// [`extend_item`](Self::extend_item) of item `seq` by a short `prefix` and a `payload`
+    /// when that succeeds without growing or wrapping the ring: `true`, with the same outcome
+    /// as `extend_item(seq, _, prefix, payload) == Ok(true)`. `false` with
     /// nothing changed otherwise (the session is over or closing, sends are frozen, the item
     /// is not the unsent newest, or the ring would have to grow, wrap or refuse): the caller
     /// then takes the general path, which sorts those out. The caller has checked that the
     /// item stays within `max_item_len`.
     #[inline(always)]
-    pub(crate) fn try_extend_newest(&mut self, seq: u64, prefix: u8, payload: &[u8]) -> bool {
+    pub(crate) fn try_extend_newest<const N: usize>(&mut self, seq: u64, prefix: [u8; N], payload: &[u8]) -> bool {
         self.ended.is_none()
             && self.closing.is_none()
             && !self.frozen

@@ -295,16 +295,16 @@ impl ReplayRing {
         Ok(())
     }
 
-    /// [`extend_last`](Self::extend_last) by a one-byte `prefix` (a batched message's
-    /// length, below 128) and a short `payload`, when the ring holds an item, its storage has
-    /// the bytes without growing and they lie contiguous after the tail: `true`, the ring
-    /// holding exactly what `extend_last(&[prefix], payload)` would have made it hold.
+    /// [`extend_last`](Self::extend_last) by a `prefix` of one or two bytes (a batched
+    /// message's length) and a `payload`, when the ring holds an item, its storage has the
+    /// bytes without growing and they lie contiguous after the tail: `true`, the ring holding
+    /// exactly what `extend_last(prefix, payload)` would have made it hold.
     /// Otherwise `false` with nothing changed (the caller takes the general path, which grows,
     /// wraps or refuses). The session's per-message fast path.
     #[inline(always)]
-    pub(crate) fn try_extend_last_contiguous(&mut self, prefix: u8, payload: &[u8]) -> bool {
+    pub(crate) fn try_extend_last_contiguous<const N: usize>(&mut self, prefix: [u8; N], payload: &[u8]) -> bool {
         debug_assert!(self.bytes.len() <= self.max_bytes, "the storage never exceeds the cap");
-        let len = 1 + payload.len();
+        let len = N + payload.len();
         let cap = self.bytes.len();
         let tail = self.byte_head + self.byte_used;
         // Where the next byte goes and the free bytes from there without wrapping: up to the
@@ -318,7 +318,7 @@ impl ReplayRing {
             idx -= self.entries.len();
         }
         let Some(e) = self.entries.get_mut(idx) else { return false };
-        let Some((d, rest)) = self.bytes.get_mut(at..at + len).and_then(|b| b.split_first_mut()) else {
+        let Some((d, rest)) = self.bytes.get_mut(at..at + len).and_then(|b| b.split_first_chunk_mut::<N>()) else {
             return false;
         };
         e.len += len as u32;
@@ -503,7 +503,13 @@ mod tests {
             let mut extended = 0;
             for step in 0..400 {
                 let payload: Vec<u8> = (0..next(40)).map(|i| (i as u8) ^ (step as u8)).collect();
-                let prefix = next(128) as u8;
+                // A one- or two-byte prefix, as the session's length varints.
+                let prefix: Vec<u8> = (0..1 + next(2)).map(|_| next(256) as u8).collect();
+                let fast_extend = |fast: &mut ReplayRing| match prefix[..] {
+                    [a] => fast.try_extend_last_contiguous([a], &payload),
+                    [a, b] => fast.try_extend_last_contiguous([a, b], &payload),
+                    _ => unreachable!("one or two bytes"),
+                };
                 match next(10) {
                     0..=1 => {
                         let a = fast.push(&[&payload]);
@@ -515,13 +521,13 @@ mod tests {
                     }
                     _ => {
                         let before = contents(&fast);
-                        let want = general.extend_last(&[prefix], &payload);
-                        if fast.try_extend_last_contiguous(prefix, &payload) {
+                        let want = general.extend_last(&prefix, &payload);
+                        if fast_extend(&mut fast) {
                             extended += 1;
                             assert_eq!(want, Ok(()), "seed {seed} step {step}: extended where extend_last refused");
                         } else {
                             assert_eq!(contents(&fast), before, "seed {seed} step {step}: declined but changed");
-                            assert_eq!(fast.extend_last(&[prefix], &payload), want, "seed {seed} step {step}");
+                            assert_eq!(fast.extend_last(&prefix, &payload), want, "seed {seed} step {step}");
                         }
                     }
                 }

@@ -112,7 +112,7 @@ pub struct Session {
     /// `batch_bytes` capped at the largest item.
     pub(crate) batch_limit: usize,
     /// The largest payload the send fast path batches: a quarter of `batch_limit` (what
-    /// joins a batch at all), at most 127 bytes (a one-byte length prefix).
+    /// joins a batch at all), below 16 KiB (a length prefix of at most two bytes).
     pub(crate) fast_max: usize,
     pub(crate) failure: Option<SessionFailure>,
     pub(crate) stats: SessionStats,
@@ -178,7 +178,7 @@ impl Session {
             peer_half_close: false,
             open_batch: None,
             batch_limit: config.batch_bytes.min(config.conduit.max_item_len()) as usize,
-            fast_max: (config.batch_bytes.min(config.conduit.max_item_len()) as usize / 4).min(0x7f),
+            fast_max: (config.batch_bytes.min(config.conduit.max_item_len()) as usize / 4).min(0x3fff),
             failure: None,
             stats: SessionStats::default(),
         };
@@ -523,8 +523,9 @@ impl Session {
     }
 
     /// The common case of [`send`](Self::send) in a burst, checked with the fewest steps: a
-    /// payload below 128 bytes (a one-byte length prefix) joining the open batch of the same
-    /// connection, with credit, and room for it in the replay ring right after the tail.
+    /// payload small enough to be batched (a length prefix of one or two bytes) joining the
+    /// open batch of the same connection, with credit, and room for it in the replay ring
+    /// right after the tail.
     /// `true` once it has joined, with exactly the outcome `send_general` would have had;
     /// `false` with nothing changed in every other case (including every refusal), which
     /// `send_general` then handles.
@@ -534,10 +535,12 @@ impl Session {
         let len = payload.len();
         // `b.len` counts the batch's header, so within `batch_limit` (at most the largest
         // item) the message is also within the largest payload `send_general` allows.
+        // The length prefix: a varint of one byte below 128, else of two (`fast_max`).
+        let n = if len < 0x80 { 1 } else { 2 };
         if b.conn != conn
             || !b.batch
             || len > self.fast_max
-            || b.len + 1 + len > self.batch_limit
+            || b.len + n + len > self.batch_limit
             || self.phase != Phase::Ready
             || !self.peer_batches
         {
@@ -549,11 +552,15 @@ impl Session {
         if !c.state.we_send()
             || cost > c.peer_window.div_ceil(2)
             || cost > c.send_credit.min(u64::from(self.config.max_credit))
-            || !self.conduit.try_extend_newest(b.seq, len as u8, payload)
+            || !if n == 1 {
+                self.conduit.try_extend_newest(b.seq, [len as u8], payload)
+            } else {
+                self.conduit.try_extend_newest(b.seq, [len as u8 | 0x80, (len >> 7) as u8], payload)
+            }
         {
             return false;
         }
-        b.len += 1 + len;
+        b.len += n + len;
         c.send_credit -= cost;
         self.stats.messages_batched += 1;
         true

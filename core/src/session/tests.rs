@@ -913,6 +913,7 @@ fn fast_path_model(seed: u64) {
         let len = match rng.below(10) {
             0 => rng.below(300) as usize,
             1 => 120 + rng.below(16) as usize,
+            2 => rng.below(1100) as usize,
             _ => rng.below(40) as usize,
         };
         let fill = rng.next() as u8;
