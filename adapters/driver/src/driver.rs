@@ -187,7 +187,6 @@ pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     fed: Option<Fed>,
     /// The last read phase read bytes (told to the core as progress if it fed none).
     heard: bool,
-
     /// When the session ended with a link still up: the link is closed by this time anyway.
     ended_deadline: Option<StdInstant>,
     /// The handle was dropped and a graceful close started: the task ends by this time anyway.
@@ -740,7 +739,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 let host = Arc::clone(&self.host);
                 let mut g = host.lock();
                 g.progress(now, id);
-                // It may have made a PING due.
+                // It may have made a standalone ACK due (a sign of life for the peer).
                 self.drain_outputs(&mut g, now, now_std);
                 self.note_fed(&g);
             }

@@ -98,8 +98,8 @@ pub(crate) trait Locked<S> {
     ) -> (Observed, Option<Event>);
     /// Bytes of a link message not complete yet arrived on `link`
     /// ([`Conduit::handle_progress`](sotto_proto::Conduit::handle_progress): keepalive
-    /// deadlines kept ahead, and a PING made due if ours has been awaited for an interval).
-    /// Drain after it.
+    /// deadlines kept ahead, and a standalone ACK made due if our PING has been awaited for
+    /// an interval). Drain after it.
     fn progress(&mut self, now: Instant, link: LinkId);
     /// The light drain of [`feed_run`](Self::feed_run), on its own.
     fn after_input(&mut self, batch: &mut LendingBatch<Vec<u8>>, now: Instant, link: LinkId) -> Option<Event>;

@@ -1,6 +1,6 @@
 //! The transmit path: one frame per `poll_transmit` call, in priority order.
 
-use super::{Conduit, LinkId, LinkState, Owed, SessionEnd};
+use super::{Conduit, LinkState, Owed, SessionEnd};
 use crate::time::Instant;
 use crate::timer::Timer;
 use crate::wire::{ClientHello, DataHeader, Frame, ServerHello};
@@ -152,57 +152,6 @@ impl Conduit {
                     || self.tx_cursor < self.sent
                     || (ext && self.closing.is_some())
             }
-        }
-    }
-
-    /// Bytes of a link message that is not complete yet arrived on `link`: the peer is alive.
-    /// A driver that reads a byte stream calls this when a read brought bytes but no whole
-    /// message (a whole message goes to [`handle_message`](Self::handle_message) or
-    /// [`observe_message`](Self::observe_message), which count it themselves).
-    ///
-    /// On the established current link it pushes back, as far as a whole message would, the
-    /// deadlines such bytes show to be premature:
-    /// - an awaited PONG's, to `pong_timeout` from now: the peer's PONG can wait behind a
-    ///   large frame it is still writing;
-    /// - in the base form, a blocked sender's ack-starvation deadline, if it runs, to
-    ///   `ack_starved_timeout` from now: every data frame of a base-form peer carries its
-    ///   ack, and the one arriving has not finished.
-    ///
-    /// Otherwise a link too slow to carry one large frame within the timeout is dropped before
-    /// that frame arrives, every resume replays the same frame, and it is never delivered. A
-    /// link that brings nothing in for the timeout is still dropped.
-    ///
-    /// And while our PING has been awaited for `ping_interval`, the bytes make a standalone
-    /// ACK due, once per interval: the peer hears nothing else from us meanwhile (no whole
-    /// frame to ack), and if its own PING waits behind the same large frame (its writes
-    /// queued in its socket), these are what keep it from dropping the link as silent (a
-    /// conduit that has received nothing has no position to send, and sends nothing). Drain
-    /// [`poll_transmit`](Self::poll_transmit) after this input, as after any other. Produces
-    /// no event; [`poll_timeout`](Self::poll_timeout) only moves later. Bounded work.
-    pub fn handle_progress(&mut self, now: Instant, link: LinkId) {
-        let now = self.clock.observe(now);
-        let LinkState::Established { id, ext } = self.link else { return };
-        if id != link {
-            return;
-        }
-        if !ext {
-            if self.timers.get(Timer::AckStarved).is_some() {
-                self.arm_ack_starved(now, true);
-            }
-            return;
-        }
-        if let Some((_, sent_at)) = self.ping_outstanding {
-            // A standalone ACK (our position, changed or not) as a sign of life, once per
-            // interval: a PING would do, but several in flight behind our own writes could
-            // reach the peer bunched, as a ping flood.
-            let next = self.heartbeat_at.unwrap_or_else(|| sent_at.saturating_add(self.config.ping_interval));
-            if now >= next && self.our_last_received().is_some() {
-                self.ack_now = true;
-                self.heartbeat_at = Some(now.saturating_add(self.config.ping_interval));
-            }
-        }
-        if self.timers.get(Timer::PongTimeout).is_some() {
-            self.timers.set(Timer::PongTimeout, now.saturating_add(self.config.pong_timeout));
         }
     }
 
