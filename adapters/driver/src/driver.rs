@@ -185,8 +185,6 @@ pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     read_waits: bool,
     /// Set by a feed or an observation, taken by the step it ran in.
     fed: Option<Fed>,
-    /// The last read phase read bytes (told to the core as progress if it fed none).
-    heard: bool,
     /// When the session ended with a link still up: the link is closed by this time anyway.
     ended_deadline: Option<StdInstant>,
     /// The handle was dropped and a graceful close started: the task ends by this time anyway.
@@ -222,7 +220,6 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
             held: None,
             read_waits: false,
             fed: None,
-            heard: false,
             ended_deadline: None,
             exit_deadline: None,
             items_seen: 0,
@@ -730,9 +727,8 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     /// (see [`observe`](Self::observe)) and fed once there is room. Returns whether anything
     /// moved.
     fn poll_read(&mut self, cx: &mut Context<'_>, now: Instant, now_std: StdInstant) -> bool {
-        self.heard = false;
-        let busy = self.read_link(cx, now, now_std);
-        if self.heard && self.fed.is_none() {
+        let (busy, heard) = self.read_link(cx, now, now_std);
+        if heard && self.fed.is_none() {
             // Bytes came in, no whole message: the peer is alive all the same (a PONG may be
             // queued behind a large frame it is still writing over a slow link).
             if let Some(id) = self.link.as_ref().map(|l| l.id) {
@@ -747,14 +743,16 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
         busy
     }
 
-    /// [`poll_read`](Self::poll_read)'s reading and feeding.
-    fn read_link(&mut self, cx: &mut Context<'_>, now: Instant, now_std: StdInstant) -> bool {
+    /// [`poll_read`](Self::poll_read)'s reading and feeding. Returns whether anything moved,
+    /// and whether a read brought bytes.
+    fn read_link(&mut self, cx: &mut Context<'_>, now: Instant, now_std: StdInstant) -> (bool, bool) {
         let mut busy = false;
+        let mut heard = false;
         let mut reads = 0;
         self.read_waits = false;
         loop {
             if self.link.is_none() {
-                return busy;
+                return (busy, heard);
             }
             if self.room > 0 {
                 let run = match self.split.complete(self.read.data(), self.room) {
@@ -763,13 +761,13 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                         let host = Arc::clone(&self.host);
                         let mut g = host.lock();
                         self.retire(&mut g, now, now_std, LinkDownCause::Framing(e), false);
-                        return true;
+                        return (true, heard);
                     }
                 };
                 if run.messages > 0 {
                     // Held-back messages go first, in order: the core observed them already.
                     if !self.feed(run.len, now, now_std) {
-                        return busy;
+                        return (busy, heard);
                     }
                     self.observed = self.observed.saturating_sub(run.len);
                     self.goodbye_held &= self.observed > 0;
@@ -781,14 +779,14 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 continue;
             }
             if reads == READ_ROUNDS || (self.room == 0 && self.read.data().len() >= self.hold_limit) {
-                return busy;
+                return (busy, heard);
             }
             reads += 1;
             let wanted = self.split.wanted(&self.read.data()[self.observed..]);
-            let Some(link) = self.link.as_mut() else { return busy };
+            let Some(link) = self.link.as_mut() else { return (busy, heard) };
             if !self.read_gate.open(link.id, cx) {
                 self.read_waits = true;
-                return busy;
+                return (busy, heard);
             }
             let mut rcx = Context::from_waker(self.read_gate.waker());
             let (r, asked) = if S::READS_UNINIT {
@@ -809,7 +807,7 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 Poll::Ready(Ok(n)) if n > asked => LinkDownCause::Io(io::ErrorKind::InvalidData),
                 Poll::Ready(Ok(n)) => {
                     self.read.advance(n);
-                    self.heard = true;
+                    heard = true;
                     busy = true;
                     continue;
                 }
@@ -817,11 +815,11 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 Poll::Pending => {
                     self.read_gate.pending(link.id);
                     self.read_waits = true;
-                    return busy;
+                    return (busy, heard);
                 }
             };
             self.link_failed(cause, now, now_std);
-            return true;
+            return (true, heard);
         }
     }
 
