@@ -94,7 +94,7 @@ proptest! {
         let resume_key = has_key.then_some(k);
         // A position needs a real key (H6).
         let last_received = lr.filter(|_| has_key && !k.is_zero());
-        let h = ClientHello { resume_key, last_received, ext };
+        let h = ClientHello { resume_key, last_received, ext, early: false };
         let bytes = h.encode();
         prop_assert_eq!(ClientHello::decode(&bytes), Ok(h));
         prop_assert!(ServerHello::decode(&bytes).is_err());

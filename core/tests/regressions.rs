@@ -108,7 +108,7 @@ fn fuzz_conduit_close_reason_longer_than_a_frame() {
 
 /// A peer's ClientHello, as a vox initiator (`ext: false`) or a sotto one sends it.
 fn client_hello(key: Option<ResumeKey>, ext: bool) -> [u8; 25] {
-    sotto_proto::wire::ClientHello { resume_key: key, last_received: None, ext }.encode()
+    sotto_proto::wire::ClientHello { resume_key: key, last_received: None, ext, early: false }.encode()
 }
 
 /// A data frame from the peer, base form or extended.

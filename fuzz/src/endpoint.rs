@@ -712,14 +712,14 @@ impl Sim {
         match msg {
             FirstMessage::Bytes(b) => b.clone(),
             FirstMessage::Garbled { flags, key, position } => {
-                let mut b = ClientHello { resume_key: None, last_received: None, ext: false }.encode();
+                let mut b = ClientHello { resume_key: None, last_received: None, ext: false, early: false }.encode();
                 b[4] = *flags;
                 b[5..21].fill(*key);
                 b[21..25].copy_from_slice(&position.to_le_bytes());
                 b.to_vec()
             }
             FirstMessage::Fresh { ext } => {
-                ClientHello { resume_key: None, last_received: None, ext: *ext }.encode().to_vec()
+                ClientHello { resume_key: None, last_received: None, ext: *ext, early: false }.encode().to_vec()
             }
             FirstMessage::Resume { key, position, ext } => {
                 let k = if self.keys_issued.is_empty() || *key >= 0xf0 {
@@ -727,7 +727,7 @@ impl Sim {
                 } else {
                     self.keys_issued[usize::from(*key) % self.keys_issued.len()]
                 };
-                ClientHello { resume_key: Some(k), last_received: position.map(u32::from), ext: *ext }.encode().to_vec()
+                ClientHello { resume_key: Some(k), last_received: position.map(u32::from), ext: *ext, early: false }.encode().to_vec()
             }
             FirstMessage::Frame => {
                 let f = Frame::Data { seq: 0, ack: None, item: b"\x10\x00hi" };

@@ -388,6 +388,7 @@ impl Driver {
             resume_key,
             last_received: (b & 8 != 0).then(|| rel_last(self.c.items_sent(), d)),
             ext: b & 4 != 0,
+            early: false,
         }
     }
 

@@ -39,7 +39,7 @@ pub fn pong(nonce: u64) -> Vec<u8> {
 /// A ClientHello.
 #[must_use]
 pub fn client_hello(resume_key: Option<ResumeKey>, last_received: Option<u32>, ext: bool) -> Vec<u8> {
-    ClientHello { resume_key, last_received, ext }.encode().to_vec()
+    ClientHello { resume_key, last_received, ext, early: false }.encode().to_vec()
 }
 
 /// An accepting ServerHello.

@@ -144,9 +144,13 @@ fn h12_unknown_key_after_endpoint_restart() {
 /// ServerHello never arrived) never finishes its session handshake: it is never announced and
 /// the endpoint frees it at its first link's handshake deadline (well before
 /// `resume_window`).
+///
+/// Without an early Hello: with one, the orphan received a frame (the early Hello) and is
+/// held longer (`lost_first_server_hello_after_an_early_hello_holds_the_orphan_for_its_resume_window`).
 #[test]
 fn lost_first_server_hello_retry_gets_a_working_session() {
     let mut cfg = NetConfig::small(1);
+    cfg.client.early_hello = false;
     cfg.dial.connect_latency = ms(1);
     let mut net = Net::new(cfg);
     let t0 = net.now();
@@ -177,12 +181,45 @@ fn lost_first_server_hello_retry_gets_a_working_session() {
     assert!(!net.client(0).session.is_ended());
 }
 
+/// The same loss with an early Hello (the default): the orphan's session Hello arrived with
+/// its ClientHello, before the ServerHello was lost. The endpoint cannot tell that orphan
+/// from a session whose initiator got the ServerHello and HelloYourself (ready) and lost its
+/// LetsGo with the link, so it treats the early Hello as the peer having spoken: the orphan
+/// is held as a detached session for its resume window, never announced, then freed. The
+/// retry still gets a working session at once.
+#[test]
+fn lost_first_server_hello_after_an_early_hello_holds_the_orphan_for_its_resume_window() {
+    let mut cfg = NetConfig::small(1);
+    cfg.dial.connect_latency = ms(1);
+    let mut net = Net::new(cfg);
+    let t0 = net.now();
+    assert!(net.run_until(secs(1), |n| n.client(0).link().is_some()));
+    net.cut_after_frames(0, Writer::Server, 0, 0, EndKind::Reset);
+    assert!(net.run_until(secs(10), |n| ready(n, 0)));
+    assert_eq!(net.client(0).session.conduit().stats().early_frames_sent, 1, "one early Hello, on the first link");
+    assert_eq!(net.client(0).counters.attached, 1, "attached once, on the retry");
+    assert_eq!(net.client(0).counters.resumed, 0, "the retry is a fresh session");
+    let st = net.endpoint().stats();
+    assert_eq!((st.sessions_created, st.sessions_live), (2, 2), "the orphan and the working session");
+    assert!(exchange(&mut net, 0, 10, secs(1)));
+    assert_eq!(net.server_counters.sessions_ready, 1, "only the working session is announced");
+    let handshake_deadline = ms(1).saturating_add(cfg.endpoint.handshake_timeout);
+    assert!(!net.run_until(handshake_deadline.saturating_add(secs(1)), |n| n.endpoint().stats().sessions_live == 1));
+    assert!(net.run_until(secs(600), |n| n.endpoint().stats().sessions_live == 1));
+    let held = net.now().saturating_duration_since(t0);
+    let window = cfg.endpoint.session.conduit.recovery_timeout;
+    assert!(held >= window && held < window.saturating_add(secs(1)), "held for its resume window: {held:?}");
+    assert_eq!(net.server_counters.sessions_ready, 1, "the orphan was never announced");
+    assert!(exchange(&mut net, 0, 10, secs(1)));
+    assert!(!net.client(0).session.is_ended());
+}
+
 /// A REJECTED reply is the fixed 25-byte ServerHello, never larger than the ClientHello.
 #[test]
 fn rejected_reply_bytes_are_fixed() {
     let mut net = Net::new(NetConfig::small(0));
     let raw = net.open_raw(9, false).expect("pending");
-    let hello = ClientHello { resume_key: Some(ResumeKey([7; 16])), last_received: Some(3), ext: true };
+    let hello = ClientHello { resume_key: Some(ResumeKey([7; 16])), last_received: Some(3), ext: true, early: false };
     net.raw_send(raw, &hello.encode());
     assert!(net.run_until(secs(1), |n| n.raw_eof(raw)));
     let got = net.raw_received(raw);

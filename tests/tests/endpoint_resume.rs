@@ -192,7 +192,7 @@ fn r13_acceptor_buffers_while_detached() {
 fn raw_resume(net: &mut Net, source: u64, key: ResumeKey, last: Option<u32>) -> (Vec<u8>, Duration) {
     let raw = net.open_raw(source, false).expect("pending");
     let t0 = net.now();
-    net.raw_send(raw, &ClientHello { resume_key: Some(key), last_received: last, ext: true }.encode());
+    net.raw_send(raw, &ClientHello { resume_key: Some(key), last_received: last, ext: true, early: false }.encode());
     assert!(net.run_until(secs(1), |n| n.raw_eof(raw)));
     let reply = net.raw_received(raw).to_vec();
     net.raw_close(raw);
@@ -282,7 +282,7 @@ fn r16_hijack_with_a_stolen_current_key() {
         let key = net.client(0).session.conduit().resume_key().expect("key");
         let pos = position(&net, 0);
         let thief = net.open_raw(666, false).expect("pending");
-        net.raw_send(thief, &ClientHello { resume_key: Some(key), last_received: pos, ext: true }.encode());
+        net.raw_send(thief, &ClientHello { resume_key: Some(key), last_received: pos, ext: true, early: false }.encode());
         assert!(net.run_until(secs(1), |n| n.raw_received(thief).len() >= LEN_PREFIX + HELLO_LEN));
         let sh = ServerHello::decode(&net.raw_received(thief)[LEN_PREFIX..LEN_PREFIX + HELLO_LEN]).expect("hello");
         assert!(!sh.rejected, "the thief is accepted");

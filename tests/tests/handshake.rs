@@ -30,7 +30,7 @@ fn h1_fresh_session() {
     sim.set_tap(Side::B, tap_b);
     assert!(sim.run_until(secs(1), Sim::established));
     let ch = ClientHello::decode(&from_a.borrow()[0].1).expect("A's first message is a ClientHello");
-    assert_eq!(ch, ClientHello { resume_key: None, last_received: None, ext: true });
+    assert_eq!(ch, ClientHello { resume_key: None, last_received: None, ext: true, early: false });
     let sh = ServerHello::decode(&from_b.borrow()[0].1).expect("B's first message is a ServerHello");
     assert!(!sh.rejected);
     assert_eq!(sh.last_received, None);
@@ -96,7 +96,7 @@ fn swap_hello(sim: &mut Sim, from: Side, serial: u64, bad: Vec<u8>) {
 
 #[test]
 fn h4_wrong_handshake_size_client_hello() {
-    let good = ClientHello { resume_key: None, last_received: None, ext: true }.encode();
+    let good = ClientHello { resume_key: None, last_received: None, ext: true, early: false }.encode();
     let mut long = good.to_vec();
     long.push(0);
     for bad in [good[..24].to_vec(), long, Vec::new(), good[..12].to_vec()] {
@@ -134,7 +134,7 @@ fn h4_wrong_handshake_size_server_hello_on_resume() {
 #[test]
 fn h5_unknown_flag_bits_are_rejected() {
     // In a ClientHello: B refuses with the flags reason and creates nothing.
-    let mut ch = ClientHello { resume_key: None, last_received: None, ext: true }.encode().to_vec();
+    let mut ch = ClientHello { resume_key: None, last_received: None, ext: true, early: false }.encode().to_vec();
     ch[4] |= 0x80;
     let mut sim = Sim::new(SimConfig::small());
     swap_hello(&mut sim, Side::A, 1, ch);
@@ -155,7 +155,7 @@ const HELLO_EXT: u8 = 1 << 2;
 fn h6_position_without_key_is_a_violation() {
     // HAS_LAST_RECEIVED without HAS_RESUME_KEY, then with the key flag but an all-zero key.
     for flags in [0x02u8 | HELLO_EXT, 0x03 | HELLO_EXT] {
-        let mut ch = ClientHello { resume_key: None, last_received: None, ext: true }.encode().to_vec();
+        let mut ch = ClientHello { resume_key: None, last_received: None, ext: true, early: false }.encode().to_vec();
         ch[4] = flags;
         ch[21] = 5;
         let mut sim = Sim::new(SimConfig::small());
@@ -205,7 +205,7 @@ fn h9_handshake_deadline_is_not_an_inactivity_timer() {
     sim.set_tap(Side::A, drop_if(|serial, _| serial == 1));
     sim.run_for(Duration::from_millis(2));
     let t0 = sim.now();
-    let ch = ClientHello { resume_key: None, last_received: None, ext: true }.encode();
+    let ch = ClientHello { resume_key: None, last_received: None, ext: true, early: false }.encode();
     let mut msg = (HELLO_LEN as u32).to_le_bytes().to_vec();
     msg.extend_from_slice(&ch[..]);
     // 29 bytes, one every 500 ms: the last would land after 14 s.

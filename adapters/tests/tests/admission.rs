@@ -274,7 +274,7 @@ async fn a_silent_link_is_closed_at_the_first_byte_deadline_and_a_slow_one_is_no
     let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut hello = (HELLO_LEN as u32).to_le_bytes().to_vec();
-    hello.extend_from_slice(&ClientHello { resume_key: None, last_received: None, ext: true }.encode());
+    hello.extend_from_slice(&ClientHello { resume_key: None, last_received: None, ext: true, early: false }.encode());
     slow.write_all(&hello[..1]).await.expect("first byte");
 
     let mut buf = [0u8; 64];

@@ -46,7 +46,7 @@ async fn connect_patient(to: SocketAddr) -> SessionHandle {
 /// A fresh ClientHello with its length prefix.
 fn fresh_hello() -> Vec<u8> {
     let mut hello = (HELLO_LEN as u32).to_le_bytes().to_vec();
-    hello.extend_from_slice(&ClientHello { resume_key: None, last_received: None, ext: true }.encode());
+    hello.extend_from_slice(&ClientHello { resume_key: None, last_received: None, ext: true, early: false }.encode());
     hello
 }
 

@@ -428,7 +428,7 @@ fn tls_resume(addr: SocketAddr, tls: Arc<ClientConfig>, key: ResumeKey) -> Resul
     tcp.set_read_timeout(Some(LIMIT))?;
     let conn = rustls::ClientConnection::new(tls, localhost()).map_err(std::io::Error::other)?;
     let mut s = rustls::StreamOwned::new(conn, tcp);
-    let hello = ClientHello { resume_key: Some(key), last_received: None, ext: true }.encode();
+    let hello = ClientHello { resume_key: Some(key), last_received: None, ext: true, early: false }.encode();
     let mut out = (hello.len() as u32).to_le_bytes().to_vec();
     out.extend_from_slice(&hello);
     s.write_all(&out)?;

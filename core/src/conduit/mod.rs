@@ -55,6 +55,24 @@ impl LinkState {
     }
 }
 
+/// The early frame of the current link: a fresh session's first frame (seq 0) in the base
+/// form, right behind a ClientHello with `EARLY` (docs/protocol.md, "Early Hello").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EarlyFrame {
+    /// None on this link.
+    No,
+    /// Initiator: announced in our ClientHello, not transmitted yet.
+    ToSend,
+    /// Initiator: transmitted on this link.
+    Sent,
+    /// Acceptor: announced in the peer's ClientHello, not received yet (the next frame is
+    /// decoded in the base form).
+    ToReceive,
+    /// Acceptor: received and held back by `observe_message`; the next `handle_message`
+    /// takes it (in the base form).
+    Observed,
+}
+
 /// A frame the current link owes before anything else (hellos, the REJECTED reply).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Owed {
@@ -192,6 +210,13 @@ pub struct Conduit {
     pub(crate) detached_since: Option<Instant>,
     /// Frozen for a handoff ([`freeze`](Self::freeze)): sends fail with `WouldBlock`.
     pub(crate) frozen: bool,
+    /// Initiator: may announce `EARLY` on the first link of a fresh session
+    /// ([`set_early_first_frame`](Self::set_early_first_frame)).
+    pub(crate) early_ok: bool,
+    /// Initiator: `EARLY` was announced once; a later fresh hello goes without it.
+    pub(crate) early_tried: bool,
+    /// The early frame of the current link.
+    pub(crate) early: EarlyFrame,
 }
 
 impl Conduit {
@@ -243,6 +268,9 @@ impl Conduit {
             stats: ConduitStats::default(),
             detached_since: None,
             frozen: false,
+            early_ok: false,
+            early_tried: false,
+            early: EarlyFrame::No,
         }
     }
 
@@ -283,6 +311,20 @@ impl Conduit {
     /// frozen are owed no `Writable`: their owner wakes them.
     pub fn thaw(&mut self) {
         self.frozen = false;
+    }
+
+    /// Initiator: let the first link of a fresh session carry the first queued item (seq 0)
+    /// right behind the ClientHello, in the base form, announced by the hello's `EARLY` flag
+    /// (docs/protocol.md, "Early Hello"). It saves a round trip when the item is the one the
+    /// acceptor must answer first. Off by default: a raw conduit speaks vox's bytes exactly.
+    ///
+    /// Tried once per session, on the first link whose hello is fresh and finds an item
+    /// queued; if that link ends before a ServerHello (an acceptor that does not know the
+    /// flag fails the link), later hellos go without it and the item follows the handshake
+    /// as usual. Acceptors need no setting: they always read an early frame. Call before
+    /// the first [`link_up`](Self::link_up); [`reset`](Self::reset) turns it off.
+    pub fn set_early_first_frame(&mut self, on: bool) {
+        self.early_ok = on;
     }
 
     /// Whether the conduit is [`freeze`](Self::freeze)n.
@@ -490,6 +532,7 @@ impl Conduit {
         self.link = LinkState::None;
         self.owed = Owed::Nothing;
         self.goodbye_owed = None;
+        self.early = EarlyFrame::No;
         self.detached(now);
     }
 
@@ -743,6 +786,7 @@ impl Conduit {
         self.last_ping_rx = None;
         self.ping_strikes = 0;
         self.goodbye_owed = None;
+        self.early = EarlyFrame::No;
         self.timers.clear(Timer::Handshake);
         self.timers.clear(Timer::AckDelay);
         self.timers.clear(Timer::Ping);

@@ -2,7 +2,7 @@
 
 use super::serial::{count_of, expand, last_of};
 use super::{
-    goodbye_code, Conduit, InputError, LinkDropReason, LinkId, LinkState, Observed, Owed, Reason, Role, SessionEnd,
+    goodbye_code, Conduit, EarlyFrame, InputError, LinkDropReason, LinkId, LinkState, Observed, Owed, Reason, Role, SessionEnd,
     Violation,
 };
 use crate::time::Instant;
@@ -132,6 +132,18 @@ impl Conduit {
         if id != link {
             return Err(InputError::StaleLink);
         }
+        if self.early == EarlyFrame::ToReceive {
+            // The early frame (base form, nothing to ack): held back like any data frame;
+            // the frames observed after it are in the link's own form.
+            return match Frame::decode(message, false) {
+                Ok(Frame::Data { .. }) => {
+                    self.early = EarlyFrame::Observed;
+                    self.link_heard(now, false);
+                    Ok(Observed::Deferred)
+                }
+                _ => self.handle_message(now, link, message).map(|_| Observed::Handled),
+            };
+        }
         match Frame::decode(message, ext) {
             Ok(Frame::Data { ack, .. }) => {
                 self.frame_heard(now, ext, false);
@@ -207,6 +219,9 @@ impl Conduit {
         self.issuing_key = key;
         self.owed = Owed::ServerHello;
         self.attach(now, id, self.config.ext && hello.ext, resuming, peer_count);
+        if hello.early {
+            self.early = EarlyFrame::ToReceive;
+        }
         Ok(())
     }
 
@@ -258,6 +273,10 @@ impl Conduit {
         let peer_count = peer_count.unwrap_or(0);
         self.key = Some(hello.resume_key);
         self.attach(now, id, self.config.ext && hello.ext, resuming, peer_count);
+        if self.early == EarlyFrame::Sent {
+            // The early frame is the link's first: the acceptor reads it before anything else.
+            self.tx_cursor = self.tx_cursor.max(1);
+        }
         Ok(())
     }
 
@@ -268,8 +287,12 @@ impl Conduit {
         self.detached_since = None;
         self.apply_ack_count(peer_count);
         self.tx_cursor = self.acked;
-        // Our hello carried our position.
-        self.ack_sent = self.received;
+        // Our hello carried our position; a fresh session's carries none (an acceptor may
+        // have delivered a fresh initiator's first frames on an earlier link, or early).
+        self.ack_sent = if resumed { self.received } else { 0 };
+        if ext && self.received > self.ack_sent {
+            self.timers.set_earliest(Timer::AckDelay, now.saturating_add(self.config.ack_delay));
+        }
         self.ever_attached = true;
         self.link = LinkState::Established { id, ext };
         self.stats.attaches += 1;
@@ -291,7 +314,8 @@ impl Conduit {
         ext: bool,
         message: &'a [u8],
     ) -> Result<Option<&'a [u8]>, InputError> {
-        let frame = match Frame::decode(message, ext) {
+        let early = matches!(self.early, EarlyFrame::ToReceive | EarlyFrame::Observed);
+        let frame = match Frame::decode(message, ext && !early) {
             Ok(f) => f,
             Err(e) => {
                 // A hello on an established link is a violation of its own kind (H11).
@@ -305,7 +329,14 @@ impl Conduit {
                 return Err(self.violation(now, id, v));
             }
         };
-        self.frame_heard(now, ext, matches!(frame, Frame::Pong(_)));
+        if early {
+            // Sent before the peer had our ServerHello: it proves nothing of our key.
+            self.early = EarlyFrame::No;
+            self.stats.early_frames_received += 1;
+            self.link_heard(now, false);
+        } else {
+            self.frame_heard(now, ext, matches!(frame, Frame::Pong(_)));
+        }
         match frame {
             Frame::Data { seq, ack, item } => {
                 if let Some(ack) = ack {
@@ -381,6 +412,7 @@ impl Conduit {
     /// A well-formed frame arrived on the established link: the peer holds our key, and the
     /// link is alive.
     fn frame_heard(&mut self, now: Instant, ext: bool, pong: bool) {
+        self.link_heard(now, pong);
         if self.role == Role::Acceptor {
             // The peer got our ServerHello.
             self.peer_confirmed = true;
@@ -394,6 +426,10 @@ impl Conduit {
                 self.previous_key = None;
             }
         }
+    }
+
+    /// A well-formed frame arrived on the established link: it is alive.
+    fn link_heard(&mut self, now: Instant, pong: bool) {
         if self.timers.get(Timer::PongTimeout).is_some() && !pong {
             // Anything heard proves the link alive; keep the deadline one timeout ahead. A PONG
             // counts only if it answers our PING: one with the wrong nonce, or none

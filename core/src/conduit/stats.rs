@@ -64,4 +64,9 @@ pub struct ConduitStats {
     pub rtt: Option<Duration>,
     /// Events lost because the driver did not drain them (should stay 0).
     pub events_overflowed: u64,
+    /// Initiator: early frames sent right behind a ClientHello (`EARLY`, at most one per
+    /// session).
+    pub early_frames_sent: u64,
+    /// Acceptor: early frames received right behind a ClientHello.
+    pub early_frames_received: u64,
 }

@@ -1,6 +1,7 @@
 //! The transmit path: one frame per `poll_transmit` call, in priority order.
 
-use super::{Conduit, LinkState, Owed, SessionEnd};
+use super::serial::last_of;
+use super::{Conduit, EarlyFrame, LinkState, Owed, SessionEnd};
 use crate::time::Instant;
 use crate::timer::Timer;
 use crate::wire::{ClientHello, DataHeader, Frame, ServerHello};
@@ -105,29 +106,50 @@ impl Conduit {
         let len = match self.link {
             LinkState::None => return None,
             LinkState::AwaitServerHello { id, hello_sent: false } if self.owed == Owed::ClientHello => {
+                // A fresh session's first frame may ride right behind the hello, once.
+                let early = self.early_ok && !self.early_tried && self.key.is_none() && self.acked == 0 && self.sent > 0;
                 let hello = ClientHello {
                     resume_key: self.key,
                     last_received: self.our_last_received().filter(|_| self.key.is_some()),
                     ext: self.config.ext,
+                    early,
                 };
                 let n = put(out, &hello.encode())?;
                 self.owed = Owed::Nothing;
                 self.link = LinkState::AwaitServerHello { id, hello_sent: true };
+                if early {
+                    self.early_tried = true;
+                    self.early = EarlyFrame::ToSend;
+                    self.tx_cursor = 0;
+                }
                 n
+            }
+            LinkState::AwaitServerHello { hello_sent: true, .. } if self.early == EarlyFrame::ToSend => {
+                let (len, item) = self.transmit_early::<LEND>(now, out, lend_from)?;
+                lent = item;
+                len
             }
             LinkState::AwaitServerHello { .. } | LinkState::AwaitClientHello { .. } => return None,
             LinkState::Dropping { .. } => self.transmit_final(out)?,
             LinkState::Established { ext, .. } => {
                 if self.owed == Owed::ServerHello {
+                    // The position the link started from (a fresh session's hello has none, even
+                    // if its early frame was already delivered).
                     let hello = ServerHello {
                         rejected: false,
                         resume_key: self.issuing_key,
-                        last_received: self.our_last_received(),
+                        last_received: last_of(self.ack_sent),
                         ext,
                     };
                     let n = put(out, &hello.encode())?;
                     self.owed = Owed::Nothing;
                     n
+                } else if self.early == EarlyFrame::ToSend {
+                    // The ServerHello came before the early frame went out (the driver's
+                    // buffer was full): the acceptor still reads it in the base form first.
+                    let (len, item) = self.transmit_early::<LEND>(now, out, lend_from)?;
+                    lent = item;
+                    len
                 } else {
                     let (len, item) = self.transmit_established::<LEND>(now, ext, out, lend_from)?;
                     lent = item;
@@ -144,7 +166,9 @@ impl Conduit {
     pub fn has_transmit(&self) -> bool {
         match self.link {
             LinkState::None | LinkState::AwaitClientHello { .. } => false,
-            LinkState::AwaitServerHello { hello_sent, .. } => !hello_sent && self.owed == Owed::ClientHello,
+            LinkState::AwaitServerHello { hello_sent, .. } => {
+                (!hello_sent && self.owed == Owed::ClientHello) || self.early == EarlyFrame::ToSend
+            }
             LinkState::Dropping { .. } => self.owes_final_frame(),
             LinkState::Established { ext, .. } => {
                 self.owed == Owed::ServerHello
@@ -163,6 +187,20 @@ impl Conduit {
     #[inline]
     pub fn observe_time(&mut self, now: Instant) {
         let _ = self.clock.observe(now);
+    }
+
+    /// The early frame: seq 0 in the base form (no kind byte; a fresh initiator has nothing
+    /// to ack), whatever the link's form turns out to be.
+    fn transmit_early<const LEND: bool>(
+        &mut self,
+        now: Instant,
+        out: &mut [u8],
+        lend_from: usize,
+    ) -> Option<(usize, Option<LentItem>)> {
+        let r = self.transmit_data::<LEND>(now, false, out, lend_from)?;
+        self.early = EarlyFrame::Sent;
+        self.stats.early_frames_sent += 1;
+        Some(r)
     }
 
     fn transmit_final(&mut self, out: &mut [u8]) -> Option<usize> {
@@ -271,7 +309,7 @@ impl Conduit {
             self.tx_high = seq + 1;
         }
         self.mark_acked();
-        if !ext && self.want_writable {
+        if !ext && self.want_writable && matches!(self.link, LinkState::Established { .. }) {
             // The peer cannot have acked what it has not been sent yet.
             self.arm_ack_starved(now, true);
         }

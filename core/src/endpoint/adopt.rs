@@ -137,7 +137,7 @@ mod tests {
     fn detached(key: u8) -> Conduit {
         let config = EndpointConfig::default().session.conduit;
         let mut c = Conduit::new(Role::Acceptor, config).expect("config");
-        let hello = ClientHello { resume_key: None, last_received: None, ext: true };
+        let hello = ClientHello { resume_key: None, last_received: None, ext: true, early: false };
         let (link, r) = c.link_up_with_hello(at(1), ResumeKey([key; 16]), &hello);
         assert!(r.is_ok());
         c.link_down(at(2), link);
@@ -146,7 +146,7 @@ mod tests {
 
     fn route(ep: &mut Endpoint, key: u8) -> Routed {
         let p = ep.accept_link(at(3), 0).expect("pending");
-        let hello = ClientHello { resume_key: Some(ResumeKey([key; 16])), last_received: Some(0), ext: true };
+        let hello = ClientHello { resume_key: Some(ResumeKey([key; 16])), last_received: Some(0), ext: true, early: false };
         ep.route(at(3), p, &hello.encode(), ResumeKey([0xee; 16])).expect("routed")
     }
 
@@ -181,7 +181,7 @@ mod tests {
         let init = Conduit::new(Role::Initiator, ep.config().session.conduit).expect("config");
         assert_eq!(ep.adopt(at(2), &init), Err(AdoptError::NotAdoptable));
         let mut linked = Conduit::new(Role::Acceptor, ep.config().session.conduit).expect("config");
-        let hello = ClientHello { resume_key: None, last_received: None, ext: true };
+        let hello = ClientHello { resume_key: None, last_received: None, ext: true, early: false };
         let _ = linked.link_up_with_hello(at(1), ResumeKey([7; 16]), &hello);
         assert_eq!(ep.adopt(at(2), &linked), Err(AdoptError::Attached));
         assert_eq!(ep.stats().sessions_live, 0, "nothing adopted");
@@ -191,7 +191,7 @@ mod tests {
     fn detached_with(key: ResumeKey) -> Conduit {
         let config = EndpointConfig::default().session.conduit;
         let mut c = Conduit::new(Role::Acceptor, config).expect("config");
-        let hello = ClientHello { resume_key: None, last_received: None, ext: true };
+        let hello = ClientHello { resume_key: None, last_received: None, ext: true, early: false };
         let (link, r) = c.link_up_with_hello(at(1), key, &hello);
         assert!(r.is_ok());
         c.link_down(at(2), link);
@@ -220,7 +220,7 @@ mod tests {
         ep.issuer_mut().expect("issuer").adopt(6).expect("adopt epoch");
         let h = ep.adopt(at(2), &detached_with(earlier)).expect("adopted");
         let p = ep.accept_link(at(3), 0).expect("pending");
-        let hello = ClientHello { resume_key: Some(earlier), last_received: Some(0), ext: true };
+        let hello = ClientHello { resume_key: Some(earlier), last_received: Some(0), ext: true, early: false };
         match ep.route(at(3), p, &hello.encode(), w0.mint(&[3; 16])).expect("routed") {
             Routed::Resume(r) => assert_eq!(r.handle(), h),
             other => panic!("expected a resume, got {other:?}"),

@@ -140,7 +140,7 @@ fn r7_resume_supersedes_half_open_link() {
 fn r14_unknown_key_gets_fixed_reject_and_counts() {
     let cfg = small();
     let mut ep = Hosted::new(cfg, b"").expect("config");
-    let hello = ClientHello { resume_key: Some(key(9)), last_received: Some(3), ext: true };
+    let hello = ClientHello { resume_key: Some(key(9)), last_received: Some(3), ext: true, early: false };
     let p = ep.accept_link(Instant::ZERO, 1).expect("pending");
     let r = ep.route(Instant::ZERO, p, &hello.encode(), key(1)).expect("routed");
     assert_eq!(r, Placed::Reject(ServerHello::rejected().encode()));
@@ -152,7 +152,7 @@ fn r14_unknown_key_gets_fixed_reject_and_counts() {
 fn h2_bad_magic_creates_nothing() {
     let cfg = small();
     let mut ep = Hosted::new(cfg, b"").expect("config");
-    let mut bytes = ClientHello { resume_key: None, last_received: None, ext: true }.encode();
+    let mut bytes = ClientHello { resume_key: None, last_received: None, ext: true, early: false }.encode();
     bytes[0] = b'X';
     let p = ep.accept_link(Instant::ZERO, 1).expect("pending");
     assert_eq!(ep.route(Instant::ZERO, p, &bytes, key(1)), Err(LinkRefusal::BadHello(WireError::BadMagic)));
@@ -222,7 +222,7 @@ fn l3_failed_resumes_rate_limited_per_source() {
     cfg.max_pending_handshakes = 64;
     cfg.failure_budget = 3;
     let mut ep = Hosted::new(cfg, b"").expect("config");
-    let hello = ClientHello { resume_key: Some(key(9)), last_received: None, ext: true }.encode();
+    let hello = ClientHello { resume_key: Some(key(9)), last_received: None, ext: true, early: false }.encode();
     for _ in 0..3 {
         let p = ep.accept_link(Instant::ZERO, 42).expect("pending");
         assert!(matches!(ep.route(Instant::ZERO, p, &hello, key(1)), Ok(Placed::Reject(r)) if r.len() <= hello.len()));
@@ -256,7 +256,7 @@ fn r15_retired_key_is_rejected_without_disturbing_the_live_link() {
     c.s.send(crate::session::ROOT, b"x").expect("send");
     c.pump(&mut ep, Instant::ZERO);
     let (h, live) = c.server.expect("routed");
-    let hello = ClientHello { resume_key: Some(key(1)), last_received: None, ext: true };
+    let hello = ClientHello { resume_key: Some(key(1)), last_received: None, ext: true, early: false };
     let p = ep.accept_link(Instant::ZERO, 9).expect("pending");
     let r = ep.route(Instant::ZERO, p, &hello.encode(), key(3));
     assert_eq!(r, Ok(Placed::Reject(ServerHello::rejected().encode())), "refused like an unknown key");
@@ -294,7 +294,7 @@ fn resume_with_the_previous_key_reissues_the_current_key() {
     // A stale duplicate of that resume (still presenting key 1, which stays valid until key 2
     // is used, and the same position) must not rotate key 2 away from the client that holds it.
     let position = c.s.conduit().items_received().checked_sub(1).map(|n| n as u32);
-    let hello = ClientHello { resume_key: Some(key(1)), last_received: position, ext: true };
+    let hello = ClientHello { resume_key: Some(key(1)), last_received: position, ext: true, early: false };
     let p = ep.accept_link(Instant::ZERO, 9).expect("pending");
     let r = ep.route(Instant::ZERO, p, &hello.encode(), key(3)).expect("routed");
     assert!(matches!(r, Placed::Session { handle, new: false, .. } if handle == h));
@@ -319,7 +319,7 @@ fn stale_resume_with_the_previous_key_and_an_old_position_is_refused() {
     // Key 1 with a position behind what the session trimmed (it knows the client got its
     // HelloYourself): a stale duplicate, refused like an unknown key; the session lives on.
     assert!(ep.session(h).is_some_and(|s| s.conduit().items_acked() > 0));
-    let hello = ClientHello { resume_key: Some(key(1)), last_received: None, ext: true };
+    let hello = ClientHello { resume_key: Some(key(1)), last_received: None, ext: true, early: false };
     let p = ep.accept_link(Instant::ZERO, 9).expect("pending");
     let r = ep.route(Instant::ZERO, p, &hello.encode(), key(3));
     assert_eq!(r, Ok(Placed::Reject(ServerHello::rejected().encode())));
@@ -358,7 +358,7 @@ fn full_endpoint_reclaims_the_oldest_detached_session_for_a_new_one() {
 }
 
 fn fresh_hello() -> [u8; HELLO_LEN] {
-    ClientHello { resume_key: None, last_received: None, ext: true }.encode()
+    ClientHello { resume_key: None, last_received: None, ext: true, early: false }.encode()
 }
 
 /// A fresh ClientHello from `source` at `arrived`, routed at `routed`; nothing more is fed.
@@ -412,7 +412,7 @@ fn unready_session_is_freed_at_its_link_deadline_and_charged() {
     let st = ep.stats();
     assert_eq!((st.session_handshakes_expired, st.sessions_ready, st.sessions_live), (1, 0, 0));
     // Its key no longer routes.
-    let resume = ClientHello { resume_key: Some(key(1)), last_received: None, ext: true }.encode();
+    let resume = ClientHello { resume_key: Some(key(1)), last_received: None, ext: true, early: false }.encode();
     let p = ep.accept_link(deadline, 6).expect("pending");
     assert!(matches!(ep.route(deadline, p, &resume, key(2)), Ok(Placed::Reject(_))));
     // The source was charged: a second expiry spends its budget of 2.
@@ -484,7 +484,7 @@ fn session_ready_at_the_deadline_is_reported_ready_not_expired() {
 }
 
 fn resume_hello(k: ResumeKey) -> [u8; HELLO_LEN] {
-    ClientHello { resume_key: Some(k), last_received: None, ext: true }.encode()
+    ClientHello { resume_key: Some(k), last_received: None, ext: true, early: false }.encode()
 }
 
 fn at(secs: u64) -> Instant {
@@ -699,7 +699,7 @@ fn a_thousand_sessions_detached_at_once_are_all_kept_with_the_default_config() {
     assert_eq!((st.sessions_detached, st.sessions_live, st.evicted), (1000, 1000, 0));
     // Each one's key still routes to it.
     for (h, k) in &handles {
-        let resume = ClientHello { resume_key: Some(*k), last_received: None, ext: true }.encode();
+        let resume = ClientHello { resume_key: Some(*k), last_received: None, ext: true, early: false }.encode();
         let p = ep.accept_link(cut, 1).expect("pending");
         let Ok(Routed::Resume(r)) = ep.route(cut, p, &resume, key(0xEE)) else { panic!("resume") };
         assert_eq!(r.handle(), *h);
@@ -716,7 +716,7 @@ fn refused_resume_never_touches_the_live_link_and_is_charged() {
     // A resume presenting key 1, which still routes to the session in the endpoint's index,
     // while the session itself has moved on to key 2 (as after a resume whose new key was
     // used): the session, not the index, is the authority.
-    let hello = ClientHello { resume_key: Some(key(1)), last_received: Some(u32::MAX - 5), ext: true };
+    let hello = ClientHello { resume_key: Some(key(1)), last_received: Some(u32::MAX - 5), ext: true, early: false };
     let p = ep.accept_link(Instant::ZERO, 9).expect("pending");
     let Ok(Routed::Resume(resume)) = ep.route(Instant::ZERO, p, &hello.encode(), key(3)) else { panic!("resume") };
     assert_eq!(resume.handle(), h);
@@ -749,12 +749,12 @@ fn full_acceptor_refuses_a_fresh_hello_as_full_not_as_an_unknown_key() {
     let st = ep.stats();
     assert_eq!((st.rejected_full, st.rejected), (1, 0));
     // A vox initiator (no EXT) sees the plain REJECTED, byte for byte.
-    let vox = ClientHello { resume_key: None, last_received: None, ext: false }.encode();
+    let vox = ClientHello { resume_key: None, last_received: None, ext: false, early: false }.encode();
     let p = ep.accept_link(Instant::ZERO, 8).expect("pending");
     let r = ep.route(Instant::ZERO, p, &vox, key(4));
     assert_eq!(r, Ok(Routed::Reject { reply: ServerHello::rejected().encode(), reason: RejectReason::Full }));
     assert_eq!(ep.stats().rejected_full, 2);
-    let unknown = ClientHello { resume_key: Some(key(9)), last_received: None, ext: true }.encode();
+    let unknown = ClientHello { resume_key: Some(key(9)), last_received: None, ext: true, early: false }.encode();
     let p = ep.accept_link(Instant::ZERO, 8).expect("pending");
     let r = ep.route(Instant::ZERO, p, &unknown, key(3));
     assert!(matches!(r, Ok(Routed::Reject { reason: RejectReason::UnknownKey, .. })));
@@ -841,7 +841,7 @@ fn tagged(worker: u16, epoch: u32) -> Issuer {
 }
 
 fn tagged_hello(k: ResumeKey, ext: bool) -> [u8; HELLO_LEN] {
-    ClientHello { resume_key: Some(k), last_received: None, ext }.encode()
+    ClientHello { resume_key: Some(k), last_received: None, ext, early: false }.encode()
 }
 
 #[test]

@@ -51,6 +51,13 @@ pub struct SessionConfig {
     /// `0` turns batching off; it is also off towards a version-1 peer. Capped at the
     /// conduit's `max_item_len`. Default 16 KiB.
     pub batch_bytes: u32,
+    /// Initiator: the first link of a fresh session carries the session's Hello right behind
+    /// its ClientHello (`EARLY`, docs/protocol.md "Early Hello"), so the acceptor answers
+    /// ServerHello and HelloYourself together and the session is ready one round trip
+    /// sooner. An acceptor that does not know `EARLY` (a sotto acceptor older than this
+    /// flag) fails that link; the initiator then retries without it, once per session, on
+    /// its usual backoff. Acceptors always understand it. Default true.
+    pub early_hello: bool,
 }
 
 impl Default for SessionConfig {
@@ -67,6 +74,7 @@ impl Default for SessionConfig {
             max_conn_id: u32::MAX,
             max_memory: None,
             batch_bytes: 16 << 10,
+            early_hello: true,
         }
     }
 }

@@ -210,8 +210,9 @@ impl Session {
         self.start();
     }
 
-    /// Insert the root connection and, as initiator, queue the Hello.
+    /// Insert the root connection and, as initiator, queue the Hello (early, if configured).
     fn start(&mut self) {
+        self.conduit.set_early_first_frame(self.config.early_hello);
         self.conns.insert(Conn {
             id: ROOT,
             state: ConnState::Open,

@@ -30,12 +30,15 @@ pub const CH_HAS_RESUME_KEY: u8 = 1 << 0;
 pub const CH_HAS_LAST_RECEIVED: u8 = 1 << 1;
 /// Either hello: the sender speaks sotto's extended frames.
 pub const HELLO_EXT: u8 = 1 << 2;
+/// ClientHello flag (sotto): a fresh session's first frame (seq 0, base form) follows this
+/// hello on the link at once, before any ServerHello. Only on a hello without a resume key.
+pub const CH_EARLY: u8 = 1 << 3;
 /// ServerHello flag: the presented key is unknown or expired; the session is lost.
 pub const SH_REJECTED: u8 = 1 << 0;
 /// ServerHello flag: `last_received` is meaningful.
 pub const SH_HAS_LAST_RECEIVED: u8 = 1 << 1;
 
-const CH_KNOWN: u8 = CH_HAS_RESUME_KEY | CH_HAS_LAST_RECEIVED | HELLO_EXT;
+const CH_KNOWN: u8 = CH_HAS_RESUME_KEY | CH_HAS_LAST_RECEIVED | HELLO_EXT | CH_EARLY;
 const SH_KNOWN: u8 = SH_REJECTED | SH_HAS_LAST_RECEIVED | HELLO_EXT;
 
 /// A 16-byte bearer token naming a session. The acceptor issues a fresh one on every accepted
@@ -99,6 +102,9 @@ pub struct ClientHello {
     pub last_received: Option<u32>,
     /// The initiator speaks extended frames.
     pub ext: bool,
+    /// `EARLY` (sotto): the session's first frame, seq 0 in the base form, follows the hello
+    /// at once. Only on a fresh hello (no resume key).
+    pub early: bool,
 }
 
 /// The acceptor's answer.
@@ -194,10 +200,16 @@ impl ClientHello {
         if (!has_key && !key.is_zero()) || (!has_lr && lr != 0) {
             return Err(WireError::InconsistentFlags);
         }
+        let early = raw.flags & CH_EARLY != 0;
+        if early && has_key {
+            // A resume's frames start from the acceptor's position, which it has not told yet.
+            return Err(WireError::InconsistentFlags);
+        }
         Ok(Self {
             resume_key: has_key.then_some(key),
             last_received: has_lr.then_some(lr),
             ext: raw.flags & HELLO_EXT != 0,
+            early,
         })
     }
 
@@ -213,6 +225,9 @@ impl ClientHello {
         }
         if self.ext {
             flags |= HELLO_EXT;
+        }
+        if self.early {
+            flags |= CH_EARLY;
         }
         let raw = RawHello {
             magic: CLIENT_MAGIC,
@@ -281,7 +296,7 @@ mod tests {
     fn wire_md_client_hello_fresh() {
         let bytes = hex("56 4f 43 48 00 00000000000000000000000000000000 00 00 00 00");
         let ch = ClientHello::decode(&bytes).expect("valid");
-        assert_eq!(ch, ClientHello { resume_key: None, last_received: None, ext: false });
+        assert_eq!(ch, ClientHello { resume_key: None, last_received: None, ext: false, early: false });
         assert_eq!(ch.encode().as_slice(), bytes.as_slice());
     }
 
@@ -290,7 +305,7 @@ mod tests {
         let bytes = hex("56 4f 43 48 03 00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f 03 00 00 00");
         let ch = ClientHello::decode(&bytes).expect("valid");
         let key = ResumeKey([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
-        assert_eq!(ch, ClientHello { resume_key: Some(key), last_received: Some(3), ext: false });
+        assert_eq!(ch, ClientHello { resume_key: Some(key), last_received: Some(3), ext: false, early: false });
         assert_eq!(ch.encode().as_slice(), bytes.as_slice());
     }
 
@@ -331,7 +346,7 @@ mod tests {
 
     #[test]
     fn h4_wrong_sizes_rejected() {
-        let good = ClientHello { resume_key: None, last_received: None, ext: true }.encode();
+        let good = ClientHello { resume_key: None, last_received: None, ext: true, early: false }.encode();
         for len in [0usize, 1, 24] {
             assert_eq!(ClientHello::decode(&good[..len]), Err(WireError::HelloLength { len: len as u32 }));
         }
@@ -342,10 +357,10 @@ mod tests {
 
     #[test]
     fn h5_unknown_flags_and_bad_magic_rejected() {
-        let mut b = ClientHello { resume_key: None, last_received: None, ext: true }.encode();
-        b[4] |= 0x08;
-        assert_eq!(ClientHello::decode(&b), Err(WireError::UnknownFlags { flags: 0x0c }));
-        let mut b = ClientHello { resume_key: None, last_received: None, ext: false }.encode();
+        let mut b = ClientHello { resume_key: None, last_received: None, ext: true, early: false }.encode();
+        b[4] |= 0x10;
+        assert_eq!(ClientHello::decode(&b), Err(WireError::UnknownFlags { flags: 0x14 }));
+        let mut b = ClientHello { resume_key: None, last_received: None, ext: false, early: false }.encode();
         b[0] = b'X';
         assert_eq!(ClientHello::decode(&b), Err(WireError::BadMagic));
         let sh = ServerHello { rejected: false, resume_key: ResumeKey([1; 16]), last_received: None, ext: true };
@@ -356,8 +371,20 @@ mod tests {
     }
 
     #[test]
+    fn early_is_bit_3_and_only_on_a_fresh_hello() {
+        let bytes = hex("56 4f 43 48 0c 00000000000000000000000000000000 00 00 00 00");
+        let ch = ClientHello::decode(&bytes).expect("valid");
+        assert_eq!(ch, ClientHello { resume_key: None, last_received: None, ext: true, early: true });
+        assert_eq!(ch.encode().as_slice(), bytes.as_slice());
+        let key = ResumeKey([3; 16]);
+        let mut resume = ClientHello { resume_key: Some(key), last_received: None, ext: true, early: false }.encode();
+        resume[4] |= CH_EARLY;
+        assert_eq!(ClientHello::decode(&resume), Err(WireError::InconsistentFlags));
+    }
+
+    #[test]
     fn h6_position_without_key_rejected() {
-        let mut b = ClientHello { resume_key: None, last_received: None, ext: false }.encode();
+        let mut b = ClientHello { resume_key: None, last_received: None, ext: false, early: false }.encode();
         b[4] = CH_HAS_LAST_RECEIVED;
         assert_eq!(ClientHello::decode(&b), Err(WireError::InconsistentFlags));
         b[4] = CH_HAS_LAST_RECEIVED | CH_HAS_RESUME_KEY; // key all zeros
@@ -366,10 +393,10 @@ mod tests {
 
     #[test]
     fn cleared_fields_must_be_zero() {
-        let mut b = ClientHello { resume_key: None, last_received: None, ext: false }.encode();
+        let mut b = ClientHello { resume_key: None, last_received: None, ext: false, early: false }.encode();
         b[21] = 1;
         assert_eq!(ClientHello::decode(&b), Err(WireError::InconsistentFlags));
-        let mut b = ClientHello { resume_key: None, last_received: None, ext: false }.encode();
+        let mut b = ClientHello { resume_key: None, last_received: None, ext: false, early: false }.encode();
         b[5] = 1;
         assert_eq!(ClientHello::decode(&b), Err(WireError::InconsistentFlags));
         let b = ServerHello { rejected: false, resume_key: ResumeKey::ZERO, last_received: None, ext: false }.encode();

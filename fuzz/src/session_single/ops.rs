@@ -71,7 +71,7 @@ impl Driver {
                     2 => None,
                     _ => Some(ResumeKey([k | 1; 16])),
                 };
-                ClientHello { resume_key: key, last_received: key.and(position), ext }.encode()
+                ClientHello { resume_key: key, last_received: key.and(position), ext, early: false }.encode()
             }
         }
     }
@@ -228,7 +228,7 @@ impl Driver {
                 .encode(),
                 Role::Acceptor => {
                     let key = if attached { self.s.conduit().resume_key() } else { None };
-                    ClientHello { resume_key: key, last_received: key.and(position), ext: true }.encode()
+                    ClientHello { resume_key: key, last_received: key.and(position), ext: true, early: false }.encode()
                 }
             };
             self.feed(self.link, &hello);

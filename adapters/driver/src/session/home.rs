@@ -346,7 +346,7 @@ mod tests {
         let closed = Arc::new(Mutex::new(Vec::new()));
         let drops = Arc::new(AtomicUsize::new(0));
         let now = ep.clock.now();
-        let fresh = ClientHello { resume_key: None, last_received: None, ext: true }.encode();
+        let fresh = ClientHello { resume_key: None, last_received: None, ext: true, early: false }.encode();
         let routed = {
             let mut g = ep.lock();
             let p = g.endpoint.accept_link(now, 1).expect("pending");
@@ -359,7 +359,7 @@ mod tests {
         let member = Member::new(&ep, handle, first, false);
         let home = Home::with_clock(session, SessState::new(&config), Some(member), ep.clock.clone());
         ep.register(handle, &home.owner());
-        let resume = ClientHello { resume_key: Some(key), last_received: None, ext: true }.encode();
+        let resume = ClientHello { resume_key: Some(key), last_received: None, ext: true, early: false }.encode();
         // The session's driver is not running: nothing takes the links routed to it.
         for n in 1..=MAILBOX {
             let (routed, reach) = {
