@@ -476,10 +476,14 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
     /// (see [`Round::more`](crate::host::Round)). Returns whether anything moved.
     fn drain_outputs(&mut self, g: &mut H::Guard<'_>, now: Instant, now_std: StdInstant) -> bool {
         let mut busy = false;
+        let mut adopted = false;
         if matches!(self.source, Source::Mailbox) {
             while let Some(taken) = g.take_link(now) {
                 match taken {
-                    Taken::Link(io, id) => self.adopt(g, io, id),
+                    Taken::Link(io, id) => {
+                        self.adopt(g, io, id);
+                        adopted = true;
+                    }
                     Taken::Refused(io, reply) => {
                         crate::trace::resume_refused_by_session(io.peer_addr().as_ref());
                         self.refuse(io, &reply, now_std);
@@ -498,9 +502,17 @@ impl<R: Runtime, S: Io, H: Host<S>> Driver<R, S, H> {
                 self.on_event(g, e, now, now_std);
                 busy = true;
             } else if !round.more {
-                return busy;
+                break;
             }
         }
+        if adopted && self.held.is_none() && !self.write.is_empty() {
+            // A new link's ServerHello waits for this step's read: a fresh initiator's early
+            // Hello is usually there already, and the answer to it (HelloYourself) then
+            // leaves with the ServerHello in one write. Otherwise it goes once the task has
+            // yielded, as a held batch does.
+            self.held = Some(self.write.pending_len());
+        }
+        busy
     }
 
     fn on_event(&mut self, g: &mut H::Guard<'_>, e: Event, now: Instant, now_std: StdInstant) {
