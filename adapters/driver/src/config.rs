@@ -358,14 +358,15 @@ impl Config {
 
     /// The write buffer's first size: the largest frame that is copied into it (an item
     /// shorter than `lend_from` with its data header, or a control frame, under 1 KiB),
-    /// with its prefix, at least 4 KiB.
+    /// with its prefix. Batches that fill it double it, up to
+    /// [`write_buffer_len`](Self::write_buffer_len).
     #[must_use]
     pub fn write_buffer_min(&self) -> usize {
         use sotto_proto::wire::{LEN_PREFIX, MAX_DATA_HEADER_LEN};
         let max_frame = self.protocol.max_frame_len as usize;
         let copied = self.buffers.lend_from.max(1) - 1;
         let frame = copied.saturating_add(MAX_DATA_HEADER_LEN).max(1024).min(max_frame);
-        (frame + LEN_PREFIX).max(4096)
+        frame + LEN_PREFIX
     }
 
     /// The core stable-conduit configuration in force.

@@ -15,9 +15,11 @@
 use bytes::{Bytes, BytesMut};
 
 /// Below this much spare room, grow before reading (tiny reads cost a syscall each).
-const MIN_READ: usize = 1024;
-/// The room reserved for the first reads, and again after a [`ReadBuffer::shrink`].
-pub(crate) const FIRST_CHUNK: usize = 2048;
+const MIN_READ: usize = 512;
+/// The room reserved for the first reads, and again after a [`ReadBuffer::shrink`]: a
+/// session handshake's messages fit several times over, and a new session touches no more
+/// memory than that before traffic asks for more (each read that fills its room doubles it).
+pub(crate) const FIRST_CHUNK: usize = 512;
 
 #[derive(Debug)]
 pub(crate) struct ReadBuffer {
@@ -177,7 +179,7 @@ mod tests {
     fn reads_split_and_refill() {
         let mut r = ReadBuffer::new(2048, false);
         let s = r.spare(1);
-        assert!(s.len() >= 1024);
+        assert!(s.len() >= MIN_READ);
         s[..5].copy_from_slice(b"hello");
         r.advance(5);
         assert_eq!(r.data(), b"hello");
@@ -224,7 +226,7 @@ mod tests {
     fn append_mode() {
         let mut r = ReadBuffer::new(2048, true);
         let b = r.appendable(1);
-        assert!(b.capacity() - b.len() >= 1024);
+        assert!(b.capacity() - b.len() >= MIN_READ);
         b.extend_from_slice(b"hello");
         r.advance(5);
         let held = r.split(2);
