@@ -150,7 +150,7 @@ pub fn hello_decode(data: &[u8]) {
         resume_key: has_key.then_some(key),
         last_received: (has_key && !key.is_zero() && flags & 2 != 0).then_some(lr),
         ext: flags & 4 != 0,
-        early: false,
+        early: !has_key && flags & 64 != 0,
     };
     assert_eq!(ClientHello::decode(&client.encode()), Ok(client));
     let server = ServerHello {

@@ -76,7 +76,8 @@ pub struct PairConfig {
     pub bytes: u8,
     /// `ack_every = 1 + ack_every % 40`.
     pub ack_every: u8,
-    /// Timer profile (see [`PairConfig::build`]).
+    /// Timer profile (see [`PairConfig::build`]); the top bit lets the initiator send its
+    /// first item early (`Conduit::set_early_first_frame`).
     pub timers: u8,
 }
 
@@ -264,8 +265,12 @@ impl Pair {
         let ca = config.build(Side::A);
         let cb = config.build(Side::B);
         let per_frame = sotto_proto::wire::MAX_DATA_HEADER_LEN + 4;
+        let mut a = Peer::new(Role::Initiator, ca);
+        // The timer profile's top bit: the initiator's first item may ride early, behind
+        // its first fresh ClientHello.
+        a.c.set_early_first_frame(config.timers & 0x80 != 0);
         Self {
-            a: Peer::new(Role::Initiator, ca),
+            a,
             b: Peer::new(Role::Acceptor, cb),
             links: Vec::new(),
             now: Instant::from_nanos(1_000_000_000),

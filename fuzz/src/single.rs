@@ -388,7 +388,7 @@ impl Driver {
             resume_key,
             last_received: (b & 8 != 0).then(|| rel_last(self.c.items_sent(), d)),
             ext: b & 4 != 0,
-            early: false,
+            early: resume_key.is_none() && b & 0x10 != 0,
         }
     }
 

@@ -71,7 +71,9 @@ impl Driver {
                     2 => None,
                     _ => Some(ResumeKey([k | 1; 16])),
                 };
-                ClientHello { resume_key: key, last_received: key.and(position), ext, early: false }.encode()
+                // Now and then an early Hello: the next frame is read in the base form.
+                let early = key.is_none() && b & 0x40 != 0;
+                ClientHello { resume_key: key, last_received: key.and(position), ext, early }.encode()
             }
         }
     }
