@@ -492,9 +492,11 @@ fn at(secs: u64) -> Instant {
 }
 
 /// A new session whose initiator has the ServerHello and whose Hello the acceptor read (so
-/// the peer holds the key), its HelloYourself never delivered: unready, link `at(0)`.
+/// the peer holds the key), its HelloYourself never delivered: unready, link `at(0)`. The
+/// initiator speaks version 3 (a version-4 acceptor is ready as it answers a version-4
+/// Hello; with an older initiator it waits for LetsGo).
 fn spoken_unready_session(ep: &mut Hosted, cfg: &EndpointConfig, k: ResumeKey) -> (Session, SessionHandle) {
-    let mut c = Session::new(Role::Initiator, cfg.session, b"c").expect("config");
+    let mut c = Session::speaking(Role::Initiator, cfg.session, b"c", 3).expect("config");
     let cl = c.link_up(at(0), ResumeKey::ZERO);
     let mut buf = vec![0u8; 1 << 16];
     let t = c.poll_transmit(at(0), &mut buf).expect("client hello");

@@ -37,9 +37,10 @@ pub const TAG_DATA_BATCH: u8 = 0x17;
 /// Tag: end of stream on a connection from its sender (half-close, protocol version 3).
 pub const TAG_FIN: u8 = 0x18;
 
-/// The session protocol version this crate speaks: 3, which adds [`Message::Fin`]
-/// (half-close); version 2 added [`Message::DataBatch`].
-pub const PROTOCOL_VERSION: u32 = 3;
+/// The session protocol version this crate speaks: 4, in which the acceptor is ready once it
+/// answers the Hello and the initiator sends no [`Message::LetsGo`]; version 3 added
+/// [`Message::Fin`] (half-close), version 2 [`Message::DataBatch`].
+pub const PROTOCOL_VERSION: u32 = 4;
 /// The oldest version this crate still speaks (1: no `DataBatch`, which is never sent to a
 /// version-1 peer).
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
@@ -49,6 +50,11 @@ pub const BATCH_VERSION: u32 = 2;
 /// write half cannot be closed alone: [`Session::finish`](super::Session::finish) is
 /// refused and the driver closes the connection both ways instead.
 pub const HALF_CLOSE_VERSION: u32 = 3;
+/// The first version without [`Message::LetsGo`]: the acceptor is ready as soon as it has
+/// queued its HelloYourself, and the initiator as soon as it has read it (it acks it with
+/// its next frame or keepalive). With an older peer the handshake ends with LetsGo as
+/// before.
+pub const READY_ON_HELLO_VERSION: u32 = 4;
 
 /// From protocol version 2 on, a data message spends at least this much of its connection's
 /// credit (its length if larger): credit then bounds how many messages a receiver can be

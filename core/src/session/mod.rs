@@ -12,7 +12,7 @@ mod unacked;
 pub use config::SessionConfig;
 pub use message::{
     message_credit, DataBatch, DataBatchIter, Message, Parity, HALF_CLOSE_VERSION, MIN_MESSAGE_CREDIT,
-    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, READY_ON_HELLO_VERSION,
 };
 pub use types::{
     refusal, CommandError, ConnId, Incoming, SessionEvent, SessionFailure, SessionInputError, SessionStats,

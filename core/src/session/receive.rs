@@ -4,6 +4,7 @@
 use super::conn_table::{Conn, ConnState};
 use super::message::{
     message_credit, DataBatch, HelloBody, Message, BATCH_VERSION, HALF_CLOSE_VERSION, MIN_PROTOCOL_VERSION,
+    READY_ON_HELLO_VERSION,
 };
 use super::types::{refusal, ConnId, Incoming, SessionFailure, SessionInputError, SessionViolation, ROOT};
 use super::{Phase, Session};
@@ -81,8 +82,9 @@ impl Session {
     /// session never got through its session handshake (its link died before HelloYourself,
     /// and the acceptor dropped the half-made session before the resume came) is told its
     /// key is unknown (REJECTED, or IssuerGone after a restart of the acceptor). Nothing of it
-    /// reached either application (the acceptor announces a session only after LetsGo, which
-    /// follows HelloYourself), so it starts afresh, as [`reset`](Self::reset) does, and the
+    /// reached our application, and the acceptor's, if it saw the session at all (a version-4
+    /// acceptor announces it as it answers the Hello), has ended it or lost it (else the key
+    /// would still route), so it starts afresh, as [`reset`](Self::reset) does, and the
     /// driver drops `link` and dials again (a fresh ClientHello and session Hello), within
     /// its connect deadline, instead of failing the connect.
     fn conduit_error(&mut self, link: LinkId, e: InputError) -> SessionInputError {
@@ -189,7 +191,14 @@ impl Session {
         if self.conduit.send_vectored(&[head, tail]).is_err() {
             return Err(self.refused(now, SessionFailure::WeRefused { code: refusal::SETTINGS }));
         }
-        self.phase = Phase::AwaitLetsGo;
+        if version >= READY_ON_HELLO_VERSION {
+            // No LetsGo follows: the session is the application's now. If the initiator
+            // refuses our answer after all, its Sorry ends the session as it would a ready one.
+            self.phase = Phase::Ready;
+            self.ready_event = true;
+        } else {
+            self.phase = Phase::AwaitLetsGo;
+        }
         Ok(Some(Incoming::PeerHello { metadata: body.metadata }))
     }
 
@@ -209,7 +218,11 @@ impl Session {
         self.adopt_root_credit(body.root_credit);
         self.peer_batches = body.version >= BATCH_VERSION;
         self.peer_half_close = body.version >= HALF_CLOSE_VERSION;
-        if self.send_msg(&Message::LetsGo).is_err() {
+        if body.version >= READY_ON_HELLO_VERSION {
+            // The acceptor is ready already: nothing to send. Its HelloYourself is acked by
+            // our first frame, or with the first keepalive.
+            self.conduit.defer_ack(now);
+        } else if self.send_msg(&Message::LetsGo).is_err() {
             return Err(self.refused(now, SessionFailure::WeRefused { code: refusal::SETTINGS }));
         }
         self.phase = Phase::Ready;

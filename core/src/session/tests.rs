@@ -755,35 +755,62 @@ impl Pair {
     }
 }
 
-/// The acceptor's ack of the initiator's LetsGo does not leave as a frame of its own after
-/// `ack_delay`: it waits for the next frame, here the first keepalive, and leaves with it.
-#[test]
-fn the_ack_of_lets_go_waits_for_the_keepalive_and_leaves_with_it() {
-    let mut p = Pair::ready();
-    let cfg = ConduitConfig::default();
-    assert_eq!(p.a.conduit().unacked(), 1, "LetsGo waits for its ack");
-    let acks = p.b.conduit().stats().acks_sent;
-    p.wait(Duration::from_millis(100));
-    assert!(Duration::from_millis(100) > cfg.ack_delay);
-    assert_eq!(p.b.conduit().stats().acks_sent, acks, "no ack of its own after ack_delay");
-    assert_eq!(p.a.conduit().unacked(), 1);
-    // The keepalive: whichever side pings first, the acceptor's ack goes with its PING or PONG.
-    p.wait(cfg.ping_interval);
-    assert_eq!(p.a.conduit().unacked(), 0, "acked along with the keepalive");
-    assert_eq!(p.b.conduit().stats().acks_sent, acks + 1);
+impl Pair {
+    /// A ready pair whose initiator speaks `version` (the acceptor the newest).
+    fn ready_speaking(version: u32) -> Self {
+        let mut p = Self::new(SessionConfig::default());
+        p.a = Session::speaking(Role::Initiator, SessionConfig::default(), b"client", version).expect("config");
+        p.connect();
+        assert!(p.a.is_ready() && p.b.is_ready());
+        p
+    }
 }
 
-/// A frame delivered after LetsGo is acked within `ack_delay` as before: the deferral covers
-/// LetsGo only.
+/// The last handshake message's ack does not leave as a frame of its own after `ack_delay`:
+/// it waits for the next frame, here the first keepalive, and leaves with it. In version 4
+/// that is the initiator's ack of HelloYourself (no LetsGo is sent); with a version-3
+/// initiator, the acceptor's ack of LetsGo.
 #[test]
-fn a_frame_after_lets_go_is_acked_within_ack_delay() {
-    let mut p = Pair::ready();
+fn the_ack_of_the_last_handshake_message_waits_for_the_keepalive_and_leaves_with_it() {
     let cfg = ConduitConfig::default();
-    let _ = p.a.open(b"").expect("open");
-    p.pump();
-    assert_eq!(p.a.conduit().unacked(), 2, "LetsGo and the Open wait for their ack");
-    p.wait(cfg.ack_delay);
-    assert_eq!(p.a.conduit().unacked(), 0, "both acked at ack_delay");
+    for version in [3, 4] {
+        let mut p = Pair::ready_speaking(version);
+        let lets_go = version < READY_ON_HELLO_VERSION;
+        let (acker, waiting) = if lets_go { (&p.b, &p.a) } else { (&p.a, &p.b) };
+        assert_eq!(waiting.conduit().unacked(), 1, "v{version}: the last handshake message waits for its ack");
+        assert_eq!(p.a.conduit().items_sent(), if lets_go { 2 } else { 1 }, "v{version}: Hello, and LetsGo before 4");
+        let acks = acker.conduit().stats().acks_sent;
+        p.wait(Duration::from_millis(100));
+        assert!(Duration::from_millis(100) > cfg.ack_delay);
+        let (acker, waiting) = if lets_go { (&p.b, &p.a) } else { (&p.a, &p.b) };
+        assert_eq!(acker.conduit().stats().acks_sent, acks, "v{version}: no ack of its own after ack_delay");
+        assert_eq!(waiting.conduit().unacked(), 1);
+        // The keepalive: whichever side pings first, the ack goes with its PING or PONG.
+        p.wait(cfg.ping_interval);
+        let (acker, waiting) = if lets_go { (&p.b, &p.a) } else { (&p.a, &p.b) };
+        assert_eq!(waiting.conduit().unacked(), 0, "v{version}: acked along with the keepalive");
+        assert_eq!(acker.conduit().stats().acks_sent, acks + 1);
+    }
+}
+
+/// A frame delivered after the handshake is acked within `ack_delay` as before: the deferral
+/// covers the last handshake message only.
+#[test]
+fn a_frame_after_the_handshake_is_acked_within_ack_delay() {
+    let cfg = ConduitConfig::default();
+    for version in [3, 4] {
+        let mut p = Pair::ready_speaking(version);
+        let c = p.a.open(b"").expect("open");
+        p.pump();
+        let lets_go = version < READY_ON_HELLO_VERSION;
+        assert_eq!(p.a.conduit().unacked(), if lets_go { 2 } else { 1 }, "v{version}: the Open (and LetsGo) unacked");
+        p.b.accept(c, b"").expect("accept");
+        p.pump();
+        assert_eq!(p.b.conduit().unacked(), 1, "v{version}: the Accept (the Open acked HelloYourself)");
+        p.wait(cfg.ack_delay);
+        assert_eq!(p.a.conduit().unacked(), 0, "v{version}: acked at ack_delay");
+        assert_eq!(p.b.conduit().unacked(), 0, "v{version}: acked at ack_delay");
+    }
 }
 
 /// An initiator whose first link died before the session handshake finished, and whose

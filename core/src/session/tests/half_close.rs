@@ -182,7 +182,10 @@ fn an_old_acceptors_version_refusal_is_recognisable_and_version_2_works() {
     assert!(p.a.is_ready() && p.b.is_ready());
     assert!(p.a.peer_batches && p.b.peer_batches, "version 2: batches");
     assert!(!p.a.half_close_supported() && !p.b.half_close_supported(), "version 2: no Fin");
-    assert_eq!(Session::speaking(Role::Initiator, cfg, b"", 4).err(), Some(ConfigError::SessionLimits));
+    assert_eq!(
+        Session::speaking(Role::Initiator, cfg, b"", PROTOCOL_VERSION + 1).err(),
+        Some(ConfigError::SessionLimits)
+    );
     assert_eq!(Session::speaking(Role::Initiator, cfg, b"", 0).err(), Some(ConfigError::SessionLimits));
 }
 
