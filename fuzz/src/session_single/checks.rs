@@ -49,7 +49,11 @@ impl Driver {
     pub(super) fn on_transmit(&mut self, bytes: &[u8], established: bool, ext: bool) {
         if bytes.len() == HELLO_LEN {
             match self.role {
-                Role::Initiator if ClientHello::decode(bytes).is_ok() => return,
+                Role::Initiator if ClientHello::decode(bytes).is_ok() => {
+                    // An early Hello follows its ClientHello at once, in the base form.
+                    self.early_next = ClientHello::decode(bytes).is_ok_and(|h| h.early);
+                    return;
+                }
                 Role::Acceptor => {
                     if let Ok(h) = ServerHello::decode(bytes) {
                         if h.rejected {
@@ -61,7 +65,13 @@ impl Driver {
                 Role::Initiator => {}
             }
         }
-        if !established {
+        let early = std::mem::take(&mut self.early_next);
+        if early {
+            let frame = Frame::decode(bytes, false).expect("the early frame is a base-form data frame");
+            assert!(matches!(frame, Frame::Data { seq: 0, ack: None, .. }), "early frame: {frame:?}");
+        }
+        let ext = ext && !early;
+        if !established && !early {
             // The last frame of a link that never carried frames: GOODBYE, extended form.
             let f = Frame::decode(bytes, true);
             assert!(matches!(f, Ok(Frame::Goodbye { .. })), "final frame is not a GOODBYE: {f:?}");
@@ -119,7 +129,15 @@ impl Driver {
                 };
                 assert_eq!(b, expect);
             }
-            SMsg::LetsGo => assert!(self.role == Role::Initiator && (seq == 1 || blind), "LetsGo at {seq}"),
+            // Only to an acceptor older than version 4.
+            SMsg::LetsGo => assert!(
+                self.role == Role::Initiator
+                    && (blind
+                        || (seq == 1
+                            && self.peer_version.is_some_and(|v| v < sotto_proto::session::READY_ON_HELLO_VERSION))),
+                "LetsGo at {seq} (peer version {:?})",
+                self.peer_version
+            ),
             SMsg::Sorry { code, .. } => {
                 assert_eq!(self.s.failure(), Some(SessionFailure::WeRefused { code }), "Sorry without refusal");
                 self.out_done = true;
@@ -132,7 +150,9 @@ impl Driver {
                 self.out_done = true;
             }
             _ => {
-                let first = if self.role == Role::Initiator { 2 } else { 1 };
+                // Our Hello, then our LetsGo to an acceptor older than version 4.
+                let lets_go = self.peer_version.is_some_and(|v| v < sotto_proto::session::READY_ON_HELLO_VERSION);
+                let first = if self.role == Role::Initiator && lets_go { 2 } else { 1 };
                 assert!(seq >= first || blind, "{m:?} at {seq}, during the handshake");
             }
         }

@@ -109,6 +109,8 @@ struct Driver {
     ended_seen: Option<SessionEnd>,
     /// The version of the peer's accepted hello (2 and up: `DataBatch` both ways).
     peer_version: Option<u32>,
+    /// Our ClientHello announced an early frame: the next frame we transmit is it.
+    early_next: bool,
     // --- our output
     /// Our items by seq, as first transmitted (`None`: skipped, the peer lied about it).
     out: Vec<Option<Vec<u8>>>,
@@ -148,6 +150,7 @@ impl Driver {
             phase: if role == Role::Initiator { Phase::AwaitHelloYourself } else { Phase::AwaitHello },
             failure: None,
             peer_version: None,
+            early_next: false,
             conns,
             ledger,
             pending_in: 0,

@@ -5,7 +5,7 @@ use sotto_proto::conduit::InputError;
 use sotto_proto::session::message::{HelloBody, TAG_DATA_BATCH};
 use sotto_proto::session::{
     message_credit, refusal, ConnId, Incoming, Message as SMsg, SessionFailure, SessionInputError as E,
-    SessionViolation as V, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ROOT,
+    SessionViolation as V, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, READY_ON_HELLO_VERSION, ROOT,
 };
 use sotto_proto::wire::Frame;
 use sotto_proto::wire::WireError;
@@ -159,9 +159,12 @@ impl Driver {
         match actual {
             Ok(Some(Incoming::PeerHello { metadata })) => {
                 assert_eq!(*metadata, b.metadata);
-                if self.role == Role::Acceptor {
+                if self.role == Role::Acceptor && b.version.min(PROTOCOL_VERSION) < READY_ON_HELLO_VERSION {
+                    // An older initiator finishes with LetsGo.
                     self.phase = Phase::AwaitLetsGo;
                 } else {
+                    // Version 4: the acceptor is ready as it answers, the initiator sends no
+                    // LetsGo.
                     self.phase = Phase::Ready;
                     self.ready_expected = true;
                 }
