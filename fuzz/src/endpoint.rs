@@ -727,7 +727,9 @@ impl Sim {
                 } else {
                     self.keys_issued[usize::from(*key) % self.keys_issued.len()]
                 };
-                ClientHello { resume_key: Some(k), last_received: position.map(u32::from), ext: *ext, early: false }.encode().to_vec()
+                ClientHello { resume_key: Some(k), last_received: position.map(u32::from), ext: *ext, early: false }
+                    .encode()
+                    .to_vec()
             }
             FirstMessage::Frame => {
                 let f = Frame::Data { seq: 0, ack: None, item: b"\x10\x00hi" };

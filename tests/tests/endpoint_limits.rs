@@ -105,7 +105,9 @@ fn l3_failed_resume_flood() {
     for k in 0..1000 {
         match net.open_raw(7, false) {
             Ok(raw) => {
-                let hello = ClientHello { resume_key: Some(rng.key()), last_received: Some(k), ext: true, early: false }.encode();
+                let hello =
+                    ClientHello { resume_key: Some(rng.key()), last_received: Some(k), ext: true, early: false }
+                        .encode();
                 net.raw_send(raw, &hello);
                 assert!(net.run_until(secs(1), |x| x.raw_eof(raw)));
                 assert!(net.raw_received(raw).len() <= LEN_PREFIX + hello.len(), "reply never larger than request");
@@ -126,7 +128,10 @@ fn l3_failed_resume_flood() {
     assert_eq!(refused, 1000 - 16);
     // Another source is served; after the failure period the source is served again.
     let other = net.open_raw(8, true).expect("other sources unaffected");
-    net.raw_send(other, &ClientHello { resume_key: Some(ResumeKey([1; 16])), last_received: None, ext: true, early: false }.encode());
+    net.raw_send(
+        other,
+        &ClientHello { resume_key: Some(ResumeKey([1; 16])), last_received: None, ext: true, early: false }.encode(),
+    );
     net.run_for(cfg.endpoint.failure_period);
     assert!(net.open_raw(7, true).is_ok(), "the window rolls over");
 }

@@ -285,7 +285,10 @@ fn r16_hijack_with_a_stolen_current_key() {
         let key = net.client(0).session.conduit().resume_key().expect("key");
         let pos = position(&net, 0);
         let thief = net.open_raw(666, false).expect("pending");
-        net.raw_send(thief, &ClientHello { resume_key: Some(key), last_received: pos, ext: true, early: false }.encode());
+        net.raw_send(
+            thief,
+            &ClientHello { resume_key: Some(key), last_received: pos, ext: true, early: false }.encode(),
+        );
         assert!(net.run_until(secs(1), |n| n.raw_received(thief).len() >= LEN_PREFIX + HELLO_LEN));
         let sh = ServerHello::decode(&net.raw_received(thief)[LEN_PREFIX..LEN_PREFIX + HELLO_LEN]).expect("hello");
         assert!(!sh.rejected, "the thief is accepted");

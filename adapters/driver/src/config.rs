@@ -166,7 +166,7 @@ pub struct BufferConfig {
     /// Raw stable conduit: delivered item bytes waiting for `recv`, at most (one item is
     /// always allowed). Default 4 MiB.
     pub inbound_bytes: usize,
-    /// Bytes reserved in the read buffer for one read, at most: the room starts at 4 KiB,
+    /// Bytes reserved in the read buffer for one read, at most: the room starts at 512 B,
     /// doubles each time a read fills all of it, and the buffer is released once no item has
     /// moved for a second. A peer's write batch (up to `max_frame_len + 4`) then mostly
     /// arrives in one or two reads. Reading into uninitialized capacity (tokio) touches only

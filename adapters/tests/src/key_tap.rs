@@ -109,7 +109,8 @@ async fn relay(client: TcpStream, server: TcpStream, keys: Arc<Mutex<Vec<ResumeK
 /// Open a plain TCP connection to `addr`, send a ClientHello presenting `key` (with no
 /// position), and return everything the acceptor wrote before closing it.
 pub async fn resume_with(addr: SocketAddr, key: ResumeKey) -> Vec<u8> {
-    let hello = sotto_proto::wire::ClientHello { resume_key: Some(key), last_received: None, ext: true, early: false }.encode();
+    let hello =
+        sotto_proto::wire::ClientHello { resume_key: Some(key), last_received: None, ext: true, early: false }.encode();
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let mut out = (hello.len() as u32).to_le_bytes().to_vec();
     out.extend_from_slice(&hello);

@@ -157,7 +157,8 @@ async fn expired_handshakes_are_closed_at_their_deadline_not_a_drain_timeout_lat
 
     let started = std::time::Instant::now();
     let mut mute = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let hello = sotto_proto::wire::ClientHello { resume_key: None, last_received: None, ext: true, early: false }.encode();
+    let hello =
+        sotto_proto::wire::ClientHello { resume_key: None, last_received: None, ext: true, early: false }.encode();
     let mut first = (hello.len() as u32).to_le_bytes().to_vec();
     first.extend_from_slice(&hello);
     let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -49,7 +49,8 @@ async fn poke(addr: SocketAddr, bytes: &'static [u8]) {
 
 /// A length-prefixed ClientHello resuming with a key no session holds.
 fn unknown_resume() -> &'static [u8] {
-    let hello = ClientHello { resume_key: Some(ResumeKey([9; 16])), last_received: None, ext: true, early: false }.encode();
+    let hello =
+        ClientHello { resume_key: Some(ResumeKey([9; 16])), last_received: None, ext: true, early: false }.encode();
     let mut v = (HELLO_LEN as u32).to_le_bytes().to_vec();
     v.extend_from_slice(&hello);
     Vec::leak(v)

@@ -19,7 +19,8 @@ async fn guess_from(from: &str, to: SocketAddr) -> Vec<u8> {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.bind(format!("{from}:0").parse().expect("addr")).expect("bind");
     let mut s = socket.connect(to).await.expect("connect");
-    let hello = ClientHello { resume_key: Some(ResumeKey([0x5a; 16])), last_received: None, ext: true, early: false }.encode();
+    let hello =
+        ClientHello { resume_key: Some(ResumeKey([0x5a; 16])), last_received: None, ext: true, early: false }.encode();
     let mut out = (HELLO_LEN as u32).to_le_bytes().to_vec();
     out.extend_from_slice(&hello);
     // The acceptor may close a refused link before the hello is written: that is its answer.

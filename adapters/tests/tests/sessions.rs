@@ -371,7 +371,8 @@ async fn unfinished_session_handshake_run(acceptor: Rt) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (acc, upstream) = listen(acceptor, Transport::Tcp, session_config()).await;
     let Endpoint::Tcp(addr) = upstream.clone() else { unreachable!() };
-    let hello = sotto_proto::wire::ClientHello { resume_key: None, last_received: None, ext: true, early: false }.encode();
+    let hello =
+        sotto_proto::wire::ClientHello { resume_key: None, last_received: None, ext: true, early: false }.encode();
     let mut first = (hello.len() as u32).to_le_bytes().to_vec();
     first.extend_from_slice(&hello);
     let started = std::time::Instant::now();

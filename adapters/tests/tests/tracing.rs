@@ -202,7 +202,8 @@ fn poke(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
 
 /// A length-prefixed ClientHello resuming with a key no session holds.
 fn unknown_resume() -> Vec<u8> {
-    let hello = ClientHello { resume_key: Some(ResumeKey([7; 16])), last_received: None, ext: true, early: false }.encode();
+    let hello =
+        ClientHello { resume_key: Some(ResumeKey([7; 16])), last_received: None, ext: true, early: false }.encode();
     let mut v = (HELLO_LEN as u32).to_le_bytes().to_vec();
     v.extend_from_slice(&hello);
     v

@@ -2,8 +2,8 @@
 
 use super::serial::{count_of, expand, last_of};
 use super::{
-    goodbye_code, Conduit, EarlyFrame, InputError, LinkDropReason, LinkId, LinkState, Observed, Owed, Reason, Role, SessionEnd,
-    Violation,
+    goodbye_code, Conduit, EarlyFrame, InputError, LinkDropReason, LinkId, LinkState, Observed, Owed, Reason, Role,
+    SessionEnd, Violation,
 };
 use crate::time::Instant;
 use crate::timer::Timer;

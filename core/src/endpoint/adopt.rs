@@ -146,7 +146,8 @@ mod tests {
 
     fn route(ep: &mut Endpoint, key: u8) -> Routed {
         let p = ep.accept_link(at(3), 0).expect("pending");
-        let hello = ClientHello { resume_key: Some(ResumeKey([key; 16])), last_received: Some(0), ext: true, early: false };
+        let hello =
+            ClientHello { resume_key: Some(ResumeKey([key; 16])), last_received: Some(0), ext: true, early: false };
         ep.route(at(3), p, &hello.encode(), ResumeKey([0xee; 16])).expect("routed")
     }
 

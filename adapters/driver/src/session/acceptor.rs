@@ -91,7 +91,8 @@ pub struct SessionAcceptorStats {
 listen::impl_counts!(SessionAcceptorStats);
 
 /// Serves a listener with the session API: yields each new session once its session
-/// handshake (Hello, HelloYourself, LetsGo) has finished over its first link; resumes go to
+/// handshake has finished over its first link (as its HelloYourself is queued; with an
+/// initiator older than session version 4, on its LetsGo); resumes go to
 /// their sessions without the application seeing them. Dropping the
 /// acceptor stops listening and ends the handshakes in progress; sessions already yielded
 /// live on (each until its own handle is dropped), those not yet yielded are closed.

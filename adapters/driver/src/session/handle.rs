@@ -735,9 +735,10 @@ impl Drop for IncomingOpen {
 /// `config.protocol.recovery_timeout`, then the session is reported lost. The session Hello
 /// carries no metadata (see [`connect_session_with`]).
 ///
-/// The session speaks protocol version 3 (half-close). An acceptor of version 2 or older
-/// refuses that Hello; the refusal is recognised and a new session speaking version 2 is
-/// started at once (everything works but half-close, which falls back to a full close; see
+/// The session speaks protocol version 4 (no LetsGo), with version 3 (half-close) or older
+/// if the acceptor answers with it. An acceptor of version 2 or older refuses that Hello;
+/// the refusal is recognised and a new session speaking version 2 is started at once
+/// (everything works but half-close, which falls back to a full close; see
 /// [`ConnSender::finish`](super::ConnSender::finish)).
 pub async fn connect_session<R, S, F, Fut>(rt: R, connector: F, config: Config) -> Result<SessionHandle, ConnectError>
 where
@@ -769,7 +770,10 @@ where
     let connector = Arc::new(std::sync::Mutex::new(connector));
     match start_session(&rt, &connector, config, metadata, sotto_proto::session::PROTOCOL_VERSION).await {
         Err((_, Some(SessionFailure::PeerRefused { code: refusal::VERSION }))) => {
-            tracing::debug!("sotto: the acceptor refused session protocol version 3; starting a version-2 session");
+            tracing::debug!(
+                version = sotto_proto::session::PROTOCOL_VERSION,
+                "sotto: the acceptor refused our session protocol version; starting a version-2 session"
+            );
             start_session(&rt, &connector, config, metadata, BATCH_VERSION).await.map_err(|(e, _)| e)
         }
         r => r.map_err(|(e, _)| e),
