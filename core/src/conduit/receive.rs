@@ -273,10 +273,6 @@ impl Conduit {
         let peer_count = peer_count.unwrap_or(0);
         self.key = Some(hello.resume_key);
         self.attach(now, id, self.config.ext && hello.ext, resuming, peer_count);
-        if self.early == EarlyFrame::Sent {
-            // The early frame is the link's first: the acceptor reads it before anything else.
-            self.tx_cursor = self.tx_cursor.max(1);
-        }
         Ok(())
     }
 
@@ -287,6 +283,10 @@ impl Conduit {
         self.detached_since = None;
         self.apply_ack_count(peer_count);
         self.tx_cursor = self.acked;
+        if self.early == EarlyFrame::Sent {
+            // Our early frame was this link's first: the acceptor reads it before anything else.
+            self.tx_cursor = self.tx_cursor.max(1);
+        }
         // Our hello carried our position; a fresh session's carries none (an acceptor may
         // have delivered a fresh initiator's first frames on an earlier link, or early).
         self.ack_sent = if resumed { self.received } else { 0 };

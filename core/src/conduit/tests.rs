@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::time::{Duration, Instant};
+use crate::wire::{Frame, ServerHello};
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -567,4 +568,148 @@ fn a_frozen_conduit_refuses_sends_without_owing_writable_until_thawed() {
     assert!(!c.want_writable, "no Writable owed for a freeze");
     c.thaw();
     assert_eq!(c.send(b"x"), Ok(0));
+}
+
+// ---- early first frame (EARLY) ----
+
+fn take(c: &mut Conduit, now: Instant, buf: &mut [u8]) -> Vec<u8> {
+    let t = c.poll_transmit(now, buf).expect("a frame");
+    buf[..t.len].to_vec()
+}
+
+/// The initiator's first item rides right behind its ClientHello, in the base form; the
+/// acceptor reads it before its ServerHello has gone out, answers with no position, and
+/// the initiator goes on from seq 1 (nothing is sent twice on the link).
+#[test]
+fn an_early_first_frame_rides_behind_the_client_hello_in_the_base_form() {
+    let cfg = ConduitConfig::default();
+    let mut a = Conduit::new(Role::Initiator, cfg).expect("config");
+    let mut b = Conduit::new(Role::Acceptor, cfg).expect("config");
+    a.set_early_first_frame(true);
+    a.send(b"first").expect("send");
+    a.send(b"second").expect("send");
+    let now = Instant::ZERO;
+    let mut buf = vec![0u8; 1 << 16];
+    let la = a.link_up(now, ResumeKey::ZERO);
+    let lb = b.link_up(now, ResumeKey([9; 16]));
+    let hello = take(&mut a, now, &mut buf);
+    let ch = ClientHello::decode(&hello).expect("a ClientHello");
+    assert!(ch.early && ch.ext && ch.resume_key.is_none());
+    let early = take(&mut a, now, &mut buf);
+    assert_eq!(
+        Frame::decode(&early, false),
+        Ok(Frame::Data { seq: 0, ack: None, item: b"first" }),
+        "seq 0 in the base form (no kind byte)"
+    );
+    assert!(a.poll_transmit(now, &mut buf).is_none(), "nothing more before the ServerHello");
+    assert_eq!(b.handle_message(now, lb, &hello), Ok(None));
+    assert_eq!(b.handle_message(now, lb, &early), Ok(Some(&b"first"[..])));
+    assert!(!b.peer_confirmed, "the early frame proves nothing of the key");
+    let sh_bytes = take(&mut b, now, &mut buf);
+    let sh = ServerHello::decode(&sh_bytes).expect("a ServerHello");
+    assert!(sh.ext && !sh.rejected);
+    assert_eq!(sh.last_received, None, "a fresh session's ServerHello carries no position");
+    assert_eq!(a.handle_message(now, la, &sh_bytes), Ok(None));
+    assert!(a.is_established() && a.ext_in_force());
+    let next = take(&mut a, now, &mut buf);
+    assert_eq!(Frame::decode(&next, true), Ok(Frame::Data { seq: 1, ack: None, item: b"second" }));
+    assert_eq!(b.handle_message(now, lb, &next), Ok(Some(&b"second"[..])));
+    assert_eq!((a.stats().early_frames_sent, b.stats().early_frames_received), (1, 1));
+    assert_eq!(a.stats().frames_replayed, 0);
+    assert!(b.peer_confirmed, "a frame after the ServerHello shows the peer holds the key");
+    // The acceptor acks the early frame as any other: within `ack_delay`.
+    let later = now.saturating_add(cfg.ack_delay);
+    b.handle_timeout(later);
+    while let Some(t) = b.poll_transmit(later, &mut buf) {
+        let _ = a.handle_message(later, la, &buf[..t.len]);
+    }
+    assert_eq!(a.unacked(), 0, "both items acked");
+}
+
+/// A link that carried an early frame and ended before any ServerHello (an acceptor that
+/// does not know the flag fails the hello) is not tried early again: the next fresh hello
+/// goes without it and the item follows the handshake in the link's form.
+#[test]
+fn an_early_link_lost_before_the_server_hello_is_retried_without_early() {
+    let cfg = ConduitConfig::default();
+    let mut a = Conduit::new(Role::Initiator, cfg).expect("config");
+    a.set_early_first_frame(true);
+    a.send(b"hello").expect("send");
+    let now = Instant::ZERO;
+    let mut buf = vec![0u8; 1 << 16];
+    let first = a.link_up(now, ResumeKey::ZERO);
+    assert!(ClientHello::decode(&take(&mut a, now, &mut buf)).expect("hello").early);
+    let _ = take(&mut a, now, &mut buf);
+    a.link_down(now, first);
+    let second = a.link_up(now, ResumeKey::ZERO);
+    let ch = ClientHello::decode(&take(&mut a, now, &mut buf)).expect("hello");
+    assert!(!ch.early, "tried once per session");
+    assert!(a.poll_transmit(now, &mut buf).is_none(), "the item waits for the ServerHello");
+    let mut b = Conduit::new(Role::Acceptor, cfg).expect("config");
+    let lb = b.link_up(now, ResumeKey([3; 16]));
+    assert_eq!(b.handle_message(now, lb, &ch.encode()), Ok(None));
+    let sh = take(&mut b, now, &mut buf);
+    assert_eq!(a.handle_message(now, second, &sh), Ok(None));
+    let frame = take(&mut a, now, &mut buf);
+    assert_eq!(Frame::decode(&frame, true), Ok(Frame::Data { seq: 0, ack: None, item: b"hello" }));
+    assert_eq!(b.handle_message(now, lb, &frame), Ok(Some(&b"hello"[..])));
+    assert_eq!(a.stats().early_frames_sent, 1);
+}
+
+/// A ServerHello read before the early frame went out (the driver's buffer was full) does
+/// not change its form: the acceptor reads the link's first frame in the base form, so it
+/// still goes first, in the base form, and the rest in the extended form.
+#[test]
+fn an_early_frame_not_yet_written_when_the_server_hello_arrives_still_goes_first_in_the_base_form() {
+    let cfg = ConduitConfig::default();
+    let mut a = Conduit::new(Role::Initiator, cfg).expect("config");
+    let mut b = Conduit::new(Role::Acceptor, cfg).expect("config");
+    a.set_early_first_frame(true);
+    a.send(&[7u8; 100]).expect("send");
+    a.send(b"next").expect("send");
+    let now = Instant::ZERO;
+    let mut buf = vec![0u8; 1 << 16];
+    let la = a.link_up(now, ResumeKey::ZERO);
+    let lb = b.link_up(now, ResumeKey([5; 16]));
+    let hello = take(&mut a, now, &mut buf);
+    let mut small = [0u8; 32];
+    assert!(a.poll_transmit(now, &mut small).is_none(), "no room for the early frame: nothing lost");
+    assert!(a.has_transmit());
+    assert_eq!(b.handle_message(now, lb, &hello), Ok(None));
+    let sh = take(&mut b, now, &mut buf);
+    assert_eq!(a.handle_message(now, la, &sh), Ok(None));
+    let early = take(&mut a, now, &mut buf);
+    assert!(matches!(Frame::decode(&early, false), Ok(Frame::Data { seq: 0, ack: None, .. })), "base form");
+    let next = take(&mut a, now, &mut buf);
+    assert_eq!(Frame::decode(&next, true), Ok(Frame::Data { seq: 1, ack: None, item: b"next" }));
+    assert_eq!(b.handle_message(now, lb, &early).map(|i| i.map(<[u8]>::len)), Ok(Some(100)));
+    assert_eq!(b.handle_message(now, lb, &next), Ok(Some(&b"next"[..])));
+}
+
+/// An acceptor that cannot take delivery yet observes the early frame (held back, in the
+/// base form), then the frames after it in the link's form; fed later in order, each is
+/// delivered once.
+#[test]
+fn an_observed_early_frame_is_held_back_and_the_frames_after_it_keep_the_links_form() {
+    let cfg = ConduitConfig::default();
+    let mut a = Conduit::new(Role::Initiator, cfg).expect("config");
+    let mut b = Conduit::new(Role::Acceptor, cfg).expect("config");
+    a.set_early_first_frame(true);
+    a.send(b"one").expect("send");
+    a.send(b"two").expect("send");
+    let now = Instant::ZERO;
+    let mut buf = vec![0u8; 1 << 16];
+    let la = a.link_up(now, ResumeKey::ZERO);
+    let lb = b.link_up(now, ResumeKey([6; 16]));
+    let hello = take(&mut a, now, &mut buf);
+    let early = take(&mut a, now, &mut buf);
+    assert_eq!(b.handle_message(now, lb, &hello), Ok(None));
+    assert_eq!(b.observe_message(now, lb, &early), Ok(Observed::Deferred));
+    let sh = take(&mut b, now, &mut buf);
+    assert_eq!(a.handle_message(now, la, &sh), Ok(None));
+    let two = take(&mut a, now, &mut buf);
+    assert_eq!(b.observe_message(now, lb, &two), Ok(Observed::Deferred), "an extended-form data frame");
+    assert_eq!(b.handle_message(now, lb, &early), Ok(Some(&b"one"[..])));
+    assert_eq!(b.handle_message(now, lb, &two), Ok(Some(&b"two"[..])));
+    assert_eq!(b.stats().link_drops.violation, 0);
 }

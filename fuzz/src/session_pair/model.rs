@@ -29,12 +29,6 @@ pub(super) struct App {
     pub(super) ended: Option<SessionEnd>,
 }
 
-impl App {
-    pub(super) fn is_empty(&self) -> bool {
-        self.sent.is_empty() && self.got.is_empty() && self.open.is_empty() && self.opening.is_empty()
-    }
-}
-
 /// A payload: direction tag, connection, index, then a pattern.
 pub(super) fn payload(server: bool, conn: ConnId, n: usize, extra: u8) -> Vec<u8> {
     let mut p = vec![if server { b'S' } else { b'C' }];
