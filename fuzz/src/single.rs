@@ -120,6 +120,9 @@ struct Driver {
     /// Print every step (set `SOTTO_FUZZ_TRACE`).
     trace: bool,
     buf: Vec<u8>,
+    /// Acceptor: the ClientHello accepted on this link announced an early frame, not fed
+    /// yet: the next frame is read in the base form.
+    early_next: bool,
 }
 
 impl Driver {
@@ -147,6 +150,7 @@ impl Driver {
             zero_free: Self::zero_free_config(&cfg),
             trace: std::env::var_os("SOTTO_FUZZ_TRACE").is_some(),
             buf,
+            early_next: false,
         }
     }
 
@@ -334,7 +338,14 @@ impl Driver {
         }
         let before = fingerprint(&self.c);
         let received = self.c.items_received();
+        let was_established = self.c.is_established() && self.link == Some(link);
+        let early_hello = ClientHello::decode(msg).is_ok_and(|h| h.early);
         let r = self.c.handle_message(self.now, link, msg);
+        if self.role == Role::Acceptor && self.link == Some(link) {
+            // Any message on the established link takes the early frame's place; an accepted
+            // early hello announces it.
+            self.early_next = if was_established { false } else { early_hello && self.c.is_established() };
+        }
         if self.trace {
             eprintln!("  <- {:02x?} on {link:?}: {r:?}", &msg[..msg.len().min(40)]);
         }
@@ -362,6 +373,7 @@ impl Driver {
     }
 
     fn link_up(&mut self, k: u8) {
+        self.early_next = false;
         let key = ResumeKey([k; 16]);
         if self.role == Role::Acceptor && k != 0 {
             self.keys.push(key);
@@ -451,7 +463,7 @@ impl Driver {
                 let da = s.i8();
                 let len = usize::from(s.u8() % 64);
                 let item = s.bytes(len).to_vec();
-                let ext = self.c.ext_in_force() ^ (b & 2 != 0);
+                let ext = (self.c.ext_in_force() && !self.early_next) ^ (b & 2 != 0);
                 let seq = (self.c.items_received() as i64 + d) as u32;
                 let ack = (b & 1 != 0).then(|| rel_last(self.c.items_sent(), da % 3));
                 let frame = Frame::Data { seq, ack, item: &item };
@@ -538,6 +550,7 @@ impl Driver {
                     let was_ended = self.c.is_ended();
                     let (id, r) = self.c.link_up_with_hello(self.now, key, &hello);
                     self.link = Some(id);
+                    self.early_next = hello.early && r.is_ok();
                     match r {
                         Ok(()) => {}
                         Err(InputError::AlreadyEnded) => assert!(was_ended),
