@@ -839,6 +839,10 @@ impl Sim {
         // What the endpoint knows of the client's session now (the old link's EOF may have
         // detached it, and a detached session may have been evicted meanwhile).
         let alive = old.and_then(|h| self.ep.session(h)).is_some_and(|s| !s.is_ended());
+        // A session whose handshake never finished takes at most `MAX_UNREADY_RESUMES`
+        // resumes (docs/protocol.md section 3): a client that keeps replacing its links
+        // before its Hello gets through is then refused, and starts afresh.
+        let unready = old.and_then(|h| self.ep.session(h)).is_some_and(|s| !s.is_ready());
         let tainted = old.is_some_and(|h| self.tainted.contains(&h));
         match self.route(i, &hello) {
             Ok(Placed::Session { handle, new, .. }) => {
@@ -853,7 +857,10 @@ impl Sim {
             }
             Ok(Placed::Reject(_)) => {
                 if had_key {
-                    assert!(!alive || tainted, "client {c}: resume REJECTED while its session {old:?} lives");
+                    assert!(
+                        !alive || tainted || unready,
+                        "client {c}: resume REJECTED while its session {old:?} lives"
+                    );
                 }
             }
             Err(e) => panic!("client hello refused: {e:?}"),
