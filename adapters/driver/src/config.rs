@@ -296,6 +296,11 @@ pub struct ProtocolConfig {
     /// to this many bytes (nothing waits for a batch to fill). `0` turns batching off.
     /// Default 16 KiB.
     pub batch_bytes: u32,
+    /// Session API, initiator: the first link of a new session carries the session Hello
+    /// right behind the ClientHello (docs/protocol.md, "Early Hello"), and the session is
+    /// ready a round trip sooner. An acceptor older than the flag fails that link; the
+    /// initiator then retries without it, once per session. Default true.
+    pub early_hello: bool,
     /// How long the last frames of a dropped link (GOODBYE, REJECTED) may take to write
     /// before the link is closed anyway; also bounds a dropped handle's graceful close.
     /// Default 1 s.
@@ -337,6 +342,7 @@ impl Default for ProtocolConfig {
             max_conn_id: s.max_conn_id,
             max_memory: s.max_memory,
             batch_bytes: s.batch_bytes,
+            early_hello: s.early_hello,
             drain_timeout: Duration::from_secs(1),
             close_timeout: Duration::from_secs(10),
         }
@@ -407,6 +413,7 @@ impl Config {
         s.max_conn_id = p.max_conn_id;
         s.max_memory = p.max_memory;
         s.batch_bytes = p.batch_bytes;
+        s.early_hello = p.early_hello;
         s
     }
 
