@@ -96,10 +96,11 @@ pub fn random_setup(seed: u64, repro: &'static str) -> (NetConfig, NetPlan) {
         c
     };
     // Payloads stay within half of every window (initial credit, and `max_credit` which caps
-    // the credit a side uses): `send` refuses larger ones as `TooLarge`.
+    // the credit a side uses): `send` refuses larger ones as `TooLarge`. A message spends at
+    // least `MIN_MESSAGE_CREDIT`, so a window below twice that carries nothing at all.
     let session = |r: &mut SimRng, c: ConduitConfig| {
         let max_connections = r.range(2, 8) as u32;
-        let p = u64::from(payload_max);
+        let p = u64::from(payload_max).max(sotto_proto::session::MIN_MESSAGE_CREDIT);
         let mut s = SessionConfig::default();
         s.conduit = c;
         s.max_connections = max_connections;
