@@ -175,10 +175,12 @@ pub(crate) struct Driver<R: Runtime, S, H: Host<S>> {
     /// keeps reading at any pace never costs its link), until the read buffer holds this
     /// many bytes; see [`hold_limit`].
     hold_limit: usize,
-    /// The write batch holds only what feeding made due (acks, handshake replies), this
-    /// many bytes: it is written after the task has yielded once, together with what the
-    /// application does meanwhile (the credit its reader gives back, its replies), instead
-    /// of in a write call of its own now. Anything else joining the batch ends the wait.
+    /// The write batch holds only what feeding made due (acks, handshake replies), or what a
+    /// newly adopted link owes first (its ServerHello, and any replay), this many bytes: it
+    /// is written after the task has yielded once, together with what the application does
+    /// meanwhile (the credit its reader gives back, its replies) or, for a new link, with the
+    /// answer to what the step's read finds (an early Hello's HelloYourself), instead of in a
+    /// write call of its own now. Anything else joining the batch ends the wait.
     held: Option<usize>,
     /// The last read phase ended with the driver registered for the stream's next wake-up
     /// (its read returned `Pending`, or has not woken since it did).
