@@ -126,6 +126,22 @@ pub enum Rt {
     Smol,
 }
 
+impl Rt {
+    /// Run `f` to completion on this runtime: tokio on a two-worker multi-thread runtime,
+    /// smol on its global executor.
+    pub fn block_on(self, f: impl std::future::Future<Output = ()>) {
+        match self {
+            Rt::Tokio => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(f),
+            Rt::Smol => smol::block_on(f),
+        }
+    }
+}
+
 /// Which transport carries the links.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {

@@ -17,19 +17,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// Run `f` to completion on `rt` (tokio: a two-worker multi-thread runtime).
-fn block_on(rt: Rt, f: impl std::future::Future<Output = ()>) {
-    match rt {
-        Rt::Tokio => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(f),
-        Rt::Smol => smol::block_on(f),
-    }
-}
-
 /// Both ends' early-frame counts: (the initiator's sent, the acceptor's received).
 fn early_counts(client: &sotto_driver::SessionHandle, server: &sotto_driver::SessionHandle) -> (u64, u64) {
     (client.stats().session.conduit.early_frames_sent, server.stats().session.conduit.early_frames_received)
@@ -47,7 +34,7 @@ async fn exchange(client: &sotto_driver::SessionHandle, server: &sotto_driver::S
 #[test]
 fn a_new_session_sends_its_hello_early_and_the_acceptor_reads_it() {
     for rt in [Rt::Tokio, Rt::Smol] {
-        block_on(rt, async move {
+        rt.block_on(async move {
             let config = session_config();
             assert!(config.protocol.early_hello, "on by default");
             let (acc, at) = listen(rt, Transport::Tcp, config).await;
@@ -62,7 +49,7 @@ fn a_new_session_sends_its_hello_early_and_the_acceptor_reads_it() {
 #[test]
 fn with_early_hello_off_the_hello_follows_the_server_hello() {
     for rt in [Rt::Tokio, Rt::Smol] {
-        block_on(rt, async move {
+        rt.block_on(async move {
             let mut config = session_config();
             config.protocol.early_hello = false;
             let (acc, at) = listen(rt, Transport::Tcp, session_config()).await;
@@ -107,7 +94,7 @@ async fn old_acceptor_relay(upstream: SocketAddr) -> (SocketAddr, Arc<AtomicUsiz
 
 #[test]
 fn an_acceptor_that_fails_an_early_hello_gets_a_plain_one_on_the_next_link() {
-    block_on(Rt::Tokio, async move {
+    Rt::Tokio.block_on(async move {
         let config = session_config();
         let (acc, at) = listen(Rt::Tokio, Transport::Tcp, config).await;
         let Endpoint::Tcp(upstream) = at else { panic!("tcp") };

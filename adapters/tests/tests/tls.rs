@@ -438,18 +438,6 @@ fn tls_resume(addr: SocketAddr, tls: Arc<ClientConfig>, key: ResumeKey) -> Resul
     Ok(reply)
 }
 
-fn run(rt: Rt, f: impl std::future::Future<Output = ()>) {
-    match rt {
-        Rt::Tokio => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(f),
-        Rt::Smol => smol::block_on(f),
-    }
-}
-
 // ---- the scenarios ----
 
 /// Sessions over TLS through a proxy that kills links mid-stream: every message arrives
@@ -697,70 +685,70 @@ async fn assert_binding_refusal_logged(capture: &'static Capture) {
 
 #[test]
 fn raw_acceptor_runs_the_tls_hook_and_binds_resumes_tokio() {
-    run(Rt::Tokio, raw_acceptor_over_tls(Rt::Tokio));
+    Rt::Tokio.block_on(raw_acceptor_over_tls(Rt::Tokio));
 }
 
 #[test]
 fn raw_acceptor_runs_the_tls_hook_and_binds_resumes_smol() {
-    run(Rt::Smol, raw_acceptor_over_tls(Rt::Smol));
+    Rt::Smol.block_on(raw_acceptor_over_tls(Rt::Smol));
 }
 
 #[test]
 fn tls_sessions_through_a_link_killing_proxy_lose_nothing_tokio() {
-    run(Rt::Tokio, tls_through_link_killing_proxy(Rt::Tokio));
+    Rt::Tokio.block_on(tls_through_link_killing_proxy(Rt::Tokio));
 }
 
 #[test]
 fn tls_sessions_through_a_link_killing_proxy_lose_nothing_smol() {
-    run(Rt::Smol, tls_through_link_killing_proxy(Rt::Smol));
+    Rt::Smol.block_on(tls_through_link_killing_proxy(Rt::Smol));
 }
 
 #[test]
 fn failed_or_stalled_tls_handshakes_cost_only_their_links_tokio() {
-    run(Rt::Tokio, failed_and_stalled_handshakes(Rt::Tokio));
+    Rt::Tokio.block_on(failed_and_stalled_handshakes(Rt::Tokio));
 }
 
 #[test]
 fn failed_or_stalled_tls_handshakes_cost_only_their_links_smol() {
-    run(Rt::Smol, failed_and_stalled_handshakes(Rt::Smol));
+    Rt::Smol.block_on(failed_and_stalled_handshakes(Rt::Smol));
 }
 
 #[test]
 fn failed_tls_handshakes_spend_their_source_failure_budget_tokio() {
-    run(Rt::Tokio, failed_handshakes_spend_their_source_budget(Rt::Tokio));
+    Rt::Tokio.block_on(failed_handshakes_spend_their_source_budget(Rt::Tokio));
 }
 
 #[test]
 fn failed_tls_handshakes_spend_their_source_failure_budget_smol() {
-    run(Rt::Smol, failed_handshakes_spend_their_source_budget(Rt::Smol));
+    Rt::Smol.block_on(failed_handshakes_spend_their_source_budget(Rt::Smol));
 }
 
 #[test]
 fn a_panicking_link_hook_fails_only_its_link_tokio() {
-    run(Rt::Tokio, panicking_hook(Rt::Tokio));
+    Rt::Tokio.block_on(panicking_hook(Rt::Tokio));
 }
 
 #[test]
 fn a_panicking_link_hook_fails_only_its_link_smol() {
-    run(Rt::Smol, panicking_hook(Rt::Smol));
+    Rt::Smol.block_on(panicking_hook(Rt::Smol));
 }
 
 #[test]
 fn resume_binding_refuses_a_stolen_key_with_another_certificate_tokio() {
-    run(Rt::Tokio, stolen_key(Rt::Tokio, true));
+    Rt::Tokio.block_on(stolen_key(Rt::Tokio, true));
 }
 
 #[test]
 fn resume_binding_refuses_a_stolen_key_with_another_certificate_smol() {
-    run(Rt::Smol, stolen_key(Rt::Smol, true));
+    Rt::Smol.block_on(stolen_key(Rt::Smol, true));
 }
 
 #[test]
 fn without_a_resume_binding_a_stolen_key_takes_the_session_tokio() {
-    run(Rt::Tokio, stolen_key(Rt::Tokio, false));
+    Rt::Tokio.block_on(stolen_key(Rt::Tokio, false));
 }
 
 #[test]
 fn without_a_resume_binding_a_stolen_key_takes_the_session_smol() {
-    run(Rt::Smol, stolen_key(Rt::Smol, false));
+    Rt::Smol.block_on(stolen_key(Rt::Smol, false));
 }
