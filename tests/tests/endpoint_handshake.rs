@@ -6,7 +6,7 @@ use sotto_proto::endpoint::{EndpointConfig, LinkRefusal};
 use sotto_proto::session::message::HelloBody;
 use sotto_proto::session::{Message, Parity, READY_ON_HELLO_VERSION, ROOT};
 use sotto_proto::wire::{ClientHello, ResumeKey, ServerHello, LEN_PREFIX};
-use sotto_proto::{Duration, SessionEnd};
+use sotto_proto::{Duration, Instant, SessionEnd};
 use sotto_tests::net::{forge, Net, NetConfig, Who, Writer};
 use sotto_tests::pipe::EndKind;
 use sotto_tests::{ms, secs, wire_util};
@@ -139,6 +139,23 @@ fn h12_unknown_key_after_endpoint_restart() {
     assert_eq!(net.endpoint().stats().sessions_created, 1);
 }
 
+/// One client (`early_hello` as given) whose first ServerHello is lost with its link: the
+/// dial connects at 1 ms and the ClientHello reaches the endpoint 1 ms later; what the
+/// endpoint writes on that link is cut at the first byte of its first frame (the
+/// ServerHello), both ends see a reset, and the client, holding no key, retries fresh until
+/// ready. Returns the net, its configuration and the start time.
+fn first_server_hello_lost(early_hello: bool) -> (Net, NetConfig, Instant) {
+    let mut cfg = NetConfig::small(1);
+    cfg.client.early_hello = early_hello;
+    cfg.dial.connect_latency = ms(1);
+    let mut net = Net::new(cfg);
+    let t0 = net.now();
+    assert!(net.run_until(secs(1), |n| n.client(0).link().is_some()));
+    net.cut_after_frames(0, Writer::Server, 0, 0, EndKind::Reset);
+    assert!(net.run_until(secs(10), |n| ready(n, 0)));
+    (net, cfg, t0)
+}
+
 /// The first ServerHello is lost with its link. The client, holding no key, retries with a
 /// fresh ClientHello; the endpoint gives it a new session, which works. The orphan (whose
 /// ServerHello never arrived) never finishes its session handshake: it is never announced and
@@ -149,17 +166,7 @@ fn h12_unknown_key_after_endpoint_restart() {
 /// held longer (`lost_first_server_hello_after_an_early_hello_holds_the_orphan_for_its_resume_window`).
 #[test]
 fn lost_first_server_hello_retry_gets_a_working_session() {
-    let mut cfg = NetConfig::small(1);
-    cfg.client.early_hello = false;
-    cfg.dial.connect_latency = ms(1);
-    let mut net = Net::new(cfg);
-    let t0 = net.now();
-    // The dial connects at 1 ms; the ClientHello reaches the endpoint 1 ms later. Cut what the
-    // endpoint writes on that first link at the first byte of its first frame (the ServerHello):
-    // both ends see a reset.
-    assert!(net.run_until(secs(1), |n| n.client(0).link().is_some()));
-    net.cut_after_frames(0, Writer::Server, 0, 0, EndKind::Reset);
-    assert!(net.run_until(secs(10), |n| ready(n, 0)));
+    let (mut net, cfg, t0) = first_server_hello_lost(false);
     assert_eq!(net.client(0).counters.attached, 1, "attached once, on the retry");
     assert_eq!(net.client(0).counters.resumed, 0, "the retry is a fresh session");
     let st = net.endpoint().stats();
@@ -189,13 +196,7 @@ fn lost_first_server_hello_retry_gets_a_working_session() {
 /// session for its resume window, then ends it. The retry gets a working session at once.
 #[test]
 fn lost_first_server_hello_after_an_early_hello_holds_the_orphan_for_its_resume_window() {
-    let mut cfg = NetConfig::small(1);
-    cfg.dial.connect_latency = ms(1);
-    let mut net = Net::new(cfg);
-    let t0 = net.now();
-    assert!(net.run_until(secs(1), |n| n.client(0).link().is_some()));
-    net.cut_after_frames(0, Writer::Server, 0, 0, EndKind::Reset);
-    assert!(net.run_until(secs(10), |n| ready(n, 0)));
+    let (mut net, cfg, t0) = first_server_hello_lost(true);
     assert_eq!(net.client(0).session.conduit().stats().early_frames_sent, 1, "one early Hello, on the first link");
     assert_eq!(net.client(0).counters.attached, 1, "attached once, on the retry");
     assert_eq!(net.client(0).counters.resumed, 0, "the retry is a fresh session");
