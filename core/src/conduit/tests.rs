@@ -577,21 +577,40 @@ fn take(c: &mut Conduit, now: Instant, buf: &mut [u8]) -> Vec<u8> {
     buf[..t.len].to_vec()
 }
 
+/// An initiator that may send early, with `items` queued, and an acceptor, each with its
+/// first link up (the acceptor's issuing `key`).
+struct Early {
+    a: Conduit,
+    b: Conduit,
+    la: LinkId,
+    lb: LinkId,
+    now: Instant,
+    buf: Vec<u8>,
+}
+
+impl Early {
+    fn new(items: &[&[u8]], key: u8) -> Self {
+        let cfg = ConduitConfig::default();
+        let mut a = Conduit::new(Role::Initiator, cfg).expect("config");
+        let mut b = Conduit::new(Role::Acceptor, cfg).expect("config");
+        a.set_early_first_frame(true);
+        for item in items {
+            a.send(item).expect("send");
+        }
+        let now = Instant::ZERO;
+        let la = a.link_up(now, ResumeKey::ZERO);
+        let lb = b.link_up(now, ResumeKey([key; 16]));
+        Self { a, b, la, lb, now, buf: vec![0u8; 1 << 16] }
+    }
+}
+
 /// The initiator's first item rides right behind its ClientHello, in the base form; the
 /// acceptor reads it before its ServerHello has gone out, answers with no position, and
 /// the initiator goes on from seq 1 (nothing is sent twice on the link).
 #[test]
 fn an_early_first_frame_rides_behind_the_client_hello_in_the_base_form() {
     let cfg = ConduitConfig::default();
-    let mut a = Conduit::new(Role::Initiator, cfg).expect("config");
-    let mut b = Conduit::new(Role::Acceptor, cfg).expect("config");
-    a.set_early_first_frame(true);
-    a.send(b"first").expect("send");
-    a.send(b"second").expect("send");
-    let now = Instant::ZERO;
-    let mut buf = vec![0u8; 1 << 16];
-    let la = a.link_up(now, ResumeKey::ZERO);
-    let lb = b.link_up(now, ResumeKey([9; 16]));
+    let Early { mut a, mut b, la, lb, now, mut buf } = Early::new(&[b"first", b"second"], 9);
     let hello = take(&mut a, now, &mut buf);
     let ch = ClientHello::decode(&hello).expect("a ClientHello");
     assert!(ch.early && ch.ext && ch.resume_key.is_none());
@@ -661,16 +680,7 @@ fn an_early_link_lost_before_the_server_hello_is_retried_without_early() {
 /// still goes first, in the base form, and the rest in the extended form.
 #[test]
 fn an_early_frame_not_yet_written_when_the_server_hello_arrives_still_goes_first_in_the_base_form() {
-    let cfg = ConduitConfig::default();
-    let mut a = Conduit::new(Role::Initiator, cfg).expect("config");
-    let mut b = Conduit::new(Role::Acceptor, cfg).expect("config");
-    a.set_early_first_frame(true);
-    a.send(&[7u8; 100]).expect("send");
-    a.send(b"next").expect("send");
-    let now = Instant::ZERO;
-    let mut buf = vec![0u8; 1 << 16];
-    let la = a.link_up(now, ResumeKey::ZERO);
-    let lb = b.link_up(now, ResumeKey([5; 16]));
+    let Early { mut a, mut b, la, lb, now, mut buf } = Early::new(&[&[7u8; 100], b"next"], 5);
     let hello = take(&mut a, now, &mut buf);
     let mut small = [0u8; 32];
     assert!(a.poll_transmit(now, &mut small).is_none(), "no room for the early frame: nothing lost");
@@ -691,16 +701,7 @@ fn an_early_frame_not_yet_written_when_the_server_hello_arrives_still_goes_first
 /// delivered once.
 #[test]
 fn an_observed_early_frame_is_held_back_and_the_frames_after_it_keep_the_links_form() {
-    let cfg = ConduitConfig::default();
-    let mut a = Conduit::new(Role::Initiator, cfg).expect("config");
-    let mut b = Conduit::new(Role::Acceptor, cfg).expect("config");
-    a.set_early_first_frame(true);
-    a.send(b"one").expect("send");
-    a.send(b"two").expect("send");
-    let now = Instant::ZERO;
-    let mut buf = vec![0u8; 1 << 16];
-    let la = a.link_up(now, ResumeKey::ZERO);
-    let lb = b.link_up(now, ResumeKey([6; 16]));
+    let Early { mut a, mut b, la, lb, now, mut buf } = Early::new(&[b"one", b"two"], 6);
     let hello = take(&mut a, now, &mut buf);
     let early = take(&mut a, now, &mut buf);
     assert_eq!(b.handle_message(now, lb, &hello), Ok(None));
