@@ -193,7 +193,8 @@ impl Session {
         }
         if version >= READY_ON_HELLO_VERSION {
             // No LetsGo follows: the session is the application's now. If the initiator
-            // refuses our answer after all, its Sorry ends the session as it would a ready one.
+            // refuses our answer after all (its `max_metadata` below our metadata), its Sorry
+            // ends the session, `PeerRefused` (see `on_ready_message`).
             self.phase = Phase::Ready;
             self.ready_event = true;
         } else {
@@ -405,6 +406,14 @@ impl Session {
             Message::ProtocolError { code, .. } => {
                 self.fail(now, SessionFailure::PeerProtocolError { code });
                 Err(SessionInputError::Refused(SessionFailure::PeerProtocolError { code }))
+            }
+            // Version 4: the acceptor is ready as it answers the Hello, so the initiator's
+            // refusal of that answer arrives here, as its first message after the Hello (in
+            // older versions that message was LetsGo, processed before Ready).
+            Message::Sorry { code, .. }
+                if self.conduit.role() == Role::Acceptor && self.conduit.items_received() == 2 =>
+            {
+                Err(self.refused(now, SessionFailure::PeerRefused { code }))
             }
             Message::Hello(_) | Message::HelloYourself(_) | Message::LetsGo | Message::Sorry { .. } => {
                 Err(self.violation(now, SessionViolation::UnexpectedHandshake))

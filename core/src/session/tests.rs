@@ -998,3 +998,20 @@ fn fast_path_model(seed: u64) {
     }
     assert_eq!(pairs[0].got_b, pairs[1].got_b, "seed {seed}: the peer read the same messages");
 }
+
+/// Version 4: the acceptor is ready as it answers the Hello, so an initiator that refuses
+/// that answer (here: the acceptor's metadata is over the initiator's `max_metadata`) ends a
+/// ready session; the acceptor reads the Sorry as the initiator's refusal, with its code.
+#[test]
+fn an_initiator_refusing_a_version_4_hello_yourself_ends_the_ready_acceptor_with_its_code() {
+    let mut strict = SessionConfig::default();
+    strict.max_metadata = 4;
+    let mut p = Pair::new(SessionConfig::default());
+    p.a = Session::new(Role::Initiator, strict, b"c").expect("config");
+    p.b = Session::new(Role::Acceptor, SessionConfig::default(), b"a long greeting").expect("config");
+    p.connect();
+    assert!(p.ev_b.contains(&SessionEvent::Ready), "the acceptor was ready as it answered");
+    assert!(!p.a.is_ready());
+    assert_eq!(p.a.failure(), Some(SessionFailure::WeRefused { code: refusal::METADATA }));
+    assert_eq!(p.b.failure(), Some(SessionFailure::PeerRefused { code: refusal::METADATA }));
+}

@@ -407,6 +407,12 @@ impl Driver {
                 assert_eq!(*actual, Err(E::Refused(SessionFailure::PeerProtocolError { code })));
                 self.fail(SessionFailure::PeerProtocolError { code });
             }
+            // A version-4 initiator's refusal of our HelloYourself: its first item after the
+            // Hello, which we answered ready.
+            SMsg::Sorry { code, .. } if self.role == Role::Acceptor && self.s.conduit().items_received() == 2 => {
+                assert_eq!(*actual, Err(E::Refused(SessionFailure::PeerRefused { code })));
+                self.fail(SessionFailure::PeerRefused { code });
+            }
             SMsg::Hello(_) | SMsg::HelloYourself(_) | SMsg::LetsGo | SMsg::Sorry { .. } => {
                 self.expect_violation(actual, V::UnexpectedHandshake);
             }
