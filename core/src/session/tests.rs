@@ -1004,8 +1004,7 @@ fn fast_path_model(seed: u64) {
 /// ready session; the acceptor reads the Sorry as the initiator's refusal, with its code.
 #[test]
 fn an_initiator_refusing_a_version_4_hello_yourself_ends_the_ready_acceptor_with_its_code() {
-    let mut strict = SessionConfig::default();
-    strict.max_metadata = 4;
+    let strict = SessionConfig { max_metadata: 4, ..SessionConfig::default() };
     let mut p = Pair::new(SessionConfig::default());
     p.a = Session::new(Role::Initiator, strict, b"c").expect("config");
     p.b = Session::new(Role::Acceptor, SessionConfig::default(), b"a long greeting").expect("config");
