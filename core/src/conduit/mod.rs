@@ -210,11 +210,10 @@ pub struct Conduit {
     pub(crate) detached_since: Option<Instant>,
     /// Frozen for a handoff ([`freeze`](Self::freeze)): sends fail with `WouldBlock`.
     pub(crate) frozen: bool,
-    /// Initiator: may announce `EARLY` on the first link of a fresh session
-    /// ([`set_early_first_frame`](Self::set_early_first_frame)).
+    /// Initiator: may announce `EARLY` on the next fresh hello
+    /// ([`set_early_first_frame`](Self::set_early_first_frame)); cleared once announced, so a
+    /// later fresh hello goes without it.
     pub(crate) early_ok: bool,
-    /// Initiator: `EARLY` was announced once; a later fresh hello goes without it.
-    pub(crate) early_tried: bool,
     /// The early frame of the current link.
     pub(crate) early: EarlyFrame,
 }
@@ -269,7 +268,6 @@ impl Conduit {
             detached_since: None,
             frozen: false,
             early_ok: false,
-            early_tried: false,
             early: EarlyFrame::No,
         }
     }

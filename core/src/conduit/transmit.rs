@@ -107,8 +107,7 @@ impl Conduit {
             LinkState::None => return None,
             LinkState::AwaitServerHello { id, hello_sent: false } if self.owed == Owed::ClientHello => {
                 // A fresh session's first frame may ride right behind the hello, once.
-                let early =
-                    self.early_ok && !self.early_tried && self.key.is_none() && self.acked == 0 && self.sent > 0;
+                let early = self.early_ok && self.key.is_none() && self.acked == 0 && self.sent > 0;
                 let hello = ClientHello {
                     resume_key: self.key,
                     last_received: self.our_last_received().filter(|_| self.key.is_some()),
@@ -119,7 +118,7 @@ impl Conduit {
                 self.owed = Owed::Nothing;
                 self.link = LinkState::AwaitServerHello { id, hello_sent: true };
                 if early {
-                    self.early_tried = true;
+                    self.early_ok = false;
                     self.early = EarlyFrame::ToSend;
                     self.tx_cursor = 0;
                 }
